@@ -1,0 +1,103 @@
+//! Deterministic random data for the quant crates' tests, benches and demo.
+//!
+//! A seeded SplitMix64 generator (no dependencies, identical output on every machine) and the
+//! few distributions the tests need: uniform, normal (Box-Muller), random bit patterns of each
+//! float type, and shapes that include the `0` and `1` edges.
+
+use quant_traits::QuantFloat;
+
+/// A SplitMix64 pseudo-random generator: tiny, fast, and the same sequence everywhere.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`, 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Uniform integer in `lo..=hi`.
+    pub fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        let span = (hi - lo) as u64 + 1;
+        lo + (self.next_u64() % span) as i64
+    }
+
+    /// Uniform index in `0..n` (`n > 0`).
+    pub fn index(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit(); // (0, 1]
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// A dimension for property tests: 0 and 1 often, otherwise up to `max`.
+    pub fn dim(&mut self, max: usize) -> usize {
+        match self.index(8) {
+            0 => 0,
+            1 => 1,
+            _ => 1 + self.index(max),
+        }
+    }
+
+    /// One element of type `F` drawn from a mix that exercises the edge cases: ordinary values
+    /// at a random magnitude, exact zeros, halves, and (rarely) values near `F`'s extremes
+    /// and its subnormals. Always finite.
+    pub fn element<F: QuantFloat>(&mut self, magnitude: f64) -> F {
+        let v = match self.index(16) {
+            0 => 0.0,
+            1 => (self.int(-20, 20) as f64) * 0.5 * magnitude,
+            _ => self.uniform(-1.0, 1.0) * magnitude,
+        };
+        F::from_f64_saturating(v)
+    }
+
+    /// A random "magnitude" for a whole tensor: from the subnormals of `F` up to its maximum,
+    /// weighted towards ordinary sizes.
+    pub fn magnitude<F: QuantFloat>(&mut self) -> f64 {
+        match self.index(10) {
+            0 => F::MAX_FINITE,
+            1 => F::MAX_FINITE * self.unit(),
+            2 => {
+                // Down to the smallest subnormal of F.
+                let min_sub = F::from_f64_nearest(0.0).next_up().to_f64_exact();
+                min_sub * (1.0 + 1000.0 * self.unit())
+            }
+            _ => 10f64.powf(self.uniform(-6.0, 6.0)),
+        }
+    }
+
+    /// A vector of `len` elements of `F` at one random magnitude (see [`Rng::element`]).
+    pub fn tensor<F: QuantFloat>(&mut self, len: usize) -> Vec<F> {
+        let m = self.magnitude::<F>();
+        (0..len).map(|_| self.element::<F>(m)).collect()
+    }
+
+    /// A random bit width in `2..=32`.
+    pub fn bits(&mut self) -> u32 {
+        self.int(2, 32) as u32
+    }
+}

@@ -1,0 +1,272 @@
+//! Every rounding, every clamp and every numeric `as` cast of the quant crates, in one place.
+//!
+//! The rest of the workspace converts numbers only through these functions, so that the
+//! conventions live in exactly one spot:
+//!
+//! * [`round_ties_even`]: round half to even (Python `round`, NumPy `rint`, PyTorch, ONNX).
+//!   Rust's `f64::round` rounds ties *away* from zero and is never used.
+//! * [`round_to_format`]: round an `f64` to a narrower binary format (f32, f16, bf16) to
+//!   nearest, ties to even, exactly as IEEE 754 does, overflowing to infinity. Used to build
+//!   `f16`/`bf16` values: `half`'s own `from_f64` truncates the low bits of the `f64` first, which
+//!   can mis-round values just above a tie.
+//! * [`f64_to_i64_saturating`] and [`clamp_i64`]: saturating conversions, never wrapping.
+//!
+//! All functions work without `std` (no `libm`): they use bit manipulation and the classic
+//! `2^52` trick, which is exact under the default IEEE rounding mode that Rust guarantees.
+
+/// `2^52`: at and above this magnitude every `f64` is an integer.
+const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
+
+/// The absolute value of `x` (clears the sign bit; works without `std`).
+#[inline]
+#[must_use]
+pub fn abs(x: f64) -> f64 {
+    f64::from_bits(x.to_bits() & !(1u64 << 63))
+}
+
+/// `magnitude` with the sign of `sign` (works without `std`).
+#[inline]
+#[must_use]
+pub fn copysign(magnitude: f64, sign: f64) -> f64 {
+    f64::from_bits((magnitude.to_bits() & !(1u64 << 63)) | (sign.to_bits() & (1u64 << 63)))
+}
+
+/// Rounds `x` to the nearest integer, ties to even: `0.5 -> 0`, `1.5 -> 2`, `2.5 -> 2`,
+/// `-2.5 -> -2`.
+///
+/// Identical to `f64::round_ties_even` from `std` (tested against it on millions of values),
+/// but available without `std`. NaN and infinities are returned unchanged; the sign of zero is
+/// kept (`-0.4 -> -0.0`).
+#[inline]
+#[must_use]
+pub fn round_ties_even(x: f64) -> f64 {
+    let a = abs(x);
+    // `!(a < 2^52)` also catches NaN. Values that large are already integers.
+    if !(a < TWO_POW_52) {
+        return x;
+    }
+    // Adding 2^52 moves `a` into [2^52, 2^53), where the spacing of f64 is exactly 1, so the
+    // addition itself rounds `a` to an integer, ties to even (2^52 is even, so the parity of
+    // the sum is the parity of the rounded `a`). Subtracting 2^52 is then exact.
+    let r = (a + TWO_POW_52) - TWO_POW_52;
+    copysign(r, x)
+}
+
+/// `2^k` as an `f64`, for `k` in the normal range `-1022..=1023`.
+///
+/// # Panics
+/// Debug builds assert the range; callers in this workspace only pass exponents they derived
+/// from a finite value's exponent field, which stay inside it.
+#[inline]
+#[must_use]
+pub fn pow2(k: i32) -> f64 {
+    debug_assert!((-1022..=1023).contains(&k), "pow2 exponent {k} out of range");
+    f64::from_bits(((k + 1023) as u64) << 52)
+}
+
+/// The unbiased binary exponent of a finite, nonzero `x`: `floor(log2(|x|))`.
+///
+/// Subnormal `f64` values report `-1023` (they are all smaller than `2^-1022`), which is all
+/// the callers here need.
+#[inline]
+#[must_use]
+pub fn exponent(x: f64) -> i32 {
+    (((x.to_bits() >> 52) & 0x7ff) as i32) - 1023
+}
+
+/// Multiplies `x` by `2^k` for any `k` in `-2100..=2100`, in up to three exact steps, so that
+/// a factor outside the range of a single `f64` power of two (e.g. `2^1074`) still works.
+/// The result is exact unless it overflows (to infinity) or underflows into the subnormals.
+#[must_use]
+pub fn scale_by_pow2(x: f64, k: i32) -> f64 {
+    let mut x = x;
+    let mut k = k;
+    while k > 1023 {
+        x *= pow2(1023);
+        k -= 1023;
+    }
+    while k < -1022 {
+        x *= pow2(-1022);
+        k += 1022;
+    }
+    x * pow2(k)
+}
+
+/// Rounds `x` to the nearest value of a binary floating-point format with `digits` significand
+/// bits (including the implicit one), smallest normal exponent `min_exp` and largest finite value
+/// `max_finite`; ties go to the value with an even last significand bit.
+///
+/// This is IEEE 754 round-to-nearest-even, including gradual underflow (subnormals) and
+/// overflow: a value whose rounding (with an unbounded exponent) exceeds `max_finite` becomes
+/// `±inf`. NaN stays NaN. The result is returned as the `f64` holding that value, which is then
+/// exactly representable in the target format.
+///
+/// | format | `digits` | `min_exp` | `max_finite` |
+/// |--------|----------|-----------|--------------|
+/// | f32    | 24       | -126      | `f32::MAX`   |
+/// | f16    | 11       | -14       | 65504        |
+/// | bf16   | 8        | -126      | `bf16::MAX`  |
+#[must_use]
+pub fn round_to_format(x: f64, digits: u32, min_exp: i32, max_finite: f64) -> f64 {
+    let a = abs(x);
+    if x.is_nan() || a == f64::INFINITY || a == 0.0 {
+        return x;
+    }
+    // The quantum (spacing of the target format) at `a`: 2^(e - digits + 1), where e is the
+    // exponent of `a` but never below the format's smallest normal exponent (subnormals share
+    // the spacing of the smallest binade).
+    let e = exponent(a).max(min_exp);
+    let quantum_exp = e - (digits as i32 - 1);
+    // Dividing by a power of two is exact here (`a` is at least 2^-1074 and the quotient stays
+    // below 2^digits, far inside the normal range); rounding that quotient to an integer is
+    // exactly rounding `a` to the format's grid.
+    let steps = round_ties_even(scale_by_pow2(a, -quantum_exp));
+    let r = scale_by_pow2(steps, quantum_exp);
+    let r = if r > max_finite { f64::INFINITY } else { r };
+    copysign(r, x)
+}
+
+/// Converts an `f64` that holds an integer (or ±inf) to `i64`, saturating at the `i64` bounds;
+/// NaN becomes 0 (callers validate NaN away before this point).
+#[inline]
+#[must_use]
+pub fn f64_to_i64_saturating(x: f64) -> i64 {
+    // `as` from float to int saturates in Rust (and maps NaN to 0); it never wraps.
+    x as i64
+}
+
+/// Converts an `i64` to the nearest `f64` (ties to even); exact for `|v| <= 2^53`, which covers
+/// every code of a 2..=32-bit scheme.
+#[inline]
+#[must_use]
+pub fn i64_to_f64(v: i64) -> f64 {
+    v as f64
+}
+
+/// Converts an `i128` (an exact matmul accumulator) to the nearest `f64`, ties to even.
+#[inline]
+#[must_use]
+pub fn i128_to_f64(v: i128) -> f64 {
+    v as f64
+}
+
+/// Converts a `u32` bit width or small count to `f64` (always exact).
+#[inline]
+#[must_use]
+pub fn u32_to_f64(v: u32) -> f64 {
+    f64::from(v)
+}
+
+/// Converts an element count to `f64` (exact below `2^53` elements).
+#[inline]
+#[must_use]
+pub fn usize_to_f64(v: usize) -> f64 {
+    v as f64
+}
+
+/// Clamps `v` into `lo..=hi` (callers guarantee `lo <= hi`).
+#[inline]
+#[must_use]
+pub fn clamp_i64(v: i64, lo: i64, hi: i64) -> i64 {
+    v.max(lo).min(hi)
+}
+
+/// Narrows an `i64` that the caller has already clamped into the target's range.
+///
+/// These are the only narrowing integer casts of the workspace; every caller clamps first, and
+/// debug builds check it.
+pub mod narrow {
+    macro_rules! narrow_fn {
+        ($name:ident, $t:ty) => {
+            #[doc = concat!("Narrows a code already clamped into the `", stringify!($t), "` range.")]
+            #[inline]
+            #[must_use]
+            pub fn $name(v: i64) -> $t {
+                debug_assert!(
+                    v >= i64::from(<$t>::MIN) && v <= i64::from(<$t>::MAX),
+                    "code {v} does not fit {}",
+                    stringify!($t)
+                );
+                v as $t
+            }
+        };
+    }
+    narrow_fn!(to_i8, i8);
+    narrow_fn!(to_u8, u8);
+    narrow_fn!(to_i16, i16);
+    narrow_fn!(to_u16, u16);
+    narrow_fn!(to_i32, i32);
+    narrow_fn!(to_u32, u32);
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(0.5, 0.0)]
+    #[case(1.5, 2.0)]
+    #[case(2.5, 2.0)]
+    #[case(-0.5, -0.0)]
+    #[case(-1.5, -2.0)]
+    #[case(-2.5, -2.0)]
+    #[case(127.5, 128.0)]
+    #[case(-63.5, -64.0)]
+    #[case(0.49999999999999994, 0.0)]
+    #[case(4503599627370495.5, 4503599627370496.0)]
+    #[case(4503599627370497.0, 4503599627370497.0)]
+    #[case(-1e300, -1e300)]
+    fn ties_go_to_even(#[case] x: f64, #[case] want: f64) {
+        let got = round_ties_even(x);
+        assert_eq!(got.to_bits(), want.to_bits(), "round_ties_even({x}) = {got}, want {want}");
+    }
+
+    #[test]
+    fn round_ties_even_matches_std_on_many_values() {
+        // Halves, near-halves and random bit patterns across the whole exponent range.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..2_000_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = match i % 4 {
+                0 => f64::from_bits(state),
+                1 => (state % 100_000) as f64 / 2.0 - 25_000.0,
+                2 => f64::from_bits(state & 0xC33F_FFFF_FFFF_FFFF), // exponents near 0
+                _ => (state % 1_000_000) as f64 * 0.25 - 125_000.0,
+            };
+            let want = x.round_ties_even();
+            let got = round_ties_even(x);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "x = {x:e}: got {got:e}, want {want:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn round_to_format_as_f32_matches_the_hardware_cast() {
+        let mut state = 0x0123_4567_89AB_CDEFu64;
+        for _ in 0..1_000_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // Keep exponents in and around f32's range, including its subnormals and overflow.
+            let bits = (state & 0x800F_FFFF_FFFF_FFFF) | ((0x340 + (state >> 52) % 0x100) << 52);
+            let x = f64::from_bits(bits);
+            let want = f64::from(x as f32);
+            let got = round_to_format(x, 24, -126, f64::from(f32::MAX));
+            assert_eq!(got.to_bits(), want.to_bits(), "x = {x:e}");
+        }
+    }
+
+    #[test]
+    fn clamp_and_saturate() {
+        assert_eq!(clamp_i64(300, -128, 127), 127);
+        assert_eq!(clamp_i64(-300, -128, 127), -128);
+        assert_eq!(f64_to_i64_saturating(f64::INFINITY), i64::MAX);
+        assert_eq!(f64_to_i64_saturating(-1e300), i64::MIN);
+        assert_eq!(scale_by_pow2(1.0, 1074).to_bits(), f64::INFINITY.to_bits());
+        assert_eq!(scale_by_pow2(f64::from_bits(1), 1074), 1.0);
+    }
+}

@@ -1,0 +1,165 @@
+//! The error type of every quant crate.
+
+/// What went wrong, with the facts needed to find it (which element, which shapes).
+///
+/// Every fallible function of the quant crates validates its input up front and returns one of
+/// these instead of panicking or producing NaN/inf. Values are carried as `f64` so the message
+/// shows them whatever the element type was. `PartialEq` compares fields as they are, so an
+/// error carrying a NaN value is not equal to itself: match on the variant in that case.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuantError {
+    /// The bit width is outside `2..=32`.
+    #[error("bit width {bits} is not supported: use 2..=32")]
+    InvalidBits {
+        /// The width that was asked for.
+        bits: u32,
+    },
+
+    /// The codes of a scheme do not fit the chosen storage type.
+    #[error(
+        "{scheme} {bits}-bit codes span {min}..={max}, which {storage} \
+         (holding {storage_min}..={storage_max}) cannot store"
+    )]
+    StorageTooNarrow {
+        /// `"symmetric"` or `"asymmetric"`.
+        scheme: &'static str,
+        /// The scheme's width.
+        bits: u32,
+        /// The scheme's smallest code.
+        min: i64,
+        /// The scheme's largest code.
+        max: i64,
+        /// The storage type's name.
+        storage: &'static str,
+        /// Smallest code the storage holds.
+        storage_min: i64,
+        /// Largest code the storage holds.
+        storage_max: i64,
+    },
+
+    /// An input element is NaN or infinite.
+    #[error("element {index} is {value}: quantization needs finite values")]
+    NonFinite {
+        /// Position in the flat (row-major) input.
+        index: usize,
+        /// The offending value, widened to `f64`.
+        value: f64,
+    },
+
+    /// A matrix element is NaN or infinite.
+    #[error("element at row {row}, column {col} is {value}: quantization needs finite values")]
+    NonFiniteInMatrix {
+        /// Row of the offending element.
+        row: usize,
+        /// Column of the offending element.
+        col: usize,
+        /// The offending value, widened to `f64`.
+        value: f64,
+    },
+
+    /// The rows of a matrix given as `&[Vec<_>]` have different lengths.
+    #[error("ragged matrix: row {row} has {found} columns but row 0 has {expected}")]
+    RaggedMatrix {
+        /// The first row whose length differs from row 0.
+        row: usize,
+        /// Row 0's length.
+        expected: usize,
+        /// This row's length.
+        found: usize,
+    },
+
+    /// A channel axis other than 0 (rows) or 1 (columns).
+    #[error("axis {axis} is not a matrix axis: use 0 (one scale per row) or 1 (one per column)")]
+    InvalidAxis {
+        /// The axis that was asked for.
+        axis: usize,
+    },
+
+    /// A buffer's length disagrees with the shape or with another buffer.
+    #[error("{what}: expected {expected} elements, found {found}")]
+    LengthMismatch {
+        /// Which buffer, e.g. `"output codes"` or `"quantized vs original"`.
+        what: &'static str,
+        /// The length the shape or the other buffer implies.
+        expected: usize,
+        /// The length given.
+        found: usize,
+    },
+
+    /// A shape whose element count does not fit in `usize`.
+    #[error("shape {rows}x{cols} has more elements than fit in memory")]
+    ShapeOverflow {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+    },
+
+    /// Matrix multiply operands whose inner dimensions disagree.
+    #[error(
+        "matrix shapes clash: A is {a_rows}x{a_cols} and B is {b_rows}x{b_cols}, \
+         but A's column count must equal B's row count"
+    )]
+    InnerDimensionMismatch {
+        /// Rows of A.
+        a_rows: usize,
+        /// Columns of A.
+        a_cols: usize,
+        /// Rows of B.
+        b_rows: usize,
+        /// Columns of B.
+        b_cols: usize,
+    },
+
+    /// A scale that is not finite and positive.
+    #[error("scale {value} is invalid: a scale must be finite and greater than zero")]
+    InvalidScale {
+        /// The scale given, widened to `f64`.
+        value: f64,
+    },
+
+    /// A zero point outside the scheme's code range (or nonzero for a symmetric scheme).
+    #[error("zero point {zero_point} is invalid here: it must lie in {min}..={max}")]
+    InvalidZeroPoint {
+        /// The zero point given.
+        zero_point: i64,
+        /// Smallest allowed value.
+        min: i64,
+        /// Largest allowed value.
+        max: i64,
+    },
+
+    /// A calibration range with `lo > hi` or a non-finite end.
+    #[error("range [{lo}, {hi}] is invalid: it needs finite ends with lo <= hi")]
+    InvalidRange {
+        /// Lower end.
+        lo: f64,
+        /// Upper end.
+        hi: f64,
+    },
+
+    /// A range so wide that its scale does not fit the float type.
+    #[error("range [{lo}, {hi}] needs a scale beyond the finite range of {float}")]
+    ScaleOverflow {
+        /// Lower end.
+        lo: f64,
+        /// Upper end.
+        hi: f64,
+        /// The float type of the scale.
+        float: &'static str,
+    },
+
+    /// A result that does not fit the output float type.
+    #[error("result at row {row}, column {col} is {value}, beyond the finite range of {float}")]
+    OutputOverflow {
+        /// Row of the result.
+        row: usize,
+        /// Column of the result.
+        col: usize,
+        /// The exact result, rounded to `f64` (may itself be infinite).
+        value: f64,
+        /// The output float type.
+        float: &'static str,
+    },
+}
