@@ -13,9 +13,7 @@
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{
-    clamp_i64, f64_to_i64_saturating, i128_to_f64, round_ties_even,
-};
+use quant_traits::cast::{clamp_i64, copysign, f64_to_i64_saturating, i128_to_f64, round_ties_even};
 use quant_traits::{QuantError, QuantFloat, Storage};
 
 use crate::params::QuantParams;
@@ -36,7 +34,14 @@ pub fn quantize_value(x: f64, scale: f64, zero_point: i64, code_min: i64, code_m
 #[must_use]
 pub fn dequantize_code<F: QuantFloat>(code: i64, scale: F, zero_point: i64) -> F {
     let steps = i128_to_f64(i128::from(code) - i128::from(zero_point));
-    F::from_f64_saturating(steps * scale.to_f64_exact())
+    let scale = scale.to_f64_exact();
+    let v = steps * scale;
+    if v.is_infinite() && scale.is_finite() {
+        // The exact product is finite but beyond f64::MAX (an f64 tensor spanning all of f64):
+        // saturate like any other value beyond F's range.
+        return F::from_f64_saturating(copysign(F::MAX_FINITE, v));
+    }
+    F::from_f64_saturating(v)
 }
 
 /// Packs a stream of codes into storage units, in order (first code in the lowest lane).

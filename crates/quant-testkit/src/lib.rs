@@ -72,7 +72,8 @@ impl Rng {
             1 => (self.int(-20, 20) as f64) * 0.5 * magnitude,
             _ => self.uniform(-1.0, 1.0) * magnitude,
         };
-        F::from_f64_saturating(v)
+        // Keep the value finite (10 * F::MAX would overflow f64 for F = f64), then round to F.
+        F::from_f64_saturating(v.clamp(-F::MAX_FINITE, F::MAX_FINITE))
     }
 
     /// A random "magnitude" for a whole tensor: from the subnormals of `F` up to its maximum,
