@@ -131,7 +131,7 @@ pub fn quantize_per_channel<F: QuantFloat>(
 ) -> Result<(Vec<Vec<i32>>, Vec<F>), QuantError> {
     let spec = QuantSpec::symmetric(bits)?;
     let axis = Axis::try_from(axis)?;
-    let shape = MatrixShape::of_rows(matrix)?;
+    let shape = MatrixShape::of_rows("input", matrix)?;
     let flat: Vec<F> = matrix.iter().flatten().copied().collect();
     let q = quantize_matrix::<F, i32>(&flat, shape, spec, Granularity::PerChannel(axis))?;
     let rows = if shape.cols == 0 {

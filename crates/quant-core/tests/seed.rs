@@ -289,7 +289,7 @@ fn ragged_matrices_and_bad_axes() {
     let ragged = vec![vec![1.0f32, 2.0], vec![3.0]];
     assert_eq!(
         quantize_per_channel(&ragged, 0, 8).map(|_| ()),
-        Err(QuantError::RaggedMatrix { row: 1, expected: 2, found: 1 })
+        Err(QuantError::RaggedMatrix { matrix: "input", row: 1, expected: 2, found: 1 })
     );
     assert_eq!(
         quantize_per_channel(&[vec![1.0f32]], 2, 8).map(|_| ()),
@@ -302,7 +302,7 @@ fn errors_read_well() {
     let e = quantize_symmetric(&[0.0f32, f32::NAN], 8).expect_err("NaN is rejected");
     assert_eq!(e.to_string(), "element 1 is NaN: quantization needs finite values");
     let e = quantize_per_channel(&[vec![1.0f32], vec![]], 0, 8).expect_err("ragged");
-    assert_eq!(e.to_string(), "ragged matrix: row 1 has 0 columns but row 0 has 1");
+    assert_eq!(e.to_string(), "ragged matrix input: row 1 has 0 columns but row 0 has 1");
     let e = quantize_symmetric(&[1.0f32], 40).expect_err("bits");
     assert_eq!(e.to_string(), "bit width 40 is not supported: use 2..=32");
 }

@@ -59,8 +59,10 @@ pub enum QuantError {
     },
 
     /// The rows of a matrix given as `&[Vec<_>]` have different lengths.
-    #[error("ragged matrix: row {row} has {found} columns but row 0 has {expected}")]
+    #[error("ragged matrix {matrix}: row {row} has {found} columns but row 0 has {expected}")]
     RaggedMatrix {
+        /// Which matrix (`"input"`, `"A"`, `"B"`).
+        matrix: &'static str,
         /// The first row whose length differs from row 0.
         row: usize,
         /// Row 0's length.

@@ -47,13 +47,14 @@ impl MatrixShape {
     /// that every row has the same length. Zero rows give `0 x 0`.
     ///
     /// # Errors
-    /// [`QuantError::RaggedMatrix`] naming the first row whose length differs from row 0's.
-    pub fn of_rows<T, R: AsRef<[T]>>(rows: &[R]) -> Result<Self, QuantError> {
+    /// [`QuantError::RaggedMatrix`] naming the matrix (`name`) and the first row whose length
+    /// differs from row 0's.
+    pub fn of_rows<T, R: AsRef<[T]>>(name: &'static str, rows: &[R]) -> Result<Self, QuantError> {
         let cols = rows.first().map_or(0, |r| r.as_ref().len());
         for (row, r) in rows.iter().enumerate() {
             let found = r.as_ref().len();
             if found != cols {
-                return Err(QuantError::RaggedMatrix { row, expected: cols, found });
+                return Err(QuantError::RaggedMatrix { matrix: name, row, expected: cols, found });
             }
         }
         Ok(MatrixShape { rows: rows.len(), cols })
@@ -78,10 +79,10 @@ mod tests {
     fn ragged_rows_name_the_row() {
         let rows: [&[f32]; 3] = [&[1.0, 2.0], &[3.0, 4.0], &[5.0]];
         assert_eq!(
-            MatrixShape::of_rows(&rows),
-            Err(QuantError::RaggedMatrix { row: 2, expected: 2, found: 1 })
+            MatrixShape::of_rows("W", &rows),
+            Err(QuantError::RaggedMatrix { matrix: "W", row: 2, expected: 2, found: 1 })
         );
-        assert_eq!(MatrixShape::of_rows::<f32, &[f32]>(&[]), Ok(MatrixShape::new(0, 0)));
+        assert_eq!(MatrixShape::of_rows::<f32, &[f32]>("W", &[]), Ok(MatrixShape::new(0, 0)));
     }
 
     #[test]
