@@ -47,6 +47,15 @@ pub enum QuantError {
         value: f64,
     },
 
+    /// A reconstructed (dequantized) value handed to the error analysis is NaN or infinite.
+    #[error("reconstructed element {index} is {value}: error analysis needs finite values")]
+    NonFiniteReconstruction {
+        /// Position in the reconstructed tensor.
+        index: usize,
+        /// The offending value, widened to `f64`.
+        value: f64,
+    },
+
     /// A matrix element is NaN or infinite.
     #[error("element at row {row}, column {col} is {value}: quantization needs finite values")]
     NonFiniteInMatrix {
