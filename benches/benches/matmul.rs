@@ -1,1 +1,54 @@
-fn main(){}
+//! The exact reference integer matmul: int8-range codes (i32 accumulator) and full 32-bit codes
+//! (i128 accumulator), in integer operations (2·m·k·n) per second.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quant_matmul::{matmul_exact, GemmShape};
+use quant_testkit::Rng;
+use std::hint::black_box;
+
+fn codes(rng: &mut Rng, len: usize, lo: i64, hi: i64) -> Vec<i32> {
+    (0..len)
+        .map(|_| i32::try_from(rng.int(lo, hi)).expect("fits"))
+        .collect()
+}
+
+fn matmul(c: &mut Criterion) {
+    let mut rng = Rng::new(3);
+    let mut g = c.benchmark_group("matmul_exact");
+    for size in [64usize, 128, 256] {
+        let shape = GemmShape::new(size, size, size);
+        g.throughput(Throughput::Elements(2 * (size * size * size) as u64));
+        let a = codes(&mut rng, size * size, -128, 127);
+        let b = codes(&mut rng, size * size, -128, 127);
+        g.bench_function(
+            BenchmarkId::new("i8_codes", format!("{size}x{size}x{size}")),
+            |bch| {
+                bch.iter(|| matmul_exact(black_box(&a), black_box(&b), shape).expect("valid"));
+            },
+        );
+        if size <= 128 {
+            let a = codes(
+                &mut rng,
+                size * size,
+                i64::from(i32::MIN),
+                i64::from(i32::MAX),
+            );
+            let b = codes(
+                &mut rng,
+                size * size,
+                i64::from(i32::MIN),
+                i64::from(i32::MAX),
+            );
+            g.bench_function(
+                BenchmarkId::new("i32_codes", format!("{size}x{size}x{size}")),
+                |bch| {
+                    bch.iter(|| matmul_exact(black_box(&a), black_box(&b), shape).expect("valid"));
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matmul);
+criterion_main!(benches);

@@ -1,1 +1,144 @@
-fn main() {}
+//! Developer commands for the quant workspace.
+//!
+//! ```text
+//! cargo xtask demo     the main job: quantize a built-in weight matrix and activation vector
+//! cargo xtask test     every test of the workspace, doc tests included
+//! cargo xtask check    fmt, clippy -D warnings, docs, and the no_std builds of traits/core/matmul
+//! cargo xtask ci       check + test (what CI runs)
+//! cargo xtask bench    criterion benchmarks (extra arguments go to criterion)
+//! ```
+
+mod demo;
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench> [args]
+
+  demo    quantize a built-in synthetic weight matrix and activation vector with each
+          scheme at 8 and 4 bits, print the error table, run the seed's matmul example
+  test    run every test of the workspace (unit, integration, doc tests)
+  check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
+          and the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul
+  ci      check, then test: passing locally means CI is green
+  bench   cargo bench -p quant-benches [criterion args]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run(),
+        Some("test") => test(),
+        Some("check") => check(),
+        Some("ci") => check().and_then(|()| test()),
+        Some("bench") => bench(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cargo ARGS`, failing with the command line if it fails.
+fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_env(args, &[])
+}
+
+fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn test() -> Result<(), String> {
+    // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests.
+    cargo(&["test", "--workspace"])
+}
+
+const NO_STD_CRATES: [&str; 3] = ["quant-traits", "quant-core", "quant-matmul"];
+
+fn check() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo_env(
+        &["doc", "--workspace", "--no-deps", "--quiet"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    for krate in NO_STD_CRATES {
+        cargo(&["build", "--quiet", "-p", krate, "--no-default-features"])?;
+    }
+    no_std_dependencies()
+}
+
+/// Without default features, nothing in the embeddable crates' dependency tree may turn on a
+/// `std` feature (the crates themselves are `no_std` then, but a dependency could still link std).
+fn no_std_dependencies() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "tree",
+        "--no-default-features",
+        "-e",
+        "normal,no-proc-macro,features",
+        "--prefix",
+        "none",
+    ]);
+    for krate in NO_STD_CRATES {
+        cmd.args(["-p", krate]);
+    }
+    eprintln!("$ cargo tree --no-default-features ... (no `std` feature may appear)");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not run cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let std_users: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.contains("feature \"std\""))
+        .collect();
+    if std_users.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the no_std crates pull in std through: {}",
+            std_users.join(", ")
+        ))
+    }
+}
+
+fn bench(extra: &[String]) -> Result<(), String> {
+    let mut args = vec!["bench", "-p", "quant-benches"];
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    cargo(&args)
+}

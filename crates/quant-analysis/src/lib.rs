@@ -29,7 +29,7 @@
 //! assert!((e.mse - 2.79e-6).abs() < 1e-8);
 //! assert!((e.max_error - 0.003937).abs() < 1e-6);
 //! assert!((e.snr_db - 52.28).abs() < 0.01);
-//! println!("{e}"); // MSE 2.7900055800111473e-6, max error 3.937007874015741e-3 (element 1), SNR 52.28 dB
+//! println!("{e}"); // MSE 2.7900e-6, max error 3.9370e-3 (element 1), SNR 52.28 dB
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

@@ -10,7 +10,9 @@ use alloc::vec::Vec;
 use quant_traits::{MatrixShape, QuantError, QuantFloat, Storage};
 
 use crate::params::QuantParams;
-use crate::quantize::{check_params, check_units, dequantize_code, quantize_value, read_codes, write_codes};
+use crate::quantize::{
+    check_params, check_units, dequantize_code, quantize_value, read_codes, write_codes,
+};
 use crate::range::{check_finite_matrix, column_ranges, range_of_finite};
 use crate::scheme::QuantSpec;
 
@@ -81,7 +83,10 @@ pub fn matrix_params<F: QuantFloat>(
     shape.check_len("matrix", x.len())?;
     check_finite_matrix(x, shape)?;
     match granularity {
-        Granularity::PerTensor => Ok(alloc::vec![QuantParams::from_observed(spec, range_of_finite(x.iter().copied()))?]),
+        Granularity::PerTensor => Ok(alloc::vec![QuantParams::from_observed(
+            spec,
+            range_of_finite(x.iter().copied())
+        )?]),
         Granularity::PerChannel(Axis::Rows) => (0..shape.rows)
             .map(|r| {
                 let row = &x[r * shape.cols..(r + 1) * shape.cols];
@@ -114,14 +119,21 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
     shape.check_len("matrix", x.len())?;
     let channels = granularity.channels(shape);
     if params.len() != channels {
-        return Err(QuantError::LengthMismatch { what: "parameter sets", expected: channels, found: params.len() });
+        return Err(QuantError::LengthMismatch {
+            what: "parameter sets",
+            expected: channels,
+            found: params.len(),
+        });
     }
     for p in params {
         check_params(spec, p)?;
     }
     check_units::<Q>("output codes", x.len(), out.len())?;
     check_finite_matrix(x, shape)?;
-    let raw: Vec<(f64, i64)> = params.iter().map(|p| (p.scale().to_f64_exact(), p.zero_point())).collect();
+    let raw: Vec<(f64, i64)> = params
+        .iter()
+        .map(|p| (p.scale().to_f64_exact(), p.zero_point()))
+        .collect();
     let (lo, hi) = (spec.code_min(), spec.code_max());
     write_codes(
         out,
@@ -198,7 +210,13 @@ pub fn quantize_matrix<F: QuantFloat, Q: Storage>(
     let params = matrix_params(x, shape, spec, granularity)?;
     let mut codes = alloc::vec![Q::default(); Q::units_for(x.len())];
     quantize_matrix_into(x, shape, spec, granularity, &params, &mut codes)?;
-    Ok(QuantizedMatrix { codes, shape, spec, granularity, params })
+    Ok(QuantizedMatrix {
+        codes,
+        shape,
+        spec,
+        granularity,
+        params,
+    })
 }
 
 #[cfg(test)]
@@ -216,9 +234,17 @@ mod tests {
     fn per_column_scales() {
         let spec = QuantSpec::symmetric(8).expect("valid");
         let x = [1.0f64, 4.0, -2.0, 0.0];
-        let q = quantize_matrix::<f64, i16>(&x, MatrixShape::new(2, 2), spec, Granularity::PerChannel(Axis::Cols))
-            .expect("valid");
-        assert_eq!(q.params.iter().map(|p| p.scale()).collect::<Vec<_>>(), [2.0 / 127.0, 4.0 / 127.0]);
+        let q = quantize_matrix::<f64, i16>(
+            &x,
+            MatrixShape::new(2, 2),
+            spec,
+            Granularity::PerChannel(Axis::Cols),
+        )
+        .expect("valid");
+        assert_eq!(
+            q.params.iter().map(|p| p.scale()).collect::<Vec<_>>(),
+            [2.0 / 127.0, 4.0 / 127.0]
+        );
         assert_eq!(q.codes, [64, 127, -127, 0]); // 63.5 ties to 64
     }
 
@@ -226,21 +252,46 @@ mod tests {
     fn shape_and_parameter_count_are_checked() {
         let spec = QuantSpec::symmetric(8).expect("valid");
         assert_eq!(
-            quantize_matrix::<f32, i8>(&[1.0; 5], MatrixShape::new(2, 3), spec, Granularity::PerTensor),
-            Err(QuantError::LengthMismatch { what: "matrix", expected: 6, found: 5 })
+            quantize_matrix::<f32, i8>(
+                &[1.0; 5],
+                MatrixShape::new(2, 3),
+                spec,
+                Granularity::PerTensor
+            ),
+            Err(QuantError::LengthMismatch {
+                what: "matrix",
+                expected: 6,
+                found: 5
+            })
         );
         let p = [QuantParams::identity(); 2];
         assert_eq!(
-            quantize_matrix_into(&[1.0f32; 6], MatrixShape::new(2, 3), spec, Granularity::PerChannel(Axis::Cols), &p, &mut [0i8; 6]),
-            Err(QuantError::LengthMismatch { what: "parameter sets", expected: 3, found: 2 })
+            quantize_matrix_into(
+                &[1.0f32; 6],
+                MatrixShape::new(2, 3),
+                spec,
+                Granularity::PerChannel(Axis::Cols),
+                &p,
+                &mut [0i8; 6]
+            ),
+            Err(QuantError::LengthMismatch {
+                what: "parameter sets",
+                expected: 3,
+                found: 2
+            })
         );
     }
 
     #[test]
     fn empty_rows_get_identity_params() {
         let spec = QuantSpec::asymmetric(8).expect("valid");
-        let q = quantize_matrix::<f32, u8>(&[], MatrixShape::new(3, 0), spec, Granularity::PerChannel(Axis::Rows))
-            .expect("valid");
+        let q = quantize_matrix::<f32, u8>(
+            &[],
+            MatrixShape::new(3, 0),
+            spec,
+            Granularity::PerChannel(Axis::Rows),
+        )
+        .expect("valid");
         assert_eq!(q.params, [QuantParams::identity(); 3]);
         assert!(q.codes.is_empty());
     }

@@ -7,7 +7,7 @@
 //!   functions of the original specification, with `Vec<i32>`/`Vec<u32>` codes.
 //! * **The engine** that an inference runtime embeds: a validated [`QuantSpec`] (scheme and
 //!   width), [`QuantParams`] (scale and zero point, from data, from a range or explicit), and
-//!   quantize/dequantize over flat slices into any [`Storage`](quant_traits::Storage) type,
+//!   quantize/dequantize over flat slices into any [`Storage`] type,
 //!   including packed 4-bit ([`I4x2`](quant_traits::I4x2), [`U4x2`](quant_traits::U4x2)):
 //!   [`quantize_into`], [`dequantize_into`], [`quantize`], and for matrices with a
 //!   [`Granularity`] [`quantize_matrix`] / [`quantize_matrix_into`].
@@ -61,12 +61,20 @@ mod range;
 mod scheme;
 mod seed;
 
-pub use granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix};
+pub use granularity::{
+    matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix,
+};
 pub use params::QuantParams;
-pub use quantize::{dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes, Quantized};
+pub use quantize::{
+    dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes,
+    Quantized,
+};
 pub use range::{check_finite, range_of, Range};
 pub use scheme::{QuantSpec, Scheme};
-pub use seed::{dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel, quantize_symmetric};
+pub use seed::{
+    dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel,
+    quantize_symmetric,
+};
 
 /// The shared traits and error type, re-exported so a user of the core needs one dependency.
 pub use quant_traits::{self, MatrixShape, QuantError, QuantFloat, Storage};

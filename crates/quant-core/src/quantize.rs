@@ -13,7 +13,9 @@
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{clamp_i64, copysign, f64_to_i64_saturating, i128_to_f64, round_ties_even};
+use quant_traits::cast::{
+    clamp_i64, copysign, f64_to_i64_saturating, i128_to_f64, round_ties_even,
+};
 use quant_traits::{QuantError, QuantFloat, Storage};
 
 use crate::params::QuantParams;
@@ -77,17 +79,28 @@ pub fn read_codes<Q: Storage>(units: &[Q], len: usize) -> impl Iterator<Item = i
 }
 
 /// Checks that `found` storage units hold exactly `len` codes.
-pub(crate) fn check_units<Q: Storage>(what: &'static str, len: usize, found: usize) -> Result<(), QuantError> {
+pub(crate) fn check_units<Q: Storage>(
+    what: &'static str,
+    len: usize,
+    found: usize,
+) -> Result<(), QuantError> {
     let expected = Q::units_for(len);
     if expected == found {
         Ok(())
     } else {
-        Err(QuantError::LengthMismatch { what, expected, found })
+        Err(QuantError::LengthMismatch {
+            what,
+            expected,
+            found,
+        })
     }
 }
 
 /// Checks explicit parameters against a spec (a zero point made for another spec).
-pub(crate) fn check_params<F: QuantFloat>(spec: QuantSpec, p: &QuantParams<F>) -> Result<(), QuantError> {
+pub(crate) fn check_params<F: QuantFloat>(
+    spec: QuantSpec,
+    p: &QuantParams<F>,
+) -> Result<(), QuantError> {
     QuantParams::new(spec, p.scale(), p.zero_point()).map(|_| ())
 }
 
@@ -124,7 +137,11 @@ pub fn quantize_into<F: QuantFloat, Q: Storage>(
     check_finite(x)?;
     let (scale, zp) = (params.scale().to_f64_exact(), params.zero_point());
     let (lo, hi) = (spec.code_min(), spec.code_max());
-    write_codes(out, x.iter().map(|v| quantize_value(v.to_f64_exact(), scale, zp, lo, hi)));
+    write_codes(
+        out,
+        x.iter()
+            .map(|v| quantize_value(v.to_f64_exact(), scale, zp, lo, hi)),
+    );
     Ok(())
 }
 
@@ -141,7 +158,11 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
 ) -> Result<(), QuantError> {
     check_units::<Q>("input codes", len, codes.len())?;
     if out.len() != len {
-        return Err(QuantError::LengthMismatch { what: "output values", expected: len, found: out.len() });
+        return Err(QuantError::LengthMismatch {
+            what: "output values",
+            expected: len,
+            found: out.len(),
+        });
     }
     let (scale, zp) = (params.scale(), params.zero_point());
     for (o, q) in out.iter_mut().zip(read_codes(codes, len)) {
@@ -179,7 +200,9 @@ impl<F: QuantFloat, Q: Storage> Quantized<F, Q> {
     #[must_use]
     pub fn dequantize(&self) -> Vec<F> {
         let (scale, zp) = (self.params.scale(), self.params.zero_point());
-        self.iter_codes().map(|q| dequantize_code(q, scale, zp)).collect()
+        self.iter_codes()
+            .map(|q| dequantize_code(q, scale, zp))
+            .collect()
     }
 }
 
@@ -200,12 +223,20 @@ impl<F: QuantFloat, Q: Storage> Quantized<F, Q> {
 /// assert_eq!(q.codes.len(), 3); // five nibbles in three bytes
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn quantize<F: QuantFloat, Q: Storage>(x: &[F], spec: QuantSpec) -> Result<Quantized<F, Q>, QuantError> {
+pub fn quantize<F: QuantFloat, Q: Storage>(
+    x: &[F],
+    spec: QuantSpec,
+) -> Result<Quantized<F, Q>, QuantError> {
     spec.check_storage::<Q>()?;
     let params = QuantParams::from_tensor(spec, x)?;
     let mut codes = alloc::vec![Q::default(); Q::units_for(x.len())];
     quantize_into(x, spec, &params, &mut codes)?;
-    Ok(Quantized { codes, len: x.len(), spec, params })
+    Ok(Quantized {
+        codes,
+        len: x.len(),
+        spec,
+        params,
+    })
 }
 
 #[cfg(test)]
@@ -246,7 +277,11 @@ mod tests {
         assert_eq!(out, [7, 7, 7]);
         assert_eq!(
             quantize_into(&[1.0f32, 2.0], spec, &p, &mut out),
-            Err(QuantError::LengthMismatch { what: "output codes", expected: 2, found: 3 })
+            Err(QuantError::LengthMismatch {
+                what: "output codes",
+                expected: 2,
+                found: 3
+            })
         );
     }
 
@@ -258,7 +293,11 @@ mod tests {
         let mut out = [0u8; 1];
         assert_eq!(
             quantize_into(&[1.0f32], a4, &p, &mut out),
-            Err(QuantError::InvalidZeroPoint { zero_point: 200, min: 0, max: 15 })
+            Err(QuantError::InvalidZeroPoint {
+                zero_point: 200,
+                min: 0,
+                max: 15
+            })
         );
     }
 
@@ -272,7 +311,11 @@ mod tests {
         assert_eq!(out, [1.0, 2.0, 3.0]);
         assert_eq!(
             dequantize_into(&codes, 5, &p, &mut [0.0f32; 5]),
-            Err(QuantError::LengthMismatch { what: "input codes", expected: 3, found: 2 })
+            Err(QuantError::LengthMismatch {
+                what: "input codes",
+                expected: 3,
+                found: 2
+            })
         );
     }
 }

@@ -34,7 +34,10 @@ use crate::scheme::QuantSpec;
 /// assert_eq!(q, [127, -64, 38, -127, 0, 89]); // -63.5 rounds to even: -64
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn quantize_symmetric<F: QuantFloat>(tensor: &[F], bits: u32) -> Result<(Vec<i32>, F), QuantError> {
+pub fn quantize_symmetric<F: QuantFloat>(
+    tensor: &[F],
+    bits: u32,
+) -> Result<(Vec<i32>, F), QuantError> {
     let q = quantize::<F, i32>(tensor, QuantSpec::symmetric(bits)?)?;
     Ok((q.codes, q.params.scale()))
 }
@@ -56,7 +59,10 @@ pub fn quantize_symmetric<F: QuantFloat>(tensor: &[F], bits: u32) -> Result<(Vec
 /// ```
 #[must_use]
 pub fn dequantize_symmetric<F: QuantFloat>(quantized: &[i32], scale: F) -> Vec<F> {
-    quantized.iter().map(|&q| dequantize_code(i64::from(q), scale, 0)).collect()
+    quantized
+        .iter()
+        .map(|&q| dequantize_code(i64::from(q), scale, 0))
+        .collect()
 }
 
 /// Asymmetric quantization to `bits`-bit unsigned codes: returns `(codes, scale, zero_point)`.
@@ -80,7 +86,10 @@ pub fn dequantize_symmetric<F: QuantFloat>(quantized: &[i32], scale: F) -> Vec<F
 /// assert_eq!(q, [0, 64, 128, 191, 255, 13]); // 127.5 rounds to even: 128
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn quantize_asymmetric<F: QuantFloat>(tensor: &[F], bits: u32) -> Result<(Vec<u32>, F, u32), QuantError> {
+pub fn quantize_asymmetric<F: QuantFloat>(
+    tensor: &[F],
+    bits: u32,
+) -> Result<(Vec<u32>, F, u32), QuantError> {
     let q = quantize::<F, u32>(tensor, QuantSpec::asymmetric(bits)?)?;
     let zero_point = narrow::to_u32(q.params.zero_point());
     Ok((q.codes, q.params.scale(), zero_point))
@@ -99,9 +108,16 @@ pub fn quantize_asymmetric<F: QuantFloat>(tensor: &[F], bits: u32) -> Result<(Ve
 /// assert_eq!(x[2], 2.0);
 /// ```
 #[must_use]
-pub fn dequantize_asymmetric<F: QuantFloat>(quantized: &[u32], scale: F, zero_point: u32) -> Vec<F> {
+pub fn dequantize_asymmetric<F: QuantFloat>(
+    quantized: &[u32],
+    scale: F,
+    zero_point: u32,
+) -> Vec<F> {
     let zp = i64::from(zero_point);
-    quantized.iter().map(|&q| dequantize_code(i64::from(q), scale, zp)).collect()
+    quantized
+        .iter()
+        .map(|&q| dequantize_code(i64::from(q), scale, zp))
+        .collect()
 }
 
 /// Symmetric per-channel quantization of a matrix given as rows: one scale per row
@@ -137,7 +153,10 @@ pub fn quantize_per_channel<F: QuantFloat>(
     let rows = if shape.cols == 0 {
         alloc::vec![Vec::new(); shape.rows]
     } else {
-        q.codes.chunks_exact(shape.cols).map(<[i32]>::to_vec).collect()
+        q.codes
+            .chunks_exact(shape.cols)
+            .map(<[i32]>::to_vec)
+            .collect()
     };
     Ok((rows, q.params.iter().map(|p| p.scale()).collect()))
 }

@@ -26,15 +26,24 @@ impl GemmShape {
     /// Checks the operand and output lengths against the shape.
     fn check(self, a: usize, b: usize) -> Result<usize, QuantError> {
         let len = |r: usize, c: usize| {
-            r.checked_mul(c).ok_or(QuantError::ShapeOverflow { rows: r, cols: c })
+            r.checked_mul(c)
+                .ok_or(QuantError::ShapeOverflow { rows: r, cols: c })
         };
         let want_a = len(self.m, self.k)?;
         if a != want_a {
-            return Err(QuantError::LengthMismatch { what: "A (m x k)", expected: want_a, found: a });
+            return Err(QuantError::LengthMismatch {
+                what: "A (m x k)",
+                expected: want_a,
+                found: a,
+            });
         }
         let want_b = len(self.k, self.n)?;
         if b != want_b {
-            return Err(QuantError::LengthMismatch { what: "B (k x n)", expected: want_b, found: b });
+            return Err(QuantError::LengthMismatch {
+                what: "B (k x n)",
+                expected: want_b,
+                found: b,
+            });
         }
         len(self.m, self.n)
     }
@@ -68,7 +77,10 @@ impl Accumulator {
 }
 
 fn max_abs(x: &[i32]) -> u64 {
-    x.iter().map(|v| u64::from(v.unsigned_abs())).max().unwrap_or(0)
+    x.iter()
+        .map(|v| u64::from(v.unsigned_abs()))
+        .max()
+        .unwrap_or(0)
 }
 
 /// `C = A · B` of `i32` codes (row-major, shapes in `shape`), every element the exact sum.
@@ -143,7 +155,12 @@ mod tests {
     #[case(1 << 31, 1 << 31, 1, Accumulator::I64)]
     #[case(1 << 31, 1 << 31, 2, Accumulator::I128)]
     #[case(0, 0, usize::MAX, Accumulator::I32)]
-    fn accumulator_choice(#[case] a: u64, #[case] b: u64, #[case] k: usize, #[case] want: Accumulator) {
+    fn accumulator_choice(
+        #[case] a: u64,
+        #[case] b: u64,
+        #[case] k: usize,
+        #[case] want: Accumulator,
+    ) {
         assert_eq!(Accumulator::for_operands(a, b, k), want);
     }
 
@@ -151,17 +168,31 @@ mod tests {
     fn lengths_are_checked() {
         assert_eq!(
             matmul_exact(&[1, 2, 3], &[1, 2], GemmShape::new(2, 2, 1)),
-            Err(QuantError::LengthMismatch { what: "A (m x k)", expected: 4, found: 3 })
+            Err(QuantError::LengthMismatch {
+                what: "A (m x k)",
+                expected: 4,
+                found: 3
+            })
         );
         assert_eq!(
             matmul_exact(&[1, 2], &[1, 2, 3], GemmShape::new(1, 2, 2)),
-            Err(QuantError::LengthMismatch { what: "B (k x n)", expected: 4, found: 3 })
+            Err(QuantError::LengthMismatch {
+                what: "B (k x n)",
+                expected: 4,
+                found: 3
+            })
         );
     }
 
     #[test]
     fn zero_depth_gives_zeros() {
-        assert_eq!(matmul_exact(&[], &[], GemmShape::new(2, 0, 3)), Ok(alloc::vec![0; 6]));
-        assert_eq!(matmul_exact(&[], &[1, 2], GemmShape::new(0, 1, 2)), Ok(alloc::vec![]));
+        assert_eq!(
+            matmul_exact(&[], &[], GemmShape::new(2, 0, 3)),
+            Ok(alloc::vec![0; 6])
+        );
+        assert_eq!(
+            matmul_exact(&[], &[1, 2], GemmShape::new(0, 1, 2)),
+            Ok(alloc::vec![])
+        );
     }
 }

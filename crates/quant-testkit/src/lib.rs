@@ -102,3 +102,44 @@ impl Rng {
         self.int(2, 32) as u32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quant_traits::half::{bf16, f16};
+
+    #[test]
+    fn same_seed_same_sequence() {
+        let (mut a, mut b) = (Rng::new(5), Rng::new(5));
+        assert!((0..100).all(|_| a.next_u64() == b.next_u64()));
+        assert_ne!(Rng::new(5).next_u64(), Rng::new(6).next_u64());
+    }
+
+    #[test]
+    fn normal_has_unit_variance() {
+        let mut rng = Rng::new(1);
+        let v: Vec<f64> = (0..100_000).map(|_| rng.normal()).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / v.len() as f64;
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
+    }
+
+    fn all_finite<F: QuantFloat>() {
+        let mut rng = Rng::new(9);
+        for _ in 0..2000 {
+            let t: Vec<F> = rng.tensor(8);
+            assert!(t.iter().all(|v| v.is_finite()), "{}", F::NAME);
+        }
+    }
+
+    #[test]
+    fn tensors_are_finite_in_every_type() {
+        all_finite::<f32>();
+        all_finite::<f64>();
+        all_finite::<f16>();
+        all_finite::<bf16>();
+    }
+}

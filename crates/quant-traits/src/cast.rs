@@ -41,8 +41,8 @@ pub fn copysign(magnitude: f64, sign: f64) -> f64 {
 #[must_use]
 pub fn round_ties_even(x: f64) -> f64 {
     let a = abs(x);
-    // `!(a < 2^52)` also catches NaN. Values that large are already integers.
-    if !(a < TWO_POW_52) {
+    // Values that large are already integers; NaN is returned as it is.
+    if a >= TWO_POW_52 || a.is_nan() {
         return x;
     }
     // Adding 2^52 moves `a` into [2^52, 2^53), where the spacing of f64 is exactly 1, so the
@@ -60,7 +60,10 @@ pub fn round_ties_even(x: f64) -> f64 {
 #[inline]
 #[must_use]
 pub fn pow2(k: i32) -> f64 {
-    debug_assert!((-1022..=1023).contains(&k), "pow2 exponent {k} out of range");
+    debug_assert!(
+        (-1022..=1023).contains(&k),
+        "pow2 exponent {k} out of range"
+    );
     f64::from_bits(((k + 1023) as u64) << 52)
 }
 
@@ -220,7 +223,11 @@ mod tests {
     #[case(-1e300, -1e300)]
     fn ties_go_to_even(#[case] x: f64, #[case] want: f64) {
         let got = round_ties_even(x);
-        assert_eq!(got.to_bits(), want.to_bits(), "round_ties_even({x}) = {got}, want {want}");
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "round_ties_even({x}) = {got}, want {want}"
+        );
     }
 
     #[test]
@@ -250,7 +257,9 @@ mod tests {
     fn round_to_format_as_f32_matches_the_hardware_cast() {
         let mut state = 0x0123_4567_89AB_CDEFu64;
         for _ in 0..1_000_000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             // Keep exponents in and around f32's range, including its subnormals and overflow.
             let bits = (state & 0x800F_FFFF_FFFF_FFFF) | ((0x340 + (state >> 52) % 0x100) << 52);
             let x = f64::from_bits(bits);

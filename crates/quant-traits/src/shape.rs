@@ -23,11 +23,13 @@ impl MatrixShape {
     ///
     /// # Errors
     /// [`QuantError::ShapeOverflow`] when `rows * cols` overflows `usize`.
-    pub fn len(self) -> Result<usize, QuantError> {
-        self.rows.checked_mul(self.cols).ok_or(QuantError::ShapeOverflow {
-            rows: self.rows,
-            cols: self.cols,
-        })
+    pub fn elements(self) -> Result<usize, QuantError> {
+        self.rows
+            .checked_mul(self.cols)
+            .ok_or(QuantError::ShapeOverflow {
+                rows: self.rows,
+                cols: self.cols,
+            })
     }
 
     /// Checks that a flat buffer holds exactly this many elements.
@@ -35,11 +37,15 @@ impl MatrixShape {
     /// # Errors
     /// [`QuantError::LengthMismatch`] (naming `what`) or [`QuantError::ShapeOverflow`].
     pub fn check_len(self, what: &'static str, found: usize) -> Result<(), QuantError> {
-        let expected = self.len()?;
+        let expected = self.elements()?;
         if expected == found {
             Ok(())
         } else {
-            Err(QuantError::LengthMismatch { what, expected, found })
+            Err(QuantError::LengthMismatch {
+                what,
+                expected,
+                found,
+            })
         }
     }
 
@@ -54,19 +60,26 @@ impl MatrixShape {
         for (row, r) in rows.iter().enumerate() {
             let found = r.as_ref().len();
             if found != cols {
-                return Err(QuantError::RaggedMatrix { matrix: name, row, expected: cols, found });
+                return Err(QuantError::RaggedMatrix {
+                    matrix: name,
+                    row,
+                    expected: cols,
+                    found,
+                });
             }
         }
-        Ok(MatrixShape { rows: rows.len(), cols })
+        Ok(MatrixShape {
+            rows: rows.len(),
+            cols,
+        })
     }
 
     /// Maps a flat index to `(row, col)`; `cols == 0` maps everything to `(index, 0)`.
     #[must_use]
     pub fn position(self, index: usize) -> (usize, usize) {
-        if self.cols == 0 {
-            (index, 0)
-        } else {
-            (index / self.cols, index % self.cols)
+        match index.checked_div(self.cols) {
+            Some(row) => (row, index % self.cols),
+            None => (index, 0),
         }
     }
 }
@@ -80,9 +93,17 @@ mod tests {
         let rows: [&[f32]; 3] = [&[1.0, 2.0], &[3.0, 4.0], &[5.0]];
         assert_eq!(
             MatrixShape::of_rows("W", &rows),
-            Err(QuantError::RaggedMatrix { matrix: "W", row: 2, expected: 2, found: 1 })
+            Err(QuantError::RaggedMatrix {
+                matrix: "W",
+                row: 2,
+                expected: 2,
+                found: 1
+            })
         );
-        assert_eq!(MatrixShape::of_rows::<f32, &[f32]>("W", &[]), Ok(MatrixShape::new(0, 0)));
+        assert_eq!(
+            MatrixShape::of_rows::<f32, &[f32]>("W", &[]),
+            Ok(MatrixShape::new(0, 0))
+        );
     }
 
     #[test]
@@ -90,10 +111,14 @@ mod tests {
         assert_eq!(MatrixShape::new(2, 3).check_len("x", 6), Ok(()));
         assert_eq!(
             MatrixShape::new(2, 3).check_len("x", 5),
-            Err(QuantError::LengthMismatch { what: "x", expected: 6, found: 5 })
+            Err(QuantError::LengthMismatch {
+                what: "x",
+                expected: 6,
+                found: 5
+            })
         );
         assert!(matches!(
-            MatrixShape::new(usize::MAX, 2).len(),
+            MatrixShape::new(usize::MAX, 2).elements(),
             Err(QuantError::ShapeOverflow { .. })
         ));
         assert_eq!(MatrixShape::new(4, 3).position(7), (2, 1));
