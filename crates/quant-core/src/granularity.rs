@@ -130,15 +130,12 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
     }
     check_units::<Q>("output codes", x.len(), out.len())?;
     check_finite_matrix(x, shape)?;
-    let raw: Vec<(f64, i64)> = params
-        .iter()
-        .map(|p| (p.scale().to_f64_exact(), p.zero_point()))
-        .collect();
     let (lo, hi) = (spec.code_min(), spec.code_max());
+    let raw = |p: &QuantParams<F>| (p.scale().to_f64_exact(), p.zero_point());
     write_codes(
         out,
         x.iter().enumerate().map(|(i, v)| {
-            let (scale, zp) = raw[granularity.channel_of(shape, i)];
+            let (scale, zp) = raw(&params[granularity.channel_of(shape, i)]);
             quantize_value(v.to_f64_exact(), scale, zp, lo, hi)
         }),
     );
@@ -146,21 +143,54 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
 }
 
 /// A quantized matrix: row-major codes and one parameter set per channel.
+///
+/// Built only by [`quantize_matrix`], so the codes, shape and parameters always agree.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedMatrix<F, Q> {
-    /// The codes, row-major, packed `Q::CODES_PER_UNIT` to a unit.
-    pub codes: Vec<Q>,
-    /// The matrix shape.
-    pub shape: MatrixShape,
-    /// The scheme and width.
-    pub spec: QuantSpec,
-    /// Per tensor or per channel (and along which axis).
-    pub granularity: Granularity,
-    /// One parameter set per channel ([`Granularity::channels`] of them).
-    pub params: Vec<QuantParams<F>>,
+    codes: Vec<Q>,
+    shape: MatrixShape,
+    spec: QuantSpec,
+    granularity: Granularity,
+    params: Vec<QuantParams<F>>,
 }
 
 impl<F: QuantFloat, Q: Storage> QuantizedMatrix<F, Q> {
+    /// The storage units, row-major, `Q::CODES_PER_UNIT` codes to a unit.
+    #[must_use]
+    pub fn codes(&self) -> &[Q] {
+        &self.codes
+    }
+
+    /// Takes the storage units out.
+    #[must_use]
+    pub fn into_codes(self) -> Vec<Q> {
+        self.codes
+    }
+
+    /// The matrix shape.
+    #[must_use]
+    pub fn shape(&self) -> MatrixShape {
+        self.shape
+    }
+
+    /// The scheme and width.
+    #[must_use]
+    pub fn spec(&self) -> QuantSpec {
+        self.spec
+    }
+
+    /// Per tensor or per channel (and along which axis).
+    #[must_use]
+    pub fn granularity(&self) -> Granularity {
+        self.granularity
+    }
+
+    /// One parameter set per channel ([`Granularity::channels`] of them).
+    #[must_use]
+    pub fn params(&self) -> &[QuantParams<F>] {
+        &self.params
+    }
+
     /// The code at `(row, col)`.
     #[must_use]
     pub fn code(&self, row: usize, col: usize) -> i64 {
@@ -195,9 +225,9 @@ impl<F: QuantFloat, Q: Storage> QuantizedMatrix<F, Q> {
 /// let w = [0.01f32, -0.03, 12.0, -5.0];
 /// let q = quantize_matrix::<f32, i8>(&w, MatrixShape::new(2, 2), QuantSpec::symmetric(8)?,
 ///                                    Granularity::PerChannel(Axis::Rows))?;
-/// assert_eq!(q.params[0].scale(), 0.03 / 127.0);
-/// assert_eq!(q.params[1].scale(), 12.0 / 127.0);
-/// assert_eq!(q.codes, [42, -127, 127, -53]); // 42.33 -> 42, -52.92 -> -53
+/// assert_eq!(q.params()[0].scale(), 0.03 / 127.0);
+/// assert_eq!(q.params()[1].scale(), 12.0 / 127.0);
+/// assert_eq!(q.codes(), [42, -127, 127, -53]); // 42.33 -> 42, -52.92 -> -53
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn quantize_matrix<F: QuantFloat, Q: Storage>(
@@ -242,10 +272,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(
-            q.params.iter().map(|p| p.scale()).collect::<Vec<_>>(),
+            q.params().iter().map(|p| p.scale()).collect::<Vec<_>>(),
             [2.0 / 127.0, 4.0 / 127.0]
         );
-        assert_eq!(q.codes, [64, 127, -127, 0]); // 63.5 ties to 64
+        assert_eq!(q.codes(), [64, 127, -127, 0]); // 63.5 ties to 64
     }
 
     #[test]
@@ -292,7 +322,7 @@ mod tests {
             Granularity::PerChannel(Axis::Rows),
         )
         .expect("valid");
-        assert_eq!(q.params, [QuantParams::identity(); 3]);
-        assert!(q.codes.is_empty());
+        assert_eq!(q.params(), [QuantParams::identity(); 3]);
+        assert!(q.codes().is_empty());
     }
 }

@@ -45,7 +45,7 @@
 //! let x: Vec<f16> = [0.0f32, 0.5, 1.0, 1.5].iter().map(|&v| f16::from_f32(v)).collect();
 //! let q = quantize::<f16, U4x2>(&x, QuantSpec::asymmetric(4)?)?;
 //! assert_eq!(q.iter_codes().collect::<Vec<_>>(), [0, 5, 10, 15]);
-//! assert_eq!(q.codes.len(), 2); // two bytes
+//! assert_eq!(q.codes().len(), 2); // two bytes
 //! assert_eq!(q.dequantize()[2], f16::from_f32(1.0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

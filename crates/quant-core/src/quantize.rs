@@ -172,19 +172,53 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
 }
 
 /// A quantized tensor: codes in storage `Q`, the spec and the parameters that made them.
+///
+/// Built only by [`quantize`], so the codes, length and parameters always agree.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quantized<F, Q> {
-    /// The codes, packed `Q::CODES_PER_UNIT` to a unit.
-    pub codes: Vec<Q>,
-    /// Number of codes (elements).
-    pub len: usize,
-    /// The scheme and width.
-    pub spec: QuantSpec,
-    /// Scale and zero point.
-    pub params: QuantParams<F>,
+    codes: Vec<Q>,
+    len: usize,
+    spec: QuantSpec,
+    params: QuantParams<F>,
 }
 
 impl<F: QuantFloat, Q: Storage> Quantized<F, Q> {
+    /// The storage units, `Q::CODES_PER_UNIT` codes to a unit.
+    #[must_use]
+    pub fn codes(&self) -> &[Q] {
+        &self.codes
+    }
+
+    /// Takes the storage units out.
+    #[must_use]
+    pub fn into_codes(self) -> Vec<Q> {
+        self.codes
+    }
+
+    /// Number of codes (elements).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the tensor has no elements.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The scheme and width.
+    #[must_use]
+    pub fn spec(&self) -> QuantSpec {
+        self.spec
+    }
+
+    /// Scale and zero point.
+    #[must_use]
+    pub fn params(&self) -> &QuantParams<F> {
+        &self.params
+    }
+
     /// The code of element `i` (`i < len`).
     #[must_use]
     pub fn code(&self, i: usize) -> i64 {
@@ -218,9 +252,9 @@ impl<F: QuantFloat, Q: Storage> Quantized<F, Q> {
 /// use quant_traits::I4x2;
 ///
 /// let q = quantize::<f32, I4x2>(&[7.0, -2.5, 0.5, 1.5, -7.0], QuantSpec::symmetric(4)?)?;
-/// assert_eq!(q.params.scale(), 1.0); // 7 / (2^3 - 1)
+/// assert_eq!(q.params().scale(), 1.0); // 7 / (2^3 - 1)
 /// assert_eq!(q.iter_codes().collect::<Vec<_>>(), [7, -2, 0, 2, -7]); // ties to even
-/// assert_eq!(q.codes.len(), 3); // five nibbles in three bytes
+/// assert_eq!(q.codes().len(), 3); // five nibbles in three bytes
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn quantize<F: QuantFloat, Q: Storage>(

@@ -13,6 +13,7 @@ use quant_traits::cast::narrow;
 use quant_traits::{MatrixShape, QuantError, QuantFloat};
 
 use crate::granularity::{quantize_matrix, Axis, Granularity};
+use crate::params::QuantParams;
 use crate::quantize::{dequantize_code, quantize};
 use crate::scheme::QuantSpec;
 
@@ -39,7 +40,8 @@ pub fn quantize_symmetric<F: QuantFloat>(
     bits: u32,
 ) -> Result<(Vec<i32>, F), QuantError> {
     let q = quantize::<F, i32>(tensor, QuantSpec::symmetric(bits)?)?;
-    Ok((q.codes, q.params.scale()))
+    let scale = q.params().scale();
+    Ok((q.into_codes(), scale))
 }
 
 /// Symmetric dequantization: `x = q * scale`, in `f64`, rounded once to `F` (saturating at
@@ -91,8 +93,8 @@ pub fn quantize_asymmetric<F: QuantFloat>(
     bits: u32,
 ) -> Result<(Vec<u32>, F, u32), QuantError> {
     let q = quantize::<F, u32>(tensor, QuantSpec::asymmetric(bits)?)?;
-    let zero_point = narrow::to_u32(q.params.zero_point());
-    Ok((q.codes, q.params.scale(), zero_point))
+    let (scale, zero_point) = (q.params().scale(), narrow::to_u32(q.params().zero_point()));
+    Ok((q.into_codes(), scale, zero_point))
 }
 
 /// Asymmetric dequantization: `x = (q - zero_point) * scale`, in `f64` (the difference is
@@ -150,13 +152,15 @@ pub fn quantize_per_channel<F: QuantFloat>(
     let shape = MatrixShape::of_rows("input", matrix)?;
     let flat: Vec<F> = matrix.iter().flatten().copied().collect();
     let q = quantize_matrix::<F, i32>(&flat, shape, spec, Granularity::PerChannel(axis))?;
+    let scales = q.params().iter().map(QuantParams::scale).collect();
+    let codes = q.into_codes();
     let rows = if shape.cols == 0 {
         alloc::vec![Vec::new(); shape.rows]
     } else {
-        q.codes
+        codes
             .chunks_exact(shape.cols)
             .map(<[i32]>::to_vec)
             .collect()
     };
-    Ok((rows, q.params.iter().map(|p| p.scale()).collect()))
+    Ok((rows, scales))
 }

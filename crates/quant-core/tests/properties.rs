@@ -172,7 +172,7 @@ fn asymmetric_per_channel_engine_matches_per_tensor() -> Result<(), QuantError> 
             let col: Vec<f32> = (0..shape.rows).map(|r| x[r * shape.cols + c]).collect();
             let (q, scale, zp) = quantize_asymmetric(&col, spec.bits())?;
             assert_eq!(
-                (m.params[c].scale(), m.params[c].zero_point()),
+                (m.params()[c].scale(), m.params()[c].zero_point()),
                 (scale, i64::from(zp))
             );
             for (r, &code) in q.iter().enumerate() {
@@ -196,7 +196,7 @@ fn storage_types_agree() -> Result<(), QuantError> {
         let want: Vec<i64> = wide.iter_codes().collect();
         let packed = quantize::<f32, I4x2>(&x, spec)?;
         assert_eq!(packed.iter_codes().collect::<Vec<_>>(), want);
-        assert_eq!(packed.codes.len(), len.div_ceil(2));
+        assert_eq!(packed.codes().len(), len.div_ceil(2));
         assert_eq!(
             quantize::<f32, i8>(&x, spec)?
                 .iter_codes()
