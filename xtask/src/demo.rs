@@ -89,19 +89,29 @@ fn span<T: PartialEq + std::fmt::Display>(lo: T, hi: T, fmt: impl Fn(&T) -> Stri
     }
 }
 
-fn print_table(rows: &[Row]) {
-    println!(
+fn print_table(out: &mut String, rows: &[Row]) {
+    outln!(
+        out,
         "{:<12} {:<10} {:<10} {:>4} {:>21} {:>8} {:>11} {:>10} {:>8}",
-        "tensor", "scheme", "per", "bits", "scale", "zero pt", "MSE", "max error", "SNR dB"
+        "tensor",
+        "scheme",
+        "per",
+        "bits",
+        "scale",
+        "zero pt",
+        "MSE",
+        "max error",
+        "SNR dB"
     );
-    println!("{}", "-".repeat(103));
+    outln!(out, "{}", "-".repeat(103));
     for r in rows {
         let per = match r.granularity {
             Granularity::PerTensor => "tensor",
             Granularity::PerChannel(Axis::Rows) => "row",
             Granularity::PerChannel(Axis::Cols) => "column",
         };
-        println!(
+        outln!(
+            out,
             "{:<12} {:<10} {:<10} {:>4} {:>21} {:>8} {:>11.3e} {:>10.3e} {:>8.2}",
             r.tensor,
             r.spec.scheme().name(),
@@ -116,8 +126,26 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// Appends a line to the output buffer (writing to a `String` cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+use outln;
+
+/// Runs the demo and writes its report to stdout (a closed pipe, as in `| head`, is not an error).
 pub fn run() -> Result<(), String> {
-    run_demo().map_err(|e| e.to_string())
+    let mut out = String::new();
+    run_demo(&mut out).map_err(|e| e.to_string())?;
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing the report: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The built-in data: weights and activations, always the same (fixed seed).
@@ -156,31 +184,41 @@ fn table(w: &[f32], a: &[f32]) -> Result<Vec<Row>, QuantError> {
     Ok(rows)
 }
 
-fn run_demo() -> Result<(), QuantError> {
+fn run_demo(out: &mut String) -> Result<(), QuantError> {
     let (w, a) = data();
-    println!("quant demo: synthetic weights W ({ROWS} x {COLS}, sigma 0.02, 8 outlier rows x10, 6 outlier");
-    println!("weights) and post-ReLU activations a ({COLS}, heavy tail); f32 in, f64 arithmetic, ties to even.\n");
-    print_table(&table(&w, &a)?);
+    outln!(out, "quant demo: synthetic weights W ({ROWS} x {COLS}, sigma 0.02, 8 outlier rows x10, 6 outlier");
+    outln!(out, "weights) and post-ReLU activations a ({COLS}, heavy tail); f32 in, f64 arithmetic, ties to even.\n");
+    print_table(out, &table(&w, &a)?);
 
-    println!("\nseed matmul example: A (2x3) @ B (3x2), both int8 symmetric per tensor");
+    outln!(
+        out,
+        "\nseed matmul example: A (2x3) @ B (3x2), both int8 symmetric per tensor"
+    );
     let af = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
     let bf = [7.0f64, 8.0, 9.0, 10.0, 11.0, 12.0];
     let (aq, sa) = quant_core::quantize_symmetric(&af, 8)?;
     let (bq, sb) = quant_core::quantize_symmetric(&bf, 8)?;
-    println!("  A codes {aq:?}, scale {sa:.6}");
-    println!("  B codes {bq:?}, scale {sb:.6}");
+    outln!(out, "  A codes {aq:?}, scale {sa:.6}");
+    outln!(out, "  B codes {bq:?}, scale {sb:.6}");
     let a_rows: Vec<Vec<i32>> = aq.chunks(3).map(<[i32]>::to_vec).collect();
     let b_rows: Vec<Vec<i32>> = bq.chunks(2).map(<[i32]>::to_vec).collect();
     let c = quantized_matmul(&a_rows, &b_rows, sa, sb)?;
     let exact = [[58.0, 64.0], [139.0, 154.0]];
     for (got, want) in c.iter().zip(exact) {
-        println!(
+        outln!(
+            out,
             "  [{:>9.4} {:>9.4}]   exact [{:>5.1} {:>5.1}]",
-            got[0], got[1], want[0], want[1]
+            got[0],
+            got[1],
+            want[0],
+            want[1]
         );
     }
 
-    println!("\nint8 matrix-vector product y = W a (exact i32/i64 accumulation, one rescale):");
+    outln!(
+        out,
+        "\nint8 matrix-vector product y = W a (exact i32/i64 accumulation, one rescale):"
+    );
     let (wq, ws) = quant_core::quantize_symmetric(&w, 8)?;
     let (aq, as_) = quant_core::quantize_symmetric(&a, 8)?;
     let y = quantized_matmul_flat(&wq, &aq, GemmShape::new(ROWS, COLS, 1), ws, as_)?;
@@ -194,7 +232,7 @@ fn run_demo() -> Result<(), QuantError> {
         })
         .collect();
     let e = error_stats(&y_ref, &y)?;
-    println!("  y vs f64 reference: {e}");
+    outln!(out, "  y vs f64 reference: {e}");
     Ok(())
 }
 

@@ -136,6 +136,8 @@ fn no_std_dependencies() -> Result<(), String> {
 
 fn bench(extra: &[String]) -> Result<(), String> {
     let mut args = vec!["bench", "-p", "quant-benches"];
+    // `cargo xtask bench -- --flag` and `cargo xtask bench --flag` both pass `--flag` on.
+    let extra = extra.strip_prefix(&["--".to_string()]).unwrap_or(extra);
     if !extra.is_empty() {
         args.push("--");
         args.extend(extra.iter().map(String::as_str));

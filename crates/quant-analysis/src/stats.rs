@@ -99,13 +99,11 @@ pub fn error_stats<F: QuantFloat>(
     original: &[F],
     reconstructed: &[F],
 ) -> Result<ErrorStats, QuantError> {
-    if original.len() != reconstructed.len() {
-        return Err(QuantError::LengthMismatch {
-            what: "reconstructed vs original",
-            expected: original.len(),
-            found: reconstructed.len(),
-        });
-    }
+    QuantError::check_length(
+        "reconstructed vs original",
+        original.len(),
+        reconstructed.len(),
+    )?;
     quant_core::check_finite(original)?;
     if let Some(index) = reconstructed.iter().position(|v| !v.is_finite()) {
         return Err(QuantError::NonFiniteReconstruction {
@@ -206,13 +204,7 @@ pub fn quantization_error<F: QuantFloat, Q: Copy + Into<i64>>(
     zero_point: i64,
     symmetric: bool,
 ) -> Result<ErrorStats, QuantError> {
-    if original.len() != quantized.len() {
-        return Err(QuantError::LengthMismatch {
-            what: "quantized vs original",
-            expected: original.len(),
-            found: quantized.len(),
-        });
-    }
+    QuantError::check_length("quantized vs original", original.len(), quantized.len())?;
     let s = scale.to_f64_exact();
     if !(s.is_finite() && s > 0.0) {
         return Err(QuantError::InvalidScale { value: s });

@@ -117,14 +117,7 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
 ) -> Result<(), QuantError> {
     spec.check_storage::<Q>()?;
     shape.check_len("matrix", x.len())?;
-    let channels = granularity.channels(shape);
-    if params.len() != channels {
-        return Err(QuantError::LengthMismatch {
-            what: "parameter sets",
-            expected: channels,
-            found: params.len(),
-        });
-    }
+    QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
     for p in params {
         check_params(spec, p)?;
     }

@@ -84,16 +84,7 @@ pub(crate) fn check_units<Q: Storage>(
     len: usize,
     found: usize,
 ) -> Result<(), QuantError> {
-    let expected = Q::units_for(len);
-    if expected == found {
-        Ok(())
-    } else {
-        Err(QuantError::LengthMismatch {
-            what,
-            expected,
-            found,
-        })
-    }
+    QuantError::check_length(what, Q::units_for(len), found)
 }
 
 /// Checks explicit parameters against a spec (a zero point made for another spec).
@@ -157,13 +148,7 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
     out: &mut [F],
 ) -> Result<(), QuantError> {
     check_units::<Q>("input codes", len, codes.len())?;
-    if out.len() != len {
-        return Err(QuantError::LengthMismatch {
-            what: "output values",
-            expected: len,
-            found: out.len(),
-        });
-    }
+    QuantError::check_length("output values", len, out.len())?;
     let (scale, zp) = (params.scale(), params.zero_point());
     for (o, q) in out.iter_mut().zip(read_codes(codes, len)) {
         *o = dequantize_code(q, scale, zp);

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 use core::ops::{AddAssign, Mul};
 
-use quant_traits::QuantError;
+use quant_traits::{MatrixShape, QuantError};
 
 /// The shape of `C[m x n] = A[m x k] · B[k x n]`, all row-major.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -23,29 +23,11 @@ impl GemmShape {
         GemmShape { m, k, n }
     }
 
-    /// Checks the operand and output lengths against the shape.
+    /// Checks the operand lengths against the shape; returns the output length `m * n`.
     fn check(self, a: usize, b: usize) -> Result<usize, QuantError> {
-        let len = |r: usize, c: usize| {
-            r.checked_mul(c)
-                .ok_or(QuantError::ShapeOverflow { rows: r, cols: c })
-        };
-        let want_a = len(self.m, self.k)?;
-        if a != want_a {
-            return Err(QuantError::LengthMismatch {
-                what: "A (m x k)",
-                expected: want_a,
-                found: a,
-            });
-        }
-        let want_b = len(self.k, self.n)?;
-        if b != want_b {
-            return Err(QuantError::LengthMismatch {
-                what: "B (k x n)",
-                expected: want_b,
-                found: b,
-            });
-        }
-        len(self.m, self.n)
+        MatrixShape::new(self.m, self.k).check_len("A (m x k)", a)?;
+        MatrixShape::new(self.k, self.n).check_len("B (k x n)", b)?;
+        MatrixShape::new(self.m, self.n).elements()
     }
 }
 

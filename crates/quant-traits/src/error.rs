@@ -174,3 +174,26 @@ pub enum QuantError {
         float: &'static str,
     },
 }
+
+impl QuantError {
+    /// `Ok(())` when `found == expected`, else [`QuantError::LengthMismatch`] naming `what`:
+    /// the one length check every buffer of the workspace goes through.
+    ///
+    /// # Errors
+    /// [`QuantError::LengthMismatch`].
+    pub fn check_length(
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    ) -> Result<(), QuantError> {
+        if expected == found {
+            Ok(())
+        } else {
+            Err(QuantError::LengthMismatch {
+                what,
+                expected,
+                found,
+            })
+        }
+    }
+}

@@ -37,16 +37,7 @@ impl MatrixShape {
     /// # Errors
     /// [`QuantError::LengthMismatch`] (naming `what`) or [`QuantError::ShapeOverflow`].
     pub fn check_len(self, what: &'static str, found: usize) -> Result<(), QuantError> {
-        let expected = self.elements()?;
-        if expected == found {
-            Ok(())
-        } else {
-            Err(QuantError::LengthMismatch {
-                what,
-                expected,
-                found,
-            })
-        }
+        QuantError::check_length(what, self.elements()?, found)
     }
 
     /// The shape of a matrix given as a list of rows (`&[Vec<T>]`, `&[[T; N]]`, ...), checking
