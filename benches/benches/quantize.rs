@@ -3,8 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quant_core::{
-    dequantize_into, quantize_into, quantize_matrix_into, Axis, Granularity, MatrixShape,
-    QuantParams, QuantSpec,
+    dequantize_into, quantize_into, quantize_matrix_into, Axis, Granularity, MatrixShape, QuantParams, QuantSpec,
 };
 use quant_testkit::Rng;
 use std::hint::black_box;
@@ -36,9 +35,7 @@ fn quantize(c: &mut Criterion) {
     let rows = Granularity::PerChannel(Axis::Rows);
     let pr = quant_core::matrix_params(&x, shape, sym, rows).expect("finite");
     g.bench_function(BenchmarkId::new("f32_to_i8/row", "1024x1024"), |b| {
-        b.iter(|| {
-            quantize_matrix_into(black_box(&x), shape, sym, rows, &pr, &mut out_i8).expect("valid")
-        });
+        b.iter(|| quantize_matrix_into(black_box(&x), shape, sym, rows, &pr, &mut out_i8).expect("valid"));
     });
     g.bench_function(BenchmarkId::new("params/f32/tensor", LEN), |b| {
         b.iter(|| QuantParams::<f32>::from_tensor(sym, black_box(&x)).expect("finite"));

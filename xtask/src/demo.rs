@@ -18,11 +18,7 @@ fn weights(rng: &mut Rng) -> Vec<f32> {
     let outlier_rows = [3usize, 40, 77, 128, 129, 200, 230, 255];
     let mut w: Vec<f32> = (0..ROWS * COLS)
         .map(|i| {
-            let row_scale = if outlier_rows.contains(&(i / COLS)) {
-                10.0
-            } else {
-                1.0
-            };
+            let row_scale = if outlier_rows.contains(&(i / COLS)) { 10.0 } else { 1.0 };
             (0.02 * row_scale * rng.normal()) as f32
         })
         .collect();
@@ -61,9 +57,7 @@ fn measure(
 ) -> Result<Row, QuantError> {
     let q = match spec.scheme() {
         Scheme::Symmetric => quantize_matrix::<f32, i32>(x, shape, spec, granularity)?.dequantize(),
-        Scheme::Asymmetric => {
-            quantize_matrix::<f32, u32>(x, shape, spec, granularity)?.dequantize()
-        }
+        Scheme::Asymmetric => quantize_matrix::<f32, u32>(x, shape, spec, granularity)?.dequantize(),
     };
     let params = quant_core::matrix_params(x, shape, spec, granularity)?;
     let scales = params.iter().map(|p| f64::from(p.scale()));
@@ -72,10 +66,7 @@ fn measure(
         tensor,
         spec,
         granularity,
-        scales: (
-            scales.clone().fold(f64::INFINITY, f64::min),
-            scales.fold(0.0, f64::max),
-        ),
+        scales: (scales.clone().fold(f64::INFINITY, f64::min), scales.fold(0.0, f64::max)),
         zero_points: (zps.clone().min().unwrap_or(0), zps.max().unwrap_or(0)),
         stats: error_stats(x, &q)?,
     })
@@ -141,9 +132,7 @@ pub fn run() -> Result<(), String> {
     run_demo(&mut out).map_err(|e| e.to_string())?;
     use std::io::Write as _;
     match std::io::stdout().lock().write_all(out.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("writing the report: {e}"))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the report: {e}")),
         _ => Ok(()),
     }
 }
@@ -172,13 +161,7 @@ fn table(w: &[f32], a: &[f32]) -> Result<Vec<Row>, QuantError> {
     for bits in [8, 4] {
         for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
             let spec = QuantSpec::new(scheme, bits)?;
-            rows.push(measure(
-                "activations",
-                a,
-                a_shape,
-                spec,
-                Granularity::PerTensor,
-            )?);
+            rows.push(measure("activations", a, a_shape, spec, Granularity::PerTensor)?);
         }
     }
     Ok(rows)
@@ -190,10 +173,7 @@ fn run_demo(out: &mut String) -> Result<(), QuantError> {
     outln!(out, "weights) and post-ReLU activations a ({COLS}, heavy tail); f32 in, f64 arithmetic, ties to even.\n");
     print_table(out, &table(&w, &a)?);
 
-    outln!(
-        out,
-        "\nseed matmul example: A (2x3) @ B (3x2), both int8 symmetric per tensor"
-    );
+    outln!(out, "\nseed matmul example: A (2x3) @ B (3x2), both int8 symmetric per tensor");
     let af = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
     let bf = [7.0f64, 8.0, 9.0, 10.0, 11.0, 12.0];
     let (aq, sa) = quant_core::quantize_symmetric(&af, 8)?;
@@ -205,31 +185,16 @@ fn run_demo(out: &mut String) -> Result<(), QuantError> {
     let c = quantized_matmul(&a_rows, &b_rows, sa, sb)?;
     let exact = [[58.0, 64.0], [139.0, 154.0]];
     for (got, want) in c.iter().zip(exact) {
-        outln!(
-            out,
-            "  [{:>9.4} {:>9.4}]   exact [{:>5.1} {:>5.1}]",
-            got[0],
-            got[1],
-            want[0],
-            want[1]
-        );
+        outln!(out, "  [{:>9.4} {:>9.4}]   exact [{:>5.1} {:>5.1}]", got[0], got[1], want[0], want[1]);
     }
 
-    outln!(
-        out,
-        "\nint8 matrix-vector product y = W a (exact i32/i64 accumulation, one rescale):"
-    );
+    outln!(out, "\nint8 matrix-vector product y = W a (exact i32/i64 accumulation, one rescale):");
     let (wq, ws) = quant_core::quantize_symmetric(&w, 8)?;
     let (aq, as_) = quant_core::quantize_symmetric(&a, 8)?;
     let y = quantized_matmul_flat(&wq, &aq, GemmShape::new(ROWS, COLS, 1), ws, as_)?;
     let y_ref: Vec<f32> = w
         .chunks(COLS)
-        .map(|row| {
-            row.iter()
-                .zip(&a)
-                .map(|(x, v)| f64::from(*x) * f64::from(*v))
-                .sum::<f64>() as f32
-        })
+        .map(|row| row.iter().zip(&a).map(|(x, v)| f64::from(*x) * f64::from(*v)).sum::<f64>() as f32)
         .collect();
     let e = error_stats(&y_ref, &y)?;
     outln!(out, "  y vs f64 reference: {e}");
@@ -241,12 +206,9 @@ mod tests {
     use super::*;
 
     fn find(rows: &[Row], tensor: &str, scheme: Scheme, g: Granularity, bits: u32) -> f64 {
-        let r = rows.iter().find(|r| {
-            r.tensor == tensor
-                && r.spec.scheme() == scheme
-                && r.granularity == g
-                && r.spec.bits() == bits
-        });
+        let r = rows
+            .iter()
+            .find(|r| r.tensor == tensor && r.spec.scheme() == scheme && r.granularity == g && r.spec.bits() == bits);
         r.map_or(f64::NAN, |r| r.stats.snr_db)
     }
 
@@ -262,25 +224,10 @@ mod tests {
             for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
                 let per_tensor = find(&rows, "weights W", scheme, Granularity::PerTensor, bits);
                 let per_row = find(&rows, "weights W", scheme, rows_g, bits);
-                assert!(
-                    per_row > per_tensor + 5.0,
-                    "{bits} bits: {per_row} vs {per_tensor}"
-                );
+                assert!(per_row > per_tensor + 5.0, "{bits} bits: {per_row} vs {per_tensor}");
             }
-            let sym = find(
-                &rows,
-                "activations",
-                Scheme::Symmetric,
-                Granularity::PerTensor,
-                bits,
-            );
-            let asym = find(
-                &rows,
-                "activations",
-                Scheme::Asymmetric,
-                Granularity::PerTensor,
-                bits,
-            );
+            let sym = find(&rows, "activations", Scheme::Symmetric, Granularity::PerTensor, bits);
+            let asym = find(&rows, "activations", Scheme::Asymmetric, Granularity::PerTensor, bits);
             assert!(asym > sym + 3.0, "{bits} bits: {asym} vs {sym}");
         }
         let s8 = find(&rows, "weights W", Scheme::Symmetric, rows_g, 8);

@@ -75,18 +75,8 @@ const NO_STD_CRATES: [&str; 3] = ["quant-traits", "quant-core", "quant-matmul"];
 
 fn check() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo_env(
-        &["doc", "--workspace", "--no-deps", "--quiet"],
-        &[("RUSTDOCFLAGS", "-D warnings")],
-    )?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo_env(&["doc", "--workspace", "--no-deps", "--quiet"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     for krate in NO_STD_CRATES {
         cargo(&["build", "--quiet", "-p", krate, "--no-default-features"])?;
     }
@@ -98,39 +88,21 @@ fn check() -> Result<(), String> {
 fn no_std_dependencies() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(&cargo);
-    cmd.args([
-        "tree",
-        "--no-default-features",
-        "-e",
-        "normal,no-proc-macro,features",
-        "--prefix",
-        "none",
-    ]);
+    cmd.args(["tree", "--no-default-features", "-e", "normal,no-proc-macro,features", "--prefix", "none"]);
     for krate in NO_STD_CRATES {
         cmd.args(["-p", krate]);
     }
     eprintln!("$ cargo tree --no-default-features ... (no `std` feature may appear)");
-    let out = cmd
-        .output()
-        .map_err(|e| format!("could not run cargo tree: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("could not run cargo tree: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("cargo tree failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let tree = String::from_utf8_lossy(&out.stdout);
-    let std_users: Vec<&str> = tree
-        .lines()
-        .filter(|l| l.contains("feature \"std\""))
-        .collect();
+    let std_users: Vec<&str> = tree.lines().filter(|l| l.contains("feature \"std\"")).collect();
     if std_users.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "the no_std crates pull in std through: {}",
-            std_users.join(", ")
-        ))
+        Err(format!("the no_std crates pull in std through: {}", std_users.join(", ")))
     }
 }
 

@@ -95,41 +95,20 @@ impl Sum {
 /// assert_eq!(e.mse, 0.25 / 3.0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn error_stats<F: QuantFloat>(
-    original: &[F],
-    reconstructed: &[F],
-) -> Result<ErrorStats, QuantError> {
-    QuantError::check_length(
-        "reconstructed vs original",
-        original.len(),
-        reconstructed.len(),
-    )?;
+pub fn error_stats<F: QuantFloat>(original: &[F], reconstructed: &[F]) -> Result<ErrorStats, QuantError> {
+    QuantError::check_length("reconstructed vs original", original.len(), reconstructed.len())?;
     quant_core::check_finite(original)?;
     if let Some(index) = reconstructed.iter().position(|v| !v.is_finite()) {
-        return Err(QuantError::NonFiniteReconstruction {
-            index,
-            value: reconstructed[index].to_f64_exact(),
-        });
+        return Err(QuantError::NonFiniteReconstruction { index, value: reconstructed[index].to_f64_exact() });
     }
-    Ok(stats_of_finite(
-        original
-            .iter()
-            .zip(reconstructed)
-            .map(|(x, y)| (x.to_f64_exact(), y.to_f64_exact())),
-    ))
+    Ok(stats_of_finite(original.iter().zip(reconstructed).map(|(x, y)| (x.to_f64_exact(), y.to_f64_exact()))))
 }
 
 /// The statistics of validated, finite pairs `(x, x̂)`.
 fn stats_of_finite(pairs: impl Iterator<Item = (f64, f64)> + Clone) -> ErrorStats {
-    let amax = pairs
-        .clone()
-        .fold(0.0f64, |m, (x, y)| m.max(abs(x)).max(abs(y)));
+    let amax = pairs.clone().fold(0.0f64, |m, (x, y)| m.max(abs(x)).max(abs(y)));
     // Scale so the largest magnitude is in [1, 2): squares of differences stay <= 16.
-    let e = if amax == 0.0 {
-        0
-    } else {
-        exponent(amax).max(-1074)
-    };
+    let e = if amax == 0.0 { 0 } else { exponent(amax).max(-1074) };
     let (mut sq_err, mut sq_sig, mut err) = (Sum::default(), Sum::default(), Sum::default());
     let (mut len, mut max_d, mut max_i) = (0usize, 0.0f64, None);
     for (i, (x, y)) in pairs.enumerate() {
@@ -210,20 +189,14 @@ pub fn quantization_error<F: QuantFloat, Q: Copy + Into<i64>>(
         return Err(QuantError::InvalidScale { value: s });
     }
     if symmetric && zero_point != 0 {
-        return Err(QuantError::InvalidZeroPoint {
-            zero_point,
-            min: 0,
-            max: 0,
-        });
+        return Err(QuantError::InvalidZeroPoint { zero_point, min: 0, max: 0 });
     }
     quant_core::check_finite(original)?;
     let zp = if symmetric { 0 } else { zero_point };
-    Ok(stats_of_finite(original.iter().zip(quantized).map(
-        |(x, &q)| {
-            (
-                x.to_f64_exact(),
-                dequantize_code(q.into(), scale, zp).to_f64_exact(),
-            )
-        },
-    )))
+    Ok(stats_of_finite(
+        original
+            .iter()
+            .zip(quantized)
+            .map(|(x, &q)| (x.to_f64_exact(), dequantize_code(q.into(), scale, zp).to_f64_exact())),
+    ))
 }

@@ -25,11 +25,7 @@ fn seed_error_analysis() -> Res {
     let (q, scale) = quantize_symmetric(&x, 8)?;
     let e = quantization_error(&x, &q, scale, 0, true)?;
     assert!(close(e.mse, 2.7900055800111473e-06, 1e-14), "{}", e.mse);
-    assert!(
-        close(e.max_error, 0.003937007874015741, 1e-14),
-        "{}",
-        e.max_error
-    );
+    assert!(close(e.max_error, 0.003937007874015741, 1e-14), "{}", e.max_error);
     assert_eq!(e.max_error_index, Some(1));
     assert!(close(e.snr_db, 52.28030113277218, 1e-14), "{}", e.snr_db);
     assert!(close(e.signal_power, 0.4716666666666667, 1e-15));
@@ -42,10 +38,7 @@ fn seed_error_analysis() -> Res {
 #[test]
 fn display_names_the_worst_element() -> Res {
     let e = error_stats(&[1.0f64, 2.0], &[1.0, 2.5])?;
-    assert_eq!(
-        e.to_string(),
-        "MSE 1.2500e-1, max error 5.0000e-1 (element 1), SNR 13.01 dB"
-    );
+    assert_eq!(e.to_string(), "MSE 1.2500e-1, max error 5.0000e-1 (element 1), SNR 13.01 dB");
     Ok(())
 }
 
@@ -73,29 +66,16 @@ fn agrees_with_the_naive_formulas_on_ordinary_data() -> Res {
         let (q, scale) = quantize_symmetric(&x, bits)?;
         let e = quantization_error(&x, &q, scale, 0, true)?;
         let d: Vec<f64> = q.iter().map(|&c| f64::from(c) * scale).collect();
-        let mse = x
-            .iter()
-            .zip(&d)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f64>()
-            / n as f64;
+        let mse = x.iter().zip(&d).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / n as f64;
         let sig = x.iter().map(|a| a * a).sum::<f64>() / n as f64;
-        let max = x
-            .iter()
-            .zip(&d)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let max = x.iter().zip(&d).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(close(e.mse, mse, 1e-12), "{} vs {mse}", e.mse);
         assert!(close(e.signal_power, sig, 1e-12));
         assert_eq!(e.max_error, max);
         if mse == 0.0 {
             assert_eq!(e.snr_db, f64::INFINITY); // e.g. one element: exactly max * 1
         } else {
-            assert!(
-                (e.snr_db - 10.0 * (sig / mse).log10()).abs() < 1e-9,
-                "{}",
-                e.snr_db
-            );
+            assert!((e.snr_db - 10.0 * (sig / mse).log10()).abs() < 1e-9, "{}", e.snr_db);
         }
         assert!(e.max_error <= scale / 2.0 * (1.0 + 1e-9));
     }
@@ -119,10 +99,7 @@ fn all_zero_and_lossless_tensors() -> Res {
     let zeros = [0.0f32; 4];
     let (q, scale) = quantize_symmetric(&zeros, 8)?;
     let e = quantization_error(&zeros, &q, scale, 0, true)?;
-    assert_eq!(
-        (e.mse, e.max_error, e.signal_power, e.snr_db),
-        (0.0, 0.0, 0.0, f64::INFINITY)
-    );
+    assert_eq!((e.mse, e.max_error, e.signal_power, e.snr_db), (0.0, 0.0, 0.0, f64::INFINITY));
     // Exactly representable values: no noise, infinite SNR.
     let x = [1.0f32, -1.0, 0.5];
     let e = quantization_error(&x, &[2i32, -2, 1], 0.5, 0, true)?;
@@ -160,12 +137,7 @@ fn huge_values_do_not_overflow_the_snr() -> Res {
     let e = error_stats(&x, &y)?;
     let small = error_stats(&x.map(|v| v * 1e-300), &y.map(|v| v * 1e-300))?;
     assert!(e.snr_db.is_finite());
-    assert!(
-        close(e.snr_db, small.snr_db, 1e-9),
-        "{} vs {}",
-        e.snr_db,
-        small.snr_db
-    );
+    assert!(close(e.snr_db, small.snr_db, 1e-9), "{} vs {}", e.snr_db, small.snr_db);
     assert!(close(e.max_error, 1e297, 1e-3));
     // The MSE itself (~3.3e593) is beyond f64: reported as +inf, not NaN.
     assert_eq!(e.mse, f64::INFINITY);
@@ -178,12 +150,7 @@ fn tiny_values_do_not_underflow_the_snr() -> Res {
     let y = [1.1e-200f64, 2e-200];
     let e = error_stats(&x, &y)?;
     let big = error_stats(&x.map(|v| v * 1e200), &y.map(|v| v * 1e200))?;
-    assert!(
-        close(e.snr_db, big.snr_db, 1e-9),
-        "{} vs {}",
-        e.snr_db,
-        big.snr_db
-    );
+    assert!(close(e.snr_db, big.snr_db, 1e-9), "{} vs {}", e.snr_db, big.snr_db);
     assert_eq!(e.mse, 0.0); // the true MSE, 5e-403, is below the smallest f64: IEEE gives 0
     assert!(close(e.max_error, 1e-201, 1e-9));
     Ok(())
@@ -201,10 +168,7 @@ fn extreme_f64_range_through_the_seed_api() -> Res {
 
 #[test]
 fn works_for_half_types() -> Res {
-    let x: Vec<f16> = [0.1f32, -0.2, 0.3]
-        .iter()
-        .map(|&v| f16::from_f32(v))
-        .collect();
+    let x: Vec<f16> = [0.1f32, -0.2, 0.3].iter().map(|&v| f16::from_f32(v)).collect();
     let (q, scale) = quantize_symmetric(&x, 8)?;
     let e = quantization_error(&x, &q, scale, 0, true)?;
     assert!(e.max_error <= f64::from(scale) / 2.0 + 1e-4);
@@ -216,27 +180,16 @@ fn works_for_half_types() -> Res {
 fn bad_inputs() {
     assert_eq!(
         quantization_error(&[1.0f32, 2.0], &[1i32], 1.0, 0, true),
-        Err(QuantError::LengthMismatch {
-            what: "quantized vs original",
-            expected: 2,
-            found: 1
-        })
+        Err(QuantError::LengthMismatch { what: "quantized vs original", expected: 2, found: 1 })
     );
     assert!(matches!(
         quantization_error(&[1.0f32, f32::NAN], &[1i32, 2], 1.0, 0, true),
         Err(QuantError::NonFinite { index: 1, .. })
     ));
-    assert_eq!(
-        quantization_error(&[1.0f32], &[1i32], 0.0, 0, true),
-        Err(QuantError::InvalidScale { value: 0.0 })
-    );
+    assert_eq!(quantization_error(&[1.0f32], &[1i32], 0.0, 0, true), Err(QuantError::InvalidScale { value: 0.0 }));
     assert_eq!(
         quantization_error(&[1.0f32], &[1u32], 1.0, 5, true),
-        Err(QuantError::InvalidZeroPoint {
-            zero_point: 5,
-            min: 0,
-            max: 0
-        })
+        Err(QuantError::InvalidZeroPoint { zero_point: 5, min: 0, max: 0 })
     );
     assert!(matches!(
         error_stats(&[1.0f64, 2.0], &[1.0, f64::INFINITY]),
@@ -244,10 +197,6 @@ fn bad_inputs() {
     ));
     assert_eq!(
         error_stats(&[1.0f64], &[]),
-        Err(QuantError::LengthMismatch {
-            what: "reconstructed vs original",
-            expected: 1,
-            found: 0
-        })
+        Err(QuantError::LengthMismatch { what: "reconstructed vs original", expected: 1, found: 0 })
     );
 }

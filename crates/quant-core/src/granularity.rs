@@ -11,7 +11,7 @@ use quant_traits::{MatrixShape, QuantError, QuantFloat, Storage};
 
 use crate::params::QuantParams;
 use crate::quantize::{
-    check_params, check_units, dequantize_code, quantize_value, read_codes, write_codes,
+    check_params, check_units, dequantize_code, quantize_slice, quantize_value, read_codes, write_codes,
 };
 use crate::range::{check_finite_matrix, column_ranges, range_of_finite};
 use crate::scheme::QuantSpec;
@@ -83,20 +83,18 @@ pub fn matrix_params<F: QuantFloat>(
     shape.check_len("matrix", x.len())?;
     check_finite_matrix(x, shape)?;
     match granularity {
-        Granularity::PerTensor => Ok(alloc::vec![QuantParams::from_observed(
-            spec,
-            range_of_finite(x.iter().copied())
-        )?]),
+        Granularity::PerTensor => {
+            Ok(alloc::vec![QuantParams::from_observed(spec, range_of_finite(x.iter().copied()))?])
+        }
         Granularity::PerChannel(Axis::Rows) => (0..shape.rows)
             .map(|r| {
                 let row = &x[r * shape.cols..(r + 1) * shape.cols];
                 QuantParams::from_observed(spec, range_of_finite(row.iter().copied()))
             })
             .collect(),
-        Granularity::PerChannel(Axis::Cols) => column_ranges(x, shape)
-            .into_iter()
-            .map(|r| QuantParams::from_observed(spec, r))
-            .collect(),
+        Granularity::PerChannel(Axis::Cols) => {
+            column_ranges(x, shape).into_iter().map(|r| QuantParams::from_observed(spec, r)).collect()
+        }
     }
 }
 
@@ -105,8 +103,9 @@ pub fn matrix_params<F: QuantFloat>(
 ///
 /// # Errors
 /// [`QuantError::StorageTooNarrow`], [`QuantError::LengthMismatch`] (matrix, parameter count
-/// or output), [`QuantError::InvalidZeroPoint`], [`QuantError::NonFiniteInMatrix`].
-/// Nothing is written on error.
+/// or output), [`QuantError::InvalidZeroPoint`] (all found before anything is written);
+/// [`QuantError::NonFiniteInMatrix`], found while converting, so `out` may then hold the codes
+/// of the elements before it (as [`quantize_into`](crate::quantize_into)).
 pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
     x: &[F],
     shape: MatrixShape,
@@ -122,17 +121,40 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
         check_params(spec, p)?;
     }
     check_units::<Q>("output codes", x.len(), out.len())?;
-    check_finite_matrix(x, shape)?;
+
     let (lo, hi) = (spec.code_min(), spec.code_max());
     let raw = |p: &QuantParams<F>| (p.scale().to_f64_exact(), p.zero_point());
-    write_codes(
-        out,
-        x.iter().enumerate().map(|(i, v)| {
-            let (scale, zp) = raw(&params[granularity.channel_of(shape, i)]);
-            quantize_value(v.to_f64_exact(), scale, zp, lo, hi)
-        }),
-    );
+    match granularity {
+        Granularity::PerTensor => {
+            let (scale, zp) = raw(&params[0]);
+            quantize_slice(x, scale, zp, lo, hi, out).map_err(|i| non_finite(x, shape, i))?;
+        }
+        // One code per unit: each row is a contiguous slice of the output, with one scale.
+        Granularity::PerChannel(Axis::Rows) if Q::CODES_PER_UNIT == 1 && shape.cols > 0 => {
+            let rows = x.chunks_exact(shape.cols).zip(out.chunks_exact_mut(shape.cols)).zip(params);
+            for (r, ((row, o), p)) in rows.enumerate() {
+                let (scale, zp) = raw(p);
+                quantize_slice(row, scale, zp, lo, hi, o).map_err(|i| non_finite(x, shape, r * shape.cols + i))?;
+            }
+        }
+        _ => {
+            check_finite_matrix(x, shape)?;
+            write_codes(
+                out,
+                x.iter().enumerate().map(|(i, v)| {
+                    let (scale, zp) = raw(&params[granularity.channel_of(shape, i)]);
+                    quantize_value(v.to_f64_exact(), scale, zp, lo, hi)
+                }),
+            );
+        }
+    }
     Ok(())
+}
+
+/// The error for the non-finite element at flat `index`.
+fn non_finite<F: QuantFloat>(x: &[F], shape: MatrixShape, index: usize) -> QuantError {
+    let (row, col) = shape.position(index);
+    QuantError::NonFiniteInMatrix { row, col, value: x[index].to_f64_exact() }
 }
 
 /// A quantized matrix: row-major codes and one parameter set per channel.
@@ -233,13 +255,7 @@ pub fn quantize_matrix<F: QuantFloat, Q: Storage>(
     let params = matrix_params(x, shape, spec, granularity)?;
     let mut codes = alloc::vec![Q::default(); Q::units_for(x.len())];
     quantize_matrix_into(x, shape, spec, granularity, &params, &mut codes)?;
-    Ok(QuantizedMatrix {
-        codes,
-        shape,
-        spec,
-        granularity,
-        params,
-    })
+    Ok(QuantizedMatrix { codes, shape, spec, granularity, params })
 }
 
 #[cfg(test)]
@@ -257,17 +273,9 @@ mod tests {
     fn per_column_scales() {
         let spec = QuantSpec::symmetric(8).expect("valid");
         let x = [1.0f64, 4.0, -2.0, 0.0];
-        let q = quantize_matrix::<f64, i16>(
-            &x,
-            MatrixShape::new(2, 2),
-            spec,
-            Granularity::PerChannel(Axis::Cols),
-        )
-        .expect("valid");
-        assert_eq!(
-            q.params().iter().map(|p| p.scale()).collect::<Vec<_>>(),
-            [2.0 / 127.0, 4.0 / 127.0]
-        );
+        let q = quantize_matrix::<f64, i16>(&x, MatrixShape::new(2, 2), spec, Granularity::PerChannel(Axis::Cols))
+            .expect("valid");
+        assert_eq!(q.params().iter().map(|p| p.scale()).collect::<Vec<_>>(), [2.0 / 127.0, 4.0 / 127.0]);
         assert_eq!(q.codes(), [64, 127, -127, 0]); // 63.5 ties to 64
     }
 
@@ -275,17 +283,8 @@ mod tests {
     fn shape_and_parameter_count_are_checked() {
         let spec = QuantSpec::symmetric(8).expect("valid");
         assert_eq!(
-            quantize_matrix::<f32, i8>(
-                &[1.0; 5],
-                MatrixShape::new(2, 3),
-                spec,
-                Granularity::PerTensor
-            ),
-            Err(QuantError::LengthMismatch {
-                what: "matrix",
-                expected: 6,
-                found: 5
-            })
+            quantize_matrix::<f32, i8>(&[1.0; 5], MatrixShape::new(2, 3), spec, Granularity::PerTensor),
+            Err(QuantError::LengthMismatch { what: "matrix", expected: 6, found: 5 })
         );
         let p = [QuantParams::identity(); 2];
         assert_eq!(
@@ -297,24 +296,15 @@ mod tests {
                 &p,
                 &mut [0i8; 6]
             ),
-            Err(QuantError::LengthMismatch {
-                what: "parameter sets",
-                expected: 3,
-                found: 2
-            })
+            Err(QuantError::LengthMismatch { what: "parameter sets", expected: 3, found: 2 })
         );
     }
 
     #[test]
     fn empty_rows_get_identity_params() {
         let spec = QuantSpec::asymmetric(8).expect("valid");
-        let q = quantize_matrix::<f32, u8>(
-            &[],
-            MatrixShape::new(3, 0),
-            spec,
-            Granularity::PerChannel(Axis::Rows),
-        )
-        .expect("valid");
+        let q = quantize_matrix::<f32, u8>(&[], MatrixShape::new(3, 0), spec, Granularity::PerChannel(Axis::Rows))
+            .expect("valid");
         assert_eq!(q.params(), [QuantParams::identity(); 3]);
         assert!(q.codes().is_empty());
     }

@@ -55,25 +55,21 @@
 extern crate alloc;
 
 mod granularity;
+mod kernels;
 pub mod params;
 mod quantize;
 mod range;
 mod scheme;
 mod seed;
 
-pub use granularity::{
-    matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix,
-};
+pub use granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix};
+pub use kernels::selected_kernel;
 pub use params::QuantParams;
-pub use quantize::{
-    dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes,
-    Quantized,
-};
+pub use quantize::{dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes, Quantized};
 pub use range::{check_finite, range_of, Range};
 pub use scheme::{QuantSpec, Scheme};
 pub use seed::{
-    dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel,
-    quantize_symmetric,
+    dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel, quantize_symmetric,
 };
 
 /// The shared traits and error type, re-exported so a user of the core needs one dependency.

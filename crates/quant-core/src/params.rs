@@ -52,11 +52,7 @@ impl<F: QuantFloat> QuantParams<F> {
             Scheme::Asymmetric => (spec.code_min(), spec.code_max()),
         };
         if !(min..=max).contains(&zero_point) {
-            return Err(QuantError::InvalidZeroPoint {
-                zero_point,
-                min,
-                max,
-            });
+            return Err(QuantError::InvalidZeroPoint { zero_point, min, max });
         }
         Ok(QuantParams { scale, zero_point })
     }
@@ -64,10 +60,7 @@ impl<F: QuantFloat> QuantParams<F> {
     /// Scale 1.0 and zero point 0: what an all-zero or empty tensor gets.
     #[must_use]
     pub fn identity() -> Self {
-        QuantParams {
-            scale: F::one(),
-            zero_point: 0,
-        }
+        QuantParams { scale: F::one(), zero_point: 0 }
     }
 
     /// The scale, in `F`.
@@ -120,17 +113,9 @@ impl<F: QuantFloat> QuantParams<F> {
                 }
                 // The largest magnitude must land within half a step of the top code; the
                 // bottom code -(qmax + 1) has room to spare.
-                let scale = fit_scale::<F>(amax / qmax, |s| amax / s <= qmax + 0.5).ok_or(
-                    QuantError::ScaleOverflow {
-                        lo,
-                        hi,
-                        float: F::NAME,
-                    },
-                )?;
-                Ok(QuantParams {
-                    scale,
-                    zero_point: 0,
-                })
+                let scale = fit_scale::<F>(amax / qmax, |s| amax / s <= qmax + 0.5)
+                    .ok_or(QuantError::ScaleOverflow { lo, hi, float: F::NAME })?;
+                Ok(QuantParams { scale, zero_point: 0 })
             }
             Scheme::Asymmetric => {
                 let (lo, hi) = (lo.min(0.0), hi.max(0.0));
@@ -150,13 +135,8 @@ impl<F: QuantFloat> QuantParams<F> {
                     // `lo` must land within half a step of code 0, `hi` of the top code.
                     z <= qmax + 0.5 && hi / s <= qmax - zero_point_for(z, qmax) + 0.5
                 })
-                .ok_or(QuantError::ScaleOverflow {
-                    lo,
-                    hi,
-                    float: F::NAME,
-                })?;
-                let zero_point =
-                    f64_to_i64_saturating(zero_point_for(-lo / scale.to_f64_exact(), qmax));
+                .ok_or(QuantError::ScaleOverflow { lo, hi, float: F::NAME })?;
+                let zero_point = f64_to_i64_saturating(zero_point_for(-lo / scale.to_f64_exact(), qmax));
                 Ok(QuantParams { scale, zero_point })
             }
         }
@@ -214,12 +194,7 @@ mod tests {
     #[case(-2.0, -1.0, 2.0 / 255.0, 255)] // all negative: hi widened to 0
     #[case(1.0, 2.0, 2.0 / 255.0, 0)] // all positive: lo widened to 0
     #[case(-1.0, 1.0, 2.0 / 255.0, 128)] // 127.5 -> 128 (ties to even)
-    fn asymmetric_ranges_include_zero(
-        #[case] lo: f64,
-        #[case] hi: f64,
-        #[case] scale: f64,
-        #[case] zp: i64,
-    ) {
+    fn asymmetric_ranges_include_zero(#[case] lo: f64, #[case] hi: f64, #[case] scale: f64, #[case] zp: i64) {
         let p = QuantParams::<f64>::from_range(asym(8), lo, hi).expect("ok");
         assert_eq!((p.scale(), p.zero_point()), (scale, zp));
     }
@@ -229,15 +204,9 @@ mod tests {
     #[case(-0.0, 0.0)]
     fn zero_range_gets_identity(#[case] lo: f64, #[case] hi: f64) {
         for spec in [sym(8), asym(8), sym(2), asym(32)] {
-            assert_eq!(
-                QuantParams::<f32>::from_range(spec, lo, hi),
-                Ok(QuantParams::identity())
-            );
+            assert_eq!(QuantParams::<f32>::from_range(spec, lo, hi), Ok(QuantParams::identity()));
         }
-        assert_eq!(
-            QuantParams::<f32>::from_tensor(sym(8), &[]),
-            Ok(QuantParams::identity())
-        );
+        assert_eq!(QuantParams::<f32>::from_tensor(sym(8), &[]), Ok(QuantParams::identity()));
     }
 
     #[test]
@@ -277,21 +246,14 @@ mod tests {
     #[case(0.0, f64::INFINITY)]
     #[case(2.0, 1.0)]
     fn invalid_ranges(#[case] lo: f64, #[case] hi: f64) {
-        assert!(matches!(
-            QuantParams::<f32>::from_range(sym(8), lo, hi),
-            Err(QuantError::InvalidRange { .. })
-        ));
+        assert!(matches!(QuantParams::<f32>::from_range(sym(8), lo, hi), Err(QuantError::InvalidRange { .. })));
     }
 
     #[test]
     fn f64_range_too_wide_for_f16_is_an_error() {
         assert_eq!(
             QuantParams::<f16>::from_range(sym(8), -1e10, 1e10),
-            Err(QuantError::ScaleOverflow {
-                lo: -1e10,
-                hi: 1e10,
-                float: "f16"
-            })
+            Err(QuantError::ScaleOverflow { lo: -1e10, hi: 1e10, float: "f16" })
         );
     }
 
@@ -301,33 +263,19 @@ mod tests {
     #[case(f64::INFINITY)]
     #[case(f64::NAN)]
     fn explicit_scale_must_be_finite_and_positive(#[case] s: f64) {
-        assert!(matches!(
-            QuantParams::new(sym(8), s, 0),
-            Err(QuantError::InvalidScale { .. })
-        ));
+        assert!(matches!(QuantParams::new(sym(8), s, 0), Err(QuantError::InvalidScale { .. })));
     }
 
     #[test]
     fn explicit_zero_point_must_fit() {
-        assert_eq!(
-            QuantParams::new(asym(8), 0.5f32, 255).map(|p| p.zero_point()),
-            Ok(255)
-        );
+        assert_eq!(QuantParams::new(asym(8), 0.5f32, 255).map(|p| p.zero_point()), Ok(255));
         assert_eq!(
             QuantParams::new(asym(8), 0.5f32, 256),
-            Err(QuantError::InvalidZeroPoint {
-                zero_point: 256,
-                min: 0,
-                max: 255
-            })
+            Err(QuantError::InvalidZeroPoint { zero_point: 256, min: 0, max: 255 })
         );
         assert_eq!(
             QuantParams::new(sym(8), 0.5f32, 3),
-            Err(QuantError::InvalidZeroPoint {
-                zero_point: 3,
-                min: 0,
-                max: 0
-            })
+            Err(QuantError::InvalidZeroPoint { zero_point: 3, min: 0, max: 0 })
         );
     }
 }

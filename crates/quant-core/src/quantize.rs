@@ -13,13 +13,11 @@
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{
-    clamp_i64, copysign, f64_to_i64_saturating, i128_to_f64, round_ties_even,
-};
+use quant_traits::cast::{clamp_i64, copysign, f64_to_i64_saturating, i128_to_f64, round_ties_even};
 use quant_traits::{QuantError, QuantFloat, Storage};
 
 use crate::params::QuantParams;
-use crate::range::check_finite;
+use crate::range::first_non_finite;
 use crate::scheme::QuantSpec;
 
 /// The code for one finite value: `clamp(round_ties_even(x / scale) + zero_point)`.
@@ -72,26 +70,16 @@ pub(crate) fn write_codes<Q: Storage>(out: &mut [Q], codes: impl Iterator<Item =
 
 /// Reads `len` codes from storage units, in order.
 pub fn read_codes<Q: Storage>(units: &[Q], len: usize) -> impl Iterator<Item = i64> + '_ {
-    units
-        .iter()
-        .flat_map(|u| (0..Q::CODES_PER_UNIT).map(move |lane| u.lane(lane)))
-        .take(len)
+    units.iter().flat_map(|u| (0..Q::CODES_PER_UNIT).map(move |lane| u.lane(lane))).take(len)
 }
 
 /// Checks that `found` storage units hold exactly `len` codes.
-pub(crate) fn check_units<Q: Storage>(
-    what: &'static str,
-    len: usize,
-    found: usize,
-) -> Result<(), QuantError> {
+pub(crate) fn check_units<Q: Storage>(what: &'static str, len: usize, found: usize) -> Result<(), QuantError> {
     QuantError::check_length(what, Q::units_for(len), found)
 }
 
 /// Checks explicit parameters against a spec (a zero point made for another spec).
-pub(crate) fn check_params<F: QuantFloat>(
-    spec: QuantSpec,
-    p: &QuantParams<F>,
-) -> Result<(), QuantError> {
+pub(crate) fn check_params<F: QuantFloat>(spec: QuantSpec, p: &QuantParams<F>) -> Result<(), QuantError> {
     QuantParams::new(spec, p.scale(), p.zero_point()).map(|_| ())
 }
 
@@ -102,7 +90,10 @@ pub(crate) fn check_params<F: QuantFloat>(
 /// [`QuantError::StorageTooNarrow`] if `Q` cannot hold `spec`'s codes,
 /// [`QuantError::InvalidZeroPoint`] if `params` does not fit `spec`,
 /// [`QuantError::LengthMismatch`] if `out` has the wrong length,
-/// [`QuantError::NonFinite`] for the first NaN or infinite element. Nothing is written on error.
+/// [`QuantError::NonFinite`] for the first NaN or infinite element. The shape and parameter
+/// errors are found before anything is written; a non-finite element is found in the same
+/// pass that converts (one read of `x` instead of two), so `out` may then hold the codes of
+/// the elements before it. [`quantize`] returns no codes at all on error.
 ///
 /// # Example
 /// ```
@@ -125,14 +116,29 @@ pub fn quantize_into<F: QuantFloat, Q: Storage>(
     spec.check_storage::<Q>()?;
     check_params(spec, params)?;
     check_units::<Q>("output codes", x.len(), out.len())?;
-    check_finite(x)?;
     let (scale, zp) = (params.scale().to_f64_exact(), params.zero_point());
-    let (lo, hi) = (spec.code_min(), spec.code_max());
-    write_codes(
-        out,
-        x.iter()
-            .map(|v| quantize_value(v.to_f64_exact(), scale, zp, lo, hi)),
-    );
+    quantize_slice(x, scale, zp, spec.code_min(), spec.code_max(), out)
+        .map_err(|index| QuantError::NonFinite { index, value: x[index].to_f64_exact() })
+}
+
+/// Quantizes `x` into `out` (`Q::units_for(x.len())` units): the SIMD fast path where one
+/// exists (checking finiteness in the same pass), else a finiteness check and the scalar
+/// reference. `Err(i)`: `x[i]` is the first NaN or infinity.
+pub(crate) fn quantize_slice<F: QuantFloat, Q: Storage>(
+    x: &[F],
+    scale: f64,
+    zp: i64,
+    lo: i64,
+    hi: i64,
+    out: &mut [Q],
+) -> Result<(), usize> {
+    if let Some(result) = crate::kernels::quantize(x, scale, zp, lo, hi, out) {
+        return result;
+    }
+    if let Some(i) = first_non_finite(x) {
+        return Err(i);
+    }
+    write_codes(out, x.iter().map(|v| quantize_value(v.to_f64_exact(), scale, zp, lo, hi)));
     Ok(())
 }
 
@@ -150,8 +156,10 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
     check_units::<Q>("input codes", len, codes.len())?;
     QuantError::check_length("output values", len, out.len())?;
     let (scale, zp) = (params.scale(), params.zero_point());
-    for (o, q) in out.iter_mut().zip(read_codes(codes, len)) {
-        *o = dequantize_code(q, scale, zp);
+    if !crate::kernels::dequantize(codes, scale.to_f64_exact(), zp, out) {
+        for (o, q) in out.iter_mut().zip(read_codes(codes, len)) {
+            *o = dequantize_code(q, scale, zp);
+        }
     }
     Ok(())
 }
@@ -219,9 +227,7 @@ impl<F: QuantFloat, Q: Storage> Quantized<F, Q> {
     #[must_use]
     pub fn dequantize(&self) -> Vec<F> {
         let (scale, zp) = (self.params.scale(), self.params.zero_point());
-        self.iter_codes()
-            .map(|q| dequantize_code(q, scale, zp))
-            .collect()
+        self.iter_codes().map(|q| dequantize_code(q, scale, zp)).collect()
     }
 }
 
@@ -242,20 +248,12 @@ impl<F: QuantFloat, Q: Storage> Quantized<F, Q> {
 /// assert_eq!(q.codes().len(), 3); // five nibbles in three bytes
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn quantize<F: QuantFloat, Q: Storage>(
-    x: &[F],
-    spec: QuantSpec,
-) -> Result<Quantized<F, Q>, QuantError> {
+pub fn quantize<F: QuantFloat, Q: Storage>(x: &[F], spec: QuantSpec) -> Result<Quantized<F, Q>, QuantError> {
     spec.check_storage::<Q>()?;
     let params = QuantParams::from_tensor(spec, x)?;
     let mut codes = alloc::vec![Q::default(); Q::units_for(x.len())];
     quantize_into(x, spec, &params, &mut codes)?;
-    Ok(Quantized {
-        codes,
-        len: x.len(),
-        spec,
-        params,
-    })
+    Ok(Quantized { codes, len: x.len(), spec, params })
 }
 
 #[cfg(test)]
@@ -285,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_written_on_error() {
+    fn shape_errors_write_nothing_and_nan_is_named() {
         let spec = QuantSpec::symmetric(8).expect("valid");
         let p = QuantParams::new(spec, 1.0f32, 0).expect("valid");
         let mut out = [7i8; 3];
@@ -293,14 +291,22 @@ mod tests {
             quantize_into(&[1.0f32, 2.0, f32::NAN], spec, &p, &mut out),
             Err(QuantError::NonFinite { index: 2, .. })
         ));
-        assert_eq!(out, [7, 7, 7]);
+        // Every length and SIMD block position of the bad element is named exactly.
+        for len in [1usize, 15, 16, 17, 40, 100] {
+            for bad in [0, len / 2, len - 1] {
+                let mut x = vec![0.5f32; len];
+                x[bad] = f32::INFINITY;
+                let mut o = vec![0i8; len];
+                assert_eq!(
+                    quantize_into(&x, spec, &p, &mut o),
+                    Err(QuantError::NonFinite { index: bad, value: f64::INFINITY })
+                );
+            }
+        }
+        let mut out = [7i8; 3];
         assert_eq!(
             quantize_into(&[1.0f32, 2.0], spec, &p, &mut out),
-            Err(QuantError::LengthMismatch {
-                what: "output codes",
-                expected: 2,
-                found: 3
-            })
+            Err(QuantError::LengthMismatch { what: "output codes", expected: 2, found: 3 })
         );
     }
 
@@ -312,11 +318,7 @@ mod tests {
         let mut out = [0u8; 1];
         assert_eq!(
             quantize_into(&[1.0f32], a4, &p, &mut out),
-            Err(QuantError::InvalidZeroPoint {
-                zero_point: 200,
-                min: 0,
-                max: 15
-            })
+            Err(QuantError::InvalidZeroPoint { zero_point: 200, min: 0, max: 15 })
         );
     }
 
@@ -330,11 +332,7 @@ mod tests {
         assert_eq!(out, [1.0, 2.0, 3.0]);
         assert_eq!(
             dequantize_into(&codes, 5, &p, &mut [0.0f32; 5]),
-            Err(QuantError::LengthMismatch {
-                what: "input codes",
-                expected: 3,
-                found: 2
-            })
+            Err(QuantError::LengthMismatch { what: "input codes", expected: 3, found: 2 })
         );
     }
 }

@@ -140,14 +140,8 @@ mod tests {
     #[case(33)]
     #[case(64)]
     fn widths_outside_2_to_32_are_rejected(#[case] bits: u32) {
-        assert_eq!(
-            QuantSpec::symmetric(bits),
-            Err(QuantError::InvalidBits { bits })
-        );
-        assert_eq!(
-            QuantSpec::asymmetric(bits),
-            Err(QuantError::InvalidBits { bits })
-        );
+        assert_eq!(QuantSpec::symmetric(bits), Err(QuantError::InvalidBits { bits }));
+        assert_eq!(QuantSpec::asymmetric(bits), Err(QuantError::InvalidBits { bits }));
     }
 
     #[test]
@@ -161,22 +155,11 @@ mod tests {
         assert_eq!(a8.check_storage::<i16>(), Ok(()));
         assert_eq!(s4.check_storage::<I4x2>(), Ok(()));
         assert_eq!(a4.check_storage::<U4x2>(), Ok(()));
+        assert!(matches!(s8.check_storage::<u8>(), Err(QuantError::StorageTooNarrow { .. })));
+        assert!(matches!(a8.check_storage::<i8>(), Err(QuantError::StorageTooNarrow { .. })));
+        assert!(matches!(s8.check_storage::<I4x2>(), Err(QuantError::StorageTooNarrow { .. })));
         assert!(matches!(
-            s8.check_storage::<u8>(),
-            Err(QuantError::StorageTooNarrow { .. })
-        ));
-        assert!(matches!(
-            a8.check_storage::<i8>(),
-            Err(QuantError::StorageTooNarrow { .. })
-        ));
-        assert!(matches!(
-            s8.check_storage::<I4x2>(),
-            Err(QuantError::StorageTooNarrow { .. })
-        ));
-        assert!(matches!(
-            QuantSpec::asymmetric(32)
-                .expect("valid")
-                .check_storage::<i32>(),
+            QuantSpec::asymmetric(32).expect("valid").check_storage::<i32>(),
             Err(QuantError::StorageTooNarrow { storage: "i32", .. })
         ));
     }

@@ -35,10 +35,7 @@ use crate::scheme::QuantSpec;
 /// assert_eq!(q, [127, -64, 38, -127, 0, 89]); // -63.5 rounds to even: -64
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn quantize_symmetric<F: QuantFloat>(
-    tensor: &[F],
-    bits: u32,
-) -> Result<(Vec<i32>, F), QuantError> {
+pub fn quantize_symmetric<F: QuantFloat>(tensor: &[F], bits: u32) -> Result<(Vec<i32>, F), QuantError> {
     let q = quantize::<F, i32>(tensor, QuantSpec::symmetric(bits)?)?;
     let scale = q.params().scale();
     Ok((q.into_codes(), scale))
@@ -61,10 +58,7 @@ pub fn quantize_symmetric<F: QuantFloat>(
 /// ```
 #[must_use]
 pub fn dequantize_symmetric<F: QuantFloat>(quantized: &[i32], scale: F) -> Vec<F> {
-    quantized
-        .iter()
-        .map(|&q| dequantize_code(i64::from(q), scale, 0))
-        .collect()
+    quantized.iter().map(|&q| dequantize_code(i64::from(q), scale, 0)).collect()
 }
 
 /// Asymmetric quantization to `bits`-bit unsigned codes: returns `(codes, scale, zero_point)`.
@@ -88,10 +82,7 @@ pub fn dequantize_symmetric<F: QuantFloat>(quantized: &[i32], scale: F) -> Vec<F
 /// assert_eq!(q, [0, 64, 128, 191, 255, 13]); // 127.5 rounds to even: 128
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn quantize_asymmetric<F: QuantFloat>(
-    tensor: &[F],
-    bits: u32,
-) -> Result<(Vec<u32>, F, u32), QuantError> {
+pub fn quantize_asymmetric<F: QuantFloat>(tensor: &[F], bits: u32) -> Result<(Vec<u32>, F, u32), QuantError> {
     let q = quantize::<F, u32>(tensor, QuantSpec::asymmetric(bits)?)?;
     let (scale, zero_point) = (q.params().scale(), narrow::to_u32(q.params().zero_point()));
     Ok((q.into_codes(), scale, zero_point))
@@ -110,16 +101,9 @@ pub fn quantize_asymmetric<F: QuantFloat>(
 /// assert_eq!(x[2], 2.0);
 /// ```
 #[must_use]
-pub fn dequantize_asymmetric<F: QuantFloat>(
-    quantized: &[u32],
-    scale: F,
-    zero_point: u32,
-) -> Vec<F> {
+pub fn dequantize_asymmetric<F: QuantFloat>(quantized: &[u32], scale: F, zero_point: u32) -> Vec<F> {
     let zp = i64::from(zero_point);
-    quantized
-        .iter()
-        .map(|&q| dequantize_code(i64::from(q), scale, zp))
-        .collect()
+    quantized.iter().map(|&q| dequantize_code(i64::from(q), scale, zp)).collect()
 }
 
 /// Symmetric per-channel quantization of a matrix given as rows: one scale per row
@@ -157,10 +141,7 @@ pub fn quantize_per_channel<F: QuantFloat>(
     let rows = if shape.cols == 0 {
         alloc::vec![Vec::new(); shape.rows]
     } else {
-        codes
-            .chunks_exact(shape.cols)
-            .map(<[i32]>::to_vec)
-            .collect()
+        codes.chunks_exact(shape.cols).map(<[i32]>::to_vec).collect()
     };
     Ok((rows, scales))
 }

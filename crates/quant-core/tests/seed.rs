@@ -4,8 +4,8 @@
 //! with Python's `round` (ties to even) on the same `f64` arithmetic.
 
 use quant_core::{
-    dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel,
-    quantize_symmetric, QuantError,
+    dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel, quantize_symmetric,
+    QuantError,
 };
 use quant_traits::half::{bf16, f16};
 use quant_traits::QuantFloat;
@@ -32,9 +32,7 @@ fn seed_symmetric_dequantized() -> Res {
     let want = [127.0, -64.0, 38.0, -127.0, 0.0, 89.0].map(|c: f64| c * (1.0 / 127.0));
     assert_eq!(d, want);
     assert_eq!(d[0], 1.0);
-    assert!(
-        (d[1] - -0.504).abs() < 5e-4 && (d[2] - 0.299).abs() < 5e-4 && (d[5] - 0.701).abs() < 5e-4
-    );
+    assert!((d[1] - -0.504).abs() < 5e-4 && (d[2] - 0.299).abs() < 5e-4 && (d[5] - 0.701).abs() < 5e-4);
     Ok(())
 }
 
@@ -53,10 +51,7 @@ fn seed_asymmetric_example() -> Res {
 fn seed_symmetric_example_in_every_float_type<F: QuantFloat>(
     #[values(0.0f32, 0.0f64, f16::ZERO, bf16::ZERO)] _ty: F,
 ) -> Res {
-    let x: Vec<F> = SEED_TENSOR
-        .iter()
-        .map(|&v| F::from_f64_nearest(v))
-        .collect();
+    let x: Vec<F> = SEED_TENSOR.iter().map(|&v| F::from_f64_nearest(v)).collect();
     let (q, scale) = quantize_symmetric(&x, 8)?;
     assert_eq!(q, [127, -64, 38, -127, 0, 89], "{}", F::NAME);
     assert_eq!(scale, F::from_f64_nearest(1.0 / 127.0), "{}", F::NAME);
@@ -78,10 +73,7 @@ fn seed_asymmetric_example_in_every_float_type<F: QuantFloat>(
     #[case] codes: [u32; 6],
     #[case] scale: f64,
 ) -> Res {
-    let a: Vec<F> = SEED_ACTIVATIONS
-        .iter()
-        .map(|&v| F::from_f64_nearest(v))
-        .collect();
+    let a: Vec<F> = SEED_ACTIVATIONS.iter().map(|&v| F::from_f64_nearest(v)).collect();
     let (q, s, zp) = quantize_asymmetric(&a, 8)?;
     assert_eq!((q, s.to_f64_exact(), zp), (codes.to_vec(), scale, 0));
     Ok(())
@@ -144,11 +136,7 @@ fn single_element_symmetric() -> Res {
 #[case(16, 32767, -32768)]
 #[case(31, 1_073_741_823, -1_073_741_824)]
 #[case(32, i32::MAX, i32::MIN)]
-fn symmetric_widths_fill_their_code_range(
-    #[case] bits: u32,
-    #[case] top: i32,
-    #[case] bottom: i32,
-) -> Res {
+fn symmetric_widths_fill_their_code_range(#[case] bits: u32, #[case] top: i32, #[case] bottom: i32) -> Res {
     // The bottom code -(2^(b-1)) is reached by clamping a value just below -max.
     let (q, scale) = quantize_symmetric(&[1.0f64, -1.0, 0.0], bits)?;
     assert_eq!(q, [top, -top, 0]);
@@ -261,10 +249,7 @@ fn bad_widths(#[case] bits: u32) {
     let want = Err(QuantError::InvalidBits { bits });
     assert_eq!(quantize_symmetric(&[1.0f32], bits).map(|_| ()), want);
     assert_eq!(quantize_asymmetric(&[1.0f32], bits).map(|_| ()), want);
-    assert_eq!(
-        quantize_per_channel(&[vec![1.0f32]], 0, bits).map(|_| ()),
-        want
-    );
+    assert_eq!(quantize_per_channel(&[vec![1.0f32]], 0, bits).map(|_| ()), want);
 }
 
 #[rstest]
@@ -273,7 +258,8 @@ fn bad_widths(#[case] bits: u32) {
 #[case::neg_inf(f64::NEG_INFINITY)]
 fn non_finite_inputs_name_the_index(#[case] bad: f64) {
     let x = [0.5, 1.0, bad, 2.0];
-    let is_bad = |e: &QuantError| matches!(e, QuantError::NonFinite { index: 2, value } if value.to_bits() == bad.to_bits());
+    let is_bad =
+        |e: &QuantError| matches!(e, QuantError::NonFinite { index: 2, value } if value.to_bits() == bad.to_bits());
     assert!(quantize_symmetric(&x, 8).is_err_and(|e| is_bad(&e)));
     assert!(quantize_asymmetric(&x, 8).is_err_and(|e| is_bad(&e)));
     let m = vec![vec![0.0, 1.0], vec![bad, 2.0]];
@@ -289,17 +275,11 @@ fn non_finite_inputs_name_the_index(#[case] bad: f64) {
 #[test]
 fn half_types_report_non_finite_values() {
     let x = [f16::ONE, f16::NAN];
-    assert!(matches!(
-        quantize_symmetric(&x, 8),
-        Err(QuantError::NonFinite { index: 1, .. })
-    ));
+    assert!(matches!(quantize_symmetric(&x, 8), Err(QuantError::NonFinite { index: 1, .. })));
     let x = [bf16::NEG_INFINITY];
     assert_eq!(
         quantize_asymmetric(&x, 4).map(|_| ()),
-        Err(QuantError::NonFinite {
-            index: 0,
-            value: f64::NEG_INFINITY
-        })
+        Err(QuantError::NonFinite { index: 0, value: f64::NEG_INFINITY })
     );
 }
 
@@ -308,31 +288,17 @@ fn ragged_matrices_and_bad_axes() {
     let ragged = vec![vec![1.0f32, 2.0], vec![3.0]];
     assert_eq!(
         quantize_per_channel(&ragged, 0, 8).map(|_| ()),
-        Err(QuantError::RaggedMatrix {
-            matrix: "input",
-            row: 1,
-            expected: 2,
-            found: 1
-        })
+        Err(QuantError::RaggedMatrix { matrix: "input", row: 1, expected: 2, found: 1 })
     );
-    assert_eq!(
-        quantize_per_channel(&[vec![1.0f32]], 2, 8).map(|_| ()),
-        Err(QuantError::InvalidAxis { axis: 2 })
-    );
+    assert_eq!(quantize_per_channel(&[vec![1.0f32]], 2, 8).map(|_| ()), Err(QuantError::InvalidAxis { axis: 2 }));
 }
 
 #[test]
 fn errors_read_well() {
     let e = quantize_symmetric(&[0.0f32, f32::NAN], 8).expect_err("NaN is rejected");
-    assert_eq!(
-        e.to_string(),
-        "element 1 is NaN: quantization needs finite values"
-    );
+    assert_eq!(e.to_string(), "element 1 is NaN: quantization needs finite values");
     let e = quantize_per_channel(&[vec![1.0f32], vec![]], 0, 8).expect_err("ragged");
-    assert_eq!(
-        e.to_string(),
-        "ragged matrix input: row 1 has 0 columns but row 0 has 1"
-    );
+    assert_eq!(e.to_string(), "ragged matrix input: row 1 has 0 columns but row 0 has 1");
     let e = quantize_symmetric(&[1.0f32], 40).expect_err("bits");
     assert_eq!(e.to_string(), "bit width 40 is not supported: use 2..=32");
 }

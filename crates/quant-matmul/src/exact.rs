@@ -59,10 +59,7 @@ impl Accumulator {
 }
 
 fn max_abs(x: &[i32]) -> u64 {
-    x.iter()
-        .map(|v| u64::from(v.unsigned_abs()))
-        .max()
-        .unwrap_or(0)
+    x.iter().map(|v| u64::from(v.unsigned_abs())).max().unwrap_or(0)
 }
 
 /// `C = A · B` of `i32` codes (row-major, shapes in `shape`), every element the exact sum.
@@ -137,12 +134,7 @@ mod tests {
     #[case(1 << 31, 1 << 31, 1, Accumulator::I64)]
     #[case(1 << 31, 1 << 31, 2, Accumulator::I128)]
     #[case(0, 0, usize::MAX, Accumulator::I32)]
-    fn accumulator_choice(
-        #[case] a: u64,
-        #[case] b: u64,
-        #[case] k: usize,
-        #[case] want: Accumulator,
-    ) {
+    fn accumulator_choice(#[case] a: u64, #[case] b: u64, #[case] k: usize, #[case] want: Accumulator) {
         assert_eq!(Accumulator::for_operands(a, b, k), want);
     }
 
@@ -150,31 +142,17 @@ mod tests {
     fn lengths_are_checked() {
         assert_eq!(
             matmul_exact(&[1, 2, 3], &[1, 2], GemmShape::new(2, 2, 1)),
-            Err(QuantError::LengthMismatch {
-                what: "A (m x k)",
-                expected: 4,
-                found: 3
-            })
+            Err(QuantError::LengthMismatch { what: "A (m x k)", expected: 4, found: 3 })
         );
         assert_eq!(
             matmul_exact(&[1, 2], &[1, 2, 3], GemmShape::new(1, 2, 2)),
-            Err(QuantError::LengthMismatch {
-                what: "B (k x n)",
-                expected: 4,
-                found: 3
-            })
+            Err(QuantError::LengthMismatch { what: "B (k x n)", expected: 4, found: 3 })
         );
     }
 
     #[test]
     fn zero_depth_gives_zeros() {
-        assert_eq!(
-            matmul_exact(&[], &[], GemmShape::new(2, 0, 3)),
-            Ok(alloc::vec![0; 6])
-        );
-        assert_eq!(
-            matmul_exact(&[], &[1, 2], GemmShape::new(0, 1, 2)),
-            Ok(alloc::vec![])
-        );
+        assert_eq!(matmul_exact(&[], &[], GemmShape::new(2, 0, 3)), Ok(alloc::vec![0; 6]));
+        assert_eq!(matmul_exact(&[], &[1, 2], GemmShape::new(0, 1, 2)), Ok(alloc::vec![]));
     }
 }

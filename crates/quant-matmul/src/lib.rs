@@ -6,33 +6,35 @@
 //!         = scale_a · scale_b · (A_int · B_int)
 //! ```
 //!
-//! * [`matmul_exact`]: `A_int · B_int` for `i32` codes of any width (2..=32 bits), returned as
-//!   exact `i128` sums. The accumulator is the narrowest type that provably cannot overflow for
-//!   the operands' actual magnitudes and depth ([`Accumulator::for_operands`]): `i32` for
-//!   typical 8-bit codes, `i64` for wider ones, `i128` when even `i64` could overflow (two
-//!   32-bit codes multiply to up to `2^62`).
-//! * [`quantized_matmul_flat`] / [`quantized_matmul`] (the seed API): the exact sum, converted to
-//!   `f64`, multiplied once by `scale_a * scale_b` in `f64`, rounded once to `F`.
-//!
-//! This crate is the exact reference tier; the tiled SIMD engine for 8-bit codes builds on it.
+//! Two tiers:
+//! * **The engine** ([`Gemm`], [`Operands`]): 8-bit operands (`u8` or `i8` activations with a
+//!   zero point per tensor or per row, `i8` weights with a zero point per tensor or per column,
+//!   optionally packed once with [`PackedB`], also from 4-bit codes), packed and blocked, an AVX2 micro-kernel chosen at run time (portable fallback), threads
+//!   with rayon, and output stages: raw `i32`, `f32` with per-tensor or per-column scales and a
+//!   bias, or requantized `i8`/`u8` (float or fixed-point multiplier). Exact: see [`gemm`].
+//! * **The exact reference** for codes of any width (2..=32 bits): [`matmul_exact`] with the
+//!   narrowest accumulator that provably cannot overflow, and the seed API
+//!   [`quantized_matmul`] / [`quantized_matmul_flat`], which routes to the engine whenever the
+//!   codes fit 8 bits.
 //!
 //! # Features
-//! * `std` (default): links `std`. Without it the crate is `no_std` and needs only `alloc`.
+//! * `std` (default): run-time CPU detection and the `QUANT_KERNEL` variable. Without it the
+//!   crate is `no_std` + `alloc` and uses AVX2 only when compiled with it enabled.
+//! * `parallel` (default, implies `std`): threads with rayon.
 //!
 //! # Example
 //! ```
-//! use quant_core::quantize_symmetric;
-//! use quant_matmul::quantized_matmul;
+//! use quant_matmul::{Gemm, MatMut, MatRef, Operands, Scale, ZeroPoint};
 //!
-//! let a = [[1.0f64, 2.0, 3.0], [4.0, 5.0, 6.0]];
-//! let b = [[7.0f64, 8.0], [9.0, 10.0], [11.0, 12.0]];
-//! let (aq, sa) = quantize_symmetric(a.as_flattened(), 8)?;
-//! let (bq, sb) = quantize_symmetric(b.as_flattened(), 8)?;
-//! let aq: Vec<Vec<i32>> = aq.chunks(3).map(<[i32]>::to_vec).collect();
-//! let bq: Vec<Vec<i32>> = bq.chunks(2).map(<[i32]>::to_vec).collect();
-//! let c = quantized_matmul(&aq, &bq, sa, sb)?;
-//! // Exact: [[58, 64], [139, 154]]; int8 gets within a fraction of a percent.
-//! assert!((c[0][0] - 58.0).abs() < 0.2 && (c[1][1] - 154.0).abs() < 0.5);
+//! // u8 activations (zero point 128) times i8 weights (symmetric), f32 out.
+//! let a = [130u8, 126, 128, 200];          // 2 x 2
+//! let b = [1i8, -2, 3, 4];                 // 2 x 2
+//! let ops = Operands::new(MatRef::row_major(&a, 2, 2)?, ZeroPoint::PerTensor(128),
+//!                         MatRef::row_major(&b, 2, 2)?, ZeroPoint::None)?;
+//! let mut c = [0f32; 4];
+//! Gemm::new().f32(&ops, 0.5, Scale::PerTensor(0.25), None, MatMut::row_major(&mut c, 2, 2)?)?;
+//! // (A - 128) = [[2, -2], [0, 72]]; times B = [[-4, -12], [216, 288]]; times 0.125.
+//! assert_eq!(c, [-0.5, -1.5, 27.0, 36.0]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -41,9 +43,20 @@
 extern crate alloc;
 
 mod exact;
+pub mod gemm;
+mod kernels;
 mod scaled;
+mod view;
 
 pub use exact::{matmul_exact, Accumulator, GemmShape};
+pub use gemm::operand::{Operand, ZeroPoint};
+pub use gemm::output::{
+    multiply_by_quantized_multiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul, Requant, Scale,
+};
+pub use gemm::pack::PackedB;
+pub use gemm::{Gemm, Operands};
+pub use kernels::{selected_kernel, KernelChoice};
 pub use scaled::{quantized_matmul, quantized_matmul_flat};
+pub use view::{MatMut, MatRef};
 
 pub use quant_traits::{QuantError, QuantFloat};

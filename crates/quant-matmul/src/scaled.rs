@@ -47,12 +47,7 @@ pub fn quantized_matmul_flat<F: QuantFloat>(
                 Ok(out)
             } else {
                 let (row, col) = MatrixShape::new(shape.m, shape.n).position(i);
-                Err(QuantError::OutputOverflow {
-                    row,
-                    col,
-                    value: exact,
-                    float: F::NAME,
-                })
+                Err(QuantError::OutputOverflow { row, col, value: exact, float: F::NAME })
             }
         })
         .collect()

@@ -2,9 +2,7 @@
 //! shapes and widths 2..=32, the accumulator boundaries, and bad input.
 
 use quant_core::quantize_symmetric;
-use quant_matmul::{
-    matmul_exact, quantized_matmul, quantized_matmul_flat, Accumulator, GemmShape, QuantError,
-};
+use quant_matmul::{matmul_exact, quantized_matmul, quantized_matmul_flat, Accumulator, GemmShape, QuantError};
 use quant_testkit::Rng;
 use quant_traits::half::{bf16, f16};
 use quant_traits::QuantFloat;
@@ -17,9 +15,7 @@ fn reference(a: &[i32], b: &[i32], m: usize, k: usize, n: usize) -> Vec<i128> {
     let mut c = vec![0i128; m * n];
     for i in 0..m {
         for j in 0..n {
-            c[i * n + j] = (0..k)
-                .map(|p| i128::from(a[i * k + p]) * i128::from(b[p * n + j]))
-                .sum();
+            c[i * n + j] = (0..k).map(|p| i128::from(a[i * k + p]) * i128::from(b[p * n + j])).sum();
         }
     }
     c
@@ -43,13 +39,7 @@ fn seed_matmul_example() -> Res {
     // integer arithmetic gives the same codes, product and floats
     // ([[57.88926777853555, 64.12548825097649], [138.79496558993117, 154.4100688201376]]).
     let s = sa * sb;
-    assert_eq!(
-        c,
-        [
-            vec![12968.0 * s, 14365.0 * s],
-            vec![31092.0 * s, 34590.0 * s]
-        ]
-    );
+    assert_eq!(c, [vec![12968.0 * s, 14365.0 * s], vec![31092.0 * s, 34590.0 * s]]);
     assert_eq!(c[1][1], 154.4100688201376);
     let exact = [[58.0, 64.0], [139.0, 154.0]];
     for i in 0..2 {
@@ -87,19 +77,10 @@ fn exact_matches_naive_reference_on_random_shapes() -> Res {
         };
         let a: Vec<i32> = (0..m * k).map(|_| draw(&mut rng)).collect();
         let b: Vec<i32> = (0..k * n).map(|_| draw(&mut rng)).collect();
-        let max = |x: &[i32]| {
-            x.iter()
-                .map(|v| u64::from(v.unsigned_abs()))
-                .max()
-                .unwrap_or(0)
-        };
+        let max = |x: &[i32]| x.iter().map(|v| u64::from(v.unsigned_abs())).max().unwrap_or(0);
         seen[Accumulator::for_operands(max(&a), max(&b), k) as usize] = true;
         let got = matmul_exact(&a, &b, GemmShape::new(m, k, n))?;
-        assert_eq!(
-            got,
-            reference(&a, &b, m, k, n),
-            "{m}x{k}x{n} at {bits} bits"
-        );
+        assert_eq!(got, reference(&a, &b, m, k, n), "{m}x{k}x{n} at {bits} bits");
     }
     assert_eq!(seen, [true; 3], "every accumulator width was exercised");
     Ok(())
@@ -127,8 +108,8 @@ fn mixed_signs_at_the_extremes_cancel_exactly() -> Res {
     let a = [i32::MIN, i32::MAX, i32::MIN];
     let b = [i32::MIN, -i32::MAX, i32::MAX];
     let c = matmul_exact(&a, &b, GemmShape::new(1, 3, 1))?;
-    let want = (1i128 << 62) - (i128::from(i32::MAX) * i128::from(i32::MAX))
-        + i128::from(i32::MIN) * i128::from(i32::MAX);
+    let want =
+        (1i128 << 62) - (i128::from(i32::MAX) * i128::from(i32::MAX)) + i128::from(i32::MIN) * i128::from(i32::MAX);
     assert_eq!(c, [want]);
     Ok(())
 }
@@ -148,10 +129,7 @@ fn rescale_rounds_once_into_each_float_type<F: QuantFloat>(
         let sb = F::from_f64_nearest(rng.uniform(1e-3, 1e-2));
         let c = quantized_matmul_flat(&a, &b, GemmShape::new(m, k, n), sa, sb)?;
         let s = sa.to_f64_exact() * sb.to_f64_exact();
-        let want: Vec<F> = reference(&a, &b, m, k, n)
-            .iter()
-            .map(|&v| F::from_f64_nearest(v as f64 * s))
-            .collect();
+        let want: Vec<F> = reference(&a, &b, m, k, n).iter().map(|&v| F::from_f64_nearest(v as f64 * s)).collect();
         assert_eq!(c, want, "{}", F::NAME);
     }
     Ok(())
@@ -166,45 +144,22 @@ fn scale_product_underflow_falls_back_to_two_steps() -> Res {
     let c = quantized_matmul_flat(&a, &a, GemmShape::new(1, 2, 1), sa, sb)?;
     let acc = 2f64.powi(63);
     assert_eq!(c, [acc * sa * sb]);
-    assert_ne!(
-        c[0],
-        acc * (sa * sb),
-        "the one-step product would have lost precision"
-    );
+    assert_ne!(c[0], acc * (sa * sb), "the one-step product would have lost precision");
     Ok(())
 }
 
 #[test]
 fn zero_sum_with_overflowing_scale_product_is_zero_not_nan() -> Res {
     // 1e200 * 1e200 overflows to inf; 0 * inf would be NaN.
-    let c = quantized_matmul_flat(
-        &[1, -1],
-        &[1, 1],
-        GemmShape::new(1, 2, 1),
-        1e200f64,
-        1e200f64,
-    )?;
+    let c = quantized_matmul_flat(&[1, -1], &[1, 1], GemmShape::new(1, 2, 1), 1e200f64, 1e200f64)?;
     assert_eq!(c, [0.0]);
     Ok(())
 }
 
 #[test]
 fn results_beyond_the_float_range_are_errors() {
-    let err = quantized_matmul(
-        &[vec![1000, 1000]],
-        &[vec![1000], vec![1000]],
-        f16::from_f32(1.0),
-        f16::from_f32(1.0),
-    );
-    assert_eq!(
-        err,
-        Err(QuantError::OutputOverflow {
-            row: 0,
-            col: 0,
-            value: 2e6,
-            float: "f16"
-        })
-    );
+    let err = quantized_matmul(&[vec![1000, 1000]], &[vec![1000], vec![1000]], f16::from_f32(1.0), f16::from_f32(1.0));
+    assert_eq!(err, Err(QuantError::OutputOverflow { row: 0, col: 0, value: 2e6, float: "f16" }));
 }
 
 #[rstest]
@@ -224,15 +179,7 @@ fn inner_dimensions_must_agree() {
     let a = vec![vec![1, 2, 3], vec![4, 5, 6]];
     let b = vec![vec![1, 2], vec![3, 4]];
     let err = quantized_matmul(&a, &b, 1.0f32, 1.0).expect_err("2x3 times 2x2");
-    assert_eq!(
-        err,
-        QuantError::InnerDimensionMismatch {
-            a_rows: 2,
-            a_cols: 3,
-            b_rows: 2,
-            b_cols: 2
-        }
-    );
+    assert_eq!(err, QuantError::InnerDimensionMismatch { a_rows: 2, a_cols: 3, b_rows: 2, b_cols: 2 });
     assert_eq!(
         err.to_string(),
         "matrix shapes clash: A is 2x3 and B is 2x2, but A's column count must equal B's row count"
@@ -245,37 +192,18 @@ fn ragged_operands_are_named() {
     let ok = vec![vec![1], vec![2]];
     assert_eq!(
         quantized_matmul(&ragged, &ok, 1.0f32, 1.0),
-        Err(QuantError::RaggedMatrix {
-            matrix: "A",
-            row: 1,
-            expected: 2,
-            found: 1
-        })
+        Err(QuantError::RaggedMatrix { matrix: "A", row: 1, expected: 2, found: 1 })
     );
     assert_eq!(
         quantized_matmul(&ok, &ragged, 1.0f32, 1.0),
-        Err(QuantError::RaggedMatrix {
-            matrix: "B",
-            row: 1,
-            expected: 2,
-            found: 1
-        })
+        Err(QuantError::RaggedMatrix { matrix: "B", row: 1, expected: 2, found: 1 })
     );
 }
 
 #[test]
 fn empty_operands() -> Res {
-    assert_eq!(
-        quantized_matmul::<f32>(&[], &[vec![1, 2]], 1.0, 1.0)?,
-        Vec::<Vec<f32>>::new()
-    );
-    assert_eq!(
-        quantized_matmul::<f32>(&[vec![], vec![]], &[], 1.0, 1.0)?,
-        vec![Vec::<f32>::new(); 2]
-    );
-    assert_eq!(
-        quantized_matmul_flat::<f32>(&[], &[], GemmShape::new(2, 0, 2), 1.0, 1.0)?,
-        [0.0; 4]
-    );
+    assert_eq!(quantized_matmul::<f32>(&[], &[vec![1, 2]], 1.0, 1.0)?, Vec::<Vec<f32>>::new());
+    assert_eq!(quantized_matmul::<f32>(&[vec![], vec![]], &[], 1.0, 1.0)?, vec![Vec::<f32>::new(); 2]);
+    assert_eq!(quantized_matmul_flat::<f32>(&[], &[], GemmShape::new(2, 0, 2), 1.0, 1.0)?, [0.0; 4]);
     Ok(())
 }

@@ -60,10 +60,7 @@ pub fn round_ties_even(x: f64) -> f64 {
 #[inline]
 #[must_use]
 pub fn pow2(k: i32) -> f64 {
-    debug_assert!(
-        (-1022..=1023).contains(&k),
-        "pow2 exponent {k} out of range"
-    );
+    debug_assert!((-1022..=1023).contains(&k), "pow2 exponent {k} out of range");
     f64::from_bits(((k + 1023) as u64) << 52)
 }
 
@@ -223,11 +220,7 @@ mod tests {
     #[case(-1e300, -1e300)]
     fn ties_go_to_even(#[case] x: f64, #[case] want: f64) {
         let got = round_ties_even(x);
-        assert_eq!(
-            got.to_bits(),
-            want.to_bits(),
-            "round_ties_even({x}) = {got}, want {want}"
-        );
+        assert_eq!(got.to_bits(), want.to_bits(), "round_ties_even({x}) = {got}, want {want}");
     }
 
     #[test]
@@ -257,9 +250,7 @@ mod tests {
     fn round_to_format_as_f32_matches_the_hardware_cast() {
         let mut state = 0x0123_4567_89AB_CDEFu64;
         for _ in 0..1_000_000 {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             // Keep exponents in and around f32's range, including its subnormals and overflow.
             let bits = (state & 0x800F_FFFF_FFFF_FFFF) | ((0x340 + (state >> 52) % 0x100) << 52);
             let x = f64::from_bits(bits);

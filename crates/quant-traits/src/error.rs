@@ -98,6 +98,44 @@ pub enum QuantError {
         found: usize,
     },
 
+    /// A matrix view whose row stride is shorter than its rows.
+    #[error("{what}: row stride {row_stride} is smaller than the {cols} columns of a row")]
+    InvalidStride {
+        /// Which view.
+        what: &'static str,
+        /// The stride given, in elements.
+        row_stride: usize,
+        /// Columns per row.
+        cols: usize,
+    },
+
+    /// A depth so large that an `i32` result could overflow for these operand ranges.
+    #[error(
+        "depth {k} could overflow an i32 result for these operand ranges (at most {max_k} \
+         is safe): use a float output, or split the depth"
+    )]
+    DepthTooLarge {
+        /// The depth (inner dimension) given.
+        k: usize,
+        /// The largest depth that provably fits.
+        max_k: usize,
+    },
+
+    /// A zero point outside the range of its operand type.
+    #[error("zero point {zero_point} at index {index} is outside {min}..={max}, the range of {operand}")]
+    ZeroPointOutOfRange {
+        /// The zero point.
+        zero_point: i32,
+        /// Which row (A) or column (B); 0 for a per-tensor zero point.
+        index: usize,
+        /// The operand type's name.
+        operand: &'static str,
+        /// Smallest allowed value.
+        min: i32,
+        /// Largest allowed value.
+        max: i32,
+    },
+
     /// A shape whose element count does not fit in `usize`.
     #[error("shape {rows}x{cols} has more elements than fit in memory")]
     ShapeOverflow {
@@ -181,19 +219,11 @@ impl QuantError {
     ///
     /// # Errors
     /// [`QuantError::LengthMismatch`].
-    pub fn check_length(
-        what: &'static str,
-        expected: usize,
-        found: usize,
-    ) -> Result<(), QuantError> {
+    pub fn check_length(what: &'static str, expected: usize, found: usize) -> Result<(), QuantError> {
         if expected == found {
             Ok(())
         } else {
-            Err(QuantError::LengthMismatch {
-                what,
-                expected,
-                found,
-            })
+            Err(QuantError::LengthMismatch { what, expected, found })
         }
     }
 }

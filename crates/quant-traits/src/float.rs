@@ -29,9 +29,7 @@ mod sealed {
 ///
 /// `FloatCore` (from `num-traits`, available without `std`) is a supertrait, so generic code
 /// also gets `zero()`, `one()`, `is_finite()`, comparisons and arithmetic on `Self`.
-pub trait QuantFloat:
-    FloatCore + Debug + Display + Default + Send + Sync + 'static + sealed::Sealed
-{
+pub trait QuantFloat: FloatCore + Debug + Display + Default + Send + Sync + 'static + sealed::Sealed {
     /// The type's conventional name (`"f32"`, `"f64"`, `"f16"`, `"bf16"`), used in errors.
     const NAME: &'static str;
     /// Significand bits, including the implicit leading one (24, 53, 11, 8).
@@ -136,27 +134,9 @@ fn narrow_to<T: FloatDigits>(v: f64) -> f64 {
     cast::round_to_format(v, T::DIGITS, T::MIN_EXP, T::MAX_FINITE)
 }
 
-quant_float_impl!(
-    f64,
-    "f64",
-    u64,
-    1u64 << 63,
-    |x: f64| x,
-    |v: f64| v,
-    f64::from_bits,
-    f64::to_bits
-);
+quant_float_impl!(f64, "f64", u64, 1u64 << 63, |x: f64| x, |v: f64| v, f64::from_bits, f64::to_bits);
 // `as f32` is IEEE round-to-nearest-even in Rust, with overflow to ±inf.
-quant_float_impl!(
-    f32,
-    "f32",
-    u32,
-    1u32 << 31,
-    f64::from,
-    |v: f64| v as f32,
-    f32::from_bits,
-    f32::to_bits
-);
+quant_float_impl!(f32, "f32", u32, 1u32 << 31, f64::from, |v: f64| v as f32, f32::from_bits, f32::to_bits);
 // The value is first rounded onto the f16 grid in f64, so the f32 and f16 conversions after it
 // are exact: no double rounding, whatever `half` does internally.
 quant_float_impl!(
@@ -199,8 +179,7 @@ mod tests {
             }
             if !hi.is_finite() {
                 // Past MAX: the midpoint MAX + ulp/2 overflows (MAX's significand is odd).
-                let mid = lo.to_f64_exact()
-                    + (lo.to_f64_exact() - from_bits(bits - 1).to_f64_exact()) / 2.0;
+                let mid = lo.to_f64_exact() + (lo.to_f64_exact() - from_bits(bits - 1).to_f64_exact()) / 2.0;
                 assert!(T::from_f64_nearest(mid).is_infinite());
                 assert_eq!(to_bits(T::from_f64_saturating(mid)), bits);
                 checked_overflow = true;
@@ -211,23 +190,11 @@ mod tests {
             assert_eq!(to_bits(T::from_f64_nearest(-l)), bits | 0x8000);
             let mid = (l + h) / 2.0; // exact in f64
             let even = if bits % 2 == 0 { bits } else { bits + 1 };
-            assert_eq!(
-                to_bits(T::from_f64_nearest(mid)),
-                even,
-                "midpoint of {bits:#06x}"
-            );
+            assert_eq!(to_bits(T::from_f64_nearest(mid)), even, "midpoint of {bits:#06x}");
             let below = f64::from_bits(mid.to_bits() - 1);
             let above = f64::from_bits(mid.to_bits() + 1);
-            assert_eq!(
-                to_bits(T::from_f64_nearest(below)),
-                bits,
-                "below mid {bits:#06x}"
-            );
-            assert_eq!(
-                to_bits(T::from_f64_nearest(above)),
-                bits + 1,
-                "above mid {bits:#06x}"
-            );
+            assert_eq!(to_bits(T::from_f64_nearest(below)), bits, "below mid {bits:#06x}");
+            assert_eq!(to_bits(T::from_f64_nearest(above)), bits + 1, "above mid {bits:#06x}");
             assert_eq!(to_bits(lo.next_up()), bits + 1);
         }
         assert!(checked_overflow, "the walk never reached MAX");

@@ -24,12 +24,7 @@ impl MatrixShape {
     /// # Errors
     /// [`QuantError::ShapeOverflow`] when `rows * cols` overflows `usize`.
     pub fn elements(self) -> Result<usize, QuantError> {
-        self.rows
-            .checked_mul(self.cols)
-            .ok_or(QuantError::ShapeOverflow {
-                rows: self.rows,
-                cols: self.cols,
-            })
+        self.rows.checked_mul(self.cols).ok_or(QuantError::ShapeOverflow { rows: self.rows, cols: self.cols })
     }
 
     /// Checks that a flat buffer holds exactly this many elements.
@@ -51,18 +46,10 @@ impl MatrixShape {
         for (row, r) in rows.iter().enumerate() {
             let found = r.as_ref().len();
             if found != cols {
-                return Err(QuantError::RaggedMatrix {
-                    matrix: name,
-                    row,
-                    expected: cols,
-                    found,
-                });
+                return Err(QuantError::RaggedMatrix { matrix: name, row, expected: cols, found });
             }
         }
-        Ok(MatrixShape {
-            rows: rows.len(),
-            cols,
-        })
+        Ok(MatrixShape { rows: rows.len(), cols })
     }
 
     /// Maps a flat index to `(row, col)`; `cols == 0` maps everything to `(index, 0)`.
@@ -84,17 +71,9 @@ mod tests {
         let rows: [&[f32]; 3] = [&[1.0, 2.0], &[3.0, 4.0], &[5.0]];
         assert_eq!(
             MatrixShape::of_rows("W", &rows),
-            Err(QuantError::RaggedMatrix {
-                matrix: "W",
-                row: 2,
-                expected: 2,
-                found: 1
-            })
+            Err(QuantError::RaggedMatrix { matrix: "W", row: 2, expected: 2, found: 1 })
         );
-        assert_eq!(
-            MatrixShape::of_rows::<f32, &[f32]>("W", &[]),
-            Ok(MatrixShape::new(0, 0))
-        );
+        assert_eq!(MatrixShape::of_rows::<f32, &[f32]>("W", &[]), Ok(MatrixShape::new(0, 0)));
     }
 
     #[test]
@@ -102,16 +81,9 @@ mod tests {
         assert_eq!(MatrixShape::new(2, 3).check_len("x", 6), Ok(()));
         assert_eq!(
             MatrixShape::new(2, 3).check_len("x", 5),
-            Err(QuantError::LengthMismatch {
-                what: "x",
-                expected: 6,
-                found: 5
-            })
+            Err(QuantError::LengthMismatch { what: "x", expected: 6, found: 5 })
         );
-        assert!(matches!(
-            MatrixShape::new(usize::MAX, 2).elements(),
-            Err(QuantError::ShapeOverflow { .. })
-        ));
+        assert!(matches!(MatrixShape::new(usize::MAX, 2).elements(), Err(QuantError::ShapeOverflow { .. })));
         assert_eq!(MatrixShape::new(4, 3).position(7), (2, 1));
     }
 }

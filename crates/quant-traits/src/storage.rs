@@ -23,9 +23,7 @@ mod sealed {
 ///
 /// The trait is sealed so that the packing contract (lane order, zero padding) holds for every
 /// implementation.
-pub trait Storage:
-    Copy + Default + Debug + PartialEq + Send + Sync + 'static + sealed::Sealed
-{
+pub trait Storage: Copy + Default + Debug + PartialEq + Send + Sync + 'static + sealed::Sealed {
     /// The type's name (`"i8"`, `"u4x2"`, ...), used in errors.
     const NAME: &'static str;
     /// Bits per code.
@@ -73,9 +71,7 @@ macro_rules! plain_storage {
 
             #[inline]
             fn pack(codes: &[i64]) -> Self {
-                codes.first().map_or(0, |&c| {
-                    $narrow(clamp_i64(c, Self::MIN_CODE, Self::MAX_CODE))
-                })
+                codes.first().map_or(0, |&c| $narrow(clamp_i64(c, Self::MIN_CODE, Self::MAX_CODE)))
             }
 
             #[inline]
@@ -135,8 +131,7 @@ macro_rules! nibble_storage {
     };
 }
 
-nibble_storage!(I4x2, "i4x2", -8, 7, |n: u8| i64::from(n)
-    - (i64::from(n & 0x8) << 1));
+nibble_storage!(I4x2, "i4x2", -8, 7, |n: u8| i64::from(n) - (i64::from(n & 0x8) << 1));
 nibble_storage!(U4x2, "u4x2", 0, 15, i64::from);
 
 #[cfg(test)]

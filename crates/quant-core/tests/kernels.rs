@@ -1,0 +1,106 @@
+//! The SIMD quantize/dequantize fast paths against the scalar reference, bit for bit: random
+//! data with exact ties, out-of-range values, every tail length, both 8-bit storages; and a
+//! check that the requested implementation is the one that runs.
+
+use quant_core::{
+    dequantize_code, dequantize_into, quantize_into, quantize_matrix, quantize_value, selected_kernel, Axis,
+    Granularity, MatrixShape, QuantError, QuantParams, QuantSpec, Storage,
+};
+use quant_testkit::Rng;
+
+type Res = Result<(), QuantError>;
+
+/// Values built to hit ties exactly: (k + 0.5) * scale, and ordinary and out-of-range values.
+fn data(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len)
+        .map(|_| match rng.index(4) {
+            0 => (rng.int(-300, 300) as f32 + 0.5) * scale,
+            1 => rng.uniform(-400.0, 400.0) as f32 * scale,
+            2 => 0.0,
+            _ => rng.normal() as f32 * 60.0 * scale,
+        })
+        .collect()
+}
+
+fn check<Q: Storage + Copy + Default + std::fmt::Debug + PartialEq>(spec: QuantSpec, seed: u64) -> Res {
+    let mut rng = Rng::new(seed);
+    for len in (0..70).chain([1000, 4099]) {
+        let scale = rng.uniform(1e-3, 10.0) as f32;
+        let zp = if spec.code_min() == 0 { rng.int(0, spec.code_max()) } else { 0 };
+        let params = QuantParams::new(spec, scale, zp)?;
+        let x = data(&mut rng, len, scale);
+        let mut fast = vec![Q::default(); len];
+        quantize_into(&x, spec, &params, &mut fast)?;
+        let want: Vec<i64> = x
+            .iter()
+            .map(|&v| quantize_value(f64::from(v), f64::from(scale), zp, spec.code_min(), spec.code_max()))
+            .collect();
+        let got: Vec<i64> = fast.iter().map(|&u| u.lane(0)).collect();
+        assert_eq!(got, want, "len {len}, scale {scale}, zp {zp}");
+        let mut back = vec![0f32; len];
+        dequantize_into(&fast, len, &params, &mut back)?;
+        let want: Vec<f32> = want.iter().map(|&q| dequantize_code(q, scale, zp)).collect();
+        assert_eq!(back, want, "len {len}");
+    }
+    Ok(())
+}
+
+#[test]
+fn f32_to_i8_matches_scalar() -> Res {
+    check::<i8>(QuantSpec::symmetric(8)?, 1)
+}
+
+#[test]
+fn f32_to_u8_matches_scalar() -> Res {
+    check::<u8>(QuantSpec::asymmetric(8)?, 2)
+}
+
+#[test]
+fn narrower_widths_in_8_bit_storage_match_scalar() -> Res {
+    check::<i8>(QuantSpec::symmetric(5)?, 3)?;
+    check::<u8>(QuantSpec::asymmetric(3)?, 4)
+}
+
+#[test]
+fn dequantize_saturates_like_scalar() -> Res {
+    let spec = QuantSpec::symmetric(8)?;
+    let params = QuantParams::new(spec, f32::MAX / 100.0, 0)?;
+    let codes: Vec<i8> = (-128..=127).collect();
+    let mut out = vec![0f32; codes.len()];
+    dequantize_into(&codes, codes.len(), &params, &mut out)?;
+    let want: Vec<f32> = codes.iter().map(|&q| dequantize_code(i64::from(q), params.scale(), 0)).collect();
+    assert_eq!(out, want);
+    assert_eq!(out[0], f32::MIN);
+    Ok(())
+}
+
+#[test]
+fn per_row_matrix_uses_the_same_codes() -> Res {
+    let mut rng = Rng::new(5);
+    let shape = MatrixShape::new(7, 37);
+    let x = data(&mut rng, 7 * 37, 0.01);
+    let spec = QuantSpec::asymmetric(8)?;
+    let m = quantize_matrix::<f32, u8>(&x, shape, spec, Granularity::PerChannel(Axis::Rows))?;
+    for r in 0..shape.rows {
+        let p = m.params()[r];
+        for c in 0..shape.cols {
+            let v = f64::from(x[r * shape.cols + c]);
+            let want = quantize_value(v, f64::from(p.scale()), p.zero_point(), 0, 255);
+            assert_eq!(i64::from(m.codes()[r * shape.cols + c]), want);
+        }
+    }
+    Ok(())
+}
+
+/// With `QUANT_KERNEL=portable` the scalar path must run; otherwise an x86-64 CPU with AVX2
+/// must get the AVX2 path. Fails, not skips, when the requested one did not run.
+#[test]
+fn the_requested_implementation_runs() {
+    let portable = std::env::var("QUANT_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("portable"));
+    #[cfg(target_arch = "x86_64")]
+    let want = if !portable && std::is_x86_feature_detected!("avx2") { "avx2" } else { "portable" };
+    #[cfg(not(target_arch = "x86_64"))]
+    let want = "portable";
+    let _ = portable;
+    assert_eq!(selected_kernel(), want);
+}

@@ -1,0 +1,425 @@
+//! The integer GEMM engine: `C = (A - za) · (B - zb)` for 8-bit operands, exact, packed,
+//! blocked, SIMD and multithreaded, with a choice of output stage.
+//!
+//! # How
+//! * Zero points are not subtracted element by element: the engine multiplies the raw codes
+//!   and corrects with row and column sums (gemmlowp):
+//!   `C[i][j] = S[i][j] - zb[j]·rowsum_A[i] - za[i]·colsum_B[j] + K·za[i]·zb[j]`,
+//!   with `S = A·B`, exact in `i64`.
+//! * Operands are widened to `i16` (A while packing, B in the kernel), so every product is
+//!   exact: there is no `vpmaddubsw`-style `i16` saturation anywhere.
+//! * Weights can be packed once ([`PackedB`], also from 4-bit codes) and reused; unpacked
+//!   weights are packed per call, block by block.
+//! * `S` is accumulated in `i32` in chunks of depth that provably cannot overflow
+//!   (`max|a| · max|b| · depth <= i32::MAX`, e.g. 65 793 for `u8 x i8`), and chunks are summed in
+//!   `i64`. Any depth is exact.
+//! * Blocking: for each block of `NC` columns, B is packed (all of K) unless it was packed
+//!   already; for each block of `MC` rows, A is packed; then every `MR x NR` tile runs the
+//!   micro-kernel over the full depth and goes straight through the output stage.
+//! * `M = 1` (token-by-token decoding) skips the tiles: a row kernel streams the packed weights
+//!   once, so it runs at memory speed.
+//! * Threads (feature `parallel`, on by default): the columns are split between threads, each
+//!   packing its own panels. Every output element is computed by the same exact integer
+//!   arithmetic whatever the split, so results are bit-identical for any thread count.
+
+pub(crate) mod operand;
+pub(crate) mod output;
+pub(crate) mod pack;
+
+use alloc::vec::Vec;
+
+use quant_traits::QuantError;
+
+use crate::kernels::{kernel_for, run_row, run_tile, Kernel, KernelChoice, MR, NR};
+use crate::view::{ColBlock, MatMut, MatRef};
+use operand::{Operand, ZeroPoint};
+use output::{F32Out, I32Out, Requant, RequantOut, Scale, Stage};
+use pack::{pack_a, pack_b_block, pairs, PackedB};
+
+/// Rows of A packed at a time.
+const MC: usize = 48;
+/// Columns of B packed at a time.
+const NC: usize = 256;
+
+/// The weights operand: a matrix view, packed per call, or weights packed once.
+#[derive(Copy, Clone, Debug)]
+enum Weights<'a> {
+    Matrix(MatRef<'a, i8>),
+    Packed(&'a PackedB),
+}
+
+/// The two operands of a GEMM with their zero points, validated together: A (`M x K`, `u8` or
+/// `i8`, zero point per tensor or per row) and B (`K x N`, `i8` weights, zero point per tensor
+/// or per column).
+#[derive(Copy, Clone, Debug)]
+pub struct Operands<'a, A> {
+    a: MatRef<'a, A>,
+    a_zero: ZeroPoint<'a>,
+    b: Weights<'a>,
+    b_zero: ZeroPoint<'a>,
+}
+
+impl<'a, A: Operand> Operands<'a, A> {
+    /// A with zero point `a_zero`, B given as a matrix view (packed per call).
+    ///
+    /// # Errors
+    /// [`QuantError::InnerDimensionMismatch`] if A's columns differ from B's rows;
+    /// [`QuantError::LengthMismatch`] for a per-channel zero point of the wrong length;
+    /// [`QuantError::ZeroPointOutOfRange`] for a zero point that is not a value of its operand
+    /// type.
+    pub fn new(
+        a: MatRef<'a, A>,
+        a_zero: ZeroPoint<'a>,
+        b: MatRef<'a, i8>,
+        b_zero: ZeroPoint<'a>,
+    ) -> Result<Self, QuantError> {
+        Self::build(a, a_zero, Weights::Matrix(b), b.rows(), b.cols(), b_zero)
+    }
+
+    /// A with zero point `a_zero`, B packed once with [`PackedB`].
+    ///
+    /// # Errors
+    /// As [`Operands::new`].
+    pub fn packed(
+        a: MatRef<'a, A>,
+        a_zero: ZeroPoint<'a>,
+        b: &'a PackedB,
+        b_zero: ZeroPoint<'a>,
+    ) -> Result<Self, QuantError> {
+        Self::build(a, a_zero, Weights::Packed(b), b.k(), b.n(), b_zero)
+    }
+
+    fn build(
+        a: MatRef<'a, A>,
+        a_zero: ZeroPoint<'a>,
+        b: Weights<'a>,
+        b_rows: usize,
+        b_cols: usize,
+        b_zero: ZeroPoint<'a>,
+    ) -> Result<Self, QuantError> {
+        if a.cols() != b_rows {
+            return Err(QuantError::InnerDimensionMismatch { a_rows: a.rows(), a_cols: a.cols(), b_rows, b_cols });
+        }
+        a_zero.check::<A>("A zero points (one per row)", a.rows())?;
+        b_zero.check::<i8>("B zero points (one per column)", b_cols)?;
+        Ok(Operands { a, a_zero, b, b_zero })
+    }
+
+    /// `M`, `K`, `N`.
+    #[must_use]
+    pub fn dims(&self) -> (usize, usize, usize) {
+        let n = match self.b {
+            Weights::Matrix(b) => b.cols(),
+            Weights::Packed(b) => b.n(),
+        };
+        (self.a.rows(), self.a.cols(), n)
+    }
+
+    /// Largest depth whose raw sums `A·B` fit `i32` in one accumulation (e.g. 65 793 for
+    /// `u8 x i8`).
+    fn chunk_depth(&self) -> usize {
+        let per = u64::from(A::MAX.unsigned_abs().max(A::MIN.unsigned_abs())) * 128;
+        usize::try_from(i32::MAX as u64 / per).unwrap_or(usize::MAX)
+    }
+
+    /// Largest depth whose corrected results `(A - za)·(B - zb)` provably fit `i32`.
+    #[must_use]
+    pub fn max_i32_depth(&self) -> usize {
+        let per = self.a_zero.max_centered::<A>() * self.b_zero.max_centered::<i8>();
+        usize::try_from(i32::MAX as u64 / per.max(1)).unwrap_or(usize::MAX)
+    }
+
+    fn check_i32_depth(&self) -> Result<(), QuantError> {
+        let (k, max_k) = (self.a.cols(), self.max_i32_depth());
+        if k > max_k {
+            Err(QuantError::DepthTooLarge { k, max_k })
+        } else {
+            Ok(())
+        }
+    }
+}
+/// Engine settings: which kernel and how many threads. `Gemm::default()` picks the best kernel
+/// for this CPU and (with the `parallel` feature) rayon's thread pool.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gemm {
+    kernel: KernelChoice,
+    threads: Option<usize>,
+}
+
+impl Gemm {
+    /// The default settings.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forces a kernel.
+    #[must_use]
+    pub fn kernel(mut self, kernel: KernelChoice) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Uses at most `threads` threads (1: only the calling thread). The result does not depend
+    /// on it.
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// The name of the kernel these settings run (`"avx2"` or `"portable"`).
+    #[must_use]
+    pub fn kernel_name(&self) -> &'static str {
+        kernel_for(self.kernel).name()
+    }
+
+    /// `C = (A - za)·(B - zb)` as `i32`.
+    ///
+    /// # Errors
+    /// [`QuantError::DepthTooLarge`] if some result could exceed `i32` (depth beyond
+    /// [`Operands::max_i32_depth`], e.g. 33 025 for `u8 x i8` with zero points);
+    /// [`QuantError::LengthMismatch`] if `c` is not `M x N`.
+    pub fn i32<A: Operand>(&self, ops: &Operands<'_, A>, c: MatMut<'_, i32>) -> Result<(), QuantError> {
+        ops.check_i32_depth()?;
+        self.run(ops, &I32Out, c)
+    }
+
+    /// `C = (A - za)·(B - zb) · scale_a · scale_b[j] + bias[j]` as `f32` (computed in `f64`,
+    /// rounded once).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidScale`] for a scale that is not finite and positive;
+    /// [`QuantError::LengthMismatch`] for per-column scales or a bias not `N` long, or `c` not
+    /// `M x N`.
+    pub fn f32<A: Operand>(
+        &self,
+        ops: &Operands<'_, A>,
+        scale_a: f32,
+        scale_b: Scale<'_>,
+        bias: Option<&[f32]>,
+        c: MatMut<'_, f32>,
+    ) -> Result<(), QuantError> {
+        let n = ops.dims().2;
+        Scale::PerTensor(scale_a).check("scale_a", 1)?;
+        scale_b.check("scale_b (one per column)", n)?;
+        if let Some(bias) = bias {
+            QuantError::check_length("bias (one per column)", n, bias.len())?;
+        }
+        self.run(ops, &F32Out { scale_a: f64::from(scale_a), scale_b, bias }, c)
+    }
+
+    /// `C = requantize((A - za)·(B - zb))` as `i8` or `u8` (see [`Requant`] for the rounding).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidScale`] for a float multiplier that is not finite and positive;
+    /// [`QuantError::DepthTooLarge`] for [`Requant::FixedPoint`] beyond the `i32` depth;
+    /// [`QuantError::LengthMismatch`] for per-column multipliers not `N` long or `c` not `M x N`.
+    pub fn requant<A: Operand, O: Operand>(
+        &self,
+        ops: &Operands<'_, A>,
+        requant: Requant<'_>,
+        c: MatMut<'_, O>,
+    ) -> Result<(), QuantError> {
+        match requant {
+            Requant::Float { multiplier, .. } => multiplier.check("multiplier (one per column)", ops.dims().2)?,
+            Requant::FixedPoint { .. } => ops.check_i32_depth()?,
+        }
+        self.run(ops, &RequantOut { requant, _out: core::marker::PhantomData::<O> }, c)
+    }
+
+    fn thread_count(&self, n: usize) -> usize {
+        #[cfg(feature = "parallel")]
+        let available = rayon::current_num_threads();
+        #[cfg(not(feature = "parallel"))]
+        let available = 1;
+        let wanted = self.threads.unwrap_or(available).min(available.max(1));
+        // At least one NR panel per thread.
+        wanted.min(n.div_ceil(NR)).max(1)
+    }
+
+    fn run<A: Operand, S: Stage>(
+        &self,
+        ops: &Operands<'_, A>,
+        stage: &S,
+        c: MatMut<'_, S::Out>,
+    ) -> Result<(), QuantError>
+    where
+        S::Out: Copy,
+    {
+        let (m, _, n) = ops.dims();
+        QuantError::check_length("C rows", m, c.rows())?;
+        QuantError::check_length("C columns", n, c.cols())?;
+        let kernel = kernel_for(self.kernel);
+        let row_sums = if ops.b_zero == ZeroPoint::None { Vec::new() } else { pack::row_sums(&ops.a) };
+        let sums = &row_sums;
+        let threads = self.thread_count(n);
+        if threads <= 1 {
+            drive(kernel, ops, sums, stage, c.into_block());
+        } else {
+            split_and_drive(kernel, ops, sums, stage, c, threads);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "parallel")]
+fn split_and_drive<A: Operand, S: Stage>(
+    kernel: Kernel,
+    ops: &Operands<'_, A>,
+    sums: &[i64],
+    stage: &S,
+    c: MatMut<'_, S::Out>,
+    threads: usize,
+) where
+    S::Out: Copy,
+{
+    // Split the columns into `threads` contiguous ranges of whole NR panels.
+    let n = c.cols();
+    let panels = n.div_ceil(NR);
+    let mut blocks = Vec::with_capacity(threads);
+    let mut rest = c.into_block();
+    for t in (1..threads).rev() {
+        let take = (panels * t / threads) * NR; // columns left for the remaining t threads
+        let (left, right) = rest.split_cols(take);
+        blocks.push(right);
+        rest = left;
+    }
+    blocks.push(rest);
+    rayon::scope(|s| {
+        for block in blocks {
+            s.spawn(move |_| drive(kernel, ops, sums, stage, block));
+        }
+    });
+}
+
+#[cfg(not(feature = "parallel"))]
+fn split_and_drive<A: Operand, S: Stage>(
+    kernel: Kernel,
+    ops: &Operands<'_, A>,
+    sums: &[i64],
+    stage: &S,
+    c: MatMut<'_, S::Out>,
+    _threads: usize,
+) where
+    S::Out: Copy,
+{
+    drive(kernel, ops, sums, stage, c.into_block());
+}
+
+/// The sequential engine over one block of whole columns (`col0` a multiple of `NR`).
+fn drive<A: Operand, S: Stage>(
+    kernel: Kernel,
+    ops: &Operands<'_, A>,
+    row_sums: &[i64],
+    stage: &S,
+    mut c: ColBlock<'_, S::Out>,
+) where
+    S::Out: Copy,
+{
+    let (m, k, _) = ops.dims();
+    let kp = pairs(k);
+    let chunk = (ops.chunk_depth() / 2).max(1); // in pairs
+    let col0 = c.col0();
+    let ctx = Epilogue { ops, row_sums, stage, k: i64::try_from(k).unwrap_or(i64::MAX) };
+    let mut apack = Vec::new();
+    let (mut bdata, mut bsums) = (Vec::new(), Vec::new());
+    let mut tile = [0i32; MR * NR];
+    let mut wide = [0i64; MR * NR];
+    let mut row = [0i32; NR];
+    for jc in (0..c.cols()).step_by(NC) {
+        let nc = NC.min(c.cols() - jc);
+        // The B panels of these columns, and their column sums.
+        let (panels, col_sums): (&[i8], &[i64]) = match ops.b {
+            Weights::Packed(p) => {
+                let first = (col0 + jc) / NR;
+                let len = kp * NR * 2;
+                (&p.data_from(first)[..nc.div_ceil(NR) * len], &p.col_sums()[col0 + jc..col0 + jc + nc])
+            }
+            Weights::Matrix(b) => {
+                pack_b_block(&b, col0 + jc, nc, &mut bdata, &mut bsums);
+                (&bdata, &bsums)
+            }
+        };
+        let panel = |jr: usize| &panels[jr * kp * NR * 2..(jr + 1) * kp * NR * 2];
+        if m == 1 {
+            pack_a(&ops.a, 0, 1, 1, &mut apack);
+            for jr in 0..nc.div_ceil(NR) {
+                let bpanel = panel(jr);
+                wide.fill(0);
+                for p0 in (0..kp).step_by(chunk) {
+                    let len = chunk.min(kp - p0);
+                    run_row(kernel, len, &apack[p0..], &bpanel[p0 * NR * 2..], &mut row);
+                    for (w, &t) in wide.iter_mut().zip(&row) {
+                        *w += i64::from(t);
+                    }
+                }
+                let cols = NR.min(nc - jr * NR);
+                let out = c.row_part(0, jc + jr * NR, cols);
+                ctx.write(0, col0 + jc + jr * NR, &col_sums[jr * NR..jr * NR + cols], &wide[..NR], out);
+            }
+            continue;
+        }
+        for ic in (0..m).step_by(MC) {
+            let mc = MC.min(m - ic);
+            pack_a(&ops.a, ic, mc, MR, &mut apack);
+            for jr in 0..nc.div_ceil(NR) {
+                let bpanel = panel(jr);
+                let cols = NR.min(nc - jr * NR);
+                for ir in 0..mc.div_ceil(MR) {
+                    let apanel = &apack[ir * kp * MR..(ir + 1) * kp * MR];
+                    if kp <= chunk {
+                        run_tile(kernel, kp, apanel, bpanel, &mut tile);
+                        for (w, &t) in wide.iter_mut().zip(&tile) {
+                            *w = i64::from(t);
+                        }
+                    } else {
+                        wide.fill(0);
+                        for p0 in (0..kp).step_by(chunk) {
+                            let len = chunk.min(kp - p0);
+                            run_tile(kernel, len, &apanel[p0 * MR..], &bpanel[p0 * NR * 2..], &mut tile);
+                            for (w, &t) in wide.iter_mut().zip(&tile) {
+                                *w += i64::from(t);
+                            }
+                        }
+                    }
+                    for r in 0..MR.min(mc - ir * MR) {
+                        let i = ic + ir * MR + r;
+                        let out = c.row_part(i, jc + jr * NR, cols);
+                        ctx.write(
+                            i,
+                            col0 + jc + jr * NR,
+                            &col_sums[jr * NR..jr * NR + cols],
+                            &wide[r * NR..(r + 1) * NR],
+                            out,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The zero-point correction and the output stage, applied to one row of a tile.
+struct Epilogue<'a, 'o, A, S> {
+    ops: &'a Operands<'o, A>,
+    row_sums: &'a [i64],
+    stage: &'a S,
+    k: i64,
+}
+
+impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
+    /// `out[c] = stage(S[i][j] - zb[j]·rowsum[i] - za[i]·colsum[j] + K·za[i]·zb[j])` for
+    /// `j = j0 + c`.
+    #[inline]
+    fn write(&self, i: usize, j0: usize, col_sums: &[i64], raw: &[i64], out: &mut [S::Out]) {
+        let za = i64::from(self.ops.a_zero.get(i));
+        let row_sum = self.row_sums.get(i).copied().unwrap_or(0);
+        for (c, o) in out.iter_mut().enumerate() {
+            let j = j0 + c;
+            let zb = i64::from(self.ops.b_zero.get(j));
+            let acc = raw[c] - zb * row_sum - za * col_sums[c] + self.k * za * zb;
+            *o = self.stage.apply(j, acc);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Output stages: what happens to each exact, zero-point-corrected sum.
+//!
+//! | stage | formula | rounding |
+//! |-------|---------|----------|
+//! | `i32` | `acc` | none (the depth is checked to fit `i32` up front) |
+//! | `f32` | `acc * scale_a * scale_b[j] + bias[j]` | in `f64`, rounded once to `f32` (nearest, ties to even) |
+//! | requantize, float | `clamp(round_ties_even(acc * multiplier[j]) + zero_point)` | in `f64`, ties to even |
+//! | requantize, fixed point | `clamp(rdbpot(srdhm(acc << left, m), right) + zero_point)` | TFLite's `MultiplyByQuantizedMultiplier`: two roundings, ties towards +inf then away from zero |
+
+use quant_traits::cast::{clamp_i64, f64_to_i64_saturating, i64_to_f64, round_ties_even};
+use quant_traits::QuantError;
+
+use crate::gemm::operand::Operand;
+
+/// A per-tensor or per-output-column factor.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Scale<'a> {
+    /// One value for every column.
+    PerTensor(f32),
+    /// One value per output column (`N` of them).
+    PerColumn(&'a [f32]),
+}
+
+impl Scale<'_> {
+    #[inline(always)]
+    fn get(&self, j: usize) -> f64 {
+        match *self {
+            Scale::PerTensor(s) => f64::from(s),
+            Scale::PerColumn(s) => f64::from(s[j]),
+        }
+    }
+
+    /// Checks the length and that every value is finite and positive.
+    pub(crate) fn check(&self, what: &'static str, n: usize) -> Result<(), QuantError> {
+        let values: &[f32] = match self {
+            Scale::PerTensor(s) => core::slice::from_ref(s),
+            Scale::PerColumn(s) => {
+                QuantError::check_length(what, n, s.len())?;
+                s
+            }
+        };
+        match values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            None => Ok(()),
+            Some(&v) => Err(QuantError::InvalidScale { value: f64::from(v) }),
+        }
+    }
+}
+
+/// How to requantize the `i32`/`i64` sums to 8-bit outputs.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Requant<'a> {
+    /// `clamp(round_ties_even(acc * multiplier[j]) + zero_point)`, the multiplication in `f64`
+    /// (`multiplier` is typically `scale_a * scale_b[j] / scale_out`).
+    Float {
+        /// Per tensor or per output column.
+        multiplier: Scale<'a>,
+        /// The output's zero point.
+        zero_point: i32,
+    },
+    /// TFLite/gemmlowp fixed point: `multiplier` is a Q31 value in `[2^30, 2^31)` and the real
+    /// multiplier is `multiplier * 2^(shift - 31)`. Computed exactly as TFLite's
+    /// `MultiplyByQuantizedMultiplier`: `acc << max(shift, 0)` (saturated to `i32`), then
+    /// `SaturatingRoundingDoublingHighMul` (ties towards +inf), then
+    /// `RoundingDivideByPOT(max(-shift, 0))` (ties away from zero), plus `zero_point`, clamped.
+    /// Like TFLite it rounds twice (11 · 0.5 / 4 gives 2, not 1). Needs `i32` sums, so the
+    /// depth must fit (checked up front).
+    FixedPoint {
+        /// Q31 multiplier.
+        multiplier: i32,
+        /// Power-of-two exponent, `-31..=30`.
+        shift: i32,
+        /// The output's zero point.
+        zero_point: i32,
+    },
+}
+
+/// gemmlowp's `SaturatingRoundingDoublingHighMul`: `round(a * b / 2^31)` with ties towards
+/// +inf (its nudge, then a division truncating towards zero), saturating the single overflow
+/// case `i32::MIN * i32::MIN`.
+#[must_use]
+pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = i64::from(a) * i64::from(b);
+    let nudge = if ab >= 0 { 1i64 << 30 } else { 1 - (1i64 << 30) };
+    // Division truncates towards zero, as in C++.
+    let q = (ab + nudge) / (1i64 << 31);
+    i32::try_from(q).unwrap_or(i32::MAX)
+}
+
+/// gemmlowp's `RoundingDivideByPOT`: `round(x / 2^exponent)`, ties away from zero.
+#[must_use]
+pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    debug_assert!(exponent <= 31);
+    let mask = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> exponent) + i32::from(remainder > threshold)
+}
+
+/// TFLite's `MultiplyByQuantizedMultiplier(x, multiplier, shift)`.
+#[must_use]
+pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
+    let left = shift.max(0) as u32;
+    let right = (-shift).max(0) as u32;
+    let shifted = clamp_i64(i64::from(x) << left, i64::from(i32::MIN), i64::from(i32::MAX));
+    let shifted = i32::try_from(shifted).unwrap_or(i32::MAX);
+    rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+}
+
+/// What the driver calls for every output element, with the corrected exact sum.
+pub(crate) trait Stage: Sync {
+    type Out: Copy + Send;
+    fn apply(&self, col: usize, acc: i64) -> Self::Out;
+}
+
+pub(crate) struct I32Out;
+
+impl Stage for I32Out {
+    type Out = i32;
+    #[inline(always)]
+    fn apply(&self, _col: usize, acc: i64) -> i32 {
+        // The depth was checked so that every result fits.
+        i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX })
+    }
+}
+
+pub(crate) struct F32Out<'a> {
+    pub(crate) scale_a: f64,
+    pub(crate) scale_b: Scale<'a>,
+    pub(crate) bias: Option<&'a [f32]>,
+}
+
+impl Stage for F32Out<'_> {
+    type Out = f32;
+    #[inline(always)]
+    fn apply(&self, col: usize, acc: i64) -> f32 {
+        let bias = self.bias.map_or(0.0, |b| f64::from(b[col]));
+        (i64_to_f64(acc) * (self.scale_a * self.scale_b.get(col)) + bias) as f32
+    }
+}
+
+pub(crate) struct RequantOut<'a, O> {
+    pub(crate) requant: Requant<'a>,
+    pub(crate) _out: core::marker::PhantomData<O>,
+}
+
+impl<O: Operand> Stage for RequantOut<'_, O> {
+    type Out = O;
+    #[inline(always)]
+    fn apply(&self, col: usize, acc: i64) -> O {
+        let (lo, hi) = (i64::from(O::MIN), i64::from(O::MAX));
+        let q = match self.requant {
+            Requant::Float { multiplier, zero_point } => {
+                let steps = f64_to_i64_saturating(round_ties_even(i64_to_f64(acc) * multiplier.get(col)));
+                steps.saturating_add(i64::from(zero_point))
+            }
+            Requant::FixedPoint { multiplier, shift, zero_point } => {
+                let acc = i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX });
+                i64::from(multiply_by_quantized_multiplier(acc, multiplier, shift)) + i64::from(zero_point)
+            }
+        };
+        O::narrow(clamp_i64(q, lo, hi))
+    }
+}

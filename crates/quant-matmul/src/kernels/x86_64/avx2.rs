@@ -1,0 +1,108 @@
+//! The AVX2 micro-kernels: `vpmaddwd` on i16 pairs.
+//!
+//! Tile kernel (6 x 16, 12 ymm accumulators), per depth pair: one 32-byte load of B (16
+//! columns of i8 pairs) sign-extended to two vectors of 8 i16 pairs (`vpmovsxbw`), six
+//! broadcasts of A, twelve `vpmaddwd` and twelve `vpaddd`. `vpmaddwd` multiplies i16 x i16 and
+//! adds adjacent products into i32 without saturation (its one saturating case, two pairs of
+//! `-32768 * -32768`, cannot occur with widened 8-bit operands), so the tile is exact.
+//!
+//! Row kernel (1 x 16, for `M = 1`): the same per depth pair with one A broadcast, unrolled
+//! four pairs deep with independent accumulators so the weights stream at memory speed.
+
+use core::arch::x86_64::*;
+
+use super::super::{MicroKernel, MR, NR};
+
+pub(crate) struct Avx2;
+
+impl MicroKernel for Avx2 {
+    const NAME: &'static str = "avx2";
+
+    unsafe fn tile(kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+        // SAFETY: forwarded from the trait contract: lengths checked by the caller, AVX2 present.
+        unsafe { tile_avx2(kp, a.as_ptr(), b.as_ptr(), tile) }
+    }
+
+    unsafe fn row(kp: usize, a: &[i32], b: &[i8], out: &mut [i32; NR]) {
+        // SAFETY: as above.
+        unsafe { row_avx2(kp, a.as_ptr(), b.as_ptr(), out) }
+    }
+}
+
+/// 16 columns of depth pair `p`: two vectors of 8 sign-extended i16 pairs.
+///
+/// # Safety
+/// `b` points to 32 readable bytes; AVX2 present.
+#[inline(always)]
+unsafe fn load_b(b: *const i8) -> (__m256i, __m256i) {
+    // SAFETY: 32 bytes readable (caller); unaligned 16-byte loads.
+    unsafe {
+        (_mm256_cvtepi8_epi16(_mm_loadu_si128(b.cast())), _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(16).cast())))
+    }
+}
+
+/// # Safety
+/// `a` points to `kp * MR` words, `b` to `kp * NR * 2` bytes; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(kp: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR * NR]) {
+    const _: () = assert!(MR == 6 && NR == 16);
+    let mut c = [_mm256_setzero_si256(); 12];
+    let mut ap = a;
+    let mut bp = b;
+    for _ in 0..kp {
+        // SAFETY: for pair p < kp, `bp` points at bytes p*32 .. p*32 + 32 and `ap` at words
+        // p*6 .. p*6 + 6, inside the panels (caller's contract).
+        unsafe {
+            let (b0, b1) = load_b(bp);
+            for r in 0..MR {
+                let av = _mm256_set1_epi32(*ap.add(r));
+                c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(av, b0));
+                c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(av, b1));
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR * 2);
+        }
+    }
+    let out = tile.as_mut_ptr();
+    for (i, v) in c.iter().enumerate() {
+        // SAFETY: `tile` holds 96 words; vector i covers words i*8 .. i*8 + 8.
+        unsafe { _mm256_storeu_si256(out.add(8 * i).cast(), *v) };
+    }
+}
+
+/// # Safety
+/// `a` points to `kp` words, `b` to `kp * NR * 2` bytes; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn row_avx2(kp: usize, a: *const i32, b: *const i8, out: &mut [i32; NR]) {
+    let mut acc = [_mm256_setzero_si256(); 8];
+    let mut p = 0;
+    while p + 4 <= kp {
+        for u in 0..4 {
+            // SAFETY: p + u < kp: word p + u of `a`, bytes (p + u) * 32 .. + 32 of `b`.
+            unsafe {
+                let (b0, b1) = load_b(b.add((p + u) * NR * 2));
+                let av = _mm256_set1_epi32(*a.add(p + u));
+                acc[2 * u] = _mm256_add_epi32(acc[2 * u], _mm256_madd_epi16(av, b0));
+                acc[2 * u + 1] = _mm256_add_epi32(acc[2 * u + 1], _mm256_madd_epi16(av, b1));
+            }
+        }
+        p += 4;
+    }
+    while p < kp {
+        // SAFETY: p < kp, as above.
+        unsafe {
+            let (b0, b1) = load_b(b.add(p * NR * 2));
+            let av = _mm256_set1_epi32(*a.add(p));
+            acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(av, b0));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(av, b1));
+        }
+        p += 1;
+    }
+    let lo = _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[2]), _mm256_add_epi32(acc[4], acc[6]));
+    let hi = _mm256_add_epi32(_mm256_add_epi32(acc[1], acc[3]), _mm256_add_epi32(acc[5], acc[7]));
+    // SAFETY: `out` holds 16 words.
+    unsafe {
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), lo);
+        _mm256_storeu_si256(out.as_mut_ptr().add(8).cast(), hi);
+    }
+}

@@ -1,0 +1,190 @@
+//! Matrix views: a slice with a shape and a row stride, validated once, so callers can pass a
+//! sub-matrix or a padded buffer without copying it.
+
+use quant_traits::QuantError;
+
+/// Checks that `len` elements hold a `rows x cols` matrix with rows `row_stride` apart.
+fn check_view(what: &'static str, len: usize, rows: usize, cols: usize, row_stride: usize) -> Result<(), QuantError> {
+    if rows > 1 && row_stride < cols {
+        return Err(QuantError::InvalidStride { what, row_stride, cols });
+    }
+    let needed = if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1)
+            .checked_mul(row_stride)
+            .and_then(|v| v.checked_add(cols))
+            .ok_or(QuantError::ShapeOverflow { rows, cols })?
+    };
+    if len < needed {
+        return Err(QuantError::LengthMismatch { what, expected: needed, found: len });
+    }
+    Ok(())
+}
+
+/// A read-only `rows x cols` matrix: element `(r, c)` is `data[r * row_stride + c]`.
+#[derive(Copy, Clone, Debug)]
+pub struct MatRef<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+}
+
+impl<'a, T: Copy> MatRef<'a, T> {
+    /// A view with an explicit row stride (in elements, `>= cols`).
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidStride`] if `row_stride < cols` (with more than one row);
+    /// [`QuantError::LengthMismatch`] if `data` is too short for the last row.
+    pub fn new(data: &'a [T], rows: usize, cols: usize, row_stride: usize) -> Result<Self, QuantError> {
+        check_view("matrix view", data.len(), rows, cols, row_stride)?;
+        Ok(MatRef { data, rows, cols, row_stride })
+    }
+
+    /// A dense row-major view (`row_stride == cols`).
+    ///
+    /// # Errors
+    /// [`QuantError::LengthMismatch`] unless `data.len() >= rows * cols`.
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        Self::new(data, rows, cols, cols)
+    }
+
+    /// Number of rows.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Distance between rows, in elements.
+    #[must_use]
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// Row `r` (`r < rows`), `cols` elements.
+    #[inline]
+    #[must_use]
+    pub fn row(&self, r: usize) -> &'a [T] {
+        let start = r * self.row_stride;
+        &self.data[start..start + self.cols]
+    }
+
+    /// Element `(r, c)`.
+    #[inline]
+    #[must_use]
+    pub fn at(&self, r: usize, c: usize) -> T {
+        self.data[r * self.row_stride + c]
+    }
+}
+
+/// A mutable `rows x cols` matrix: element `(r, c)` is `data[r * row_stride + c]`.
+#[derive(Debug)]
+pub struct MatMut<'a, T> {
+    data: &'a mut [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+}
+
+impl<'a, T: Copy> MatMut<'a, T> {
+    /// A view with an explicit row stride (in elements, `>= cols`).
+    ///
+    /// # Errors
+    /// As [`MatRef::new`].
+    pub fn new(data: &'a mut [T], rows: usize, cols: usize, row_stride: usize) -> Result<Self, QuantError> {
+        check_view("output view", data.len(), rows, cols, row_stride)?;
+        Ok(MatMut { data, rows, cols, row_stride })
+    }
+
+    /// A dense row-major view.
+    ///
+    /// # Errors
+    /// As [`MatRef::row_major`].
+    pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self, QuantError> {
+        Self::new(data, rows, cols, cols)
+    }
+
+    /// Number of rows.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r`, mutable.
+    #[inline]
+    pub fn row_mut(&mut self, r: usize) -> &mut [T] {
+        let start = r * self.row_stride;
+        &mut self.data[start..start + self.cols]
+    }
+
+    /// The whole view as one column block.
+    pub(crate) fn into_block(self) -> ColBlock<'a, T> {
+        ColBlock {
+            data: self.data.as_mut_ptr(),
+            rows: self.rows,
+            col0: 0,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            _life: core::marker::PhantomData,
+        }
+    }
+}
+
+/// A set of whole columns `[col0, col0 + cols)` of a mutable view. Two blocks from
+/// [`ColBlock::split_cols`] never overlap, so they can be written from different threads.
+pub(crate) struct ColBlock<'a, T> {
+    data: *mut T,
+    rows: usize,
+    col0: usize,
+    cols: usize,
+    row_stride: usize,
+    _life: core::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a ColBlock is an exclusive borrow of a set of columns; blocks made by `split_cols`
+// cover disjoint columns, so sending one to another thread cannot alias another's writes.
+unsafe impl<T: Send> Send for ColBlock<'_, T> {}
+
+impl<'a, T: Copy> ColBlock<'a, T> {
+    /// Splits into columns `[0, at)` and `[at, cols)` of this block: two disjoint blocks.
+    #[cfg(feature = "parallel")]
+    pub(crate) fn split_cols(self, at: usize) -> (ColBlock<'a, T>, ColBlock<'a, T>) {
+        let at = at.min(self.cols);
+        let left = ColBlock { cols: at, ..self };
+        let right = ColBlock { col0: self.col0 + at, cols: self.cols - at, ..self };
+        (left, right)
+    }
+
+    /// First column (in the parent view).
+    pub(crate) fn col0(&self) -> usize {
+        self.col0
+    }
+
+    /// Number of columns.
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Columns `[c, c + n)` of row `r`, relative to this block.
+    #[inline]
+    pub(crate) fn row_part(&mut self, r: usize, c: usize, n: usize) -> &mut [T] {
+        assert!(r < self.rows && c + n <= self.cols, "block access out of bounds");
+        // SAFETY: the parent MatMut validated that every (row < rows, col < its cols) lies inside
+        // its slice; this block owns columns [col0, col0 + cols) of it exclusively (split_cols),
+        // and the assert keeps (r, col0 + c .. col0 + c + n) inside that.
+        unsafe { core::slice::from_raw_parts_mut(self.data.add(r * self.row_stride + self.col0 + c), n) }
+    }
+}

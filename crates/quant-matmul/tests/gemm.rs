@@ -1,0 +1,411 @@
+//! The engine against a naive reference: random shapes (0, 1, odd, MR/NR +- 1, beyond every
+//! block size), random row strides, every zero-point form, every output stage, extreme
+//! values, both kernels, 1 and 2 threads, and a depth that overflows i32 in a naive kernel.
+
+use quant_matmul::{
+    multiply_by_quantized_multiplier, selected_kernel, Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, PackedB,
+    QuantError, Requant, Scale, ZeroPoint,
+};
+use quant_testkit::Rng;
+use quant_traits::{I4x2, Storage};
+use rstest::rstest;
+
+type Res = Result<(), QuantError>;
+
+/// A matrix with a row stride of at least `cols` and the data to back it.
+struct Strided<T> {
+    data: Vec<T>,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+}
+
+impl<T: Operand> Strided<T> {
+    fn random(rng: &mut Rng, rows: usize, cols: usize, fill: Fill) -> Self {
+        let stride = cols + if rng.index(3) == 0 { rng.index(5) } else { 0 };
+        let len = if rows == 0 { 0 } else { (rows - 1) * stride + cols };
+        let data = (0..len)
+            .map(|_| {
+                let v = match fill {
+                    Fill::Random => rng.int(i64::from(T::MIN), i64::from(T::MAX)),
+                    Fill::Min => i64::from(T::MIN),
+                    Fill::Max => i64::from(T::MAX),
+                    Fill::Extremes => {
+                        if rng.index(2) == 0 {
+                            i64::from(T::MIN)
+                        } else {
+                            i64::from(T::MAX)
+                        }
+                    }
+                };
+                T::narrow(v)
+            })
+            .collect();
+        Strided { data, rows, cols, stride }
+    }
+
+    fn view(&self) -> MatRef<'_, T> {
+        MatRef::new(&self.data, self.rows, self.cols, self.stride).expect("valid view")
+    }
+
+    fn at(&self, r: usize, c: usize) -> i64 {
+        i64::from(self.data[r * self.stride + c].widen())
+    }
+}
+
+#[derive(Copy, Clone, Debug)]
+enum Fill {
+    Random,
+    Min,
+    Max,
+    Extremes,
+}
+
+fn zero_points<T: Operand>(rng: &mut Rng, n: usize) -> (Option<i32>, Vec<i32>) {
+    let z = |rng: &mut Rng| i32::try_from(rng.int(i64::from(T::MIN), i64::from(T::MAX))).expect("fits");
+    match rng.index(3) {
+        0 => (None, vec![]),
+        1 => (Some(z(rng)), vec![]),
+        _ => (None, (0..n).map(|_| z(rng)).collect()),
+    }
+}
+
+fn zp<'a>(t: Option<i32>, per: &'a [i32]) -> ZeroPoint<'a> {
+    match (t, per.is_empty()) {
+        (Some(z), _) => ZeroPoint::PerTensor(z),
+        (None, true) => ZeroPoint::None,
+        (None, false) => ZeroPoint::PerChannel(per),
+    }
+}
+
+/// Naive reference: (A - za)(B - zb) in i64.
+fn reference<A: Operand>(a: &Strided<A>, za: &ZeroPoint, b: &Strided<i8>, zb: &ZeroPoint) -> Vec<i64> {
+    let get = |z: &ZeroPoint, i: usize| -> i64 {
+        match *z {
+            ZeroPoint::None => 0,
+            ZeroPoint::PerTensor(v) => i64::from(v),
+            ZeroPoint::PerChannel(v) => i64::from(v[i]),
+        }
+    };
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let mut c = vec![0i64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| (a.at(i, p) - get(za, i)) * (b.at(p, j) - get(zb, j))).sum();
+        }
+    }
+    c
+}
+
+fn settings() -> Vec<Gemm> {
+    let mut v = Vec::new();
+    for kernel in [KernelChoice::Portable, KernelChoice::Avx2] {
+        for threads in [1, 2] {
+            v.push(Gemm::new().kernel(kernel).threads(threads));
+        }
+    }
+    v
+}
+
+fn random_case<A: Operand>(rng: &mut Rng, max_dim: usize) -> Res {
+    let dim = |rng: &mut Rng| match rng.index(6) {
+        0 => rng.index(2),      // 0 or 1
+        1 => 5 + rng.index(3),  // around MR = 6
+        2 => 15 + rng.index(3), // around NR = 16
+        _ => 1 + rng.index(max_dim),
+    };
+    let (m, k, n) = (if rng.index(4) == 0 { 1 } else { dim(rng) }, dim(rng), dim(rng));
+    let fill = match rng.index(5) {
+        0 => Fill::Min,
+        1 => Fill::Max,
+        2 => Fill::Extremes,
+        _ => Fill::Random,
+    };
+    let a = Strided::<A>::random(rng, m, k, fill);
+    let b = Strided::<i8>::random(rng, k, n, fill);
+    let (zat, zap) = zero_points::<A>(rng, m);
+    let (zbt, zbp) = zero_points::<i8>(rng, n);
+    let (za, zb) = (zp(zat, &zap), zp(zbt, &zbp));
+    let want = reference(&a, &za, &b, &zb);
+    let packed = PackedB::new(b.view());
+    let raw_ops = Operands::new(a.view(), za, b.view(), zb)?;
+    let packed_ops = Operands::packed(a.view(), za, &packed, zb)?;
+    for (ops, how) in [(raw_ops, "raw B"), (packed_ops, "packed B")] {
+        for g in settings() {
+            let mut c = vec![0i32; m * n];
+            g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+            let c64: Vec<i64> = c.iter().map(|&v| i64::from(v)).collect();
+            assert_eq!(c64, want, "{m}x{k}x{n} {} {how} {} {:?} {:?} {:?}", g.kernel_name(), A::NAME, fill, za, zb);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn u8_times_i8_matches_reference() -> Res {
+    let mut rng = Rng::new(1);
+    for _ in 0..150 {
+        random_case::<u8>(&mut rng, 40)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn i8_times_i8_matches_reference() -> Res {
+    let mut rng = Rng::new(2);
+    for _ in 0..150 {
+        random_case::<i8>(&mut rng, 40)?;
+    }
+    Ok(())
+}
+
+/// 4-bit weights unpacked while packing give the same product as the same codes in i8.
+#[test]
+fn int4_weights_match_their_i8_codes() -> Res {
+    let mut rng = Rng::new(4);
+    for _ in 0..40 {
+        let (m, k, n) = (1 + rng.index(9), 1 + rng.index(40), 1 + rng.index(40));
+        let codes: Vec<i64> = (0..k * n).map(|_| rng.int(-8, 7)).collect();
+        let nibbles: Vec<I4x2> = codes.chunks(2).map(I4x2::pack).collect();
+        let b8: Vec<i8> = codes.iter().map(|&c| i8::try_from(c).expect("fits")).collect();
+        let a = Strided::<u8>::random(&mut rng, m, k, Fill::Random);
+        let packed = PackedB::from_i4(&nibbles, k, n)?;
+        assert_eq!(packed, PackedB::new(MatRef::row_major(&b8, k, n)?));
+        let ops = Operands::packed(a.view(), ZeroPoint::PerTensor(3), &packed, ZeroPoint::None)?;
+        let b = Strided { data: b8, rows: k, cols: n, stride: n };
+        let want = reference(&a, &ZeroPoint::PerTensor(3), &b, &ZeroPoint::None);
+        let mut c = vec![0i32; m * n];
+        Gemm::new().i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+        assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y));
+    }
+    assert_eq!(
+        PackedB::from_i4(&[I4x2(0); 2], 3, 3),
+        Err(QuantError::LengthMismatch { what: "int4 codes (bytes)", expected: 5, found: 2 })
+    );
+    Ok(())
+}
+
+/// Larger than every block (MC = 48 rows, NC = 256 columns), with odd sizes.
+#[rstest]
+#[case(97, 301, 517)]
+#[case(50, 2, 260)]
+#[case(1, 1000, 300)]
+fn beyond_the_block_sizes(#[case] m: usize, #[case] k: usize, #[case] n: usize) -> Res {
+    let mut rng = Rng::new((m * 31 + k * 7 + n) as u64);
+    let a = Strided::<u8>::random(&mut rng, m, k, Fill::Random);
+    let b = Strided::<i8>::random(&mut rng, k, n, Fill::Random);
+    let zap: Vec<i32> = (0..m).map(|i| (i % 256) as i32).collect();
+    let zbp: Vec<i32> = (0..n).map(|j| (j % 256) as i32 - 128).collect();
+    let (za, zb) = (ZeroPoint::PerChannel(&zap), ZeroPoint::PerChannel(&zbp));
+    let ops = Operands::new(a.view(), za, b.view(), zb)?;
+    let want = reference(&a, &za, &b, &zb);
+    for g in settings() {
+        let mut c = vec![0i32; m * n];
+        g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+        assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y), "{}", g.kernel_name());
+    }
+    Ok(())
+}
+
+/// u8 x i8 extremes: 255 * -128 per product; at K = 70 000 the raw sum is -2.28e9, beyond
+/// i32, so the engine must chunk the depth and sum the chunks in i64 (f32 output).
+#[test]
+fn depth_beyond_i32_is_chunked() -> Res {
+    let k = 70_000;
+    for m in [1usize, 2] {
+        let a = vec![255u8; m * k];
+        let b = vec![-128i8; k * 3];
+        let packed = PackedB::new(MatRef::row_major(&b, k, 3)?);
+        let av = MatRef::row_major(&a, m, k)?;
+        let raw = Operands::new(av, ZeroPoint::None, MatRef::row_major(&b, k, 3)?, ZeroPoint::None)?;
+        let pre = Operands::packed(av, ZeroPoint::None, &packed, ZeroPoint::None)?;
+        for ops in [raw, pre] {
+            for g in settings() {
+                let mut c = vec![0f32; m * 3];
+                g.f32(&ops, 1.0, Scale::PerTensor(1.0), None, MatMut::row_major(&mut c, m, 3)?)?;
+                assert_eq!(c, vec![(255.0 * -128.0 * 70_000.0) as f32; m * 3], "{}", g.kernel_name());
+                // The same depth cannot promise an i32 result.
+                let mut ci = vec![0i32; m * 3];
+                assert_eq!(
+                    g.i32(&ops, MatMut::row_major(&mut ci, m, 3)?),
+                    Err(QuantError::DepthTooLarge { k, max_k: 65_793 })
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn f32_stage_scales_per_column_and_adds_bias() -> Res {
+    let mut rng = Rng::new(11);
+    for _ in 0..40 {
+        let (m, k, n) = (1 + rng.index(20), 1 + rng.index(50), 1 + rng.index(40));
+        let a = Strided::<u8>::random(&mut rng, m, k, Fill::Random);
+        let b = Strided::<i8>::random(&mut rng, k, n, Fill::Random);
+        let za = ZeroPoint::PerTensor(i32::try_from(rng.int(0, 255)).expect("fits"));
+        let ops = Operands::new(a.view(), za, b.view(), ZeroPoint::None)?;
+        let sb: Vec<f32> = (0..n).map(|_| rng.uniform(1e-3, 1e-1) as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let sa = rng.uniform(1e-3, 1e-1) as f32;
+        let want: Vec<f32> = reference(&a, &za, &b, &ZeroPoint::None)
+            .iter()
+            .enumerate()
+            .map(|(idx, &acc)| {
+                let j = idx % n;
+                (acc as f64 * (f64::from(sa) * f64::from(sb[j])) + f64::from(bias[j])) as f32
+            })
+            .collect();
+        for g in settings() {
+            let mut c = vec![0f32; m * n];
+            g.f32(&ops, sa, Scale::PerColumn(&sb), Some(&bias), MatMut::row_major(&mut c, m, n)?)?;
+            assert_eq!(c, want, "{}", g.kernel_name());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn requantize_float_rounds_ties_to_even_and_saturates() -> Res {
+    // 1 x 1 x 1: acc = a * b. Multiplier 0.5: 3 * 0.5 = 1.5 -> 2, 5 * 0.5 = 2.5 -> 2 (even).
+    let cases: [(i8, i8, i32, i8); 5] =
+        [(3, 1, 0, 2), (5, 1, 0, 2), (-5, 1, 0, -2), (127, 127, 0, 127), (-128, 127, 10, -128)];
+    for (x, w, zp, want) in cases {
+        let a = [x];
+        let b = [w];
+        let ops = Operands::new(
+            MatRef::row_major(&a, 1, 1)?,
+            ZeroPoint::None,
+            MatRef::row_major(&b, 1, 1)?,
+            ZeroPoint::None,
+        )?;
+        let mut c = [0i8; 1];
+        let r = Requant::Float { multiplier: Scale::PerTensor(0.5), zero_point: zp };
+        Gemm::new().requant(&ops, r, MatMut::row_major(&mut c, 1, 1)?)?;
+        assert_eq!(c[0], want, "{x} * {w} * 0.5 + {zp}");
+    }
+    Ok(())
+}
+
+#[rstest]
+// multiplier 2^30 (0.5 in Q31), shift 0: x * 0.5. SRDHM's nudge rounds ties towards +inf:
+// 1.5 -> 2, -1.5 -> -1 (gemmlowp's code: (ab + 1 - 2^30) / 2^31 truncates towards zero).
+#[case(3, 1 << 30, 0, 2)]
+#[case(-3, 1 << 30, 0, -1)]
+#[case(5, 1 << 30, 0, 3)]
+#[case(4, 1 << 30, 0, 2)]
+// shift -2: x * 0.5, then RoundingDivideByPOT(2) (ties away from zero): 12 -> 6 -> 1.5 -> 2,
+// -12 -> -6 -> -1.5 -> -2. TFLite rounds twice: 11 -> 5.5 -> 6 -> 1.5 -> 2, where 11/8 = 1.375.
+#[case(12, 1 << 30, -2, 2)]
+#[case(-12, 1 << 30, -2, -2)]
+#[case(11, 1 << 30, -2, 2)]
+// shift +1: x * 0.5 * 2 = x.
+#[case(1000, 1 << 30, 1, 1000)]
+// The saturating case of SRDHM.
+#[case(i32::MIN, i32::MIN, 0, i32::MAX)]
+fn fixed_point_multiplier_matches_tflite(#[case] x: i32, #[case] m: i32, #[case] shift: i32, #[case] want: i32) {
+    assert_eq!(multiply_by_quantized_multiplier(x, m, shift), want);
+}
+
+#[test]
+fn requantize_fixed_point_through_the_engine() -> Res {
+    let mut rng = Rng::new(21);
+    let (m, k, n) = (7, 33, 19);
+    let a = Strided::<u8>::random(&mut rng, m, k, Fill::Random);
+    let b = Strided::<i8>::random(&mut rng, k, n, Fill::Random);
+    let za = ZeroPoint::PerTensor(128);
+    let ops = Operands::new(a.view(), za, b.view(), ZeroPoint::None)?;
+    let (mult, shift, zp) = (1_518_500_250, -8, 3); // ~0.7071 * 2^-8
+    let want: Vec<u8> = reference(&a, &za, &b, &ZeroPoint::None)
+        .iter()
+        .map(|&acc| {
+            let q = multiply_by_quantized_multiplier(i32::try_from(acc).expect("fits"), mult, shift) + zp;
+            q.clamp(0, 255) as u8
+        })
+        .collect();
+    for g in settings() {
+        let mut c = vec![0u8; m * n];
+        let r = Requant::FixedPoint { multiplier: mult, shift, zero_point: zp };
+        g.requant(&ops, r, MatMut::row_major(&mut c, m, n)?)?;
+        assert_eq!(c, want, "{}", g.kernel_name());
+    }
+    Ok(())
+}
+
+#[test]
+fn output_views_with_strides_leave_the_gaps_alone() -> Res {
+    let a = [1u8, 2, 3, 4];
+    let b = [1i8, 0, 0, 1];
+    let ops =
+        Operands::new(MatRef::row_major(&a, 2, 2)?, ZeroPoint::None, MatRef::row_major(&b, 2, 2)?, ZeroPoint::None)?;
+    let mut c = [-7i32; 7]; // 2 x 2 with a row stride of 5
+    Gemm::new().i32(&ops, MatMut::new(&mut c, 2, 2, 5)?)?;
+    assert_eq!(c, [1, 2, -7, -7, -7, 3, 4]);
+    Ok(())
+}
+
+#[test]
+fn bad_shapes_and_zero_points() -> Res {
+    let a = [1u8; 6];
+    let b = [1i8; 6];
+    let av = MatRef::row_major(&a, 2, 3)?;
+    let bv = MatRef::row_major(&b, 2, 3)?;
+    assert_eq!(
+        Operands::new(av, ZeroPoint::None, bv, ZeroPoint::None).map(|_| ()),
+        Err(QuantError::InnerDimensionMismatch { a_rows: 2, a_cols: 3, b_rows: 2, b_cols: 3 })
+    );
+    let bv = MatRef::row_major(&b, 3, 2)?;
+    assert_eq!(
+        Operands::new(av, ZeroPoint::PerTensor(256), bv, ZeroPoint::None).map(|_| ()),
+        Err(QuantError::ZeroPointOutOfRange { zero_point: 256, index: 0, operand: "u8", min: 0, max: 255 })
+    );
+    assert_eq!(
+        Operands::new(av, ZeroPoint::None, bv, ZeroPoint::PerChannel(&[0, 200])).map(|_| ()),
+        Err(QuantError::ZeroPointOutOfRange { zero_point: 200, index: 1, operand: "i8", min: -128, max: 127 })
+    );
+    assert_eq!(
+        Operands::new(av, ZeroPoint::PerChannel(&[1]), bv, ZeroPoint::None).map(|_| ()),
+        Err(QuantError::LengthMismatch { what: "A zero points (one per row)", expected: 2, found: 1 })
+    );
+    assert!(matches!(MatRef::new(&a, 2, 3, 2), Err(QuantError::InvalidStride { .. })));
+    assert!(matches!(MatRef::new(&a, 2, 4, 4), Err(QuantError::LengthMismatch { .. })));
+    let ops = Operands::new(av, ZeroPoint::None, bv, ZeroPoint::None)?;
+    let mut c = [0f32; 4];
+    assert!(matches!(
+        Gemm::new().f32(&ops, 1.0, Scale::PerTensor(f32::NAN), None, MatMut::row_major(&mut c, 2, 2)?),
+        Err(QuantError::InvalidScale { value }) if value.is_nan()
+    ));
+    assert_eq!(
+        Gemm::new().f32(&ops, 1.0, Scale::PerColumn(&[1.0]), None, MatMut::row_major(&mut c, 2, 2)?),
+        Err(QuantError::LengthMismatch { what: "scale_b (one per column)", expected: 2, found: 1 })
+    );
+    let mut small = [0i32; 3];
+    assert!(matches!(
+        Gemm::new().i32(&ops, MatMut::row_major(&mut small, 1, 3)?),
+        Err(QuantError::LengthMismatch { what: "C rows", .. })
+    ));
+    Ok(())
+}
+
+/// The kernel that runs is the one asked for: with `QUANT_KERNEL=portable` or `=avx2` in the
+/// environment (CI runs the suite both ways), the automatic choice must be that kernel, and
+/// without it an x86-64 CPU with AVX2 must get AVX2. This fails (it does not skip) when the
+/// requested kernel did not run.
+#[test]
+fn the_requested_kernel_runs() {
+    let requested = std::env::var("QUANT_KERNEL").unwrap_or_default().to_ascii_lowercase();
+    let want = match requested.as_str() {
+        "portable" => "portable",
+        "avx2" => "avx2",
+        _ => {
+            #[cfg(target_arch = "x86_64")]
+            let best = if std::is_x86_feature_detected!("avx2") { "avx2" } else { "portable" };
+            #[cfg(not(target_arch = "x86_64"))]
+            let best = "portable";
+            best
+        }
+    };
+    assert_eq!(selected_kernel(), want, "QUANT_KERNEL={requested:?}");
+    assert_eq!(Gemm::new().kernel_name(), want);
+    assert_eq!(Gemm::new().kernel(KernelChoice::Portable).kernel_name(), "portable");
+}
