@@ -5,14 +5,16 @@
 //! cargo xtask test     every test of the workspace, doc tests included
 //! cargo xtask check    fmt, clippy -D warnings, docs, and the no_std builds of traits/core/matmul
 //! cargo xtask ci       check + test (what CI runs)
-//! cargo xtask bench    criterion benchmarks (extra arguments go to criterion)
+//! cargo xtask bench    our kernels' throughput table; --peers adds ONNX Runtime and NumPy ratios
+//! cargo xtask criterion  the criterion benchmarks (extra arguments go to criterion)
 //! ```
 
+mod bench;
 mod demo;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench> [args]
+const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench|criterion> [args]
 
   demo    quantize a built-in synthetic weight matrix and activation vector with each
           scheme at 8 and 4 bits, print the error table, run the seed's matmul example
@@ -20,7 +22,10 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench> [args]
   check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
           and the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul
   ci      check, then test: passing locally means CI is green
-  bench   cargo bench -p quant-benches [criterion args]";
+  bench   [--peers] [--rounds N] [--only CASE]: throughput table of our kernels (release
+          build); --peers also times ONNX Runtime and NumPy (venv under target/) on the same
+          shapes, interleaved, and prints ratios; writes target/bench/summary.json
+  criterion  cargo bench -p quant-benches [criterion args]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +34,8 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("check") => check(),
         Some("ci") => check().and_then(|()| test()),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("criterion") => criterion(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -47,7 +53,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs `cargo ARGS`, failing with the command line if it fails.
-fn cargo(args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
     cargo_env(args, &[])
 }
 
@@ -67,6 +73,9 @@ fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
+    // The kernel tests again with the portable kernels forced: `the_requested_kernel_runs`
+    // then fails unless the portable path really ran, and the engine tests cover it.
+    cargo_env(&["test", "--quiet", "-p", "quant-core", "-p", "quant-matmul"], &[("QUANT_KERNEL", "portable")])?;
     // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests.
     cargo(&["test", "--workspace"])
 }
@@ -106,7 +115,7 @@ fn no_std_dependencies() -> Result<(), String> {
     }
 }
 
-fn bench(extra: &[String]) -> Result<(), String> {
+fn criterion(extra: &[String]) -> Result<(), String> {
     let mut args = vec!["bench", "-p", "quant-benches"];
     // `cargo xtask bench -- --flag` and `cargo xtask bench --flag` both pass `--flag` on.
     let extra = extra.strip_prefix(&["--".to_string()]).unwrap_or(extra);

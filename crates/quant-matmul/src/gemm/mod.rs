@@ -320,21 +320,28 @@ fn drive<A: Operand, S: Stage>(
     let (m, k, _) = ops.dims();
     let kp = pairs(k);
     let chunk = (ops.chunk_depth() / 2).max(1); // in pairs
-    let col0 = c.col0();
-    let ctx = Epilogue { ops, row_sums, stage, k: i64::try_from(k).unwrap_or(i64::MAX) };
+                                                // Every corrected result fits i32: the tile and the correction stay in (wrapping) i32,
+                                                // which is exact because the true result is representable.
+    let narrow = kp <= chunk && k <= ops.max_i32_depth();
+    let (col0, ncols) = (c.col0(), c.cols());
+    let epi = Epilogue { ops, row_sums, stage, k };
     let mut apack = Vec::new();
     let (mut bdata, mut bsums) = (Vec::new(), Vec::new());
     let mut tile = [0i32; MR * NR];
     let mut wide = [0i64; MR * NR];
     let mut row = [0i32; NR];
-    for jc in (0..c.cols()).step_by(NC) {
-        let nc = NC.min(c.cols() - jc);
-        // The B panels of these columns, and their column sums.
+    // Pre-packed weights: one block spans all of this thread's columns, so A is packed once
+    // per row block. Otherwise B is packed here, NC columns at a time.
+    let block_cols = match ops.b {
+        Weights::Packed(_) => ncols.max(1),
+        Weights::Matrix(_) => NC,
+    };
+    for jc in (0..ncols).step_by(block_cols) {
+        let nc = block_cols.min(ncols - jc);
         let (panels, col_sums): (&[i8], &[i64]) = match ops.b {
             Weights::Packed(p) => {
                 let first = (col0 + jc) / NR;
-                let len = kp * NR * 2;
-                (&p.data_from(first)[..nc.div_ceil(NR) * len], &p.col_sums()[col0 + jc..col0 + jc + nc])
+                (&p.data_from(first)[..nc.div_ceil(NR) * kp * NR * 2], &p.col_sums()[col0 + jc..col0 + jc + nc])
             }
             Weights::Matrix(b) => {
                 pack_b_block(&b, col0 + jc, nc, &mut bdata, &mut bsums);
@@ -346,7 +353,7 @@ fn drive<A: Operand, S: Stage>(
             pack_a(&ops.a, 0, 1, 1, &mut apack);
             for jr in 0..nc.div_ceil(NR) {
                 let bpanel = panel(jr);
-                wide.fill(0);
+                wide[..NR].fill(0);
                 for p0 in (0..kp).step_by(chunk) {
                     let len = chunk.min(kp - p0);
                     run_row(kernel, len, &apack[p0..], &bpanel[p0 * NR * 2..], &mut row);
@@ -355,8 +362,8 @@ fn drive<A: Operand, S: Stage>(
                     }
                 }
                 let cols = NR.min(nc - jr * NR);
-                let out = c.row_part(0, jc + jr * NR, cols);
-                ctx.write(0, col0 + jc + jr * NR, &col_sums[jr * NR..jr * NR + cols], &wide[..NR], out);
+                let cs = &col_sums[jr * NR..jr * NR + cols];
+                epi.write_wide(0, col0 + jc + jr * NR, cs, &wide[..cols], c.row_part(0, jc + jr * NR, cols));
             }
             continue;
         }
@@ -366,33 +373,33 @@ fn drive<A: Operand, S: Stage>(
             for jr in 0..nc.div_ceil(NR) {
                 let bpanel = panel(jr);
                 let cols = NR.min(nc - jr * NR);
+                let j0 = col0 + jc + jr * NR;
+                let cs = &col_sums[jr * NR..jr * NR + cols];
+                let cols_ctx = epi.columns(j0, cs);
                 for ir in 0..mc.div_ceil(MR) {
                     let apanel = &apack[ir * kp * MR..(ir + 1) * kp * MR];
-                    if kp <= chunk {
+                    let rows = MR.min(mc - ir * MR);
+                    if narrow {
                         run_tile(kernel, kp, apanel, bpanel, &mut tile);
-                        for (w, &t) in wide.iter_mut().zip(&tile) {
-                            *w = i64::from(t);
+                        for r in 0..rows {
+                            let i = ic + ir * MR + r;
+                            let out = c.row_part(i, jc + jr * NR, cols);
+                            epi.write_narrow(i, &cols_ctx, &tile[r * NR..r * NR + cols], out);
                         }
-                    } else {
-                        wide.fill(0);
-                        for p0 in (0..kp).step_by(chunk) {
-                            let len = chunk.min(kp - p0);
-                            run_tile(kernel, len, &apanel[p0 * MR..], &bpanel[p0 * NR * 2..], &mut tile);
-                            for (w, &t) in wide.iter_mut().zip(&tile) {
-                                *w += i64::from(t);
-                            }
+                        continue;
+                    }
+                    wide.fill(0);
+                    for p0 in (0..kp).step_by(chunk) {
+                        let len = chunk.min(kp - p0);
+                        run_tile(kernel, len, &apanel[p0 * MR..], &bpanel[p0 * NR * 2..], &mut tile);
+                        for (w, &t) in wide.iter_mut().zip(&tile) {
+                            *w += i64::from(t);
                         }
                     }
-                    for r in 0..MR.min(mc - ir * MR) {
+                    for r in 0..rows {
                         let i = ic + ir * MR + r;
                         let out = c.row_part(i, jc + jr * NR, cols);
-                        ctx.write(
-                            i,
-                            col0 + jc + jr * NR,
-                            &col_sums[jr * NR..jr * NR + cols],
-                            &wide[r * NR..(r + 1) * NR],
-                            out,
-                        );
+                        epi.write_wide(i, j0, cs, &wide[r * NR..r * NR + cols], out);
                     }
                 }
             }
@@ -400,25 +407,66 @@ fn drive<A: Operand, S: Stage>(
     }
 }
 
-/// The zero-point correction and the output stage, applied to one row of a tile.
+/// The zero-point correction and the output stage.
 struct Epilogue<'a, 'o, A, S> {
     ops: &'a Operands<'o, A>,
     row_sums: &'a [i64],
     stage: &'a S,
-    k: i64,
+    k: usize,
+}
+
+/// Per-column terms of one tile's columns, in wrapping `i32`: `zb[j]`, `colsum[j]`,
+/// `K·zb[j]`.
+struct Columns {
+    j0: usize,
+    zb: [i32; NR],
+    col_sum: [i32; NR],
+    k_zb: [i32; NR],
 }
 
 impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
-    /// `out[c] = stage(S[i][j] - zb[j]·rowsum[i] - za[i]·colsum[j] + K·za[i]·zb[j])` for
-    /// `j = j0 + c`.
+    /// The column terms for columns `j0 ..` (wrapping `i32`: only used when every corrected
+    /// result fits `i32`, where modular arithmetic gives the exact value).
+    fn columns(&self, j0: usize, col_sums: &[i64]) -> Columns {
+        let mut cols = Columns { j0, zb: [0; NR], col_sum: [0; NR], k_zb: [0; NR] };
+        let k = self.k as i32; // wraps for huge K, consistently with the rest of the i32 path
+        for (c, &s) in col_sums.iter().enumerate() {
+            let zb = self.ops.b_zero.get(j0 + c);
+            cols.zb[c] = zb;
+            cols.col_sum[c] = s as i32;
+            cols.k_zb[c] = k.wrapping_mul(zb);
+        }
+        cols
+    }
+
+    /// `out[c] = stage(S[i][j] - zb[j]·rowsum[i] - za[i]·colsum[j] + K·za[i]·zb[j])`, in
+    /// wrapping `i32` (exact, see [`Epilogue::columns`]).
     #[inline]
-    fn write(&self, i: usize, j0: usize, col_sums: &[i64], raw: &[i64], out: &mut [S::Out]) {
+    fn write_narrow(&self, i: usize, cols: &Columns, raw: &[i32], out: &mut [S::Out]) {
+        let za = self.ops.a_zero.get(i);
+        let row_sum = self.row_sums.get(i).copied().unwrap_or(0) as i32;
+        let mut acc = [0i32; NR];
+        for c in 0..raw.len() {
+            acc[c] = raw[c]
+                .wrapping_sub(cols.zb[c].wrapping_mul(row_sum))
+                .wrapping_sub(za.wrapping_mul(cols.col_sum[c]))
+                .wrapping_add(za.wrapping_mul(cols.k_zb[c]));
+        }
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = self.stage.apply(cols.j0 + c, i64::from(acc[c]));
+        }
+    }
+
+    /// The same in `i64`, for depths whose results may exceed `i32`.
+    #[inline]
+    fn write_wide(&self, i: usize, j0: usize, col_sums: &[i64], raw: &[i64], out: &mut [S::Out]) {
         let za = i64::from(self.ops.a_zero.get(i));
         let row_sum = self.row_sums.get(i).copied().unwrap_or(0);
+        let k = i64::try_from(self.k).unwrap_or(i64::MAX);
         for (c, o) in out.iter_mut().enumerate() {
             let j = j0 + c;
             let zb = i64::from(self.ops.b_zero.get(j));
-            let acc = raw[c] - zb * row_sum - za * col_sums[c] + self.k * za * zb;
+            let acc = raw[c] - zb * row_sum - za * col_sums[c] + k * za * zb;
             *o = self.stage.apply(j, acc);
         }
     }

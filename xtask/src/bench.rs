@@ -1,0 +1,262 @@
+//! `cargo xtask bench [--peers] [--rounds N] [--only CASE]`: times our kernels with the
+//! `quant-bench` binary (release build) and prints one table; with `--peers`, also times ONNX
+//! Runtime and NumPy on the same shapes in the same invocation, interleaving rounds (ours,
+//! peers, ours, ...) for 1 and 2 threads, and prints each of our figures as a ratio to the
+//! peer's. Medians over rounds. Writes `target/bench/summary.json`.
+//!
+//! The peers run from a Python venv this command creates under `target/bench-venv` with pip
+//! (numpy, onnx, onnxruntime from PyPI). OpenBLAS's `OPENBLAS_CORETYPE`/`OPENBLAS_L2_SIZE`
+//! overrides are removed for that process only (they slow a current NumPy), and NumPy's
+//! thread count is set with `OPENBLAS_NUM_THREADS`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (case, shape, threads) -> seconds, one entry per round.
+type Samples = BTreeMap<(String, String, usize), Vec<f64>>;
+
+struct Record {
+    case: String,
+    shape: String,
+    threads: usize,
+    seconds: f64,
+    work: f64,
+}
+
+/// Parses one JSON line of `quant-bench` or `peers.py` (flat object, known keys).
+fn parse(line: &str) -> Option<Record> {
+    let field = |key: &str| -> Option<&str> {
+        let start = line.find(&format!("\"{key}\": "))? + key.len() + 4;
+        let rest = &line[start..];
+        if let Some(s) = rest.strip_prefix('"') {
+            s.find('"').map(|e| &s[..e])
+        } else {
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim())
+        }
+    };
+    Some(Record {
+        case: field("case")?.to_string(),
+        shape: field("shape")?.to_string(),
+        threads: field("threads")?.parse().ok()?,
+        seconds: field("seconds")?.parse().ok()?,
+        work: field("work")?.parse().ok()?,
+    })
+}
+
+fn run_collect(
+    cmd: &mut Command,
+    samples: &mut Samples,
+    work: &mut BTreeMap<(String, String), f64>,
+) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("could not run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    for r in String::from_utf8_lossy(&out.stdout).lines().filter_map(parse) {
+        work.insert((r.case.clone(), r.shape.clone()), r.work);
+        samples.entry((r.case, r.shape, r.threads)).or_default().push(r.seconds);
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Creates (once) the venv with the peers' packages; returns its python.
+fn venv() -> Result<PathBuf, String> {
+    let dir = root().join("target/bench-venv");
+    let python = dir.join("bin/python");
+    let ready = python.exists()
+        && Command::new(&python).args(["-c", "import numpy, onnx, onnxruntime"]).status().is_ok_and(|s| s.success());
+    if !ready {
+        eprintln!("creating {} (numpy, onnx, onnxruntime from PyPI)", dir.display());
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().is_ok_and(|s| s.success());
+        if !ok {
+            return Err("python3 -m venv failed".into());
+        }
+        let ok = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "numpy", "onnx", "onnxruntime"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("pip install numpy onnx onnxruntime failed".into());
+        }
+    }
+    Ok(python)
+}
+
+/// One comparison in the table: our case against a peer's, with the target ratio.
+struct Compare {
+    ours: &'static str,
+    peer: &'static str,
+    target: f64,
+    shapes: &'static [&'static str],
+}
+
+const BIG: &[&str] = &["1024x1024x1024", "2048x2048x2048"];
+const ALL: &[&str] = &[
+    "256x256x256",
+    "512x512x512",
+    "1024x1024x1024",
+    "2048x2048x2048",
+    "1x4096x4096",
+    "16x4096x4096",
+    "128x4096x4096",
+    "1x4096x11008",
+];
+const QUANT: &[&str] = &["16777216"];
+
+const COMPARISONS: &[Compare] = &[
+    Compare { ours: "gemm_i8i8", peer: "ort_i8i8", target: 4.0, shapes: BIG },
+    Compare { ours: "gemm_u8i8", peer: "ort_u8i8_exact", target: 1.1, shapes: ALL },
+    Compare { ours: "gemm_u8i8", peer: "ort_u8i8_saturating", target: 0.85, shapes: ALL },
+    Compare { ours: "gemm_u8i8", peer: "numpy_f32", target: 1.2, shapes: ALL },
+    Compare { ours: "quantize_f32_i8", peer: "ort_quantize_f32_i8", target: 1.0, shapes: QUANT },
+    Compare { ours: "dequantize_i8_f32", peer: "ort_dequantize_i8_f32", target: 1.0, shapes: QUANT },
+];
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let peers = args.iter().any(|a| a == "--peers");
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(3), |v| v.parse().map_err(|_| format!("--rounds takes a number, not {v}")))?;
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+
+    crate::cargo(&["build", "--release", "--quiet", "-p", "quant-benches", "--bin", "quant-bench"])?;
+    let ours = root().join("target/release/quant-bench");
+    let python = if peers { Some(venv()?) } else { None };
+    let script = root().join("xtask/peers/peers.py");
+
+    let mut samples = Samples::new();
+    let mut work = BTreeMap::new();
+    for round in 0..rounds {
+        for threads in [1usize, 2] {
+            eprintln!("round {}/{rounds}, {threads} thread(s): ours", round + 1);
+            run_collect(Command::new(&ours).arg(threads.to_string()).arg(&only), &mut samples, &mut work)?;
+            if let Some(python) = &python {
+                eprintln!("round {}/{rounds}, {threads} thread(s): peers", round + 1);
+                let mut cmd = Command::new(python);
+                cmd.arg(&script)
+                    .arg(threads.to_string())
+                    .env_remove("OPENBLAS_CORETYPE")
+                    .env_remove("OPENBLAS_L2_SIZE")
+                    .env("OPENBLAS_NUM_THREADS", threads.to_string())
+                    .env("OMP_NUM_THREADS", threads.to_string());
+                run_collect(&mut cmd, &mut samples, &mut work)?;
+            }
+        }
+    }
+    report(&samples, &work, peers)
+}
+
+/// Throughput in G per second (GOPS for GEMMs, Gelem/s for (de)quantization).
+fn rate(
+    samples: &Samples,
+    work: &BTreeMap<(String, String), f64>,
+    case: &str,
+    shape: &str,
+    t: usize,
+) -> Option<(f64, f64, f64)> {
+    let s = samples.get(&(case.to_string(), shape.to_string(), t))?;
+    let w = work.get(&(case.to_string(), shape.to_string()))?;
+    let (lo, hi) = (s.iter().copied().fold(f64::INFINITY, f64::min), s.iter().copied().fold(0.0, f64::max));
+    Some((w / median(s) / 1e9, w / hi / 1e9, w / lo / 1e9))
+}
+
+fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool) -> Result<(), String> {
+    let mut json = Vec::new();
+    println!("\nours (median over rounds; GOPS for GEMMs, Gelem/s for (de)quantization, GB/s for bandwidth)");
+    println!("{:<20} {:<16} {:>7} {:>10} {:>18}", "case", "shape", "threads", "median", "min..max");
+    for ((case, shape, t), _) in
+        samples.iter().filter(|((c, _, _), _)| !c.starts_with("ort_") && !c.starts_with("numpy"))
+    {
+        if let Some((med, lo, hi)) = rate(samples, work, case, shape, *t) {
+            println!("{case:<20} {shape:<16} {t:>7} {med:>10.2} {:>18}", format!("{lo:.1}..{hi:.1}"));
+        }
+    }
+    // M = 1 x 4096 x 11008 against the read bandwidth: weight bytes per second.
+    let bw = rate(samples, work, "read_bandwidth", "512MiB", 1).map(|r| r.0);
+    let gemv_shape = "1x4096x11008";
+    if let (Some(bw), Some(s)) = (bw, samples.get(&("gemm_u8i8".to_string(), gemv_shape.to_string(), 1))) {
+        let weight_gbs = (4096.0 * 11008.0) / median(s) / 1e9;
+        println!(
+            "\nM = 1 x 4096 x 11008 (1 thread): {weight_gbs:.1} GB/s of weights, read bandwidth {bw:.1} GB/s: \
+             ratio {:.2} (target >= 0.70)",
+            weight_gbs / bw
+        );
+        json.push(format!(
+            r#"{{"name": "gemv_weight_bandwidth", "shape": "{gemv_shape}", "threads": 1, "ours": {weight_gbs:.3}, "peer": {bw:.3}, "ratio": {:.3}}}"#,
+            weight_gbs / bw
+        ));
+    }
+    if peers {
+        println!("\nratios (ours / peer, medians of interleaved rounds)");
+        println!(
+            "{:<18} {:<22} {:<16} {:>7} {:>9} {:>9} {:>7} {:>7}",
+            "ours", "peer", "shape", "threads", "ours", "peer", "ratio", "target"
+        );
+        for c in COMPARISONS {
+            for shape in c.shapes {
+                for t in [1usize, 2] {
+                    let (Some(o), Some(p)) =
+                        (rate(samples, work, c.ours, shape, t), rate(samples, work, c.peer, shape, t))
+                    else {
+                        continue;
+                    };
+                    let ratio = o.0 / p.0;
+                    let mark = if ratio >= c.target { "" } else { "  below" };
+                    println!(
+                        "{:<18} {:<22} {:<16} {:>7} {:>9.2} {:>9.2} {:>7.2} {:>7.2}{mark}",
+                        c.ours, c.peer, shape, t, o.0, p.0, ratio, c.target
+                    );
+                    json.push(format!(
+                        r#"{{"name": "{}", "peer_name": "{}", "shape": "{shape}", "threads": {t}, "ours": {:.3}, "peer": {:.3}, "ratio": {ratio:.3}, "target": {}}}"#,
+                        c.ours, c.peer, o.0, p.0, c.target
+                    ));
+                }
+            }
+        }
+    }
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("summary.json");
+    let body = format!("[\n  {}\n]\n", json.join(",\n  "));
+    std::fs::write(&path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_producers() {
+        let ours = r#"{"case": "gemm_u8i8", "shape": "1x2x3", "threads": 2, "seconds": 1.5e-3, "work": 12}"#;
+        let peer = r#"{"case": "ort_i8i8", "shape": "1x2x3", "threads": 1, "seconds": 0.25, "work": 12.0}"#;
+        let r = parse(ours).expect("parses");
+        assert_eq!(
+            (r.case.as_str(), r.shape.as_str(), r.threads, r.seconds, r.work),
+            ("gemm_u8i8", "1x2x3", 2, 1.5e-3, 12.0)
+        );
+        let r = parse(peer).expect("parses");
+        assert_eq!((r.case.as_str(), r.threads, r.seconds), ("ort_i8i8", 1, 0.25));
+        assert!(parse("creating venv").is_none());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+}
