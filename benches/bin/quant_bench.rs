@@ -25,7 +25,9 @@ pub const GEMM_SHAPES: [(usize, usize, usize); 8] = [
 ];
 
 /// Elements for the (de)quantization cases.
-const QUANT_LEN: usize = 1 << 24;
+fn quant_len() -> usize {
+    std::env::var("QLEN").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 24)
+}
 
 fn median_seconds(mut f: impl FnMut()) -> f64 {
     f(); // warm up (and fault in pages)
@@ -65,21 +67,21 @@ fn gemm<A: quant_matmul::Operand>(case: &str, threads: usize, a_zero: ZeroPoint<
 
 fn quantize(threads: usize) {
     let mut rng = Rng::new(9);
-    let x: Vec<f32> = (0..QUANT_LEN).map(|_| rng.normal() as f32).collect();
+    let x: Vec<f32> = (0..quant_len()).map(|_| rng.normal() as f32).collect();
     let spec = QuantSpec::symmetric(8).expect("valid");
     let params = QuantParams::from_tensor(spec, &x).expect("finite");
-    let mut q = vec![0i8; QUANT_LEN];
+    let mut q = vec![0i8; quant_len()];
     let s = median_seconds(|| {
         quantize_into(black_box(&x), spec, &params, &mut q).expect("valid");
         black_box(&mut q);
     });
-    emit("quantize_f32_i8", &QUANT_LEN.to_string(), threads, s, QUANT_LEN as f64);
-    let mut back = vec![0f32; QUANT_LEN];
+    emit("quantize_f32_i8", &quant_len().to_string(), threads, s, quant_len() as f64);
+    let mut back = vec![0f32; quant_len()];
     let s = median_seconds(|| {
-        dequantize_into(black_box(&q), QUANT_LEN, &params, &mut back).expect("valid");
+        dequantize_into(black_box(&q), quant_len(), &params, &mut back).expect("valid");
         black_box(&mut back);
     });
-    emit("dequantize_i8_f32", &QUANT_LEN.to_string(), threads, s, QUANT_LEN as f64);
+    emit("dequantize_i8_f32", &quant_len().to_string(), threads, s, quant_len() as f64);
 }
 
 /// Read bandwidth: sum a 512 MiB buffer (larger than every cache).

@@ -24,8 +24,14 @@ fn data(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
 
 fn check<Q: Storage + Copy + Default + std::fmt::Debug + PartialEq>(spec: QuantSpec, seed: u64) -> Res {
     let mut rng = Rng::new(seed);
-    for len in (0..70).chain([1000, 4099]) {
-        let scale = rng.uniform(1e-3, 10.0) as f32;
+    // 4_194_320 crosses the non-temporal-store threshold of dequantization.
+    for len in (0..70).chain([1000, 4099, 4_194_320]) {
+        // Ordinary scales take the f32-lane path; extreme ones the f64-lane path.
+        let scale = match len % 5 {
+            3 => 1e-35,
+            4 => 3e35,
+            _ => rng.uniform(1e-3, 10.0) as f32,
+        };
         let zp = if spec.code_min() == 0 { rng.int(0, spec.code_max()) } else { 0 };
         let params = QuantParams::new(spec, scale, zp)?;
         let x = data(&mut rng, len, scale);

@@ -64,9 +64,10 @@ fn max_abs(x: &[i32]) -> u64 {
 
 /// `C = A · B` of `i32` codes (row-major, shapes in `shape`), every element the exact sum.
 ///
-/// The accumulator is chosen once from the operands' largest magnitudes
-/// ([`Accumulator::for_operands`]); the result is the same whichever is chosen (that is the
-/// point), only the speed differs.
+/// Codes that all fit `i8` run on the packed SIMD engine ([`crate::Gemm`]). Wider codes take
+/// the exact portable loop, with the accumulator chosen once from the operands' largest
+/// magnitudes ([`Accumulator::for_operands`]). The result is the same whichever path runs (that
+/// is the point), only the speed differs.
 ///
 /// # Errors
 /// [`QuantError::LengthMismatch`] if `a` is not `m * k` or `b` not `k * n` long;
@@ -83,6 +84,9 @@ fn max_abs(x: &[i32]) -> u64 {
 /// ```
 pub fn matmul_exact(a: &[i32], b: &[i32], shape: GemmShape) -> Result<Vec<i128>, QuantError> {
     let out_len = shape.check(a.len(), b.len())?;
+    if let Some(c) = via_engine(a, b, shape)? {
+        return Ok(c);
+    }
     let mut c = alloc::vec![0i128; out_len];
     match Accumulator::for_operands(max_abs(a), max_abs(b), shape.k) {
         Accumulator::I32 => accumulate::<i32>(a, b, shape, &mut c),
@@ -90,6 +94,24 @@ pub fn matmul_exact(a: &[i32], b: &[i32], shape: GemmShape) -> Result<Vec<i128>,
         Accumulator::I128 => accumulate::<i128>(a, b, shape, &mut c),
     }
     Ok(c)
+}
+
+/// Codes that all fit `i8` (every seed code of 8 bits or fewer) go through the packed SIMD
+/// engine ([`crate::Gemm`]) when the depth keeps its `i32` results exact; `None` otherwise.
+fn via_engine(a: &[i32], b: &[i32], shape: GemmShape) -> Result<Option<Vec<i128>>, QuantError> {
+    let to_i8 = |x: &[i32]| x.iter().map(|&v| i8::try_from(v).ok()).collect::<Option<Vec<i8>>>();
+    let (Some(a8), Some(b8)) = (to_i8(a), to_i8(b)) else {
+        return Ok(None);
+    };
+    let av = crate::MatRef::row_major(&a8, shape.m, shape.k)?;
+    let bv = crate::MatRef::row_major(&b8, shape.k, shape.n)?;
+    let ops = crate::Operands::new(av, crate::ZeroPoint::None, bv, crate::ZeroPoint::None)?;
+    if shape.k > ops.max_i32_depth() {
+        return Ok(None);
+    }
+    let mut c32 = alloc::vec![0i32; shape.m * shape.n];
+    crate::Gemm::new().i32(&ops, crate::MatMut::row_major(&mut c32, shape.m, shape.n)?)?;
+    Ok(Some(c32.into_iter().map(i128::from).collect()))
 }
 
 /// Row-by-row `i-k-j` loop with one row of accumulators (allocated once, reused).

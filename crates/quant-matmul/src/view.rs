@@ -130,10 +130,11 @@ impl<'a, T: Copy> MatMut<'a, T> {
         &mut self.data[start..start + self.cols]
     }
 
-    /// The whole view as one column block.
-    pub(crate) fn into_block(self) -> ColBlock<'a, T> {
-        ColBlock {
+    /// The whole view as one block.
+    pub(crate) fn into_block(self) -> Block<'a, T> {
+        Block {
             data: self.data.as_mut_ptr(),
+            row0: 0,
             rows: self.rows,
             col0: 0,
             cols: self.cols,
@@ -143,10 +144,12 @@ impl<'a, T: Copy> MatMut<'a, T> {
     }
 }
 
-/// A set of whole columns `[col0, col0 + cols)` of a mutable view. Two blocks from
-/// [`ColBlock::split_cols`] never overlap, so they can be written from different threads.
-pub(crate) struct ColBlock<'a, T> {
+/// Rows `[row0, row0 + rows)` by columns `[col0, col0 + cols)` of a mutable view. Blocks made by
+/// [`Block::split_rows`] or [`Block::split_cols`] never overlap, so they can be written from
+/// different threads.
+pub(crate) struct Block<'a, T> {
     data: *mut T,
+    row0: usize,
     rows: usize,
     col0: usize,
     cols: usize,
@@ -154,18 +157,33 @@ pub(crate) struct ColBlock<'a, T> {
     _life: core::marker::PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: a ColBlock is an exclusive borrow of a set of columns; blocks made by `split_cols`
-// cover disjoint columns, so sending one to another thread cannot alias another's writes.
-unsafe impl<T: Send> Send for ColBlock<'_, T> {}
+// SAFETY: a Block is an exclusive borrow of its rows x columns; blocks made by `split_rows` /
+// `split_cols` are disjoint, so sending one to another thread cannot alias another's writes.
+unsafe impl<T: Send> Send for Block<'_, T> {}
 
-impl<'a, T: Copy> ColBlock<'a, T> {
-    /// Splits into columns `[0, at)` and `[at, cols)` of this block: two disjoint blocks.
+impl<'a, T: Copy> Block<'a, T> {
+    /// Splits into columns `[0, at)` and `[at, cols)` of this block.
     #[cfg(feature = "parallel")]
-    pub(crate) fn split_cols(self, at: usize) -> (ColBlock<'a, T>, ColBlock<'a, T>) {
+    pub(crate) fn split_cols(self, at: usize) -> (Block<'a, T>, Block<'a, T>) {
         let at = at.min(self.cols);
-        let left = ColBlock { cols: at, ..self };
-        let right = ColBlock { col0: self.col0 + at, cols: self.cols - at, ..self };
-        (left, right)
+        (Block { cols: at, ..self }, Block { col0: self.col0 + at, cols: self.cols - at, ..self })
+    }
+
+    /// Splits into rows `[0, at)` and `[at, rows)` of this block.
+    #[cfg(feature = "parallel")]
+    pub(crate) fn split_rows(self, at: usize) -> (Block<'a, T>, Block<'a, T>) {
+        let at = at.min(self.rows);
+        (Block { rows: at, ..self }, Block { row0: self.row0 + at, rows: self.rows - at, ..self })
+    }
+
+    /// First row (in the parent view).
+    pub(crate) fn row0(&self) -> usize {
+        self.row0
+    }
+
+    /// Number of rows.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
     }
 
     /// First column (in the parent view).
@@ -178,13 +196,14 @@ impl<'a, T: Copy> ColBlock<'a, T> {
         self.cols
     }
 
-    /// Columns `[c, c + n)` of row `r`, relative to this block.
+    /// Columns `[c, c + n)` (relative to this block) of row `i` (a row of the parent view,
+    /// inside this block).
     #[inline]
-    pub(crate) fn row_part(&mut self, r: usize, c: usize, n: usize) -> &mut [T] {
-        assert!(r < self.rows && c + n <= self.cols, "block access out of bounds");
-        // SAFETY: the parent MatMut validated that every (row < rows, col < its cols) lies inside
-        // its slice; this block owns columns [col0, col0 + cols) of it exclusively (split_cols),
-        // and the assert keeps (r, col0 + c .. col0 + c + n) inside that.
-        unsafe { core::slice::from_raw_parts_mut(self.data.add(r * self.row_stride + self.col0 + c), n) }
+    pub(crate) fn row_part(&mut self, i: usize, c: usize, n: usize) -> &mut [T] {
+        assert!(i >= self.row0 && i < self.row0 + self.rows && c + n <= self.cols, "block access out of bounds");
+        // SAFETY: the parent MatMut validated that every (row < rows, col < cols) lies inside its
+        // slice; this block owns rows [row0, row0 + rows) x columns [col0, col0 + cols) of it
+        // exclusively (split_rows / split_cols), and the assert keeps the access inside that.
+        unsafe { core::slice::from_raw_parts_mut(self.data.add(i * self.row_stride + self.col0 + c), n) }
     }
 }

@@ -197,12 +197,17 @@ fn beyond_the_block_sizes(#[case] m: usize, #[case] k: usize, #[case] n: usize) 
     let zap: Vec<i32> = (0..m).map(|i| (i % 256) as i32).collect();
     let zbp: Vec<i32> = (0..n).map(|j| (j % 256) as i32 - 128).collect();
     let (za, zb) = (ZeroPoint::PerChannel(&zap), ZeroPoint::PerChannel(&zbp));
-    let ops = Operands::new(a.view(), za, b.view(), zb)?;
     let want = reference(&a, &za, &b, &zb);
-    for g in settings() {
-        let mut c = vec![0i32; m * n];
-        g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
-        assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y), "{}", g.kernel_name());
+    let packed = PackedB::new(b.view());
+    // Raw weights split the columns between threads; packed ones (with enough rows) the rows.
+    let raw = Operands::new(a.view(), za, b.view(), zb)?;
+    let pre = Operands::packed(a.view(), za, &packed, zb)?;
+    for ops in [raw, pre] {
+        for g in settings() {
+            let mut c = vec![0i32; m * n];
+            g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+            assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y), "{}", g.kernel_name());
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Fast paths for the hot loops, bit-identical to the scalar reference in `quantize`.
 //!
-//! Today: `f32 -> i8/u8` quantization and `i8/u8 -> f32` dequantization with AVX2 (x86-64),
+//! Today: `f32 -> i8/u8` quantization and `i8/u8 -> f32` dequantization with AVX2 and FMA
+//! (x86-64),
 //! chosen at run time (with `std`) and cached; every other type pair, and every CPU without
 //! AVX2, takes the scalar path. `QUANT_KERNEL=portable` in the environment forces the scalar
 //! path (the tests run both ways and compare).
@@ -46,12 +47,12 @@ fn use_simd() -> bool {
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 fn detect() -> bool {
     let forced_portable = std::env::var("QUANT_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("portable"));
-    !forced_portable && std::is_x86_feature_detected!("avx2")
+    !forced_portable && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
 #[cfg(all(not(feature = "std"), target_arch = "x86_64"))]
 fn detect() -> bool {
-    cfg!(target_feature = "avx2")
+    cfg!(all(target_feature = "avx2", target_feature = "fma"))
 }
 
 #[cfg(not(target_arch = "x86_64"))]

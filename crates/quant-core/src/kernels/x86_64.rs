@@ -76,13 +76,71 @@ unsafe fn codes8(x: *const f32, p: &Consts) -> __m256i {
     _mm256_set_m128i(b, a)
 }
 
+/// 8 codes in `f32` lanes, exactly `clamp(round_ties_even(x / scale) + zp, lo, hi)`.
+///
+/// The candidate `r = round(x · (1/scale))` in `f32` is off from the quotient by at most
+/// `2^-14` for quotients up to `2^9` (larger ones are clamped regardless), so it is the right
+/// integer unless the candidate lies within `2^-13` of a half-integer. Vectors with such a lane
+/// (rare, except for data built on exact ties) are corrected by the exact signs of
+/// `x - (r ± 0.5)·scale`: each is one `vfmadd`, exact before its single rounding, so its sign is
+/// the sign of the exact value when the scale is in `[2^-100, 2^100]`; ties go to even.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn codes8_f32(x: __m256, p: &Consts32) -> __m256i {
+    let t = _mm256_mul_ps(x, p.inv);
+    let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+    // Keep the candidate small; anything beyond these bounds is clamped at the end anyway.
+    let mut r = _mm256_min_ps(_mm256_max_ps(r, p.rmin), p.rmax);
+    let off = _mm256_andnot_ps(p.sign, _mm256_sub_ps(t, r)); // |t - r|
+    let near = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(p.sign, _mm256_sub_ps(off, p.half)), p.eps);
+    if _mm256_movemask_ps(near) != 0 {
+        r = correct(x, r, p);
+    }
+    let c = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, p.zp), p.lo), p.hi);
+    _mm256_cvtps_epi32(c)
+}
+
+/// The exact rounding of `x / scale` given a candidate `r` within one of it.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn correct(x: __m256, r: __m256, p: &Consts32) -> __m256 {
+    let up = _mm256_fmadd_ps(_mm256_sub_ps(p.neg_half, r), p.scale, x); // x - (r + 0.5)·s
+    let dn = _mm256_fmadd_ps(_mm256_sub_ps(p.half, r), p.scale, x); // x - (r - 0.5)·s
+    let odd = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+        _mm256_and_si256(_mm256_cvtps_epi32(r), _mm256_set1_epi32(1)),
+        _mm256_set1_epi32(1),
+    ));
+    let zero = _mm256_setzero_ps();
+    let inc =
+        _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(up, zero), _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(up, zero), odd));
+    let dec =
+        _mm256_or_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(dn, zero), _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(dn, zero), odd));
+    let one = _mm256_set1_ps(1.0);
+    _mm256_sub_ps(_mm256_add_ps(r, _mm256_and_ps(inc, one)), _mm256_and_ps(dec, one))
+}
+
+/// Broadcast constants of the `f32`-lane path.
+struct Consts32 {
+    scale: __m256,
+    inv: __m256,
+    zp: __m256,
+    lo: __m256,
+    hi: __m256,
+    rmin: __m256,
+    rmax: __m256,
+    half: __m256,
+    neg_half: __m256,
+    sign: __m256,
+    eps: __m256,
+}
+
 macro_rules! quantize_fn {
     ($name:ident, $t:ty, $pack:ident) => {
         /// `Err(i)`: `x[i]` is the first NaN or infinity (checked in the same pass).
         ///
         /// # Safety
-        /// AVX2 present; `out.len() == x.len()`.
-        #[target_feature(enable = "avx2")]
+        /// AVX2 and FMA present; `out.len() == x.len()`.
+        #[target_feature(enable = "avx2,fma")]
         pub(super) unsafe fn $name(
             x: &[f32],
             scale: f64,
@@ -91,8 +149,10 @@ macro_rules! quantize_fn {
             hi: i64,
             out: &mut [$t],
         ) -> Result<(), usize> {
-            let n = x.len().min(out.len());
             use quant_traits::cast::i64_to_f64;
+            let n = x.len().min(out.len());
+            // f32 lanes when the scale keeps the FMA signs exact; f64 lanes otherwise.
+            let narrow = (quant_traits::cast::pow2(-100)..=quant_traits::cast::pow2(100)).contains(&scale);
             let p = Consts {
                 scale: _mm256_set1_pd(scale),
                 inv: _mm256_set1_pd(1.0 / scale),
@@ -103,6 +163,21 @@ macro_rules! quantize_fn {
                 half: _mm256_set1_pd(0.5),
                 eps: _mm256_set1_pd(1.0 / 4_294_967_296.0), // 2^-32
             };
+            let scale32 = f32::from_f64_nearest(scale); // exact: the scale is an f32
+            let (zp32, lo32, hi32) = (i64_to_f64(zp) as f32, i64_to_f64(lo) as f32, i64_to_f64(hi) as f32);
+            let q = Consts32 {
+                scale: _mm256_set1_ps(scale32),
+                inv: _mm256_set1_ps(1.0 / scale32),
+                zp: _mm256_set1_ps(zp32),
+                lo: _mm256_set1_ps(lo32),
+                hi: _mm256_set1_ps(hi32),
+                rmin: _mm256_set1_ps(lo32 - zp32 - 1.0),
+                rmax: _mm256_set1_ps(hi32 - zp32 + 1.0),
+                half: _mm256_set1_ps(0.5),
+                neg_half: _mm256_set1_ps(-0.5),
+                sign: _mm256_set1_ps(-0.0),
+                eps: _mm256_set1_ps(1.0 / 8192.0), // 2^-13
+            };
             let mut i = 0;
             while i + 16 <= n {
                 // SAFETY: i + 16 <= n: 16 floats readable.
@@ -111,8 +186,14 @@ macro_rules! quantize_fn {
                 }
                 // SAFETY: i + 16 <= n: 16 floats readable, 16 bytes writable.
                 unsafe {
-                    let c0 = codes8(x.as_ptr().add(i), &p);
-                    let c1 = codes8(x.as_ptr().add(i + 8), &p);
+                    let (c0, c1) = if narrow {
+                        (
+                            codes8_f32(_mm256_loadu_ps(x.as_ptr().add(i)), &q),
+                            codes8_f32(_mm256_loadu_ps(x.as_ptr().add(i + 8)), &q),
+                        )
+                    } else {
+                        (codes8(x.as_ptr().add(i), &p), codes8(x.as_ptr().add(i + 8), &p))
+                    };
                     // i32 -> i16 (in range, no saturation), fix the lane interleave, -> 8-bit.
                     let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(c0, c1));
                     let bytes = $pack(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
@@ -134,34 +215,59 @@ macro_rules! quantize_fn {
 quantize_fn!(quantize_f32_i8, i8, _mm_packs_epi16);
 quantize_fn!(quantize_f32_u8, u8, _mm_packus_epi16);
 
+/// Outputs of at least this many `f32` (16 MiB) are written with non-temporal stores.
+const STREAM_MIN: usize = 1 << 22;
+
 macro_rules! dequantize_fn {
     ($name:ident, $t:ty, $widen:ident) => {
+        /// `f32` lanes give the scalar path's bits: `q - zp` is an integer below `2^10`, so
+        /// `(q - zp) * scale` is a single correctly rounded `f32` product, the same as the
+        /// exact `f64` product rounded once to `f32`; an overflow to infinity is clamped to
+        /// `±f32::MAX`, which is where the scalar path saturates.
+        ///
         /// # Safety
         /// AVX2 present; `out.len() == codes.len()`.
         #[target_feature(enable = "avx2")]
         pub(super) unsafe fn $name(codes: &[$t], scale: f64, zp: i64, out: &mut [f32]) {
             let n = codes.len().min(out.len());
-            let s = _mm256_set1_pd(scale);
+            let scale32 = f32::from_f64_nearest(scale); // exact: the scale is an f32
+            let s = _mm256_set1_ps(scale32);
             // 8-bit zero points fit i32 (validated by QuantParams).
             let z = _mm256_set1_epi32(quant_traits::cast::narrow::to_i32(zp));
-            let max = _mm256_set1_pd(f64::from(f32::MAX));
-            let min = _mm256_set1_pd(-f64::from(f32::MAX));
-            let mut i = 0;
-            while i + 8 <= n {
-                // SAFETY: i + 8 <= n: 8 codes readable, 8 floats writable.
+            let max = _mm256_set1_ps(f32::MAX);
+            let min = _mm256_set1_ps(f32::MIN);
+            // Large outputs bypass the caches (non-temporal stores need 32-byte alignment: the
+            // first elements up to that boundary go through the scalar path below).
+            let stream = n >= STREAM_MIN;
+            let mut i = if stream { out.as_ptr().align_offset(32).min(n) } else { 0 };
+            for (o, &q) in out[..i].iter_mut().zip(&codes[..i]) {
+                *o = dequantize_code(i64::from(q), scale32, zp);
+            }
+            while i + 16 <= n {
+                // SAFETY: i + 16 <= n: 16 codes readable, 16 floats writable; when streaming,
+                // out[i] is 32-byte aligned (aligned start, steps of 64 bytes).
                 unsafe {
-                    let q = $widen(_mm_loadl_epi64(codes.as_ptr().add(i).cast()));
-                    let d = _mm256_sub_epi32(q, z);
-                    let lo = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(d)), s);
-                    let hi = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(d)), s);
-                    let lo = _mm256_cvtpd_ps(_mm256_min_pd(_mm256_max_pd(lo, min), max));
-                    let hi = _mm256_cvtpd_ps(_mm256_min_pd(_mm256_max_pd(hi, min), max));
-                    _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_set_m128(hi, lo));
+                    let raw = _mm_loadu_si128(codes.as_ptr().add(i).cast());
+                    let lo = _mm256_sub_epi32($widen(raw), z);
+                    let hi = _mm256_sub_epi32($widen(_mm_unpackhi_epi64(raw, raw)), z);
+                    let lo = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), s), min), max);
+                    let hi = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), s), min), max);
+                    if stream {
+                        _mm256_stream_ps(out.as_mut_ptr().add(i), lo);
+                        _mm256_stream_ps(out.as_mut_ptr().add(i + 8), hi);
+                    } else {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(i), lo);
+                        _mm256_storeu_ps(out.as_mut_ptr().add(i + 8), hi);
+                    }
                 }
-                i += 8;
+                i += 16;
+            }
+            if stream {
+                // Order the non-temporal stores before anything the caller does next.
+                _mm_sfence();
             }
             for (o, &q) in out[i..n].iter_mut().zip(&codes[i..n]) {
-                *o = dequantize_code(i64::from(q), f32::from_f64_nearest(scale), zp);
+                *o = dequantize_code(i64::from(q), scale32, zp);
             }
         }
     };

@@ -31,7 +31,7 @@ use alloc::vec::Vec;
 use quant_traits::QuantError;
 
 use crate::kernels::{kernel_for, run_row, run_tile, Kernel, KernelChoice, MR, NR};
-use crate::view::{ColBlock, MatMut, MatRef};
+use crate::view::{Block, MatMut, MatRef};
 use operand::{Operand, ZeroPoint};
 use output::{F32Out, I32Out, Requant, RequantOut, Scale, Stage};
 use pack::{pack_a, pack_b_block, pairs, PackedB};
@@ -274,14 +274,17 @@ fn split_and_drive<A: Operand, S: Stage>(
 ) where
     S::Out: Copy,
 {
-    // Split the columns into `threads` contiguous ranges of whole NR panels.
-    let n = c.cols();
-    let panels = n.div_ceil(NR);
+    // Pre-packed weights and enough rows: split the rows (each thread packs only its own rows
+    // of A, the weights are shared). Otherwise split the columns into whole NR panels (each
+    // thread packs only its own columns of B).
+    let (m, _, n) = ops.dims();
+    let by_rows = matches!(ops.b, Weights::Packed(_)) && m >= threads * 4 * MR;
+    let (units, unit) = if by_rows { (m.div_ceil(MR), MR) } else { (n.div_ceil(NR), NR) };
     let mut blocks = Vec::with_capacity(threads);
     let mut rest = c.into_block();
     for t in (1..threads).rev() {
-        let take = (panels * t / threads) * NR; // columns left for the remaining t threads
-        let (left, right) = rest.split_cols(take);
+        let take = (units * t / threads) * unit; // left for the remaining t threads
+        let (left, right) = if by_rows { rest.split_rows(take) } else { rest.split_cols(take) };
         blocks.push(right);
         rest = left;
     }
@@ -313,15 +316,17 @@ fn drive<A: Operand, S: Stage>(
     ops: &Operands<'_, A>,
     row_sums: &[i64],
     stage: &S,
-    mut c: ColBlock<'_, S::Out>,
+    mut c: Block<'_, S::Out>,
 ) where
     S::Out: Copy,
 {
-    let (m, k, _) = ops.dims();
+    let (_, k, _) = ops.dims();
+    let (row0, m) = (c.row0(), c.rows());
     let kp = pairs(k);
-    let chunk = (ops.chunk_depth() / 2).max(1); // in pairs
-                                                // Every corrected result fits i32: the tile and the correction stay in (wrapping) i32,
-                                                // which is exact because the true result is representable.
+    // In pairs.
+    let chunk = (ops.chunk_depth() / 2).max(1);
+    // Every corrected result fits i32: the tile and the correction stay in (wrapping) i32,
+    // which is exact because the true result is representable.
     let narrow = kp <= chunk && k <= ops.max_i32_depth();
     let (col0, ncols) = (c.col0(), c.cols());
     let epi = Epilogue { ops, row_sums, stage, k };
@@ -350,7 +355,7 @@ fn drive<A: Operand, S: Stage>(
         };
         let panel = |jr: usize| &panels[jr * kp * NR * 2..(jr + 1) * kp * NR * 2];
         if m == 1 {
-            pack_a(&ops.a, 0, 1, 1, &mut apack);
+            pack_a(&ops.a, row0, 1, 1, &mut apack);
             for jr in 0..nc.div_ceil(NR) {
                 let bpanel = panel(jr);
                 wide[..NR].fill(0);
@@ -363,12 +368,12 @@ fn drive<A: Operand, S: Stage>(
                 }
                 let cols = NR.min(nc - jr * NR);
                 let cs = &col_sums[jr * NR..jr * NR + cols];
-                epi.write_wide(0, col0 + jc + jr * NR, cs, &wide[..cols], c.row_part(0, jc + jr * NR, cols));
+                epi.write_wide(row0, col0 + jc + jr * NR, cs, &wide[..cols], c.row_part(row0, jc + jr * NR, cols));
             }
             continue;
         }
-        for ic in (0..m).step_by(MC) {
-            let mc = MC.min(m - ic);
+        for ic in (row0..row0 + m).step_by(MC) {
+            let mc = MC.min(row0 + m - ic);
             pack_a(&ops.a, ic, mc, MR, &mut apack);
             for jr in 0..nc.div_ceil(NR) {
                 let bpanel = panel(jr);
