@@ -421,19 +421,21 @@ struct Epilogue<'a, 'o, A, S> {
 }
 
 /// Per-column terms of one tile's columns, in wrapping `i32`: `zb[j]`, `colsum[j]`,
-/// `K·zb[j]`.
+/// `K·zb[j]`, and, when A's zero point is the same for every row, the whole column part of the
+/// correction, `za·(K·zb[j] - colsum[j])`.
 struct Columns {
     j0: usize,
     zb: [i32; NR],
     col_sum: [i32; NR],
     k_zb: [i32; NR],
+    fixed: Option<[i32; NR]>,
 }
 
 impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
     /// The column terms for columns `j0 ..` (wrapping `i32`: only used when every corrected
     /// result fits `i32`, where modular arithmetic gives the exact value).
     fn columns(&self, j0: usize, col_sums: &[i64]) -> Columns {
-        let mut cols = Columns { j0, zb: [0; NR], col_sum: [0; NR], k_zb: [0; NR] };
+        let mut cols = Columns { j0, zb: [0; NR], col_sum: [0; NR], k_zb: [0; NR], fixed: None };
         let k = self.k as i32; // wraps for huge K, consistently with the rest of the i32 path
         for (c, &s) in col_sums.iter().enumerate() {
             let zb = self.ops.b_zero.get(j0 + c);
@@ -441,6 +443,12 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
             cols.col_sum[c] = s as i32;
             cols.k_zb[c] = k.wrapping_mul(zb);
         }
+        let za = match self.ops.a_zero {
+            ZeroPoint::None => Some(0),
+            ZeroPoint::PerTensor(z) => Some(z),
+            ZeroPoint::PerChannel(_) => None,
+        };
+        cols.fixed = za.map(|za| core::array::from_fn(|c| za.wrapping_mul(cols.k_zb[c].wrapping_sub(cols.col_sum[c]))));
         cols
     }
 
@@ -448,17 +456,32 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
     /// wrapping `i32` (exact, see [`Epilogue::columns`]).
     #[inline]
     fn write_narrow(&self, i: usize, cols: &Columns, raw: &[i32], out: &mut [S::Out]) {
-        let za = self.ops.a_zero.get(i);
         let row_sum = self.row_sums.get(i).copied().unwrap_or(0) as i32;
         let mut acc = [0i32; NR];
-        for c in 0..raw.len() {
-            acc[c] = raw[c]
-                .wrapping_sub(cols.zb[c].wrapping_mul(row_sum))
-                .wrapping_sub(za.wrapping_mul(cols.col_sum[c]))
-                .wrapping_add(za.wrapping_mul(cols.k_zb[c]));
+        let n = raw.len();
+        match &cols.fixed {
+            Some(fixed) if row_sum == 0 => {
+                for c in 0..n {
+                    acc[c] = raw[c].wrapping_add(fixed[c]);
+                }
+            }
+            Some(fixed) => {
+                for c in 0..n {
+                    acc[c] = raw[c].wrapping_add(fixed[c]).wrapping_sub(cols.zb[c].wrapping_mul(row_sum));
+                }
+            }
+            None => {
+                let za = self.ops.a_zero.get(i);
+                for c in 0..n {
+                    acc[c] = raw[c]
+                        .wrapping_sub(cols.zb[c].wrapping_mul(row_sum))
+                        .wrapping_sub(za.wrapping_mul(cols.col_sum[c]))
+                        .wrapping_add(za.wrapping_mul(cols.k_zb[c]));
+                }
+            }
         }
         for (c, o) in out.iter_mut().enumerate() {
-            *o = self.stage.apply(cols.j0 + c, i64::from(acc[c]));
+            *o = self.stage.apply_i32(cols.j0 + c, acc[c]);
         }
     }
 

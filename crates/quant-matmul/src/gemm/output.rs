@@ -113,12 +113,21 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 pub(crate) trait Stage: Sync {
     type Out: Copy + Send;
     fn apply(&self, col: usize, acc: i64) -> Self::Out;
+    /// The same for a sum known to be exact in `i32`.
+    #[inline(always)]
+    fn apply_i32(&self, col: usize, acc: i32) -> Self::Out {
+        self.apply(col, i64::from(acc))
+    }
 }
 
 pub(crate) struct I32Out;
 
 impl Stage for I32Out {
     type Out = i32;
+    #[inline(always)]
+    fn apply_i32(&self, _col: usize, acc: i32) -> i32 {
+        acc
+    }
     #[inline(always)]
     fn apply(&self, _col: usize, acc: i64) -> i32 {
         // The depth was checked so that every result fits.

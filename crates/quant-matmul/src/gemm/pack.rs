@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use quant_traits::{I4x2, QuantError, Storage};
 
 use crate::gemm::operand::Operand;
-use crate::kernels::NR;
+use crate::kernels::{MR, NR};
 use crate::view::MatRef;
 
 /// One word from two `i16` values: `lo` in bits 0..16, `hi` in bits 16..32.
@@ -41,7 +41,18 @@ pub(crate) fn pack_a<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: 
     out.resize(panels * kp * mr, 0);
     for panel in 0..panels {
         let dst = &mut out[panel * kp * mr..(panel + 1) * kp * mr];
-        for r in 0..mr.min(rows - panel * mr) {
+        let live = mr.min(rows - panel * mr);
+        if live == mr && mr == MR && k % 2 == 0 {
+            // The common case: a full panel, written in order, reading MR rows side by side.
+            let src: [&[T]; MR] = core::array::from_fn(|r| a.row(r0 + panel * MR + r));
+            for (p, d) in dst.chunks_exact_mut(MR).enumerate() {
+                for (w, row) in d.iter_mut().zip(&src) {
+                    *w = pair(row[2 * p].widen(), row[2 * p + 1].widen());
+                }
+            }
+            continue;
+        }
+        for r in 0..live {
             let row = a.row(r0 + panel * mr + r);
             let (full, tail) = row.split_at(k - k % 2);
             for (d, two) in dst.iter_mut().skip(r).step_by(mr).zip(full.chunks_exact(2)) {
