@@ -48,9 +48,15 @@ fn emit(case: &str, shape: &str, threads: usize, seconds: f64, work: f64) {
     );
 }
 
-fn gemm<A: quant_matmul::Operand>(case: &str, threads: usize, a_zero: ZeroPoint<'_>, draw: impl Fn(&mut Rng) -> A) {
+fn gemm<A: quant_matmul::Operand>(
+    case: &str,
+    threads: usize,
+    seven_bit: bool,
+    a_zero: ZeroPoint<'_>,
+    draw: impl Fn(&mut Rng) -> A,
+) {
     let mut rng = Rng::new(7);
-    let g = Gemm::new().threads(threads);
+    let g = Gemm::new().threads(threads).seven_bit_activations(seven_bit);
     for &(m, k, n) in &GEMM_SHAPES {
         let a: Vec<A> = (0..m * k).map(|_| draw(&mut rng)).collect();
         let b: Vec<i8> = (0..k * n).map(|_| rng.int(-128, 127) as i8).collect();
@@ -108,10 +114,14 @@ fn main() {
     let want = |case: &str| filter.is_empty() || case.contains(&filter);
     let run = || {
         if want("gemm_u8i8") {
-            gemm::<u8>("gemm_u8i8", threads, ZeroPoint::PerTensor(128), |r| r.int(0, 255) as u8);
+            gemm::<u8>("gemm_u8i8", threads, false, ZeroPoint::PerTensor(128), |r| r.int(0, 255) as u8);
+        }
+        if want("gemm_u7i8") {
+            // Activations quantized to 7 bits (reduce_range): the vpmaddubsw path.
+            gemm::<u8>("gemm_u7i8", threads, true, ZeroPoint::PerTensor(64), |r| r.int(0, 127) as u8);
         }
         if want("gemm_i8i8") {
-            gemm::<i8>("gemm_i8i8", threads, ZeroPoint::None, |r| r.int(-128, 127) as i8);
+            gemm::<i8>("gemm_i8i8", threads, false, ZeroPoint::None, |r| r.int(-128, 127) as i8);
         }
         if want("quantize") {
             quantize(threads);

@@ -121,6 +121,17 @@ pub enum QuantError {
         max_k: usize,
     },
 
+    /// An activation outside `0..=127` given to the 7-bit (`vpmaddubsw`) path.
+    #[error("activation at row {row}, column {col} is {value}: the 7-bit path takes 0..=127")]
+    ActivationOutOfRange {
+        /// Row of A.
+        row: usize,
+        /// Column of A.
+        col: usize,
+        /// The value.
+        value: i32,
+    },
+
     /// A zero point outside the range of its operand type.
     #[error("zero point {zero_point} at index {index} is outside {min}..={max}, the range of {operand}")]
     ZeroPointOutOfRange {

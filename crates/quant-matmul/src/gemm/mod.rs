@@ -30,11 +30,11 @@ use alloc::vec::Vec;
 
 use quant_traits::QuantError;
 
-use crate::kernels::{kernel_for, run_row, run_tile, Kernel, KernelChoice, MR, NR};
+use crate::kernels::{kernel_for, run_row, run_tile, run_tile_u7, Kernel, KernelChoice, MR, NR};
 use crate::view::{Block, MatMut, MatRef};
 use operand::{Operand, ZeroPoint};
 use output::{F32Out, I32Out, Requant, RequantOut, Scale, Stage};
-use pack::{pack_a, pack_b_block, pairs, PackedB};
+use pack::{pack_a, pack_a_quads, pack_b_block, pairs, PackedB};
 
 /// Rows of A packed at a time.
 const MC: usize = 48;
@@ -144,6 +144,7 @@ impl<'a, A: Operand> Operands<'a, A> {
 pub struct Gemm {
     kernel: KernelChoice,
     threads: Option<usize>,
+    seven_bit: bool,
 }
 
 impl Gemm {
@@ -165,6 +166,17 @@ impl Gemm {
     #[must_use]
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// Promises activations in `0..=127` (7 bits, as ONNX Runtime's `reduce_range` quantizes
+    /// them), which lets the engine use the faster `vpmaddubsw` kernels: `u8 x i8` pair sums
+    /// then provably fit `i16`, so the result stays exact. The promise is checked (one pass over
+    /// A): a value outside `0..=127` is a [`QuantError::ActivationOutOfRange`]. `M = 1` keeps
+    /// the pair kernels (it is bound by memory, not arithmetic).
+    #[must_use]
+    pub fn seven_bit_activations(mut self, on: bool) -> Self {
+        self.seven_bit = on;
         self
     }
 
@@ -251,6 +263,11 @@ impl Gemm {
         QuantError::check_length("C rows", m, c.rows())?;
         QuantError::check_length("C columns", n, c.cols())?;
         let kernel = kernel_for(self.kernel);
+        let quads = self.seven_bit && m > 1;
+        if self.seven_bit {
+            check_seven_bit(&ops.a)?;
+        }
+        let kernel = Path { kernel, quads };
         let row_sums = if ops.b_zero == ZeroPoint::None { Vec::new() } else { pack::row_sums(&ops.a) };
         let sums = &row_sums;
         let threads = self.thread_count(n);
@@ -265,7 +282,7 @@ impl Gemm {
 
 #[cfg(feature = "parallel")]
 fn split_and_drive<A: Operand, S: Stage>(
-    kernel: Kernel,
+    kernel: Path,
     ops: &Operands<'_, A>,
     sums: &[i64],
     stage: &S,
@@ -298,7 +315,7 @@ fn split_and_drive<A: Operand, S: Stage>(
 
 #[cfg(not(feature = "parallel"))]
 fn split_and_drive<A: Operand, S: Stage>(
-    kernel: Kernel,
+    kernel: Path,
     ops: &Operands<'_, A>,
     sums: &[i64],
     stage: &S,
@@ -310,21 +327,50 @@ fn split_and_drive<A: Operand, S: Stage>(
     drive(kernel, ops, sums, stage, c.into_block());
 }
 
-/// The sequential engine over one block of whole columns (`col0` a multiple of `NR`).
-fn drive<A: Operand, S: Stage>(
+/// Which kernels run: the instruction set, and whether the 7-bit quad kernels do the tiles.
+#[derive(Copy, Clone, Debug)]
+struct Path {
     kernel: Kernel,
-    ops: &Operands<'_, A>,
-    row_sums: &[i64],
-    stage: &S,
-    mut c: Block<'_, S::Out>,
-) where
+    quads: bool,
+}
+
+/// Checks the 7-bit promise: every value of A in `0..=127`.
+fn check_seven_bit<A: Operand>(a: &MatRef<'_, A>) -> Result<(), QuantError> {
+    for row in 0..a.rows() {
+        let values = a.row(row);
+        let bad = values.iter().fold(false, |bad, v| bad | !(0..=127).contains(&v.widen()));
+        if bad {
+            if let Some(col) = values.iter().position(|v| !(0..=127).contains(&v.widen())) {
+                return Err(QuantError::ActivationOutOfRange { row, col, value: i32::from(values[col].widen()) });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sequential engine over one block of whole columns (`col0` a multiple of `NR`).
+fn drive<A: Operand, S: Stage>(path: Path, ops: &Operands<'_, A>, row_sums: &[i64], stage: &S, mut c: Block<'_, S::Out>)
+where
     S::Out: Copy,
 {
     let (_, k, _) = ops.dims();
     let (row0, m) = (c.row0(), c.rows());
+    let kernel = path.kernel;
+    let quads = path.quads && m > 1;
     let kp = pairs(k);
-    // In pairs.
-    let chunk = (ops.chunk_depth() / 2).max(1);
+    // Largest depth (in pairs) whose raw tile sums fit i32; even on the quad path, so chunks
+    // start on whole quads.
+    let chunk = if quads { (i32::MAX as usize / (127 * 128) / 2) & !1 } else { (ops.chunk_depth() / 2).max(1) };
+    // Words of one packed A panel.
+    let a_panel = if quads { kp.div_ceil(2) * MR } else { kp * MR };
+    // One tile over pairs `p0 .. p0 + len` (p0 even on the quad path).
+    let run = |p0: usize, len: usize, apanel: &[i32], bpanel: &[i8], tile: &mut [i32; MR * NR]| {
+        if quads {
+            run_tile_u7(kernel, len, &apanel[p0 / 2 * MR..], &bpanel[p0 * NR * 2..], tile);
+        } else {
+            run_tile(kernel, len, &apanel[p0 * MR..], &bpanel[p0 * NR * 2..], tile);
+        }
+    };
     // Every corrected result fits i32: the tile and the correction stay in (wrapping) i32,
     // which is exact because the true result is representable.
     let narrow = kp <= chunk && k <= ops.max_i32_depth();
@@ -374,7 +420,11 @@ fn drive<A: Operand, S: Stage>(
         }
         for ic in (row0..row0 + m).step_by(MC) {
             let mc = MC.min(row0 + m - ic);
-            pack_a(&ops.a, ic, mc, MR, &mut apack);
+            if quads {
+                pack_a_quads(&ops.a, ic, mc, MR, &mut apack);
+            } else {
+                pack_a(&ops.a, ic, mc, MR, &mut apack);
+            }
             for jr in 0..nc.div_ceil(NR) {
                 let bpanel = panel(jr);
                 let cols = NR.min(nc - jr * NR);
@@ -382,10 +432,10 @@ fn drive<A: Operand, S: Stage>(
                 let cs = &col_sums[jr * NR..jr * NR + cols];
                 let cols_ctx = epi.columns(j0, cs);
                 for ir in 0..mc.div_ceil(MR) {
-                    let apanel = &apack[ir * kp * MR..(ir + 1) * kp * MR];
+                    let apanel = &apack[ir * a_panel..(ir + 1) * a_panel];
                     let rows = MR.min(mc - ir * MR);
                     if narrow {
-                        run_tile(kernel, kp, apanel, bpanel, &mut tile);
+                        run(0, kp, apanel, bpanel, &mut tile);
                         for r in 0..rows {
                             let i = ic + ir * MR + r;
                             let out = c.row_part(i, jc + jr * NR, cols);
@@ -396,7 +446,7 @@ fn drive<A: Operand, S: Stage>(
                     wide.fill(0);
                     for p0 in (0..kp).step_by(chunk) {
                         let len = chunk.min(kp - p0);
-                        run_tile(kernel, len, &apanel[p0 * MR..], &bpanel[p0 * NR * 2..], &mut tile);
+                        run(p0, len, apanel, bpanel, &mut tile);
                         for (w, &t) in wide.iter_mut().zip(&tile) {
                             *w += i64::from(t);
                         }

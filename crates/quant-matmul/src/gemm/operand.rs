@@ -19,6 +19,8 @@ pub trait Operand: Copy + Send + Sync + 'static + sealed::Sealed {
     const MIN: i32;
     /// Largest value.
     const MAX: i32;
+    /// Whether the type is unsigned (`u8`).
+    const UNSIGNED: bool;
     /// The value as `i16` (exact).
     fn widen(self) -> i16;
     /// The value of an `i64` already clamped into `MIN..=MAX`.
@@ -29,6 +31,7 @@ impl Operand for u8 {
     const NAME: &'static str = "u8";
     const MIN: i32 = 0;
     const MAX: i32 = 255;
+    const UNSIGNED: bool = true;
     #[inline(always)]
     fn widen(self) -> i16 {
         i16::from(self)
@@ -43,6 +46,7 @@ impl Operand for i8 {
     const NAME: &'static str = "i8";
     const MIN: i32 = -128;
     const MAX: i32 = 127;
+    const UNSIGNED: bool = false;
     #[inline(always)]
     fn widen(self) -> i16 {
         i16::from(self)

@@ -65,6 +65,31 @@ pub(crate) fn pack_a<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: 
     }
 }
 
+/// Packs rows `[r0, r0 + rows)` of a `u8` A (all of K) into panels of `mr` rows of *quads*:
+/// word `q * mr + r` holds the bytes `a[r][4q .. 4q + 4]` (zero past K), lowest address in the
+/// lowest byte. This is the layout of the 7-bit `vpmaddubsw` kernels.
+pub(crate) fn pack_a_quads<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize, out: &mut Vec<i32>) {
+    let k = a.cols();
+    let kq = pairs(k).div_ceil(2);
+    let panels = rows.div_ceil(mr);
+    out.clear();
+    out.resize(panels * kq * mr, 0);
+    for panel in 0..panels {
+        let dst = &mut out[panel * kq * mr..(panel + 1) * kq * mr];
+        for r in 0..mr.min(rows - panel * mr) {
+            let row = a.row(r0 + panel * mr + r);
+            for (q, four) in row.chunks(4).enumerate() {
+                let mut word = 0u32;
+                for (b, v) in four.iter().enumerate() {
+                    // `widen` of a u8 is its value 0..=255: its low byte is the code.
+                    word |= u32::from(v.widen() as u8) << (8 * b);
+                }
+                dst[q * mr + r] = word as i32;
+            }
+        }
+    }
+}
+
 /// Weights packed once for the engine: `K x N` `i8` values in panels of `NR` columns, K in
 /// pairs, plus each column's sum (for the zero-point correction of A).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,9 +23,61 @@ impl MicroKernel for Avx2 {
         unsafe { tile_avx2(kp, a.as_ptr(), b.as_ptr(), tile) }
     }
 
+    unsafe fn tile_u7(kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+        // SAFETY: forwarded from the trait contract.
+        unsafe { tile_u7_avx2(kp, a.as_ptr(), b.as_ptr(), tile) }
+    }
+
     unsafe fn row(kp: usize, a: &[i32], b: &[i8], out: &mut [i32; NR]) {
         // SAFETY: as above.
         unsafe { row_avx2(kp, a.as_ptr(), b.as_ptr(), out) }
+    }
+}
+
+/// The 7-bit tile: per depth quad, two pair rows of B interleaved into quads
+/// (`vpunpcklwd`/`vpunpckhwd`: columns 0-3, 8-11 and 4-7, 12-15), then per row of A one
+/// broadcast, two `vpmaddubsw` (u8 x i8 -> i16 pair sums, exact for `a <= 127`), two `vpmaddwd`
+/// against ones (-> i32) and two `vpaddd`.
+///
+/// # Safety
+/// `a` points to `ceil(kp / 2) * MR` words with every byte `<= 127`, `b` to `kp * NR * 2`
+/// bytes; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn tile_u7_avx2(kp: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR * NR]) {
+    let ones = _mm256_set1_epi16(1);
+    let mut lo_acc = [_mm256_setzero_si256(); MR];
+    let mut hi_acc = [_mm256_setzero_si256(); MR];
+    // Full quads, then (odd kp) a last quad whose second pair row is zero: no branch inside.
+    let full = kp / 2;
+    for q in 0..=full {
+        if q == full && kp % 2 == 0 {
+            break;
+        }
+        // SAFETY: pair row 2q < kp is inside `b`, and so is 2q + 1 when q < full; quad q's MR
+        // words are inside `a` (caller's contract).
+        unsafe {
+            let p0 = _mm256_loadu_si256(b.add(2 * q * NR * 2).cast());
+            let p1 =
+                if q < full { _mm256_loadu_si256(b.add((2 * q + 1) * NR * 2).cast()) } else { _mm256_setzero_si256() };
+            let lo = _mm256_unpacklo_epi16(p0, p1);
+            let hi = _mm256_unpackhi_epi16(p0, p1);
+            for r in 0..MR {
+                let av = _mm256_set1_epi32(*a.add(q * MR + r));
+                lo_acc[r] = _mm256_add_epi32(lo_acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(av, lo), ones));
+                hi_acc[r] = _mm256_add_epi32(hi_acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(av, hi), ones));
+            }
+        }
+    }
+    let out = tile.as_mut_ptr();
+    for r in 0..MR {
+        // Back to column order: [lo.low | hi.low] = columns 0-7, [lo.high | hi.high] = 8-15.
+        let first = _mm256_permute2x128_si256::<0x20>(lo_acc[r], hi_acc[r]);
+        let second = _mm256_permute2x128_si256::<0x31>(lo_acc[r], hi_acc[r]);
+        // SAFETY: `tile` holds MR * NR words; row r occupies words r*16 .. r*16 + 16.
+        unsafe {
+            _mm256_storeu_si256(out.add(r * NR).cast(), first);
+            _mm256_storeu_si256(out.add(r * NR + 8).cast(), second);
+        }
     }
 }
 
