@@ -124,6 +124,7 @@ const COMPARISONS: &[Compare] = &[
     Compare { ours: "gemm_u8i8", peer: "ort_u8i8_exact", target: 1.1, shapes: ALL },
     Compare { ours: "gemm_u8i8", peer: "ort_u8i8_saturating", target: 0.85, shapes: ALL },
     Compare { ours: "gemm_u8i8", peer: "numpy_f32", target: 1.2, shapes: ALL },
+    Compare { ours: "gemm_u7i8", peer: "ort_u8i8_saturating", target: 1.0, shapes: ALL },
     Compare { ours: "quantize_f32_i8", peer: "ort_quantize_f32_i8", target: 1.0, shapes: QUANT },
     Compare { ours: "dequantize_i8_f32", peer: "ort_dequantize_i8_f32", target: 1.0, shapes: QUANT },
 ];
