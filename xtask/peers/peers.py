@@ -80,6 +80,20 @@ def gemm(threads, rng):
         emit("numpy_f32", shape, threads, median_seconds(lambda: np.matmul(af, bf, out=out)), work)
 
 
+def exactness(threads, rng):
+    """How often ONNX Runtime's u8 x i8 MatMulInteger differs from the exact product on
+    full-range data, with and without session.x64quantprecision (256^3, zero point 128)."""
+    m = k = n = 256
+    a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+    b = rng.integers(-128, 128, size=(k, n), dtype=np.int8)
+    exact = (a.astype(np.int64) - 128) @ b.astype(np.int64)
+    model = matmul_integer_model(m, k, n, TensorProto.UINT8, b)
+    for case, exact_mode in (("ort_u8i8_saturating_mismatch", False), ("ort_u8i8_exact_mismatch", True)):
+        y = session(model, threads, exact_mode).run(None, {"a": a})[0]
+        print(json.dumps({"case": case, "shape": f"{m}x{k}x{n}", "threads": threads, "seconds": 1.0,
+                          "work": float(np.mean(y != exact))}), flush=True)
+
+
 def quantize(threads, rng):
     x = rng.standard_normal(QUANT_LEN, dtype=np.float32)
     scale = np.array(float(np.abs(x).max()) / 127.0, dtype=np.float32)
@@ -101,6 +115,7 @@ def quantize(threads, rng):
 def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     rng = np.random.default_rng(7)
+    exactness(threads, rng)
     gemm(threads, rng)
     quantize(threads, rng)
 

@@ -205,6 +205,14 @@ fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool
             weight_gbs / bw
         ));
     }
+    for case in ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"] {
+        if let Some(fraction) = work.get(&(case.to_string(), "256x256x256".to_string())) {
+            println!(
+                "{case}: {:.1} % of the outputs differ from the exact product (full-range u8 x i8, 256^3)",
+                fraction * 100.0
+            );
+        }
+    }
     if peers {
         println!("\nratios (ours / peer, medians of interleaved rounds)");
         println!(
