@@ -9,9 +9,12 @@
 //! Two tiers:
 //! * **The engine** ([`Gemm`], [`Operands`]): 8-bit operands (`u8` or `i8` activations with a
 //!   zero point per tensor or per row, `i8` weights with a zero point per tensor or per column,
-//!   optionally packed once with [`PackedB`], also from 4-bit codes), packed and blocked, an AVX2 micro-kernel chosen at run time (portable fallback), threads
-//!   with rayon, and output stages: raw `i32`, `f32` with per-tensor or per-column scales and a
-//!   bias, or requantized `i8`/`u8` (float or fixed-point multiplier). Exact: see [`gemm`].
+//!   optionally packed once with [`PackedB`], also from 4-bit codes), packed and blocked, AVX2
+//!   micro-kernels chosen at run time (portable fallback; [`selected_kernel`] says which runs),
+//!   a 7-bit `vpmaddubsw` path for activations in `0..=127`, threads with rayon, an `M = 1`
+//!   path for decoding, and output stages: raw `i32`, `f32` with per-tensor or per-column
+//!   scales and a bias, or requantized `i8`/`u8` (float or fixed-point multiplier). Exact: see
+//!   [`gemm`].
 //! * **The exact reference** for codes of any width (2..=32 bits): [`matmul_exact`] with the
 //!   narrowest accumulator that provably cannot overflow, and the seed API
 //!   [`quantized_matmul`] / [`quantized_matmul_flat`], which routes to the engine whenever the

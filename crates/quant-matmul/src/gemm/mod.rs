@@ -7,20 +7,25 @@
 //!   `C[i][j] = S[i][j] - zb[j]·rowsum_A[i] - za[i]·colsum_B[j] + K·za[i]·zb[j]`,
 //!   with `S = A·B`, exact in `i64`.
 //! * Operands are widened to `i16` (A while packing, B in the kernel), so every product is
-//!   exact: there is no `vpmaddubsw`-style `i16` saturation anywhere.
+//!   exact: there is no `vpmaddubsw`-style `i16` saturation on this path. The optional 7-bit path
+//!   ([`Gemm::seven_bit_activations`]) does use `vpmaddubsw`, where activations `<= 127` make
+//!   it exact.
 //! * Weights can be packed once ([`PackedB`], also from 4-bit codes) and reused; unpacked
 //!   weights are packed per call, block by block.
 //! * `S` is accumulated in `i32` in chunks of depth that provably cannot overflow
 //!   (`max|a| · max|b| · depth <= i32::MAX`, e.g. 65 793 for `u8 x i8`), and chunks are summed in
 //!   `i64`. Any depth is exact.
-//! * Blocking: for each block of `NC` columns, B is packed (all of K) unless it was packed
-//!   already; for each block of `MC` rows, A is packed; then every `MR x NR` tile runs the
-//!   micro-kernel over the full depth and goes straight through the output stage.
+//! * Blocking: unpacked weights are packed `NC` columns at a time (all of K); pre-packed
+//!   weights are used in place. For each block of `MC` rows, A is packed once; then every
+//!   `MR x NR` tile runs the micro-kernel over the full depth and goes straight through the
+//!   zero-point correction (in `i32` when the result provably fits) and the output stage.
 //! * `M = 1` (token-by-token decoding) skips the tiles: a row kernel streams the packed weights
 //!   once, so it runs at memory speed.
-//! * Threads (feature `parallel`, on by default): the columns are split between threads, each
-//!   packing its own panels. Every output element is computed by the same exact integer
-//!   arithmetic whatever the split, so results are bit-identical for any thread count.
+//! * Threads (feature `parallel`, on by default): with pre-packed weights and enough rows the
+//!   rows are split between threads (the weights are shared, each thread packs its own A);
+//!   otherwise the columns (each thread packs its own B). Every output element is computed by
+//!   the same exact integer arithmetic whatever the split, so results are bit-identical for
+//!   any thread count.
 
 pub(crate) mod operand;
 pub(crate) mod output;
