@@ -245,11 +245,9 @@ impl Gemm {
         self.run(ops, &RequantOut { requant, _out: core::marker::PhantomData::<O> }, c)
     }
 
+    #[cfg(feature = "parallel")]
     fn thread_count(&self, n: usize) -> usize {
-        #[cfg(feature = "parallel")]
         let available = rayon::current_num_threads();
-        #[cfg(not(feature = "parallel"))]
-        let available = 1;
         let wanted = self.threads.unwrap_or(available).min(available.max(1));
         // At least one NR panel per thread.
         wanted.min(n.div_ceil(NR)).max(1)
@@ -275,12 +273,15 @@ impl Gemm {
         let kernel = Path { kernel, quads };
         let row_sums = if ops.b_zero == ZeroPoint::None { Vec::new() } else { pack::row_sums(&ops.a) };
         let sums = &row_sums;
-        let threads = self.thread_count(n);
-        if threads <= 1 {
-            drive(kernel, ops, sums, stage, c.into_block());
-        } else {
-            split_and_drive(kernel, ops, sums, stage, c, threads);
+        #[cfg(feature = "parallel")]
+        {
+            let threads = self.thread_count(n);
+            if threads > 1 {
+                split_and_drive(kernel, ops, sums, stage, c, threads);
+                return Ok(());
+            }
         }
+        drive(kernel, ops, sums, stage, c.into_block());
         Ok(())
     }
 }
@@ -316,20 +317,6 @@ fn split_and_drive<A: Operand, S: Stage>(
             s.spawn(move |_| drive(kernel, ops, sums, stage, block));
         }
     });
-}
-
-#[cfg(not(feature = "parallel"))]
-fn split_and_drive<A: Operand, S: Stage>(
-    kernel: Path,
-    ops: &Operands<'_, A>,
-    sums: &[i64],
-    stage: &S,
-    c: MatMut<'_, S::Out>,
-    _threads: usize,
-) where
-    S::Out: Copy,
-{
-    drive(kernel, ops, sums, stage, c.into_block());
 }
 
 /// Which kernels run: the instruction set, and whether the 7-bit quad kernels do the tiles.
