@@ -76,6 +76,8 @@ fn test() -> Result<(), String> {
     // The kernel tests again with the portable kernels forced: `the_requested_kernel_runs`
     // then fails unless the portable path really ran, and the engine tests cover it.
     cargo_env(&["test", "--quiet", "-p", "quant-core", "-p", "quant-matmul"], &[("QUANT_KERNEL", "portable")])?;
+    // quant-core's optional thread split (off by default) against the serial path.
+    cargo(&["test", "--quiet", "-p", "quant-core", "--features", "parallel", "--test", "kernels"])?;
     // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests.
     cargo(&["test", "--workspace"])
 }

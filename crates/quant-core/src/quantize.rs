@@ -132,6 +132,39 @@ pub(crate) fn quantize_slice<F: QuantFloat, Q: Storage>(
     hi: i64,
     out: &mut [Q],
 ) -> Result<(), usize> {
+    #[cfg(feature = "parallel")]
+    if let Some(parts) = parallel_parts::<Q>(x.len()) {
+        // Every part reports its first bad element; the smallest index is the first overall.
+        let chunk = x.len().div_ceil(parts).next_multiple_of(64);
+        let results: Vec<Result<(), usize>> = {
+            use rayon::prelude::*;
+            x.par_chunks(chunk)
+                .zip(out.par_chunks_mut(chunk))
+                .enumerate()
+                .map(|(p, (xs, os))| quantize_serial(xs, scale, zp, lo, hi, os).map_err(|i| p * chunk + i))
+                .collect()
+        };
+        return results.into_iter().filter_map(Result::err).min().map_or(Ok(()), Err);
+    }
+    quantize_serial(x, scale, zp, lo, hi, out)
+}
+
+/// How many parts to split a call of `len` elements into, if any: only for one code per unit
+/// (so parts of the input and the output line up), at least `2^20` elements, several threads.
+#[cfg(feature = "parallel")]
+fn parallel_parts<Q: Storage>(len: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    (Q::CODES_PER_UNIT == 1 && len >= 1 << 20 && threads > 1).then_some(threads)
+}
+
+fn quantize_serial<F: QuantFloat, Q: Storage>(
+    x: &[F],
+    scale: f64,
+    zp: i64,
+    lo: i64,
+    hi: i64,
+    out: &mut [Q],
+) -> Result<(), usize> {
     if let Some(result) = crate::kernels::quantize(x, scale, zp, lo, hi, out) {
         return result;
     }
@@ -156,12 +189,28 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
     check_units::<Q>("input codes", len, codes.len())?;
     QuantError::check_length("output values", len, out.len())?;
     let (scale, zp) = (params.scale(), params.zero_point());
+    #[cfg(feature = "parallel")]
+    if let Some(parts) = parallel_parts::<Q>(len) {
+        use rayon::prelude::*;
+        let chunk = len.div_ceil(parts).next_multiple_of(64);
+        codes
+            .par_chunks(chunk)
+            .zip(out.par_chunks_mut(chunk))
+            .for_each(|(cs, os)| dequantize_serial(cs, scale, zp, os));
+        return Ok(());
+    }
+    dequantize_serial(codes, scale, zp, out);
+    Ok(())
+}
+
+/// Dequantizes `out.len()` codes from `codes` (validated lengths).
+fn dequantize_serial<F: QuantFloat, Q: Storage>(codes: &[Q], scale: F, zp: i64, out: &mut [F]) {
     if !crate::kernels::dequantize(codes, scale.to_f64_exact(), zp, out) {
+        let len = out.len();
         for (o, q) in out.iter_mut().zip(read_codes(codes, len)) {
             *o = dequantize_code(q, scale, zp);
         }
     }
-    Ok(())
 }
 
 /// A quantized tensor: codes in storage `Q`, the spec and the parameters that made them.

@@ -110,3 +110,43 @@ fn the_requested_implementation_runs() {
     let _ = portable;
     assert_eq!(selected_kernel(), want);
 }
+
+/// With the `parallel` feature, a large call is split across threads: the codes, the values
+/// and the index an error names must be those of one thread. (`cargo xtask test` runs this file
+/// with the feature on.)
+#[test]
+fn thread_count_changes_nothing() -> Res {
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("thread pool");
+    let (one, two) = (pool(1), pool(2));
+    let mut rng = Rng::new(9);
+    let len = (1 << 20) + 777;
+    let x = data(&mut rng, len, 0.01);
+    let spec = QuantSpec::asymmetric(8)?;
+    let params = QuantParams::new(spec, 0.01f32, 100)?;
+    let run = |pool: &rayon::ThreadPool, x: &[f32]| {
+        pool.install(|| {
+            let mut q = vec![0u8; x.len()];
+            let r = quantize_into(x, spec, &params, &mut q);
+            let mut back = vec![0f32; x.len()];
+            if r.is_ok() {
+                dequantize_into(&q, x.len(), &params, &mut back)?;
+            }
+            r.map(|()| (q, back))
+        })
+    };
+    assert_eq!(run(&one, &x)?, run(&two, &x)?);
+    // Two bad values in different halves: both report the first.
+    let mut bad = x.clone();
+    bad[len - 10] = f32::NAN;
+    bad[300_000] = f32::INFINITY;
+    let want = Err(QuantError::NonFinite { index: 300_000, value: f64::INFINITY });
+    assert_eq!(run(&one, &bad).map(|_| ()), want);
+    assert_eq!(run(&two, &bad).map(|_| ()), want);
+    // One bad value in the second half is named by its index in the whole tensor.
+    let mut bad = x.clone();
+    bad[len - 10] = f32::NAN;
+    for pool in [&one, &two] {
+        assert!(matches!(run(pool, &bad), Err(QuantError::NonFinite { index, .. }) if index == len - 10));
+    }
+    Ok(())
+}
