@@ -4,6 +4,8 @@
 //! elements for (de)quantization, bytes for the bandwidth probe).
 //!
 //! Usage: `quant-bench THREADS [CASE_FILTER]`. Run by `cargo xtask bench --peers`.
+//! `QLEN=N` in the environment changes the (de)quantization length (default `2^24`), e.g. to
+//! see the in-cache speed; the peers always use the default.
 
 use std::hint::black_box;
 use std::time::Instant;
