@@ -184,10 +184,7 @@ pub fn quantization_error<F: QuantFloat, Q: Copy + Into<i64>>(
     symmetric: bool,
 ) -> Result<ErrorStats, QuantError> {
     QuantError::check_length("quantized vs original", original.len(), quantized.len())?;
-    let s = scale.to_f64_exact();
-    if !(s.is_finite() && s > 0.0) {
-        return Err(QuantError::InvalidScale { value: s });
-    }
+    QuantError::check_scale(scale.to_f64_exact())?;
     if symmetric && zero_point != 0 {
         return Err(QuantError::InvalidZeroPoint { zero_point, min: 0, max: 0 });
     }

@@ -43,10 +43,7 @@ impl<F: QuantFloat> QuantParams<F> {
     /// [`QuantError::InvalidZeroPoint`] unless `zero_point` is 0 (symmetric) or inside
     /// `0..=2^b - 1` (asymmetric).
     pub fn new(spec: QuantSpec, scale: F, zero_point: i64) -> Result<Self, QuantError> {
-        let s = scale.to_f64_exact();
-        if !(s.is_finite() && s > 0.0) {
-            return Err(QuantError::InvalidScale { value: s });
-        }
+        QuantError::check_scale(scale.to_f64_exact())?;
         let (min, max) = match spec.scheme() {
             Scheme::Symmetric => (0, 0),
             Scheme::Asymmetric => (spec.code_min(), spec.code_max()),

@@ -8,12 +8,7 @@ use quant_traits::{MatrixShape, QuantError, QuantFloat};
 use crate::exact::{matmul_exact, GemmShape};
 
 fn check_scale<F: QuantFloat>(scale: F) -> Result<f64, QuantError> {
-    let s = scale.to_f64_exact();
-    if s.is_finite() && s > 0.0 {
-        Ok(s)
-    } else {
-        Err(QuantError::InvalidScale { value: s })
-    }
+    QuantError::check_scale(scale.to_f64_exact())
 }
 
 /// `C = scale_a * scale_b * (A · B)` for row-major `i32` codes, as `F`.

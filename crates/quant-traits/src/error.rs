@@ -237,4 +237,17 @@ impl QuantError {
             Err(QuantError::LengthMismatch { what, expected, found })
         }
     }
+
+    /// `Ok(scale)` when `scale` is finite and greater than zero, else
+    /// [`QuantError::InvalidScale`]: the one scale check of the workspace.
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidScale`].
+    pub fn check_scale(scale: f64) -> Result<f64, QuantError> {
+        if scale.is_finite() && scale > 0.0 {
+            Ok(scale)
+        } else {
+            Err(QuantError::InvalidScale { value: scale })
+        }
+    }
 }

@@ -39,10 +39,7 @@ impl Scale<'_> {
                 s
             }
         };
-        match values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            None => Ok(()),
-            Some(&v) => Err(QuantError::InvalidScale { value: f64::from(v) }),
-        }
+        values.iter().try_for_each(|&v| QuantError::check_scale(f64::from(v)).map(|_| ()))
     }
 }
 

@@ -130,8 +130,9 @@ impl PackedB {
                 let code = I4x2::code_at(codes, 2 * p * n + idx);
                 *v = quant_traits::cast::narrow::to_i8(code);
             }
-            let view = MatRef::row_major(&rows[..count * n], count, n)?;
-            pack_pair_rows(&view, p, kp, 0, n, &mut packed.data, &mut packed.col_sums);
+            let (lo, hi) = rows.split_at(n);
+            let hi = (count == 2).then_some(hi);
+            PairRows { lo, hi }.pack(p, kp, 0, n, &mut packed.data, &mut packed.col_sums);
         }
         Ok(packed)
     }
@@ -222,19 +223,6 @@ impl PairRows<'_> {
             }
         }
     }
-}
-
-fn pack_pair_rows(
-    rows: &MatRef<'_, i8>,
-    p: usize,
-    kp: usize,
-    c0: usize,
-    cols: usize,
-    data: &mut [i8],
-    sums: &mut [i64],
-) {
-    let view = PairRows { lo: rows.row(0), hi: if rows.rows() > 1 { Some(rows.row(1)) } else { None } };
-    view.pack(p, kp, c0, cols, data, sums);
 }
 
 /// `sum_k a[r][k]` for every row (exact in `i64`).
