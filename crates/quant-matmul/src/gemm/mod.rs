@@ -19,6 +19,8 @@
 //!   weights are used in place. For each block of `MC` rows, A is packed once; then every
 //!   `MR x NR` tile runs the micro-kernel over the full depth and goes straight through the
 //!   zero-point correction (in `i32` when the result provably fits) and the output stage.
+//!   On the 7-bit path (`MC_QUADS` rows per block), each B panel is first regrouped from depth
+//!   pairs into depth quads, once per row block, so the kernel reads it straight from memory.
 //! * `M = 1` (token-by-token decoding) skips the tiles: a row kernel streams the packed weights
 //!   once, so it runs at memory speed.
 //! * Threads (feature `parallel`, on by default): with pre-packed weights and enough rows the
@@ -39,10 +41,13 @@ use crate::kernels::{kernel_for, run_row, run_tile, run_tile_u7, Kernel, KernelC
 use crate::view::{Block, MatMut, MatRef};
 use operand::{Operand, ZeroPoint};
 use output::{F32Out, I32Out, Requant, RequantOut, Scale, Stage};
-use pack::{pack_a, pack_a_quads, pack_b_block, pairs, PackedB};
+use pack::{pack_a, pack_a_quads, pack_b_block, pairs, quads_from_pairs, PackedB};
 
 /// Rows of A packed at a time.
 const MC: usize = 48;
+/// Rows per block on the 7-bit path, whose packed A is half as large (bytes, not `i16`).
+/// Larger blocks also regroup each B panel into quads fewer times.
+const MC_QUADS: usize = 96;
 /// Columns of B packed at a time.
 const NC: usize = 256;
 
@@ -355,10 +360,11 @@ where
     let chunk = if quads { (i32::MAX as usize / (127 * 128) / 2) & !1 } else { (ops.chunk_depth() / 2).max(1) };
     // Words of one packed A panel.
     let a_panel = if quads { kp.div_ceil(2) * MR } else { kp * MR };
-    // One tile over pairs `p0 .. p0 + len` (p0 even on the quad path).
+    // One tile over pairs `p0 .. p0 + len` (p0 even on the quad path, where `bpanel` is the
+    // quad panel).
     let run = |p0: usize, len: usize, apanel: &[i32], bpanel: &[i8], tile: &mut [i32; MR * NR]| {
         if quads {
-            run_tile_u7(kernel, len, &apanel[p0 / 2 * MR..], &bpanel[p0 * NR * 2..], tile);
+            run_tile_u7(kernel, len.div_ceil(2), &apanel[p0 / 2 * MR..], &bpanel[p0 / 2 * NR * 4..], tile);
         } else {
             run_tile(kernel, len, &apanel[p0 * MR..], &bpanel[p0 * NR * 2..], tile);
         }
@@ -369,6 +375,8 @@ where
     let (col0, ncols) = (c.col0(), c.cols());
     let epi = Epilogue { ops, row_sums, stage, k };
     let mut apack = Vec::new();
+    let mut bquads = Vec::new();
+    let mc_block = if quads { MC_QUADS } else { MC };
     let (mut bdata, mut bsums) = (Vec::new(), Vec::new());
     let mut tile = [0i32; MR * NR];
     let mut wide = [0i64; MR * NR];
@@ -410,15 +418,20 @@ where
             }
             continue;
         }
-        for ic in (row0..row0 + m).step_by(MC) {
-            let mc = MC.min(row0 + m - ic);
+        for ic in (row0..row0 + m).step_by(mc_block) {
+            let mc = mc_block.min(row0 + m - ic);
             if quads {
                 pack_a_quads(&ops.a, ic, mc, MR, &mut apack);
             } else {
                 pack_a(&ops.a, ic, mc, MR, &mut apack);
             }
             for jr in 0..nc.div_ceil(NR) {
-                let bpanel = panel(jr);
+                let mut bpanel = panel(jr);
+                if quads {
+                    // Regrouped once here for the row block's tiles.
+                    quads_from_pairs(bpanel, kp, &mut bquads);
+                    bpanel = &bquads;
+                }
                 let cols = NR.min(nc - jr * NR);
                 let j0 = col0 + jc + jr * NR;
                 let cs = &col_sums[jr * NR..jr * NR + cols];
@@ -498,32 +511,52 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
     /// wrapping `i32` (exact, see [`Epilogue::columns`]).
     #[inline]
     fn write_narrow(&self, i: usize, cols: &Columns, raw: &[i32], out: &mut [S::Out]) {
+        // A whole tile row (the common case) goes through fixed-length arrays, which the
+        // compiler turns into vector code; a partial one through the same code at length n.
+        match (<&[i32; NR]>::try_from(raw), <&mut [S::Out; NR]>::try_from(&mut *out)) {
+            (Ok(raw), Ok(out)) => self.full_row(i, cols, raw, out),
+            _ => self.correct_row(i, cols, raw, out),
+        }
+    }
+
+    /// Kept out of line so that `cols` stays an array in memory, which the compiler
+    /// vectorizes over (inlined, its fields were split into scalars).
+    #[inline(never)]
+    fn full_row(&self, i: usize, cols: &Columns, raw: &[i32; NR], out: &mut [S::Out; NR]) {
+        self.correct_row(i, cols, raw, out);
+    }
+
+    #[inline(always)]
+    fn correct_row<R, O>(&self, i: usize, cols: &Columns, raw: &R, out: &mut O)
+    where
+        R: AsRef<[i32]> + ?Sized,
+        O: AsMut<[S::Out]> + ?Sized,
+    {
+        let (raw, out) = (raw.as_ref(), out.as_mut());
         let row_sum = self.row_sums.get(i).copied().unwrap_or(0) as i32;
-        let mut acc = [0i32; NR];
-        let n = raw.len();
+        let (zb, col_sum, k_zb) = (&cols.zb[..raw.len()], &cols.col_sum[..raw.len()], &cols.k_zb[..raw.len()]);
+        let j0 = cols.j0;
         match &cols.fixed {
             Some(fixed) if row_sum == 0 => {
-                for c in 0..n {
-                    acc[c] = raw[c].wrapping_add(fixed[c]);
+                for (c, (o, (&r, &f))) in out.iter_mut().zip(raw.iter().zip(fixed)).enumerate() {
+                    *o = self.stage.apply_i32(j0 + c, r.wrapping_add(f));
                 }
             }
             Some(fixed) => {
-                for c in 0..n {
-                    acc[c] = raw[c].wrapping_add(fixed[c]).wrapping_sub(cols.zb[c].wrapping_mul(row_sum));
+                for (c, (o, (&r, (&f, &z)))) in out.iter_mut().zip(raw.iter().zip(fixed.iter().zip(zb))).enumerate() {
+                    *o = self.stage.apply_i32(j0 + c, r.wrapping_add(f).wrapping_sub(z.wrapping_mul(row_sum)));
                 }
             }
             None => {
                 let za = self.ops.a_zero.get(i);
-                for c in 0..n {
-                    acc[c] = raw[c]
-                        .wrapping_sub(cols.zb[c].wrapping_mul(row_sum))
-                        .wrapping_sub(za.wrapping_mul(cols.col_sum[c]))
-                        .wrapping_add(za.wrapping_mul(cols.k_zb[c]));
+                for (c, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
+                    let acc = r
+                        .wrapping_sub(zb[c].wrapping_mul(row_sum))
+                        .wrapping_sub(za.wrapping_mul(col_sum[c]))
+                        .wrapping_add(za.wrapping_mul(k_zb[c]));
+                    *o = self.stage.apply_i32(j0 + c, acc);
                 }
             }
-        }
-        for (c, o) in out.iter_mut().enumerate() {
-            *o = self.stage.apply_i32(cols.j0 + c, acc[c]);
         }
     }
 

@@ -37,7 +37,7 @@ pub(crate) fn pack_a<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: 
     let k = a.cols();
     let kp = pairs(k);
     let panels = rows.div_ceil(mr);
-    out.clear();
+    // Every word is written below, so the buffer is only grown, never cleared.
     out.resize(panels * kp * mr, 0);
     for panel in 0..panels {
         let dst = &mut out[panel * kp * mr..(panel + 1) * kp * mr];
@@ -52,6 +52,8 @@ pub(crate) fn pack_a<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: 
             }
             continue;
         }
+        // A partial panel (last rows, odd depth): zero first for the padding rows and word.
+        dst.fill(0);
         for r in 0..live {
             let row = a.row(r0 + panel * mr + r);
             let (full, tail) = row.split_at(k - k % 2);
@@ -87,6 +89,50 @@ pub(crate) fn pack_a_quads<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize
                 dst[q * mr + r] = word as i32;
             }
         }
+    }
+}
+
+/// Regroups one B panel of `kp` depth pairs into quads for the 7-bit kernels: bytes
+/// `(q * NR + c) * 4 .. + 4` of `out` (resized) hold column `c` at depths `4q .. 4q + 4`,
+/// that is pair `2q` then pair `2q + 1` (zero past `kp`).
+pub(crate) fn quads_from_pairs(panel: &[i8], kp: usize, out: &mut Vec<i8>) {
+    let kq = kp.div_ceil(2);
+    out.resize(kq * NR * 4, 0);
+    let zeros = [0i8; NR * 2];
+    let mut rows = panel[..kp * NR * 2].chunks_exact(NR * 2).filter_map(<[i8]>::first_chunk::<{ NR * 2 }>);
+    for dst in out.chunks_exact_mut(NR * 4).filter_map(<[i8]>::first_chunk_mut::<{ NR * 4 }>) {
+        // Pairs 2q and 2q + 1; past `kp` (odd depth), zeros.
+        let p0 = rows.next().unwrap_or(&zeros);
+        let p1 = rows.next().unwrap_or(&zeros);
+        interleave_pairs(p0, p1, dst);
+    }
+}
+
+/// `dst` holds, per column `c`, `p0`'s pair `c` then `p1`'s pair `c`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn interleave_pairs(p0: &[i8; NR * 2], p1: &[i8; NR * 2], dst: &mut [i8; NR * 4]) {
+    use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128, _mm_unpackhi_epi16, _mm_unpacklo_epi16};
+    const _: () = assert!(NR == 16);
+    // SAFETY: SSE2 is part of the x86-64 baseline; every load reads 16 bytes inside a 32-byte
+    // array (offsets 0 and 16) and every store writes 16 bytes inside the 64-byte `dst`.
+    unsafe {
+        let (p0, p1, d) =
+            (p0.as_ptr().cast::<__m128i>(), p1.as_ptr().cast::<__m128i>(), dst.as_mut_ptr().cast::<__m128i>());
+        for half in 0..2 {
+            let (x, y) = (_mm_loadu_si128(p0.add(half)), _mm_loadu_si128(p1.add(half)));
+            _mm_storeu_si128(d.add(2 * half), _mm_unpacklo_epi16(x, y));
+            _mm_storeu_si128(d.add(2 * half + 1), _mm_unpackhi_epi16(x, y));
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn interleave_pairs(p0: &[i8; NR * 2], p1: &[i8; NR * 2], dst: &mut [i8; NR * 4]) {
+    for c in 0..NR {
+        dst[4 * c..4 * c + 2].copy_from_slice(&p0[2 * c..2 * c + 2]);
+        dst[4 * c + 2..4 * c + 4].copy_from_slice(&p1[2 * c..2 * c + 2]);
     }
 }
 

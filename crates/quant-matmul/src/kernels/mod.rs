@@ -32,14 +32,15 @@ pub(crate) trait MicroKernel {
     /// kernel's instruction set. The caller guarantees that no sum overflows `i32`.
     unsafe fn tile(kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]);
 
-    /// The 7-bit path: A in quads (`a[q * MR + r]` holds four `u8` of row `r`, each `<= 127`),
-    /// B in the usual pair panels (`kp` pairs, read two at a time as quads); the same tile.
-    /// Exact because `vpmaddubsw`'s `i16` pair sums cannot saturate when `a <= 127`.
+    /// The 7-bit path over `kq` depth quads: A in quads (`a[q * MR + r]` holds four `u8` of
+    /// row `r`, each `<= 127`), B in quad panels (bytes `(q * NR + c) * 4 .. + 4` hold column
+    /// `c` at depths `4q .. 4q + 4`, see `gemm::pack::quads_from_pairs`); the same tile. Exact
+    /// because `vpmaddubsw`'s `i16` pair sums cannot saturate when `a <= 127`.
     ///
     /// # Safety
-    /// `a` must hold `ceil(kp / 2) * MR` words and `b` `kp * NR * 2` bytes, every A byte must be
+    /// `a` must hold `kq * MR` words and `b` `kq * NR * 4` bytes, every A byte must be
     /// `<= 127`, and the CPU must support the kernel's instruction set.
-    unsafe fn tile_u7(kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]);
+    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]);
 
     /// The same for a single row of A (`a` holds `kp` words): the `M = 1` path.
     ///
@@ -164,16 +165,17 @@ pub(crate) fn run_tile(kernel: Kernel, kp: usize, a: &[i32], b: &[i8], tile: &mu
     }
 }
 
-/// Runs `kernel`'s 7-bit tile function (A bytes `<= 127`, checked by the caller).
+/// Runs `kernel`'s 7-bit tile function over `kq` quads (A bytes `<= 127`, checked by the
+/// caller).
 #[inline]
-pub(crate) fn run_tile_u7(kernel: Kernel, kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
-    assert!(a.len() >= kp.div_ceil(2) * MR && b.len() >= kp * NR * 2, "packed panels too short");
+pub(crate) fn run_tile_u7(kernel: Kernel, kq: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+    assert!(a.len() >= kq * MR && b.len() >= kq * NR * 4, "packed panels too short");
     match kernel {
         // SAFETY: lengths asserted above; the caller checked the 7-bit bound; no CPU feature.
-        Kernel::Portable => unsafe { portable::Portable::tile_u7(kp, a, b, tile) },
+        Kernel::Portable => unsafe { portable::Portable::tile_u7(kq, a, b, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; `Kernel::Avx2` exists only once AVX2 was detected.
-        Kernel::Avx2 => unsafe { x86_64::avx2::Avx2::tile_u7(kp, a, b, tile) },
+        Kernel::Avx2 => unsafe { x86_64::avx2::Avx2::tile_u7(kq, a, b, tile) },
     }
 }
 

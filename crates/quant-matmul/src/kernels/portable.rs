@@ -28,17 +28,13 @@ impl MicroKernel for Portable {
         }
     }
 
-    unsafe fn tile_u7(kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
         let mut acc = [[0i32; NR]; MR];
-        let zeros = [0i8; NR * 2];
-        for q in 0..kp.div_ceil(2) {
-            let p0 = &b[2 * q * NR * 2..(2 * q + 1) * NR * 2];
-            let p1 = if 2 * q + 1 < kp { &b[(2 * q + 1) * NR * 2..(2 * q + 2) * NR * 2] } else { &zeros[..] };
-            for (row, &aw) in acc.iter_mut().zip(&a[q * MR..(q + 1) * MR]) {
+        for (aq, bq) in a[..kq * MR].chunks_exact(MR).zip(b[..kq * NR * 4].chunks_exact(NR * 4)) {
+            for (row, &aw) in acc.iter_mut().zip(aq) {
                 let ab = (aw as u32).to_le_bytes().map(i32::from);
-                for (c, cell) in row.iter_mut().enumerate() {
-                    let bq = [p0[2 * c], p0[2 * c + 1], p1[2 * c], p1[2 * c + 1]].map(i32::from);
-                    *cell += ab[0] * bq[0] + ab[1] * bq[1] + ab[2] * bq[2] + ab[3] * bq[3];
+                for (cell, four) in row.iter_mut().zip(bq.chunks_exact(4)) {
+                    *cell += ab.iter().zip(four).map(|(&x, &y)| x * i32::from(y)).sum::<i32>();
                 }
             }
         }

@@ -23,9 +23,9 @@ impl MicroKernel for Avx2 {
         unsafe { tile_avx2(kp, a.as_ptr(), b.as_ptr(), tile) }
     }
 
-    unsafe fn tile_u7(kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
         // SAFETY: forwarded from the trait contract.
-        unsafe { tile_u7_avx2(kp, a.as_ptr(), b.as_ptr(), tile) }
+        unsafe { tile_u7_avx2(kq, a.as_ptr(), b.as_ptr(), tile) }
     }
 
     unsafe fn row(kp: usize, a: &[i32], b: &[i8], out: &mut [i32; NR]) {
@@ -34,51 +34,66 @@ impl MicroKernel for Avx2 {
     }
 }
 
-/// The 7-bit tile: per depth quad, two pair rows of B interleaved into quads
-/// (`vpunpcklwd`/`vpunpckhwd`: columns 0-3, 8-11 and 4-7, 12-15), then per row of A one
-/// broadcast, two `vpmaddubsw` (u8 x i8 -> i16 pair sums, exact for `a <= 127`), two `vpmaddwd`
-/// against ones (-> i32) and two `vpaddd`.
+/// The 7-bit tile: per depth quad and row of A, one broadcast of the row's four bytes, two
+/// `vpmaddubsw` against the quad panel read straight from memory (u8 x i8 -> i16 pair sums,
+/// exact for `a <= 127`), two `vpmaddwd` against ones (-> i32, the quad's sum per column) and
+/// two `vpaddd`. 12 accumulators, the ones, a broadcast and a product: 15 registers, no spill.
 ///
 /// # Safety
-/// `a` points to `ceil(kp / 2) * MR` words with every byte `<= 127`, `b` to `kp * NR * 2`
-/// bytes; the CPU supports AVX2.
+/// `a` points to `kq * MR` words with every byte `<= 127`, `b` to `kq * NR * 4` bytes; the CPU
+/// supports AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn tile_u7_avx2(kp: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR * NR]) {
+unsafe fn tile_u7_avx2(kq: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR * NR]) {
+    const _: () = assert!(MR == 6 && NR == 16);
     let ones = _mm256_set1_epi16(1);
-    let mut lo_acc = [_mm256_setzero_si256(); MR];
-    let mut hi_acc = [_mm256_setzero_si256(); MR];
-    // Full quads, then (odd kp) a last quad whose second pair row is zero: no branch inside.
-    let full = kp / 2;
-    for q in 0..=full {
-        if q == full && kp % 2 == 0 {
-            break;
-        }
-        // SAFETY: pair row 2q < kp is inside `b`, and so is 2q + 1 when q < full; quad q's MR
-        // words are inside `a` (caller's contract).
+    let mut c = [_mm256_setzero_si256(); 12];
+    let mut ap = a;
+    let mut bp = b;
+    for _ in 0..kq {
+        // SAFETY: for quad q < kq, `bp` points at bytes q*64 .. q*64 + 64 and `ap` at words
+        // q*6 .. q*6 + 6, inside the panels (caller's contract).
         unsafe {
-            let p0 = _mm256_loadu_si256(b.add(2 * q * NR * 2).cast());
-            let p1 =
-                if q < full { _mm256_loadu_si256(b.add((2 * q + 1) * NR * 2).cast()) } else { _mm256_setzero_si256() };
-            let lo = _mm256_unpacklo_epi16(p0, p1);
-            let hi = _mm256_unpackhi_epi16(p0, p1);
             for r in 0..MR {
-                let av = _mm256_set1_epi32(*a.add(q * MR + r));
-                lo_acc[r] = _mm256_add_epi32(lo_acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(av, lo), ones));
-                hi_acc[r] = _mm256_add_epi32(hi_acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(av, hi), ones));
+                let av = _mm256_set1_epi32(*ap.add(r));
+                let lo = maddubs_mem(av, bp);
+                let hi = maddubs_mem(av, bp.add(32));
+                c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(lo, ones));
+                c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(hi, ones));
             }
+            ap = ap.add(MR);
+            bp = bp.add(NR * 4);
         }
     }
     let out = tile.as_mut_ptr();
-    for r in 0..MR {
-        // Back to column order: [lo.low | hi.low] = columns 0-7, [lo.high | hi.high] = 8-15.
-        let first = _mm256_permute2x128_si256::<0x20>(lo_acc[r], hi_acc[r]);
-        let second = _mm256_permute2x128_si256::<0x31>(lo_acc[r], hi_acc[r]);
-        // SAFETY: `tile` holds MR * NR words; row r occupies words r*16 .. r*16 + 16.
-        unsafe {
-            _mm256_storeu_si256(out.add(r * NR).cast(), first);
-            _mm256_storeu_si256(out.add(r * NR + 8).cast(), second);
-        }
+    for (i, v) in c.iter().enumerate() {
+        // SAFETY: `tile` holds 96 words; vector i covers words i*8 .. i*8 + 8.
+        unsafe { _mm256_storeu_si256(out.add(8 * i).cast(), *v) };
     }
+}
+
+/// `vpmaddubsw a, [p]`: `a`'s unsigned bytes times the 32 signed bytes at `p`, adjacent
+/// products summed to `i16` with saturation. Written as `asm!` so that B is read from memory
+/// by the instruction itself: with the intrinsic and a load, the compiler keeps both B vectors
+/// of a quad in registers across the six rows, which spills an accumulator.
+///
+/// # Safety
+/// `p` points to 32 readable bytes (any alignment); AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn maddubs_mem(a: __m256i, p: *const i8) -> __m256i {
+    let out: __m256i;
+    // SAFETY: reads 32 bytes at `p` (caller); VEX memory operands need no alignment; no stack,
+    // no flags, no other memory touched.
+    unsafe {
+        core::arch::asm!(
+            "vpmaddubsw {out}, {a}, ymmword ptr [{p}]",
+            out = lateout(ymm_reg) out,
+            a = in(ymm_reg) a,
+            p = in(reg) p,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    out
 }
 
 /// 16 columns of depth pair `p`: two vectors of 8 sign-extended i16 pairs.
