@@ -1,13 +1,22 @@
-//! `quant-bench`: times our kernels on the shapes `cargo xtask bench --peers` compares, and
-//! prints one JSON object per line: `{"case": .., "shape": .., "threads": .., "seconds": ..,
+//! `quant-bench`: times our kernels on the shapes `cargo xtask bench` compares, and prints one
+//! JSON object per measurement: `{"case": .., "shape": .., "threads": .., "seconds": ..,
 //! "work": ..}` (`seconds` is the median of the repetitions; `work` is operations for a GEMM,
 //! elements for (de)quantization, bytes for the bandwidth probe).
 //!
-//! Usage: `quant-bench THREADS [CASE_FILTER]`. Run by `cargo xtask bench --peers`.
+//! Usage:
+//! - `quant-bench THREADS [CASE_FILTER]`: every case (or those whose name contains the filter)
+//!   on every shape, once.
+//! - `quant-bench --serve`: reads `CASE SHAPE THREADS` lines on stdin and answers each with one
+//!   JSON line (inputs are built once per case and shape, then kept). `cargo xtask bench` drives
+//!   it this way to interleave our measurements with the peers' one by one.
+//! - `quant-bench --list`: the `CASE SHAPE` pairs, one per line.
+//!
 //! `QLEN=N` in the environment changes the (de)quantization length (default `2^24`), e.g. to
 //! see the in-cache speed; the peers always use the default.
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use quant_core::{dequantize_into, quantize_into, QuantParams, QuantSpec};
@@ -15,7 +24,7 @@ use quant_matmul::{Gemm, MatMut, MatRef, Operands, PackedB, ZeroPoint};
 use quant_testkit::Rng;
 
 /// GEMM shapes (M, K, N).
-pub const GEMM_SHAPES: [(usize, usize, usize); 8] = [
+const GEMM_SHAPES: [(usize, usize, usize); 8] = [
     (256, 256, 256),
     (512, 512, 512),
     (1024, 1024, 1024),
@@ -26,16 +35,21 @@ pub const GEMM_SHAPES: [(usize, usize, usize); 8] = [
     (1, 4096, 11008),
 ];
 
+const GEMM_CASES: [&str; 3] = ["gemm_u8i8", "gemm_u7i8", "gemm_i8i8"];
+const QUANT_CASES: [&str; 2] = ["quantize_f32_i8", "dequantize_i8_f32"];
+
 /// Elements for the (de)quantization cases.
 fn quant_len() -> usize {
     std::env::var("QLEN").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 24)
 }
 
-fn median_seconds(mut f: impl FnMut()) -> f64 {
-    f(); // warm up (and fault in pages)
+/// Median seconds of `f` over at least 5 runs and about `budget` seconds, after one warm-up
+/// run (which also faults in the output pages).
+fn median_seconds(budget: f64, mut f: impl FnMut()) -> f64 {
+    f();
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 5 || (start.elapsed().as_secs_f64() < 0.5 && times.len() < 200) {
+    while times.len() < 5 || (start.elapsed().as_secs_f64() < budget && times.len() < 200) {
         let t = Instant::now();
         f();
         times.push(t.elapsed().as_secs_f64());
@@ -44,96 +58,219 @@ fn median_seconds(mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-fn emit(case: &str, shape: &str, threads: usize, seconds: f64, work: f64) {
-    println!(
-        r#"{{"case": "{case}", "shape": "{shape}", "threads": {threads}, "seconds": {seconds:e}, "work": {work}}}"#
-    );
+fn line(case: &str, shape: &str, threads: usize, seconds: f64, work: f64) -> String {
+    format!(r#"{{"case": "{case}", "shape": "{shape}", "threads": {threads}, "seconds": {seconds:e}, "work": {work}}}"#)
 }
 
-fn gemm<A: quant_matmul::Operand>(
-    case: &str,
-    threads: usize,
-    seven_bit: bool,
-    a_zero: ZeroPoint<'_>,
-    draw: impl Fn(&mut Rng) -> A,
-) {
-    let mut rng = Rng::new(7);
-    let g = Gemm::new().threads(threads).seven_bit_activations(seven_bit);
+/// Every `(case, shape)` this binary measures.
+fn all_cases() -> Vec<(String, String)> {
+    let mut v = Vec::new();
     for &(m, k, n) in &GEMM_SHAPES {
-        let a: Vec<A> = (0..m * k).map(|_| draw(&mut rng)).collect();
+        for case in GEMM_CASES {
+            v.push((case.to_string(), format!("{m}x{k}x{n}")));
+        }
+    }
+    for case in QUANT_CASES {
+        v.push((case.to_string(), quant_len().to_string()));
+    }
+    v.push(("read_bandwidth".to_string(), "512MiB".to_string()));
+    v
+}
+
+/// The inputs of one case, built once.
+enum Prepared {
+    GemmU8 { m: usize, n: usize, seven_bit: bool, a: Vec<u8>, packed: PackedB, c: Vec<i32> },
+    GemmI8 { m: usize, n: usize, a: Vec<i8>, packed: PackedB, c: Vec<i32> },
+    Quantize { x: Vec<f32>, q: Vec<i8> },
+    Dequantize { q: Vec<i8>, params: QuantParams<f32>, back: Vec<f32> },
+    Bandwidth { buf: Vec<u64> },
+}
+
+fn parse_shape(shape: &str) -> Option<(usize, usize, usize)> {
+    let mut it = shape.split('x').map(|d| d.parse::<usize>().ok());
+    let dims = (it.next()??, it.next()??, it.next()??);
+    it.next().is_none().then_some(dims)
+}
+
+fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
+    let gemm_dims = || parse_shape(shape).ok_or_else(|| format!("{case}: bad shape {shape}, want MxKxN"));
+    let weights = |rng: &mut Rng, k: usize, n: usize| {
         let b: Vec<i8> = (0..k * n).map(|_| rng.int(-128, 127) as i8).collect();
-        let packed = PackedB::new(MatRef::row_major(&b, k, n).expect("valid"));
-        let ops = Operands::packed(MatRef::row_major(&a, m, k).expect("valid"), a_zero, &packed, ZeroPoint::None)
+        PackedB::new(MatRef::row_major(&b, k, n).expect("valid shape"))
+    };
+    let len = || shape.parse::<usize>().map_err(|_| format!("{case}: bad length {shape}"));
+    let mut rng = Rng::new(7);
+    Ok(match case {
+        "gemm_u8i8" | "gemm_u7i8" => {
+            let (m, k, n) = gemm_dims()?;
+            let seven_bit = case == "gemm_u7i8";
+            let hi = if seven_bit { 127 } else { 255 };
+            let a = (0..m * k).map(|_| rng.int(0, hi) as u8).collect();
+            Prepared::GemmU8 { m, n, seven_bit, a, packed: weights(&mut rng, k, n), c: vec![0; m * n] }
+        }
+        "gemm_i8i8" => {
+            let (m, k, n) = gemm_dims()?;
+            let a = (0..m * k).map(|_| rng.int(-128, 127) as i8).collect();
+            Prepared::GemmI8 { m, n, a, packed: weights(&mut rng, k, n), c: vec![0; m * n] }
+        }
+        "quantize_f32_i8" | "dequantize_i8_f32" => {
+            let len = len()?;
+            let x: Vec<f32> = (0..len).map(|_| rng.normal() as f32).collect();
+            let spec = QuantSpec::symmetric(8).expect("valid");
+            let params = QuantParams::from_tensor(spec, &x).map_err(|e| e.to_string())?;
+            let mut q = vec![0i8; len];
+            quantize_into(&x, spec, &params, &mut q).map_err(|e| e.to_string())?;
+            if case == "quantize_f32_i8" {
+                Prepared::Quantize { x, q }
+            } else {
+                Prepared::Dequantize { q, params, back: vec![0.0; len] }
+            }
+        }
+        "read_bandwidth" => Prepared::Bandwidth { buf: (0..64u64 << 20).collect() },
+        _ => return Err(format!("unknown case {case}")),
+    })
+}
+
+/// Times one prepared case with `threads` threads (the caller installs the pool): (median
+/// seconds, work).
+fn measure(p: &mut Prepared, threads: usize, budget: f64) -> (f64, f64) {
+    let g = Gemm::new().threads(threads);
+    match p {
+        Prepared::GemmU8 { m, n, seven_bit, a, packed, c } => {
+            let (m, n, k) = (*m, *n, packed.k());
+            let g = g.seven_bit_activations(*seven_bit);
+            let zero = if *seven_bit { 64 } else { 128 };
+            let ops = Operands::packed(
+                MatRef::row_major(a, m, k).expect("valid"),
+                ZeroPoint::PerTensor(zero),
+                packed,
+                ZeroPoint::None,
+            )
             .expect("valid");
-        let mut c = vec![0i32; m * n];
-        let s = median_seconds(|| {
-            g.i32(black_box(&ops), MatMut::row_major(&mut c, m, n).expect("valid")).expect("valid");
-        });
-        emit(case, &format!("{m}x{k}x{n}"), threads, s, 2.0 * (m * k * n) as f64);
+            let s = median_seconds(budget, || {
+                g.i32(black_box(&ops), MatMut::row_major(c, m, n).expect("valid")).expect("valid");
+            });
+            (s, 2.0 * (m * k * n) as f64)
+        }
+        Prepared::GemmI8 { m, n, a, packed, c } => {
+            let (m, n, k) = (*m, *n, packed.k());
+            let ops =
+                Operands::packed(MatRef::row_major(a, m, k).expect("valid"), ZeroPoint::None, packed, ZeroPoint::None)
+                    .expect("valid");
+            let s = median_seconds(budget, || {
+                g.i32(black_box(&ops), MatMut::row_major(c, m, n).expect("valid")).expect("valid");
+            });
+            (s, 2.0 * (m * k * n) as f64)
+        }
+        Prepared::Quantize { x, q } => {
+            let spec = QuantSpec::symmetric(8).expect("valid");
+            let params = QuantParams::from_tensor(spec, x).expect("finite");
+            let s = median_seconds(budget, || {
+                quantize_into(black_box(&x[..]), spec, &params, &mut q[..]).expect("valid");
+                black_box(&mut *q);
+            });
+            (s, x.len() as f64)
+        }
+        Prepared::Dequantize { q, params, back } => {
+            let s = median_seconds(budget, || {
+                dequantize_into(black_box(&q[..]), q.len(), params, &mut back[..]).expect("valid");
+                black_box(&mut *back);
+            });
+            (s, q.len() as f64)
+        }
+        Prepared::Bandwidth { buf } => {
+            // Eight independent lanes the compiler turns into vector adds: bound by memory.
+            let s = median_seconds(budget, || {
+                let mut acc = [0u64; 8];
+                for c in black_box(&buf[..]).chunks_exact(8) {
+                    for (a, v) in acc.iter_mut().zip(c) {
+                        *a = a.wrapping_add(*v);
+                    }
+                }
+                black_box(acc);
+            });
+            (s, (buf.len() * 8) as f64)
+        }
     }
 }
 
-fn quantize(threads: usize) {
-    let mut rng = Rng::new(9);
-    let x: Vec<f32> = (0..quant_len()).map(|_| rng.normal() as f32).collect();
-    let spec = QuantSpec::symmetric(8).expect("valid");
-    let params = QuantParams::from_tensor(spec, &x).expect("finite");
-    let mut q = vec![0i8; quant_len()];
-    let s = median_seconds(|| {
-        quantize_into(black_box(&x), spec, &params, &mut q).expect("valid");
-        black_box(&mut q);
-    });
-    emit("quantize_f32_i8", &quant_len().to_string(), threads, s, quant_len() as f64);
-    let mut back = vec![0f32; quant_len()];
-    let s = median_seconds(|| {
-        dequantize_into(black_box(&q), quant_len(), &params, &mut back).expect("valid");
-        black_box(&mut back);
-    });
-    emit("dequantize_i8_f32", &quant_len().to_string(), threads, s, quant_len() as f64);
+/// Prepared inputs and one rayon pool per thread count.
+#[derive(Default)]
+struct Bench {
+    prepared: HashMap<(String, String), Prepared>,
+    pools: HashMap<usize, rayon::ThreadPool>,
 }
 
-/// Read bandwidth: sum a 512 MiB buffer (larger than every cache).
-fn bandwidth(threads: usize) {
-    let words = 64usize << 20;
-    let buf: Vec<u64> = (0..words as u64).collect();
-    let s = median_seconds(|| {
-        // Eight independent lanes the compiler turns into vector adds: bound by memory.
-        let mut acc = [0u64; 8];
-        for c in black_box(&buf).chunks_exact(8) {
-            for (a, v) in acc.iter_mut().zip(c) {
-                *a = a.wrapping_add(*v);
-            }
+impl Bench {
+    fn run(&mut self, case: &str, shape: &str, threads: usize, budget: f64) -> Result<String, String> {
+        let key = (case.to_string(), shape.to_string());
+        if !self.prepared.contains_key(&key) {
+            let p = prepare(case, shape)?;
+            self.prepared.insert(key.clone(), p);
         }
-        black_box(acc);
-    });
-    emit("read_bandwidth", "512MiB", threads, s, (words * 8) as f64);
+        if !self.pools.contains_key(&threads) {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| format!("no thread pool of {threads}: {e}"))?;
+            self.pools.insert(threads, pool);
+        }
+        let p = self.prepared.get_mut(&key).expect("inserted above");
+        let (s, work) = self.pools[&threads].install(|| measure(p, threads, budget));
+        Ok(line(case, shape, threads, s, work))
+    }
+}
+
+fn serve() -> Result<(), String> {
+    let mut bench = Bench::default();
+    let stdout = std::io::stdout();
+    for request in std::io::stdin().lock().lines() {
+        let request = request.map_err(|e| format!("reading stdin: {e}"))?;
+        let words: Vec<&str> = request.split_whitespace().collect();
+        let reply = match words[..] {
+            [case, shape, threads] => match threads.parse() {
+                Ok(t) => bench.run(case, shape, t, 0.3),
+                Err(_) => Err(format!("bad thread count {threads}")),
+            },
+            [] => continue,
+            _ => Err(format!("want CASE SHAPE THREADS, got {request:?}")),
+        };
+        // A failed request answers with an error line, so the driver never waits forever.
+        let text = reply.unwrap_or_else(|e| format!(r#"{{"error": "{}"}}"#, e.replace('"', "'")));
+        let mut out = stdout.lock();
+        writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| format!("writing stdout: {e}"))?;
+    }
+    Ok(())
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let threads: usize = args.first().and_then(|t| t.parse().ok()).unwrap_or(1);
-    let filter = args.get(1).cloned().unwrap_or_default();
-    let want = |case: &str| filter.is_empty() || case.contains(&filter);
-    let run = || {
-        if want("gemm_u8i8") {
-            gemm::<u8>("gemm_u8i8", threads, false, ZeroPoint::PerTensor(128), |r| r.int(0, 255) as u8);
+    let result = match args.first().map(String::as_str) {
+        Some("--serve") => serve(),
+        Some("--list") => {
+            for (case, shape) in all_cases() {
+                println!("{case} {shape}");
+            }
+            Ok(())
         }
-        if want("gemm_u7i8") {
-            // Activations quantized to 7 bits (reduce_range): the vpmaddubsw path.
-            gemm::<u8>("gemm_u7i8", threads, true, ZeroPoint::PerTensor(64), |r| r.int(0, 127) as u8);
-        }
-        if want("gemm_i8i8") {
-            gemm::<i8>("gemm_i8i8", threads, false, ZeroPoint::None, |r| r.int(-128, 127) as i8);
-        }
-        if want("quantize") {
-            quantize(threads);
-        }
-        if want("read_bandwidth") && threads == 1 {
-            bandwidth(threads);
+        first => {
+            let threads: usize = first.and_then(|t| t.parse().ok()).unwrap_or(1);
+            let filter = args.get(1).cloned().unwrap_or_default();
+            let mut bench = Bench::default();
+            all_cases()
+                .into_iter()
+                .filter(|(case, _)| case.contains(&filter) && !(case == "read_bandwidth" && threads > 1))
+                .try_for_each(|(case, shape)| {
+                    let text = bench.run(&case, &shape, threads, 0.5)?;
+                    // Free each case's inputs once measured.
+                    bench.prepared.clear();
+                    println!("{text}");
+                    Ok(())
+                })
         }
     };
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(pool) => pool.install(run),
-        Err(e) => eprintln!("quant-bench: no thread pool: {e}"),
+    if let Err(e) = result {
+        eprintln!("quant-bench: {e}");
+        std::process::exit(1);
     }
 }

@@ -1,8 +1,16 @@
 """Peer measurements for `cargo xtask bench --peers`: ONNX Runtime and NumPy on the shapes
 `quant-bench` times, printing the same JSON lines (case, shape, threads, seconds, work).
 
-Run by xtask inside the venv it creates under target/. Usage: peers.py THREADS
-NumPy's thread count comes from OPENBLAS_NUM_THREADS, which xtask sets before starting us.
+Run by xtask inside the venv it creates under target/.
+
+Usage:
+  peers.py THREADS           every case on every shape, once
+  peers.py --serve THREADS   read `CASE SHAPE` lines on stdin, answer each with one JSON line
+                             (inputs and sessions are built once, then kept); xtask drives it
+                             this way to interleave the peers' measurements with ours
+
+NumPy's thread count comes from OPENBLAS_NUM_THREADS, which xtask sets before starting us;
+ONNX Runtime's from THREADS (intra-op threads of each session).
 """
 import json
 import sys
@@ -17,14 +25,17 @@ GEMM_SHAPES = [
     (256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
     (1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (1, 4096, 11008),
 ]
+GEMM_CASES = ["ort_u8i8_saturating", "ort_u8i8_exact", "ort_i8i8", "numpy_f32"]
 QUANT_LEN = 1 << 24
+QUANT_CASES = ["ort_quantize_f32_i8", "ort_dequantize_i8_f32"]
+MISMATCH_CASES = ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"]
 
 
-def median_seconds(f):
+def median_seconds(f, budget):
     f()
     times = []
     start = time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < 0.5 and len(times) < 200):
+    while len(times) < 5 or (time.perf_counter() - start < budget and len(times) < 200):
         t = time.perf_counter()
         f()
         times.append(time.perf_counter() - t)
@@ -32,8 +43,8 @@ def median_seconds(f):
     return times[len(times) // 2]
 
 
-def emit(case, shape, threads, seconds, work):
-    print(json.dumps({"case": case, "shape": shape, "threads": threads, "seconds": seconds, "work": work}), flush=True)
+def line(case, shape, threads, seconds, work):
+    return json.dumps({"case": case, "shape": shape, "threads": threads, "seconds": seconds, "work": work})
 
 
 def session(model, threads, exact=False):
@@ -61,63 +72,105 @@ def matmul_integer_model(m, k, n, a_type, b):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def gemm(threads, rng):
-    for (m, k, n) in GEMM_SHAPES:
-        b = rng.integers(-128, 128, size=(k, n), dtype=np.int8)
-        a8 = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
-        shape = f"{m}x{k}x{n}"
+def quant_model(op, in_type, out_type, scale, zp):
+    xin = helper.make_tensor_value_info("x", in_type, [QUANT_LEN])
+    out = helper.make_tensor_value_info("y", out_type, [QUANT_LEN])
+    inits = [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zp, "z")]
+    g = helper.make_graph([helper.make_node(op, ["x", "s", "z"], ["y"])], op, [xin], [out], initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def prepare(case, shape, threads):
+    """A zero-argument function running the case once, and its work (operations or elements)."""
+    rng = np.random.default_rng(7)
+    if case in GEMM_CASES:
+        m, k, n = (int(d) for d in shape.split("x"))
         work = 2.0 * m * k * n
-        model = matmul_integer_model(m, k, n, TensorProto.UINT8, b)
-        for case, exact in (("ort_u8i8_saturating", False), ("ort_u8i8_exact", True)):
-            s = session(model, threads, exact)
-            emit(case, shape, threads, median_seconds(lambda: s.run(None, {"a": a8})), work)
-        ai8 = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
-        s = session(matmul_integer_model(m, k, n, TensorProto.INT8, b), threads)
-        emit("ort_i8i8", shape, threads, median_seconds(lambda: s.run(None, {"a": ai8})), work)
-        af = rng.standard_normal((m, k), dtype=np.float32)
-        bf = rng.standard_normal((k, n), dtype=np.float32)
-        out = np.empty((m, n), dtype=np.float32)
-        emit("numpy_f32", shape, threads, median_seconds(lambda: np.matmul(af, bf, out=out)), work)
+        if case == "numpy_f32":
+            af = rng.standard_normal((m, k), dtype=np.float32)
+            bf = rng.standard_normal((k, n), dtype=np.float32)
+            out = np.empty((m, n), dtype=np.float32)
+            return (lambda: np.matmul(af, bf, out=out)), work
+        b = rng.integers(-128, 128, size=(k, n), dtype=np.int8)
+        if case == "ort_i8i8":
+            a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+            s = session(matmul_integer_model(m, k, n, TensorProto.INT8, b), threads)
+        else:
+            a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+            s = session(matmul_integer_model(m, k, n, TensorProto.UINT8, b), threads, case == "ort_u8i8_exact")
+        return (lambda: s.run(None, {"a": a})), work
+    if case in QUANT_CASES:
+        x = rng.standard_normal(QUANT_LEN, dtype=np.float32)
+        scale = np.array(float(np.abs(x).max()) / 127.0, dtype=np.float32)
+        zp = np.array(0, dtype=np.int8)
+        q = session(quant_model("QuantizeLinear", TensorProto.FLOAT, TensorProto.INT8, scale, zp), threads)
+        if case == "ort_quantize_f32_i8":
+            return (lambda: q.run(None, {"x": x})), QUANT_LEN
+        codes = q.run(None, {"x": x})[0]
+        d = session(quant_model("DequantizeLinear", TensorProto.INT8, TensorProto.FLOAT, scale, zp), threads)
+        return (lambda: d.run(None, {"x": codes})), QUANT_LEN
+    raise ValueError(f"unknown case {case}")
 
 
-def exactness(threads, rng):
+def mismatch(case, threads):
     """How often ONNX Runtime's u8 x i8 MatMulInteger differs from the exact product on
     full-range data, with and without session.x64quantprecision (256^3, zero point 128)."""
+    rng = np.random.default_rng(7)
     m = k = n = 256
     a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
     b = rng.integers(-128, 128, size=(k, n), dtype=np.int8)
     exact = (a.astype(np.int64) - 128) @ b.astype(np.int64)
     model = matmul_integer_model(m, k, n, TensorProto.UINT8, b)
-    for case, exact_mode in (("ort_u8i8_saturating_mismatch", False), ("ort_u8i8_exact_mismatch", True)):
-        y = session(model, threads, exact_mode).run(None, {"a": a})[0]
-        print(json.dumps({"case": case, "shape": f"{m}x{k}x{n}", "threads": threads, "seconds": 1.0,
-                          "work": float(np.mean(y != exact))}), flush=True)
+    y = session(model, threads, case == "ort_u8i8_exact_mismatch").run(None, {"a": a})[0]
+    return line(case, f"{m}x{k}x{n}", threads, 1.0, float(np.mean(y != exact)))
 
 
-def quantize(threads, rng):
-    x = rng.standard_normal(QUANT_LEN, dtype=np.float32)
-    scale = np.array(float(np.abs(x).max()) / 127.0, dtype=np.float32)
-    zp = np.array(0, dtype=np.int8)
-    xin = helper.make_tensor_value_info("x", TensorProto.FLOAT, [QUANT_LEN])
-    qout = helper.make_tensor_value_info("q", TensorProto.INT8, [QUANT_LEN])
-    inits = [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zp, "z")]
-    g = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])], "q", [xin], [qout], initializer=inits)
-    s = session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), threads)
-    emit("ort_quantize_f32_i8", str(QUANT_LEN), threads, median_seconds(lambda: s.run(None, {"x": x})), QUANT_LEN)
-    q = s.run(None, {"x": x})[0]
-    qin = helper.make_tensor_value_info("q", TensorProto.INT8, [QUANT_LEN])
-    xout = helper.make_tensor_value_info("x", TensorProto.FLOAT, [QUANT_LEN])
-    g = helper.make_graph([helper.make_node("DequantizeLinear", ["q", "s", "z"], ["x"])], "d", [qin], [xout], initializer=inits)
-    s = session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), threads)
-    emit("ort_dequantize_i8_f32", str(QUANT_LEN), threads, median_seconds(lambda: s.run(None, {"q": q})), QUANT_LEN)
+class Peers:
+    def __init__(self, threads):
+        self.threads = threads
+        self.prepared = {}
+
+    def run(self, case, shape, budget):
+        if case in MISMATCH_CASES:
+            return mismatch(case, self.threads)
+        key = (case, shape)
+        if key not in self.prepared:
+            self.prepared[key] = prepare(case, shape, self.threads)
+        f, work = self.prepared[key]
+        return line(case, shape, self.threads, median_seconds(f, budget), work)
+
+
+def all_cases():
+    cases = [(c, "256x256x256") for c in MISMATCH_CASES]
+    for (m, k, n) in GEMM_SHAPES:
+        cases += [(c, f"{m}x{k}x{n}") for c in GEMM_CASES]
+    cases += [(c, str(QUANT_LEN)) for c in QUANT_CASES]
+    return cases
+
+
+def serve(threads):
+    peers = Peers(threads)
+    for request in sys.stdin:
+        words = request.split()
+        if not words:
+            continue
+        try:
+            case, shape = words
+            reply = peers.run(case, shape, 0.3)
+        except Exception as e:  # answer every request, so the driver never waits forever
+            reply = json.dumps({"error": f"{request.strip()}: {e}"})
+        print(reply, flush=True)
 
 
 def main():
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+        return
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    rng = np.random.default_rng(7)
-    exactness(threads, rng)
-    gemm(threads, rng)
-    quantize(threads, rng)
+    peers = Peers(threads)
+    for case, shape in all_cases():
+        print(peers.run(case, shape, 0.5), flush=True)
+        peers.prepared.clear()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
 //! `cargo xtask bench [--peers] [--rounds N] [--only CASE]`: times our kernels with the
 //! `quant-bench` binary (release build) and prints one table; with `--peers`, also times ONNX
-//! Runtime and NumPy on the same shapes in the same invocation, interleaving rounds (ours,
-//! peers, ours, ...) for 1 and 2 threads, and prints each of our figures as a ratio to the
-//! peer's. Medians over rounds. Writes `target/bench/summary.json`.
+//! Runtime and NumPy on the same shapes in the same invocation and prints each of our figures
+//! as a ratio to the peer's. Writes `target/bench/summary.json`.
+//!
+//! Both sides run as servers (`quant-bench --serve`, `peers.py --serve`) that keep their
+//! inputs between requests, so the measurements interleave one by one: for each shape and
+//! thread count, round after round, each of our cases and each peer case is timed once
+//! (about 0.3 s each, median of the repetitions), alternating which side goes first. This
+//! machine is shared and its vector throughput drops by up to a third for tenths of a second
+//! at a time; timing the two sides back to back lets a slow spell hit both. Each ratio is the
+//! median over rounds of the per-round ratios (min..max shown beside it); each rate the
+//! median over rounds.
 //!
 //! The peers run from a Python venv this command creates under `target/bench-venv` with pip
 //! (numpy, onnx, onnxruntime from PyPI). OpenBLAS's `OPENBLAS_CORETYPE`/`OPENBLAS_L2_SIZE`
 //! overrides are removed for that process only (they slow a current NumPy), and NumPy's
-//! thread count is set with `OPENBLAS_NUM_THREADS`.
+//! thread count is set with `OPENBLAS_NUM_THREADS` (one peer server per thread count).
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// (case, shape, threads) -> seconds, one entry per round.
 type Samples = BTreeMap<(String, String, usize), Vec<f64>>;
@@ -43,22 +52,6 @@ fn parse(line: &str) -> Option<Record> {
         seconds: field("seconds")?.parse().ok()?,
         work: field("work")?.parse().ok()?,
     })
-}
-
-fn run_collect(
-    cmd: &mut Command,
-    samples: &mut Samples,
-    work: &mut BTreeMap<(String, String), f64>,
-) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("could not run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    for r in String::from_utf8_lossy(&out.stdout).lines().filter_map(parse) {
-        work.insert((r.case.clone(), r.shape.clone()), r.work);
-        samples.entry((r.case, r.shape, r.threads)).or_default().push(r.seconds);
-    }
-    Ok(())
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -129,43 +122,145 @@ const COMPARISONS: &[Compare] = &[
     Compare { ours: "dequantize_i8_f32", peer: "ort_dequantize_i8_f32", target: 1.0, shapes: QUANT },
 ];
 
+/// A measuring process answering `request` lines with one JSON line each.
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    name: String,
+}
+
+impl Server {
+    fn spawn(cmd: &mut Command, name: &str) -> Result<Self, String> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not start {name}: {e}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(format!("{name}: no pipes"));
+        };
+        Ok(Server { child, stdin, stdout: BufReader::new(stdout), name: name.to_string() })
+    }
+
+    fn ask(&mut self, request: &str) -> Result<Record, String> {
+        writeln!(self.stdin, "{request}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("{}: writing {request:?}: {e}", self.name))?;
+        let mut reply = String::new();
+        let n = self.stdout.read_line(&mut reply).map_err(|e| format!("{}: reading: {e}", self.name))?;
+        if n == 0 {
+            return Err(format!("{} exited while asked {request:?}", self.name));
+        }
+        parse(&reply).ok_or_else(|| format!("{} answered {request:?} with {}", self.name, reply.trim()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let peers = args.iter().any(|a| a == "--peers");
     let rounds: usize = args
         .iter()
         .position(|a| a == "--rounds")
         .and_then(|i| args.get(i + 1))
-        .map_or(Ok(3), |v| v.parse().map_err(|_| format!("--rounds takes a number, not {v}")))?;
+        .map_or(Ok(5), |v| v.parse().map_err(|_| format!("--rounds takes a number, not {v}")))?;
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
 
     crate::cargo(&["build", "--release", "--quiet", "-p", "quant-benches", "--bin", "quant-bench"])?;
-    let ours = root().join("target/release/quant-bench");
+    let ours_bin = root().join("target/release/quant-bench");
+    let list = Command::new(&ours_bin).arg("--list").output().map_err(|e| format!("quant-bench --list: {e}"))?;
+    // Our cases, grouped by shape in the binary's order.
+    let mut plan: Vec<(String, Vec<String>)> = Vec::new();
+    for l in String::from_utf8_lossy(&list.stdout).lines() {
+        let Some((case, shape)) = l.split_once(' ') else { continue };
+        if !case.contains(&only) {
+            continue;
+        }
+        match plan.iter_mut().find(|(s, _)| s == shape) {
+            Some((_, cases)) => cases.push(case.to_string()),
+            None => plan.push((shape.to_string(), vec![case.to_string()])),
+        }
+    }
+    if plan.is_empty() {
+        return Err(format!("no case matches --only {only:?}"));
+    }
     let python = if peers { Some(venv()?) } else { None };
     let script = root().join("xtask/peers/peers.py");
 
+    let mut ours = Server::spawn(Command::new(&ours_bin).arg("--serve"), "quant-bench")?;
     let mut samples = Samples::new();
     let mut work = BTreeMap::new();
-    for round in 0..rounds {
-        for threads in [1usize, 2] {
-            eprintln!("round {}/{rounds}, {threads} thread(s): ours", round + 1);
-            run_collect(Command::new(&ours).arg(threads.to_string()).arg(&only), &mut samples, &mut work)?;
-            if let Some(python) = &python {
-                eprintln!("round {}/{rounds}, {threads} thread(s): peers", round + 1);
+    let mut record = |r: Record, samples: &mut Samples| {
+        work.insert((r.case.clone(), r.shape.clone()), r.work);
+        samples.entry((r.case, r.shape, r.threads)).or_default().push(r.seconds);
+    };
+    for threads in [1usize, 2] {
+        let mut peer = match &python {
+            Some(python) => {
                 let mut cmd = Command::new(python);
                 cmd.arg(&script)
-                    .arg(threads.to_string())
+                    .args(["--serve", &threads.to_string()])
                     .env_remove("OPENBLAS_CORETYPE")
                     .env_remove("OPENBLAS_L2_SIZE")
                     .env("OPENBLAS_NUM_THREADS", threads.to_string())
                     .env("OMP_NUM_THREADS", threads.to_string());
-                run_collect(&mut cmd, &mut samples, &mut work)?;
+                Some(Server::spawn(&mut cmd, "peers.py")?)
+            }
+            None => None,
+        };
+        if let Some(peer) = peer.as_mut() {
+            for case in ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"] {
+                record(peer.ask(&format!("{case} 256x256x256"))?, &mut samples);
+            }
+        }
+        for (shape, cases) in &plan {
+            let cases: Vec<&String> = cases.iter().filter(|c| threads == 1 || c.as_str() != "read_bandwidth").collect();
+            if cases.is_empty() {
+                continue;
+            }
+            let peer_cases: Vec<&str> = if peer.is_some() { peer_cases(&cases, shape) } else { Vec::new() };
+            eprintln!("{shape}, {threads} thread(s): {rounds} rounds of {} case(s)", cases.len() + peer_cases.len());
+            for round in 0..rounds {
+                for side in 0..2 {
+                    // Alternate which side goes first.
+                    if (side + round) % 2 == 0 {
+                        for case in &cases {
+                            record(ours.ask(&format!("{case} {shape} {threads}"))?, &mut samples);
+                        }
+                    } else if let Some(peer) = peer.as_mut() {
+                        for case in &peer_cases {
+                            record(peer.ask(&format!("{case} {shape}"))?, &mut samples);
+                        }
+                    }
+                }
             }
         }
     }
     report(&samples, &work, peers)
 }
 
-/// Throughput in G per second (GOPS for GEMMs, Gelem/s for (de)quantization).
+/// The peer cases compared with any of `cases` at `shape`.
+fn peer_cases(cases: &[&String], shape: &str) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    for c in COMPARISONS {
+        if cases.iter().any(|o| o.as_str() == c.ours) && c.shapes.contains(&shape) && !v.contains(&c.peer) {
+            v.push(c.peer);
+        }
+    }
+    v
+}
+
+/// Throughput in G per second (GOPS for GEMMs, Gelem/s for (de)quantization): median, min, max
+/// over rounds.
 fn rate(
     samples: &Samples,
     work: &BTreeMap<(String, String), f64>,
@@ -177,6 +272,17 @@ fn rate(
     let w = work.get(&(case.to_string(), shape.to_string()))?;
     let (lo, hi) = (s.iter().copied().fold(f64::INFINITY, f64::min), s.iter().copied().fold(0.0, f64::max));
     Some((w / median(s) / 1e9, w / hi / 1e9, w / lo / 1e9))
+}
+
+/// Ours / peer per round (the two were timed back to back): median, min, max.
+fn round_ratios(samples: &Samples, ours: &str, peer: &str, shape: &str, t: usize) -> Option<(f64, f64, f64)> {
+    let o = samples.get(&(ours.to_string(), shape.to_string(), t))?;
+    let p = samples.get(&(peer.to_string(), shape.to_string(), t))?;
+    // Same work on both sides: the rate ratio is the inverse time ratio.
+    let r: Vec<f64> = o.iter().zip(p).map(|(o, p)| p / o).collect();
+    let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = r.iter().copied().fold(0.0, f64::max);
+    (!r.is_empty()).then(|| (median(&r), lo, hi))
 }
 
 fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool) -> Result<(), String> {
@@ -214,27 +320,36 @@ fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool
         }
     }
     if peers {
-        println!("\nratios (ours / peer, medians of interleaved rounds)");
+        println!("\nratios (ours / peer: median of the per-round ratios of back-to-back timings)");
         println!(
-            "{:<18} {:<22} {:<16} {:>7} {:>9} {:>9} {:>7} {:>7}",
-            "ours", "peer", "shape", "threads", "ours", "peer", "ratio", "target"
+            "{:<18} {:<22} {:<16} {:>7} {:>9} {:>9} {:>7} {:>12} {:>7}",
+            "ours", "peer", "shape", "threads", "ours", "peer", "ratio", "min..max", "target"
         );
         for c in COMPARISONS {
             for shape in c.shapes {
                 for t in [1usize, 2] {
-                    let (Some(o), Some(p)) =
-                        (rate(samples, work, c.ours, shape, t), rate(samples, work, c.peer, shape, t))
-                    else {
+                    let (Some(o), Some(p), Some((ratio, lo, hi))) = (
+                        rate(samples, work, c.ours, shape, t),
+                        rate(samples, work, c.peer, shape, t),
+                        round_ratios(samples, c.ours, c.peer, shape, t),
+                    ) else {
                         continue;
                     };
-                    let ratio = o.0 / p.0;
                     let mark = if ratio >= c.target { "" } else { "  below" };
                     println!(
-                        "{:<18} {:<22} {:<16} {:>7} {:>9.2} {:>9.2} {:>7.2} {:>7.2}{mark}",
-                        c.ours, c.peer, shape, t, o.0, p.0, ratio, c.target
+                        "{:<18} {:<22} {:<16} {:>7} {:>9.2} {:>9.2} {:>7.2} {:>12} {:>7.2}{mark}",
+                        c.ours,
+                        c.peer,
+                        shape,
+                        t,
+                        o.0,
+                        p.0,
+                        ratio,
+                        format!("{lo:.2}..{hi:.2}"),
+                        c.target
                     );
                     json.push(format!(
-                        r#"{{"name": "{}", "peer_name": "{}", "shape": "{shape}", "threads": {t}, "ours": {:.3}, "peer": {:.3}, "ratio": {ratio:.3}, "target": {}}}"#,
+                        r#"{{"name": "{}", "peer_name": "{}", "shape": "{shape}", "threads": {t}, "ours": {:.3}, "peer": {:.3}, "ratio": {ratio:.3}, "ratio_min": {lo:.3}, "ratio_max": {hi:.3}, "target": {}}}"#,
                         c.ours, c.peer, o.0, p.0, c.target
                     ));
                 }

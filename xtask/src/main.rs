@@ -22,7 +22,7 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench|criterion> [ar
   check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
           and the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul
   ci      check, then test: passing locally means CI is green
-  bench   [--peers] [--rounds N] [--only CASE]: throughput table of our kernels (release
+  bench   [--peers] [--rounds N (5)] [--only CASE]: throughput table of our kernels (release
           build); --peers also times ONNX Runtime and NumPy (venv under target/) on the same
           shapes, interleaved, and prints ratios; writes target/bench/summary.json
   criterion  cargo bench -p quant-benches [criterion args]";
