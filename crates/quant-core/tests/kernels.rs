@@ -150,3 +150,37 @@ fn thread_count_changes_nothing() -> Res {
     }
     Ok(())
 }
+
+#[test]
+fn a_non_finite_value_anywhere_in_a_vector_block_is_named() -> Res {
+    // The f32-lane path finds NaN and infinities through its near-tie comparison; the f64-lane
+    // path (extreme scales) through its own check. Every position of the first two 16-wide
+    // blocks and of the scalar tail, for both paths and both 8-bit storages.
+    let spec = QuantSpec::symmetric(8)?;
+    for scale in [0.05f32, 1e-35] {
+        let params = QuantParams::new(spec, scale, 0)?;
+        let mut rng = Rng::new(5);
+        let x: Vec<f32> = (0..37).map(|_| rng.uniform(-100.0, 100.0) as f32 * scale).collect();
+        for at in 0..x.len() {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut y = x.clone();
+                y[at] = bad;
+                let named = |e: QuantError| {
+                    matches!(e, QuantError::NonFinite { index, value }
+                    if index == at && value.to_bits() == f64::from(bad).to_bits())
+                };
+                let e = quantize_into(&y, spec, &params, &mut vec![0i8; y.len()]).expect_err("rejected");
+                assert!(named(e), "scale {scale}, position {at}, value {bad}");
+                let e = quantize_into(
+                    &y,
+                    QuantSpec::asymmetric(8)?,
+                    &QuantParams::new(QuantSpec::asymmetric(8)?, scale, 3)?,
+                    &mut vec![0u8; y.len()],
+                )
+                .expect_err("rejected");
+                assert!(named(e), "u8, scale {scale}, position {at}, value {bad}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -76,28 +76,43 @@ unsafe fn codes8(x: *const f32, p: &Consts) -> __m256i {
     _mm256_set_m128i(b, a)
 }
 
-/// 8 codes in `f32` lanes, exactly `clamp(round_ties_even(x / scale) + zp, lo, hi)`.
+/// 16 codes in `f32` lanes, exactly `clamp(round_ties_even(x / scale) + zp, lo, hi)`, or
+/// `None` when one of the 16 values is not finite.
 ///
 /// The candidate `r = round(x · (1/scale))` in `f32` is off from the quotient by at most
 /// `2^-14` for quotients up to `2^9` (larger ones are clamped regardless), so it is the right
-/// integer unless the candidate lies within `2^-13` of a half-integer. Vectors with such a lane
-/// (rare, except for data built on exact ties) are corrected by the exact signs of
-/// `x - (r ± 0.5)·scale`: each is one `vfmadd`, exact before its single rounding, so its sign is
-/// the sign of the exact value when the scale is in `[2^-100, 2^100]`; ties go to even.
+/// integer unless the candidate lies within `2^-13` of a half-integer. One comparison per
+/// vector, `|t - r| <= 0.5 - 2^-13`, passes every lane that is finite and off a tie (it fails
+/// for NaN, and for infinities, where `t - r` is NaN). Only when a lane fails does the slow
+/// branch run: the finiteness check, then the correction by the exact signs of
+/// `x - (r ± 0.5)·scale`: each is one `vfmadd`, exact before its single rounding, so its sign
+/// is the sign of the exact value when the scale is in `[2^-100, 2^100]`; ties go to even.
+///
+/// # Safety
+/// `x` points to 16 readable `f32`; AVX2 and FMA present.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn codes8_f32(x: __m256, p: &Consts32) -> __m256i {
-    let t = _mm256_mul_ps(x, p.inv);
-    let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-    // Keep the candidate small; anything beyond these bounds is clamped at the end anyway.
-    let mut r = _mm256_min_ps(_mm256_max_ps(r, p.rmin), p.rmax);
-    let off = _mm256_andnot_ps(p.sign, _mm256_sub_ps(t, r)); // |t - r|
-    let near = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(p.sign, _mm256_sub_ps(off, p.half)), p.eps);
-    if _mm256_movemask_ps(near) != 0 {
-        r = correct(x, r, p);
+unsafe fn codes16_f32(x: *const f32, p: &Consts32) -> Option<(__m256i, __m256i)> {
+    // SAFETY: 16 floats readable (caller).
+    let (x0, x1) = unsafe { (_mm256_loadu_ps(x), _mm256_loadu_ps(x.add(8))) };
+    let (t0, t1) = (_mm256_mul_ps(x0, p.inv), _mm256_mul_ps(x1, p.inv));
+    let mut r0 = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t0);
+    let mut r1 = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t1);
+    let ok0 = _mm256_cmp_ps::<_CMP_LE_OQ>(_mm256_andnot_ps(p.sign, _mm256_sub_ps(t0, r0)), p.limit);
+    let ok1 = _mm256_cmp_ps::<_CMP_LE_OQ>(_mm256_andnot_ps(p.sign, _mm256_sub_ps(t1, r1)), p.limit);
+    if _mm256_movemask_ps(_mm256_and_ps(ok0, ok1)) != 0xff {
+        // SAFETY: as above.
+        if !unsafe { finite16(x) } {
+            return None;
+        }
+        // Keep the candidates small for the exact FMA signs; anything beyond these bounds is
+        // clamped at the end anyway.
+        r0 = correct(x0, _mm256_min_ps(_mm256_max_ps(r0, p.rmin), p.rmax), p);
+        r1 = correct(x1, _mm256_min_ps(_mm256_max_ps(r1, p.rmin), p.rmax), p);
     }
-    let c = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, p.zp), p.lo), p.hi);
-    _mm256_cvtps_epi32(c)
+    let c0 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r0, p.zp), p.lo), p.hi);
+    let c1 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r1, p.zp), p.lo), p.hi);
+    Some((_mm256_cvtps_epi32(c0), _mm256_cvtps_epi32(c1)))
 }
 
 /// The exact rounding of `x / scale` given a candidate `r` within one of it.
@@ -131,7 +146,8 @@ struct Consts32 {
     half: __m256,
     neg_half: __m256,
     sign: __m256,
-    eps: __m256,
+    /// `0.5 - 2^-13`: candidates farther than this from the product are near a tie.
+    limit: __m256,
 }
 
 macro_rules! quantize_fn {
@@ -176,23 +192,21 @@ macro_rules! quantize_fn {
                 half: _mm256_set1_ps(0.5),
                 neg_half: _mm256_set1_ps(-0.5),
                 sign: _mm256_set1_ps(-0.0),
-                eps: _mm256_set1_ps(1.0 / 8192.0), // 2^-13
+                limit: _mm256_set1_ps(0.5 - 1.0 / 8192.0), // exact in f32
             };
             let mut i = 0;
             while i + 16 <= n {
-                // SAFETY: i + 16 <= n: 16 floats readable.
-                if !unsafe { finite16(x.as_ptr().add(i)) } {
-                    return Err(i + first_non_finite(&x[i..i + 16]).unwrap_or(0));
-                }
                 // SAFETY: i + 16 <= n: 16 floats readable, 16 bytes writable.
                 unsafe {
-                    let (c0, c1) = if narrow {
-                        (
-                            codes8_f32(_mm256_loadu_ps(x.as_ptr().add(i)), &q),
-                            codes8_f32(_mm256_loadu_ps(x.as_ptr().add(i + 8)), &q),
-                        )
+                    let codes = if narrow {
+                        codes16_f32(x.as_ptr().add(i), &q)
+                    } else if finite16(x.as_ptr().add(i)) {
+                        Some((codes8(x.as_ptr().add(i), &p), codes8(x.as_ptr().add(i + 8), &p)))
                     } else {
-                        (codes8(x.as_ptr().add(i), &p), codes8(x.as_ptr().add(i + 8), &p))
+                        None
+                    };
+                    let Some((c0, c1)) = codes else {
+                        return Err(i + first_non_finite(&x[i..i + 16]).unwrap_or(0));
                     };
                     // i32 -> i16 (in range, no saturation), fix the lane interleave, -> 8-bit.
                     let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(c0, c1));
