@@ -14,6 +14,7 @@
 //! `QLEN=N` in the environment changes the (de)quantization length (default `2^24`), e.g. to
 //! see the in-cache speed; the peers always use the default.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::io::{BufRead, Write};
@@ -203,20 +204,20 @@ struct Bench {
 
 impl Bench {
     fn run(&mut self, case: &str, shape: &str, threads: usize, budget: f64) -> Result<String, String> {
-        let key = (case.to_string(), shape.to_string());
-        if !self.prepared.contains_key(&key) {
-            let p = prepare(case, shape)?;
-            self.prepared.insert(key.clone(), p);
-        }
-        if !self.pools.contains_key(&threads) {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| format!("no thread pool of {threads}: {e}"))?;
-            self.pools.insert(threads, pool);
-        }
-        let p = self.prepared.get_mut(&key).expect("inserted above");
-        let (s, work) = self.pools[&threads].install(|| measure(p, threads, budget));
+        let p = match self.prepared.entry((case.to_string(), shape.to_string())) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(prepare(case, shape)?),
+        };
+        let pool = match self.pools.entry(threads) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| format!("no thread pool of {threads}: {e}"))?,
+            ),
+        };
+        let (s, work) = pool.install(|| measure(p, threads, budget));
         Ok(line(case, shape, threads, s, work))
     }
 }
