@@ -116,7 +116,11 @@ unsafe fn tile_avx2(kp: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR 
     let mut c = [_mm256_setzero_si256(); 12];
     let mut ap = a;
     let mut bp = b;
+    // The next panel, when B is a sequence of panels (packed weights): fetched into L2 while
+    // this one is used, one line per pair (a hint; harmless past the end of the buffer).
+    let ahead = kp * NR * 2;
     for _ in 0..kp {
+        _mm_prefetch::<_MM_HINT_T1>(bp.wrapping_add(ahead));
         // SAFETY: for pair p < kp, `bp` points at bytes p*32 .. p*32 + 32 and `ap` at words
         // p*6 .. p*6 + 6, inside the panels (caller's contract).
         unsafe {
