@@ -362,9 +362,10 @@ where
     let a_panel = if quads { kp.div_ceil(2) * MR } else { kp * MR };
     // One tile over pairs `p0 .. p0 + len` (p0 even on the quad path, where `bpanel` is the
     // quad panel).
-    let run = |p0: usize, len: usize, apanel: &[i32], bpanel: &[i8], tile: &mut [i32; MR * NR]| {
+    let run = |p0: usize, len: usize, apanel: &[i32], bpanel: &[i8], ahead: &[i8], tile: &mut [i32; MR * NR]| {
         if quads {
-            run_tile_u7(kernel, len.div_ceil(2), &apanel[p0 / 2 * MR..], &bpanel[p0 / 2 * NR * 4..], tile);
+            let ahead = ahead.get(p0 * NR * 2..).unwrap_or(&[]);
+            run_tile_u7(kernel, len.div_ceil(2), &apanel[p0 / 2 * MR..], &bpanel[p0 / 2 * NR * 4..], ahead, tile);
         } else {
             run_tile(kernel, len, &apanel[p0 * MR..], &bpanel[p0 * NR * 2..], tile);
         }
@@ -436,11 +437,16 @@ where
                 let j0 = col0 + jc + jr * NR;
                 let cs = &col_sums[jr * NR..jr * NR + cols];
                 let cols_ctx = epi.columns(j0, cs);
+                // With a single row block (few rows), B streams from memory exactly once, and
+                // the 7-bit path regroups the next pair panel when it gets there: its first
+                // tile fetches it meanwhile. (The pair kernel fetches the next panel itself.)
+                let next = if quads && m <= mc_block && jr + 1 < nc.div_ceil(NR) { panel(jr + 1) } else { &[][..] };
                 for ir in 0..mc.div_ceil(MR) {
+                    let ahead = if ir == 0 { next } else { &[][..] };
                     let apanel = &apack[ir * a_panel..(ir + 1) * a_panel];
                     let rows = MR.min(mc - ir * MR);
                     if narrow {
-                        run(0, kp, apanel, bpanel, &mut tile);
+                        run(0, kp, apanel, bpanel, ahead, &mut tile);
                         for r in 0..rows {
                             let i = ic + ir * MR + r;
                             let out = c.row_part(i, jc + jr * NR, cols);
@@ -451,7 +457,7 @@ where
                     wide.fill(0);
                     for p0 in (0..kp).step_by(chunk) {
                         let len = chunk.min(kp - p0);
-                        run(p0, len, apanel, bpanel, &mut tile);
+                        run(p0, len, apanel, bpanel, ahead, &mut tile);
                         for (w, &t) in wide.iter_mut().zip(&tile) {
                             *w += i64::from(t);
                         }

@@ -37,10 +37,13 @@ pub(crate) trait MicroKernel {
     /// `c` at depths `4q .. 4q + 4`, see `gemm::pack::quads_from_pairs`); the same tile. Exact
     /// because `vpmaddubsw`'s `i16` pair sums cannot saturate when `a <= 127`.
     ///
+    /// `ahead` is memory the caller will read next (the next B panel, or empty): a kernel
+    /// may prefetch it while it runs. It does not change the result.
+    ///
     /// # Safety
     /// `a` must hold `kq * MR` words and `b` `kq * NR * 4` bytes, every A byte must be
     /// `<= 127`, and the CPU must support the kernel's instruction set.
-    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]);
+    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32; MR * NR]);
 
     /// The same for a single row of A (`a` holds `kp` words): the `M = 1` path.
     ///
@@ -168,14 +171,14 @@ pub(crate) fn run_tile(kernel: Kernel, kp: usize, a: &[i32], b: &[i8], tile: &mu
 /// Runs `kernel`'s 7-bit tile function over `kq` quads (A bytes `<= 127`, checked by the
 /// caller).
 #[inline]
-pub(crate) fn run_tile_u7(kernel: Kernel, kq: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+pub(crate) fn run_tile_u7(kernel: Kernel, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32; MR * NR]) {
     assert!(a.len() >= kq * MR && b.len() >= kq * NR * 4, "packed panels too short");
     match kernel {
         // SAFETY: lengths asserted above; the caller checked the 7-bit bound; no CPU feature.
-        Kernel::Portable => unsafe { portable::Portable::tile_u7(kq, a, b, tile) },
+        Kernel::Portable => unsafe { portable::Portable::tile_u7(kq, a, b, ahead, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; `Kernel::Avx2` exists only once AVX2 was detected.
-        Kernel::Avx2 => unsafe { x86_64::avx2::Avx2::tile_u7(kq, a, b, tile) },
+        Kernel::Avx2 => unsafe { x86_64::avx2::Avx2::tile_u7(kq, a, b, ahead, tile) },
     }
 }
 

@@ -28,7 +28,7 @@ impl MicroKernel for Portable {
         }
     }
 
-    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], _ahead: &[i8], tile: &mut [i32; MR * NR]) {
         let mut acc = [[0i32; NR]; MR];
         for (aq, bq) in a[..kq * MR].chunks_exact(MR).zip(b[..kq * NR * 4].chunks_exact(NR * 4)) {
             for (row, &aw) in acc.iter_mut().zip(aq) {
