@@ -74,19 +74,28 @@ pub(crate) fn pack_a_quads<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize
     let k = a.cols();
     let kq = pairs(k).div_ceil(2);
     let panels = rows.div_ceil(mr);
-    out.clear();
+    // Every word is written below (padding rows zeroed), so the buffer is only grown.
     out.resize(panels * kq * mr, 0);
     for panel in 0..panels {
         let dst = &mut out[panel * kq * mr..(panel + 1) * kq * mr];
-        for r in 0..mr.min(rows - panel * mr) {
+        let live = mr.min(rows - panel * mr);
+        if live < mr {
+            dst.fill(0); // padding rows
+        }
+        for r in 0..live {
             let row = a.row(r0 + panel * mr + r);
-            for (q, four) in row.chunks(4).enumerate() {
-                let mut word = 0u32;
-                for (b, v) in four.iter().enumerate() {
-                    // `widen` of a u8 is its value 0..=255: its low byte is the code.
-                    word |= u32::from(v.widen() as u8) << (8 * b);
+            // The low byte of `widen` is the code's byte (the 7-bit path only sees 0..=127).
+            let byte = |v: &T| v.widen() as u8;
+            let (full, tail) = row.split_at(row.len() - row.len() % 4);
+            for (d, four) in dst.iter_mut().skip(r).step_by(mr).zip(full.chunks_exact(4)) {
+                *d = i32::from_le_bytes([byte(&four[0]), byte(&four[1]), byte(&four[2]), byte(&four[3])]);
+            }
+            if !tail.is_empty() {
+                let mut last = [0u8; 4];
+                for (l, v) in last.iter_mut().zip(tail) {
+                    *l = byte(v);
                 }
-                dst[q * mr + r] = word as i32;
+                dst[(kq - 1) * mr + r] = i32::from_le_bytes(last);
             }
         }
     }
