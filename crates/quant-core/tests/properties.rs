@@ -8,7 +8,7 @@ use quant_core::{
 };
 use quant_testkit::Rng;
 use quant_traits::half::{bf16, f16};
-use quant_traits::{I4x2, U4x2};
+use quant_traits::{I2x4, I4x2, U2x4, U4x2};
 use rstest::rstest;
 
 const CASES: usize = 2000;
@@ -172,10 +172,19 @@ fn storage_types_agree() -> Result<(), QuantError> {
         assert_eq!(packed.codes().len(), len.div_ceil(2));
         assert_eq!(quantize::<f32, i8>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
         assert_eq!(packed.dequantize(), wide.dequantize());
+        if bits == 2 {
+            let quarter = quantize::<f32, I2x4>(&x, spec)?;
+            assert_eq!(quarter.iter_codes().collect::<Vec<_>>(), want);
+            assert_eq!(quarter.codes().len(), len.div_ceil(4));
+            assert_eq!(quarter.dequantize(), wide.dequantize());
+        }
         let spec = QuantSpec::asymmetric(bits)?;
         let wide = quantize::<f32, u32>(&x, spec)?;
         let want: Vec<i64> = wide.iter_codes().collect();
         assert_eq!(quantize::<f32, U4x2>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
+        if bits == 2 {
+            assert_eq!(quantize::<f32, U2x4>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
+        }
         assert_eq!(quantize::<f32, u8>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
         assert_eq!(quantize::<f32, i16>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
     }

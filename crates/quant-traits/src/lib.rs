@@ -3,8 +3,9 @@
 //!
 //! * [`QuantFloat`]: the float element types a tensor may hold: `f32`, `f64`, [`half::f16`],
 //!   [`half::bf16`]. Widening to `f64` is exact; narrowing rounds to nearest, ties to even.
-//! * [`Storage`]: where codes live: `i8 u8 i16 u16 i32 u32`, and the packed 4-bit [`I4x2`] and
-//!   [`U4x2`] (two codes per byte, first code in the low nibble, as ONNX and PyTorch pack them).
+//! * [`Storage`]: where codes live: `i8 u8 i16 u16 i32 u32`, the packed 4-bit [`I4x2`] and
+//!   [`U4x2`] (two codes per byte, first code in the low nibble, as ONNX and PyTorch pack them)
+//!   and the packed 2-bit [`I2x4`] and [`U2x4`] (four per byte, same order).
 //! * [`cast`]: the one module holding every rounding, clamp and numeric cast of the workspace.
 //! * [`MatrixShape`]: a row-major matrix shape over a flat slice, validated once.
 //! * [`QuantError`]: the typed error every fallible function returns.
@@ -39,7 +40,7 @@ mod storage;
 pub use error::QuantError;
 pub use float::QuantFloat;
 pub use shape::MatrixShape;
-pub use storage::{I4x2, Storage, U4x2};
+pub use storage::{pack_codes, unpack_codes, I2x4, I4x2, Storage, U2x4, U4x2};
 
 /// Re-exported so users name the same `f16`/`bf16` types the traits are implemented for.
 pub use half;
