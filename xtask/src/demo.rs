@@ -3,7 +3,8 @@
 //! A synthetic 256 x 512 weight matrix (normal, sigma 0.02, with 8 outlier rows ten times
 //! larger and a few single outlier weights, as real LLM weights have) and a 512-element
 //! post-ReLU activation vector with a heavy tail are quantized with each scheme, granularity
-//! and width 8/4; the table shows the parameters and the error. Then the seed's matmul example,
+//! (4-bit weights also per group of 128 and 32 inputs) and width 8/4; the table shows the
+//! parameters and the error. Then the seed's matmul example,
 //! and an int8 matrix-vector product against the f64 one.
 
 use quant_analysis::{error_stats, ErrorStats};
@@ -97,9 +98,11 @@ fn print_table(out: &mut String, rows: &[Row]) {
     outln!(out, "{}", "-".repeat(103));
     for r in rows {
         let per = match r.granularity {
-            Granularity::PerTensor => "tensor",
-            Granularity::PerChannel(Axis::Rows) => "row",
-            Granularity::PerChannel(Axis::Cols) => "column",
+            Granularity::PerTensor => "tensor".to_string(),
+            Granularity::PerChannel(Axis::Rows) => "row".to_string(),
+            Granularity::PerChannel(Axis::Cols) => "column".to_string(),
+            Granularity::PerGroup { axis: Axis::Cols, size } => format!("group {size}"),
+            Granularity::PerGroup { axis: Axis::Rows, size } => format!("col-group {size}"),
         };
         outln!(
             out,
@@ -155,6 +158,19 @@ fn table(w: &[f32], a: &[f32]) -> Result<Vec<Row>, QuantError> {
             let spec = QuantSpec::new(scheme, bits)?;
             for g in [Granularity::PerTensor, Granularity::PerChannel(Axis::Rows)] {
                 rows.push(measure("weights W", w, w_shape, spec, g)?);
+            }
+            if bits == 4 {
+                // 4-bit weights are only usable per group: each group of 128 or 32 inputs of a
+                // row gets its own scale (the llama.cpp / GPTQ layout).
+                for size in [128, 32] {
+                    rows.push(measure(
+                        "weights W",
+                        w,
+                        w_shape,
+                        spec,
+                        Granularity::PerGroup { axis: Axis::Cols, size },
+                    )?);
+                }
             }
         }
     }
@@ -218,7 +234,7 @@ mod tests {
     fn the_table_shows_what_it_claims() -> Result<(), QuantError> {
         let (w, a) = data();
         let rows = table(&w, &a)?;
-        assert_eq!(rows.len(), 12);
+        assert_eq!(rows.len(), 16);
         let rows_g = Granularity::PerChannel(Axis::Rows);
         for bits in [8, 4] {
             for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
@@ -229,6 +245,14 @@ mod tests {
             let sym = find(&rows, "activations", Scheme::Symmetric, Granularity::PerTensor, bits);
             let asym = find(&rows, "activations", Scheme::Asymmetric, Granularity::PerTensor, bits);
             assert!(asym > sym + 3.0, "{bits} bits: {asym} vs {sym}");
+        }
+        // At 4 bits, groups beat whole rows, and smaller groups beat larger ones (the single
+        // outlier weights spoil only their own group).
+        for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
+            let per_row = find(&rows, "weights W", scheme, rows_g, 4);
+            let g128 = find(&rows, "weights W", scheme, Granularity::PerGroup { axis: Axis::Cols, size: 128 }, 4);
+            let g32 = find(&rows, "weights W", scheme, Granularity::PerGroup { axis: Axis::Cols, size: 32 }, 4);
+            assert!(g128 > per_row && g32 > g128 + 0.5, "{scheme:?}: row {per_row}, g128 {g128}, g32 {g32}");
         }
         let s8 = find(&rows, "weights W", Scheme::Symmetric, rows_g, 8);
         let s4 = find(&rows, "weights W", Scheme::Symmetric, rows_g, 4);

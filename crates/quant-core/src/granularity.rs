@@ -1,9 +1,26 @@
-//! Granularity: one set of parameters per tensor, or one per channel (row or column) of a
-//! row-major matrix.
+//! Granularity: one set of parameters per tensor, per channel (row or column), or per group of
+//! consecutive values along a row or a column of a row-major matrix.
 //!
-//! Per-channel quantization of channel `c` gives exactly what per-tensor quantization of that
-//! channel alone gives (same scale, same zero point, same codes); an empty channel (a matrix
-//! with zero columns, quantized per row) gets scale 1.0 and zero point 0.
+//! The three are one concept here: per-channel is per-group with one group spanning the whole
+//! row (or column), and every loop below works on those blocks. The parameter sets are ordered
+//! as ONNX lays out the scale tensor of blocked quantization:
+//!
+//! | granularity | parameter sets | set of element `(r, c)` |
+//! |---|---|---|
+//! | `PerTensor` | 1 | 0 |
+//! | `PerChannel(Rows)` | `rows` | `r` |
+//! | `PerChannel(Cols)` | `cols` | `c` |
+//! | `PerGroup { axis: Cols, size: g }` | `rows · ⌈cols/g⌉` | `r · ⌈cols/g⌉ + c / g` |
+//! | `PerGroup { axis: Rows, size: g }` | `⌈rows/g⌉ · cols` | `(r / g) · cols + c` |
+//!
+//! `axis` of a group is the axis that is split into blocks (as ONNX's `axis` with
+//! `block_size`): `Cols` groups `g` consecutive values of a row (the usual choice for a
+//! `[out, in]` weight, grouping along the input), `Rows` groups `g` consecutive values of a
+//! column. The last group of a row (column) is shorter when `g` does not divide its length.
+//!
+//! Each channel or group gets exactly the parameters (and codes) per-tensor quantization of
+//! its values alone would give. An empty channel (a matrix with zero columns, quantized per
+//! row) gets scale 1.0 and zero point 0; a group size of 0 is an error.
 
 use alloc::vec::Vec;
 
@@ -38,40 +55,94 @@ impl TryFrom<usize> for Axis {
     }
 }
 
-/// How many parameter sets a matrix gets.
+/// How many parameter sets a matrix gets (see the module docs for their order).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Granularity {
     /// One scale (and zero point) for the whole matrix.
     PerTensor,
     /// One per row ([`Axis::Rows`]) or per column ([`Axis::Cols`]).
     PerChannel(Axis),
+    /// One per group of `size` consecutive values along `axis` (the axis split into blocks):
+    /// `Cols` groups within each row, `Rows` within each column. The last group of a row
+    /// (column) may be shorter.
+    PerGroup {
+        /// The axis split into groups.
+        axis: Axis,
+        /// Values per group (at least 1; typical 32, 64, 128).
+        size: usize,
+    },
+}
+
+/// The block layout every granularity reduces to (see the module docs).
+#[derive(Copy, Clone, Debug)]
+enum Layout {
+    /// One block: the whole matrix.
+    Whole,
+    /// Blocks of `size` consecutive values along `along`, `count` of them per line (a line is a
+    /// row when `along` is `Cols`, a column when it is `Rows`).
+    Blocks { along: Axis, size: usize, count: usize },
 }
 
 impl Granularity {
-    /// Number of parameter sets for `shape`.
+    /// Checks the group size.
+    ///
+    /// # Errors
+    /// [`QuantError::InvalidGroupSize`] for `PerGroup { size: 0, .. }`.
+    pub fn check(self) -> Result<(), QuantError> {
+        match self {
+            Granularity::PerGroup { size: 0, .. } => Err(QuantError::InvalidGroupSize),
+            _ => Ok(()),
+        }
+    }
+
+    /// The block layout for `shape` (the group size must have been checked).
+    fn layout(self, shape: MatrixShape) -> Layout {
+        match self {
+            Granularity::PerTensor => Layout::Whole,
+            Granularity::PerChannel(Axis::Rows) => {
+                Layout::Blocks { along: Axis::Cols, size: shape.cols.max(1), count: 1 }
+            }
+            Granularity::PerChannel(Axis::Cols) => {
+                Layout::Blocks { along: Axis::Rows, size: shape.rows.max(1), count: 1 }
+            }
+            Granularity::PerGroup { axis, size } => {
+                let size = size.max(1);
+                let line = if axis == Axis::Cols { shape.cols } else { shape.rows };
+                Layout::Blocks { along: axis, size, count: line.div_ceil(size) }
+            }
+        }
+    }
+
+    /// Number of parameter sets for `shape` (0 groups for `PerGroup { size: 0, .. }`, which
+    /// the quantizers reject).
     #[must_use]
     pub fn channels(self, shape: MatrixShape) -> usize {
-        match self {
-            Granularity::PerTensor => 1,
-            Granularity::PerChannel(Axis::Rows) => shape.rows,
-            Granularity::PerChannel(Axis::Cols) => shape.cols,
+        if self.check().is_err() {
+            return 0;
+        }
+        match self.layout(shape) {
+            Layout::Whole => 1,
+            Layout::Blocks { along: Axis::Cols, count, .. } => shape.rows * count,
+            Layout::Blocks { along: Axis::Rows, count, .. } => count * shape.cols,
         }
     }
 
     /// The parameter set that flat element `index` uses.
     #[inline]
-    fn channel_of(self, shape: MatrixShape, index: usize) -> usize {
-        match self {
-            Granularity::PerTensor => 0,
-            Granularity::PerChannel(Axis::Rows) => shape.position(index).0,
-            Granularity::PerChannel(Axis::Cols) => shape.position(index).1,
+    fn channel_of(layout: Layout, shape: MatrixShape, index: usize) -> usize {
+        let (r, c) = shape.position(index);
+        match layout {
+            Layout::Whole => 0,
+            Layout::Blocks { along: Axis::Cols, size, count } => r * count + c / size,
+            Layout::Blocks { along: Axis::Rows, size, .. } => (r / size) * shape.cols + c,
         }
     }
 }
 
-/// Parameters for each channel of a row-major matrix (see the module docs).
+/// Parameters for each channel or group of a row-major matrix (see the module docs).
 ///
 /// # Errors
+/// [`QuantError::InvalidGroupSize`] for a group size of 0;
 /// [`QuantError::LengthMismatch`] if `x.len()` disagrees with `shape`;
 /// [`QuantError::NonFiniteInMatrix`] naming the first NaN or infinite element.
 pub fn matrix_params<F: QuantFloat>(
@@ -80,30 +151,48 @@ pub fn matrix_params<F: QuantFloat>(
     spec: QuantSpec,
     granularity: Granularity,
 ) -> Result<Vec<QuantParams<F>>, QuantError> {
+    granularity.check()?;
     shape.check_len("matrix", x.len())?;
     check_finite_matrix(x, shape)?;
-    match granularity {
-        Granularity::PerTensor => {
-            Ok(alloc::vec![QuantParams::from_observed(spec, range_of_finite(x.iter().copied()))?])
-        }
-        Granularity::PerChannel(Axis::Rows) => (0..shape.rows)
-            .map(|r| {
+    let from = |values: &[F]| QuantParams::from_observed(spec, range_of_finite(values.iter().copied()));
+    match granularity.layout(shape) {
+        Layout::Whole => Ok(alloc::vec![from(x)?]),
+        // Each row's groups are contiguous slices of it.
+        Layout::Blocks { along: Axis::Cols, size, count } => {
+            let mut params = Vec::with_capacity(shape.rows * count);
+            for r in 0..shape.rows {
                 let row = &x[r * shape.cols..(r + 1) * shape.cols];
-                QuantParams::from_observed(spec, range_of_finite(row.iter().copied()))
-            })
-            .collect(),
-        Granularity::PerChannel(Axis::Cols) => {
-            column_ranges(x, shape).into_iter().map(|r| QuantParams::from_observed(spec, r)).collect()
+                if row.is_empty() && count == 1 {
+                    params.push(from(row)?); // an empty channel: scale 1, zero point 0
+                }
+                for group in row.chunks(size) {
+                    params.push(from(group)?);
+                }
+            }
+            Ok(params)
+        }
+        // A block of `size` rows gives one range per column.
+        Layout::Blocks { along: Axis::Rows, size, count } => {
+            let mut params = Vec::with_capacity(count * shape.cols);
+            for b in 0..count {
+                let rows = size.min(shape.rows - b * size);
+                let block = &x[b * size * shape.cols..(b * size + rows) * shape.cols];
+                for r in column_ranges(block, MatrixShape::new(rows, shape.cols)) {
+                    params.push(QuantParams::from_observed(spec, r)?);
+                }
+            }
+            Ok(params)
         }
     }
 }
 
-/// Quantizes a row-major matrix with explicit per-channel parameters into `out`
+/// Quantizes a row-major matrix with explicit per-channel or per-group parameters into `out`
 /// (`Q::units_for(rows * cols)` units, codes in row-major order).
 ///
 /// # Errors
-/// [`QuantError::StorageTooNarrow`], [`QuantError::LengthMismatch`] (matrix, parameter count
-/// or output), [`QuantError::InvalidZeroPoint`] (all found before anything is written);
+/// [`QuantError::StorageTooNarrow`], [`QuantError::InvalidGroupSize`],
+/// [`QuantError::LengthMismatch`] (matrix, parameter count or output),
+/// [`QuantError::InvalidZeroPoint`] (all found before anything is written);
 /// [`QuantError::NonFiniteInMatrix`], found while converting, so `out` may then hold the codes
 /// of the elements before it (as [`quantize_into`](crate::quantize_into)).
 pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
@@ -115,6 +204,7 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
     out: &mut [Q],
 ) -> Result<(), QuantError> {
     spec.check_storage::<Q>()?;
+    granularity.check()?;
     shape.check_len("matrix", x.len())?;
     QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
     for p in params {
@@ -124,17 +214,23 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
 
     let (lo, hi) = (spec.code_min(), spec.code_max());
     let raw = |p: &QuantParams<F>| (p.scale().to_f64_exact(), p.zero_point());
-    match granularity {
-        Granularity::PerTensor => {
+    let layout = granularity.layout(shape);
+    match layout {
+        Layout::Whole => {
             let (scale, zp) = raw(&params[0]);
             quantize_slice(x, scale, zp, lo, hi, out).map_err(|i| non_finite(x, shape, i))?;
         }
-        // One code per unit: each row is a contiguous slice of the output, with one scale.
-        Granularity::PerChannel(Axis::Rows) if Q::CODES_PER_UNIT == 1 && shape.cols > 0 => {
-            let rows = x.chunks_exact(shape.cols).zip(out.chunks_exact_mut(shape.cols)).zip(params);
-            for (r, ((row, o), p)) in rows.enumerate() {
-                let (scale, zp) = raw(p);
-                quantize_slice(row, scale, zp, lo, hi, o).map_err(|i| non_finite(x, shape, r * shape.cols + i))?;
+        // One code per unit: each group is a contiguous run of the output with one scale, so
+        // it goes through the (SIMD) slice quantizer.
+        Layout::Blocks { along: Axis::Cols, size, count } if Q::CODES_PER_UNIT == 1 && shape.cols > 0 => {
+            let rows = x.chunks_exact(shape.cols).zip(out.chunks_exact_mut(shape.cols));
+            for (r, (row, o)) in rows.enumerate() {
+                let groups = row.chunks(size).zip(o.chunks_mut(size)).zip(&params[r * count..(r + 1) * count]);
+                for (j, ((g, og), p)) in groups.enumerate() {
+                    let (scale, zp) = raw(p);
+                    quantize_slice(g, scale, zp, lo, hi, og)
+                        .map_err(|i| non_finite(x, shape, r * shape.cols + j * size + i))?;
+                }
             }
         }
         _ => {
@@ -142,7 +238,7 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
             write_codes(
                 out,
                 x.iter().enumerate().map(|(i, v)| {
-                    let (scale, zp) = raw(&params[granularity.channel_of(shape, i)]);
+                    let (scale, zp) = raw(&params[Granularity::channel_of(layout, shape, i)]);
                     quantize_value(v.to_f64_exact(), scale, zp, lo, hi)
                 }),
             );
@@ -194,13 +290,14 @@ impl<F: QuantFloat, Q: Storage> QuantizedMatrix<F, Q> {
         self.spec
     }
 
-    /// Per tensor or per channel (and along which axis).
+    /// Per tensor, per channel or per group (and along which axis).
     #[must_use]
     pub fn granularity(&self) -> Granularity {
         self.granularity
     }
 
-    /// One parameter set per channel ([`Granularity::channels`] of them).
+    /// One parameter set per channel or group ([`Granularity::channels`] of them, in the
+    /// order of the module docs).
     #[must_use]
     pub fn params(&self) -> &[QuantParams<F>] {
         &self.params
@@ -216,17 +313,19 @@ impl<F: QuantFloat, Q: Storage> QuantizedMatrix<F, Q> {
     #[must_use]
     pub fn dequantize(&self) -> Vec<F> {
         let len = self.shape.rows * self.shape.cols; // validated when the matrix was built
+        let layout = self.granularity.layout(self.shape);
         read_codes(&self.codes, len)
             .enumerate()
             .map(|(i, q)| {
-                let p = &self.params[self.granularity.channel_of(self.shape, i)];
+                let p = &self.params[Granularity::channel_of(layout, self.shape, i)];
                 dequantize_code(q, p.scale(), p.zero_point())
             })
             .collect()
     }
 }
 
-/// Quantizes a row-major matrix per tensor or per channel, parameters from the data.
+/// Quantizes a row-major matrix per tensor, per channel or per group, parameters from the
+/// data.
 ///
 /// # Errors
 /// As [`matrix_params`] and [`quantize_matrix_into`].
@@ -243,6 +342,15 @@ impl<F: QuantFloat, Q: Storage> QuantizedMatrix<F, Q> {
 /// assert_eq!(q.params()[0].scale(), 0.03 / 127.0);
 /// assert_eq!(q.params()[1].scale(), 12.0 / 127.0);
 /// assert_eq!(q.codes(), [42, -127, 127, -53]); // 42.33 -> 42, -52.92 -> -53
+///
+/// // 4-bit, groups of 2 along each row (the last group of a row of 3 holds one value):
+/// use quant_traits::I4x2;
+/// let w = [0.1f32, -0.2, 7.0, 1.0, 2.0, -0.5];
+/// let g = Granularity::PerGroup { axis: Axis::Cols, size: 2 };
+/// let q = quantize_matrix::<f32, I4x2>(&w, MatrixShape::new(2, 3), QuantSpec::symmetric(4)?, g)?;
+/// let amax: Vec<f32> = q.params().iter().map(|p| p.scale() * 7.0).collect();
+/// assert_eq!(amax, [0.2, 7.0, 2.0, 0.5]);
+/// assert_eq!((q.code(0, 0), q.code(0, 1), q.code(0, 2)), (4, -7, 7)); // 0.1/(0.2/7) = 3.5 -> 4
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn quantize_matrix<F: QuantFloat, Q: Storage>(

@@ -80,6 +80,23 @@ pub enum QuantError {
         found: usize,
     },
 
+    /// A group (block) size of zero.
+    #[error("group size 0: a group must hold at least one value (typical sizes are 32, 64, 128)")]
+    InvalidGroupSize,
+
+    /// A length that a block format needs to be a multiple of its block size.
+    #[error("{what} has length {len}, which is not a multiple of {format}'s block size {block}")]
+    NotABlockMultiple {
+        /// What was measured, e.g. `"row"`.
+        what: &'static str,
+        /// The format, e.g. `"Q4_0"`.
+        format: &'static str,
+        /// The length found.
+        len: usize,
+        /// The block size it must be a multiple of.
+        block: usize,
+    },
+
     /// A channel axis other than 0 (rows) or 1 (columns).
     #[error("axis {axis} is not a matrix axis: use 0 (one scale per row) or 1 (one per column)")]
     InvalidAxis {
