@@ -1,5 +1,5 @@
 //! Symmetric and asymmetric quantization of `f32`, `f64`, `f16` and `bf16` tensors into
-//! 2..=32-bit integer codes, per tensor or per channel, exact to the last bit.
+//! 2..=32-bit integer codes, per tensor, per channel or per group, exact to the last bit.
 //!
 //! # Two layers
 //! * **The seed API** ([`quantize_symmetric`], [`quantize_asymmetric`],
@@ -10,7 +10,10 @@
 //!   quantize/dequantize over flat slices into any [`Storage`] type,
 //!   including packed 4-bit ([`I4x2`](quant_traits::I4x2), [`U4x2`](quant_traits::U4x2)):
 //!   [`quantize_into`], [`dequantize_into`], [`quantize`], and for matrices with a
-//!   [`Granularity`] [`quantize_matrix`] / [`quantize_matrix_into`].
+//!   [`Granularity`] (per tensor, per channel, per group) [`quantize_matrix`] /
+//!   [`quantize_matrix_into`].
+//! * **Interchange formats**: llama.cpp's `Q8_0`, `Q4_0` and `Q4_1` blocks, byte for byte
+//!   ([`BlockFormat`], module [`ggml`]).
 //!
 //! # Conventions (each tested)
 //! * Arithmetic in `f64` whatever the element type; the scale is rounded to `F` once
@@ -54,6 +57,7 @@
 
 extern crate alloc;
 
+pub mod ggml;
 mod granularity;
 mod kernels;
 pub mod params;
@@ -62,6 +66,7 @@ mod range;
 mod scheme;
 mod seed;
 
+pub use ggml::BlockFormat;
 pub use granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix};
 pub use kernels::selected_kernel;
 pub use params::QuantParams;

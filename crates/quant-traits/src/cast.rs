@@ -4,7 +4,9 @@
 //! conventions live in exactly one spot:
 //!
 //! * [`round_ties_even`]: round half to even (Python `round`, NumPy `rint`, PyTorch, ONNX).
-//!   Rust's `f64::round` rounds ties *away* from zero and is never used.
+//!   Rust's `f64::round` rounds ties *away* from zero and is never used; where a convention
+//!   asks for that (llama.cpp's `roundf`), [`round_half_away`] says so by its name, and
+//!   [`trunc`] is C's truncation toward zero.
 //! * [`round_to_format`]: round an `f64` to a narrower binary format (f32, f16, bf16) to
 //!   nearest, ties to even, exactly as IEEE 754 does, overflowing to infinity. Used to build
 //!   `f16`/`bf16` values: `half`'s own `from_f64` truncates the low bits of the `f64` first, which
@@ -50,6 +52,34 @@ pub fn round_ties_even(x: f64) -> f64 {
     // the sum is the parity of the rounded `a`). Subtracting 2^52 is then exact.
     let r = (a + TWO_POW_52) - TWO_POW_52;
     copysign(r, x)
+}
+
+/// Rounds `x` toward zero (C `trunc`): `2.7 -> 2`, `-2.7 -> -2`. NaN and infinities are
+/// returned unchanged; the sign of zero is kept.
+#[inline]
+#[must_use]
+pub fn trunc(x: f64) -> f64 {
+    let a = abs(x);
+    if a >= TWO_POW_52 || a.is_nan() {
+        return x;
+    }
+    let r = round_ties_even(a);
+    copysign(if r > a { r - 1.0 } else { r }, x)
+}
+
+/// Rounds `x` to the nearest integer, ties *away from zero* (C `roundf`, Rust's `f64::round`):
+/// `0.5 -> 1`, `2.5 -> 3`, `-2.5 -> -3`. Only for conventions that ask for it (llama.cpp's
+/// `Q8_0`); everything else rounds with [`round_ties_even`].
+#[inline]
+#[must_use]
+pub fn round_half_away(x: f64) -> f64 {
+    let a = abs(x);
+    if a >= TWO_POW_52 || a.is_nan() {
+        return x;
+    }
+    let t = trunc(a);
+    // `a - t` is exact (both below 2^52, `t` within 1 of `a`).
+    copysign(if a - t >= 0.5 { t + 1.0 } else { t }, x)
 }
 
 /// `2^k` as an `f64`, for `k` in the normal range `-1022..=1023`.
@@ -237,13 +267,26 @@ mod tests {
                 2 => f64::from_bits(state & 0xC33F_FFFF_FFFF_FFFF), // exponents near 0
                 _ => (state % 1_000_000) as f64 * 0.25 - 125_000.0,
             };
-            let want = x.round_ties_even();
-            let got = round_ties_even(x);
-            assert!(
-                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                "x = {x:e}: got {got:e}, want {want:e}"
-            );
+            let same = |got: f64, want: f64| got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan());
+            let (got, want) = (round_ties_even(x), x.round_ties_even());
+            assert!(same(got, want), "x = {x:e}: got {got:e}, want {want:e}");
+            let (got, want) = (trunc(x), x.trunc());
+            assert!(same(got, want), "trunc({x:e}): got {got:e}, want {want:e}");
+            let (got, want) = (round_half_away(x), x.round());
+            assert!(same(got, want), "round_half_away({x:e}): got {got:e}, want {want:e}");
         }
+    }
+
+    #[rstest]
+    #[case(0.5, 1.0, 0.0)]
+    #[case(2.5, 3.0, 2.0)]
+    #[case(-2.5, -3.0, -2.0)]
+    #[case(-0.49999999999999994, -0.0, -0.0)]
+    #[case(2.7, 3.0, 2.0)]
+    #[case(-2.7, -3.0, -2.0)]
+    fn away_from_zero_and_truncation(#[case] x: f64, #[case] away: f64, #[case] toward_zero: f64) {
+        assert_eq!(round_half_away(x).to_bits(), away.to_bits(), "round_half_away({x})");
+        assert_eq!(trunc(x).to_bits(), toward_zero.to_bits(), "trunc({x})");
     }
 
     #[test]

@@ -1,0 +1,96 @@
+//! llama.cpp's `Q8_0`, `Q4_0` and `Q4_1` against fixtures made by the `gguf` Python package
+//! (the llama.cpp project's NumPy port of its reference quantizers; `xtask/fixtures/ggml.py`
+//! regenerates them): every byte of the blocks and every bit of the dequantized values. Then
+//! the conventions those formats pin, and their errors.
+
+use quant_core::{BlockFormat, QuantError};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml");
+
+fn bytes(name: &str) -> Vec<u8> {
+    let path = format!("{DIR}/{name}");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+fn floats(name: &str) -> Vec<f32> {
+    bytes(name).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn golden(format: BlockFormat, file: &str) {
+    let x = floats("input.f32");
+    let want = bytes(&format!("{file}.bin"));
+    assert_eq!(x.len() / 32 * format.block_bytes(), want.len(), "fixture sizes");
+    let got = format.quantize(&x).expect("finite, whole blocks");
+    let bb = format.block_bytes();
+    for (i, (g, w)) in got.chunks(bb).zip(want.chunks(bb)).enumerate() {
+        assert_eq!(g, w, "{} block {i}: input {:?}", format.name(), &x[i * 32..i * 32 + 32]);
+    }
+    let back = format.dequantize(&want).expect("whole blocks");
+    let want_back = floats(&format!("{file}.deq.f32"));
+    assert_eq!(back.len(), want_back.len());
+    for (i, (g, w)) in back.iter().zip(&want_back).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+            "{} value {i}: {g:e} vs {w:e}",
+            format.name()
+        );
+    }
+}
+
+#[test]
+fn q8_0_matches_gguf_byte_for_byte() {
+    golden(BlockFormat::Q8_0, "q8_0");
+}
+
+#[test]
+fn q4_0_matches_gguf_byte_for_byte() {
+    golden(BlockFormat::Q4_0, "q4_0");
+}
+
+#[test]
+fn q4_1_matches_gguf_byte_for_byte() {
+    golden(BlockFormat::Q4_1, "q4_1");
+}
+
+#[test]
+fn q8_0_rounds_ties_away_from_zero_and_q4_0_keeps_split_halves() -> Result<(), QuantError> {
+    // amax 127 -> d = 1: codes are roundf(x), so 2.5 -> 3 and -2.5 -> -3 (ties-to-even would give 2, -2).
+    let mut x = [0.0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = -2.5;
+    x[3] = 0.5;
+    let b = BlockFormat::Q8_0.quantize(&x)?;
+    assert_eq!(&b[..2], &0x3c00u16.to_le_bytes()); // f16 1.0
+    assert_eq!([b[2], b[3], b[4], b[5]].map(|v| v as i8), [127, 3, -3, 1]);
+    // Q4_0: max -8 -> d = 1, q = trunc(x + 8.5): value j in the low nibble of byte j, value
+    // j + 16 in its high nibble.
+    let mut x = [0.0f32; 32];
+    x[0] = -8.0;
+    x[16] = 7.0;
+    x[1] = 1.5;
+    let b = BlockFormat::Q4_0.quantize(&x)?;
+    assert_eq!(&b[..2], &0x3c00u16.to_le_bytes());
+    assert_eq!(b[2], 0xf0); // low nibble q(-8) = 0, high nibble q(7) = 15
+    assert_eq!(b[3], 0x8a); // low nibble trunc(1.5 + 8.5) = 10, high nibble q(0) = 8
+    Ok(())
+}
+
+#[test]
+fn bad_rows_are_errors_and_nothing_is_written() {
+    let x = vec![0.5f32; 33];
+    for f in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
+        assert_eq!(
+            f.quantize(&x),
+            Err(QuantError::NotABlockMultiple { what: "row", format: f.name(), len: 33, block: 32 })
+        );
+        let mut y = vec![0.5f32; 64];
+        y[40] = f32::NAN;
+        let mut out = vec![0xAAu8; f.block_bytes() * 2];
+        assert!(matches!(f.quantize_into(&y, &mut out), Err(QuantError::NonFinite { index: 40, .. })));
+        assert!(out.iter().all(|&b| b == 0xAA), "{}: nothing written", f.name());
+        assert!(matches!(f.dequantize(&[0u8; 35]), Err(QuantError::NotABlockMultiple { what: "bytes", len: 35, .. })));
+        let msg = f.quantize(&x).expect_err("33 values").to_string();
+        assert_eq!(msg, format!("row has length 33, which is not a multiple of {}'s block size 32", f.name()));
+    }
+}
