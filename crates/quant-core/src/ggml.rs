@@ -120,8 +120,8 @@ impl BlockFormat {
     /// let x: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
     /// let bytes = BlockFormat::Q8_0.quantize(&x)?;
     /// assert_eq!(bytes.len(), 34);
-    /// // d = 16 / 127 is stored as f16; -15.5 * (127 / 16) = -123.03 -> -123
-    /// assert_eq!(bytes[2] as i8, -123);
+    /// // d = 15.5 / 127 (stored as f16); codes roundf(x / d): -15.5 -> -127, -14.5 -> -118.8 -> -119
+    /// assert_eq!([bytes[2], bytes[3]].map(|b| b as i8), [-127, -119]);
     /// let back = BlockFormat::Q8_0.dequantize(&bytes)?;
     /// assert!((back[0] - -15.5).abs() < 0.07);
     /// # Ok::<(), quant_core::QuantError>(())
