@@ -127,6 +127,19 @@ impl Granularity {
         }
     }
 
+    /// The values of each parameter set, in order (empty channels included; the group size
+    /// must have been checked).
+    pub(crate) fn blocks<F: Copy>(self, shape: MatrixShape, x: &[F]) -> Vec<Vec<F>> {
+        let layout = self.layout(shape);
+        let mut blocks = alloc::vec![Vec::new(); self.channels(shape)];
+        if !blocks.is_empty() {
+            for (i, &v) in x.iter().enumerate() {
+                blocks[Granularity::channel_of(layout, shape, i)].push(v);
+            }
+        }
+        blocks
+    }
+
     /// The parameter set that flat element `index` uses.
     #[inline]
     fn channel_of(layout: Layout, shape: MatrixShape, index: usize) -> usize {
@@ -247,6 +260,31 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
     Ok(())
 }
 
+/// [`quantize_matrix_into`]'s checks, then every code from `code(value, its parameters)`:
+/// the path of the conventions other than the default.
+pub(crate) fn quantize_matrix_with<F: QuantFloat, Q: Storage>(
+    x: &[F],
+    shape: MatrixShape,
+    spec: QuantSpec,
+    granularity: Granularity,
+    params: &[QuantParams<F>],
+    out: &mut [Q],
+    code: impl Fn(F, &QuantParams<F>) -> i64,
+) -> Result<(), QuantError> {
+    spec.check_storage::<Q>()?;
+    granularity.check()?;
+    shape.check_len("matrix", x.len())?;
+    QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
+    for p in params {
+        check_params(spec, p)?;
+    }
+    check_units::<Q>("output codes", x.len(), out.len())?;
+    check_finite_matrix(x, shape)?;
+    let layout = granularity.layout(shape);
+    write_codes(out, x.iter().enumerate().map(|(i, &v)| code(v, &params[Granularity::channel_of(layout, shape, i)])));
+    Ok(())
+}
+
 /// The error for the non-finite element at flat `index`.
 fn non_finite<F: QuantFloat>(x: &[F], shape: MatrixShape, index: usize) -> QuantError {
     let (row, col) = shape.position(index);
@@ -255,7 +293,8 @@ fn non_finite<F: QuantFloat>(x: &[F], shape: MatrixShape, index: usize) -> Quant
 
 /// A quantized matrix: row-major codes and one parameter set per channel.
 ///
-/// Built only by [`quantize_matrix`], so the codes, shape and parameters always agree.
+/// Built only by [`quantize_matrix`] (and [`Convention::quantize_matrix`](crate::Convention::quantize_matrix)),
+/// so the codes, shape and parameters always agree.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedMatrix<F, Q> {
     codes: Vec<Q>,
@@ -266,6 +305,17 @@ pub struct QuantizedMatrix<F, Q> {
 }
 
 impl<F: QuantFloat, Q: Storage> QuantizedMatrix<F, Q> {
+    /// Assembles a matrix whose parts were validated together by the caller.
+    pub(crate) fn from_parts(
+        codes: Vec<Q>,
+        shape: MatrixShape,
+        spec: QuantSpec,
+        granularity: Granularity,
+        params: Vec<QuantParams<F>>,
+    ) -> Self {
+        QuantizedMatrix { codes, shape, spec, granularity, params }
+    }
+
     /// The storage units, row-major, `Q::CODES_PER_UNIT` codes to a unit.
     #[must_use]
     pub fn codes(&self) -> &[Q] {

@@ -14,6 +14,8 @@
 //!   [`quantize_matrix_into`].
 //! * **Interchange formats**: llama.cpp's `Q8_0`, `Q4_0` and `Q4_1` blocks, byte for byte
 //!   ([`BlockFormat`], module [`ggml`]).
+//! * **Named conventions** ([`Convention`]): ONNX (this crate's arithmetic, the default), ONNX
+//!   with an `f32` division (as its reference evaluator and ONNX Runtime compute), PyTorch.
 //!
 //! # Conventions (each tested)
 //! * Arithmetic in `f64` whatever the element type; the scale is rounded to `F` once
@@ -57,6 +59,7 @@
 
 extern crate alloc;
 
+pub mod convention;
 pub mod ggml;
 mod granularity;
 mod kernels;
@@ -66,6 +69,7 @@ mod range;
 mod scheme;
 mod seed;
 
+pub use convention::Convention;
 pub use ggml::BlockFormat;
 pub use granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix};
 pub use kernels::selected_kernel;
