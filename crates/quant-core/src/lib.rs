@@ -14,6 +14,9 @@
 //!   [`quantize_matrix_into`].
 //! * **Interchange formats**: llama.cpp's `Q8_0`, `Q4_0` and `Q4_1` blocks, byte for byte
 //!   ([`BlockFormat`], module [`ggml`]).
+//! * **Calibration** ([`calibrate`]): observers that see activations in batches and give their
+//!   range: [`MinMax`], [`MovingAverageMinMax`], [`Percentile`], [`MseOptimal`], per tensor or
+//!   per channel ([`ChannelObserver`]).
 //! * **Named conventions** ([`Convention`]): ONNX (this crate's arithmetic, the default), ONNX
 //!   with an `f32` division (as its reference evaluator and ONNX Runtime compute), PyTorch.
 //!
@@ -59,6 +62,7 @@
 
 extern crate alloc;
 
+pub mod calibrate;
 pub mod convention;
 pub mod ggml;
 mod granularity;
@@ -69,6 +73,7 @@ mod range;
 mod scheme;
 mod seed;
 
+pub use calibrate::{ChannelObserver, MinMax, MovingAverageMinMax, MseOptimal, Observer, Percentile};
 pub use convention::Convention;
 pub use ggml::BlockFormat;
 pub use granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix};

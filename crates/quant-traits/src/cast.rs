@@ -194,6 +194,37 @@ pub fn usize_to_f64(v: usize) -> f64 {
     v as f64
 }
 
+/// Converts a count to `f64` (exact below `2^53`).
+#[inline]
+#[must_use]
+pub fn u64_to_f64(v: u64) -> f64 {
+    v as f64
+}
+
+/// Rounds `x` up to an integer (C `ceil`; works without `std`).
+#[inline]
+#[must_use]
+pub fn ceil(x: f64) -> f64 {
+    let t = trunc(x);
+    if t < x {
+        t + 1.0
+    } else {
+        t
+    }
+}
+
+/// Rounds `x` down to an integer (C `floor`; works without `std`).
+#[inline]
+#[must_use]
+pub fn floor(x: f64) -> f64 {
+    let t = trunc(x);
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
 /// Clamps `v` into `lo..=hi` (callers guarantee `lo <= hi`).
 #[inline]
 #[must_use]
@@ -274,6 +305,7 @@ mod tests {
             assert!(same(got, want), "trunc({x:e}): got {got:e}, want {want:e}");
             let (got, want) = (round_half_away(x), x.round());
             assert!(same(got, want), "round_half_away({x:e}): got {got:e}, want {want:e}");
+            assert!(same(ceil(x), x.ceil()) && same(floor(x), x.floor()), "ceil/floor({x:e})");
         }
     }
 

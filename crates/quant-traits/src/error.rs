@@ -80,6 +80,24 @@ pub enum QuantError {
         found: usize,
     },
 
+    /// A percentile outside `(0, 100]`.
+    #[error("percentile {percentile} is outside (0, 100]")]
+    InvalidPercentile {
+        /// The percentile asked for.
+        percentile: f64,
+    },
+
+    /// A moving-average constant outside `(0, 1]`.
+    #[error("averaging constant {constant} is outside (0, 1]")]
+    InvalidAveragingConstant {
+        /// The constant asked for.
+        constant: f64,
+    },
+
+    /// Parameters asked of an observer that has seen no value.
+    #[error("the observer has seen no values: call observe() with data before asking for a range")]
+    NothingObserved,
+
     /// A group (block) size of zero.
     #[error("group size 0: a group must hold at least one value (typical sizes are 32, 64, 128)")]
     InvalidGroupSize,
