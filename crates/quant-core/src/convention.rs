@@ -16,7 +16,8 @@
 //!   and ONNX Runtime's CPU kernel compute it: the quotient is rounded to `f32`, which can land
 //!   exactly on a half-integer (or cross one) when the exact quotient is within half an `f32`
 //!   ulp of it, and then rounds differently. Both are golden-tested against `onnx`'s reference
-//!   evaluator: per tensor, per row, blocked along either axis, `int8`, `uint8` and `int4`.
+//!   evaluator (per tensor, per row, blocked along either axis, `int8`, `uint8` and `int4`), and
+//!   `OnnxF32` also against ONNX Runtime's own `QuantizeLinear` codes.
 //! * `PyTorch` follows `torch/ao/quantization/observer.py` (`_calculate_qparams`) and aten's
 //!   `quantize_val`, all in `f32`: with `min_neg = min(min x, 0)`, `max_pos = max(max x, 0)`,
 //!   symmetric `scale = max(-min_neg, max_pos) / ((qmax - qmin) / 2)` (so `max|x| / 127.5` for

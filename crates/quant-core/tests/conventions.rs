@@ -1,7 +1,8 @@
 //! The named conventions against fixtures (`xtask/fixtures/conventions.py`): ONNX codes from
 //! `onnx`'s reference evaluator (QuantizeLinear opset 28, default and `DOUBLE` precision), per
-//! tensor, per row and blocked along either axis, into int8, uint8 and int4; PyTorch parameters
-//! and codes from its published formulas in float32. Then the facts that tell them apart.
+//! tensor, per row and blocked along either axis, into int8, uint8 and int4; ONNX Runtime's own
+//! QuantizeLinear codes (which `OnnxF32` must match); PyTorch parameters and codes from its
+//! published formulas in float32. Then the facts that tell them apart.
 
 use quant_core::{Axis, Convention, Granularity, MatrixShape, QuantError, QuantParams, QuantSpec, Storage};
 use quant_traits::I4x2;
@@ -56,7 +57,7 @@ fn cases() -> Vec<(String, String, String)> {
 fn check(name: &str, layout: &str, storage: &str) -> Result<(), QuantError> {
     let conv = match name.split('_').next() {
         Some("pytorch") => Convention::PyTorch,
-        _ if name.starts_with("onnx_f32") => Convention::OnnxF32,
+        _ if name.starts_with("onnx_f32") || name.starts_with("ort_") => Convention::OnnxF32,
         _ => Convention::Onnx,
     };
     let g = granularity(layout);
@@ -98,7 +99,7 @@ fn check(name: &str, layout: &str, storage: &str) -> Result<(), QuantError> {
 #[test]
 fn every_fixture_case_matches_code_for_code() -> Result<(), QuantError> {
     let cases = cases();
-    assert_eq!(cases.len(), 16);
+    assert_eq!(cases.len(), 19);
     for (name, layout, storage) in &cases {
         check(name, layout, storage)?;
     }
