@@ -9,6 +9,7 @@
 //! | [`Onnx`](Convention::Onnx) (default) | this crate's ([`params`](crate::params)) | `clamp(round_ties_even(x / scale) + zp)`, the division exact (`f64`) |
 //! | [`OnnxF32`](Convention::OnnxF32) | this crate's | `clamp(round_ties_even(f32(x / scale)) + zp)`, the division rounded to `f32` first |
 //! | [`PyTorch`](Convention::PyTorch) | `torch.ao.quantization` observers (below) | `clamp(f32(zp + nearbyint(f32(x · f32(1 / scale)))))` |
+//! | [`Ggml`](Convention::Ggml) | symmetric only: `d = amax / qmax` in `f32` | `clamp(roundf(f32(x · f32(1 / d))))`, ties away from zero |
 //!
 //! * `Onnx` is ONNX `QuantizeLinear` with `precision = DOUBLE` (opset 28): the quotient of two
 //!   `f32` values rounded once in `f64`, which never creates or hides a tie. `OnnxF32` is
@@ -27,8 +28,12 @@
 //!   the reciprocal `1 / scale` rounded to `f32`, rounds ties to even (`nearbyint`), adds the
 //!   zero point in `f32` and clamps. PyTorch cannot be installed here, so its tests compare with
 //!   fixtures written from these published formulas (`xtask/fixtures/conventions.py`).
-//! * llama.cpp's block formats are a convention of their own, with their own byte layout:
-//!   [`BlockFormat`](crate::BlockFormat).
+//! * `Ggml` is llama.cpp's `Q8_0` arithmetic generalized to any symmetric width and
+//!   granularity: with 8 bits and groups of 32 along the rows its codes are exactly the `qs`
+//!   bytes of [`BlockFormat::Q8_0`](crate::BlockFormat::Q8_0) (tested on the `gguf` fixtures).
+//!   The block formats themselves, with their `f16` scales and byte layout, are
+//!   [`BlockFormat`](crate::BlockFormat); llama.cpp's asymmetric `Q4_1` (a float minimum, not an
+//!   integer zero point) exists only there.
 //!
 //! Dequantization is the same in all three: `(q - zp) · scale`, rounded once to `f32`.
 //!
@@ -37,7 +42,7 @@
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{f64_to_i64_saturating, i64_to_f64, round_ties_even};
+use quant_traits::cast::{f64_to_i64_saturating, i64_to_f64, round_half_away, round_ties_even};
 use quant_traits::{MatrixShape, QuantError, Storage};
 
 use crate::granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Granularity, QuantizedMatrix};
@@ -47,6 +52,11 @@ use crate::range::check_finite_matrix;
 use crate::scheme::{QuantSpec, Scheme};
 
 /// Which framework's arithmetic to reproduce (see the module docs).
+///
+/// `Ggml` is llama.cpp's `Q8_0` arithmetic for any symmetric width, granularity and storage
+/// (`Q8_0` itself is 8 bits per group of 32, with the scale stored as `f16`:
+/// [`BlockFormat::Q8_0`](crate::BlockFormat::Q8_0)); its asymmetric formats carry a float
+/// minimum instead of an integer zero point, so they exist only as block formats.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Convention {
     /// ONNX `QuantizeLinear` with the division exact (`precision = DOUBLE`): this crate's
@@ -58,16 +68,20 @@ pub enum Convention {
     OnnxF32,
     /// PyTorch's observers and `quantize_per_tensor` / `quantize_per_channel`.
     PyTorch,
+    /// llama.cpp's `Q8_0` arithmetic, symmetric only: `d = amax / qmax` in `f32`,
+    /// `q = roundf(x · (1/d))` (ties away from zero).
+    Ggml,
 }
 
 impl Convention {
-    /// The convention's name: `"onnx"`, `"onnx-f32"` or `"pytorch"`.
+    /// The convention's name: `"onnx"`, `"onnx-f32"`, `"pytorch"` or `"ggml"`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Convention::Onnx => "onnx",
             Convention::OnnxF32 => "onnx-f32",
             Convention::PyTorch => "pytorch",
+            Convention::Ggml => "ggml",
         }
     }
 
@@ -78,6 +92,10 @@ impl Convention {
             Convention::Onnx => quantize_value(f64::from(x), f64::from(scale), zero_point, lo, hi),
             Convention::OnnxF32 => {
                 let q = f64_to_i64_saturating(round_ties_even(f64::from(x / scale)));
+                q.saturating_add(zero_point).clamp(lo, hi)
+            }
+            Convention::Ggml => {
+                let q = f64_to_i64_saturating(round_half_away(f64::from(x * (1.0 / scale))));
                 q.saturating_add(zero_point).clamp(lo, hi)
             }
             Convention::PyTorch => {
@@ -105,11 +123,22 @@ impl Convention {
     ) -> Result<Vec<QuantParams<f32>>, QuantError> {
         match self {
             Convention::Onnx | Convention::OnnxF32 => matrix_params(x, shape, spec, granularity),
-            Convention::PyTorch => {
+            Convention::PyTorch | Convention::Ggml => {
+                if self == Convention::Ggml && spec.scheme() == Scheme::Asymmetric {
+                    return Err(QuantError::UnsupportedByConvention {
+                        convention: "ggml",
+                        what: "asymmetric scheme with an integer zero point (see BlockFormat::Q4_1)",
+                    });
+                }
                 granularity.check()?;
                 shape.check_len("matrix", x.len())?;
                 check_finite_matrix(x, shape)?;
-                granularity.blocks(shape, x).into_iter().map(|values| torch_params(spec, &values)).collect()
+                let blocks = granularity.blocks(shape, x).into_iter();
+                if self == Convention::Ggml {
+                    blocks.map(|values| ggml_params(spec, &values)).collect()
+                } else {
+                    blocks.map(|values| torch_params(spec, &values)).collect()
+                }
             }
         }
     }
@@ -177,6 +206,14 @@ impl Convention {
 /// `v` rounded to `f32` (to nearest, ties to even).
 fn f32_nearest(v: f64) -> f32 {
     <f32 as quant_traits::QuantFloat>::from_f64_nearest(v)
+}
+
+/// llama.cpp's `Q8_0` scale for one channel or group: `amax / qmax` in `f32`; an all-zero
+/// group (llama.cpp's `d = 0`, every code 0) gets scale 1, which gives the same codes.
+fn ggml_params(spec: QuantSpec, values: &[f32]) -> Result<QuantParams<f32>, QuantError> {
+    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / f32_nearest(i64_to_f64(spec.code_max()));
+    QuantParams::new(spec, if d > 0.0 { d } else { 1.0 }, 0)
 }
 
 /// PyTorch's `_calculate_qparams` for one channel or group, in `f32`.

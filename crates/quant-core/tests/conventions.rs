@@ -151,3 +151,28 @@ fn pytorch_parameters_differ_where_its_formulas_say() -> Result<(), QuantError> 
     assert!(matches!(err, Err(QuantError::NonFiniteInMatrix { row: 0, col: 1, .. })));
     Ok(())
 }
+
+#[test]
+fn ggml_convention_gives_the_q8_0_codes_of_the_gguf_fixtures() -> Result<(), QuantError> {
+    // The llama.cpp fixture rows as one matrix of 32-wide groups: Convention::Ggml, 8 bits,
+    // groups of 32 along the rows, must give exactly the qs bytes of gguf's Q8_0 blocks.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml");
+    let x: Vec<f32> = std::fs::read(format!("{dir}/input.f32"))
+        .expect("fixture")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let q8 = std::fs::read(format!("{dir}/q8_0.bin")).expect("fixture");
+    let shape = MatrixShape::new(1, x.len());
+    let g = Granularity::PerGroup { axis: Axis::Cols, size: 32 };
+    let m = Convention::Ggml.quantize_matrix::<i8>(&x, shape, QuantSpec::symmetric(8)?, g)?;
+    let want: Vec<i8> = q8.chunks_exact(34).flat_map(|b| b[2..].iter().map(|&v| v as i8)).collect();
+    assert_eq!(m.codes(), want.as_slice());
+    // Ties go away from zero: 2.5 with scale 1 is 3 (ONNX: 2).
+    assert_eq!(Convention::Ggml.quantize_value(2.5, 1.0, 0, -128, 127), 3);
+    assert_eq!(Convention::Onnx.quantize_value(2.5, 1.0, 0, -128, 127), 2);
+    // Asymmetric has no ggml form with an integer zero point.
+    let err = Convention::Ggml.quantize_matrix::<u8>(&x, shape, QuantSpec::asymmetric(8)?, g).map(|_| ());
+    assert!(matches!(err, Err(QuantError::UnsupportedByConvention { convention: "ggml", .. })));
+    Ok(())
+}

@@ -80,6 +80,15 @@ pub enum QuantError {
         found: usize,
     },
 
+    /// A scheme a convention does not define.
+    #[error("the {convention} convention has no {what}")]
+    UnsupportedByConvention {
+        /// The convention, e.g. `"ggml"`.
+        convention: &'static str,
+        /// What it lacks, with the alternative.
+        what: &'static str,
+    },
+
     /// A percentile outside `(0, 100]`.
     #[error("percentile {percentile} is outside (0, 100]")]
     InvalidPercentile {
