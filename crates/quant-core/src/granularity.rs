@@ -285,6 +285,44 @@ pub(crate) fn quantize_matrix_with<F: QuantFloat, Q: Storage>(
     Ok(())
 }
 
+/// Dequantizes a row-major matrix of codes (`Q::units_for(rows * cols)` units, as
+/// [`quantize_matrix_into`] writes them) with one parameter set per channel or group, into
+/// `out` (`rows * cols` values): `(q - zero_point) · scale`, rounded once to `F` (saturating at
+/// `±F::MAX`). The inverse of [`quantize_matrix_into`], for codes read back from storage.
+///
+/// # Errors
+/// [`QuantError::InvalidGroupSize`]; [`QuantError::LengthMismatch`] (codes, parameter sets or
+/// output), all before anything is written.
+pub fn dequantize_matrix_into<F: QuantFloat, Q: Storage>(
+    codes: &[Q],
+    shape: MatrixShape,
+    granularity: Granularity,
+    params: &[QuantParams<F>],
+    out: &mut [F],
+) -> Result<(), QuantError> {
+    granularity.check()?;
+    shape.check_len("output", out.len())?;
+    check_units::<Q>("codes", out.len(), codes.len())?;
+    QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
+    dequantize_codes(codes, shape, granularity.layout(shape), params, out);
+    Ok(())
+}
+
+/// [`dequantize_matrix_into`] after its checks.
+fn dequantize_codes<F: QuantFloat, Q: Storage>(
+    codes: &[Q],
+    shape: MatrixShape,
+    layout: Layout,
+    params: &[QuantParams<F>],
+    out: &mut [F],
+) {
+    let len = out.len();
+    for ((i, q), o) in read_codes(codes, len).enumerate().zip(out.iter_mut()) {
+        let p = &params[Granularity::channel_of(layout, shape, i)];
+        *o = dequantize_code(q, p.scale(), p.zero_point());
+    }
+}
+
 /// The error for the non-finite element at flat `index`.
 fn non_finite<F: QuantFloat>(x: &[F], shape: MatrixShape, index: usize) -> QuantError {
     let (row, col) = shape.position(index);
@@ -363,14 +401,9 @@ impl<F: QuantFloat, Q: Storage> QuantizedMatrix<F, Q> {
     #[must_use]
     pub fn dequantize(&self) -> Vec<F> {
         let len = self.shape.rows * self.shape.cols; // validated when the matrix was built
-        let layout = self.granularity.layout(self.shape);
-        read_codes(&self.codes, len)
-            .enumerate()
-            .map(|(i, q)| {
-                let p = &self.params[Granularity::channel_of(layout, self.shape, i)];
-                dequantize_code(q, p.scale(), p.zero_point())
-            })
-            .collect()
+        let mut out = alloc::vec![F::zero(); len];
+        dequantize_codes(&self.codes, self.shape, self.granularity.layout(self.shape), &self.params, &mut out);
+        out
     }
 }
 

@@ -76,7 +76,9 @@ mod seed;
 pub use calibrate::{ChannelObserver, MinMax, MovingAverageMinMax, MseOptimal, Observer, Percentile};
 pub use convention::Convention;
 pub use ggml::BlockFormat;
-pub use granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix};
+pub use granularity::{
+    dequantize_matrix_into, matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix,
+};
 pub use kernels::selected_kernel;
 pub use params::QuantParams;
 pub use quantize::{dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes, Quantized};

@@ -186,3 +186,43 @@ fn a_group_size_of_zero_is_an_error() {
     let err = quantize_matrix_into::<f32, i8>(&x, MatrixShape::new(2, 3), spec, g, &[], &mut [0; 6]);
     assert_eq!(err, Err(QuantError::LengthMismatch { what: "parameter sets", expected: 4, found: 0 }));
 }
+
+#[test]
+fn dequantize_matrix_into_inverts_the_stored_codes() -> Res {
+    let mut rng = Rng::new(23);
+    for _ in 0..200 {
+        let shape = MatrixShape::new(rng.dim(7), rng.dim(40));
+        let x: Vec<f32> = rng.tensor(shape.rows * shape.cols);
+        let g = Granularity::PerGroup {
+            axis: if rng.index(2) == 0 { Axis::Cols } else { Axis::Rows },
+            size: 1 + rng.index(9),
+        };
+        let m = quantize_matrix::<f32, U4x2>(&x, shape, QuantSpec::asymmetric(4)?, g)?;
+        let mut out = vec![0f32; x.len()];
+        quant_core::dequantize_matrix_into(m.codes(), shape, g, m.params(), &mut out)?;
+        assert_eq!(out, m.dequantize());
+    }
+    let m = quantize_matrix::<f32, i8>(
+        &[1.0, 2.0, 3.0, 4.0],
+        MatrixShape::new(2, 2),
+        QuantSpec::symmetric(8)?,
+        Granularity::PerTensor,
+    )?;
+    let err = quant_core::dequantize_matrix_into(
+        &m.codes()[..3],
+        MatrixShape::new(2, 2),
+        Granularity::PerTensor,
+        m.params(),
+        &mut [0f32; 4],
+    );
+    assert_eq!(err, Err(QuantError::LengthMismatch { what: "codes", expected: 4, found: 3 }));
+    let err = quant_core::dequantize_matrix_into(
+        m.codes(),
+        MatrixShape::new(2, 2),
+        Granularity::PerChannel(Axis::Rows),
+        m.params(),
+        &mut [0f32; 4],
+    );
+    assert_eq!(err, Err(QuantError::LengthMismatch { what: "parameter sets", expected: 2, found: 1 }));
+    Ok(())
+}
