@@ -1,0 +1,304 @@
+//! `quant quantize` and `quant dequantize`: safetensors in, safetensors out, tensor by tensor.
+//!
+//! A quantized file holds, for each 2-D floating tensor `W` of the input:
+//! * `W`: the codes, `I8`/`U8` of `W`'s shape (5..=8 bits), or packed `U8` bytes, one dimension
+//!   (`⌈elements / 2⌉` for 3-4 bits, `⌈elements / 4⌉` for 2 bits; first code in the lowest bits,
+//!   row-major, the tail zero-padded);
+//! * `W.scale`: the scales in `W`'s own dtype, shape `[1]` (tensor), `[rows]` (channel) or
+//!   `[rows, ⌈cols / G⌉]` (group:G);
+//! * `W.zero_point`: `I32` of the same shape, asymmetric schemes only;
+//!
+//! and every other tensor (1-D biases and norms, integer tensors) unchanged. The header's
+//! `__metadata__` records `quant.format = "quant"`, `quant.version = "1"`, `quant.scheme`
+//! (`sym`/`asym`), `quant.bits`, `quant.granularity`, `quant.convention` (`onnx`) and, for each
+//! quantized tensor, `quant.tensor.W = {"dtype": .., "shape": [..], "storage": ..}` (JSON).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use quant_core::{QuantFloat, QuantParams, QuantSpec, Scheme};
+use safetensors::tensor::Dtype;
+use serde_json::json;
+
+use crate::model::{dtype_from_name, dtype_name, Entry, Model};
+use crate::scheme::{dequantize_2d, quantize_2d, Bytes, Gran, Plan};
+use crate::writer::{Planned, Writer};
+use crate::{with_floats, with_storage, CliError, LeBytes, Progress};
+
+/// The shape of a tensor's parameter sets under `gran`.
+fn param_shape(gran: Gran, rows: usize, cols: usize) -> Vec<usize> {
+    match gran {
+        Gran::Tensor => vec![1],
+        Gran::Channel => vec![rows],
+        Gran::Group(g) => vec![rows, cols.div_ceil(g)],
+    }
+}
+
+/// Bytes per element of a floating dtype.
+fn float_size(d: Dtype) -> usize {
+    match d {
+        Dtype::F64 => 8,
+        Dtype::F32 => 4,
+        _ => 2,
+    }
+}
+
+/// Whether `e` is quantized: a 2-D floating tensor we can read.
+pub fn quantizable(model: &Model, e: &Entry) -> Result<bool, CliError> {
+    if e.shape.len() != 2 {
+        return Ok(false);
+    }
+    if matches!(e.dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2 | Dtype::F8_E8M0 | Dtype::F4 | Dtype::F6_E2M3 | Dtype::F6_E3M2)
+    {
+        return Err(CliError::file(
+            model.path(),
+            format!("tensor {:?} has dtype {:?}, which quant cannot read (F32, F16, BF16, F64)", e.name, e.dtype),
+        ));
+    }
+    Ok(e.is_float())
+}
+
+/// `quant quantize`.
+pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) -> Result<(), CliError> {
+    let model = Model::open(input)?;
+    let Some(storage) = plan.file_storage() else {
+        return Err(CliError::usage(format!("--bits {}: files hold 2 to 8 bits", plan.spec.bits())));
+    };
+    let entries = model.entries();
+    let mut planned = Vec::new();
+    let mut meta = BTreeMap::new();
+    meta.insert("quant.format".to_string(), "quant".to_string());
+    meta.insert("quant.version".to_string(), "1".to_string());
+    meta.insert("quant.scheme".to_string(), plan.scheme_name().to_string());
+    meta.insert("quant.bits".to_string(), plan.spec.bits().to_string());
+    meta.insert("quant.granularity".to_string(), plan.gran.to_string());
+    meta.insert("quant.convention".to_string(), "onnx".to_string());
+    let mut work = 0;
+    for e in &entries {
+        if !quantizable(&model, e)? {
+            planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
+            continue;
+        }
+        work += e.bytes();
+        let (rows, cols) = (e.shape[0], e.shape[1]);
+        let units = with_storage!(storage, Q => <Q as quant_traits::Storage>::units_for(e.elements()));
+        let (dtype, shape) = if matches!(storage, "i8" | "u8") {
+            (if storage == "i8" { Dtype::I8 } else { Dtype::U8 }, e.shape.clone())
+        } else {
+            (Dtype::U8, vec![units])
+        };
+        planned.push(Planned { name: e.name.clone(), dtype, shape, bytes: units });
+        let pshape = param_shape(plan.gran, rows, cols);
+        let sets: usize = pshape.iter().product();
+        planned.push(Planned {
+            name: format!("{}.scale", e.name),
+            dtype: e.dtype,
+            shape: pshape.clone(),
+            bytes: sets * float_size(e.dtype),
+        });
+        if plan.spec.scheme() == Scheme::Asymmetric {
+            planned.push(Planned {
+                name: format!("{}.zero_point", e.name),
+                dtype: Dtype::I32,
+                shape: pshape,
+                bytes: sets * 4,
+            });
+        }
+        meta.insert(
+            format!("quant.tensor.{}", e.name),
+            json!({"dtype": dtype_name(e.dtype), "shape": e.shape, "storage": storage}).to_string(),
+        );
+    }
+    let mut w = Writer::create(output, planned, meta)?;
+    progress.start(work as u64, "quantizing");
+    for e in &entries {
+        if quantizable(&model, e)? {
+            progress.message(&e.name);
+            let floats = model.floats(e)?;
+            with_floats!(floats, x => with_storage!(storage, Q => write_quantized::<_, Q>(&model, e, &x, plan, &mut w)))?;
+            progress.advance(e.bytes() as u64);
+        } else {
+            w.write(model.bytes(e))?;
+        }
+        model.release(e);
+    }
+    progress.finish();
+    w.finish()
+}
+
+fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
+    model: &Model,
+    e: &Entry,
+    x: &[F],
+    plan: Plan,
+    w: &mut Writer,
+) -> Result<(), CliError> {
+    let (codes, params) = quantize_2d::<F, Q>(x, e.shape[0], e.shape[1], plan)
+        .map_err(|err| CliError::file(model.path(), format!("tensor {:?}: {err}", e.name)))?;
+    let bytes: Vec<u8> = codes.iter().map(|&u| u.byte()).collect();
+    w.write(&bytes)?;
+    let mut scales = Vec::with_capacity(params.len() * 8);
+    for p in &params {
+        p.scale().put_le(&mut scales);
+    }
+    w.write(&scales)?;
+    if plan.spec.scheme() == Scheme::Asymmetric {
+        let mut zps = Vec::with_capacity(params.len() * 4);
+        for p in &params {
+            // Zero points of at most 8-bit codes fit i32.
+            zps.extend_from_slice(&i32::try_from(p.zero_point()).unwrap_or(i32::MAX).to_le_bytes());
+        }
+        w.write(&zps)?;
+    }
+    Ok(())
+}
+
+/// What the metadata says about one quantized tensor.
+struct Stored {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    storage: &'static str,
+}
+
+fn parse_stored(path: &Path, name: &str, text: &str) -> Result<Stored, CliError> {
+    let bad = |what: &str| CliError::file(path, format!("metadata of tensor {name:?}: {what}"));
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad("not JSON"))?;
+    let dtype = v["dtype"]
+        .as_str()
+        .and_then(dtype_from_name)
+        .filter(|d| matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64))
+        .ok_or_else(|| bad("dtype is not F32, F16, BF16 or F64"))?;
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
+        .filter(|s: &Vec<usize>| s.len() == 2)
+        .ok_or_else(|| bad("shape is not 2-D"))?;
+    let storage = match v["storage"].as_str() {
+        Some("i8") => "i8",
+        Some("u8") => "u8",
+        Some("i4x2") => "i4x2",
+        Some("u4x2") => "u4x2",
+        Some("i2x4") => "i2x4",
+        Some("u2x4") => "u2x4",
+        _ => return Err(bad("unknown storage")),
+    };
+    Ok(Stored { dtype, shape, storage })
+}
+
+/// `quant dequantize`.
+pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
+    let model = Model::open(input)?;
+    let meta = model.metadata();
+    if meta.get("quant.format").map(String::as_str) != Some("quant") {
+        return Err(CliError::file(input, "not a file written by `quant quantize` (no quant.format metadata)".into()));
+    }
+    let field = |k: &str| meta.get(k).cloned().ok_or_else(|| CliError::file(input, format!("metadata lacks {k}")));
+    let bits: u32 = field("quant.bits")?
+        .parse()
+        .map_err(|_| CliError::file(input, "metadata quant.bits is not a number".into()))?;
+    let scheme = match field("quant.scheme")?.as_str() {
+        "sym" => Scheme::Symmetric,
+        "asym" => Scheme::Asymmetric,
+        other => return Err(CliError::file(input, format!("metadata quant.scheme {other:?} is neither sym nor asym"))),
+    };
+    let spec = QuantSpec::new(scheme, bits).map_err(|e| CliError::file(input, format!("metadata: {e}")))?;
+    let gran =
+        Gran::parse(&field("quant.granularity")?).map_err(|e| CliError::file(input, format!("metadata: {e}")))?;
+    let entries = model.entries();
+    let by_name: HashMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    let mut stored = HashMap::new();
+    for e in &entries {
+        if let Some(text) = meta.get(&format!("quant.tensor.{}", e.name)) {
+            stored.insert(e.name.clone(), parse_stored(input, &e.name, text)?);
+        }
+    }
+    let aux = |name: &str| {
+        [".scale", ".zero_point"].iter().any(|s| name.strip_suffix(s).is_some_and(|base| stored.contains_key(base)))
+    };
+    let mut planned = Vec::new();
+    let mut work = 0;
+    for e in &entries {
+        if let Some(s) = stored.get(&e.name) {
+            let bytes = s.shape.iter().product::<usize>() * float_size(s.dtype);
+            planned.push(Planned { name: e.name.clone(), dtype: s.dtype, shape: s.shape.clone(), bytes });
+            work += e.bytes();
+        } else if !aux(&e.name) {
+            planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
+        }
+    }
+    let mut keep = BTreeMap::new();
+    for (k, v) in &meta {
+        if !k.starts_with("quant.") {
+            keep.insert(k.clone(), v.clone());
+        }
+    }
+    let mut w = Writer::create(output, planned, keep)?;
+    progress.start(work as u64, "dequantizing");
+    for e in &entries {
+        if let Some(s) = stored.get(&e.name) {
+            progress.message(&e.name);
+            let find = |suffix: &str| by_name.get(format!("{}{suffix}", e.name).as_str()).copied();
+            let scale =
+                find(".scale").ok_or_else(|| CliError::file(input, format!("tensor {:?} has no .scale", e.name)))?;
+            let zp = if scheme == Scheme::Asymmetric {
+                let z = find(".zero_point")
+                    .ok_or_else(|| CliError::file(input, format!("tensor {:?} has no .zero_point", e.name)))?;
+                if z.dtype != Dtype::I32 {
+                    return Err(CliError::file(input, format!("tensor {:?}.zero_point is not I32", e.name)));
+                }
+                Some(z)
+            } else {
+                None
+            };
+            if scale.dtype != s.dtype {
+                return Err(CliError::file(input, format!("tensor {:?}.scale is not {}", e.name, dtype_name(s.dtype))));
+            }
+            let zps: Vec<i64> = match zp {
+                Some(z) => model
+                    .bytes(z)
+                    .chunks_exact(4)
+                    .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+                None => vec![0; scale.elements()],
+            };
+            let scales = model.floats(scale)?;
+            let out: Vec<u8> = with_floats!(scales, sc => with_storage!(s.storage, Q => restore::<_, Q>(&model, e, s, spec, gran, &sc, &zps)))?;
+            w.write(&out)?;
+            progress.advance(e.bytes() as u64);
+        } else if !aux(&e.name) {
+            w.write(model.bytes(e))?;
+        }
+        model.release(e);
+    }
+    progress.finish();
+    w.finish()
+}
+
+fn restore<F: QuantFloat + LeBytes, Q: Bytes>(
+    model: &Model,
+    e: &Entry,
+    s: &Stored,
+    spec: QuantSpec,
+    gran: Gran,
+    scales: &[F],
+    zps: &[i64],
+) -> Result<Vec<u8>, CliError> {
+    let fail = |what: String| CliError::file(model.path(), format!("tensor {:?}: {what}", e.name));
+    let (rows, cols) = (s.shape[0], s.shape[1]);
+    if scales.len() != zps.len() {
+        return Err(fail(format!("{} scales but {} zero points", scales.len(), zps.len())));
+    }
+    let params: Vec<QuantParams<F>> = scales
+        .iter()
+        .zip(zps)
+        .map(|(&sc, &z)| QuantParams::new(spec, sc, z))
+        .collect::<Result<_, _>>()
+        .map_err(|err| fail(err.to_string()))?;
+    let codes: Vec<Q> = model.bytes(e).iter().map(|&b| Q::from_byte(b)).collect();
+    let back = dequantize_2d::<F, Q>(&codes, rows, cols, gran, &params).map_err(|err| fail(err.to_string()))?;
+    let mut out = Vec::with_capacity(back.len() * 8);
+    for v in back {
+        v.put_le(&mut out);
+    }
+    Ok(out)
+}

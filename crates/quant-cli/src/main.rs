@@ -1,0 +1,295 @@
+//! `quant`: quantize safetensors model files and report the precision lost.
+//!
+//! ```text
+//! quant demo                                   built-in synthetic transformer block, no files
+//! quant inspect MODEL.safetensors              every tensor: dtype, shape, elements, bytes
+//! quant report MODEL.safetensors [--scheme sym,asym] [--bits 8,4] [--granularity channel,group:128]
+//!              [--format table|json|csv] [--reconstructed BACK.safetensors]
+//! quant quantize MODEL.safetensors -o OUT.safetensors [--scheme sym] [--bits 8] [--granularity channel]
+//! quant dequantize OUT.safetensors -o BACK.safetensors
+//! ```
+//!
+//! Files are read through a memory map, tensor by tensor (peak memory stays near the largest
+//! tensor's size, whatever the file's size), with both cores, and written to a temporary file in
+//! the destination's folder that replaces the destination only once complete. Errors are one line
+//! naming the file and the problem, with exit code 1 (2 for a bad command line).
+
+mod convert;
+mod demo;
+mod model;
+mod report;
+mod scheme;
+mod writer;
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use quant_core::{QuantSpec, Scheme};
+use quant_traits::half::{bf16, f16};
+
+use crate::report::Format;
+use crate::scheme::{Gran, Plan};
+
+/// A one-line error: what went wrong, and with which file.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    usage: bool,
+}
+
+impl CliError {
+    /// A problem with `path`.
+    pub fn file(path: &Path, message: String) -> Self {
+        CliError { message: format!("{}: {message}", path.display()), usage: false }
+    }
+
+    /// A problem with the command line.
+    pub fn usage(message: String) -> Self {
+        CliError { message, usage: true }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One line, whatever a library message contained.
+        write!(f, "{}", self.message.replace('\n', " "))
+    }
+}
+
+/// Floats written little-endian into a byte buffer.
+pub trait LeBytes: Copy {
+    /// Appends the value's bytes.
+    fn put_le(self, out: &mut Vec<u8>);
+}
+
+impl LeBytes for f32 {
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl LeBytes for f64 {
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl LeBytes for f16 {
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_le_bytes());
+    }
+}
+
+impl LeBytes for bf16 {
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_le_bytes());
+    }
+}
+
+/// A progress bar on stderr, shown only on a terminal and without `--quiet`.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        let show = !quiet && std::io::stderr().is_terminal();
+        Progress { bar: show.then(|| ProgressBar::new(0)) }
+    }
+
+    /// Starts a phase of `total` bytes.
+    pub fn start(&self, total: u64, what: &str) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(0);
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_prefix(what.to_string());
+        }
+    }
+
+    /// Names the tensor being worked on.
+    pub fn message(&self, m: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(m.to_string());
+        }
+    }
+
+    /// Adds `n` bytes done.
+    pub fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    /// Clears the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "quant", version, about = "Quantize safetensors model files and report the precision lost")]
+struct Cli {
+    /// No progress bar.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum SchemeArg {
+    /// Symmetric: zero point 0.
+    Sym,
+    /// Asymmetric: a zero point per scale.
+    Asym,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Quantize a built-in synthetic transformer block (hidden 768, MLP 3072) under several
+    /// schemes and print the comparison table. No files needed.
+    Demo,
+    /// List every tensor of a safetensors file.
+    Inspect {
+        /// The safetensors file.
+        model: PathBuf,
+    },
+    /// Error statistics of each 2-D floating tensor under one or more schemes (all combinations
+    /// of the values given), or against a reconstructed file.
+    Report {
+        /// The safetensors file.
+        model: PathBuf,
+        /// Schemes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "sym")]
+        scheme: Vec<SchemeArg>,
+        /// Widths in bits (2..=32), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "8")]
+        bits: Vec<u32>,
+        /// `tensor`, `channel` (one scale per row) or `group:G` (per G values of a row), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "channel")]
+        granularity: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Compare with this file (e.g. written by `quant dequantize`) instead of quantizing.
+        #[arg(long)]
+        reconstructed: Option<PathBuf>,
+    },
+    /// Write a quantized safetensors file: codes, scales and zero points as tensors, the scheme
+    /// in the header metadata; 1-D and integer tensors copied as they are.
+    Quantize {
+        /// The safetensors file.
+        model: PathBuf,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Scheme.
+        #[arg(long, value_enum, default_value = "sym")]
+        scheme: SchemeArg,
+        /// Width in bits (2..=8 in files).
+        #[arg(long, default_value_t = 8)]
+        bits: u32,
+        /// `tensor`, `channel` or `group:G`.
+        #[arg(long, default_value = "channel")]
+        granularity: String,
+        /// Print input MB/s and peak resident memory to stderr at the end.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Reconstruct floating tensors (in their original dtype) from a file written by `quantize`.
+    Dequantize {
+        /// The quantized safetensors file.
+        model: PathBuf,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn plan(scheme: SchemeArg, bits: u32, granularity: &str) -> Result<Plan, CliError> {
+    let kind = if scheme == SchemeArg::Sym { Scheme::Symmetric } else { Scheme::Asymmetric };
+    let spec = QuantSpec::new(kind, bits).map_err(|e| CliError::usage(format!("--bits {bits}: {e}")))?;
+    let gran = Gran::parse(granularity).map_err(CliError::usage)?;
+    Ok(Plan { spec, gran })
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let progress = Progress::new(cli.quiet);
+    match cli.command {
+        Command::Demo => print!("{}", demo::run().map_err(|e| CliError::usage(e.to_string()))?),
+        Command::Inspect { model } => print!("{}", report::inspect(&model)?),
+        Command::Report { model, scheme, bits, granularity, format, reconstructed } => {
+            let mut plans = Vec::new();
+            for &s in &scheme {
+                for &b in &bits {
+                    for g in &granularity {
+                        plans.push(plan(s, b, g)?);
+                    }
+                }
+            }
+            print!("{}", report::report(&model, &plans, reconstructed.as_deref(), format, &progress)?);
+        }
+        Command::Quantize { model, output, scheme, bits, granularity, stats } => {
+            let p = plan(scheme, bits, &granularity)?;
+            let start = Instant::now();
+            convert::quantize(&model, &output, p, &progress)?;
+            if stats {
+                let secs = start.elapsed().as_secs_f64();
+                let bytes = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
+                let peak = peak_rss().map_or("unavailable".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+                eprintln!(
+                    "quant: read {:.1} MB in {secs:.2} s ({:.1} MB/s), peak resident memory {peak}",
+                    bytes as f64 / 1e6,
+                    bytes as f64 / 1e6 / secs
+                );
+            }
+        }
+        Command::Dequantize { model, output } => convert::dequantize(&model, &output, &progress)?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message spans several lines (usage, tips); keep its first, the one that
+            // names the problem.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad command line").trim_start_matches("error: ");
+            eprintln!("quant: {first} (see quant --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quant: {e}");
+            ExitCode::from(if e.usage { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Writing safetensors files tensor by tensor: the header first (every size is known before any
+//! data is computed), then each tensor's bytes as they are produced, into a temporary file in the
+//! destination's folder that is renamed over the destination only when everything succeeded.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::Dtype;
+use serde_json::{json, Map, Value};
+
+use crate::model::dtype_name;
+use crate::CliError;
+
+/// One tensor to be written: name, dtype, shape and byte count (checked when written).
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Name in the header.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Bytes of data.
+    pub bytes: usize,
+}
+
+/// A safetensors file being written.
+pub struct Writer {
+    dest: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+    plan: Vec<Planned>,
+    next: usize,
+    written: usize,
+}
+
+impl Writer {
+    /// Starts `dest` with the given tensors (written later in this order) and metadata.
+    pub fn create(dest: &Path, plan: Vec<Planned>, metadata: BTreeMap<String, String>) -> Result<Self, CliError> {
+        let mut header = Map::new();
+        if !metadata.is_empty() {
+            header.insert("__metadata__".into(), json!(metadata));
+        }
+        let mut offset = 0usize;
+        for t in &plan {
+            if header.contains_key(&t.name) {
+                return Err(CliError::file(dest, format!("two tensors would be named {:?}", t.name)));
+            }
+            header.insert(
+                t.name.clone(),
+                json!({"dtype": dtype_name(t.dtype), "shape": t.shape, "data_offsets": [offset, offset + t.bytes]}),
+            );
+            offset += t.bytes;
+        }
+        let mut text = Value::Object(header).to_string().into_bytes();
+        // Pad with spaces to a multiple of 8, so the data starts aligned (as safetensors does).
+        while text.len() % 8 != 0 {
+            text.push(b' ');
+        }
+        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let tmp = dir.join(format!(".{file_name}.partial-{}", std::process::id()));
+        let file =
+            File::create(&tmp).map_err(|e| CliError::file(dest, format!("cannot create {}: {e}", tmp.display())))?;
+        let mut w = Writer {
+            dest: dest.to_path_buf(),
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            plan,
+            next: 0,
+            written: 0,
+        };
+        let len = u64::try_from(text.len()).unwrap_or(u64::MAX);
+        w.raw(&len.to_le_bytes())?;
+        w.raw(&text)?;
+        Ok(w)
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        let dest = self.dest.clone();
+        match self.out.as_mut() {
+            Some(out) => out.write_all(bytes).map_err(|e| CliError::file(&dest, format!("write failed: {e}"))),
+            None => Err(CliError::file(&dest, "write after finish".into())),
+        }
+    }
+
+    /// Appends bytes of the current tensor; moves to the next one when it is complete.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        let Some(t) = self.plan.get(self.next) else {
+            return Err(CliError::file(&self.dest, "more data than planned".into()));
+        };
+        if self.written + bytes.len() > t.bytes {
+            return Err(CliError::file(&self.dest, format!("tensor {:?}: more bytes than its shape holds", t.name)));
+        }
+        self.raw(bytes)?;
+        self.written += bytes.len();
+        if self.written == self.plan[self.next].bytes {
+            self.next += 1;
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames the temporary file over the destination.
+    pub fn finish(mut self) -> Result<(), CliError> {
+        if self.next != self.plan.len() {
+            let name = self.plan[self.next].name.clone();
+            return Err(CliError::file(&self.dest, format!("tensor {name:?} was not written")));
+        }
+        let out = self.out.take().ok_or_else(|| CliError::file(&self.dest, "finished twice".into()))?;
+        let done = out
+            .into_inner()
+            .map_err(|e| format!("write failed: {}", e.error()))
+            .and_then(|file| file.sync_all().map_err(|e| format!("sync failed: {e}")))
+            .and_then(|()| fs::rename(&self.tmp, &self.dest).map_err(|e| format!("cannot rename into place: {e}")));
+        done.map_err(|msg| {
+            let _ = fs::remove_file(&self.tmp);
+            CliError::file(&self.dest, msg)
+        })
+    }
+}
+
+impl Drop for Writer {
+    /// Unfinished: remove the temporary file, so no partial output remains.
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}

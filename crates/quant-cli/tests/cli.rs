@@ -1,0 +1,325 @@
+//! End to end: the `quant` binary on safetensors files written here (f32, f16, bf16; 1-D and
+//! 2-D; an integer tensor), its figures against the library's in-memory ones, the round trip
+//! quantize -> dequantize -> report, and every bad input: a clear one-line error naming the
+//! file, a non-zero exit code, and no output file left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use quant_analysis::error_stats;
+use quant_core::{quantize_matrix, Axis, Granularity, MatrixShape, QuantFloat, QuantSpec, Scheme, Storage};
+use quant_traits::half::{bf16, f16};
+use quant_traits::{I4x2, U4x2};
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::Value;
+
+fn quant(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quant")).args(args).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = quant(args);
+    assert!(out.status.success(), "quant {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A fresh directory under the target folder.
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Deterministic values with a few outliers.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|i| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            (u * if i % 97 == 0 { 4.0 } else { 0.1 }) as f32
+        })
+        .collect()
+}
+
+struct Model {
+    f32s: Vec<f32>,
+    f16s: Vec<f16>,
+    bf16s: Vec<bf16>,
+}
+
+const W32: (usize, usize) = (48, 100);
+const W16: (usize, usize) = (32, 64);
+const WB: (usize, usize) = (16, 70);
+
+/// Writes the test model with the safetensors crate itself.
+fn write_model(path: &Path) -> Model {
+    let f32s = values(W32.0 * W32.1, 1);
+    let f16s: Vec<f16> = values(W16.0 * W16.1, 2).iter().map(|&v| f16::from_f32(v)).collect();
+    let bf16s: Vec<bf16> = values(WB.0 * WB.1, 3).iter().map(|&v| bf16::from_f32(v)).collect();
+    let b32: Vec<u8> = f32s.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let b16: Vec<u8> = f16s.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let bb: Vec<u8> = bf16s.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let bias: Vec<u8> = values(48, 4).iter().flat_map(|v| v.to_le_bytes()).collect();
+    let norm: Vec<u8> = values(64, 5).iter().flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes()).collect();
+    let ids: Vec<u8> = (0..6i32).flat_map(|v| v.to_le_bytes()).collect();
+    fn t(d: Dtype, shape: Vec<usize>, data: &[u8]) -> TensorView<'_> {
+        TensorView::new(d, shape, data).expect("consistent")
+    }
+    let tensors = vec![
+        ("layer.w32", t(Dtype::F32, vec![W32.0, W32.1], &b32)),
+        ("layer.w16", t(Dtype::F16, vec![W16.0, W16.1], &b16)),
+        ("layer.wbf16", t(Dtype::BF16, vec![WB.0, WB.1], &bb)),
+        ("layer.bias", t(Dtype::F32, vec![48], &bias)),
+        ("layer.norm", t(Dtype::F16, vec![64], &norm)),
+        ("ids", t(Dtype::I32, vec![2, 3], &ids)),
+    ];
+    std::fs::write(path, safetensors::serialize(tensors, None).expect("serializes")).expect("written");
+    Model { f32s, f16s, bf16s }
+}
+
+/// The library's figures for one tensor: (mse, max_error, snr_db).
+fn library<F: QuantFloat, Q: Storage>(x: &[F], shape: (usize, usize), spec: QuantSpec, g: Granularity) -> [f64; 3] {
+    let m = quantize_matrix::<F, Q>(x, MatrixShape::new(shape.0, shape.1), spec, g).expect("quantizes");
+    let s = error_stats(x, &m.dequantize()).expect("finite");
+    [s.mse, s.max_error, s.snr_db]
+}
+
+fn figures(json: &Value, name: &str, scheme: Option<u64>) -> [f64; 3] {
+    let t = json["tensors"]
+        .as_array()
+        .expect("tensors")
+        .iter()
+        .find(|t| t["name"] == name && t["scheme"].as_u64() == scheme)
+        .unwrap_or_else(|| panic!("{name} in the report"));
+    ["mse", "max_error", "snr_db"].map(|k| t[k].as_f64().unwrap_or(f64::INFINITY))
+}
+
+#[test]
+fn report_matches_the_library_and_the_round_trip_matches_the_report() {
+    let d = dir("report");
+    let model = d.join("model.safetensors");
+    let m = write_model(&model);
+    let path = model.to_str().expect("utf-8");
+    let json: Value = serde_json::from_str(&ok(&[
+        "report",
+        path,
+        "--scheme",
+        "sym,asym",
+        "--bits",
+        "8,4",
+        "--granularity",
+        "channel,group:32",
+        "--format",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(json["schemes"].as_array().map(Vec::len), Some(8));
+    // Only the three 2-D floating tensors are measured, under every scheme.
+    assert_eq!(json["tensors"].as_array().map(Vec::len), Some(24));
+    let mut index = 0;
+    for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
+        for bits in [8, 4] {
+            for g in [Granularity::PerChannel(Axis::Rows), Granularity::PerGroup { axis: Axis::Cols, size: 32 }] {
+                let spec = QuantSpec::new(scheme, bits).expect("valid");
+                let want = match (scheme, bits) {
+                    (Scheme::Symmetric, 8) => [
+                        library::<f32, i8>(&m.f32s, W32, spec, g),
+                        library::<f16, i8>(&m.f16s, W16, spec, g),
+                        library::<bf16, i8>(&m.bf16s, WB, spec, g),
+                    ],
+                    (Scheme::Asymmetric, 8) => [
+                        library::<f32, u8>(&m.f32s, W32, spec, g),
+                        library::<f16, u8>(&m.f16s, W16, spec, g),
+                        library::<bf16, u8>(&m.bf16s, WB, spec, g),
+                    ],
+                    (Scheme::Symmetric, _) => [
+                        library::<f32, I4x2>(&m.f32s, W32, spec, g),
+                        library::<f16, I4x2>(&m.f16s, W16, spec, g),
+                        library::<bf16, I4x2>(&m.bf16s, WB, spec, g),
+                    ],
+                    (Scheme::Asymmetric, _) => [
+                        library::<f32, U4x2>(&m.f32s, W32, spec, g),
+                        library::<f16, U4x2>(&m.f16s, W16, spec, g),
+                        library::<bf16, U4x2>(&m.bf16s, WB, spec, g),
+                    ],
+                };
+                for (name, w) in ["layer.w32", "layer.w16", "layer.wbf16"].iter().zip(want) {
+                    assert_eq!(figures(&json, name, Some(index)), w, "{name}, scheme {index}");
+                }
+                // quantize -> dequantize -> report on the pair: the same figures, exactly.
+                let (q, back) = (d.join(format!("q{index}.safetensors")), d.join(format!("b{index}.safetensors")));
+                let gran = if matches!(g, Granularity::PerChannel(_)) { "channel" } else { "group:32" };
+                let kind = if scheme == Scheme::Symmetric { "sym" } else { "asym" };
+                ok(&[
+                    "quantize",
+                    path,
+                    "-o",
+                    q.to_str().expect("utf-8"),
+                    "--scheme",
+                    kind,
+                    "--bits",
+                    &bits.to_string(),
+                    "--granularity",
+                    gran,
+                ]);
+                ok(&["dequantize", q.to_str().expect("utf-8"), "-o", back.to_str().expect("utf-8")]);
+                let pair: Value = serde_json::from_str(&ok(&[
+                    "report",
+                    path,
+                    "--reconstructed",
+                    back.to_str().expect("utf-8"),
+                    "--format",
+                    "json",
+                ]))
+                .expect("json");
+                for (name, w) in ["layer.w32", "layer.w16", "layer.wbf16"].iter().zip(want) {
+                    assert_eq!(figures(&pair, name, None), w, "{name} round trip, scheme {index}");
+                }
+                index += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_quantized_file_holds_what_the_docs_say() {
+    let d = dir("layout");
+    let model = d.join("model.safetensors");
+    write_model(&model);
+    let out = d.join("q.safetensors");
+    ok(&[
+        "quantize",
+        model.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--scheme",
+        "asym",
+        "--bits",
+        "4",
+        "--granularity",
+        "group:32",
+    ]);
+    let bytes = std::fs::read(&out).expect("written");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("valid safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let info = |n: &str| st.tensor(n).unwrap_or_else(|_| panic!("{n}"));
+    // Packed 4-bit codes as U8, one dimension; scales in the tensor's dtype; i32 zero points.
+    assert_eq!((info("layer.wbf16").dtype(), info("layer.wbf16").shape()), (Dtype::U8, &[WB.0 * WB.1 / 2][..]));
+    assert_eq!((info("layer.wbf16.scale").dtype(), info("layer.wbf16.scale").shape()), (Dtype::BF16, &[WB.0, 3][..]));
+    assert_eq!(
+        (info("layer.w16.zero_point").dtype(), info("layer.w16.zero_point").shape()),
+        (Dtype::I32, &[W16.0, 2][..])
+    );
+    // 1-D and integer tensors are copied bit for bit.
+    let original = std::fs::read(&model).expect("model");
+    let src = safetensors::SafeTensors::deserialize(&original).expect("valid");
+    for n in ["layer.bias", "layer.norm", "ids"] {
+        assert_eq!(info(n).data(), src.tensor(n).expect("present").data(), "{n}");
+    }
+    let md = meta.metadata().clone().expect("metadata");
+    assert_eq!(md.get("quant.scheme").map(String::as_str), Some("asym"));
+    assert_eq!(md.get("quant.bits").map(String::as_str), Some("4"));
+    assert_eq!(md.get("quant.granularity").map(String::as_str), Some("group:32"));
+    let t: Value = serde_json::from_str(&md["quant.tensor.layer.wbf16"]).expect("json");
+    assert_eq!(t, serde_json::json!({"dtype": "BF16", "shape": [16, 70], "storage": "u4x2"}));
+    // The listing names every tensor with dtype, shape, elements and bytes.
+    let listing = ok(&["inspect", out.to_str().expect("utf-8")]);
+    assert!(
+        listing.lines().any(
+            |l| l.split_whitespace().collect::<Vec<_>>() == ["layer.wbf16.scale", "BF16", "[16,", "3]", "48", "96"]
+        ),
+        "{listing}"
+    );
+}
+
+/// The error line and that nothing was left in `d` but the listed files.
+fn fails(args: &[&str], d: &Path, needle: &str, keep: &[&str]) {
+    let out = quant(args);
+    assert!(!out.status.success(), "quant {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("quant: ") && err.contains(needle), "{args:?}: {err}");
+    let mut left: Vec<String> = std::fs::read_dir(d)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, keep, "no partial output after {args:?}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_no_output_file() {
+    let d = dir("bad");
+    let good = d.join("good.safetensors");
+    write_model(&good);
+    let bytes = std::fs::read(&good).expect("model");
+    let out = d.join("out.safetensors");
+    let (g, o) = (good.to_str().expect("utf-8"), out.to_str().expect("utf-8"));
+    let mut keep = vec!["good.safetensors"];
+
+    let missing = d.join("missing.safetensors");
+    fails(&["quantize", missing.to_str().expect("utf-8"), "-o", o], &d, "missing.safetensors: cannot open", &keep);
+
+    let truncated = d.join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).expect("write");
+    keep.insert(0, "truncated.safetensors");
+    keep.sort();
+    fails(&["quantize", truncated.to_str().expect("utf-8"), "-o", o], &d, "truncated", &keep);
+
+    let garbage = d.join("garbage.safetensors");
+    let mut corrupted = bytes.clone();
+    corrupted[8] = b'#'; // the opening brace of the JSON header
+    std::fs::write(&garbage, &corrupted).expect("write");
+    keep.push("garbage.safetensors");
+    keep.sort();
+    fails(
+        &["report", garbage.to_str().expect("utf-8")],
+        &d,
+        "garbage.safetensors: header is not valid safetensors JSON",
+        &keep,
+    );
+
+    // A header that lies about offsets: the first tensor's range shifted by 4 bytes.
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).expect("utf-8");
+    let liar = d.join("liar.safetensors");
+    let lied = header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[4,", 1);
+    assert_ne!(lied, header);
+    let mut lying = bytes[..8].to_vec();
+    lying.extend(lied.as_bytes());
+    lying.extend(&bytes[8 + n..]);
+    std::fs::write(&liar, &lying).expect("write");
+    keep.push("liar.safetensors");
+    keep.sort();
+    fails(&["quantize", liar.to_str().expect("utf-8"), "-o", o], &d, "lies about offsets", &keep);
+
+    // An 8-bit float tensor: a dtype quant cannot read.
+    let f8 = d.join("f8.safetensors");
+    let data = vec![0u8; 6];
+    let v = TensorView::new(Dtype::F8_E4M3, vec![2, 3], &data).expect("consistent");
+    std::fs::write(&f8, safetensors::serialize(vec![("w8", v)], None).expect("serializes")).expect("write");
+    keep.push("f8.safetensors");
+    keep.sort();
+    fails(&["quantize", f8.to_str().expect("utf-8"), "-o", o], &d, "F8_E4M3, which quant cannot read", &keep);
+
+    // Options: unknown, bad granularity, bits a file cannot hold, a file that is not quantized.
+    fails(&["quantize", g, "-o", o, "--frobnicate"], &d, "--frobnicate", &keep);
+    fails(&["quantize", g, "-o", o, "--granularity", "group:0"], &d, "group:G with G >= 1", &keep);
+    fails(&["quantize", g, "-o", o, "--bits", "12"], &d, "files hold 2 to 8 bits", &keep);
+    fails(&["report", g, "--bits", "40"], &d, "--bits 40", &keep);
+    fails(&["dequantize", g, "-o", o], &d, "not a file written by `quant quantize`", &keep);
+    // An unwritable destination: the error names it, nothing is created.
+    let nowhere = d.join("no/such/dir/out.safetensors");
+    fails(&["quantize", g, "-o", nowhere.to_str().expect("utf-8")], &d, "cannot create", &keep);
+}
+
+#[test]
+fn the_demo_needs_no_files() {
+    let out = ok(&["demo"]);
+    assert!(out.contains("synthetic transformer block"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("sym") && l.contains("group:32")).expect("a group:32 row");
+    // scheme, bits, granularity, bytes, ratio, MSE, max error, SNR dB
+    assert_eq!(row.split_whitespace().count(), 8, "{row}");
+}
