@@ -190,12 +190,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
             None => plan.push((shape.to_string(), vec![case.to_string()])),
         }
     }
-    if plan.is_empty() {
+    if plan.is_empty() && !("quantize_file".contains(&only)) {
         return Err(format!("no case matches --only {only:?}"));
     }
     let python = if peers { Some(venv()?) } else { None };
     let script = root().join("xtask/peers/peers.py");
 
+    let file_bench = only.is_empty() || "quantize_file".contains(&only);
     let mut ours = Server::spawn(Command::new(&ours_bin).arg("--serve"), "quant-bench")?;
     let mut samples = Samples::new();
     let mut work = BTreeMap::new();
@@ -245,7 +246,132 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    report(&samples, &work, peers)
+    let mut json = report(&samples, &work, peers)?;
+    if file_bench {
+        json.extend(quantize_file(rounds)?);
+    }
+    write_summary(&json)
+}
+
+/// Writes an f32 model of `tensors` 2048 x 4096 matrices (32 MiB each) plus a 1-D bias each,
+/// with the safetensors layout written by hand (header, then data in order).
+fn write_model(path: &Path, tensors: usize) -> Result<(), String> {
+    use std::io::Write as _;
+    let (rows, cols) = (2048usize, 4096usize);
+    let mut header = String::from("{");
+    let mut offset = 0;
+    for t in 0..tensors {
+        let w = rows * cols * 4;
+        header += &format!(
+            r#""layer{t}.w":{{"dtype":"F32","shape":[{rows},{cols}],"data_offsets":[{offset},{}]}},"layer{t}.b":{{"dtype":"F32","shape":[{rows}],"data_offsets":[{},{}]}},"#,
+            offset + w,
+            offset + w,
+            offset + w + rows * 4
+        );
+        offset += w + rows * 4;
+    }
+    header.pop();
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let fail = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+    f.write_all(&(header.len() as u64).to_le_bytes()).map_err(fail)?;
+    f.write_all(header.as_bytes()).map_err(fail)?;
+    // Normal-ish weights (sum of four uniforms), sigma about 0.02, from a fixed LCG.
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for _ in 0..tensors {
+        for n in [rows * cols, rows] {
+            for _ in 0..n {
+                let mut u = 0.0f32;
+                for _ in 0..4 {
+                    s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    u += (s >> 40) as f32 / (1u64 << 24) as f32;
+                }
+                buf.extend_from_slice(&((u - 2.0) * 0.035).to_le_bytes());
+                if buf.len() >= 1 << 20 {
+                    f.write_all(&buf).map_err(fail)?;
+                    buf.clear();
+                }
+            }
+        }
+    }
+    f.write_all(&buf).map_err(fail)?;
+    f.flush().map_err(fail)
+}
+
+/// `quant quantize` (4-bit, groups of 128) on a 64 MiB and a 256 MiB model: input MB/s (median
+/// over rounds) and peak resident memory (largest over rounds), which must not grow with the
+/// file. Returns the summary records.
+fn quantize_file(rounds: usize) -> Result<Vec<String>, String> {
+    crate::cargo(&["build", "--release", "--quiet", "-p", "quant-cli"])?;
+    let quant = root().join("target/release/quant");
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let out = dir.join("quantize-file-out.safetensors");
+    let mut rows = Vec::new();
+    for (label, tensors) in [("64MiB", 2usize), ("256MiB", 8)] {
+        let model = dir.join(format!("quantize-file-{label}.safetensors"));
+        let want = tensors as u64 * (2048 * 4096 + 2048) * 4;
+        if std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0) < want {
+            eprintln!("writing {} ({tensors} x 32 MiB f32 tensors)", model.display());
+            write_model(&model, tensors)?;
+        }
+        let (mut rates, mut peak) = (Vec::new(), 0f64);
+        for round in 0..rounds {
+            eprintln!("quant quantize {label}: round {}/{rounds}", round + 1);
+            let o = Command::new(&quant)
+                .arg("quantize")
+                .arg(&model)
+                .arg("-o")
+                .arg(&out)
+                .args(["--bits", "4", "--granularity", "group:128", "--quiet", "--stats"])
+                .output()
+                .map_err(|e| format!("could not run {}: {e}", quant.display()))?;
+            let err = String::from_utf8_lossy(&o.stderr);
+            if !o.status.success() {
+                return Err(format!("quant quantize failed: {err}"));
+            }
+            // "quant: read X MB in T s (Y MB/s), peak resident memory Z MiB"
+            let num = |after: &str, before: &str| -> Option<f64> {
+                let start = err.find(after)? + after.len();
+                err[start..].split(before).next()?.trim().parse().ok()
+            };
+            let (Some(rate), Some(rss)) = (num("s (", " MB/s"), num("peak resident memory ", " MiB")) else {
+                return Err(format!("unexpected --stats line: {err}"));
+            };
+            rates.push(rate);
+            peak = peak.max(rss);
+        }
+        rows.push((label, tensors, median(&rates), peak));
+    }
+    let _ = std::fs::remove_file(&out);
+    println!("\nquant quantize (4-bit, groups of 128; f32 input; {rounds} rounds)");
+    println!("{:<8} {:>8} {:>12} {:>16}", "file", "tensors", "MB/s", "peak RSS MiB");
+    for (label, tensors, rate, peak) in &rows {
+        println!("{label:<8} {tensors:>8} {rate:>12.1} {peak:>16.1}");
+    }
+    let growth = rows[1].3 / rows[0].3;
+    println!("peak memory, 256 MiB file / 64 MiB file: {growth:.2}x (one tensor is 32 MiB)");
+    Ok(rows
+        .iter()
+        .map(|(label, _, rate, peak)| {
+            format!(r#"{{"name": "quant_quantize_file", "shape": "{label}", "threads": 2, "ours": {rate:.3}, "unit": "MB/s", "peak_rss_mib": {peak:.1}}}"#)
+        })
+        .collect())
+}
+
+/// Writes `target/bench/summary.json`.
+fn write_summary(json: &[String]) -> Result<(), String> {
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("summary.json");
+    let body = format!("[\n  {}\n]\n", json.join(",\n  "));
+    std::fs::write(&path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!("\nwrote {}", path.display());
+    Ok(())
 }
 
 /// The peer cases compared with any of `cases` at `shape`.
@@ -285,7 +411,7 @@ fn round_ratios(samples: &Samples, ours: &str, peer: &str, shape: &str, t: usize
     (!r.is_empty()).then(|| (median(&r), lo, hi))
 }
 
-fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool) -> Result<(), String> {
+fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool) -> Result<Vec<String>, String> {
     let mut json = Vec::new();
     println!("\nours (median over rounds; GOPS for GEMMs, Gelem/s for (de)quantization, GB/s for bandwidth)");
     println!("{:<20} {:<16} {:>7} {:>10} {:>18}", "case", "shape", "threads", "median", "min..max");
@@ -356,13 +482,7 @@ fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool
             }
         }
     }
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join("summary.json");
-    let body = format!("[\n  {}\n]\n", json.join(",\n  "));
-    std::fs::write(&path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    println!("\nwrote {}", path.display());
-    Ok(())
+    Ok(json)
 }
 
 #[cfg(test)]

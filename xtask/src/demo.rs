@@ -185,7 +185,7 @@ fn table(w: &[f32], a: &[f32]) -> Result<Vec<Row>, QuantError> {
 
 fn run_demo(out: &mut String) -> Result<(), QuantError> {
     let (w, a) = data();
-    outln!(out, "quant demo: synthetic weights W ({ROWS} x {COLS}, sigma 0.02, 8 outlier rows x10, 6 outlier");
+    outln!(out, "\nengine demo: synthetic weights W ({ROWS} x {COLS}, sigma 0.02, 8 outlier rows x10, 6 outlier");
     outln!(out, "weights) and post-ReLU activations a ({COLS}, heavy tail); f32 in, f64 arithmetic, ties to even.\n");
     print_table(out, &table(&w, &a)?);
 

@@ -1,7 +1,7 @@
 //! Developer commands for the quant workspace.
 //!
 //! ```text
-//! cargo xtask demo     the main job: quantize a built-in weight matrix and activation vector
+//! cargo xtask demo     the main job: `quant demo` (a synthetic transformer block), then the engine demo
 //! cargo xtask test     every test of the workspace, doc tests included
 //! cargo xtask check    fmt, clippy -D warnings, docs, and the no_std builds of traits/core/matmul
 //! cargo xtask ci       check + test (what CI runs)
@@ -16,21 +16,26 @@ use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench|criterion> [args]
 
-  demo    quantize a built-in synthetic weight matrix and activation vector with each
-          scheme at 8 and 4 bits, print the error table, run the seed's matmul example
+  demo    `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
+          included), then the engine demo: a weight matrix and an activation vector with each
+          scheme at 8 and 4 bits, the seed's matmul example and an int8 GEMV
   test    run every test of the workspace (unit, integration, doc tests)
   check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
           and the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul
   ci      check, then test: passing locally means CI is green
   bench   [--peers] [--rounds N (5)] [--only CASE]: throughput table of our kernels (release
           build); --peers also times ONNX Runtime and NumPy (venv under target/) on the same
-          shapes, interleaved, and prints ratios; writes target/bench/summary.json
+          shapes, interleaved, and prints ratios; then `quant quantize` on generated 64 and
+          256 MiB models (MB/s, peak memory); --only quantize_file runs just that;
+          writes target/bench/summary.json
   criterion  cargo bench -p quant-benches [criterion args]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("demo") => demo::run(),
+        Some("demo") => {
+            cargo(&["run", "--release", "--quiet", "-p", "quant-cli", "--", "demo"]).and_then(|()| demo::run())
+        }
         Some("test") => test(),
         Some("check") => check(),
         Some("ci") => check().and_then(|()| test()),
