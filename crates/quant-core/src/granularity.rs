@@ -216,15 +216,7 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
     params: &[QuantParams<F>],
     out: &mut [Q],
 ) -> Result<(), QuantError> {
-    spec.check_storage::<Q>()?;
-    granularity.check()?;
-    shape.check_len("matrix", x.len())?;
-    QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
-    for p in params {
-        check_params(spec, p)?;
-    }
-    check_units::<Q>("output codes", x.len(), out.len())?;
-
+    check_call::<F, Q>(x, shape, spec, granularity, params, out.len())?;
     let (lo, hi) = (spec.code_min(), spec.code_max());
     let raw = |p: &QuantParams<F>| (p.scale().to_f64_exact(), p.zero_point());
     let layout = granularity.layout(shape);
@@ -260,6 +252,26 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
     Ok(())
 }
 
+/// The checks of a call with explicit parameters, before anything is written: storage wide
+/// enough, group size, matrix length, parameter count and values, output length.
+fn check_call<F: QuantFloat, Q: Storage>(
+    x: &[F],
+    shape: MatrixShape,
+    spec: QuantSpec,
+    granularity: Granularity,
+    params: &[QuantParams<F>],
+    out_units: usize,
+) -> Result<(), QuantError> {
+    spec.check_storage::<Q>()?;
+    granularity.check()?;
+    shape.check_len("matrix", x.len())?;
+    QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
+    for p in params {
+        check_params(spec, p)?;
+    }
+    check_units::<Q>("output codes", x.len(), out_units)
+}
+
 /// [`quantize_matrix_into`]'s checks, then every code from `code(value, its parameters)`:
 /// the path of the conventions other than the default.
 pub(crate) fn quantize_matrix_with<F: QuantFloat, Q: Storage>(
@@ -271,14 +283,7 @@ pub(crate) fn quantize_matrix_with<F: QuantFloat, Q: Storage>(
     out: &mut [Q],
     code: impl Fn(F, &QuantParams<F>) -> i64,
 ) -> Result<(), QuantError> {
-    spec.check_storage::<Q>()?;
-    granularity.check()?;
-    shape.check_len("matrix", x.len())?;
-    QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
-    for p in params {
-        check_params(spec, p)?;
-    }
-    check_units::<Q>("output codes", x.len(), out.len())?;
+    check_call::<F, Q>(x, shape, spec, granularity, params, out.len())?;
     check_finite_matrix(x, shape)?;
     let layout = granularity.layout(shape);
     write_codes(out, x.iter().enumerate().map(|(i, &v)| code(v, &params[Granularity::channel_of(layout, shape, i)])));
