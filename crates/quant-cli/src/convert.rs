@@ -74,12 +74,14 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
     meta.insert("quant.granularity".to_string(), plan.gran.to_string());
     meta.insert("quant.convention".to_string(), "onnx".to_string());
     let mut work = 0;
+    let mut quantized = std::collections::HashSet::new();
     for e in &entries {
         if !quantizable(&model, e)? {
             planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
             continue;
         }
         work += e.bytes();
+        quantized.insert(e.name.clone());
         let (rows, cols) = (e.shape[0], e.shape[1]);
         let units = with_storage!(storage, Q => <Q as quant_traits::Storage>::units_for(e.elements()));
         let (dtype, shape) = if matches!(storage, "i8" | "u8") {
@@ -109,16 +111,48 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
             json!({"dtype": dtype_name(e.dtype), "shape": e.shape, "storage": storage}).to_string(),
         );
     }
-    let mut w = Writer::create(output, planned, meta)?;
-    progress.start(work as u64, "quantizing");
-    for e in &entries {
-        if quantizable(&model, e)? {
-            progress.message(&e.name);
-            let floats = model.floats(e)?;
-            with_floats!(floats, x => with_storage!(storage, Q => write_quantized::<_, Q>(&model, e, &x, plan, &mut w)))?;
-            progress.advance(e.bytes() as u64);
-        } else {
-            w.write(model.bytes(e))?;
+    let w = Writer::create(output, planned, meta)?;
+    let step = |e: &Entry| if quantized.contains(&e.name) { Step::Convert } else { Step::Copy };
+    stream(&model, &entries, w, progress, work, "quantizing", step, |e, w| {
+        let floats = model.floats(e)?;
+        with_floats!(floats, x => with_storage!(storage, Q => write_quantized::<_, Q>(&model, e, &x, plan, w)))
+    })
+}
+
+/// What happens to one input tensor when a file is rewritten.
+enum Step {
+    /// Written by the conversion.
+    Convert,
+    /// Copied as it is.
+    Copy,
+    /// Left out (consumed by another tensor's conversion).
+    Drop,
+}
+
+/// Writes every entry in file order: converted ones by `convert`, the others copied or
+/// dropped, releasing each tensor's pages after it (so the resident size stays near one
+/// tensor); the progress bar counts the converted input bytes (`work` in all).
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    model: &Model,
+    entries: &[Entry],
+    mut w: Writer,
+    progress: &Progress,
+    work: usize,
+    what: &str,
+    step: impl Fn(&Entry) -> Step,
+    mut convert: impl FnMut(&Entry, &mut Writer) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    progress.start(work as u64, what);
+    for e in entries {
+        match step(e) {
+            Step::Convert => {
+                progress.message(&e.name);
+                convert(e, &mut w)?;
+                progress.advance(e.bytes() as u64);
+            }
+            Step::Copy => w.write(model.bytes(e))?,
+            Step::Drop => {}
         }
         model.release(e);
     }
@@ -232,46 +266,46 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             keep.insert(k.clone(), v.clone());
         }
     }
-    let mut w = Writer::create(output, planned, keep)?;
-    progress.start(work as u64, "dequantizing");
-    for e in &entries {
-        if let Some(s) = stored.get(&e.name) {
-            progress.message(&e.name);
-            let find = |suffix: &str| by_name.get(format!("{}{suffix}", e.name).as_str()).copied();
-            let scale =
-                find(".scale").ok_or_else(|| CliError::file(input, format!("tensor {:?} has no .scale", e.name)))?;
-            let zp = if scheme == Scheme::Asymmetric {
-                let z = find(".zero_point")
-                    .ok_or_else(|| CliError::file(input, format!("tensor {:?} has no .zero_point", e.name)))?;
-                if z.dtype != Dtype::I32 {
-                    return Err(CliError::file(input, format!("tensor {:?}.zero_point is not I32", e.name)));
-                }
-                Some(z)
-            } else {
-                None
-            };
-            if scale.dtype != s.dtype {
-                return Err(CliError::file(input, format!("tensor {:?}.scale is not {}", e.name, dtype_name(s.dtype))));
-            }
-            let zps: Vec<i64> = match zp {
-                Some(z) => model
-                    .bytes(z)
-                    .chunks_exact(4)
-                    .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                    .collect(),
-                None => vec![0; scale.elements()],
-            };
-            let scales = model.floats(scale)?;
-            let out: Vec<u8> = with_floats!(scales, sc => with_storage!(s.storage, Q => restore::<_, Q>(&model, e, s, spec, gran, &sc, &zps)))?;
-            w.write(&out)?;
-            progress.advance(e.bytes() as u64);
-        } else if !aux(&e.name) {
-            w.write(model.bytes(e))?;
+    let w = Writer::create(output, planned, keep)?;
+    let step = |e: &Entry| {
+        if stored.contains_key(&e.name) {
+            Step::Convert
+        } else if aux(&e.name) {
+            Step::Drop
+        } else {
+            Step::Copy
         }
-        model.release(e);
-    }
-    progress.finish();
-    w.finish()
+    };
+    stream(&model, &entries, w, progress, work, "dequantizing", step, |e, w| {
+        let Some(s) = stored.get(&e.name) else { return Ok(()) };
+        let find = |suffix: &str| by_name.get(format!("{}{suffix}", e.name).as_str()).copied();
+        let scale =
+            find(".scale").ok_or_else(|| CliError::file(input, format!("tensor {:?} has no .scale", e.name)))?;
+        let zp = if scheme == Scheme::Asymmetric {
+            let z = find(".zero_point")
+                .ok_or_else(|| CliError::file(input, format!("tensor {:?} has no .zero_point", e.name)))?;
+            if z.dtype != Dtype::I32 {
+                return Err(CliError::file(input, format!("tensor {:?}.zero_point is not I32", e.name)));
+            }
+            Some(z)
+        } else {
+            None
+        };
+        if scale.dtype != s.dtype {
+            return Err(CliError::file(input, format!("tensor {:?}.scale is not {}", e.name, dtype_name(s.dtype))));
+        }
+        let zps: Vec<i64> = match zp {
+            Some(z) => model
+                .bytes(z)
+                .chunks_exact(4)
+                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect(),
+            None => vec![0; scale.elements()],
+        };
+        let scales = model.floats(scale)?;
+        let out: Vec<u8> = with_floats!(scales, sc => with_storage!(s.storage, Q => restore::<_, Q>(&model, e, s, spec, gran, &sc, &zps)))?;
+        w.write(&out)
+    })
 }
 
 fn restore<F: QuantFloat + LeBytes, Q: Bytes>(

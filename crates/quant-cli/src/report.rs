@@ -168,6 +168,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The dimensions joined by `sep`.
+fn shape_text(shape: &[usize], sep: &str) -> String {
+    shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(sep)
+}
+
 /// A finite number, or `null` (JSON has no infinity).
 fn num(v: f64) -> Value {
     if v.is_finite() {
@@ -216,14 +221,13 @@ fn render(input: &Path, reconstructed: Option<&Path>, plans: &[Plan], rows: &[Ro
         Format::Csv => {
             let mut out = String::from("name,dtype,shape,scheme,mse,max_error,snr_db,scale_min,scale_max\n");
             for r in rows {
-                let shape: Vec<String> = r.shape.iter().map(ToString::to_string).collect();
                 let (smin, smax) =
                     r.scales.map_or((String::new(), String::new()), |s| (format!("{:e}", s.0), format!("{:e}", s.1)));
                 out.push_str(&format!(
                     "{},{},{},{},{:e},{:e},{},{},{}\n",
                     r.name,
                     r.dtype,
-                    shape.join("x"),
+                    shape_text(&r.shape, "x"),
                     label(r.scheme),
                     r.stats.mse,
                     r.stats.max_error,
@@ -240,13 +244,12 @@ fn render(input: &Path, reconstructed: Option<&Path>, plans: &[Plan], rows: &[Ro
                 "tensor", "dtype", "shape", "scheme", "MSE", "max error", "SNR dB", "scale range"
             );
             for r in rows {
-                let shape: Vec<String> = r.shape.iter().map(ToString::to_string).collect();
                 let scales = r.scales.map_or("-".to_string(), |s| format!("{:.3e}..{:.3e}", s.0, s.1));
                 out.push_str(&format!(
                     "{:<40} {:<5} {:<13} {:<24} {:>11.3e} {:>10.3e} {:>8.2} {:>21}\n",
                     r.name,
                     r.dtype,
-                    shape.join("x"),
+                    shape_text(&r.shape, "x"),
                     label(r.scheme),
                     r.stats.mse,
                     r.stats.max_error,
@@ -279,12 +282,11 @@ pub fn inspect(input: &Path) -> Result<String, CliError> {
     }
     out.push_str(&format!("{:<48} {:<6} {:<20} {:>12} {:>12}\n", "tensor", "dtype", "shape", "elements", "bytes"));
     for e in &entries {
-        let shape: Vec<String> = e.shape.iter().map(ToString::to_string).collect();
         out.push_str(&format!(
             "{:<48} {:<6} {:<20} {:>12} {:>12}\n",
             e.name,
             dtype_name(e.dtype),
-            format!("[{}]", shape.join(", ")),
+            format!("[{}]", shape_text(&e.shape, ", ")),
             e.elements(),
             e.bytes()
         ));
