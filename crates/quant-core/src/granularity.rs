@@ -238,6 +238,24 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
                 }
             }
         }
+        // Packed storage whose rows and groups start on whole units: each group through the
+        // (SIMD) slice quantizer into a small byte buffer on the stack, then packed.
+        Layout::Blocks { along: Axis::Cols, size, count }
+            if Q::CODES_PER_UNIT > 1
+                && shape.cols > 0
+                && shape.cols % Q::CODES_PER_UNIT == 0
+                && size % Q::CODES_PER_UNIT == 0 =>
+        {
+            let packed = match spec.scheme() {
+                crate::scheme::Scheme::Symmetric => {
+                    quantize_packed::<F, Q, i8>(x, shape, size, count, params, lo, hi, out)
+                }
+                crate::scheme::Scheme::Asymmetric => {
+                    quantize_packed::<F, Q, u8>(x, shape, size, count, params, lo, hi, out)
+                }
+            };
+            packed.map_err(|i| non_finite(x, shape, i))?;
+        }
         _ => {
             check_finite_matrix(x, shape)?;
             write_codes(
@@ -247,6 +265,47 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
                     quantize_value(v.to_f64_exact(), scale, zp, lo, hi)
                 }),
             );
+        }
+    }
+    Ok(())
+}
+
+/// Codes per stack buffer of [`quantize_packed`] (a multiple of every `CODES_PER_UNIT`).
+const PACK_CHUNK: usize = 256;
+
+/// The packed-storage path of [`quantize_matrix_into`]: groups of `size` values along each row
+/// (rows and groups starting on whole units), quantized into `T` (`i8` or `u8`, which hold every
+/// code of a packed type) chunk by chunk, then packed. `Err(i)`: element `i` is not finite.
+#[allow(clippy::too_many_arguments)]
+fn quantize_packed<F: QuantFloat, Q: Storage, T: Storage + Into<i64>>(
+    x: &[F],
+    shape: MatrixShape,
+    size: usize,
+    count: usize,
+    params: &[QuantParams<F>],
+    lo: i64,
+    hi: i64,
+    out: &mut [Q],
+) -> Result<(), usize> {
+    let per = Q::CODES_PER_UNIT;
+    let mut buf = [T::default(); PACK_CHUNK];
+    for (r, row) in x.chunks_exact(shape.cols).enumerate() {
+        for (j, (group, p)) in row.chunks(size).zip(&params[r * count..(r + 1) * count]).enumerate() {
+            let (scale, zp) = (p.scale().to_f64_exact(), p.zero_point());
+            let first = r * shape.cols + j * size;
+            for (k, part) in group.chunks(PACK_CHUNK).enumerate() {
+                let at = first + k * PACK_CHUNK;
+                let codes = &mut buf[..part.len()];
+                quantize_slice(part, scale, zp, lo, hi, codes).map_err(|i| at + i)?;
+                let units = &mut out[at / per..(at + part.len()).div_ceil(per)];
+                for (u, c) in units.iter_mut().zip(codes.chunks(per)) {
+                    let mut lanes = [0i64; 8];
+                    for (l, &v) in lanes.iter_mut().zip(c) {
+                        *l = v.into();
+                    }
+                    *u = Q::pack(&lanes[..c.len()]);
+                }
+            }
         }
     }
     Ok(())

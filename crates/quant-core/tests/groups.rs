@@ -160,6 +160,9 @@ fn explicit_parameters_and_the_simd_path_agree_with_the_reference() -> Res {
     let spec = QuantSpec::symmetric(8)?;
     let err = quantize_matrix::<f32, i8>(&x, shape, spec, g).expect_err("NaN");
     assert!(matches!(err, QuantError::NonFiniteInMatrix { row: 2, col: 65, .. }), "{err:?}");
+    // The same through the packed path (4-bit, groups of 32 start on whole bytes).
+    let err = quantize_matrix::<f32, I4x2>(&x, MatrixShape::new(3, 70), QuantSpec::symmetric(4)?, g).expect_err("NaN");
+    assert!(matches!(err, QuantError::NonFiniteInMatrix { row: 2, col: 65, .. }), "{err:?}");
     let params = quantize_matrix::<f32, i8>(&vec![0.5f32; 3 * 70], shape, spec, g)?.params().to_vec();
     let err = quantize_matrix_into(&x, shape, spec, g, &params, &mut vec![0i8; 210]).expect_err("NaN");
     assert!(matches!(err, QuantError::NonFiniteInMatrix { row: 2, col: 65, .. }), "{err:?}");
