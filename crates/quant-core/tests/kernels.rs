@@ -184,3 +184,28 @@ fn a_non_finite_value_anywhere_in_a_vector_block_is_named() -> Res {
     }
     Ok(())
 }
+
+#[test]
+fn streaming_quantization_from_a_misaligned_output_matches_scalar() -> Res {
+    // Above the non-temporal-store threshold the kernel writes the first bytes up to a 16-byte
+    // boundary with the scalar path: start the output one byte off the allocation's alignment.
+    let len = (1 << 22) + 37;
+    let mut rng = Rng::new(77);
+    let spec = QuantSpec::asymmetric(8)?;
+    let params = QuantParams::new(spec, 0.013f32, 7)?;
+    let x = data(&mut rng, len, 0.013);
+    let mut buf = vec![0u8; len + 1];
+    quantize_into(&x, spec, &params, &mut buf[1..])?;
+    for (i, (&got, &v)) in buf[1..].iter().zip(&x).enumerate() {
+        let want = quantize_value(f64::from(v), f64::from(0.013f32), 7, 0, 255);
+        assert_eq!(i64::from(got), want, "element {i}");
+    }
+    // A NaN in the streamed part and one in the scalar prologue are both named.
+    for at in [3, len - 100] {
+        let mut y = x.clone();
+        y[at] = f32::NAN;
+        let e = quantize_into(&y, spec, &params, &mut buf[1..]).expect_err("NaN");
+        assert!(matches!(e, QuantError::NonFinite { index, .. } if index == at), "{e:?}");
+    }
+    Ok(())
+}

@@ -194,9 +194,20 @@ macro_rules! quantize_fn {
                 sign: _mm256_set1_ps(-0.0),
                 limit: _mm256_set1_ps(0.5 - 1.0 / 8192.0), // exact in f32
             };
-            let mut i = 0;
+            // Large outputs bypass the caches (no read for ownership of the output lines);
+            // non-temporal stores need 16-byte alignment, so the elements up to that boundary
+            // go through the scalar path first.
+            let stream = n >= STREAM_MIN;
+            let mut i = if stream { out.as_ptr().align_offset(16).min(n) } else { 0 };
+            if let Some(j) = first_non_finite(&x[..i]) {
+                return Err(j);
+            }
+            for (o, v) in out[..i].iter_mut().zip(&x[..i]) {
+                *o = <$t as quant_traits::Storage>::pack(&[quantize_value(f64::from(*v), scale, zp, lo, hi)]);
+            }
             while i + 16 <= n {
-                // SAFETY: i + 16 <= n: 16 floats readable, 16 bytes writable.
+                // SAFETY: i + 16 <= n: 16 floats readable, 16 bytes writable; when streaming,
+                // out[i] is 16-byte aligned (aligned start, steps of 16 bytes).
                 unsafe {
                     let codes = if narrow {
                         codes16_f32(x.as_ptr().add(i), &q)
@@ -206,14 +217,25 @@ macro_rules! quantize_fn {
                         None
                     };
                     let Some((c0, c1)) = codes else {
+                        if stream {
+                            _mm_sfence();
+                        }
                         return Err(i + first_non_finite(&x[i..i + 16]).unwrap_or(0));
                     };
                     // i32 -> i16 (in range, no saturation), fix the lane interleave, -> 8-bit.
                     let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(c0, c1));
                     let bytes = $pack(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
-                    _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
+                    if stream {
+                        _mm_stream_si128(out.as_mut_ptr().add(i).cast(), bytes);
+                    } else {
+                        _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
+                    }
                 }
                 i += 16;
+            }
+            if stream {
+                // Order the non-temporal stores before anything the caller does next.
+                _mm_sfence();
             }
             if let Some(j) = first_non_finite(&x[i..n]) {
                 return Err(i + j);
@@ -229,7 +251,8 @@ macro_rules! quantize_fn {
 quantize_fn!(quantize_f32_i8, i8, _mm_packs_epi16);
 quantize_fn!(quantize_f32_u8, u8, _mm_packus_epi16);
 
-/// Outputs of at least this many `f32` (16 MiB) are written with non-temporal stores.
+/// Outputs of at least this many elements (16 MiB of `f32` when dequantizing, 4 MiB of codes
+/// when quantizing) are written with non-temporal stores.
 const STREAM_MIN: usize = 1 << 22;
 
 macro_rules! dequantize_fn {
