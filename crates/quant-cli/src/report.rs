@@ -97,6 +97,9 @@ pub fn report(
         .collect::<Result<_, _>>()?;
     let work: usize = entries.iter().map(|e| e.bytes() * plans.len().max(1)).sum();
     progress.start(work as u64, "measuring");
+    // The reconstructed file's tensors by name, read from its header once.
+    let back_entries: std::collections::HashMap<String, Entry> =
+        other.iter().flat_map(Model::entries).map(|b| (b.name.clone(), b)).collect();
     let mut rows = Vec::new();
     for e in &entries {
         progress.message(&e.name);
@@ -105,7 +108,7 @@ pub fn report(
         let fail = |msg: String| CliError::file(input, format!("tensor {:?}: {msg}", e.name));
         match &other {
             Some(back_model) => {
-                let Some(b) = back_model.entries().into_iter().find(|b| b.name == e.name) else {
+                let Some(b) = back_entries.get(&e.name) else {
                     return Err(CliError::file(back_model.path(), format!("has no tensor {:?}", e.name)));
                 };
                 if b.shape != e.shape || b.dtype != e.dtype {
@@ -117,7 +120,7 @@ pub fn report(
                         ),
                     ));
                 }
-                let back = back_model.floats(&b)?;
+                let back = back_model.floats(b)?;
                 let stats = match (&floats, &back) {
                     (crate::model::Floats::F32(x), crate::model::Floats::F32(y)) => error_stats(x, y),
                     (crate::model::Floats::F16(x), crate::model::Floats::F16(y)) => error_stats(x, y),
@@ -134,7 +137,7 @@ pub fn report(
                     stats,
                     scales: None,
                 });
-                back_model.release(&b);
+                back_model.release(b);
                 progress.advance(e.bytes() as u64);
             }
             None => {

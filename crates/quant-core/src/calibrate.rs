@@ -72,6 +72,14 @@ fn batch_range<F: QuantFloat>(x: &[F]) -> Option<Range> {
     Some(it.fold(Range { lo: first, hi: first }, |r, v| Range { lo: r.lo.min(v), hi: r.hi.max(v) }))
 }
 
+/// `seen` widened to include the batch range `b`.
+fn union(seen: Option<Range>, b: Range) -> Range {
+    match seen {
+        None => b,
+        Some(r) => Range { lo: r.lo.min(b.lo), hi: r.hi.max(b.hi) },
+    }
+}
+
 /// Running minimum and maximum: exactly the range of everything seen.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MinMax {
@@ -90,10 +98,7 @@ impl Observer for MinMax {
     fn observe<F: QuantFloat>(&mut self, x: &[F]) -> Result<(), QuantError> {
         check_finite(x)?;
         if let Some(b) = batch_range(x) {
-            self.range = Some(match self.range {
-                None => b,
-                Some(r) => Range { lo: r.lo.min(b.lo), hi: r.hi.max(b.hi) },
-            });
+            self.range = Some(union(self.range, b));
         }
         Ok(())
     }
@@ -182,10 +187,7 @@ impl Histogram {
             self.counts[usize::try_from(key(v) >> SHIFT).unwrap_or(0)] += 1;
         }
         self.total += u64::try_from(x.len()).unwrap_or(u64::MAX);
-        self.range = Some(match self.range {
-            None => b,
-            Some(r) => Range { lo: r.lo.min(b.lo), hi: r.hi.max(b.hi) },
-        });
+        self.range = Some(union(self.range, b));
         Ok(())
     }
 

@@ -198,13 +198,18 @@ macro_rules! quantize_fn {
             // non-temporal stores need 16-byte alignment, so the elements up to that boundary
             // go through the scalar path first.
             let stream = n >= STREAM_MIN;
+            // Elements `from..to` one at a time (the prologue and the tail).
+            let scalar = |from: usize, to: usize, out: &mut [$t]| -> Result<(), usize> {
+                if let Some(j) = first_non_finite(&x[from..to]) {
+                    return Err(from + j);
+                }
+                for (o, v) in out[from..to].iter_mut().zip(&x[from..to]) {
+                    *o = <$t as quant_traits::Storage>::pack(&[quantize_value(f64::from(*v), scale, zp, lo, hi)]);
+                }
+                Ok(())
+            };
             let mut i = if stream { out.as_ptr().align_offset(16).min(n) } else { 0 };
-            if let Some(j) = first_non_finite(&x[..i]) {
-                return Err(j);
-            }
-            for (o, v) in out[..i].iter_mut().zip(&x[..i]) {
-                *o = <$t as quant_traits::Storage>::pack(&[quantize_value(f64::from(*v), scale, zp, lo, hi)]);
-            }
+            scalar(0, i, out)?;
             while i + 16 <= n {
                 // SAFETY: i + 16 <= n: 16 floats readable, 16 bytes writable; when streaming,
                 // out[i] is 16-byte aligned (aligned start, steps of 16 bytes).
@@ -237,13 +242,7 @@ macro_rules! quantize_fn {
                 // Order the non-temporal stores before anything the caller does next.
                 _mm_sfence();
             }
-            if let Some(j) = first_non_finite(&x[i..n]) {
-                return Err(i + j);
-            }
-            for (o, v) in out[i..n].iter_mut().zip(&x[i..n]) {
-                *o = <$t as quant_traits::Storage>::pack(&[quantize_value(f64::from(*v), scale, zp, lo, hi)]);
-            }
-            Ok(())
+            scalar(i, n, out)
         }
     };
 }
