@@ -97,7 +97,7 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
     let gemm_dims = || parse_shape(shape).ok_or_else(|| format!("{case}: bad shape {shape}, want MxKxN"));
     let weights = |rng: &mut Rng, k: usize, n: usize| {
         let b: Vec<i8> = (0..k * n).map(|_| rng.int(-128, 127) as i8).collect();
-        PackedB::new(MatRef::row_major(&b, k, n).expect("valid shape"))
+        PackedB::new(MatRef::row_major(&b, k, n).expect("valid shape")).map_err(|e| e.to_string())
     };
     let len = || shape.parse::<usize>().map_err(|_| format!("{case}: bad length {shape}"));
     let mut rng = Rng::new(7);
@@ -107,12 +107,12 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             let seven_bit = case == "gemm_u7i8";
             let hi = if seven_bit { 127 } else { 255 };
             let a = (0..m * k).map(|_| rng.int(0, hi) as u8).collect();
-            Prepared::GemmU8 { m, n, seven_bit, a, packed: weights(&mut rng, k, n), c: vec![0; m * n] }
+            Prepared::GemmU8 { m, n, seven_bit, a, packed: weights(&mut rng, k, n)?, c: vec![0; m * n] }
         }
         "gemm_i8i8" => {
             let (m, k, n) = gemm_dims()?;
             let a = (0..m * k).map(|_| rng.int(-128, 127) as i8).collect();
-            Prepared::GemmI8 { m, n, a, packed: weights(&mut rng, k, n), c: vec![0; m * n] }
+            Prepared::GemmI8 { m, n, a, packed: weights(&mut rng, k, n)?, c: vec![0; m * n] }
         }
         "quantize_f32_i8" | "dequantize_i8_f32" => {
             let len = len()?;

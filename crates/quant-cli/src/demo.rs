@@ -50,7 +50,7 @@ pub fn block() -> Vec<(&'static str, usize, usize, Vec<f32>)> {
             .collect();
         for _ in 0..4 {
             let i = (g.next() % w.len() as u64) as usize;
-            w[i] = (0.5 + 0.5 * g.unit()) as f32 * if g.next() % 2 == 0 { 1.0 } else { -1.0 };
+            w[i] = (0.5 + 0.5 * g.unit()) as f32 * if g.next().is_multiple_of(2) { 1.0 } else { -1.0 };
         }
         w
     };

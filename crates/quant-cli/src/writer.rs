@@ -56,7 +56,7 @@ impl Writer {
         }
         let mut text = Value::Object(header).to_string().into_bytes();
         // Pad with spaces to a multiple of 8, so the data starts aligned (as safetensors does).
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(b' ');
         }
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

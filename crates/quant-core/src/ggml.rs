@@ -32,7 +32,7 @@ use quant_traits::cast::{f64_to_i64_saturating, narrow, round_half_away, trunc};
 use quant_traits::half::f16;
 use quant_traits::{QuantError, QuantFloat};
 
-use crate::range::first_non_finite;
+use crate::scalar::first_non_finite;
 
 /// Values per block, in every format here.
 pub const BLOCK: usize = 32;
@@ -79,7 +79,7 @@ impl BlockFormat {
     }
 
     fn check_row(self, len: usize) -> Result<(), QuantError> {
-        if len % BLOCK == 0 {
+        if len.is_multiple_of(BLOCK) {
             Ok(())
         } else {
             Err(QuantError::NotABlockMultiple { what: "row", format: self.name(), len, block: BLOCK })
@@ -139,7 +139,7 @@ impl BlockFormat {
     /// [`QuantError::LengthMismatch`] if `out` has the wrong length.
     pub fn dequantize_into(self, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
         let bb = self.block_bytes();
-        if bytes.len() % bb != 0 {
+        if !bytes.len().is_multiple_of(bb) {
             return Err(QuantError::NotABlockMultiple {
                 what: "bytes",
                 format: self.name(),

@@ -243,7 +243,7 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
         Layout::Blocks { along: Axis::Cols, size, count }
             if Q::CODES_PER_UNIT > 1
                 && shape.cols > 0
-                && shape.cols % Q::CODES_PER_UNIT == 0
+                && shape.cols.is_multiple_of(Q::CODES_PER_UNIT)
                 && size % Q::CODES_PER_UNIT == 0 =>
         {
             let packed = match spec.scheme() {
@@ -328,6 +328,7 @@ fn check_call<F: QuantFloat, Q: Storage>(
     for p in params {
         check_params(spec, p)?;
     }
+    crate::kernels::check()?;
     check_units::<Q>("output codes", x.len(), out_units)
 }
 
@@ -368,6 +369,7 @@ pub fn dequantize_matrix_into<F: QuantFloat, Q: Storage>(
     shape.check_len("output", out.len())?;
     check_units::<Q>("codes", out.len(), codes.len())?;
     QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
+    crate::kernels::check()?;
     dequantize_codes(codes, shape, granularity.layout(shape), params, out);
     Ok(())
 }

@@ -70,6 +70,7 @@ mod kernels;
 pub mod params;
 mod quantize;
 mod range;
+mod scalar;
 mod scheme;
 mod seed;
 

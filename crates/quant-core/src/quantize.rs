@@ -13,36 +13,13 @@
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{clamp_i64, copysign, f64_to_i64_saturating, i128_to_f64, round_ties_even};
 use quant_traits::{QuantError, QuantFloat, Storage};
 
 use crate::params::QuantParams;
-use crate::range::first_non_finite;
+use crate::scalar::first_non_finite;
 use crate::scheme::QuantSpec;
 
-/// The code for one finite value: `clamp(round_ties_even(x / scale) + zero_point)`.
-#[inline]
-#[must_use]
-pub fn quantize_value(x: f64, scale: f64, zero_point: i64, code_min: i64, code_max: i64) -> i64 {
-    let steps = f64_to_i64_saturating(round_ties_even(x / scale));
-    clamp_i64(steps.saturating_add(zero_point), code_min, code_max)
-}
-
-/// The value for one code: `(code - zero_point) * scale`, rounded once to `F`, saturating at
-/// `±F::MAX`. The difference is taken in `i128`, so any `i64` code and zero point work.
-#[inline]
-#[must_use]
-pub fn dequantize_code<F: QuantFloat>(code: i64, scale: F, zero_point: i64) -> F {
-    let steps = i128_to_f64(i128::from(code) - i128::from(zero_point));
-    let scale = scale.to_f64_exact();
-    let v = steps * scale;
-    if v.is_infinite() && scale.is_finite() {
-        // The exact product is finite but beyond f64::MAX (an f64 tensor spanning all of f64):
-        // saturate like any other value beyond F's range.
-        return F::from_f64_saturating(copysign(F::MAX_FINITE, v));
-    }
-    F::from_f64_saturating(v)
-}
+pub use crate::scalar::{dequantize_code, quantize_value};
 
 /// Packs a stream of codes into storage units, in order (first code in the lowest lane).
 /// `out` must hold exactly `Q::units_for(number of codes)` units.
@@ -116,6 +93,7 @@ pub fn quantize_into<F: QuantFloat, Q: Storage>(
     spec.check_storage::<Q>()?;
     check_params(spec, params)?;
     check_units::<Q>("output codes", x.len(), out.len())?;
+    crate::kernels::check()?;
     let (scale, zp) = (params.scale().to_f64_exact(), params.zero_point());
     quantize_slice(x, scale, zp, spec.code_min(), spec.code_max(), out)
         .map_err(|index| QuantError::NonFinite { index, value: x[index].to_f64_exact() })
@@ -188,6 +166,7 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
 ) -> Result<(), QuantError> {
     check_units::<Q>("input codes", len, codes.len())?;
     QuantError::check_length("output values", len, out.len())?;
+    crate::kernels::check()?;
     let (scale, zp) = (params.scale(), params.zero_point());
     #[cfg(feature = "parallel")]
     if let Some(parts) = parallel_parts::<Q>(len) {

@@ -2,6 +2,8 @@
 
 use quant_traits::{MatrixShape, QuantError, QuantFloat};
 
+use crate::scalar::first_non_finite;
+
 /// The closed range `[lo, hi]` of a set of finite values, in `f64`.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct Range {
@@ -33,17 +35,6 @@ pub fn check_finite<F: QuantFloat>(x: &[F]) -> Result<(), QuantError> {
         None => Ok(()),
         Some(index) => Err(QuantError::NonFinite { index, value: x[index].to_f64_exact() }),
     }
-}
-
-/// The index of the first NaN or infinity. Scans in blocks without an early exit inside a
-/// block, so the compiler can vectorize the test.
-pub(crate) fn first_non_finite<F: QuantFloat>(x: &[F]) -> Option<usize> {
-    for (b, block) in x.chunks(256).enumerate() {
-        if block.iter().fold(false, |bad, v| bad | !v.is_finite()) {
-            return block.iter().position(|v| !v.is_finite()).map(|i| b * 256 + i);
-        }
-    }
-    None
 }
 
 /// Like [`check_finite`] for a row-major matrix, naming the row and column.

@@ -98,17 +98,39 @@ fn per_row_matrix_uses_the_same_codes() -> Res {
     Ok(())
 }
 
-/// With `QUANT_KERNEL=portable` the scalar path must run; otherwise an x86-64 CPU with AVX2
-/// must get the AVX2 path. Fails, not skips, when the requested one did not run.
+/// The code that runs is the one asked for: `QUANT_KERNEL`'s tier (`cargo xtask test` runs
+/// this file once per tier this CPU has), or without it the best tier this CPU has, detected
+/// here independently of the library. Fails, not skips, when the requested one did not run.
 #[test]
-fn the_requested_implementation_runs() {
-    let portable = std::env::var("QUANT_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("portable"));
+fn the_requested_implementation_runs() -> Res {
+    let requested = std::env::var("QUANT_KERNEL").unwrap_or_default().to_ascii_lowercase();
     #[cfg(target_arch = "x86_64")]
-    let want = if !portable && std::is_x86_feature_detected!("avx2") { "avx2" } else { "portable" };
+    let best = {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let avx512 = ["avx512f", "avx512bw", "avx512vl", "avx512vnni"].iter().all(|f| match *f {
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+            _ => std::is_x86_feature_detected!("avx512vnni"),
+        });
+        if avx2 && avx512 {
+            "avx512vnni"
+        } else if avx2 {
+            "avx2"
+        } else {
+            "portable"
+        }
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let want = "portable";
-    let _ = portable;
-    assert_eq!(selected_kernel(), want);
+    let best = "portable";
+    let tier = if requested.is_empty() { best } else { requested.as_str() };
+    let want = match tier {
+        "avx512vnni" => "avx512",
+        "avx2" | "avxvnni" => "avx2",
+        _ => "portable",
+    };
+    assert_eq!(selected_kernel()?, want, "QUANT_KERNEL={requested:?}");
+    Ok(())
 }
 
 /// With the `parallel` feature, a large call is split across threads: the codes, the values

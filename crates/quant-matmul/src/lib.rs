@@ -59,6 +59,7 @@ pub use gemm::output::{
 pub use gemm::pack::PackedB;
 pub use gemm::{Gemm, Operands};
 pub use kernels::{selected_kernel, KernelChoice};
+pub use quant_traits::cpu::Tier;
 pub use scaled::{quantized_matmul, quantized_matmul_flat};
 pub use view::{MatMut, MatRef};
 

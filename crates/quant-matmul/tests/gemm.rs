@@ -1,10 +1,15 @@
-//! The engine against a naive reference: random shapes (0, 1, odd, MR/NR +- 1, beyond every
-//! block size), random row strides, every zero-point form, every output stage, extreme
-//! values, both kernels, 1 and 2 threads, and a depth that overflows i32 in a naive kernel.
+//! The engine against a naive reference: random shapes (0, 1, odd, each kernel's MR/NR +- 1,
+//! beyond every block size), random row strides, every zero-point form, every output stage,
+//! extreme values, every kernel tier this CPU has, 1 and 2 threads, and depths around the
+//! `i32` chunk bound.
+//!
+//! The tiers: with `QUANT_KERNEL` set (`cargo xtask test` runs the suite once per tier this
+//! CPU has), the portable reference and that tier; unset, every tier this CPU has. A tier this
+//! CPU lacks is reported (and its refusal tested) by `tiers_this_cpu_lacks_are_refused`.
 
 use quant_matmul::{
     multiply_by_quantized_multiplier, selected_kernel, Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, PackedB,
-    QuantError, Requant, Scale, ZeroPoint,
+    QuantError, Requant, Scale, Tier, ZeroPoint,
 };
 use quant_testkit::Rng;
 use quant_traits::{I4x2, Storage};
@@ -97,21 +102,38 @@ fn reference<A: Operand>(a: &Strided<A>, za: &ZeroPoint, b: &Strided<i8>, zb: &Z
     c
 }
 
+/// The tiers under test: portable and `QUANT_KERNEL`'s tier, or every tier this CPU has.
+fn tiers() -> Vec<Tier> {
+    let requested = quant_traits::cpu::requested_tier().expect("QUANT_KERNEL names a tier");
+    let mut v = vec![Tier::Portable];
+    match requested {
+        Some(t) if t != Tier::Portable => v.push(t),
+        Some(_) => {}
+        None => v.extend(Tier::ALL.into_iter().filter(|&t| t != Tier::Portable && t.is_available())),
+    }
+    v
+}
+
 fn settings() -> Vec<Gemm> {
     let mut v = Vec::new();
-    for kernel in [KernelChoice::Portable, KernelChoice::Avx2] {
+    for tier in tiers() {
         for threads in [1, 2] {
-            v.push(Gemm::new().kernel(kernel).threads(threads));
+            v.push(Gemm::new().kernel(KernelChoice::of(tier)).threads(threads));
         }
     }
     v
 }
 
+fn name(g: &Gemm) -> String {
+    format!("{:?} ({:?})", g.kernel_name(), g)
+}
+
 fn random_case<A: Operand>(rng: &mut Rng, max_dim: usize) -> Res {
+    // Around every kernel's tile: MR = 4, 6, 12 and NR = 16, 32 (+- 1).
+    let edges = [3, 4, 5, 6, 7, 11, 12, 13, 15, 16, 17, 31, 32, 33];
     let dim = |rng: &mut Rng| match rng.index(6) {
-        0 => rng.index(2),      // 0 or 1
-        1 => 5 + rng.index(3),  // around MR = 6
-        2 => 15 + rng.index(3), // around NR = 16
+        0 => rng.index(2), // 0 or 1
+        1 | 2 => edges[rng.index(edges.len())],
         _ => 1 + rng.index(max_dim),
     };
     let (m, k, n) = (if rng.index(4) == 0 { 1 } else { dim(rng) }, dim(rng), dim(rng));
@@ -127,15 +149,15 @@ fn random_case<A: Operand>(rng: &mut Rng, max_dim: usize) -> Res {
     let (zbt, zbp) = zero_points::<i8>(rng, n);
     let (za, zb) = (zp(zat, &zap), zp(zbt, &zbp));
     let want = reference(&a, &za, &b, &zb);
-    let packed = PackedB::new(b.view());
-    let raw_ops = Operands::new(a.view(), za, b.view(), zb)?;
-    let packed_ops = Operands::packed(a.view(), za, &packed, zb)?;
-    for (ops, how) in [(raw_ops, "raw B"), (packed_ops, "packed B")] {
-        for g in settings() {
+    for g in settings() {
+        let packed = g.pack_b(b.view())?;
+        let raw_ops = Operands::new(a.view(), za, b.view(), zb)?;
+        let packed_ops = Operands::packed(a.view(), za, &packed, zb)?;
+        for (ops, how) in [(raw_ops, "raw B"), (packed_ops, "packed B")] {
             let mut c = vec![0i32; m * n];
             g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
             let c64: Vec<i64> = c.iter().map(|&v| i64::from(v)).collect();
-            assert_eq!(c64, want, "{m}x{k}x{n} {} {how} {} {:?} {:?} {:?}", g.kernel_name(), A::NAME, fill, za, zb);
+            assert_eq!(c64, want, "{m}x{k}x{n} {} {how} {} {:?} {:?} {:?}", name(&g), A::NAME, fill, za, zb);
         }
     }
     Ok(())
@@ -169,14 +191,16 @@ fn int4_weights_match_their_i8_codes() -> Res {
         let nibbles: Vec<I4x2> = codes.chunks(2).map(I4x2::pack).collect();
         let b8: Vec<i8> = codes.iter().map(|&c| i8::try_from(c).expect("fits")).collect();
         let a = Strided::<u8>::random(&mut rng, m, k, Fill::Random);
-        let packed = PackedB::from_i4(&nibbles, k, n)?;
-        assert_eq!(packed, PackedB::new(MatRef::row_major(&b8, k, n)?));
-        let ops = Operands::packed(a.view(), ZeroPoint::PerTensor(3), &packed, ZeroPoint::None)?;
         let b = Strided { data: b8, rows: k, cols: n, stride: n };
         let want = reference(&a, &ZeroPoint::PerTensor(3), &b, &ZeroPoint::None);
-        let mut c = vec![0i32; m * n];
-        Gemm::new().i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
-        assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y));
+        for g in settings() {
+            let packed = g.pack_b_i4(&nibbles, k, n)?;
+            assert_eq!(packed, g.pack_b(b.view())?);
+            let ops = Operands::packed(a.view(), ZeroPoint::PerTensor(3), &packed, ZeroPoint::None)?;
+            let mut c = vec![0i32; m * n];
+            g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+            assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y), "{}", name(&g));
+        }
     }
     assert_eq!(
         PackedB::from_i4(&[I4x2(0); 2], 3, 3),
@@ -198,15 +222,15 @@ fn beyond_the_block_sizes(#[case] m: usize, #[case] k: usize, #[case] n: usize) 
     let zbp: Vec<i32> = (0..n).map(|j| (j % 256) as i32 - 128).collect();
     let (za, zb) = (ZeroPoint::PerChannel(&zap), ZeroPoint::PerChannel(&zbp));
     let want = reference(&a, &za, &b, &zb);
-    let packed = PackedB::new(b.view());
-    // Raw weights split the columns between threads; packed ones (with enough rows) the rows.
-    let raw = Operands::new(a.view(), za, b.view(), zb)?;
-    let pre = Operands::packed(a.view(), za, &packed, zb)?;
-    for ops in [raw, pre] {
-        for g in settings() {
+    for g in settings() {
+        let packed = g.pack_b(b.view())?;
+        // Raw weights split the columns between threads; packed ones (with enough rows) the rows.
+        let raw = Operands::new(a.view(), za, b.view(), zb)?;
+        let pre = Operands::packed(a.view(), za, &packed, zb)?;
+        for ops in [raw, pre] {
             let mut c = vec![0i32; m * n];
             g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
-            assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y), "{}", g.kernel_name());
+            assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y), "{}", name(&g));
         }
     }
     Ok(())
@@ -220,15 +244,15 @@ fn depth_beyond_i32_is_chunked() -> Res {
     for m in [1usize, 2] {
         let a = vec![255u8; m * k];
         let b = vec![-128i8; k * 3];
-        let packed = PackedB::new(MatRef::row_major(&b, k, 3)?);
         let av = MatRef::row_major(&a, m, k)?;
-        let raw = Operands::new(av, ZeroPoint::None, MatRef::row_major(&b, k, 3)?, ZeroPoint::None)?;
-        let pre = Operands::packed(av, ZeroPoint::None, &packed, ZeroPoint::None)?;
-        for ops in [raw, pre] {
-            for g in settings() {
+        for g in settings() {
+            let packed = g.pack_b(MatRef::row_major(&b, k, 3)?)?;
+            let raw = Operands::new(av, ZeroPoint::None, MatRef::row_major(&b, k, 3)?, ZeroPoint::None)?;
+            let pre = Operands::packed(av, ZeroPoint::None, &packed, ZeroPoint::None)?;
+            for ops in [raw, pre] {
                 let mut c = vec![0f32; m * 3];
                 g.f32(&ops, 1.0, Scale::PerTensor(1.0), None, MatMut::row_major(&mut c, m, 3)?)?;
-                assert_eq!(c, vec![(255.0 * -128.0 * 70_000.0) as f32; m * 3], "{}", g.kernel_name());
+                assert_eq!(c, vec![(255.0 * -128.0 * 70_000.0) as f32; m * 3], "{}", name(&g));
                 // The same depth cannot promise an i32 result.
                 let mut ci = vec![0i32; m * 3];
                 assert_eq!(
@@ -264,7 +288,7 @@ fn f32_stage_scales_per_column_and_adds_bias() -> Res {
         for g in settings() {
             let mut c = vec![0f32; m * n];
             g.f32(&ops, sa, Scale::PerColumn(&sb), Some(&bias), MatMut::row_major(&mut c, m, n)?)?;
-            assert_eq!(c, want, "{}", g.kernel_name());
+            assert_eq!(c, want, "{}", name(&g));
         }
     }
     Ok(())
@@ -315,10 +339,10 @@ fn requantize_float_matches_reference() -> Res {
         for g in settings() {
             let mut c8 = vec![0i8; m * n];
             g.requant(&ops, r, MatMut::row_major(&mut c8, m, n)?)?;
-            assert_eq!(c8, want_i8, "{}", g.kernel_name());
+            assert_eq!(c8, want_i8, "{}", name(&g));
             let mut cu = vec![0u8; m * n];
             g.requant(&ops, r, MatMut::row_major(&mut cu, m, n)?)?;
-            assert_eq!(cu, want_u8, "{}", g.kernel_name());
+            assert_eq!(cu, want_u8, "{}", name(&g));
         }
     }
     Ok(())
@@ -364,7 +388,7 @@ fn requantize_fixed_point_through_the_engine() -> Res {
         let mut c = vec![0u8; m * n];
         let r = Requant::FixedPoint { multiplier: mult, shift, zero_point: zp };
         g.requant(&ops, r, MatMut::row_major(&mut c, m, n)?)?;
-        assert_eq!(c, want, "{}", g.kernel_name());
+        assert_eq!(c, want, "{}", name(&g));
     }
     Ok(())
 }
@@ -424,27 +448,150 @@ fn bad_shapes_and_zero_points() -> Res {
     Ok(())
 }
 
-/// The kernel that runs is the one asked for: with `QUANT_KERNEL=portable` or `=avx2` in the
-/// environment (CI runs the suite both ways), the automatic choice must be that kernel, and
-/// without it an x86-64 CPU with AVX2 must get AVX2. This fails (it does not skip) when the
-/// requested kernel did not run.
-#[test]
-fn the_requested_kernel_runs() {
-    let requested = std::env::var("QUANT_KERNEL").unwrap_or_default().to_ascii_lowercase();
-    let want = match requested.as_str() {
-        "portable" => "portable",
-        "avx2" => "avx2",
-        _ => {
-            #[cfg(target_arch = "x86_64")]
-            let best = if std::is_x86_feature_detected!("avx2") { "avx2" } else { "portable" };
-            #[cfg(not(target_arch = "x86_64"))]
-            let best = "portable";
-            best
+/// The best tier this CPU has, detected here independently of the library.
+fn best_tier_here() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |f: &str| match f {
+            "avx2" => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            "avxvnni" => std::is_x86_feature_detected!("avxvnni"),
+            "avx512vnni" => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
+            _ => false,
+        };
+        if has("avx2") && has("avx512vnni") {
+            return "avx512vnni";
         }
-    };
-    assert_eq!(selected_kernel(), want, "QUANT_KERNEL={requested:?}");
-    assert_eq!(Gemm::new().kernel_name(), want);
-    assert_eq!(Gemm::new().kernel(KernelChoice::Portable).kernel_name(), "portable");
+        if has("avx2") && has("avxvnni") {
+            return "avxvnni";
+        }
+        if has("avx2") {
+            return "avx2";
+        }
+    }
+    "portable"
+}
+
+/// The kernel that runs is the one asked for: with `QUANT_KERNEL` set (`cargo xtask test`
+/// runs the suite once per tier this CPU has), the automatic choice must be that tier, and
+/// without it the best tier this CPU has. This fails (it does not skip) when the requested
+/// tier did not run, including when the CPU lacks it.
+#[test]
+fn the_requested_kernel_runs() -> Res {
+    let requested = std::env::var("QUANT_KERNEL").unwrap_or_default().to_ascii_lowercase();
+    let want = if requested.is_empty() { best_tier_here() } else { requested.as_str() };
+    assert_eq!(selected_kernel()?, want, "QUANT_KERNEL={requested:?}");
+    assert_eq!(Gemm::new().kernel_name()?, want);
+    assert_eq!(Gemm::new().kernel(KernelChoice::Portable).kernel_name()?, "portable");
+    // The packed layout follows the kernel.
+    let b = [1i8; 6];
+    let packed = Gemm::new().pack_b(MatRef::row_major(&b, 2, 3)?)?;
+    assert!(packed.layout().contains(want), "{} for {want}", packed.layout());
+    Ok(())
+}
+
+/// A tier this CPU lacks is an error naming the missing feature, never a silent fallback; the
+/// test prints which tiers it could not run.
+#[test]
+fn tiers_this_cpu_lacks_are_refused() -> Res {
+    let a = [1u8; 4];
+    let b = [1i8; 4];
+    let ops =
+        Operands::new(MatRef::row_major(&a, 2, 2)?, ZeroPoint::None, MatRef::row_major(&b, 2, 2)?, ZeroPoint::None)?;
+    for tier in Tier::ALL {
+        let g = Gemm::new().kernel(KernelChoice::of(tier));
+        let mut c = [0i32; 4];
+        match tier.missing() {
+            None => {
+                g.i32(&ops, MatMut::row_major(&mut c, 2, 2)?)?;
+                assert_eq!(c, [2; 4], "{tier}");
+            }
+            Some(missing) => {
+                println!("tier {tier} not run: this CPU lacks {missing}");
+                let err = QuantError::KernelUnavailable { kernel: tier.name(), missing };
+                assert_eq!(g.i32(&ops, MatMut::row_major(&mut c, 2, 2)?), Err(err.clone()));
+                assert_eq!(g.pack_b(MatRef::row_major(&b, 2, 2)?), Err(err.clone()));
+                assert_eq!(g.kernel_name(), Err(err));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Weights packed in one kernel's layout are refused by a kernel with another, and taken by a
+/// kernel that shares the layout.
+#[test]
+fn packed_weights_belong_to_a_layout() -> Res {
+    let a = [3u8; 10];
+    let b: Vec<i8> = (0..10).map(|v| v - 5).collect();
+    let portable = Gemm::new().kernel(KernelChoice::Portable);
+    let packed = portable.pack_b(MatRef::row_major(&b, 5, 2)?)?;
+    assert_eq!(packed.layout(), "quads x16 (portable, avxvnni)");
+    let ops = Operands::packed(MatRef::row_major(&a, 2, 5)?, ZeroPoint::None, &packed, ZeroPoint::None)?;
+    let mut want = [0i32; 4];
+    portable.i32(&ops, MatMut::row_major(&mut want, 2, 2)?)?;
+    // B columns are -5, -3, -1, 1, 3 and -4, -2, 0, 2, 4; every A value is 3.
+    assert_eq!(want, [-15, 0, -15, 0]);
+    for (tier, accepts) in [(Tier::Avx2, false), (Tier::AvxVnni, true), (Tier::Avx512Vnni, false)] {
+        if let Some(missing) = tier.missing() {
+            println!("layout check on {tier} not run: this CPU lacks {missing}");
+            continue;
+        }
+        let g = Gemm::new().kernel(KernelChoice::of(tier));
+        let mut c = [0i32; 4];
+        let got = g.i32(&ops, MatMut::row_major(&mut c, 2, 2)?);
+        if accepts {
+            assert_eq!((got, c), (Ok(()), want), "{tier}");
+        } else {
+            let err = QuantError::PackedForOtherKernel { packed: "quads x16 (portable, avxvnni)", kernel: tier.name() };
+            assert_eq!(got, Err(err), "{tier}");
+        }
+    }
+    Ok(())
+}
+
+/// Depths around the `i32` chunk bound of `u8 x i8` (65 793 values, 16 448 quads and a
+/// value, 32 896 pairs and a value), all extremes: the last depth with an `i32` result, the
+/// first without (chunked, `f32` out), on every tier, 1 and 2 threads, `u8` and `i8`.
+#[rstest]
+#[case(65_792)]
+#[case(65_793)]
+#[case(65_794)]
+#[case(65_797)]
+fn depths_around_the_chunk_bound(#[case] k: usize) -> Res {
+    let (m, n) = (3, 17);
+    let b = vec![-128i8; k * n];
+    for g in settings() {
+        let packed = g.pack_b(MatRef::row_major(&b, k, n)?)?;
+        // u8: all 255; i8: all -128 (shifted to 0 by quad kernels) and all 127.
+        let a8 = vec![255u8; m * k];
+        let ops = Operands::packed(MatRef::row_major(&a8, m, k)?, ZeroPoint::None, &packed, ZeroPoint::None)?;
+        let exact = -255i64 * 128 * k as i64;
+        let mut c = vec![0f32; m * n];
+        g.f32(&ops, 1.0, Scale::PerTensor(1.0), None, MatMut::row_major(&mut c, m, n)?)?;
+        assert!(c.iter().all(|&v| v == exact as f32), "{k} {}", name(&g));
+        let mut ci = vec![0i32; m * n];
+        let got = g.i32(&ops, MatMut::row_major(&mut ci, m, n)?);
+        if k <= 65_793 {
+            assert_eq!(got, Ok(()));
+            assert!(ci.iter().all(|&v| i64::from(v) == exact), "{k} {}", name(&g));
+        } else {
+            assert_eq!(got, Err(QuantError::DepthTooLarge { k, max_k: 65_793 }));
+        }
+        for (fill, per) in [(-128i8, 128 * 128), (127i8, -127 * 128)] {
+            let ai = vec![fill; m * k];
+            let ops = Operands::packed(MatRef::row_major(&ai, m, k)?, ZeroPoint::None, &packed, ZeroPoint::None)?;
+            let mut c = vec![0f32; m * n];
+            g.f32(&ops, 1.0, Scale::PerTensor(1.0), None, MatMut::row_major(&mut c, m, n)?)?;
+            let exact = per as f64 * k as f64;
+            assert!(c.iter().all(|&v| v == exact as f32), "i8 {fill} {k} {}", name(&g));
+        }
+    }
+    Ok(())
 }
 
 /// The 7-bit (`vpmaddubsw`) path: activations in 0..=127, exact against the reference on
@@ -460,14 +607,14 @@ fn seven_bit_case<A: Operand>(rng: &mut Rng) -> Res {
     let (zbt, zbp) = zero_points::<i8>(rng, n);
     let (za, zb) = (zp(zat, &zap), zp(zbt, &zbp));
     let want = reference(&a, &za, &b, &zb);
-    let packed = PackedB::new(b.view());
-    for ops in [Operands::new(a.view(), za, b.view(), zb)?, Operands::packed(a.view(), za, &packed, zb)?] {
-        for g in settings() {
+    for g in settings() {
+        let packed = g.pack_b(b.view())?;
+        for ops in [Operands::new(a.view(), za, b.view(), zb)?, Operands::packed(a.view(), za, &packed, zb)?] {
             let g = g.seven_bit_activations(true);
             let mut c = vec![0i32; m * n];
             g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
             let c64: Vec<i64> = c.iter().map(|&v| i64::from(v)).collect();
-            assert_eq!(c64, want, "7-bit {m}x{k}x{n} {} {}", g.kernel_name(), A::NAME);
+            assert_eq!(c64, want, "7-bit {m}x{k}x{n} {} {}", name(&g), A::NAME);
         }
     }
     Ok(())
@@ -494,7 +641,7 @@ fn seven_bit_path_chunks_deep_sums_and_checks_its_promise() -> Res {
     for g in settings() {
         let mut c = vec![0f32; 6];
         g.seven_bit_activations(true).f32(&ops, 1.0, Scale::PerTensor(1.0), None, MatMut::row_major(&mut c, 2, 3)?)?;
-        assert_eq!(c, vec![(127.0 * -128.0 * 140_000.0) as f32; 6], "{}", g.kernel_name());
+        assert_eq!(c, vec![(127.0 * -128.0 * 140_000.0) as f32; 6], "{}", name(&g));
     }
     let a = [1u8, 2, 128, 3];
     let ops = Operands::new(

@@ -191,6 +191,32 @@ pub enum QuantError {
         max: i32,
     },
 
+    /// A kernel tier was asked for (by [`crate::cpu::KernelChoice`] or the `QUANT_KERNEL`
+    /// variable) that this CPU cannot run. Nothing falls back silently.
+    #[error("kernel {kernel} needs the CPU feature {missing}, which this CPU lacks (run with QUANT_KERNEL unset to take the best this CPU has)")]
+    KernelUnavailable {
+        /// The tier asked for (`"avx2"`, `"avxvnni"`, `"avx512vnni"`).
+        kernel: &'static str,
+        /// The first feature it needs that the CPU lacks (as Linux's `/proc/cpuinfo` names it).
+        missing: &'static str,
+    },
+
+    /// `QUANT_KERNEL` holds a name that is no kernel tier.
+    #[error("QUANT_KERNEL names no kernel: use one of portable, avx2, avxvnni, avx512vnni (or leave it unset)")]
+    UnknownKernel,
+
+    /// Weights packed for one kernel's layout handed to a kernel with another layout.
+    #[error(
+        "weights packed for the {packed} layout cannot run on the {kernel} kernel, which needs \
+         its own layout: pack them with that kernel's settings (Gemm::pack_b)"
+    )]
+    PackedForOtherKernel {
+        /// The layout the weights were packed in, e.g. `"quads x32 (avx512vnni)"`.
+        packed: &'static str,
+        /// The kernel that was asked to run them.
+        kernel: &'static str,
+    },
+
     /// A shape whose element count does not fit in `usize`.
     #[error("shape {rows}x{cols} has more elements than fit in memory")]
     ShapeOverflow {

@@ -9,9 +9,11 @@
 //! * [`cast`]: the one module holding every rounding, clamp and numeric cast of the workspace.
 //! * [`MatrixShape`]: a row-major matrix shape over a flat slice, validated once.
 //! * [`QuantError`]: the typed error every fallible function returns.
+//! * [`cpu`]: which CPU features exist and which kernel tier runs (`QUANT_KERNEL`), one
+//!   vocabulary and one cached choice for every crate.
 //!
-//! The crate is `#![no_std]` and allocates nothing. Its `std` feature (on by default) only
-//! forwards to `half`.
+//! The crate is `#![no_std]` and allocates nothing. Its `std` feature (on by default) turns on
+//! run-time CPU detection and the `QUANT_KERNEL` variable in [`cpu`], and `half`'s std support.
 //!
 //! # Example
 //! ```
@@ -32,6 +34,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cast;
+pub mod cpu;
 mod error;
 mod float;
 mod shape;

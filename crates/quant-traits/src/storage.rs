@@ -295,7 +295,7 @@ mod tests {
         // The padding lanes of the last unit are zero.
         if let Some(last) = units.last() {
             for lane in codes.len() % Q::CODES_PER_UNIT..Q::CODES_PER_UNIT {
-                if codes.len() % Q::CODES_PER_UNIT != 0 {
+                if !codes.len().is_multiple_of(Q::CODES_PER_UNIT) {
                     assert_eq!(last.lane(lane), 0, "{} padding lane {lane}", Q::NAME);
                 }
             }

@@ -1,63 +1,69 @@
-//! Fast paths for the hot loops, bit-identical to the scalar reference in `quantize`.
+//! Fast paths for the hot loops, bit-identical to the scalar reference (`crate::scalar`).
 //!
-//! Today: `f32 -> i8/u8` quantization and `i8/u8 -> f32` dequantization with AVX2 and FMA
-//! (x86-64),
-//! chosen at run time (with `std`) and cached; every other type pair, and every CPU without
-//! AVX2, takes the scalar path. `QUANT_KERNEL=portable` in the environment forces the scalar
-//! path (the tests run both ways and compare).
+//! Today: `f32 -> i8/u8` quantization and `i8/u8 -> f32` dequantization, per tier
+//! (`quant_traits::cpu`, the same `QUANT_KERNEL` vocabulary and cached choice as the GEMM):
 //!
-//! The fast paths do the same arithmetic as the scalar one, lane by lane: widen to `f64`,
-//! divide by the scale (a true division, not a reciprocal), round half to even, add the zero
-//! point, clamp; and for dequantization `(q - zp) * scale` in `f64`, clamped to `f32`'s finite
-//! range, rounded once to `f32`. So they produce the same bits.
+//! | tier | code that runs |
+//! |---|---|
+//! | `avx512vnni` | `x86_64/avx512.rs`: 16 lanes of AVX-512 F/BW (scales outside `[2^-100, 2^100]` go to the AVX2 code) |
+//! | `avxvnni`, `avx2` | `x86_64/avx2.rs`: AVX2 and FMA |
+//! | `portable` | the scalar reference |
+//!
+//! Every other type pair takes the scalar path. The tests run every tier this CPU has and
+//! compare with the scalar reference.
+//!
+//! The fast paths do the same arithmetic as the scalar one, lane by lane (see each file for
+//! why the bits agree): `clamp(round_half_even(x / scale) + zp)`, and for dequantization
+//! `(q - zp) * scale` rounded once to `f32` and clamped to `f32`'s finite range.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
 use core::any::TypeId;
 
-use quant_traits::{QuantFloat, Storage};
+use quant_traits::cpu::{auto_tier, Tier};
+use quant_traits::{QuantError, QuantFloat, Storage};
 
-/// Which implementation runs: `"avx2"` or `"portable"`.
-#[must_use]
-pub fn selected_kernel() -> &'static str {
-    if use_simd() {
-        "avx2"
-    } else {
-        "portable"
+/// The name of the code that quantizes here: `"avx512"`, `"avx2"` or `"portable"` (a tier
+/// with no code of its own runs the next lower tier's).
+///
+/// # Errors
+/// When `QUANT_KERNEL` names a tier this CPU lacks ([`QuantError::KernelUnavailable`]) or no
+/// tier ([`QuantError::UnknownKernel`]).
+pub fn selected_kernel() -> Result<&'static str, QuantError> {
+    auto_tier().map(|t| match implementation(t) {
+        Impl::Avx512 => "avx512",
+        Impl::Avx2 => "avx2",
+        Impl::Portable => "portable",
+    })
+}
+
+/// Fails when `QUANT_KERNEL` asks for what cannot run: the fallible entry points call it, so
+/// a bad request is an error rather than a silent fallback.
+pub(crate) fn check() -> Result<(), QuantError> {
+    auto_tier().map(|_| ())
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Impl {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+/// This crate's code for a tier.
+fn implementation(tier: Tier) -> Impl {
+    match tier {
+        Tier::Avx512Vnni => Impl::Avx512,
+        Tier::Avx2 | Tier::AvxVnni => Impl::Avx2,
+        _ => Impl::Portable,
     }
 }
 
-/// 0 = not decided, 1 = portable, 2 = avx2.
-static CHOICE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-
-fn use_simd() -> bool {
-    use core::sync::atomic::Ordering;
-    match CHOICE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let simd = detect();
-            CHOICE.store(if simd { 2 } else { 1 }, Ordering::Relaxed);
-            simd
-        }
-    }
-}
-
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-fn detect() -> bool {
-    let forced_portable = std::env::var("QUANT_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("portable"));
-    !forced_portable && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
-#[cfg(all(not(feature = "std"), target_arch = "x86_64"))]
-fn detect() -> bool {
-    cfg!(all(target_feature = "avx2", target_feature = "fma"))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn detect() -> bool {
-    false
+/// The code to run: the automatic tier's (the entry points have checked it resolves; the
+/// infallible paths behind them see the same cached answer).
+fn current() -> Impl {
+    auto_tier().map_or(Impl::Portable, implementation)
 }
 
 /// Reinterprets `&[A]` as `&[B]` when they are the same type.
@@ -94,16 +100,31 @@ pub(crate) fn quantize<F: QuantFloat, Q: Storage>(
     out: &mut [Q],
 ) -> Option<Result<(), usize>> {
     #[cfg(target_arch = "x86_64")]
-    if use_simd() {
-        if let Some(x) = same::<F, f32>(x) {
-            if let Some(out) = same_mut::<Q, i8>(out) {
-                // SAFETY: AVX2 was detected (use_simd); lengths are equal (caller).
-                return Some(unsafe { x86_64::quantize_f32_i8(x, scale, zp, lo, hi, out) });
+    {
+        let x = same::<F, f32>(x)?;
+        match current() {
+            Impl::Avx512 => {
+                if let Some(out) = same_mut::<Q, i8>(out) {
+                    // SAFETY: the tier's features were detected (auto_tier); lengths are equal
+                    // (caller).
+                    return Some(unsafe { x86_64::avx512::quantize_f32_i8(x, scale, zp, lo, hi, out) });
+                }
+                if let Some(out) = same_mut::<Q, u8>(out) {
+                    // SAFETY: as above.
+                    return Some(unsafe { x86_64::avx512::quantize_f32_u8(x, scale, zp, lo, hi, out) });
+                }
             }
-            if let Some(out) = same_mut::<Q, u8>(out) {
-                // SAFETY: as above.
-                return Some(unsafe { x86_64::quantize_f32_u8(x, scale, zp, lo, hi, out) });
+            Impl::Avx2 => {
+                if let Some(out) = same_mut::<Q, i8>(out) {
+                    // SAFETY: AVX2 and FMA were detected (auto_tier); lengths are equal (caller).
+                    return Some(unsafe { x86_64::avx2::quantize_f32_i8(x, scale, zp, lo, hi, out) });
+                }
+                if let Some(out) = same_mut::<Q, u8>(out) {
+                    // SAFETY: as above.
+                    return Some(unsafe { x86_64::avx2::quantize_f32_u8(x, scale, zp, lo, hi, out) });
+                }
             }
+            Impl::Portable => {}
         }
     }
     None
@@ -114,18 +135,33 @@ pub(crate) fn quantize<F: QuantFloat, Q: Storage>(
 #[allow(unused_variables)]
 pub(crate) fn dequantize<F: QuantFloat, Q: Storage>(codes: &[Q], scale: f64, zp: i64, out: &mut [F]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if use_simd() {
-        if let Some(out) = same_mut::<F, f32>(out) {
-            if let Some(codes) = same::<Q, i8>(codes) {
-                // SAFETY: AVX2 was detected; lengths are equal (caller).
-                unsafe { x86_64::dequantize_i8_f32(codes, scale, zp, out) };
-                return true;
+    if let Some(out) = same_mut::<F, f32>(out) {
+        match current() {
+            Impl::Avx512 => {
+                if let Some(codes) = same::<Q, i8>(codes) {
+                    // SAFETY: the tier's features were detected; lengths are equal (caller).
+                    unsafe { x86_64::avx512::dequantize_i8_f32(codes, scale, zp, out) };
+                    return true;
+                }
+                if let Some(codes) = same::<Q, u8>(codes) {
+                    // SAFETY: as above.
+                    unsafe { x86_64::avx512::dequantize_u8_f32(codes, scale, zp, out) };
+                    return true;
+                }
             }
-            if let Some(codes) = same::<Q, u8>(codes) {
-                // SAFETY: as above.
-                unsafe { x86_64::dequantize_u8_f32(codes, scale, zp, out) };
-                return true;
+            Impl::Avx2 => {
+                if let Some(codes) = same::<Q, i8>(codes) {
+                    // SAFETY: AVX2 was detected; lengths are equal (caller).
+                    unsafe { x86_64::avx2::dequantize_i8_f32(codes, scale, zp, out) };
+                    return true;
+                }
+                if let Some(codes) = same::<Q, u8>(codes) {
+                    // SAFETY: as above.
+                    unsafe { x86_64::avx2::dequantize_u8_f32(codes, scale, zp, out) };
+                    return true;
+                }
             }
+            Impl::Portable => {}
         }
     }
     false

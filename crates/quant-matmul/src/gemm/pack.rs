@@ -1,22 +1,26 @@
-//! Packing operands into the micro-kernels' panel layout.
+//! Packing operands into a micro-kernel's panel layout (the layouts are described on
+//! `kernels::MicroKernel`).
 //!
-//! Both operands are stored in *pairs along K* (depth `2p` and `2p + 1` side by side), which
-//! is what `vpmaddwd` (and the portable kernel) multiply and add. An odd depth is padded with
-//! a zero; rows or columns past the matrix edge are zero, so kernels always compute full tiles.
+//! Everything here is generic over the kernel `K`: its tile (`K::MR`, `K::NR`) and depth
+//! grouping (`K::GROUP`: pairs for `vpmaddwd`, quads for `vpdpbusd`). Depths past `K` are
+//! padded with zeros, and rows or columns past the matrix edge are zero, so kernels always
+//! compute full tiles.
 //!
-//! * A, packed per call into `i32` words of two `i16`: in a panel of `MR` rows, word
-//!   `p * MR + r` holds `(a[r][2p], a[r][2p+1])`.
-//! * B (weights) stays 8-bit: in a panel of `NR` columns, bytes `(p * NR + c) * 2` and `+ 1`
-//!   hold `b[2p][c]` and `b[2p+1][c]`. The kernel sign-extends 16 of those bytes to one
-//!   vector of 8 pairs. [`PackedB`] keeps a whole matrix packed this way, so weights are packed
-//!   once and reused (half the memory traffic of `i16` panels, which matters for `M = 1`).
+//! * A, packed per call into `i32` words: two `i16` per word on pair kernels (word
+//!   `p * MR + r` holds `(a[r][2p], a[r][2p+1])`), four bytes per word on quad kernels (word
+//!   `q * MR + r` holds `a[r][4q .. 4q + 4]`, lowest depth in the lowest byte), `i8` values
+//!   shifted by +128 into `0..=255` (the driver corrects the shift as a zero point).
+//! * B (weights) stays 8-bit: in a panel of `NR` columns, byte `(g * NR + c) * GROUP + t`
+//!   holds `b[GROUP * g + t][c]`. [`PackedB`] keeps a whole matrix packed this way, so
+//!   weights are packed once and reused (the kernels widen bytes in registers: half the memory
+//!   traffic of `i16` panels, which matters for `M = 1`).
 
 use alloc::vec::Vec;
 
 use quant_traits::{I4x2, QuantError, Storage};
 
 use crate::gemm::operand::Operand;
-use crate::kernels::{MR, NR};
+use crate::kernels::{dispatch, AWords, MicroKernel, Tier};
 use crate::view::MatRef;
 
 /// One word from two `i16` values: `lo` in bits 0..16, `hi` in bits 16..32.
@@ -31,9 +35,41 @@ pub(crate) fn pairs(k: usize) -> usize {
     k.div_ceil(2)
 }
 
-/// Packs rows `[r0, r0 + rows)` of A (all of K) into panels of `mr` rows in `out` (resized).
-/// Panel `i` starts at word `i * pairs(k) * mr`.
-pub(crate) fn pack_a<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize, out: &mut Vec<i32>) {
+/// Packs rows `[r0, r0 + rows)` of A (all of K) into `K`'s word format, in panels of `mr`
+/// rows (`K::MR`, or 1 for the row kernel), in `out` (resized). Panel `i` starts at word
+/// `i * groups(k) * mr`.
+pub(crate) fn pack_a<K: MicroKernel, T: Operand>(
+    a: &MatRef<'_, T>,
+    r0: usize,
+    rows: usize,
+    mr: usize,
+    out: &mut Vec<i32>,
+) {
+    match K::A_WORDS {
+        AWords::Pairs => pack_a_pairs(a, r0, rows, mr, out),
+        AWords::Quads => pack_a_quads(a, r0, rows, mr, quad_shift::<T>(), out),
+    }
+}
+
+/// What quad packing adds to a value of `T` to make it a byte `0..=255`: 128 for `i8`.
+#[inline]
+pub(crate) fn quad_shift<T: Operand>() -> i16 {
+    if T::UNSIGNED {
+        0
+    } else {
+        128
+    }
+}
+
+/// Depth groups of `group` values for depth `k`.
+#[inline]
+pub(crate) fn groups(k: usize, group: usize) -> usize {
+    k.div_ceil(group)
+}
+
+/// Pair words: see [`pack_a`].
+fn pack_a_pairs<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize, out: &mut Vec<i32>) {
+    const MR: usize = 6; // the unrolled fast case below: the AVX2 tile's rows
     let k = a.cols();
     let kp = pairs(k);
     let panels = rows.div_ceil(mr);
@@ -42,7 +78,7 @@ pub(crate) fn pack_a<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: 
     for panel in 0..panels {
         let dst = &mut out[panel * kp * mr..(panel + 1) * kp * mr];
         let live = mr.min(rows - panel * mr);
-        if live == mr && mr == MR && k % 2 == 0 {
+        if live == mr && mr == MR && k.is_multiple_of(2) {
             // The common case: a full panel, written in order, reading MR rows side by side.
             let src: [&[T]; MR] = core::array::from_fn(|r| a.row(r0 + panel * MR + r));
             for (p, d) in dst.chunks_exact_mut(MR).enumerate() {
@@ -67,12 +103,20 @@ pub(crate) fn pack_a<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: 
     }
 }
 
-/// Packs rows `[r0, r0 + rows)` of a `u8` A (all of K) into panels of `mr` rows of *quads*:
-/// word `q * mr + r` holds the bytes `a[r][4q .. 4q + 4]` (zero past K), lowest address in the
-/// lowest byte. This is the layout of the 7-bit `vpmaddubsw` kernels.
-pub(crate) fn pack_a_quads<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize, out: &mut Vec<i32>) {
+/// Packs rows `[r0, r0 + rows)` of A (all of K) into panels of `mr` rows of *quads*: word
+/// `q * mr + r` holds the bytes `a[r][4q .. 4q + 4] + shift` (zero past K), lowest address in
+/// the lowest byte. The layout of the quad kernels (`shift` 128 for `i8`, else 0) and of the
+/// 7-bit `vpmaddubsw` tiles (`shift` 0, values `0..=127`).
+pub(crate) fn pack_a_quads<T: Operand>(
+    a: &MatRef<'_, T>,
+    r0: usize,
+    rows: usize,
+    mr: usize,
+    shift: i16,
+    out: &mut Vec<i32>,
+) {
     let k = a.cols();
-    let kq = pairs(k).div_ceil(2);
+    let kq = groups(k, 4);
     let panels = rows.div_ceil(mr);
     // Every word is written below (padding rows zeroed), so the buffer is only grown.
     out.resize(panels * kq * mr, 0);
@@ -84,8 +128,8 @@ pub(crate) fn pack_a_quads<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize
         }
         for r in 0..live {
             let row = a.row(r0 + panel * mr + r);
-            // The low byte of `widen` is the code's byte (the 7-bit path only sees 0..=127).
-            let byte = |v: &T| v.widen() as u8;
+            // `v + shift` is in 0..=255 (u8 unshifted, i8 shifted by 128).
+            let byte = |v: &T| (v.widen() + shift) as u8;
             let (full, tail) = row.split_at(row.len() - row.len() % 4);
             for (d, four) in dst.iter_mut().skip(r).step_by(mr).zip(full.chunks_exact(4)) {
                 *d = i32::from_le_bytes([byte(&four[0]), byte(&four[1]), byte(&four[2]), byte(&four[3])]);
@@ -101,10 +145,14 @@ pub(crate) fn pack_a_quads<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize
     }
 }
 
+/// Columns of the pair panels that [`quads_from_pairs`] regroups.
+const NR: usize = 16;
+
 /// Regroups one B panel of `kp` depth pairs into quads for the 7-bit kernels: bytes
 /// `(q * NR + c) * 4 .. + 4` of `out` (resized) hold column `c` at depths `4q .. 4q + 4`,
 /// that is pair `2q` then pair `2q + 1` (zero past `kp`).
 pub(crate) fn quads_from_pairs(panel: &[i8], kp: usize, out: &mut Vec<i8>) {
+    // Only the AVX2 pair kernel (16 columns) has a 7-bit quad tile.
     let kq = kp.div_ceil(2);
     out.resize(kq * NR * 4, 0);
     let zeros = [0i8; NR * 2];
@@ -145,56 +193,87 @@ fn interleave_pairs(p0: &[i8; NR * 2], p1: &[i8; NR * 2], dst: &mut [i8; NR * 4]
     }
 }
 
-/// Weights packed once for the engine: `K x N` `i8` values in panels of `NR` columns, K in
-/// pairs, plus each column's sum (for the zero-point correction of A).
+/// Weights packed once for the engine: `K x N` `i8` values in the panel layout of one kernel
+/// (panels of `NR` columns, depth in groups of `GROUP`), plus each column's sum (for the
+/// zero-point correction of A).
+///
+/// Packed weights belong to a kernel layout: [`crate::Gemm::pack_b`] packs them for the kernel
+/// those settings run (and [`PackedB::new`] for the default kernel). A kernel handed weights in
+/// another layout refuses them with [`QuantError::PackedForOtherKernel`] rather than repacking
+/// in every call; [`PackedB::layout`] says which layout a value holds. Kernels may share a
+/// layout (the portable and AVX-VNNI kernels both take quads of 16 columns).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackedB {
     k: usize,
     n: usize,
+    group: usize,
+    nr: usize,
+    layout: &'static str,
     data: Vec<i8>,
     col_sums: Vec<i64>,
 }
 
 impl PackedB {
-    /// Packs a `K x N` `i8` matrix.
-    #[must_use]
-    pub fn new(b: MatRef<'_, i8>) -> Self {
-        let (k, n) = (b.rows(), b.cols());
-        let mut packed = PackedB::zeroed(k, n);
-        pack_b_into(&b, 0, n, &mut packed.data, &mut packed.col_sums);
-        packed
+    /// Packs a `K x N` `i8` matrix for the default kernel (`Gemm::new().pack_b(b)`).
+    ///
+    /// # Errors
+    /// When `QUANT_KERNEL` asks for a kernel this CPU cannot run
+    /// ([`QuantError::KernelUnavailable`], [`QuantError::UnknownKernel`]).
+    pub fn new(b: MatRef<'_, i8>) -> Result<Self, QuantError> {
+        crate::Gemm::new().pack_b(b)
     }
 
-    /// Packs a `K x N` matrix of signed 4-bit codes (ONNX `INT4` order: two codes per byte,
-    /// first in the low nibble, row-major over the whole matrix, a `K x N` matrix taking
-    /// `ceil(K * N / 2)` bytes), unpacking while packing.
+    /// Packs a `K x N` matrix of signed 4-bit codes for the default kernel (ONNX `INT4` order:
+    /// two codes per byte, first in the low nibble, row-major over the whole matrix, a `K x N`
+    /// matrix taking `ceil(K * N / 2)` bytes), unpacking while packing.
     ///
     /// # Errors
     /// [`QuantError::LengthMismatch`] unless `codes` holds exactly `K * N` codes;
-    /// [`QuantError::ShapeOverflow`] if `K * N` overflows.
+    /// [`QuantError::ShapeOverflow`] if `K * N` overflows; as [`PackedB::new`].
     pub fn from_i4(codes: &[I4x2], k: usize, n: usize) -> Result<Self, QuantError> {
-        let len = k.checked_mul(n).ok_or(QuantError::ShapeOverflow { rows: k, cols: n })?;
-        QuantError::check_length("int4 codes (bytes)", I4x2::units_for(len), codes.len())?;
-        // Unpack one pair of rows at a time into a small buffer, then pack that like i8.
-        let mut packed = PackedB::zeroed(k, n);
-        let mut rows = alloc::vec![0i8; 2 * n];
-        let kp = pairs(k);
-        for p in 0..kp {
-            let count = if 2 * p + 1 < k { 2 } else { 1 };
-            for (idx, v) in rows.iter_mut().enumerate().take(count * n) {
-                let code = I4x2::code_at(codes, 2 * p * n + idx);
-                *v = quant_traits::cast::narrow::to_i8(code);
-            }
-            let (lo, hi) = rows.split_at(n);
-            let hi = (count == 2).then_some(hi);
-            PairRows { lo, hi }.pack(p, kp, 0, n, &mut packed.data, &mut packed.col_sums);
-        }
-        Ok(packed)
+        crate::Gemm::new().pack_b_i4(codes, k, n)
     }
 
-    fn zeroed(k: usize, n: usize) -> Self {
-        let kp = pairs(k);
-        PackedB { k, n, data: alloc::vec![0; n.div_ceil(NR) * kp * NR * 2], col_sums: alloc::vec![0; n] }
+    pub(crate) fn pack_for(tier: Tier, b: MatRef<'_, i8>) -> Self {
+        dispatch!(tier, K => {
+            let mut packed = PackedB::zeroed::<K>(b.rows(), b.cols());
+            pack_b_into::<K>(&b, 0, b.cols(), &mut packed.data, &mut packed.col_sums);
+            packed
+        })
+    }
+
+    pub(crate) fn from_i4_for(tier: Tier, codes: &[I4x2], k: usize, n: usize) -> Result<Self, QuantError> {
+        let len = k.checked_mul(n).ok_or(QuantError::ShapeOverflow { rows: k, cols: n })?;
+        QuantError::check_length("int4 codes (bytes)", I4x2::units_for(len), codes.len())?;
+        Ok(dispatch!(tier, K => {
+            // Unpack one depth group of rows at a time into a small buffer, then pack it as i8.
+            let mut packed = PackedB::zeroed::<K>(k, n);
+            let mut buf = alloc::vec![0i8; K::GROUP * n];
+            let kg = groups(k, K::GROUP);
+            for g in 0..kg {
+                let live = K::GROUP.min(k - g * K::GROUP);
+                for (idx, v) in buf.iter_mut().enumerate().take(live * n) {
+                    let code = I4x2::code_at(codes, g * K::GROUP * n + idx);
+                    *v = quant_traits::cast::narrow::to_i8(code);
+                }
+                let rows: [Option<&[i8]>; 4] = core::array::from_fn(|t| (t < live).then(|| &buf[t * n..(t + 1) * n]));
+                pack_group::<K>(&rows, g, kg, 0, n, &mut packed.data, &mut packed.col_sums);
+            }
+            packed
+        }))
+    }
+
+    fn zeroed<K: MicroKernel>(k: usize, n: usize) -> Self {
+        let kg = groups(k, K::GROUP);
+        PackedB {
+            k,
+            n,
+            group: K::GROUP,
+            nr: K::NR,
+            layout: K::LAYOUT,
+            data: alloc::vec![0; n.div_ceil(K::NR) * kg * K::NR * K::GROUP],
+            col_sums: alloc::vec![0; n],
+        }
     }
 
     /// Depth `K`.
@@ -209,10 +288,26 @@ impl PackedB {
         self.n
     }
 
+    /// The kernel layout the weights are packed in, e.g. `"pairs x16 (avx2)"` or
+    /// `"quads x32 (avx512vnni)"` (the kernels that take it in brackets).
+    #[must_use]
+    pub fn layout(&self) -> &'static str {
+        self.layout
+    }
+
+    /// `Ok` when kernel `K` takes this layout, else [`QuantError::PackedForOtherKernel`].
+    pub(crate) fn check_layout<K: MicroKernel>(&self) -> Result<(), QuantError> {
+        if self.group == K::GROUP && self.nr == K::NR {
+            Ok(())
+        } else {
+            Err(QuantError::PackedForOtherKernel { packed: self.layout, kernel: K::TIER.name() })
+        }
+    }
+
     /// The bytes from panel `j` (columns `j * NR ..`) to the end.
     #[inline]
     pub(crate) fn data_from(&self, j: usize) -> &[i8] {
-        &self.data[j * pairs(self.k) * NR * 2..]
+        &self.data[j * groups(self.k, self.group) * self.nr * self.group..]
     }
 
     pub(crate) fn col_sums(&self) -> &[i64] {
@@ -220,61 +315,60 @@ impl PackedB {
     }
 }
 
-/// Packs columns `[c0, c0 + cols)` of B (all of K) into `data` (panel `j` of these columns at
-/// byte `j * pairs(k) * NR * 2`), and their column sums into `sums` (`cols` long). Both are
-/// resized.
-pub(crate) fn pack_b_block(b: &MatRef<'_, i8>, c0: usize, cols: usize, data: &mut Vec<i8>, sums: &mut Vec<i64>) {
-    let kp = pairs(b.rows());
+/// Packs columns `[c0, c0 + cols)` of B (all of K) for kernel `K` into `data` (panel `j` of
+/// these columns at byte `j * groups * NR * GROUP`), and their column sums into `sums` (`cols`
+/// long). Both are resized.
+pub(crate) fn pack_b_block<K: MicroKernel>(
+    b: &MatRef<'_, i8>,
+    c0: usize,
+    cols: usize,
+    data: &mut Vec<i8>,
+    sums: &mut Vec<i64>,
+) {
+    let kg = groups(b.rows(), K::GROUP);
     data.clear();
-    data.resize(cols.div_ceil(NR) * kp * NR * 2, 0);
+    data.resize(cols.div_ceil(K::NR) * kg * K::NR * K::GROUP, 0);
     sums.clear();
     sums.resize(cols, 0);
-    pack_b_into(b, c0, cols, data, sums);
+    pack_b_into::<K>(b, c0, cols, data, sums);
 }
 
-fn pack_b_into(b: &MatRef<'_, i8>, c0: usize, cols: usize, data: &mut [i8], sums: &mut [i64]) {
+fn pack_b_into<K: MicroKernel>(b: &MatRef<'_, i8>, c0: usize, cols: usize, data: &mut [i8], sums: &mut [i64]) {
     let k = b.rows();
-    let kp = pairs(k);
-    for p in 0..kp {
-        let hi = if 2 * p + 1 < k { Some(b.row(2 * p + 1)) } else { None };
-        PairRows { lo: b.row(2 * p), hi }.pack(p, kp, c0, cols, data, sums);
+    let kg = groups(k, K::GROUP);
+    for g in 0..kg {
+        let rows: [Option<&[i8]>; 4] = core::array::from_fn(|t| {
+            let r = g * K::GROUP + t;
+            (t < K::GROUP && r < k).then(|| b.row(r))
+        });
+        pack_group::<K>(&rows, g, kg, c0, cols, data, sums);
     }
 }
 
-/// Rows `2p` and `2p + 1` of B (the second absent past an odd K).
-struct PairRows<'a> {
-    lo: &'a [i8],
-    hi: Option<&'a [i8]>,
-}
-
-impl PairRows<'_> {
-    /// Writes depth pair `p` of columns `[c0, c0 + cols)` into every panel, and adds the two
-    /// rows to the column sums.
-    fn pack(&self, p: usize, kp: usize, c0: usize, cols: usize, data: &mut [i8], sums: &mut [i64]) {
-        let panel_len = kp * NR * 2;
-        for (panel, start) in (0..cols).step_by(NR).enumerate() {
-            let width = NR.min(cols - start);
-            let lo = &self.lo[c0 + start..c0 + start + width];
-            let dst = &mut data[panel * panel_len + p * NR * 2..][..width * 2];
-            match self.hi {
-                Some(hi) => {
-                    let hi = &hi[c0 + start..c0 + start + width];
-                    for ((d, &l), &h) in dst.chunks_exact_mut(2).zip(lo).zip(hi) {
-                        d[0] = l;
-                        d[1] = h;
-                    }
-                    for ((s, &l), &h) in sums[start..start + width].iter_mut().zip(lo).zip(hi) {
-                        *s += i64::from(l) + i64::from(h);
-                    }
-                }
-                None => {
-                    for (d, &l) in dst.chunks_exact_mut(2).zip(lo) {
-                        d[0] = l;
-                    }
-                    for (s, &l) in sums[start..start + width].iter_mut().zip(lo) {
-                        *s += i64::from(l);
-                    }
-                }
+/// Writes depth group `g` (`rows[t]` is row `GROUP * g + t` of B, `None` past K) of columns
+/// `[c0, c0 + cols)` into every panel, and adds those rows to the column sums.
+fn pack_group<K: MicroKernel>(
+    rows: &[Option<&[i8]>; 4],
+    g: usize,
+    kg: usize,
+    c0: usize,
+    cols: usize,
+    data: &mut [i8],
+    sums: &mut [i64],
+) {
+    let (nr, group) = (K::NR, K::GROUP);
+    let panel_len = kg * nr * group;
+    for (panel, start) in (0..cols).step_by(nr).enumerate() {
+        let width = nr.min(cols - start);
+        let dst = &mut data[panel * panel_len + g * nr * group..][..width * group];
+        for (t, row) in rows.iter().enumerate().take(group) {
+            let Some(row) = row else { continue };
+            let src = &row[c0 + start..c0 + start + width];
+            for (d, &v) in dst.iter_mut().skip(t).step_by(group).zip(src) {
+                *d = v;
+            }
+            for (s, &v) in sums[start..start + width].iter_mut().zip(src) {
+                *s += i64::from(v);
             }
         }
     }

@@ -11,24 +11,41 @@
 
 use core::arch::x86_64::*;
 
-use super::super::{MicroKernel, MR, NR};
+use super::super::{AWords, MicroKernel, Tier};
 
 pub(crate) struct Avx2;
 
-impl MicroKernel for Avx2 {
-    const NAME: &'static str = "avx2";
+/// Rows of a tile.
+const MR: usize = 6;
+/// Columns of a tile.
+const NR: usize = 16;
 
-    unsafe fn tile(kp: usize, a: &[i32], b: &[i8], tile: &mut [i32; MR * NR]) {
+impl MicroKernel for Avx2 {
+    const TIER: Tier = Tier::Avx2;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const GROUP: usize = 2;
+    const A_WORDS: AWords = AWords::Pairs;
+    const MC: usize = 48;
+    const NC: usize = 256;
+    // Pair sums are at most 2 · 255 · 128 in magnitude; the chunk bound decides.
+    const KC: usize = usize::MAX;
+    const LAYOUT: &'static str = "pairs x16 (avx2)";
+
+    unsafe fn tile(_rows: usize, kp: usize, a: &[i32], b: &[i8], _ahead: &[i8], tile: &mut [i32]) {
+        let Some(tile) = tile.first_chunk_mut::<{ MR * NR }>() else { return };
         // SAFETY: forwarded from the trait contract: lengths checked by the caller, AVX2 present.
         unsafe { tile_avx2(kp, a.as_ptr(), b.as_ptr(), tile) }
     }
 
-    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32; MR * NR]) {
+    unsafe fn tile_u7(_rows: usize, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]) {
+        let Some(tile) = tile.first_chunk_mut::<{ MR * NR }>() else { return };
         // SAFETY: forwarded from the trait contract.
         unsafe { tile_u7_avx2(kq, a.as_ptr(), b.as_ptr(), ahead, tile) }
     }
 
-    unsafe fn row(kp: usize, a: &[i32], b: &[i8], out: &mut [i32; NR]) {
+    unsafe fn row(kp: usize, a: &[i32], b: &[i8], out: &mut [i32]) {
+        let Some(out) = out.first_chunk_mut::<NR>() else { return };
         // SAFETY: as above.
         unsafe { row_avx2(kp, a.as_ptr(), b.as_ptr(), out) }
     }
@@ -67,7 +84,6 @@ unsafe fn tile_u7_loop<const FETCH: bool>(
     ahead: *const i8,
     tile: &mut [i32; MR * NR],
 ) {
-    const _: () = assert!(MR == 6 && NR == 16);
     let ones = _mm256_set1_epi16(1);
     let mut c = [_mm256_setzero_si256(); 12];
     let mut ap = a;
@@ -141,7 +157,6 @@ unsafe fn load_b(b: *const i8) -> (__m256i, __m256i) {
 /// `a` points to `kp * MR` words, `b` to `kp * NR * 2` bytes; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2(kp: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR * NR]) {
-    const _: () = assert!(MR == 6 && NR == 16);
     let mut c = [_mm256_setzero_si256(); 12];
     let mut ap = a;
     let mut bp = b;

@@ -1,3 +1,5 @@
-//! x86-64 kernels, chosen at run time.
+//! x86-64 kernels, one file per tier, chosen at run time.
 
 pub(crate) mod avx2;
+pub(crate) mod avx512;
+pub(crate) mod avxvnni;

@@ -4,8 +4,7 @@ use core::arch::x86_64::*;
 
 use quant_traits::QuantFloat;
 
-use crate::quantize::{dequantize_code, quantize_value};
-use crate::range::first_non_finite;
+use crate::scalar::{dequantize_code, first_non_finite, quantize_value};
 
 /// 4 codes for 4 `f32` values: `clamp(round_ties_even(x / scale) + zp, lo, hi)` as `i32`,
 /// bit-identical to the scalar division.
@@ -157,7 +156,7 @@ macro_rules! quantize_fn {
         /// # Safety
         /// AVX2 and FMA present; `out.len() == x.len()`.
         #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn $name(
+        pub(crate) unsafe fn $name(
             x: &[f32],
             scale: f64,
             zp: i64,
@@ -252,7 +251,7 @@ quantize_fn!(quantize_f32_u8, u8, _mm_packus_epi16);
 
 /// Outputs of at least this many elements (16 MiB of `f32` when dequantizing, 4 MiB of codes
 /// when quantizing) are written with non-temporal stores.
-const STREAM_MIN: usize = 1 << 22;
+pub(crate) const STREAM_MIN: usize = 1 << 22;
 
 macro_rules! dequantize_fn {
     ($name:ident, $t:ty, $widen:ident) => {
@@ -264,7 +263,7 @@ macro_rules! dequantize_fn {
         /// # Safety
         /// AVX2 present; `out.len() == codes.len()`.
         #[target_feature(enable = "avx2")]
-        pub(super) unsafe fn $name(codes: &[$t], scale: f64, zp: i64, out: &mut [f32]) {
+        pub(crate) unsafe fn $name(codes: &[$t], scale: f64, zp: i64, out: &mut [f32]) {
             let n = codes.len().min(out.len());
             let scale32 = f32::from_f64_nearest(scale); // exact: the scale is an f32
             let s = _mm256_set1_ps(scale32);

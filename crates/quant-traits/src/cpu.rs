@@ -1,0 +1,298 @@
+//! Which CPU features exist and which kernel tier runs: one vocabulary and one cached choice
+//! for every quant crate (quant-core's quantizers and quant-matmul's GEMM ask here).
+//!
+//! A **tier** is a set of CPU features that kernels are written for:
+//!
+//! | tier | `QUANT_KERNEL` | needs (as `/proc/cpuinfo` names them) | GEMM inner instruction |
+//! |---|---|---|---|
+//! | [`Tier::Portable`] | `portable` | nothing | plain Rust |
+//! | [`Tier::Avx2`] | `avx2` | `avx2`, `fma` | `vpmaddwd` (ymm) |
+//! | [`Tier::AvxVnni`] | `avxvnni` | `avx2`, `fma`, `avx_vnni` | `vpdpbusd` (ymm, VEX) |
+//! | [`Tier::Avx512Vnni`] | `avx512vnni` | `avx2`, `fma`, `avx512f`, `avx512bw`, `avx512vl`, `avx512_vnni` | `vpdpbusd` (zmm) |
+//!
+//! A crate runs, for a tier, its best kernel written for that tier or a lower one (quant-core
+//! has no VNNI-specific quantizer, so `avxvnni` quantizes with its AVX2 code).
+//!
+//! **The choice.** [`KernelChoice::Auto`] takes `QUANT_KERNEL` from the environment when it is
+//! set, otherwise the best tier this CPU has; it is decided once per process and cached
+//! ([`auto_tier`]). An explicit choice (the API's [`KernelChoice`] or the variable) that this
+//! CPU cannot run is an error naming the missing feature
+//! ([`QuantError::KernelUnavailable`]), never a silent fallback; an unknown name in the
+//! variable is [`QuantError::UnknownKernel`].
+//!
+//! Detection is at run time with the `std` feature (`is_x86_feature_detected!`, which asks
+//! `cpuid` and the OS). Without `std` there is no environment and no run-time detection: a tier
+//! is available when the build enables its features (`-C target-feature` / `target-cpu`).
+
+use crate::QuantError;
+
+/// A set of CPU features that kernels are written for, lowest first.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Tier {
+    /// Plain Rust, every CPU: the reference the others are tested against.
+    Portable,
+    /// x86-64 AVX2 and FMA.
+    Avx2,
+    /// x86-64 AVX-VNNI: `vpdpbusd` on ymm registers (Intel Alder Lake and later client CPUs,
+    /// AMD Zen 5).
+    AvxVnni,
+    /// x86-64 AVX-512 with VNNI: `vpdpbusd` on zmm registers (Intel Ice Lake and later, AMD
+    /// Zen 4 and later).
+    Avx512Vnni,
+}
+
+impl Tier {
+    /// Every tier, lowest first.
+    pub const ALL: [Tier; 4] = [Tier::Portable, Tier::Avx2, Tier::AvxVnni, Tier::Avx512Vnni];
+
+    /// The tier's name, as `QUANT_KERNEL` takes it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Tier::Portable => "portable",
+            Tier::Avx2 => "avx2",
+            Tier::AvxVnni => "avxvnni",
+            Tier::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// The tier named `name` (ASCII case ignored).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// The CPU features the tier needs, as `/proc/cpuinfo` names them.
+    #[must_use]
+    pub const fn features(self) -> &'static [&'static str] {
+        match self {
+            Tier::Portable => &[],
+            Tier::Avx2 => &["avx2", "fma"],
+            Tier::AvxVnni => &["avx2", "fma", "avx_vnni"],
+            Tier::Avx512Vnni => &["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"],
+        }
+    }
+
+    /// The first feature the tier needs that this CPU lacks, or `None` when it can run.
+    #[must_use]
+    pub fn missing(self) -> Option<&'static str> {
+        self.features().iter().copied().find(|f| !has_feature(f))
+    }
+
+    /// Whether this CPU can run the tier.
+    #[must_use]
+    pub fn is_available(self) -> bool {
+        self.missing().is_none()
+    }
+
+    /// The tier if this CPU can run it, else [`QuantError::KernelUnavailable`].
+    ///
+    /// # Errors
+    /// [`QuantError::KernelUnavailable`] naming the first missing feature.
+    pub fn require(self) -> Result<Tier, QuantError> {
+        match self.missing() {
+            None => Ok(self),
+            Some(missing) => Err(QuantError::KernelUnavailable { kernel: self.name(), missing }),
+        }
+    }
+}
+
+impl core::fmt::Display for Tier {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which kernel tier to run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum KernelChoice {
+    /// `QUANT_KERNEL` if set, otherwise the best tier this CPU has (the default; cached).
+    #[default]
+    Auto,
+    /// [`Tier::Portable`].
+    Portable,
+    /// [`Tier::Avx2`].
+    Avx2,
+    /// [`Tier::AvxVnni`].
+    AvxVnni,
+    /// [`Tier::Avx512Vnni`].
+    Avx512Vnni,
+}
+
+impl KernelChoice {
+    /// The explicit choice of `tier`.
+    #[must_use]
+    pub const fn of(tier: Tier) -> KernelChoice {
+        match tier {
+            Tier::Portable => KernelChoice::Portable,
+            Tier::Avx2 => KernelChoice::Avx2,
+            Tier::AvxVnni => KernelChoice::AvxVnni,
+            Tier::Avx512Vnni => KernelChoice::Avx512Vnni,
+        }
+    }
+
+    /// The tier this choice runs on this CPU.
+    ///
+    /// # Errors
+    /// [`QuantError::KernelUnavailable`] for an explicit tier (or a `QUANT_KERNEL` value) this
+    /// CPU lacks; [`QuantError::UnknownKernel`] for a `QUANT_KERNEL` value that names no tier.
+    pub fn resolve(self) -> Result<Tier, QuantError> {
+        match self {
+            KernelChoice::Auto => auto_tier(),
+            KernelChoice::Portable => Tier::Portable.require(),
+            KernelChoice::Avx2 => Tier::Avx2.require(),
+            KernelChoice::AvxVnni => Tier::AvxVnni.require(),
+            KernelChoice::Avx512Vnni => Tier::Avx512Vnni.require(),
+        }
+    }
+}
+
+/// The best tier this CPU can run (ignores `QUANT_KERNEL`).
+#[must_use]
+pub fn best_tier() -> Tier {
+    Tier::ALL.into_iter().rev().find(|t| t.is_available()).unwrap_or(Tier::Portable)
+}
+
+/// What `QUANT_KERNEL` asks for: `Ok(None)` when unset or empty.
+///
+/// # Errors
+/// [`QuantError::UnknownKernel`] for a value that names no tier.
+#[cfg(feature = "std")]
+pub fn requested_tier() -> Result<Option<Tier>, QuantError> {
+    extern crate std;
+    match std::env::var("QUANT_KERNEL") {
+        Ok(v) if !v.trim().is_empty() => Tier::from_name(&v).map(Some).ok_or(QuantError::UnknownKernel),
+        _ => Ok(None),
+    }
+}
+
+/// What `QUANT_KERNEL` asks for: without `std` there is no environment, so always `None`.
+///
+/// # Errors
+/// None without `std`.
+#[cfg(not(feature = "std"))]
+pub fn requested_tier() -> Result<Option<Tier>, QuantError> {
+    Ok(None)
+}
+
+/// The cached automatic choice: 0 = not decided yet, `1 + index` into [`Tier::ALL`], or
+/// [`FAILED`] when `QUANT_KERNEL` asks for something that cannot run.
+static AUTO: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+const FAILED: u8 = u8::MAX;
+
+/// The tier [`KernelChoice::Auto`] runs in this process: `QUANT_KERNEL` when set (it must
+/// name a tier this CPU has), otherwise [`best_tier`]. Decided on first use and cached.
+///
+/// # Errors
+/// As [`KernelChoice::resolve`], when `QUANT_KERNEL` asks for what cannot run (every call
+/// returns the same error).
+pub fn auto_tier() -> Result<Tier, QuantError> {
+    use core::sync::atomic::Ordering;
+    match AUTO.load(Ordering::Relaxed) {
+        0 => {}
+        FAILED => return decide(),
+        code => {
+            if let Some(&t) = Tier::ALL.get(usize::from(code - 1)) {
+                return Ok(t);
+            }
+        }
+    }
+    let result = decide();
+    let code = match result {
+        Ok(t) => Tier::ALL.iter().position(|&x| x == t).map_or(FAILED, |i| i as u8 + 1),
+        Err(_) => FAILED,
+    };
+    AUTO.store(code, Ordering::Relaxed);
+    result
+}
+
+fn decide() -> Result<Tier, QuantError> {
+    match requested_tier()? {
+        Some(t) => t.require(),
+        None => Ok(best_tier()),
+    }
+}
+
+/// Whether this CPU has `feature` (a `/proc/cpuinfo` name from [`Tier::features`]).
+#[must_use]
+pub fn has_feature(feature: &str) -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    {
+        extern crate std;
+        match feature {
+            "avx2" => std::is_x86_feature_detected!("avx2"),
+            "fma" => std::is_x86_feature_detected!("fma"),
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+            "avx512_vnni" => std::is_x86_feature_detected!("avx512vnni"),
+            "avx_vnni" => std::is_x86_feature_detected!("avxvnni"),
+            _ => false,
+        }
+    }
+    #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+    {
+        match feature {
+            "avx2" => cfg!(target_feature = "avx2"),
+            "fma" => cfg!(target_feature = "fma"),
+            "avx512f" => cfg!(target_feature = "avx512f"),
+            "avx512bw" => cfg!(target_feature = "avx512bw"),
+            "avx512vl" => cfg!(target_feature = "avx512vl"),
+            "avx512_vnni" => cfg!(target_feature = "avx512vnni"),
+            "avx_vnni" => cfg!(target_feature = "avxvnni"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in Tier::ALL {
+            assert_eq!(Tier::from_name(t.name()), Some(t));
+        }
+        assert_eq!(Tier::from_name(" AVX512VNNI "), Some(Tier::Avx512Vnni));
+        assert_eq!(Tier::from_name("avx3"), None);
+    }
+
+    #[test]
+    fn portable_always_runs_and_tiers_are_ordered() {
+        assert_eq!(Tier::Portable.missing(), None);
+        assert_eq!(KernelChoice::Portable.resolve(), Ok(Tier::Portable));
+        // A tier is available only if every lower x86 tier's features are too (AVX-512 VNNI
+        // and AVX-VNNI both include AVX2 + FMA).
+        for t in [Tier::AvxVnni, Tier::Avx512Vnni] {
+            if t.is_available() {
+                assert!(Tier::Avx2.is_available());
+            }
+        }
+        assert!(best_tier().is_available());
+    }
+
+    #[test]
+    fn an_unavailable_tier_is_an_error_naming_the_feature() {
+        for t in Tier::ALL {
+            match t.missing() {
+                None => assert_eq!(t.require(), Ok(t)),
+                Some(f) => {
+                    assert!(t.features().contains(&f));
+                    assert_eq!(t.require(), Err(QuantError::KernelUnavailable { kernel: t.name(), missing: f }));
+                    assert_eq!(
+                        KernelChoice::of(t).resolve(),
+                        Err(QuantError::KernelUnavailable { kernel: t.name(), missing: f })
+                    );
+                }
+            }
+        }
+    }
+}
