@@ -10,6 +10,8 @@
 //!   JSON line (inputs are built once per case and shape, then kept). `cargo xtask bench` drives
 //!   it this way to interleave our measurements with the peers' one by one.
 //! - `quant-bench --list`: the `CASE SHAPE` pairs, one per line.
+//! - `quant-bench --peak`: the selected kernel tier, its inner instruction and that
+//!   instruction's peak on one core in GOPS, as one JSON line.
 //!
 //! `QLEN=N` in the environment changes the (de)quantization length (default `2^24`), e.g. to
 //! see the in-cache speed; the peers always use the default.
@@ -21,8 +23,10 @@ use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use quant_core::{dequantize_into, quantize_into, QuantParams, QuantSpec};
-use quant_matmul::{Gemm, MatMut, MatRef, Operands, PackedB, ZeroPoint};
+use quant_matmul::{quantized_matmul, Gemm, MatMut, MatRef, Operands, PackedB, ZeroPoint};
 use quant_testkit::Rng;
+
+mod peak;
 
 /// GEMM shapes (M, K, N).
 const GEMM_SHAPES: [(usize, usize, usize); 8] = [
@@ -74,7 +78,10 @@ fn all_cases() -> Vec<(String, String)> {
     for case in QUANT_CASES {
         v.push((case.to_string(), quant_len().to_string()));
     }
+    // The seed API on int8-range codes, nested `Vec`s in and out, beside the engine's figure.
+    v.push(("seed_matmul".to_string(), "1024x1024x1024".to_string()));
     v.push(("read_bandwidth".to_string(), "512MiB".to_string()));
+    v.push(("peak_inner".to_string(), "registers".to_string()));
     v
 }
 
@@ -85,6 +92,8 @@ enum Prepared {
     Quantize { x: Vec<f32>, q: Vec<i8> },
     Dequantize { q: Vec<i8>, params: QuantParams<f32>, back: Vec<f32> },
     Bandwidth { buf: Vec<u64> },
+    Seed { a: Vec<Vec<i32>>, b: Vec<Vec<i32>>, m: usize, k: usize, n: usize },
+    Peak,
 }
 
 fn parse_shape(shape: &str) -> Option<(usize, usize, usize)> {
@@ -128,6 +137,16 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             }
         }
         "read_bandwidth" => Prepared::Bandwidth { buf: (0..64u64 << 20).collect() },
+        "seed_matmul" => {
+            let (m, k, n) = gemm_dims()?;
+            let mut codes = |rows: usize, cols: usize| -> Vec<Vec<i32>> {
+                (0..rows).map(|_| (0..cols).map(|_| rng.int(-128, 127) as i32).collect()).collect()
+            };
+            let a = codes(m, k);
+            let b = codes(k, n);
+            Prepared::Seed { a, b, m, k, n }
+        }
+        "peak_inner" => Prepared::Peak,
         _ => return Err(format!("unknown case {case}")),
     })
 }
@@ -178,6 +197,20 @@ fn measure(p: &mut Prepared, threads: usize, budget: f64) -> (f64, f64) {
                 black_box(&mut *back);
             });
             (s, q.len() as f64)
+        }
+        Prepared::Seed { a, b, m, k, n } => {
+            let s = median_seconds(budget, || {
+                black_box(quantized_matmul(black_box(&a[..]), &b[..], 0.01f32, 0.02f32).expect("valid"));
+            });
+            (s, 2.0 * (*m * *k * *n) as f64)
+        }
+        Prepared::Peak => {
+            // One core's peak: the thread count does not apply (run on the calling thread).
+            let tier = g.tier().unwrap_or(quant_traits::cpu::Tier::Portable);
+            let iters = 2_000_000;
+            let mut ops = 0.0;
+            let s = median_seconds(budget, || ops = peak::run(tier, black_box(iters)).unwrap_or(0.0));
+            (s, ops)
         }
         Prepared::Bandwidth { buf } => {
             // Eight independent lanes the compiler turns into vector adds: bound by memory.
@@ -248,6 +281,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("--serve") => serve(),
+        Some("--peak") => {
+            let tier = Gemm::new().tier().map_err(|e| e.to_string());
+            tier.map(|t| {
+                println!(r#"{{"kernel": "{}", "instruction": "{}"}}"#, t.name(), peak::instruction(t));
+            })
+        }
         Some("--list") => {
             for (case, shape) in all_cases() {
                 println!("{case} {shape}");
@@ -260,7 +299,9 @@ fn main() {
             let mut bench = Bench::default();
             all_cases()
                 .into_iter()
-                .filter(|(case, _)| case.contains(&filter) && !(case == "read_bandwidth" && threads > 1))
+                .filter(|(case, _)| {
+                    case.contains(&filter) && !((case == "read_bandwidth" || case == "peak_inner") && threads > 1)
+                })
                 .try_for_each(|(case, shape)| {
                     let text = bench.run(&case, &shape, threads, 0.5)?;
                     // Free each case's inputs once measured.

@@ -91,12 +91,39 @@ fn venv() -> Result<PathBuf, String> {
     Ok(python)
 }
 
-/// One comparison in the table: our case against a peer's, with the target ratio.
+/// One comparison in the table: our case against a peer's (or against another of our cases),
+/// with the target ratio on an AVX2-only CPU and on a VNNI CPU (`None`: no target there).
 struct Compare {
     ours: &'static str,
     peer: &'static str,
-    target: f64,
+    avx2: Option<f64>,
+    vnni: Option<f64>,
     shapes: &'static [&'static str],
+}
+
+impl Compare {
+    const fn new(
+        ours: &'static str,
+        peer: &'static str,
+        avx2: Option<f64>,
+        vnni: Option<f64>,
+        shapes: &'static [&'static str],
+    ) -> Self {
+        Compare { ours, peer, avx2, vnni, shapes }
+    }
+
+    /// Whether the peer is one of our own cases (measured by `quant-bench`, not `peers.py`).
+    fn internal(&self) -> bool {
+        !(self.peer.starts_with("ort_") || self.peer.starts_with("numpy"))
+    }
+
+    fn target(&self, vnni: bool) -> Option<f64> {
+        if vnni {
+            self.vnni
+        } else {
+            self.avx2
+        }
+    }
 }
 
 const BIG: &[&str] = &["1024x1024x1024", "2048x2048x2048"];
@@ -110,17 +137,95 @@ const ALL: &[&str] = &[
     "128x4096x4096",
     "1x4096x11008",
 ];
+/// The shapes of the VNNI targets against ONNX Runtime's default `u8 x i8`: square and
+/// 128 rows (>= 1.05), 16 rows (>= 1.3), one row (>= 1.2).
+const SQUARE: &[&str] = &["256x256x256", "512x512x512", "1024x1024x1024", "2048x2048x2048", "128x4096x4096"];
+const SIXTEEN: &[&str] = &["16x4096x4096"];
+const ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
+const SEED: &[&str] = &["1024x1024x1024"];
 const QUANT: &[&str] = &["16777216"];
 
 const COMPARISONS: &[Compare] = &[
-    Compare { ours: "gemm_i8i8", peer: "ort_i8i8", target: 4.0, shapes: BIG },
-    Compare { ours: "gemm_u8i8", peer: "ort_u8i8_exact", target: 1.1, shapes: ALL },
-    Compare { ours: "gemm_u8i8", peer: "ort_u8i8_saturating", target: 0.85, shapes: ALL },
-    Compare { ours: "gemm_u8i8", peer: "numpy_f32", target: 1.2, shapes: ALL },
-    Compare { ours: "gemm_u7i8", peer: "ort_u8i8_saturating", target: 1.0, shapes: ALL },
-    Compare { ours: "quantize_f32_i8", peer: "ort_quantize_f32_i8", target: 1.0, shapes: QUANT },
-    Compare { ours: "dequantize_i8_f32", peer: "ort_dequantize_i8_f32", target: 1.0, shapes: QUANT },
+    Compare::new("gemm_i8i8", "ort_i8i8", Some(4.0), Some(15.0), BIG),
+    Compare::new("seed_matmul", "ort_i8i8", None, Some(8.0), SEED),
+    // The seed API's conversions cost at most a quarter of the engine's time.
+    Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
+    Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
+    Compare::new("gemm_u8i8", "ort_u8i8_saturating", Some(0.85), None, ALL),
+    Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.05), SQUARE),
+    Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.3), SIXTEEN),
+    Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.2), ONE_ROW),
+    Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.05), SQUARE),
+    Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.3), SIXTEEN),
+    Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.2), ONE_ROW),
+    Compare::new("gemm_u8i8", "numpy_f32", Some(1.2), Some(3.5), ALL),
+    Compare::new("gemm_u7i8", "ort_u8i8_saturating", Some(1.0), None, ALL),
+    Compare::new("quantize_f32_i8", "ort_quantize_f32_i8", Some(1.0), Some(1.5), QUANT),
+    Compare::new("dequantize_i8_f32", "ort_dequantize_i8_f32", Some(1.0), Some(1.5), QUANT),
 ];
+
+/// What `cargo xtask bench` prints above its table and writes first into `summary.json`:
+/// the CPU (model name and the flags that choose a kernel) and the kernel tier that runs.
+struct Machine {
+    model: String,
+    flags: Vec<&'static str>,
+    kernel: String,
+    instruction: String,
+}
+
+/// The flags the kernel tiers depend on, as `/proc/cpuinfo` names them.
+const FLAGS: [&str; 6] = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"];
+
+impl Machine {
+    fn read(ours_bin: &Path) -> Result<Machine, String> {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |key: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let mut model = field("model name").unwrap_or_else(|| "unknown CPU".into());
+        if let (Some(family), Some(number)) = (field("cpu family"), field("model")) {
+            model = format!("{model} (family {family}, model {number})");
+        }
+        let present = field("flags").unwrap_or_default();
+        let present: Vec<&str> = present.split_whitespace().collect();
+        let flags = FLAGS.into_iter().filter(|f| present.contains(f)).collect();
+        let out = Command::new(ours_bin).arg("--peak").output().map_err(|e| format!("quant-bench --peak: {e}"))?;
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            return Err(format!("quant-bench --peak: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        let get = |key: &str| {
+            let start = line.find(&format!("\"{key}\": \""))? + key.len() + 5;
+            line[start..].split('"').next().map(str::to_string)
+        };
+        Ok(Machine {
+            model,
+            flags,
+            kernel: get("kernel").unwrap_or_default(),
+            instruction: get("instruction").unwrap_or_default(),
+        })
+    }
+
+    fn vnni(&self) -> bool {
+        self.kernel.contains("vnni")
+    }
+
+    fn json(&self, peak: Option<f64>) -> String {
+        let flags: Vec<String> = self.flags.iter().map(|f| format!("\"{f}\"")).collect();
+        format!(
+            r#"{{"name": "machine", "cpu": "{}", "flags": [{}], "kernel": "{}", "inner_instruction": "{}", "peak_gops_one_core": {}}}"#,
+            self.model.replace('"', "'"),
+            flags.join(", "),
+            self.kernel,
+            self.instruction,
+            peak.map_or("null".to_string(), |p| format!("{p:.1}"))
+        )
+    }
+}
 
 /// A measuring process answering `request` lines with one JSON line each.
 struct Server {
@@ -177,6 +282,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     crate::cargo(&["build", "--release", "--quiet", "-p", "quant-benches", "--bin", "quant-bench"])?;
     let ours_bin = root().join("target/release/quant-bench");
+    let machine = Machine::read(&ours_bin)?;
+    let flags = if machine.flags.is_empty() { "none of them".to_string() } else { machine.flags.join(" ") };
+    println!(
+        "CPU: {}; flags: {flags} (of {}); kernel: {} (inner instruction {})",
+        machine.model,
+        FLAGS.join(" "),
+        machine.kernel,
+        machine.instruction
+    );
     let list = Command::new(&ours_bin).arg("--list").output().map_err(|e| format!("quant-bench --list: {e}"))?;
     // Our cases, grouped by shape in the binary's order.
     let mut plan: Vec<(String, Vec<String>)> = Vec::new();
@@ -224,7 +338,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
         }
         for (shape, cases) in &plan {
-            let cases: Vec<&String> = cases.iter().filter(|c| threads == 1 || c.as_str() != "read_bandwidth").collect();
+            let cases: Vec<&String> = cases
+                .iter()
+                .filter(|c| threads == 1 || !matches!(c.as_str(), "read_bandwidth" | "peak_inner"))
+                .collect();
             if cases.is_empty() {
                 continue;
             }
@@ -246,7 +363,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let mut json = report(&samples, &work, peers)?;
+    let mut json = report(&samples, &work, peers, &machine)?;
     if file_bench {
         json.extend(quantize_file(rounds)?);
     }
@@ -378,7 +495,11 @@ fn write_summary(json: &[String]) -> Result<(), String> {
 fn peer_cases(cases: &[&String], shape: &str) -> Vec<&'static str> {
     let mut v = Vec::new();
     for c in COMPARISONS {
-        if cases.iter().any(|o| o.as_str() == c.ours) && c.shapes.contains(&shape) && !v.contains(&c.peer) {
+        if !c.internal()
+            && cases.iter().any(|o| o.as_str() == c.ours)
+            && c.shapes.contains(&shape)
+            && !v.contains(&c.peer)
+        {
             v.push(c.peer);
         }
     }
@@ -411,15 +532,44 @@ fn round_ratios(samples: &Samples, ours: &str, peer: &str, shape: &str, t: usize
     (!r.is_empty()).then(|| (median(&r), lo, hi))
 }
 
-fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool) -> Result<Vec<String>, String> {
-    let mut json = Vec::new();
-    println!("\nours (median over rounds; GOPS for GEMMs, Gelem/s for (de)quantization, GB/s for bandwidth)");
-    println!("{:<20} {:<16} {:>7} {:>10} {:>18}", "case", "shape", "threads", "median", "min..max");
+fn report(
+    samples: &Samples,
+    work: &BTreeMap<(String, String), f64>,
+    peers: bool,
+    machine: &Machine,
+) -> Result<Vec<String>, String> {
+    let peak = rate(samples, work, "peak_inner", "registers", 1).map(|r| r.0).filter(|&p| p > 0.0);
+    let mut json = vec![machine.json(peak)];
+    println!("\nCPU: {}; flags: {}; kernel: {}", machine.model, machine.flags.join(" "), machine.kernel);
+    if let Some(p) = peak {
+        println!("peak of {} on one core, operands in registers: {p:.1} GOPS", machine.instruction);
+    }
+    println!("\nours (median over rounds; GOPS for GEMMs, Gelem/s for (de)quantization, GB/s for bandwidth;");
+    println!("% of peak: of the one-core peak times the threads)");
+    println!("{:<20} {:<16} {:>7} {:>10} {:>18} {:>8}", "case", "shape", "threads", "median", "min..max", "% peak");
     for ((case, shape, t), _) in
         samples.iter().filter(|((c, _, _), _)| !c.starts_with("ort_") && !c.starts_with("numpy"))
     {
         if let Some((med, lo, hi)) = rate(samples, work, case, shape, *t) {
-            println!("{case:<20} {shape:<16} {t:>7} {med:>10.2} {:>18}", format!("{lo:.1}..{hi:.1}"));
+            let pct = match peak {
+                Some(p) if case.starts_with("gemm_") || case.starts_with("seed_") => {
+                    format!("{:.0} %", 100.0 * med / (p * *t as f64))
+                }
+                _ => String::new(),
+            };
+            println!("{case:<20} {shape:<16} {t:>7} {med:>10.2} {:>18} {pct:>8}", format!("{lo:.1}..{hi:.1}"));
+        }
+    }
+    // Two threads against one, for the square GEMMs.
+    for case in ["gemm_u8i8", "gemm_i8i8"] {
+        for shape in BIG {
+            if let (Some(one), Some(two)) = (rate(samples, work, case, shape, 1), rate(samples, work, case, shape, 2)) {
+                println!("{case} {shape}: 2 threads / 1 thread = {:.2}", two.0 / one.0);
+                json.push(format!(
+                    r#"{{"name": "thread_scaling", "case": "{case}", "shape": "{shape}", "ratio": {:.3}}}"#,
+                    two.0 / one.0
+                ));
+            }
         }
     }
     // M = 1 x 4096 x 11008 against the read bandwidth: weight bytes per second.
@@ -445,13 +595,18 @@ fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool
             );
         }
     }
-    if peers {
-        println!("\nratios (ours / peer: median of the per-round ratios of back-to-back timings)");
+    {
+        let vnni = machine.vnni();
+        println!(
+            "\nratios (ours / peer: median of the per-round ratios of back-to-back timings; targets for {})",
+            if vnni { "a VNNI CPU" } else { "an AVX2 CPU" }
+        );
         println!(
             "{:<18} {:<22} {:<16} {:>7} {:>9} {:>9} {:>7} {:>12} {:>7}",
             "ours", "peer", "shape", "threads", "ours", "peer", "ratio", "min..max", "target"
         );
-        for c in COMPARISONS {
+        for c in COMPARISONS.iter().filter(|c| peers || c.internal()) {
+            let target = c.target(vnni);
             for shape in c.shapes {
                 for t in [1usize, 2] {
                     let (Some(o), Some(p), Some((ratio, lo, hi))) = (
@@ -461,9 +616,13 @@ fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool
                     ) else {
                         continue;
                     };
-                    let mark = if ratio >= c.target { "" } else { "  below" };
+                    let mark = match target {
+                        Some(x) if ratio < x => "  below",
+                        _ => "",
+                    };
+                    let shown = target.map_or("-".to_string(), |x| format!("{x:.2}"));
                     println!(
-                        "{:<18} {:<22} {:<16} {:>7} {:>9.2} {:>9.2} {:>7.2} {:>12} {:>7.2}{mark}",
+                        "{:<18} {:<22} {:<16} {:>7} {:>9.2} {:>9.2} {:>7.2} {:>12} {:>7}{mark}",
                         c.ours,
                         c.peer,
                         shape,
@@ -472,11 +631,15 @@ fn report(samples: &Samples, work: &BTreeMap<(String, String), f64>, peers: bool
                         p.0,
                         ratio,
                         format!("{lo:.2}..{hi:.2}"),
-                        c.target
+                        shown
                     );
                     json.push(format!(
                         r#"{{"name": "{}", "peer_name": "{}", "shape": "{shape}", "threads": {t}, "ours": {:.3}, "peer": {:.3}, "ratio": {ratio:.3}, "ratio_min": {lo:.3}, "ratio_max": {hi:.3}, "target": {}}}"#,
-                        c.ours, c.peer, o.0, p.0, c.target
+                        c.ours,
+                        c.peer,
+                        o.0,
+                        p.0,
+                        target.map_or("null".to_string(), |x| x.to_string())
                     ));
                 }
             }

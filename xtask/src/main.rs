@@ -14,12 +14,16 @@ mod demo;
 
 use std::process::{Command, ExitCode};
 
+use quant_traits::cpu::Tier;
+
 const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench|criterion> [args]
 
   demo    `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
           included), then the engine demo: a weight matrix and an activation vector with each
           scheme at 8 and 4 bits, the seed's matmul example and an int8 GEMV
-  test    run every test of the workspace (unit, integration, doc tests)
+  test    run every test of the workspace (unit, integration, doc tests), and the kernel
+          suites once per kernel tier this CPU has (QUANT_KERNEL=portable, avx2, avxvnni,
+          avx512vnni); prints which tiers ran and which this CPU lacks
   check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
           and the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul
   ci      check, then test: passing locally means CI is green
@@ -78,13 +82,41 @@ fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    // The kernel tests again with the portable kernels forced: `the_requested_kernel_runs`
-    // then fails unless the portable path really ran, and the engine tests cover it.
-    cargo_env(&["test", "--quiet", "-p", "quant-core", "-p", "quant-matmul"], &[("QUANT_KERNEL", "portable")])?;
+    // The kernel suites (quant-core's quantizers, quant-matmul's GEMM) once per tier this CPU
+    // has, through QUANT_KERNEL: each run tests that tier against the portable reference, and
+    // `the_requested_kernel_runs` / `the_requested_implementation_runs` fail unless that tier
+    // really ran.
+    let (ran, lacking) = kernel_tiers();
+    for tier in &ran {
+        cargo_env(&["test", "--quiet", "-p", "quant-core", "-p", "quant-matmul"], &[("QUANT_KERNEL", tier.name())])?;
+    }
     // quant-core's optional thread split (off by default) against the serial path.
     cargo(&["test", "--quiet", "-p", "quant-core", "--features", "parallel", "--test", "kernels"])?;
     // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests.
-    cargo(&["test", "--workspace"])
+    cargo(&["test", "--workspace"])?;
+    print_tiers(&ran, &lacking);
+    Ok(())
+}
+
+/// The kernel tiers this CPU runs, and those it lacks with the first missing feature.
+fn kernel_tiers() -> (Vec<Tier>, Vec<(Tier, &'static str)>) {
+    let mut ran = Vec::new();
+    let mut lacking = Vec::new();
+    for tier in Tier::ALL {
+        match tier.missing() {
+            None => ran.push(tier),
+            Some(feature) => lacking.push((tier, feature)),
+        }
+    }
+    (ran, lacking)
+}
+
+fn print_tiers(ran: &[Tier], lacking: &[(Tier, &str)]) {
+    let names: Vec<&str> = ran.iter().map(|t| t.name()).collect();
+    eprintln!("kernel tiers tested on this CPU: {}", names.join(", "));
+    for (tier, feature) in lacking {
+        eprintln!("kernel tier {tier} not run: this CPU lacks {feature} (its tests are built, not run)");
+    }
 }
 
 const NO_STD_CRATES: [&str; 3] = ["quant-traits", "quant-core", "quant-matmul"];

@@ -6,9 +6,85 @@ use quant_traits::cast::i128_to_f64;
 use quant_traits::{MatrixShape, QuantError, QuantFloat};
 
 use crate::exact::{matmul_exact, GemmShape};
+use crate::{Gemm, MatMut, MatRef, Operands, ZeroPoint};
 
 fn check_scale<F: QuantFloat>(scale: F) -> Result<f64, QuantError> {
     QuantError::check_scale(scale.to_f64_exact())
+}
+
+/// Rows of `cols` codes as one flat `i8` matrix, or `None` when a code does not fit `i8`
+/// (with the `parallel` feature, rows are converted on rayon's threads).
+fn to_i8<R: AsRef<[i32]> + Sync>(rows: &[R], cols: usize) -> Option<Vec<i8>> {
+    if cols == 0 {
+        return None;
+    }
+    let mut out = alloc::vec![0i8; rows.len() * cols];
+    let convert = |(o, r): (&mut [i8], &R)| {
+        let mut ok = true;
+        for (d, &v) in o.iter_mut().zip(r.as_ref()) {
+            ok &= (-128..=127).contains(&v);
+            *d = v as i8; // wrong when out of range, but then `ok` is false and the buffer dropped
+        }
+        ok
+    };
+    #[cfg(feature = "parallel")]
+    let ok = {
+        use rayon::prelude::*;
+        out.par_chunks_mut(cols).zip(rows.par_iter()).with_min_len(16).all(convert)
+    };
+    #[cfg(not(feature = "parallel"))]
+    let ok = out.chunks_mut(cols).zip(rows.iter()).all(convert);
+    ok.then_some(out)
+}
+
+/// `A · B` through the engine when every code fits `i8` and the depth keeps `i32` results
+/// exact (`k <= 131 071`); `None` otherwise.
+fn engine_product<R: AsRef<[i32]> + Sync>(a: &[R], b: &[R], shape: GemmShape) -> Result<Option<Vec<i32>>, QuantError> {
+    let GemmShape { m, k, n } = shape;
+    if m == 0 || n == 0 {
+        return Ok(None);
+    }
+    let (Some(a8), Some(b8)) = (to_i8(a, k), to_i8(b, n)) else {
+        return Ok(None);
+    };
+    let ops =
+        Operands::new(MatRef::row_major(&a8, m, k)?, ZeroPoint::None, MatRef::row_major(&b8, k, n)?, ZeroPoint::None)?;
+    if k > ops.max_i32_depth() {
+        return Ok(None);
+    }
+    let mut c = alloc::vec![0i32; m * n];
+    Gemm::new().i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+    Ok(Some(c))
+}
+
+/// `scale_a * scale_b * acc`, rounded once to `F` (see [`quantized_matmul_flat`]), or the
+/// overflow error naming the element at `(row, col)`.
+#[inline]
+fn rescale<F: QuantFloat>(acc: f64, sa: f64, sb: f64, row: usize, col: usize) -> Result<F, QuantError> {
+    let s = sa * sb;
+    let exact = if s.is_normal() { acc * s } else { acc * sa * sb };
+    let out = F::from_f64_nearest(exact);
+    if out.is_finite() {
+        Ok(out)
+    } else {
+        Err(QuantError::OutputOverflow { row, col, value: exact, float: F::NAME })
+    }
+}
+
+/// The engine's `i32` sums (`m x n`) rescaled to `F`, one `Vec` per row (with the `parallel`
+/// feature, rows on rayon's threads); the error, if any, names the first overflow in row order.
+fn rescale_rows<F: QuantFloat>(acc: &[i32], n: usize, sa: f64, sb: f64) -> Result<Vec<Vec<F>>, QuantError> {
+    let row = |(i, r): (usize, &[i32])| -> Result<Vec<F>, QuantError> {
+        r.iter().enumerate().map(|(j, &v)| rescale(f64::from(v), sa, sb, i, j)).collect()
+    };
+    #[cfg(feature = "parallel")]
+    let rows: Vec<Result<Vec<F>, QuantError>> = {
+        use rayon::prelude::*;
+        acc.par_chunks(n).enumerate().with_min_len(16).map(row).collect()
+    };
+    #[cfg(not(feature = "parallel"))]
+    let rows: Vec<Result<Vec<F>, QuantError>> = acc.chunks(n).enumerate().map(row).collect();
+    rows.into_iter().collect()
 }
 
 /// `C = scale_a * scale_b * (A · B)` for row-major `i32` codes, as `F`.
@@ -30,20 +106,22 @@ pub fn quantized_matmul_flat<F: QuantFloat>(
     scale_b: F,
 ) -> Result<Vec<F>, QuantError> {
     let (sa, sb) = (check_scale(scale_a)?, check_scale(scale_b)?);
+    let out_shape = MatrixShape::new(shape.m, shape.n);
+    if shape.k > 0 && shape.n > 0 {
+        MatrixShape::new(shape.m, shape.k).check_len("A (m x k)", a.len())?;
+        MatrixShape::new(shape.k, shape.n).check_len("B (k x n)", b.len())?;
+        let a_rows: Vec<&[i32]> = a.chunks(shape.k).collect();
+        let b_rows: Vec<&[i32]> = b.chunks(shape.n).collect();
+        if let Some(acc) = engine_product(&a_rows, &b_rows, shape)? {
+            return Ok(rescale_rows::<F>(&acc, shape.n, sa, sb)?.into_iter().flatten().collect());
+        }
+    }
     let acc = matmul_exact(a, b, shape)?;
-    let s = sa * sb;
-    let rescale = |v: f64| if s.is_normal() { v * s } else { v * sa * sb };
     acc.iter()
         .enumerate()
         .map(|(i, &v)| {
-            let exact = rescale(i128_to_f64(v));
-            let out = F::from_f64_nearest(exact);
-            if out.is_finite() {
-                Ok(out)
-            } else {
-                let (row, col) = MatrixShape::new(shape.m, shape.n).position(i);
-                Err(QuantError::OutputOverflow { row, col, value: exact, float: F::NAME })
-            }
+            let (row, col) = out_shape.position(i);
+            rescale(i128_to_f64(v), sa, sb, row, col)
         })
         .collect()
 }
@@ -92,6 +170,12 @@ pub fn quantized_matmul<F: QuantFloat>(
         });
     }
     let shape = GemmShape::new(sa.rows, sa.cols, sb.cols);
+    // Codes of 8 bits: straight from the rows into the engine and back into rows (the
+    // conversions on rayon's threads with the `parallel` feature).
+    let (scale_a64, scale_b64) = (check_scale(scale_a)?, check_scale(scale_b)?);
+    if let Some(acc) = engine_product(a, b, shape)? {
+        return rescale_rows(&acc, shape.n, scale_a64, scale_b64);
+    }
     let a_flat: Vec<i32> = a.iter().flatten().copied().collect();
     let b_flat: Vec<i32> = b.iter().flatten().copied().collect();
     let c = quantized_matmul_flat(&a_flat, &b_flat, shape, scale_a, scale_b)?;

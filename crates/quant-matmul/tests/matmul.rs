@@ -131,6 +131,13 @@ fn rescale_rounds_once_into_each_float_type<F: QuantFloat>(
         let s = sa.to_f64_exact() * sb.to_f64_exact();
         let want: Vec<F> = reference(&a, &b, m, k, n).iter().map(|&v| F::from_f64_nearest(v as f64 * s)).collect();
         assert_eq!(c, want, "{}", F::NAME);
+        // The nested API (8-bit codes: straight into the engine and back into rows).
+        if k == 0 || n == 0 {
+            continue;
+        }
+        let nested = quantized_matmul(&rows(&a, k), &rows(&b, n), sa, sb)?;
+        assert_eq!(nested.concat(), want, "{}", F::NAME);
+        assert_eq!(nested.len(), m);
     }
     Ok(())
 }
@@ -160,6 +167,21 @@ fn zero_sum_with_overflowing_scale_product_is_zero_not_nan() -> Res {
 fn results_beyond_the_float_range_are_errors() {
     let err = quantized_matmul(&[vec![1000, 1000]], &[vec![1000], vec![1000]], f16::from_f32(1.0), f16::from_f32(1.0));
     assert_eq!(err, Err(QuantError::OutputOverflow { row: 0, col: 0, value: 2e6, float: "f16" }));
+}
+
+/// 8-bit codes go through the engine (rows converted in parallel): an overflow is still
+/// reported at the first element in row order.
+#[test]
+fn eight_bit_overflow_names_the_first_element_in_row_order() {
+    // 127 * 127 * 5 = 80 645 > f16::MAX; rows 0 and 3 stay small, rows 1.. overflow in column 1.
+    let k = 5;
+    let mut a = vec![vec![1; k]; 40];
+    for row in a.iter_mut().skip(1).take(38) {
+        row.fill(127);
+    }
+    let b: Vec<Vec<i32>> = (0..k).map(|_| vec![1, 127]).collect();
+    let err = quantized_matmul(&a, &b, f16::from_f32(1.0), f16::from_f32(1.0));
+    assert_eq!(err, Err(QuantError::OutputOverflow { row: 1, col: 1, value: 80_645.0, float: "f16" }));
 }
 
 #[rstest]

@@ -65,10 +65,15 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
 
     /// `out[c] = stage(S[i][j] - zb[j]·rowsum[i] - za[i]·colsum[j] + K·za[i]·zb[j])`, in
     /// wrapping `i32` (exact, see [`Epilogue::columns`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_narrow(&self, i: usize, cols: &Columns, raw: &[i32], out: &mut [S::Out]) {
         // Whole runs of LANE columns (the common case) go through fixed-length arrays, which
         // the compiler turns into vector code; a partial one through the same code at its length.
+        // One whole run (a full tile row of a 16-column kernel) goes straight there.
+        if let (Ok(raw), Ok(out)) = (<&[i32; LANE]>::try_from(raw), <&mut [S::Out; LANE]>::try_from(&mut *out)) {
+            self.full_run(i, cols, 0, raw, out);
+            return;
+        }
         for (part, (raw, out)) in raw.chunks(LANE).zip(out.chunks_mut(LANE)).enumerate() {
             let c0 = part * LANE;
             match (<&[i32; LANE]>::try_from(raw), <&mut [S::Out; LANE]>::try_from(&mut *out)) {
