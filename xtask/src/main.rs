@@ -5,6 +5,7 @@
 //! cargo xtask test     every test of the workspace, doc tests included
 //! cargo xtask check    fmt, clippy -D warnings, docs, and the no_std builds of traits/core/matmul
 //! cargo xtask ci       check + test (what CI runs)
+//! cargo xtask emulate  the AVX-512 VNNI / AVX-VNNI kernels on an emulated CPU (Bochs), checked
 //! cargo xtask bench    our kernels' throughput table; --peers adds ONNX Runtime and NumPy ratios
 //! cargo xtask criterion  the criterion benchmarks (extra arguments go to criterion)
 //! ```
@@ -16,7 +17,7 @@ use std::process::{Command, ExitCode};
 
 use quant_traits::cpu::Tier;
 
-const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench|criterion> [args]
+const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criterion> [args]
 
   demo    `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
           included), then the engine demo: a weight matrix and an activation vector with each
@@ -27,6 +28,10 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|bench|criterion> [ar
   check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
           and the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul
   ci      check, then test: passing locally means CI is green
+  emulate the avxvnni and avx512vnni kernels and the AVX-512 quantizers under Bochs's CPU
+          emulator (PyPI bochscpu-python, venv under target/emulate), every result checked
+          against an exact reference (correctness only: no timing); `test` runs it when this
+          CPU lacks a tier, and skips it with the reason if the emulator cannot be installed
   bench   [--peers] [--rounds N (5)] [--only CASE]: throughput table of our kernels (release
           build); --peers also times ONNX Runtime and NumPy (venv under target/) on the same
           shapes, interleaved, and prints ratios; then `quant quantize` on generated 64 and
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
             cargo(&["run", "--release", "--quiet", "-p", "quant-cli", "--", "demo"]).and_then(|()| demo::run())
         }
         Some("test") => test(),
+        Some("emulate") => emulate(false).map(|_| ()),
         Some("check") => check(),
         Some("ci") => check().and_then(|()| test()),
         Some("bench") => bench::run(&args[1..]),
@@ -94,8 +100,39 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--quiet", "-p", "quant-core", "--features", "parallel", "--test", "kernels"])?;
     // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests.
     cargo(&["test", "--workspace"])?;
-    print_tiers(&ran, &lacking);
+    // The tiers this CPU lacks, on an emulated CPU that has them.
+    let emulated = if lacking.is_empty() { Emulated::NotNeeded } else { emulate(true)? };
+    print_tiers(&ran, &lacking, &emulated);
     Ok(())
+}
+
+/// What became of the emulated run of the tiers this CPU lacks.
+enum Emulated {
+    NotNeeded,
+    Ran,
+    Skipped(String),
+}
+
+/// `python3 xtask/emulate/run.py`: the VNNI tiers' kernels under Bochs's CPU emulator, checked
+/// against exact references. With `skip_setup_failure`, a machine that cannot install the
+/// emulator (no PyPI, no C compiler, not x86-64 Linux) skips with the reason; a failing check
+/// always fails.
+fn emulate(skip_setup_failure: bool) -> Result<Emulated, String> {
+    if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+        return Ok(Emulated::Skipped("the emulation harness runs on x86-64 Linux only".into()));
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("emulate/run.py");
+    eprintln!("$ python3 {}", script.display());
+    let status = Command::new("python3").arg(&script).status();
+    match status {
+        Ok(s) if s.success() => Ok(Emulated::Ran),
+        // Exit 1: a check failed; 2 and up: the harness could not be set up.
+        Ok(s) if s.code() == Some(1) => Err("the emulated kernel checks failed (see above)".into()),
+        Ok(s) if skip_setup_failure => Ok(Emulated::Skipped(format!("the emulator could not be set up ({s})"))),
+        Ok(s) => Err(format!("the emulator could not be set up ({s})")),
+        Err(e) if skip_setup_failure => Ok(Emulated::Skipped(format!("python3 could not run: {e}"))),
+        Err(e) => Err(format!("python3 could not run: {e}")),
+    }
 }
 
 /// The kernel tiers this CPU runs, and those it lacks with the first missing feature.
@@ -111,11 +148,16 @@ fn kernel_tiers() -> (Vec<Tier>, Vec<(Tier, &'static str)>) {
     (ran, lacking)
 }
 
-fn print_tiers(ran: &[Tier], lacking: &[(Tier, &str)]) {
+fn print_tiers(ran: &[Tier], lacking: &[(Tier, &str)], emulated: &Emulated) {
     let names: Vec<&str> = ran.iter().map(|t| t.name()).collect();
     eprintln!("kernel tiers tested on this CPU: {}", names.join(", "));
     for (tier, feature) in lacking {
-        eprintln!("kernel tier {tier} not run: this CPU lacks {feature} (its tests are built, not run)");
+        eprintln!("kernel tier {tier} not run on this CPU: it lacks {feature}");
+    }
+    match emulated {
+        Emulated::NotNeeded => {}
+        Emulated::Ran => eprintln!("avxvnni and avx512vnni checked on an emulated CPU (cargo xtask emulate)"),
+        Emulated::Skipped(why) => eprintln!("emulated check of the missing tiers skipped: {why}"),
     }
 }
 
