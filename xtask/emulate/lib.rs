@@ -16,7 +16,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
 use quant_core::{dequantize_into, quantize_into, QuantParams, QuantSpec};
-use quant_matmul::{Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, Scale, Tier, ZeroPoint};
+use quant_matmul::{Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, Requant, Scale, Tier, ZeroPoint};
 use quant_traits::QuantError;
 
 /// A bump allocator over a static arena, reset at every call.
@@ -137,7 +137,8 @@ pub struct Cmd {
     zb_kind: u64,
     zb: i64,
     zb_ptr: u64,
-    /// 0: `i32` output; 1: `f32` output with scales 1 and no bias.
+    /// 0: `i32` output; 1: `f32` output with scales 1 and no bias; 2: `i8` requantized with
+    /// the float multiplier `f64::from_bits(scale_bits) as f32` and zero point `zp`.
     out_kind: u64,
     out: u64,
     seven_bit: u64,
@@ -228,10 +229,15 @@ unsafe fn gemm<A: Operand>(c: &Cmd) -> Result<(), QuantError> {
         // SAFETY: caller's contract.
         let out = unsafe { slice_mut::<i32>(c.out, m * n) };
         g.i32(&ops, MatMut::row_major(out, m, n)?)
-    } else {
+    } else if c.out_kind == 1 {
         // SAFETY: caller's contract.
         let out = unsafe { slice_mut::<f32>(c.out, m * n) };
         g.f32(&ops, 1.0, Scale::PerTensor(1.0), None, MatMut::row_major(out, m, n)?)
+    } else {
+        // SAFETY: caller's contract.
+        let out = unsafe { slice_mut::<i8>(c.out, m * n) };
+        let multiplier = Scale::PerTensor(f64::from_bits(c.scale_bits) as f32);
+        g.requant(&ops, Requant::Float { multiplier, zero_point: c.zp as i32 }, MatMut::row_major(out, m, n)?)
     }
 }
 

@@ -229,6 +229,9 @@ class Machine:
 
 
 TIERS = {"portable": 0, "avxvnni": 2, "avx512vnni": 3}
+# The requantizing output stage's multiplier (an f32 value) and zero point.
+REQUANT_M = 0.00137
+REQUANT_ZP = 3
 
 
 class Checker:
@@ -275,7 +278,8 @@ def gemm_case(ck, rng, np, tier, m, k, n, signed, fill, za_kind, zb_kind, packed
                a=mach.alloc(a_bytes), b=mach.alloc(b.astype(np.int8).tobytes()),
                za_kind=za_kind, za=za_t, za_ptr=mach.alloc(za_c.astype(np.int32).tobytes()),
                zb_kind=zb_kind, zb=zb_t, zb_ptr=mach.alloc(zb_c.astype(np.int32).tobytes()),
-               out_kind=out_kind, out=mach.alloc(bytes(4 * m * n)), seven_bit=int(seven))
+               out_kind=out_kind, out=mach.alloc(bytes(4 * m * n)), seven_bit=int(seven),
+               scale_bits=struct.unpack("<Q", struct.pack("<d", float(REQUANT_M)))[0], zp=REQUANT_ZP)
     res = mach.call(cmd)
     what = f"{tier} {m}x{k}x{n} {'i8' if signed else 'u8'} {fill} za{za_kind} zb{zb_kind} packed={packed} out={out_kind} 7bit={seven}"
     if res["status"] != 0:
@@ -285,6 +289,10 @@ def gemm_case(ck, rng, np, tier, m, k, n, signed, fill, za_kind, zb_kind, packed
     if out_kind == 0:
         got = np.frombuffer(raw, dtype=np.int32).reshape(m, n).astype(np.int64)
         ck.check(np.array_equal(got, want), f"{what}: {int((got != want).sum())} of {m * n} differ")
+    elif out_kind == 2:
+        got = np.frombuffer(raw[:m * n], dtype=np.int8).reshape(m, n).astype(np.int64)
+        exp = np.clip(np.rint(want.astype(np.float64) * np.float64(np.float32(REQUANT_M))) + REQUANT_ZP, -128, 127)
+        ck.check(np.array_equal(got, exp), f"{what}: {int((got != exp).sum())} of {m * n} differ")
     else:
         got = np.frombuffer(raw, dtype=np.float32).reshape(m, n)
         exp = want.astype(np.float64).astype(np.float32)
@@ -352,7 +360,7 @@ def inner():
             n = dim()
             signed = bool(rng.integers(0, 2))
             gemm_case(ck, rng, np, tier, m, k, n, signed, str(rng.choice(fills)), int(rng.integers(0, 3)),
-                      int(rng.integers(0, 3)), bool(rng.integers(0, 2)))
+                      int(rng.integers(0, 3)), bool(rng.integers(0, 2)), out_kind=int(rng.choice([0, 0, 2])))
             cases += 1
         # The 7-bit flag: on these tiers the normal path, after the check.
         gemm_case(ck, rng, np, tier, 13, 70, 33, False, "random", 1, 0, True, seven=True)

@@ -605,9 +605,22 @@ fn report(
             "{:<18} {:<22} {:<16} {:>7} {:>9} {:>9} {:>7} {:>12} {:>7}",
             "ours", "peer", "shape", "threads", "ours", "peer", "ratio", "min..max", "target"
         );
+        // A pair (ours, peer) at a shape is listed once: with this CPU's target when some
+        // comparison gives one there.
+        let targeted: Vec<(&str, &str, &str)> = COMPARISONS
+            .iter()
+            .filter(|c| c.target(vnni).is_some())
+            .flat_map(|c| c.shapes.iter().map(move |s| (c.ours, c.peer, *s)))
+            .collect();
+        let mut listed = Vec::new();
         for c in COMPARISONS.iter().filter(|c| peers || c.internal()) {
             let target = c.target(vnni);
             for shape in c.shapes {
+                let key = (c.ours, c.peer, *shape);
+                if listed.contains(&key) || (target.is_none() && targeted.contains(&key)) {
+                    continue;
+                }
+                listed.push(key);
                 for t in [1usize, 2] {
                     let (Some(o), Some(p), Some((ratio, lo, hi))) = (
                         rate(samples, work, c.ours, shape, t),

@@ -9,9 +9,12 @@
 //! Two tiers:
 //! * **The engine** ([`Gemm`], [`Operands`]): 8-bit operands (`u8` or `i8` activations with a
 //!   zero point per tensor or per row, `i8` weights with a zero point per tensor or per column,
-//!   optionally packed once with [`PackedB`], also from 4-bit codes), packed and blocked, AVX2
-//!   micro-kernels chosen at run time (portable fallback; [`selected_kernel`] says which runs),
-//!   a 7-bit `vpmaddubsw` path for activations in `0..=127`, threads with rayon, an `M = 1`
+//!   optionally packed once with [`PackedB`] in the running kernel's layout, also from 4-bit
+//!   codes), packed and blocked, one micro-kernel per CPU tier chosen at run time ([`Tier`]:
+//!   AVX-512 VNNI and AVX-VNNI `vpdpbusd`, AVX2 `vpmaddwd`, portable; [`KernelChoice`] or
+//!   `QUANT_KERNEL` forces one, an unavailable one is an error; [`selected_kernel`] says which
+//!   runs), a 7-bit `vpmaddubsw` path for activations in `0..=127` on AVX2, threads with
+//!   rayon, an `M = 1`
 //!   path for decoding, and output stages: raw `i32`, `f32` with per-tensor or per-column
 //!   scales and a bias, or requantized `i8`/`u8` (float or fixed-point multiplier). Exact: see
 //!   [`gemm`].
@@ -22,7 +25,8 @@
 //!
 //! # Features
 //! * `std` (default): run-time CPU detection and the `QUANT_KERNEL` variable. Without it the
-//!   crate is `no_std` + `alloc` and uses AVX2 only when compiled with it enabled.
+//!   crate is `no_std` + `alloc` and a tier runs only when the build enables its features
+//!   (`-C target-feature`).
 //! * `parallel` (default, implies `std`): threads with rayon.
 //!
 //! # Example

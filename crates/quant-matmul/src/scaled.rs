@@ -47,13 +47,16 @@ fn engine_product<R: AsRef<[i32]> + Sync>(a: &[R], b: &[R], shape: GemmShape) ->
     let (Some(a8), Some(b8)) = (to_i8(a, k), to_i8(b, n)) else {
         return Ok(None);
     };
-    let ops =
-        Operands::new(MatRef::row_major(&a8, m, k)?, ZeroPoint::None, MatRef::row_major(&b8, k, n)?, ZeroPoint::None)?;
-    if k > ops.max_i32_depth() {
+    let (a8, b8) = (MatRef::row_major(&a8, m, k)?, MatRef::row_major(&b8, k, n)?);
+    if k > Operands::new(a8, ZeroPoint::None, b8, ZeroPoint::None)?.max_i32_depth() {
         return Ok(None);
     }
+    let gemm = Gemm::new();
+    // B packed once: the engine then takes its pre-packed path (rows split between threads).
+    let b = gemm.pack_b(b8)?;
+    let ops = Operands::packed(a8, ZeroPoint::None, &b, ZeroPoint::None)?;
     let mut c = alloc::vec![0i32; m * n];
-    Gemm::new().i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+    gemm.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
     Ok(Some(c))
 }
 
@@ -75,7 +78,12 @@ fn rescale<F: QuantFloat>(acc: f64, sa: f64, sb: f64, row: usize, col: usize) ->
 /// feature, rows on rayon's threads); the error, if any, names the first overflow in row order.
 fn rescale_rows<F: QuantFloat>(acc: &[i32], n: usize, sa: f64, sb: f64) -> Result<Vec<Vec<F>>, QuantError> {
     let row = |(i, r): (usize, &[i32])| -> Result<Vec<F>, QuantError> {
-        r.iter().enumerate().map(|(j, &v)| rescale(f64::from(v), sa, sb, i, j)).collect()
+        // Sized up front (collecting into a `Result` would grow the vector step by step).
+        let mut out = Vec::with_capacity(r.len());
+        for (j, &v) in r.iter().enumerate() {
+            out.push(rescale(f64::from(v), sa, sb, i, j)?);
+        }
+        Ok(out)
     };
     #[cfg(feature = "parallel")]
     let rows: Vec<Result<Vec<F>, QuantError>> = {

@@ -6,8 +6,8 @@
 //!   and corrects with row and column sums (gemmlowp):
 //!   `C[i][j] = S[i][j] - zb[j]·rowsum_A[i] - za[i]·colsum_B[j] + K·za[i]·zb[j]`,
 //!   with `S = A·B`, exact in `i64`.
-//! * The micro-kernel is chosen per call (one tier per CPU, see [`crate::kernels`]'s table in
-//!   the crate docs and [`KernelChoice`]); the driver, packing and epilogue are generic over it.
+//! * The micro-kernel is chosen per call (one tier per CPU: [`Tier`], [`KernelChoice`]); the
+//!   driver, packing and epilogue are generic over it.
 //! * Every product is exact: pair kernels (`vpmaddwd`) widen operands to `i16`; quad kernels
 //!   (`vpdpbusd`) multiply `u8 · i8` into `i32` with no `i16` step, `i8` activations shifted by
 //!   +128 while packing and the shift corrected as a zero point. The optional 7-bit path

@@ -29,6 +29,11 @@
 //!
 //! The tier is chosen by `quant_traits::cpu` (`QUANT_KERNEL`, cached); a tier this CPU lacks
 //! is an error, never a silent fallback.
+//!
+//! **A new architecture** (say aarch64 with `sdot` / `i8mm`): a `Tier` variant and its features
+//! in `quant_traits::cpu`, a file `kernels/aarch64/<tier>.rs` implementing [`MicroKernel`]
+//! (quads of `i8 · i8` fit `sdot`; a `u8` operand would shift like the quad kernels here), and
+//! its line in [`dispatch!`]; nothing in the driver, packing or epilogue changes.
 
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
