@@ -4,7 +4,8 @@ use core::arch::x86_64::*;
 
 use quant_traits::QuantFloat;
 
-use crate::scalar::{dequantize_code, first_non_finite, quantize_value};
+use super::STREAM_MIN;
+use crate::scalar::dequantize_code;
 
 /// 4 codes for 4 `f32` values: `clamp(round_ties_even(x / scale) + zp, lo, hi)` as `i32`,
 /// bit-identical to the scalar division.
@@ -165,7 +166,6 @@ macro_rules! quantize_fn {
             out: &mut [$t],
         ) -> Result<(), usize> {
             use quant_traits::cast::i64_to_f64;
-            let n = x.len().min(out.len());
             // f32 lanes when the scale keeps the FMA signs exact; f64 lanes otherwise.
             let narrow = (quant_traits::cast::pow2(-100)..=quant_traits::cast::pow2(100)).contains(&scale);
             let p = Consts {
@@ -193,65 +193,30 @@ macro_rules! quantize_fn {
                 sign: _mm256_set1_ps(-0.0),
                 limit: _mm256_set1_ps(0.5 - 1.0 / 8192.0), // exact in f32
             };
-            // Large outputs bypass the caches (no read for ownership of the output lines);
-            // non-temporal stores need 16-byte alignment, so the elements up to that boundary
-            // go through the scalar path first.
-            let stream = n >= STREAM_MIN;
-            // Elements `from..to` one at a time (the prologue and the tail).
-            let scalar = |from: usize, to: usize, out: &mut [$t]| -> Result<(), usize> {
-                if let Some(j) = first_non_finite(&x[from..to]) {
-                    return Err(from + j);
-                }
-                for (o, v) in out[from..to].iter_mut().zip(&x[from..to]) {
-                    *o = <$t as quant_traits::Storage>::pack(&[quantize_value(f64::from(*v), scale, zp, lo, hi)]);
-                }
-                Ok(())
-            };
-            let mut i = if stream { out.as_ptr().align_offset(16).min(n) } else { 0 };
-            scalar(0, i, out)?;
-            while i + 16 <= n {
-                // SAFETY: i + 16 <= n: 16 floats readable, 16 bytes writable; when streaming,
-                // out[i] is 16-byte aligned (aligned start, steps of 16 bytes).
+            let codes16 = |p16: *const f32| {
+                // SAFETY: `p16` points to 16 readable floats (`quantize_loop`'s contract);
+                // AVX2 and FMA present (this function's contract).
                 unsafe {
-                    let codes = if narrow {
-                        codes16_f32(x.as_ptr().add(i), &q)
-                    } else if finite16(x.as_ptr().add(i)) {
-                        Some((codes8(x.as_ptr().add(i), &p), codes8(x.as_ptr().add(i + 8), &p)))
+                    let (c0, c1) = if narrow {
+                        codes16_f32(p16, &q)?
+                    } else if finite16(p16) {
+                        (codes8(p16, &p), codes8(p16.add(8), &p))
                     } else {
-                        None
-                    };
-                    let Some((c0, c1)) = codes else {
-                        if stream {
-                            _mm_sfence();
-                        }
-                        return Err(i + first_non_finite(&x[i..i + 16]).unwrap_or(0));
+                        return None;
                     };
                     // i32 -> i16 (in range, no saturation), fix the lane interleave, -> 8-bit.
                     let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(c0, c1));
-                    let bytes = $pack(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
-                    if stream {
-                        _mm_stream_si128(out.as_mut_ptr().add(i).cast(), bytes);
-                    } else {
-                        _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
-                    }
+                    Some($pack(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w)))
                 }
-                i += 16;
-            }
-            if stream {
-                // Order the non-temporal stores before anything the caller does next.
-                _mm_sfence();
-            }
-            scalar(i, n, out)
+            };
+            // SAFETY: `$t` is a one-byte code; lengths are equal (caller).
+            unsafe { super::quantize_loop(x, out, (scale, zp, lo, hi), codes16) }
         }
     };
 }
 
 quantize_fn!(quantize_f32_i8, i8, _mm_packs_epi16);
 quantize_fn!(quantize_f32_u8, u8, _mm_packus_epi16);
-
-/// Outputs of at least this many elements (16 MiB of `f32` when dequantizing, 4 MiB of codes
-/// when quantizing) are written with non-temporal stores.
-pub(crate) const STREAM_MIN: usize = 1 << 22;
 
 macro_rules! dequantize_fn {
     ($name:ident, $t:ty, $widen:ident) => {

@@ -15,8 +15,8 @@ use core::arch::x86_64::*;
 
 use quant_traits::QuantFloat;
 
-use super::avx2::STREAM_MIN;
-use crate::scalar::{dequantize_code, first_non_finite, quantize_value};
+use super::STREAM_MIN;
+use crate::scalar::dequantize_code;
 
 /// Broadcast constants of one quantization.
 struct Consts {
@@ -99,7 +99,6 @@ macro_rules! quantize_fn {
                 // SAFETY: AVX2 and FMA present (the AVX-512 tier includes them); same contract.
                 return unsafe { super::avx2::$avx2(x, scale, zp, lo, hi, out) };
             }
-            let n = x.len().min(out.len());
             let scale32 = f32::from_f64_nearest(scale); // exact: the scale is an f32
             let (zp32, lo32, hi32) = (i64_to_f64(zp) as f32, i64_to_f64(lo) as f32, i64_to_f64(hi) as f32);
             let p = Consts {
@@ -114,45 +113,14 @@ macro_rules! quantize_fn {
                 neg_half: _mm512_set1_ps(-0.5),
                 limit: _mm512_set1_ps(0.5 - 1.0 / 8192.0), // exact in f32
             };
-            // Large outputs bypass the caches (non-temporal stores need 16-byte alignment, so
-            // the elements up to that boundary go through the scalar path first).
-            let stream = n >= STREAM_MIN;
-            let scalar = |from: usize, to: usize, out: &mut [$t]| -> Result<(), usize> {
-                if let Some(j) = first_non_finite(&x[from..to]) {
-                    return Err(from + j);
-                }
-                for (o, v) in out[from..to].iter_mut().zip(&x[from..to]) {
-                    *o = <$t as quant_traits::Storage>::pack(&[quantize_value(f64::from(*v), scale, zp, lo, hi)]);
-                }
-                Ok(())
+            let codes16 = |p16: *const f32| {
+                // SAFETY: `p16` points to 16 readable floats (`quantize_loop`'s contract);
+                // AVX-512 F present (this function's contract). Every lane is already clamped
+                // into the type's range: truncating to bytes is exact.
+                unsafe { codes16(p16, &p).map(|c| _mm512_cvtepi32_epi8(c)) }
             };
-            let mut i = if stream { out.as_ptr().align_offset(16).min(n) } else { 0 };
-            scalar(0, i, out)?;
-            while i + 16 <= n {
-                // SAFETY: i + 16 <= n: 16 floats readable, 16 bytes writable; when streaming,
-                // out[i] is 16-byte aligned (aligned start, steps of 16 bytes).
-                unsafe {
-                    let Some(c) = codes16(x.as_ptr().add(i), &p) else {
-                        if stream {
-                            _mm_sfence();
-                        }
-                        return Err(i + first_non_finite(&x[i..i + 16]).unwrap_or(0));
-                    };
-                    // Every lane is already clamped into the type's range: truncate to bytes.
-                    let bytes = _mm512_cvtepi32_epi8(c);
-                    if stream {
-                        _mm_stream_si128(out.as_mut_ptr().add(i).cast(), bytes);
-                    } else {
-                        _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
-                    }
-                }
-                i += 16;
-            }
-            if stream {
-                // Order the non-temporal stores before anything the caller does next.
-                _mm_sfence();
-            }
-            scalar(i, n, out)
+            // SAFETY: `$t` is a one-byte code; lengths are equal (caller).
+            unsafe { super::quantize_loop(x, out, (scale, zp, lo, hi), codes16) }
         }
     };
 }

@@ -1,4 +1,70 @@
-//! x86-64 quantize/dequantize kernels, one file per tier.
+//! x86-64 quantize/dequantize kernels, one file per tier, and the loop they share.
 
 pub(crate) mod avx2;
 pub(crate) mod avx512;
+
+use core::arch::x86_64::{__m128i, _mm_sfence, _mm_storeu_si128, _mm_stream_si128};
+
+use quant_traits::Storage;
+
+use crate::scalar::{first_non_finite, quantize_value};
+
+/// Outputs of at least this many elements (16 MiB of `f32` when dequantizing, 4 MiB of codes
+/// when quantizing) are written with non-temporal stores.
+pub(crate) const STREAM_MIN: usize = 1 << 22;
+
+/// The loop of the 8-bit quantize kernels: `codes16` turns 16 floats into 16 code bytes (or
+/// `None` when one of them is not finite), the scalar reference does the elements before a
+/// 16-byte boundary (when streaming) and the tail. Large outputs bypass the caches: no read
+/// for ownership of the output lines; non-temporal stores need 16-byte alignment, hence the
+/// scalar prologue. `Err(i)`: `x[i]` is the first NaN or infinity.
+///
+/// # Safety
+/// `T` is `i8` or `u8` (one code per byte); `out.len() == x.len()`; `codes16` may be called
+/// with a pointer to any 16 consecutive floats of `x`.
+#[inline(always)]
+pub(crate) unsafe fn quantize_loop<T: Storage>(
+    x: &[f32],
+    out: &mut [T],
+    (scale, zp, lo, hi): (f64, i64, i64, i64),
+    mut codes16: impl FnMut(*const f32) -> Option<__m128i>,
+) -> Result<(), usize> {
+    let n = x.len().min(out.len());
+    let stream = n >= STREAM_MIN;
+    // Elements `from..to` one at a time (the prologue and the tail).
+    let scalar = |from: usize, to: usize, out: &mut [T]| -> Result<(), usize> {
+        if let Some(j) = first_non_finite(&x[from..to]) {
+            return Err(from + j);
+        }
+        for (o, v) in out[from..to].iter_mut().zip(&x[from..to]) {
+            *o = T::pack(&[quantize_value(f64::from(*v), scale, zp, lo, hi)]);
+        }
+        Ok(())
+    };
+    let mut i = if stream { out.as_ptr().align_offset(16).min(n) } else { 0 };
+    scalar(0, i, out)?;
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n: 16 floats readable, 16 one-byte codes writable; when streaming,
+        // out[i] is 16-byte aligned (aligned start, steps of 16 bytes).
+        unsafe {
+            let Some(bytes) = codes16(x.as_ptr().add(i)) else {
+                if stream {
+                    _mm_sfence();
+                }
+                return Err(i + first_non_finite(&x[i..i + 16]).unwrap_or(0));
+            };
+            if stream {
+                _mm_stream_si128(out.as_mut_ptr().add(i).cast(), bytes);
+            } else {
+                _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
+            }
+        }
+        i += 16;
+    }
+    if stream {
+        // Order the non-temporal stores before anything the caller does next.
+        // SAFETY: SSE is part of the x86-64 baseline.
+        unsafe { _mm_sfence() };
+    }
+    scalar(i, n, out)
+}
