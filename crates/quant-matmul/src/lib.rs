@@ -18,6 +18,10 @@
 //!   path for decoding, and output stages: raw `i32`, `f32` with per-tensor or per-column
 //!   scales and a bias, or requantized `i8`/`u8` (float or fixed-point multiplier). Exact: see
 //!   [`gemm`].
+//! * **Group-quantized weights** ([`group`]): `y = x · Wᵀ + bias` with `W` in 4 or 8 bits and
+//!   one scale per group of inputs ([`GroupWeights`], from our codes or llama.cpp's `Q4_0`,
+//!   `Q4_1`, `Q8_0` blocks), activations quantized to `i8` per group on the fly
+//!   ([`GroupGemm::int8_activations`]); today the portable reference, which defines the bits.
 //! * **The exact reference** for codes of any width (2..=32 bits): [`matmul_exact`] with the
 //!   narrowest accumulator that provably cannot overflow, and the seed API
 //!   [`quantized_matmul`] / [`quantized_matmul_flat`], which routes to the engine whenever the
@@ -51,6 +55,7 @@ extern crate alloc;
 
 mod exact;
 pub mod gemm;
+pub mod group;
 mod kernels;
 mod scaled;
 mod view;
@@ -62,6 +67,7 @@ pub use gemm::output::{
 };
 pub use gemm::pack::PackedB;
 pub use gemm::{Gemm, Operands};
+pub use group::{GroupCodes, GroupGemm, GroupWeights};
 pub use kernels::{selected_kernel, KernelChoice};
 pub use quant_traits::cpu::Tier;
 pub use scaled::{quantized_matmul, quantized_matmul_flat};

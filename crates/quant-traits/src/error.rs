@@ -217,6 +217,24 @@ pub enum QuantError {
         kernel: &'static str,
     },
 
+    /// A group size the group-quantized weight kernels cannot take.
+    #[error("group size {size} is not supported here: use a multiple of 32 from 32 to 256")]
+    GroupSizeUnsupported {
+        /// The group size given.
+        size: usize,
+    },
+
+    /// A parameter (a scale, a minimum) that is NaN or infinite.
+    #[error("{what} {index} is {value}: it must be finite")]
+    NonFiniteParameter {
+        /// Which parameters, e.g. `"scale of group"`.
+        what: &'static str,
+        /// Its index (row-major over output channels, then groups).
+        index: usize,
+        /// The value, widened to `f64`.
+        value: f64,
+    },
+
     /// A shape whose element count does not fit in `usize`.
     #[error("shape {rows}x{cols} has more elements than fit in memory")]
     ShapeOverflow {

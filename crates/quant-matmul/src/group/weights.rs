@@ -1,0 +1,372 @@
+//! Weights quantized in groups along their inputs: the formats, their validation, and the
+//! exact value of every weight.
+
+use alloc::vec::Vec;
+
+use quant_traits::half::f16;
+use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
+
+/// What a weight's code stands for (`s` the group's scale, `u` the stored code).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GroupCodes {
+    /// Signed 4-bit codes `q` in `-8..=7`: `w = s · q`. Our symmetric 4-bit ([`I4x2`]), ONNX
+    /// `INT4`, llama.cpp `Q4_0` (which stores `q + 8`).
+    Sym4,
+    /// Unsigned 4-bit codes `u` in `0..=15` with an integer zero point `z` per group:
+    /// `w = s · (u - z)`. Our asymmetric 4-bit ([`U4x2`]), ONNX Runtime's `MatMulNBits`.
+    Asym4,
+    /// Unsigned 4-bit codes `u` in `0..=15` with a float minimum `m` per group:
+    /// `w = s · u + m`. llama.cpp `Q4_1`.
+    Min4,
+    /// Signed 8-bit codes `q`: `w = s · q`. Our symmetric `i8`, llama.cpp `Q8_0`.
+    Sym8,
+}
+
+impl GroupCodes {
+    /// Bits per code.
+    #[must_use]
+    pub fn bits(self) -> u32 {
+        match self {
+            GroupCodes::Sym8 => 8,
+            _ => 4,
+        }
+    }
+}
+
+/// A weight matrix `W` (`N x K`: output channels by inputs) quantized in groups of `G`
+/// consecutive inputs, with one scale per group (and a zero point or a minimum, by format).
+///
+/// This is the format-neutral form every constructor produces and the reference kernel reads:
+/// 4-bit codes two per byte in input order (first in the low nibble, as ONNX and
+/// [`I4x2`]/[`U4x2`] pack them; `Sym4` stored as `q + 8`), 8-bit codes one per byte, scales and
+/// minimums in `f32` (`f16` and `bf16` scales convert exactly), zero points as bytes.
+///
+/// Group sizes: a multiple of 32 from 32 to 256, which keeps every per-group integer dot
+/// product of the int8-activation mode exact in `f32` (`127 · 128 · 256 < 2^24`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupWeights {
+    n: usize,
+    k: usize,
+    group: usize,
+    codes_kind: GroupCodes,
+    /// Row `r`'s codes at `r * row_bytes ..`.
+    codes: Vec<u8>,
+    /// One per group, row-major (`r * groups + g`).
+    scales: Vec<f32>,
+    /// `Asym4`: one per group; empty otherwise.
+    zeros: Vec<u8>,
+    /// `Min4`: one per group; empty otherwise.
+    mins: Vec<f32>,
+}
+
+/// llama.cpp's block size.
+const GGML_BLOCK: usize = 32;
+
+fn check_group(k: usize, group: usize) -> Result<usize, QuantError> {
+    if group == 0 || !group.is_multiple_of(32) || group > 256 {
+        return Err(QuantError::GroupSizeUnsupported { size: group });
+    }
+    if !k.is_multiple_of(group) {
+        return Err(QuantError::NotABlockMultiple {
+            what: "K (inputs per output channel)",
+            format: "group",
+            len: k,
+            block: group,
+        });
+    }
+    Ok(k / group)
+}
+
+fn groups_len(n: usize, groups: usize) -> Result<usize, QuantError> {
+    n.checked_mul(groups).ok_or(QuantError::ShapeOverflow { rows: n, cols: groups })
+}
+
+/// Finite `f32` copies of `scales` (any [`QuantFloat`]; `f64` values are rounded to `f32`).
+fn scales_f32<S: QuantFloat>(what: &'static str, scales: &[S]) -> Result<Vec<f32>, QuantError> {
+    scales
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let v = s.to_f64_exact();
+            if v.is_finite() {
+                Ok(f32::from_f64_nearest(v))
+            } else {
+                Err(QuantError::NonFiniteParameter { what, index, value: v })
+            }
+        })
+        .collect()
+}
+
+impl GroupWeights {
+    /// Symmetric 4-bit codes (`n x k`, row-major, two per byte as [`I4x2`] packs them) with one
+    /// scale per group of `group` inputs (`n * k / group` scales, row-major).
+    ///
+    /// # Errors
+    /// [`QuantError::GroupSizeUnsupported`]; [`QuantError::NotABlockMultiple`] when `k` is not
+    /// a whole number of groups; [`QuantError::LengthMismatch`] for codes or scales of the wrong
+    /// length; [`QuantError::NonFiniteParameter`] for a NaN or infinite scale.
+    pub fn sym4<S: QuantFloat>(
+        codes: &[I4x2],
+        scales: &[S],
+        n: usize,
+        k: usize,
+        group: usize,
+    ) -> Result<Self, QuantError> {
+        let mut w = Self::new_checked(GroupCodes::Sym4, n, k, group, scales)?;
+        let len = n.checked_mul(k).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
+        QuantError::check_length("4-bit codes (bytes)", I4x2::units_for(len), codes.len())?;
+        // k is a multiple of 32, so rows start on whole bytes: the bytes are the rows.
+        w.codes = codes.iter().map(|b| b.0 ^ 0x88).collect(); // q + 8 in each nibble
+        Ok(w)
+    }
+
+    /// Asymmetric 4-bit codes (as [`U4x2`] packs them) with one scale and one zero point
+    /// (`0..=15`) per group.
+    ///
+    /// # Errors
+    /// As [`GroupWeights::sym4`]; [`QuantError::ZeroPointOutOfRange`] for a zero point outside
+    /// `0..=15`.
+    pub fn asym4<S: QuantFloat>(
+        codes: &[U4x2],
+        scales: &[S],
+        zero_points: &[i64],
+        n: usize,
+        k: usize,
+        group: usize,
+    ) -> Result<Self, QuantError> {
+        let mut w = Self::new_checked(GroupCodes::Asym4, n, k, group, scales)?;
+        let len = n.checked_mul(k).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
+        QuantError::check_length("4-bit codes (bytes)", U4x2::units_for(len), codes.len())?;
+        QuantError::check_length("zero points (one per group)", w.scales.len(), zero_points.len())?;
+        w.zeros = zero_points
+            .iter()
+            .enumerate()
+            .map(|(index, &z)| {
+                u8::try_from(z).ok().filter(|&z| z <= 15).ok_or(QuantError::ZeroPointOutOfRange {
+                    zero_point: i32::try_from(z).unwrap_or(if z < 0 { i32::MIN } else { i32::MAX }),
+                    index,
+                    operand: "u4",
+                    min: 0,
+                    max: 15,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        w.codes = codes.iter().map(|b| b.0).collect();
+        Ok(w)
+    }
+
+    /// Symmetric 8-bit codes (`n x k`, row-major) with one scale per group.
+    ///
+    /// # Errors
+    /// As [`GroupWeights::sym4`].
+    pub fn sym8<S: QuantFloat>(
+        codes: &[i8],
+        scales: &[S],
+        n: usize,
+        k: usize,
+        group: usize,
+    ) -> Result<Self, QuantError> {
+        let mut w = Self::new_checked(GroupCodes::Sym8, n, k, group, scales)?;
+        let len = n.checked_mul(k).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
+        QuantError::check_length("8-bit codes", len, codes.len())?;
+        w.codes = codes.iter().map(|&q| q as u8).collect();
+        Ok(w)
+    }
+
+    /// llama.cpp `Q4_0` blocks (18 bytes per 32 inputs: an `f16` scale `d`, then 16 bytes whose
+    /// low nibbles are inputs 0..16 and high nibbles inputs 16..32, each `q + 8`), `n` rows of
+    /// `k` inputs as stored in a GGUF file. Groups of 32.
+    ///
+    /// # Errors
+    /// [`QuantError::NotABlockMultiple`] when `k` is not a multiple of 32;
+    /// [`QuantError::LengthMismatch`] when `bytes` is not `n * k / 32 * 18` long;
+    /// [`QuantError::NonFiniteParameter`] for a NaN or infinite `d`.
+    pub fn q4_0(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
+        Self::from_ggml(GroupCodes::Sym4, "Q4_0", 18, bytes, n, k)
+    }
+
+    /// llama.cpp `Q4_1` blocks (20 bytes per 32 inputs: `f16` scale `d`, `f16` minimum `m`,
+    /// then 16 bytes of nibbles as in `Q4_0`, `w = d · q + m`).
+    ///
+    /// # Errors
+    /// As [`GroupWeights::q4_0`] (20 bytes per block).
+    pub fn q4_1(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
+        Self::from_ggml(GroupCodes::Min4, "Q4_1", 20, bytes, n, k)
+    }
+
+    /// llama.cpp `Q8_0` blocks (34 bytes per 32 inputs: `f16` scale `d`, then 32 `i8` codes).
+    ///
+    /// # Errors
+    /// As [`GroupWeights::q4_0`] (34 bytes per block).
+    pub fn q8_0(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
+        Self::from_ggml(GroupCodes::Sym8, "Q8_0", 34, bytes, n, k)
+    }
+
+    fn from_ggml(
+        kind: GroupCodes,
+        format: &'static str,
+        block_bytes: usize,
+        bytes: &[u8],
+        n: usize,
+        k: usize,
+    ) -> Result<Self, QuantError> {
+        if !k.is_multiple_of(GGML_BLOCK) {
+            return Err(QuantError::NotABlockMultiple {
+                what: "K (inputs per output channel)",
+                format,
+                len: k,
+                block: GGML_BLOCK,
+            });
+        }
+        let blocks = groups_len(n, k / GGML_BLOCK)?;
+        let expected = blocks.checked_mul(block_bytes).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
+        QuantError::check_length("block bytes", expected, bytes.len())?;
+        let half = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+        let mut w = GroupWeights {
+            n,
+            k,
+            group: GGML_BLOCK,
+            codes_kind: kind,
+            codes: Vec::with_capacity(blocks * if kind == GroupCodes::Sym8 { 32 } else { 16 }),
+            scales: Vec::with_capacity(blocks),
+            zeros: Vec::new(),
+            mins: Vec::new(),
+        };
+        for (index, b) in bytes.chunks_exact(block_bytes).enumerate() {
+            let d = half(b, 0);
+            if !d.is_finite() {
+                return Err(QuantError::NonFiniteParameter { what: "scale of block", index, value: f64::from(d) });
+            }
+            w.scales.push(d);
+            let qs = match kind {
+                GroupCodes::Min4 => {
+                    let m = half(b, 2);
+                    if !m.is_finite() {
+                        return Err(QuantError::NonFiniteParameter {
+                            what: "minimum of block",
+                            index,
+                            value: f64::from(m),
+                        });
+                    }
+                    w.mins.push(m);
+                    &b[4..20]
+                }
+                GroupCodes::Sym8 => {
+                    w.codes.extend_from_slice(&b[2..34]);
+                    continue;
+                }
+                _ => &b[2..18],
+            };
+            // ggml: input j in the low nibble of byte j, input j + 16 in its high nibble.
+            // Ours: inputs 2i and 2i + 1 in byte i, low nibble first.
+            let nib = |j: usize| if j < 16 { qs[j] & 0x0f } else { qs[j - 16] >> 4 };
+            for i in 0..16 {
+                w.codes.push(nib(2 * i) | (nib(2 * i + 1) << 4));
+            }
+        }
+        Ok(w)
+    }
+
+    fn new_checked<S: QuantFloat>(
+        kind: GroupCodes,
+        n: usize,
+        k: usize,
+        group: usize,
+        scales: &[S],
+    ) -> Result<Self, QuantError> {
+        let groups = check_group(k, group)?;
+        QuantError::check_length("scales (one per group)", groups_len(n, groups)?, scales.len())?;
+        Ok(GroupWeights {
+            n,
+            k,
+            group,
+            codes_kind: kind,
+            codes: Vec::new(),
+            scales: scales_f32("scale of group", scales)?,
+            zeros: Vec::new(),
+            mins: Vec::new(),
+        })
+    }
+
+    /// Output channels `N`.
+    #[must_use]
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs `K`.
+    #[must_use]
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Inputs per group.
+    #[must_use]
+    pub fn group_size(&self) -> usize {
+        self.group
+    }
+
+    /// The code format.
+    #[must_use]
+    pub fn codes_kind(&self) -> GroupCodes {
+        self.codes_kind
+    }
+
+    /// Groups per output channel.
+    #[must_use]
+    pub fn groups(&self) -> usize {
+        self.k / self.group
+    }
+
+    /// Bytes of one output channel's codes.
+    pub(crate) fn row_bytes(&self) -> usize {
+        self.k * self.codes_kind.bits() as usize / 8
+    }
+
+    /// The codes of output channel `r`, group `g`: `group` codes as stored (`Sym4` as
+    /// `q + 8`).
+    pub(crate) fn group_codes(&self, r: usize, g: usize) -> &[u8] {
+        let per = self.group * self.codes_kind.bits() as usize / 8;
+        &self.codes[r * self.row_bytes() + g * per..][..per]
+    }
+
+    /// The scale, integer zero point and float minimum of output channel `r`, group `g` (zero
+    /// point 8 for `Sym4`'s stored `q + 8`, 0 where the format has none; minimum 0 likewise).
+    pub(crate) fn params(&self, r: usize, g: usize) -> (f32, i32, f32) {
+        let at = r * self.groups() + g;
+        let z = match self.codes_kind {
+            GroupCodes::Sym4 => 8,
+            GroupCodes::Asym4 => i32::from(self.zeros[at]),
+            _ => 0,
+        };
+        let m = if self.codes_kind == GroupCodes::Min4 { self.mins[at] } else { 0.0 };
+        (self.scales[at], z, m)
+    }
+
+    /// The code of input `j` of a group's codes, as the integer the format multiplies: `u`
+    /// for the 4-bit formats (`0..=15`), `q` for `Sym8`.
+    #[inline]
+    pub(crate) fn code(&self, codes: &[u8], j: usize) -> i32 {
+        match self.codes_kind {
+            GroupCodes::Sym8 => i32::from(codes[j] as i8),
+            _ => i32::from((codes[j / 2] >> (4 * (j % 2))) & 0x0f),
+        }
+    }
+
+    /// Weight `(r, c)` exactly, in `f64`: `s · (u - z) + m` (every product and sum of an `f32`
+    /// and a small integer is exact in `f64`).
+    #[must_use]
+    pub fn value(&self, r: usize, c: usize) -> f64 {
+        let (g, j) = (c / self.group, c % self.group);
+        let (s, z, m) = self.params(r, g);
+        let u = self.code(self.group_codes(r, g), j);
+        f64::from(s) * f64::from(u - z) + f64::from(m)
+    }
+
+    /// Bytes this form holds: the codes, `f32` scales and minimums, one byte per zero point.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.codes.len() + 4 * self.scales.len() + self.zeros.len() + 4 * self.mins.len()
+    }
+}

@@ -1,0 +1,383 @@
+//! Group-quantized weights: every format's values against an independent decoding (llama.cpp's
+//! block bytes, quant-core's per-group codes), the int8-activation mode against the exact
+//! product with its documented error bound (random data and outliers, every format and group
+//! size), its arithmetic pinned step by step, and bad input.
+
+// Index loops read as the formulas they check.
+#![allow(clippy::needless_range_loop)]
+
+use quant_core::{quantize_matrix, Axis, BlockFormat, Granularity, QuantSpec};
+use quant_matmul::{GroupCodes, GroupGemm, GroupWeights, MatMut, MatRef, QuantError};
+use quant_testkit::Rng;
+use quant_traits::half::{bf16, f16};
+use quant_traits::{I4x2, MatrixShape, Storage, U4x2};
+
+type Res = Result<(), QuantError>;
+
+/// Weights with a few large values (outliers), as real LLM weights have.
+fn weights(rng: &mut Rng, n: usize, k: usize, outliers: bool) -> Vec<f32> {
+    (0..n * k)
+        .map(|i| {
+            let v = rng.normal() as f32 * 0.02;
+            if outliers && i % 97 == 3 {
+                v * 40.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// Activations, optionally with a few features far larger than the rest.
+fn activations(rng: &mut Rng, m: usize, k: usize, outliers: bool) -> Vec<f32> {
+    (0..m * k).map(|i| rng.normal() as f32 * if outliers && i % k < 4 { 30.0 } else { 1.0 }).collect()
+}
+
+/// Every format, built from `w` (`n x k`) with groups of `group` (llama.cpp's formats: 32).
+fn all_formats(w: &[f32], n: usize, k: usize, group: usize) -> Result<Vec<GroupWeights>, QuantError> {
+    let shape = MatrixShape::new(n, k);
+    let gran = Granularity::PerGroup { axis: Axis::Cols, size: group };
+    let s4 = quantize_matrix::<f32, I4x2>(w, shape, QuantSpec::symmetric(4)?, gran)?;
+    let a4 = quantize_matrix::<f32, U4x2>(w, shape, QuantSpec::asymmetric(4)?, gran)?;
+    let s8 = quantize_matrix::<f32, i8>(w, shape, QuantSpec::symmetric(8)?, gran)?;
+    let scales = |p: &[quant_core::QuantParams<f32>]| p.iter().map(|p| p.scale()).collect::<Vec<f32>>();
+    let zeros: Vec<i64> = a4.params().iter().map(|p| p.zero_point()).collect();
+    let mut v = vec![
+        GroupWeights::sym4(s4.codes(), &scales(s4.params()), n, k, group)?,
+        GroupWeights::asym4(a4.codes(), &scales(a4.params()), &zeros, n, k, group)?,
+        GroupWeights::sym8(s8.codes(), &scales(s8.params()), n, k, group)?,
+    ];
+    if group == 32 {
+        for (format, build) in [
+            (BlockFormat::Q4_0, GroupWeights::q4_0 as fn(&[u8], usize, usize) -> Result<GroupWeights, QuantError>),
+            (BlockFormat::Q4_1, GroupWeights::q4_1),
+            (BlockFormat::Q8_0, GroupWeights::q8_0),
+        ] {
+            v.push(build(&format.quantize(w)?, n, k)?);
+        }
+    }
+    Ok(v)
+}
+
+/// Each format's weights are what its producer says they are: quant-core's dequantization
+/// (exact products, rounded once to f32) and llama.cpp's block arithmetic.
+#[test]
+fn weights_decode_as_their_producers_do() -> Res {
+    let mut rng = Rng::new(5);
+    let (n, k) = (5, 128);
+    let w = weights(&mut rng, n, k, true);
+    for group in [32, 64, 128] {
+        let shape = MatrixShape::new(n, k);
+        let gran = Granularity::PerGroup { axis: Axis::Cols, size: group };
+        let s4 = quantize_matrix::<f32, I4x2>(&w, shape, QuantSpec::symmetric(4)?, gran)?;
+        let a4 = quantize_matrix::<f32, U4x2>(&w, shape, QuantSpec::asymmetric(4)?, gran)?;
+        let s8 = quantize_matrix::<f32, i8>(&w, shape, QuantSpec::symmetric(8)?, gran)?;
+        let formats = all_formats(&w, n, k, group)?;
+        for (gw, deq) in formats.iter().zip([s4.dequantize(), a4.dequantize(), s8.dequantize()]) {
+            assert_eq!(gw.group_size(), group);
+            for r in 0..n {
+                for c in 0..k {
+                    assert_eq!(gw.value(r, c) as f32, deq[r * k + c], "{:?} g{group} ({r}, {c})", gw.codes_kind());
+                }
+            }
+        }
+    }
+    // llama.cpp's blocks, decoded here from the bytes by their spec: Q4_0 `(q - 8)·d`, Q4_1
+    // `q·d + m` (exact in f64), Q8_0 `q·d`; inputs j and j + 16 share byte j.
+    let formats = all_formats(&w, n, k, 32)?;
+    for (gw, (format, bb)) in
+        formats[3..].iter().zip([(BlockFormat::Q4_0, 18), (BlockFormat::Q4_1, 20), (BlockFormat::Q8_0, 34)])
+    {
+        let bytes = format.quantize(&w)?;
+        for r in 0..n {
+            for c in 0..k {
+                let b = &bytes[(r * k + c) / 32 * bb..][..bb];
+                let d = f64::from(f16::from_le_bytes([b[0], b[1]]).to_f32());
+                let j = c % 32;
+                let want = match format {
+                    BlockFormat::Q8_0 => f64::from(b[2 + j] as i8) * d,
+                    _ => {
+                        let qs = if format == BlockFormat::Q4_1 { &b[4..] } else { &b[2..] };
+                        let q = f64::from(if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 });
+                        if format == BlockFormat::Q4_1 {
+                            q * d + f64::from(f16::from_le_bytes([b[2], b[3]]).to_f32())
+                        } else {
+                            (q - 8.0) * d
+                        }
+                    }
+                };
+                assert_eq!(gw.value(r, c), want, "{format:?} ({r}, {c})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The exact product with the dequantized weights, and the documented bound of the
+/// int8-activation mode for each output.
+fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize) -> (Vec<f64>, Vec<f64>) {
+    let (k, n, g) = (w.k(), w.n(), w.group_size());
+    let groups = k / g;
+    let u = 2f64.powi(-24);
+    let gamma = |c: f64| c * u / (1.0 - c * u);
+    let (mut exact, mut bound) = (vec![0.0; m * n], vec![0.0; m * n]);
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        // The activation scales as the kernel computes them (f32 division), and the codes.
+        let sx: Vec<f64> = (0..groups)
+            .map(|gi| f64::from(row[gi * g..(gi + 1) * g].iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0))
+            .collect();
+        for c in 0..n {
+            let mut y = bias.map_or(0.0, |b| f64::from(b[c]));
+            let (mut act, mut t) = (0.0, bias.map_or(0.0, |b| f64::from(b[c]).abs()));
+            for gi in 0..groups {
+                let (mut wsum, mut dot) = (0.0, 0.0);
+                for j in gi * g..(gi + 1) * g {
+                    let wv = w.value(c, j);
+                    y += f64::from(row[j]) * wv;
+                    wsum += wv.abs();
+                    let q = if sx[gi] == 0.0 {
+                        0.0
+                    } else {
+                        (f64::from(row[j] / sx[gi] as f32)).round_ties_even().clamp(-127.0, 127.0)
+                    };
+                    dot += q * sx[gi] * wv;
+                }
+                act += sx[gi] * (0.5 + 2f64.powi(-17)) * wsum;
+                t += dot.abs() + if w.codes_kind() == GroupCodes::Min4 { dot.abs() } else { 0.0 };
+            }
+            exact[i * n + c] = y;
+            bound[i * n + c] = act + gamma((2 * groups + 4) as f64) * t + u * (y.abs() + act);
+        }
+    }
+    (exact, bound)
+}
+
+fn check_bound(rng: &mut Rng, m: usize, n: usize, k: usize, group: usize, outliers: bool) -> Res {
+    let w = weights(rng, n, k, outliers);
+    let x = activations(rng, m, k, outliers);
+    let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.1).collect();
+    for gw in all_formats(&w, n, k, group)? {
+        for b in [None, Some(&bias[..])] {
+            let mut y = vec![0f32; m * n];
+            GroupGemm::new().int8_activations(
+                MatRef::row_major(&x, m, k)?,
+                &gw,
+                b,
+                MatMut::row_major(&mut y, m, n)?,
+            )?;
+            let (exact, bound) = exact_and_bound(&x, &gw, b, m);
+            for (idx, ((&got, &want), &bd)) in y.iter().zip(&exact).zip(&bound).enumerate() {
+                let err = (f64::from(got) - want).abs();
+                assert!(
+                    err <= bd,
+                    "{:?} g{group} {m}x{k}x{n} outliers={outliers} [{idx}]: |{got} - {want}| = {err} > {bd}",
+                    gw.codes_kind()
+                );
+            }
+            // The bound is not vacuous: the activations' rounding dominates and is of the order
+            // of a percent of the output's scale, as for llama.cpp's Q8 activations.
+            let scale: f64 = exact.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
+            let bsum: f64 = bound.iter().map(|v| v * v).sum::<f64>().sqrt();
+            assert!(bsum / scale < 0.5, "bound {bsum} against outputs {scale}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn int8_mode_is_within_its_bound_on_random_data() -> Res {
+    let mut rng = Rng::new(11);
+    for (m, n, k, group) in [(1, 7, 256, 32), (3, 5, 512, 128), (16, 9, 256, 256), (2, 33, 192, 64), (1, 1, 32, 32)] {
+        check_bound(&mut rng, m, n, k, group, false)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn int8_mode_is_within_its_bound_with_outliers() -> Res {
+    let mut rng = Rng::new(12);
+    for (m, n, k, group) in [(1, 8, 256, 32), (4, 6, 512, 128), (2, 5, 256, 64)] {
+        check_bound(&mut rng, m, n, k, group, true)?;
+    }
+    Ok(())
+}
+
+/// The arithmetic of the module docs, step by step, on weights whose codes and parameters are
+/// known: the reference must give exactly these bits (faster kernels will be held to them).
+#[test]
+fn int8_mode_follows_the_documented_arithmetic() -> Res {
+    let mut rng = Rng::new(13);
+    let (m, n, k, g) = (2, 3, 96, 32);
+    let groups = k / g;
+    let x = activations(&mut rng, m, k, true);
+    let u: Vec<i64> = (0..n * k).map(|_| rng.int(0, 15)).collect();
+    let q8: Vec<i8> = (0..n * k).map(|_| rng.int(-128, 127) as i8).collect();
+    // f16-exact parameters, so llama.cpp's Q4_1 bytes carry them unchanged.
+    let s: Vec<f32> = (0..n * groups).map(|_| f16::from_f64(rng.uniform(1e-3, 1e-2)).to_f32()).collect();
+    let mins: Vec<f32> = (0..n * groups).map(|_| f16::from_f64(rng.uniform(-0.1, 0.0)).to_f32()).collect();
+    let z: Vec<i64> = (0..n * groups).map(|_| rng.int(0, 15)).collect();
+    let sym4: Vec<I4x2> = u.chunks(2).map(|p| I4x2::pack(&[p[0] - 8, p[1] - 8])).collect();
+    let asym4: Vec<U4x2> = u.chunks(2).map(U4x2::pack).collect();
+    let mut q41 = Vec::new();
+    for (blk, codes) in u.chunks(32).enumerate() {
+        q41.extend_from_slice(&f16::from_f32(s[blk]).to_le_bytes());
+        q41.extend_from_slice(&f16::from_f32(mins[blk]).to_le_bytes());
+        q41.extend((0..16).map(|j| (codes[j] | (codes[j + 16] << 4)) as u8));
+    }
+    let cases = [
+        (GroupWeights::sym4(&sym4, &s, n, k, g)?, "sym4"),
+        (GroupWeights::asym4(&asym4, &s, &z, n, k, g)?, "asym4"),
+        (GroupWeights::sym8(&q8, &s, n, k, g)?, "sym8"),
+        (GroupWeights::q4_1(&q41, n, k)?, "q4_1"),
+    ];
+    for (gw, name) in &cases {
+        let mut y = vec![0f32; m * n];
+        GroupGemm::new().int8_activations(MatRef::row_major(&x, m, k)?, gw, None, MatMut::row_major(&mut y, m, n)?)?;
+        for i in 0..m {
+            for c in 0..n {
+                let mut acc = 0f32;
+                for gi in 0..groups {
+                    let xs = &x[i * k + gi * g..i * k + gi * g + g];
+                    let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    let sx = amax / 127.0;
+                    let qx: Vec<i32> = xs
+                        .iter()
+                        .map(|&v| if amax == 0.0 { 0 } else { (v / sx).round_ties_even().clamp(-127.0, 127.0) as i32 })
+                        .collect();
+                    let sum: i32 = qx.iter().sum();
+                    let at = c * groups + gi;
+                    let code = |j: usize| -> i32 {
+                        let idx = c * k + gi * g + j;
+                        match *name {
+                            "sym4" => u[idx] as i32 - 8,
+                            "sym8" => i32::from(q8[idx]),
+                            _ => u[idx] as i32,
+                        }
+                    };
+                    let raw: i32 = (0..g).map(|j| qx[j] * code(j)).sum();
+                    let d = if *name == "asym4" { raw - z[at] as i32 * sum } else { raw };
+                    acc += (sx * s[at]) * d as f32;
+                    if *name == "q4_1" {
+                        acc += (sx * mins[at]) * sum as f32;
+                    }
+                }
+                assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "{name} ({i}, {c})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `f16` and `bf16` activations give the results of the same values in `f32`.
+#[test]
+fn half_precision_activations_convert_exactly() -> Res {
+    let mut rng = Rng::new(14);
+    let (m, n, k) = (3, 5, 64);
+    let w = weights(&mut rng, n, k, false);
+    let gw = GroupWeights::q4_0(&BlockFormat::Q4_0.quantize(&w)?, n, k)?;
+    let xh: Vec<f16> = activations(&mut rng, m, k, false).iter().map(|&v| f16::from_f32(v)).collect();
+    let xb: Vec<bf16> = xh.iter().map(|v| bf16::from_f32(v.to_f32())).collect();
+    let xf: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
+    let run = |y: &mut Vec<f32>, f: &dyn Fn(&mut [f32]) -> Res| f(y);
+    let mut yf = vec![0f32; m * n];
+    let mut yh = vec![0f32; m * n];
+    let mut yb = vec![0f32; m * n];
+    run(&mut yf, &|y| {
+        GroupGemm::new().int8_activations(MatRef::row_major(&xf, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
+    })?;
+    run(&mut yh, &|y| {
+        GroupGemm::new().int8_activations(MatRef::row_major(&xh, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
+    })?;
+    assert_eq!(yh, yf);
+    // bf16 keeps fewer bits than f16: compare with those values in f32.
+    let xbf: Vec<f32> = xb.iter().map(|v| v.to_f32()).collect();
+    let mut ybf = vec![0f32; m * n];
+    run(&mut yb, &|y| {
+        GroupGemm::new().int8_activations(MatRef::row_major(&xb, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
+    })?;
+    run(&mut ybf, &|y| {
+        GroupGemm::new().int8_activations(MatRef::row_major(&xbf, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
+    })?;
+    assert_eq!(yb, ybf);
+    Ok(())
+}
+
+#[test]
+fn bad_input_is_a_typed_error() -> Res {
+    let scales = [1.0f32; 4];
+    let codes = [I4x2(0); 64];
+    assert_eq!(GroupWeights::sym4(&codes, &scales, 2, 64, 48), Err(QuantError::GroupSizeUnsupported { size: 48 }));
+    assert_eq!(GroupWeights::sym4(&codes, &scales, 2, 64, 512), Err(QuantError::GroupSizeUnsupported { size: 512 }));
+    assert_eq!(
+        GroupWeights::sym4(&codes, &scales, 2, 96, 64),
+        Err(QuantError::NotABlockMultiple {
+            what: "K (inputs per output channel)",
+            format: "group",
+            len: 96,
+            block: 64
+        })
+    );
+    assert_eq!(
+        GroupWeights::sym4(&codes, &scales[..3], 2, 64, 32),
+        Err(QuantError::LengthMismatch { what: "scales (one per group)", expected: 4, found: 3 })
+    );
+    assert_eq!(
+        GroupWeights::sym4(&codes[..63], &scales, 2, 64, 32),
+        Err(QuantError::LengthMismatch { what: "4-bit codes (bytes)", expected: 64, found: 63 })
+    );
+    assert!(matches!(
+        GroupWeights::sym4(&codes, &[1.0, f32::NAN, 1.0, 1.0], 2, 64, 32),
+        Err(QuantError::NonFiniteParameter { what: "scale of group", index: 1, .. })
+    ));
+    let ucodes = [U4x2(0); 64];
+    assert_eq!(
+        GroupWeights::asym4(&ucodes, &scales, &[0, 3, 16, 0], 2, 64, 32),
+        Err(QuantError::ZeroPointOutOfRange { zero_point: 16, index: 2, operand: "u4", min: 0, max: 15 })
+    );
+    assert_eq!(
+        GroupWeights::q4_0(&[0u8; 36], 1, 48),
+        Err(QuantError::NotABlockMultiple {
+            what: "K (inputs per output channel)",
+            format: "Q4_0",
+            len: 48,
+            block: 32
+        })
+    );
+    assert_eq!(
+        GroupWeights::q4_0(&[0u8; 35], 1, 64),
+        Err(QuantError::LengthMismatch { what: "block bytes", expected: 36, found: 35 })
+    );
+    let mut nan_block = [0u8; 18];
+    nan_block[..2].copy_from_slice(&f16::NAN.to_le_bytes());
+    assert!(matches!(
+        GroupWeights::q4_0(&nan_block, 1, 32),
+        Err(QuantError::NonFiniteParameter { what: "scale of block", index: 0, .. })
+    ));
+    // Multiply: shapes, bias, a NaN activation named by row and column.
+    let gw = GroupWeights::sym4(&codes, &scales, 2, 64, 32)?;
+    let x = vec![1.0f32; 3 * 64];
+    let mut y = vec![0f32; 6];
+    assert!(matches!(
+        GroupGemm::new().int8_activations(MatRef::row_major(&x, 3, 63)?, &gw, None, MatMut::row_major(&mut y, 3, 2)?),
+        Err(QuantError::InnerDimensionMismatch { a_cols: 63, b_rows: 64, .. })
+    ));
+    assert!(matches!(
+        GroupGemm::new().int8_activations(
+            MatRef::row_major(&x, 3, 64)?,
+            &gw,
+            Some(&[0.0]),
+            MatMut::row_major(&mut y, 3, 2)?
+        ),
+        Err(QuantError::LengthMismatch { what: "bias (one per output channel)", .. })
+    ));
+    let mut bad = x.clone();
+    bad[64 + 5] = f32::INFINITY;
+    y.fill(7.0);
+    assert!(matches!(
+        GroupGemm::new().int8_activations(MatRef::row_major(&bad, 3, 64)?, &gw, None, MatMut::row_major(&mut y, 3, 2)?),
+        Err(QuantError::NonFiniteInMatrix { row: 1, col: 5, .. })
+    ));
+    assert_eq!(y, [7.0; 6], "nothing written");
+    Ok(())
+}
