@@ -22,8 +22,9 @@ use std::hint::black_box;
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
+use quant_core::BlockFormat;
 use quant_core::{dequantize_into, quantize_into, QuantParams, QuantSpec};
-use quant_matmul::{quantized_matmul, Gemm, MatMut, MatRef, Operands, PackedB, ZeroPoint};
+use quant_matmul::{quantized_matmul, Gemm, GroupGemm, GroupWeights, MatMut, MatRef, Operands, PackedB, ZeroPoint};
 use quant_testkit::Rng;
 
 mod peak;
@@ -78,6 +79,12 @@ fn all_cases() -> Vec<(String, String)> {
     for case in QUANT_CASES {
         v.push((case.to_string(), quant_len().to_string()));
     }
+    // Group-quantized weights (llama.cpp's blocks), activations quantized per group on the fly.
+    for shape in ["1x4096x4096", "16x4096x4096", "1x4096x11008"] {
+        for case in ["group_q4_0", "group_q8_0"] {
+            v.push((case.to_string(), shape.to_string()));
+        }
+    }
     // The seed API on int8-range codes, nested `Vec`s in and out, beside the engine's figure.
     v.push(("seed_matmul".to_string(), "1024x1024x1024".to_string()));
     v.push(("read_bandwidth".to_string(), "512MiB".to_string()));
@@ -94,6 +101,7 @@ enum Prepared {
     Bandwidth { buf: Vec<u64> },
     Seed { a: Vec<Vec<i32>>, b: Vec<Vec<i32>>, m: usize, k: usize, n: usize },
     Peak,
+    Group { x: Vec<f32>, w: GroupWeights, y: Vec<f32> },
 }
 
 fn parse_shape(shape: &str) -> Option<(usize, usize, usize)> {
@@ -147,6 +155,17 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             Prepared::Seed { a, b, m, k, n }
         }
         "peak_inner" => Prepared::Peak,
+        "group_q4_0" | "group_q8_0" => {
+            let (m, k, n) = gemm_dims()?;
+            let wf: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32 * 0.02).collect();
+            let format = if case == "group_q4_0" { BlockFormat::Q4_0 } else { BlockFormat::Q8_0 };
+            let bytes = format.quantize(&wf).map_err(|e| e.to_string())?;
+            let w =
+                if case == "group_q4_0" { GroupWeights::q4_0(&bytes, n, k) } else { GroupWeights::q8_0(&bytes, n, k) }
+                    .map_err(|e| e.to_string())?;
+            let x = (0..m * k).map(|_| rng.normal() as f32).collect();
+            Prepared::Group { x, w, y: vec![0.0; m * n] }
+        }
         _ => return Err(format!("unknown case {case}")),
     })
 }
@@ -203,6 +222,21 @@ fn measure(p: &mut Prepared, threads: usize, budget: f64) -> (f64, f64) {
                 black_box(quantized_matmul(black_box(&a[..]), &b[..], 0.01f32, 0.02f32).expect("valid"));
             });
             (s, 2.0 * (*m * *k * *n) as f64)
+        }
+        Prepared::Group { x, w, y } => {
+            let (k, n) = (w.k(), w.n());
+            let m = x.len() / k;
+            let g = GroupGemm::new().threads(threads);
+            let s = median_seconds(budget, || {
+                g.int8_activations(
+                    MatRef::row_major(black_box(&x[..]), m, k).expect("valid"),
+                    w,
+                    None,
+                    MatMut::row_major(&mut y[..], m, n).expect("valid"),
+                )
+                .expect("valid");
+            });
+            (s, 2.0 * (m * k * n) as f64)
         }
         Prepared::Peak => {
             // One core's peak: the thread count does not apply (run on the calling thread).

@@ -16,8 +16,11 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
 use quant_core::{dequantize_into, quantize_into, QuantParams, QuantSpec};
-use quant_matmul::{Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, Requant, Scale, Tier, ZeroPoint};
+use quant_matmul::{
+    Gemm, GroupGemm, GroupWeights, KernelChoice, MatMut, MatRef, Operand, Operands, Requant, Scale, Tier, ZeroPoint,
+};
 use quant_traits::QuantError;
+use quant_traits::{I4x2, U4x2};
 
 /// A bump allocator over a static arena, reset at every call.
 struct Bump {
@@ -117,7 +120,9 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// One request, written by `run.py` (every field 8 bytes, little-endian).
 #[repr(C)]
 pub struct Cmd {
-    /// 1: GEMM; 2: quantize f32 -> 8-bit; 3: dequantize 8-bit -> f32; 4: kernel names.
+    /// 1: GEMM; 2: quantize f32 -> 8-bit; 3: dequantize 8-bit -> f32; 4: kernel names;
+    /// 5: group-quantized multiply on `tier` against the portable reference (`status`: the
+    /// number of outputs whose bits differ, or an error code).
     op: u64,
     /// 0 portable, 1 avx2, 2 avxvnni, 3 avx512vnni, 4 auto.
     tier: u64,
@@ -281,6 +286,49 @@ unsafe fn dequantize(c: &Cmd) -> Result<(), QuantError> {
     }
 }
 
+/// Op 5. Weights: `packed` selects the format (0 `Q4_0`, 1 `Q4_1`, 2 `Q8_0` bytes at `b`, `len`
+/// bytes; 3 asymmetric 4-bit codes at `b` with `f32` scales at `za_ptr` and `i64` zero points at
+/// `zb_ptr`; 4 symmetric 4-bit; 5 symmetric 8-bit), groups of `za` inputs; `x` (`f32`, `m x k`)
+/// at `a`; the tier's result at `out`. Returns the number of outputs that differ in their bits
+/// from the portable reference's.
+///
+/// # Safety
+/// The pointers in `c` are valid for the shapes in `c`.
+unsafe fn group(c: &Cmd) -> Result<i64, QuantError> {
+    let (m, k, n, g) = (c.m as usize, c.k as usize, c.n as usize, c.za as usize);
+    let groups = n * (k / g.max(1));
+    // SAFETY: caller's contract for every pointer below.
+    let w = unsafe {
+        match c.packed {
+            0 => GroupWeights::q4_0(slice::<u8>(c.b, c.len as usize), n, k)?,
+            1 => GroupWeights::q4_1(slice::<u8>(c.b, c.len as usize), n, k)?,
+            2 => GroupWeights::q8_0(slice::<u8>(c.b, c.len as usize), n, k)?,
+            3 => GroupWeights::asym4(
+                slice::<U4x2>(c.b, c.len as usize),
+                slice::<f32>(c.za_ptr, groups),
+                slice::<i64>(c.zb_ptr, groups),
+                n,
+                k,
+                g,
+            )?,
+            4 => GroupWeights::sym4(slice::<I4x2>(c.b, c.len as usize), slice::<f32>(c.za_ptr, groups), n, k, g)?,
+            _ => GroupWeights::sym8(slice::<i8>(c.b, c.len as usize), slice::<f32>(c.za_ptr, groups), n, k, g)?,
+        }
+    };
+    // SAFETY: caller's contract.
+    let (x, out) = unsafe { (slice::<f32>(c.a, m * k), slice_mut::<f32>(c.out, m * n)) };
+    let mut want = alloc::vec![0f32; m * n];
+    let x = MatRef::row_major(x, m, k)?;
+    GroupGemm::new().kernel(KernelChoice::Portable).int8_activations(
+        x,
+        &w,
+        None,
+        MatMut::row_major(&mut want, m, n)?,
+    )?;
+    GroupGemm::new().kernel(choice(c.tier)).int8_activations(x, &w, None, MatMut::row_major(out, m, n)?)?;
+    Ok(out.iter().zip(&want).filter(|(p, q)| p.to_bits() != q.to_bits()).count() as i64)
+}
+
 fn names(c: &mut Cmd) -> Result<(), QuantError> {
     let matmul = quant_matmul::selected_kernel()?;
     let core = quant_core::selected_kernel()?;
@@ -316,6 +364,14 @@ pub unsafe extern "C" fn entry(cmd: *mut Cmd) {
         2 => unsafe { quantize(c) },
         3 => unsafe { dequantize(c) },
         4 => names(c),
+        // SAFETY: caller's contract.
+        5 => match unsafe { group(c) } {
+            Ok(differ) => {
+                c.status = differ;
+                return;
+            }
+            Err(e) => Err(e),
+        },
         _ => Err(QuantError::UnknownKernel),
     };
     c.status = match result {

@@ -23,7 +23,8 @@ What it does:
    activations with random, minimum, maximum and extreme fills, every zero-point form, raw and
    pre-packed weights, the 7-bit flag; depths around the i32 chunk bound (65 793) with f32
    output; AVX-512 f32 -> i8/u8 quantization (ties, clamping, NaN) and i8/u8 -> f32
-   dequantization, bit for bit.
+   dequantization, bit for bit; the group-quantized multiply (every weight format) on both
+   VNNI tiers, bit for bit against the portable reference.
 Prints one line per failure and ends with `N passed, M failed`; exits 1 on any failure (or
 if the image does not build), 2 if the emulator itself cannot be installed on this machine.
 """
@@ -341,6 +342,43 @@ def quantize_cases(ck, rng, np):
         ck.check(mach.call(cmd)["status"] == 14, f"quantize with NaN at {pos}: not refused")
 
 
+def group_cases(ck, rng, np):
+    """The group-quantized multiply on both VNNI tiers: bits equal to the portable reference's."""
+    mach = ck.m
+    f16 = lambda v: np.float16(v).tobytes()
+    for tier in ["avx512vnni", "avxvnni"]:
+        for case in range(12):
+            mach.reset()
+            fmt = case % 6
+            m = int(rng.choice([1, 2, 5]))
+            n = int(rng.choice([7, 8, 13, 24, 33]))
+            g = 32 if fmt < 3 else int(rng.choice([32, 64, 128, 256]))
+            k = g * int(rng.integers(1, 4)) if g > 32 else 32 * int(rng.integers(1, 9))
+            blocks = n * k // 32
+            groups = n * k // g
+            if fmt == 0:    # Q4_0: f16 d, 16 nibble bytes
+                w = b"".join(f16(rng.uniform(-0.02, 0.02)) + rng.integers(0, 256, 16, dtype=np.uint8).tobytes() for _ in range(blocks))
+            elif fmt == 1:  # Q4_1: f16 d, f16 m, 16 nibble bytes
+                w = b"".join(f16(rng.uniform(0, 0.02)) + f16(rng.uniform(-0.2, 0)) + rng.integers(0, 256, 16, dtype=np.uint8).tobytes() for _ in range(blocks))
+            elif fmt == 2:  # Q8_0: f16 d, 32 i8 (including -128)
+                w = b"".join(f16(rng.uniform(0, 0.002)) + rng.integers(-128, 128, 32, dtype=np.int8).tobytes() for _ in range(blocks))
+            elif fmt == 5:
+                w = rng.integers(-128, 128, n * k, dtype=np.int8).tobytes()
+            else:
+                w = rng.integers(0, 256, n * k // 2, dtype=np.uint8).tobytes()
+            scales = rng.uniform(1e-3, 2e-2, groups).astype(np.float32)
+            zeros = rng.integers(0, 16, groups).astype(np.int64)
+            x = (rng.standard_normal(m * k) * np.where(np.arange(m * k) % k < 3, 20, 1)).astype(np.float32)
+            cmd = dict(op=5, tier=TIERS[tier], packed=fmt, m=m, k=k, n=n, za=g, a=mach.alloc(x.tobytes()),
+                       b=mach.alloc(w), len=len(w) if fmt < 3 or fmt == 5 else len(w),
+                       za_ptr=mach.alloc(scales.tobytes()), zb_ptr=mach.alloc(zeros.tobytes()),
+                       out=mach.alloc(bytes(4 * m * n)))
+            res = mach.call(cmd)
+            y = np.frombuffer(mach.read(cmd["out"], 4 * m * n), dtype=np.float32)
+            ck.check(res["status"] == 0 and np.all(np.isfinite(y)) and np.any(y != 0),
+                     f"group {tier} format {fmt} {m}x{k}x{n} g{g}: {res['status']} outputs differ from the reference")
+
+
 def inner():
     import numpy as np
     mach = Machine(IMAGE.read_bytes())
@@ -369,6 +407,7 @@ def inner():
             for signed, fill in [(False, "max"), (True, "min"), (True, "max")]:
                 gemm_case(ck, rng, np, tier, 3, k, 33, signed, fill, 0, 0, True, out_kind=1)
     quantize_cases(ck, rng, np)
+    group_cases(ck, rng, np)
     print(f"emulated CPU: Bochs sapphire_rapids model (AVX-512 VNNI and AVX-VNNI); kernels: {names}")
     print(f"{ck.passed} passed, {ck.failed} failed")
     sys.exit(1 if ck.failed else 0)

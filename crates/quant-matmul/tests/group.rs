@@ -7,7 +7,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use quant_core::{quantize_matrix, Axis, BlockFormat, Granularity, QuantSpec};
-use quant_matmul::{GroupCodes, GroupGemm, GroupWeights, MatMut, MatRef, QuantError};
+use quant_matmul::{GroupCodes, GroupGemm, GroupWeights, KernelChoice, MatMut, MatRef, QuantError, Tier};
 use quant_testkit::Rng;
 use quant_traits::half::{bf16, f16};
 use quant_traits::{I4x2, MatrixShape, Storage, U4x2};
@@ -263,6 +263,59 @@ fn int8_mode_follows_the_documented_arithmetic() -> Res {
                     }
                 }
                 assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "{name} ({i}, {c})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tiers under test: `QUANT_KERNEL`'s, or every tier this CPU has.
+fn tiers() -> Vec<Tier> {
+    match quant_traits::cpu::requested_tier().expect("QUANT_KERNEL names a tier") {
+        Some(t) => vec![t],
+        None => Tier::ALL.into_iter().filter(|t| t.is_available()).collect(),
+    }
+}
+
+/// Every kernel tier this CPU has, with 1 and 2 threads, gives the reference's bits: every
+/// format, group sizes 32 to 256, channel counts that leave a partial panel of eight, a bias
+/// or none, outliers.
+#[test]
+fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
+    let mut rng = Rng::new(15);
+    for t in Tier::ALL {
+        if let Some(missing) = t.missing() {
+            println!("group kernels of tier {t} not run: this CPU lacks {missing}");
+        }
+    }
+    for (m, n, k, group) in [(1, 37, 256, 32), (3, 16, 512, 128), (2, 13, 256, 256), (5, 24, 192, 64), (1, 7, 64, 32)] {
+        let w = weights(&mut rng, n, k, true);
+        let x = activations(&mut rng, m, k, true);
+        let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        for gw in all_formats(&w, n, k, group)? {
+            for b in [None, Some(&bias[..])] {
+                let mut want = vec![0f32; m * n];
+                let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
+                reference.int8_activations(
+                    MatRef::row_major(&x, m, k)?,
+                    &gw,
+                    b,
+                    MatMut::row_major(&mut want, m, n)?,
+                )?;
+                for tier in tiers() {
+                    for threads in [1, 2] {
+                        let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
+                        let mut y = vec![f32::NAN; m * n];
+                        g.int8_activations(MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut y, m, n)?)?;
+                        let same = y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(
+                            same,
+                            "{tier} {threads}T {:?} {m}x{k}x{n} g{group} bias={}",
+                            gw.codes_kind(),
+                            b.is_some()
+                        );
+                    }
+                }
             }
         }
     }

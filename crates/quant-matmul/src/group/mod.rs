@@ -4,8 +4,12 @@
 //! per-group schemes).
 //!
 //! Today this module holds the weights ([`GroupWeights`], from our codes or from llama.cpp's
-//! block bytes) and the **reference** computation of the int8-activation mode, in plain Rust:
-//! the definition that faster kernels will be held to, bit for bit.
+//! block bytes) and the int8-activation mode: its **reference** in plain Rust (the `portable`
+//! tier), which defines the result bit for bit, and SIMD kernels for the x86-64 tiers
+//! (`avx2`: `vpmaddubsw`; `avxvnni`, `avx512vnni`: `vpdpbusd`) that reproduce it exactly,
+//! eight output channels at a time. The tier is chosen as for [`crate::Gemm`]
+//! ([`GroupGemm::kernel`], `QUANT_KERNEL`); threads split the output channels. The result is
+//! the same on every tier and for any thread count.
 //!
 //! # The int8-activation mode ([`GroupGemm::int8_activations`])
 //! For each row of `x` and each group `g` of `G` inputs (what llama.cpp does with `Q8_0`
@@ -30,18 +34,84 @@
 //! step 3. The tests check it on random data and on data with outliers.
 
 mod weights;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
 
 use alloc::vec::Vec;
 
 use quant_traits::cast::round_ties_even;
 use quant_traits::{QuantError, QuantFloat};
 
-use crate::view::{MatMut, MatRef};
+use crate::kernels::{KernelChoice, Tier};
+use crate::view::{Block, MatMut, MatRef};
 pub use weights::{GroupCodes, GroupWeights};
 
-/// Settings of the group-quantized multiply (today: the portable reference kernel).
+/// Settings of the group-quantized multiply: which kernel tier and how many threads.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct GroupGemm {}
+pub struct GroupGemm {
+    kernel: KernelChoice,
+    threads: Option<usize>,
+}
+
+/// Output channels a SIMD kernel computes together (the lanes of one `f32` vector).
+const PANEL: usize = 8;
+
+/// Every row of `x` quantized to `i8` per group (step 1 of the module docs).
+pub(crate) struct Activations {
+    k: usize,
+    group: usize,
+    /// Codes in input order, row after row.
+    pub(crate) q: Vec<i8>,
+    /// The same codes with each block of 32 stored as its 16 even inputs then its 16 odd
+    /// ones, to meet 4-bit weights whose bytes hold inputs `2i` and `2i + 1` (filled for the
+    /// 4-bit formats only).
+    pub(crate) q_split: Vec<i8>,
+    /// Scale per group, row after row.
+    pub(crate) scales: Vec<f32>,
+    /// `Σ q` per group, row after row.
+    pub(crate) sums: Vec<i32>,
+}
+
+impl Activations {
+    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, split: bool) -> Self {
+        let (m, k) = (x.rows(), x.cols());
+        let groups = k / group;
+        let mut a = Activations {
+            k,
+            group,
+            q: alloc::vec![0; m * k],
+            q_split: if split { alloc::vec![0; m * k] } else { Vec::new() },
+            scales: alloc::vec![0.0; m * groups],
+            sums: alloc::vec![0; m * groups],
+        };
+        let mut xf = alloc::vec![0f32; group];
+        for r in 0..m {
+            let row = x.row(r);
+            for g in 0..groups {
+                for (d, v) in xf.iter_mut().zip(&row[g * group..(g + 1) * group]) {
+                    *d = f32::from_f64_nearest(v.to_f64_exact()); // exact for f32, f16, bf16
+                }
+                let q = &mut a.q[r * k + g * group..r * k + (g + 1) * group];
+                a.scales[r * groups + g] = quantize_group(&xf, q);
+                a.sums[r * groups + g] = q.iter().map(|&v| i32::from(v)).sum();
+                if split {
+                    let dst = &mut a.q_split[r * k + g * group..r * k + (g + 1) * group];
+                    for (d32, s32) in dst.chunks_exact_mut(32).zip(q.chunks_exact(32)) {
+                        for i in 0..16 {
+                            d32[i] = s32[2 * i];
+                            d32[16 + i] = s32[2 * i + 1];
+                        }
+                    }
+                }
+            }
+        }
+        a
+    }
+
+    fn groups(&self) -> usize {
+        self.k / self.group
+    }
+}
 
 /// One row's group of activations quantized to `i8`: the scale and the codes.
 fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
@@ -58,11 +128,69 @@ fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
     s
 }
 
+/// The reference (portable) kernel: output channels `c0 .. c0 + out.len()` of row `r`
+/// (steps 2 and 3 of the module docs).
+pub(crate) fn reference_row(
+    w: &GroupWeights,
+    a: &Activations,
+    r: usize,
+    c0: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (k, group, groups) = (a.k, a.group, a.groups());
+    let q = &a.q[r * k..(r + 1) * k];
+    let (sx, sums) = (&a.scales[r * groups..(r + 1) * groups], &a.sums[r * groups..(r + 1) * groups]);
+    for (i, o) in out.iter_mut().enumerate() {
+        let c = c0 + i;
+        let mut acc = 0.0f32;
+        for g in 0..groups {
+            let codes = w.group_codes(c, g);
+            let (s_w, z, min) = w.params(c, g);
+            let qg = &q[g * group..(g + 1) * group];
+            let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(codes, j)).sum();
+            let d = raw - z * sums[g];
+            acc += (sx[g] * s_w) * d as f32;
+            if w.codes_kind() == GroupCodes::Min4 {
+                acc += (sx[g] * min) * sums[g] as f32;
+            }
+        }
+        *o = match bias {
+            Some(b) => acc + b[c],
+            None => acc,
+        };
+    }
+}
+
 impl GroupGemm {
     /// The default settings.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Forces a kernel tier (one this CPU lacks makes every call an error).
+    #[must_use]
+    pub fn kernel(mut self, kernel: KernelChoice) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Uses at most `threads` threads (they split the output channels; the result does not
+    /// depend on it).
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// The name of the kernel tier these settings run.
+    ///
+    /// # Errors
+    /// [`QuantError::KernelUnavailable`] / [`QuantError::UnknownKernel`] as for
+    /// [`crate::Gemm::tier`].
+    pub fn kernel_name(&self) -> Result<&'static str, QuantError> {
+        self.kernel.resolve().map(Tier::name)
     }
 
     /// `y = x · Wᵀ + bias` with the activations quantized to `i8` per group on the fly (see
@@ -73,13 +201,13 @@ impl GroupGemm {
     /// [`QuantError::InnerDimensionMismatch`] when `x` has not `K` columns;
     /// [`QuantError::LengthMismatch`] for `y` not `M x N` or a bias not `N` long;
     /// [`QuantError::NonFiniteInMatrix`] naming the first NaN or infinite activation (nothing
-    /// is written then).
+    /// is written then); [`QuantError::KernelUnavailable`] for a tier this CPU lacks.
     pub fn int8_activations<F: QuantFloat>(
         &self,
         x: MatRef<'_, F>,
         w: &GroupWeights,
         bias: Option<&[f32]>,
-        mut y: MatMut<'_, f32>,
+        y: MatMut<'_, f32>,
     ) -> Result<(), QuantError> {
         let (m, k, n) = (x.rows(), w.k(), w.n());
         if x.cols() != k {
@@ -95,40 +223,61 @@ impl GroupGemm {
                 return Err(QuantError::NonFiniteInMatrix { row: r, col: c, value: x.row(r)[c].to_f64_exact() });
             }
         }
-        let (group, groups) = (w.group_size(), w.groups());
-        let mut xf = alloc::vec![0f32; k];
-        let mut q = alloc::vec![0i8; k];
-        let mut sx: Vec<f32> = alloc::vec![0.0; groups];
-        let mut sums: Vec<i32> = alloc::vec![0; groups];
-        for r in 0..m {
-            for (d, v) in xf.iter_mut().zip(x.row(r)) {
-                *d = f32::from_f64_nearest(v.to_f64_exact()); // exact for f32, f16, bf16
-            }
-            for g in 0..groups {
-                let span = g * group..(g + 1) * group;
-                sx[g] = quantize_group(&xf[span.clone()], &mut q[span.clone()]);
-                sums[g] = q[span].iter().map(|&v| i32::from(v)).sum();
-            }
-            let out = y.row_mut(r);
-            for (c, o) in out.iter_mut().enumerate() {
-                let mut acc = 0.0f32;
-                for g in 0..groups {
-                    let codes = w.group_codes(c, g);
-                    let (s_w, z, min) = w.params(c, g);
-                    let qg = &q[g * group..(g + 1) * group];
-                    let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(codes, j)).sum();
-                    let d = raw - z * sums[g];
-                    acc += (sx[g] * s_w) * d as f32;
-                    if w.codes_kind() == GroupCodes::Min4 {
-                        acc += (sx[g] * min) * sums[g] as f32;
-                    }
-                }
-                *o = match bias {
-                    Some(b) => acc + b[c],
-                    None => acc,
-                };
-            }
-        }
+        let tier = self.kernel.resolve()?;
+        let split = tier != Tier::Portable && w.codes_kind().bits() == 4;
+        let acts = Activations::quantize(&x, w.group_size(), split);
+        let threads = self.thread_count(n);
+        drive(tier, w, &acts, bias, y.into_block(), threads);
         Ok(())
+    }
+
+    #[cfg(feature = "parallel")]
+    fn thread_count(&self, n: usize) -> usize {
+        let available = rayon::current_num_threads();
+        let wanted = self.threads.unwrap_or(available).min(available.max(1));
+        wanted.min(n.div_ceil(PANEL * 4)).max(1)
+    }
+
+    #[cfg(not(feature = "parallel"))]
+    fn thread_count(&self, _n: usize) -> usize {
+        1
+    }
+}
+
+/// Splits the output channels into whole panels between `threads` threads, or runs them here.
+fn drive(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>, y: Block<'_, f32>, threads: usize) {
+    #[cfg(feature = "parallel")]
+    if threads > 1 {
+        let panels = y.cols().div_ceil(PANEL);
+        let mut blocks = Vec::with_capacity(threads);
+        let mut rest = y;
+        for t in (1..threads).rev() {
+            let (left, right) = rest.split_cols(panels * t / threads * PANEL);
+            blocks.push(right);
+            rest = left;
+        }
+        blocks.push(rest);
+        rayon::scope(|s| {
+            for block in blocks {
+                s.spawn(move |_| channels(tier, w, a, bias, block));
+            }
+        });
+        return;
+    }
+    let _ = threads;
+    channels(tier, w, a, bias, y);
+}
+
+/// Every row of `y`'s block of output channels on one thread.
+fn channels(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
+    let (c0, n) = (y.col0(), y.cols());
+    for r in y.row0()..y.row0() + y.rows() {
+        let out = y.row_part(r, 0, n);
+        #[cfg(target_arch = "x86_64")]
+        if x86_64::row(tier, w, a, r, c0, bias, out) {
+            continue;
+        }
+        let _ = tier;
+        reference_row(w, a, r, c0, bias, out);
     }
 }

@@ -319,6 +319,17 @@ impl GroupWeights {
         self.k / self.group
     }
 
+    /// All codes, channel after channel ([`GroupWeights::row_bytes`] each).
+    pub(crate) fn codes(&self) -> &[u8] {
+        &self.codes
+    }
+
+    /// Scales, zero points (`Asym4`, else empty) and minimums (`Min4`, else empty), one per
+    /// group, channel after channel.
+    pub(crate) fn group_params(&self) -> (&[f32], &[u8], &[f32]) {
+        (&self.scales, &self.zeros, &self.mins)
+    }
+
     /// Bytes of one output channel's codes.
     pub(crate) fn row_bytes(&self) -> usize {
         self.k * self.codes_kind.bits() as usize / 8
