@@ -44,6 +44,7 @@ use quant_traits::{QuantError, QuantFloat};
 
 use crate::kernels::{KernelChoice, Tier};
 use crate::view::{Block, MatMut, MatRef};
+use weights::PANEL;
 pub use weights::{GroupCodes, GroupWeights};
 
 /// Settings of the group-quantized multiply: which kernel tier and how many threads.
@@ -53,19 +54,12 @@ pub struct GroupGemm {
     threads: Option<usize>,
 }
 
-/// Output channels a SIMD kernel computes together (the lanes of one `f32` vector).
-const PANEL: usize = 8;
-
 /// Every row of `x` quantized to `i8` per group (step 1 of the module docs).
 pub(crate) struct Activations {
     k: usize,
     group: usize,
     /// Codes in input order, row after row.
     pub(crate) q: Vec<i8>,
-    /// The same codes with each block of 32 stored as its 16 even inputs then its 16 odd
-    /// ones, to meet 4-bit weights whose bytes hold inputs `2i` and `2i + 1` (filled for the
-    /// 4-bit formats only).
-    pub(crate) q_split: Vec<i8>,
     /// Scale per group, row after row.
     pub(crate) scales: Vec<f32>,
     /// `Σ q` per group, row after row.
@@ -73,14 +67,13 @@ pub(crate) struct Activations {
 }
 
 impl Activations {
-    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, split: bool) -> Self {
+    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize) -> Self {
         let (m, k) = (x.rows(), x.cols());
         let groups = k / group;
         let mut a = Activations {
             k,
             group,
             q: alloc::vec![0; m * k],
-            q_split: if split { alloc::vec![0; m * k] } else { Vec::new() },
             scales: alloc::vec![0.0; m * groups],
             sums: alloc::vec![0; m * groups],
         };
@@ -94,15 +87,6 @@ impl Activations {
                 let q = &mut a.q[r * k + g * group..r * k + (g + 1) * group];
                 a.scales[r * groups + g] = quantize_group(&xf, q);
                 a.sums[r * groups + g] = q.iter().map(|&v| i32::from(v)).sum();
-                if split {
-                    let dst = &mut a.q_split[r * k + g * group..r * k + (g + 1) * group];
-                    for (d32, s32) in dst.chunks_exact_mut(32).zip(q.chunks_exact(32)) {
-                        for i in 0..16 {
-                            d32[i] = s32[2 * i];
-                            d32[16 + i] = s32[2 * i + 1];
-                        }
-                    }
-                }
             }
         }
         a
@@ -145,10 +129,9 @@ pub(crate) fn reference_row(
         let c = c0 + i;
         let mut acc = 0.0f32;
         for g in 0..groups {
-            let codes = w.group_codes(c, g);
             let (s_w, z, min) = w.params(c, g);
             let qg = &q[g * group..(g + 1) * group];
-            let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(codes, j)).sum();
+            let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
             let d = raw - z * sums[g];
             acc += (sx[g] * s_w) * d as f32;
             if w.codes_kind() == GroupCodes::Min4 {
@@ -224,8 +207,7 @@ impl GroupGemm {
             }
         }
         let tier = self.kernel.resolve()?;
-        let split = tier != Tier::Portable && w.codes_kind().bits() == 4;
-        let acts = Activations::quantize(&x, w.group_size(), split);
+        let acts = Activations::quantize(&x, w.group_size());
         let threads = self.thread_count(n);
         drive(tier, w, &acts, bias, y.into_block(), threads);
         Ok(())
@@ -268,16 +250,23 @@ fn drive(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>, y:
     channels(tier, w, a, bias, y);
 }
 
-/// Every row of `y`'s block of output channels on one thread.
+/// Output channels per pass over the rows: their codes (32 channels x 4096 inputs x 4 bits =
+/// 64 KiB) stay in L2 while every row of `x` uses them.
+const CHUNK: usize = 4 * PANEL;
+
+/// Every row of `y`'s block of output channels on one thread, a chunk of channels at a time.
 fn channels(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
     let (c0, n) = (y.col0(), y.cols());
-    for r in y.row0()..y.row0() + y.rows() {
-        let out = y.row_part(r, 0, n);
-        #[cfg(target_arch = "x86_64")]
-        if x86_64::row(tier, w, a, r, c0, bias, out) {
-            continue;
+    for start in (0..n).step_by(CHUNK) {
+        let len = CHUNK.min(n - start);
+        for r in y.row0()..y.row0() + y.rows() {
+            let out = y.row_part(r, start, len);
+            #[cfg(target_arch = "x86_64")]
+            if x86_64::row(tier, w, a, r, c0 + start, bias, out) {
+                continue;
+            }
+            let _ = tier;
+            reference_row(w, a, r, c0 + start, bias, out);
         }
-        let _ = tier;
-        reference_row(w, a, r, c0, bias, out);
     }
 }

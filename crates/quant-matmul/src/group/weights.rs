@@ -37,10 +37,16 @@ impl GroupCodes {
 /// A weight matrix `W` (`N x K`: output channels by inputs) quantized in groups of `G`
 /// consecutive inputs, with one scale per group (and a zero point or a minimum, by format).
 ///
-/// This is the format-neutral form every constructor produces and the reference kernel reads:
-/// 4-bit codes two per byte in input order (first in the low nibble, as ONNX and
-/// [`I4x2`]/[`U4x2`] pack them; `Sym4` stored as `q + 8`), 8-bit codes one per byte, scales and
-/// minimums in `f32` (`f16` and `bf16` scales convert exactly), zero points as bytes.
+/// Every constructor packs the weights once into the layout the kernels read (the same for
+/// every tier): output channels in panels of eight, and within a panel, group after group,
+/// the eight channels' codes interleaved four inputs at a time: 8-bit codes as `[quad][channel]
+/// [4 bytes]`, 4-bit codes (unsigned, `Sym4` stored as `q + 8`) as `[8 inputs][channel][4
+/// bytes]` with inputs `8p + j` in the low nibble of byte `j` and `8p + 4 + j` in its high
+/// nibble; then each group's eight scales (`f32`; `f16` and `bf16` convert exactly), zero
+/// points and minimums side by side. A kernel then finds, for one step of four inputs, the
+/// eight channels' codes in one 32-byte load, each channel's four in one 32-bit lane (what
+/// `vpdpbusd` and `vpmaddubsw` + `vpmaddwd` sum). Channels past `N` in the last panel are
+/// zero.
 ///
 /// Group sizes: a multiple of 32 from 32 to 256, which keeps every per-group integer dot
 /// product of the int8-activation mode exact in `f32` (`127 · 128 · 256 < 2^24`).
@@ -50,15 +56,18 @@ pub struct GroupWeights {
     k: usize,
     group: usize,
     codes_kind: GroupCodes,
-    /// Row `r`'s codes at `r * row_bytes ..`.
+    /// While building: row `r`'s codes at `r * row_bytes ..`; built: the panel layout.
     codes: Vec<u8>,
-    /// One per group, row-major (`r * groups + g`).
+    /// While building: one per group, row-major (`r * groups + g`); built: `[panel][group][8]`.
     scales: Vec<f32>,
-    /// `Asym4`: one per group; empty otherwise.
+    /// `Asym4`: one per group (as `scales`); empty otherwise.
     zeros: Vec<u8>,
-    /// `Min4`: one per group; empty otherwise.
+    /// `Min4`: one per group (as `scales`); empty otherwise.
     mins: Vec<f32>,
 }
+
+/// Output channels per panel.
+pub(crate) const PANEL: usize = 8;
 
 /// llama.cpp's block size.
 const GGML_BLOCK: usize = 32;
@@ -118,7 +127,7 @@ impl GroupWeights {
         QuantError::check_length("4-bit codes (bytes)", I4x2::units_for(len), codes.len())?;
         // k is a multiple of 32, so rows start on whole bytes: the bytes are the rows.
         w.codes = codes.iter().map(|b| b.0 ^ 0x88).collect(); // q + 8 in each nibble
-        Ok(w)
+        Ok(w.into_panels())
     }
 
     /// Asymmetric 4-bit codes (as [`U4x2`] packs them) with one scale and one zero point
@@ -153,7 +162,7 @@ impl GroupWeights {
             })
             .collect::<Result<_, _>>()?;
         w.codes = codes.iter().map(|b| b.0).collect();
-        Ok(w)
+        Ok(w.into_panels())
     }
 
     /// Symmetric 8-bit codes (`n x k`, row-major) with one scale per group.
@@ -171,7 +180,7 @@ impl GroupWeights {
         let len = n.checked_mul(k).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
         QuantError::check_length("8-bit codes", len, codes.len())?;
         w.codes = codes.iter().map(|&q| q as u8).collect();
-        Ok(w)
+        Ok(w.into_panels())
     }
 
     /// llama.cpp `Q4_0` blocks (18 bytes per 32 inputs: an `f16` scale `d`, then 16 bytes whose
@@ -265,7 +274,7 @@ impl GroupWeights {
                 w.codes.push(nib(2 * i) | (nib(2 * i + 1) << 4));
             }
         }
-        Ok(w)
+        Ok(w.into_panels())
     }
 
     fn new_checked<S: QuantFloat>(
@@ -319,33 +328,101 @@ impl GroupWeights {
         self.k / self.group
     }
 
-    /// All codes, channel after channel ([`GroupWeights::row_bytes`] each).
-    pub(crate) fn codes(&self) -> &[u8] {
-        &self.codes
+    /// Rearranges the row-major codes and parameters the constructors collect into the
+    /// panel layout (see the type's docs).
+    fn into_panels(mut self) -> Self {
+        let bits = self.codes_kind.bits() as usize;
+        let (groups, group, n) = (self.groups(), self.group, self.n);
+        let panels = n.div_ceil(PANEL);
+        let row_bytes = self.k * bits / 8;
+        let rows = core::mem::take(&mut self.codes);
+        // The code of (row r, input c) from the row-major bytes (4-bit: input pairs, low first).
+        let code = |r: usize, c: usize| -> u8 {
+            if r >= n {
+                return 0;
+            }
+            let row = &rows[r * row_bytes..(r + 1) * row_bytes];
+            if bits == 8 {
+                row[c]
+            } else {
+                (row[c / 2] >> (4 * (c % 2))) & 0x0f
+            }
+        };
+        let gbytes = group * PANEL * bits / 8;
+        let mut codes = alloc::vec![0u8; panels * groups * gbytes];
+        for p in 0..panels {
+            for g in 0..groups {
+                let dst = &mut codes[(p * groups + g) * gbytes..][..gbytes];
+                for (l, r) in (p * PANEL..(p + 1) * PANEL).enumerate() {
+                    let first = g * group;
+                    if bits == 8 {
+                        for q in 0..group / 4 {
+                            for j in 0..4 {
+                                dst[(q * PANEL + l) * 4 + j] = code(r, first + 4 * q + j);
+                            }
+                        }
+                    } else {
+                        for e in 0..group / 8 {
+                            for j in 0..4 {
+                                let (lo, hi) = (code(r, first + 8 * e + j), code(r, first + 8 * e + 4 + j));
+                                dst[(e * PANEL + l) * 4 + j] = lo | (hi << 4);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.codes = codes;
+        let spread = |v: &[f32]| -> Vec<f32> {
+            let mut out = alloc::vec![0.0; panels * groups * PANEL];
+            for r in 0..n {
+                for g in 0..groups {
+                    out[((r / PANEL) * groups + g) * PANEL + r % PANEL] = v[r * groups + g];
+                }
+            }
+            out
+        };
+        self.scales = spread(&self.scales);
+        if !self.mins.is_empty() {
+            self.mins = spread(&self.mins);
+        }
+        if !self.zeros.is_empty() {
+            let mut out = alloc::vec![0u8; panels * groups * PANEL];
+            for r in 0..n {
+                for g in 0..groups {
+                    out[((r / PANEL) * groups + g) * PANEL + r % PANEL] = self.zeros[r * groups + g];
+                }
+            }
+            self.zeros = out;
+        }
+        self
     }
 
-    /// Scales, zero points (`Asym4`, else empty) and minimums (`Min4`, else empty), one per
-    /// group, channel after channel.
-    pub(crate) fn group_params(&self) -> (&[f32], &[u8], &[f32]) {
-        (&self.scales, &self.zeros, &self.mins)
+    /// Bytes of one panel's codes for one group.
+    pub(crate) fn group_bytes(&self) -> usize {
+        self.group * PANEL * self.codes_kind.bits() as usize / 8
     }
 
-    /// Bytes of one output channel's codes.
-    pub(crate) fn row_bytes(&self) -> usize {
-        self.k * self.codes_kind.bits() as usize / 8
+    /// Panel `p`'s codes for group `g` (see the type's docs for the order).
+    pub(crate) fn panel_codes(&self, p: usize, g: usize) -> &[u8] {
+        let gb = self.group_bytes();
+        &self.codes[(p * self.groups() + g) * gb..][..gb]
     }
 
-    /// The codes of output channel `r`, group `g`: `group` codes as stored (`Sym4` as
-    /// `q + 8`).
-    pub(crate) fn group_codes(&self, r: usize, g: usize) -> &[u8] {
-        let per = self.group * self.codes_kind.bits() as usize / 8;
-        &self.codes[r * self.row_bytes() + g * per..][..per]
+    /// Panel `p`'s eight scales for group `g`, and its eight zero points (`Asym4`) and
+    /// minimums (`Min4`), empty for the formats without them.
+    #[inline]
+    pub(crate) fn panel_params(&self, p: usize, g: usize) -> (&[f32], &[u8], &[f32]) {
+        let at = (p * self.groups() + g) * PANEL;
+        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at..at + PANEL] };
+        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at..at + PANEL] };
+        (&self.scales[at..at + PANEL], z, m)
     }
 
     /// The scale, integer zero point and float minimum of output channel `r`, group `g` (zero
     /// point 8 for `Sym4`'s stored `q + 8`, 0 where the format has none; minimum 0 likewise).
     pub(crate) fn params(&self, r: usize, g: usize) -> (f32, i32, f32) {
-        let at = r * self.groups() + g;
+        let at = ((r / PANEL) * self.groups() + g) * PANEL + r % PANEL;
         let z = match self.codes_kind {
             GroupCodes::Sym4 => 8,
             GroupCodes::Asym4 => i32::from(self.zeros[at]),
@@ -355,13 +432,19 @@ impl GroupWeights {
         (self.scales[at], z, m)
     }
 
-    /// The code of input `j` of a group's codes, as the integer the format multiplies: `u`
+    /// The code of input `c` of output channel `r`, as the integer the format multiplies: `u`
     /// for the 4-bit formats (`0..=15`), `q` for `Sym8`.
     #[inline]
-    pub(crate) fn code(&self, codes: &[u8], j: usize) -> i32 {
+    pub(crate) fn code(&self, r: usize, c: usize) -> i32 {
+        let (g, j) = (c / self.group, c % self.group);
+        let codes = self.panel_codes(r / PANEL, g);
+        let l = r % PANEL;
         match self.codes_kind {
-            GroupCodes::Sym8 => i32::from(codes[j] as i8),
-            _ => i32::from((codes[j / 2] >> (4 * (j % 2))) & 0x0f),
+            GroupCodes::Sym8 => i32::from(codes[((j / 4) * PANEL + l) * 4 + j % 4] as i8),
+            _ => {
+                let byte = codes[((j / 8) * PANEL + l) * 4 + j % 4];
+                i32::from(if j % 8 < 4 { byte & 0x0f } else { byte >> 4 })
+            }
         }
     }
 
@@ -369,10 +452,8 @@ impl GroupWeights {
     /// and a small integer is exact in `f64`).
     #[must_use]
     pub fn value(&self, r: usize, c: usize) -> f64 {
-        let (g, j) = (c / self.group, c % self.group);
-        let (s, z, m) = self.params(r, g);
-        let u = self.code(self.group_codes(r, g), j);
-        f64::from(s) * f64::from(u - z) + f64::from(m)
+        let (s, z, m) = self.params(r, c / self.group);
+        f64::from(s) * f64::from(self.code(r, c) - z) + f64::from(m)
     }
 
     /// Bytes this form holds: the codes, `f32` scales and minimums, one byte per zero point.

@@ -1,28 +1,30 @@
-//! The int8-activation kernels of the x86-64 tiers: eight output channels at a time, the same
-//! bits as the reference ([`super::reference_row`]).
+//! The int8-activation kernels of the x86-64 tiers: one panel of eight output channels at a
+//! time, the same bits as the reference ([`super::reference_row`]).
 //!
-//! Per channel and group, the integer dot product of the activation codes with the weight
-//! codes, 32 inputs a step:
-//! * 4-bit weights: the 16 bytes of 32 codes split into their low nibbles (even inputs) and
-//!   high nibbles (odd inputs), against activations stored in the same split order
-//!   (`Activations::q_split`); the codes are unsigned (`0..=15`) and the zero point enters
-//!   afterwards as `z · Σ q`, as in the reference.
-//! * 8-bit weights: `|w| · (x · sign(w))`, which keeps the unsigned operand unsigned (`|w| <=
-//!   128`) and the signed one in range (`|x| <= 127`).
+//! The panel layout (see [`GroupWeights`]) puts the eight channels' codes for four inputs in
+//! one 32-byte load, each channel's four codes in one 32-bit lane. Against the four activation
+//! codes broadcast to every lane, one `vpdpbusd` (VNNI tiers) or `vpmaddubsw` + `vpmaddwd`
+//! (AVX2) adds each channel's four products to its own lane, so a group's eight integer dot
+//! products come out in the eight lanes with no horizontal sums:
+//! * 4-bit weights: the low nibbles of a 32-byte load are inputs `8e .. 8e + 4` and the high
+//!   nibbles `8e + 4 .. 8e + 8`; the codes are unsigned (`0..=15`). On AVX2 the `i16` pair
+//!   sums of four such steps (32 inputs) are added before widening: at most
+//!   `4 · 2 · 2 · 15 · 127 = 30 480 < 2^15`.
+//! * 8-bit weights: `|w| · (x · sign(w))`, which keeps the unsigned operand unsigned
+//!   (`|w| <= 128`) and the signed one in range (`|x| <= 127`); `vpmaddubsw` pair sums are at
+//!   most `2 · 128 · 127 < 2^15`.
 //!
-//! The step is `vpmaddubsw` + `vpmaddwd` on AVX2 (exact: pair sums are at most
-//! `2 · 128 · 127 < 2^15`) and `vpdpbusd` on the VNNI tiers. The eight channels' sums are
-//! reduced into one vector of eight lanes; from there every lane does the reference's `f32`
-//! operations in the reference's order (`t = s_x · s_w; acc = acc + t · d`, no fused
-//! multiply-add), so the result is the same on every tier.
+//! From there every lane does the reference's `f32` operations in the reference's order
+//! (`t = s_x · s_w; acc = acc + t · d`, no fused multiply-add), so the result is the same on
+//! every tier.
 
 use core::arch::x86_64::*;
 
-use super::{reference_row, Activations, GroupCodes, GroupWeights, PANEL};
+use super::{Activations, GroupCodes, GroupWeights, PANEL};
 use crate::kernels::Tier;
 
-/// Runs the tier's kernel for output channels `c0 .. c0 + out.len()` of row `r`; `false` for a
-/// tier without one here (portable).
+/// Runs the tier's kernel for output channels `c0 .. c0 + out.len()` of row `r` (`c0` a
+/// multiple of the panel width); `false` for a tier without one here (portable).
 pub(super) fn row(
     tier: Tier,
     w: &GroupWeights,
@@ -32,8 +34,8 @@ pub(super) fn row(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> bool {
-    // SAFETY: the tier was resolved by `KernelChoice::resolve`, which checked that
-    // this CPU has its features.
+    // SAFETY: the tier was resolved by `KernelChoice::resolve`, which checked that this CPU
+    // has its features.
     unsafe {
         match tier {
             Tier::Avx2 => row_avx2(w, a, r, c0, bias, out),
@@ -45,122 +47,175 @@ pub(super) fn row(
     true
 }
 
-/// Eight vectors of eight `i32` partial sums to one vector: lane `l` is the sum of `v[l]`.
+/// Four activation codes broadcast to every 32-bit lane.
+///
+/// # Safety
+/// `x` points to 4 readable bytes; AVX2 present.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn reduce8(v: &[__m256i; 8]) -> __m256i {
-    let s01 = _mm256_hadd_epi32(v[0], v[1]);
-    let s23 = _mm256_hadd_epi32(v[2], v[3]);
-    let s45 = _mm256_hadd_epi32(v[4], v[5]);
-    let s67 = _mm256_hadd_epi32(v[6], v[7]);
-    let s0123 = _mm256_hadd_epi32(s01, s23);
-    let s4567 = _mm256_hadd_epi32(s45, s67);
-    let lo = _mm256_permute2x128_si256::<0x20>(s0123, s4567);
-    let hi = _mm256_permute2x128_si256::<0x31>(s0123, s4567);
-    _mm256_add_epi32(lo, hi)
+unsafe fn quad(x: *const i8) -> __m256i {
+    // SAFETY: 4 readable bytes (caller); unaligned read.
+    _mm256_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
 }
 
-/// `acc + Σ u·x` over groups of four bytes (`u` unsigned, `x` signed), AVX2.
+/// One group's eight dot products, 4-bit weights, AVX2.
+///
+/// # Safety
+/// `codes` holds the panel's `group * 4` bytes, `x` the group's `group` codes (`group` a
+/// multiple of 32).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot_avx2(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)))
+unsafe fn four_avx2(codes: &[u8], x: &[i8]) -> __m256i {
+    let (nibble, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+    let mut acc = _mm256_setzero_si256();
+    for b in 0..x.len() / 32 {
+        let mut t = _mm256_setzero_si256();
+        for e in 4 * b..4 * b + 4 {
+            // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
+            unsafe {
+                let v = _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast());
+                let lo = _mm256_and_si256(v, nibble);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                t = _mm256_add_epi16(t, _mm256_maddubs_epi16(lo, quad(x.as_ptr().add(8 * e))));
+                t = _mm256_add_epi16(t, _mm256_maddubs_epi16(hi, quad(x.as_ptr().add(8 * e + 4))));
+            }
+        }
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(t, ones));
+    }
+    acc
 }
 
-/// The same with AVX-VNNI's `vpdpbusd` (VEX).
+/// One group's eight dot products, 8-bit weights, AVX2.
+///
+/// # Safety
+/// `codes` holds the panel's `group * 8` bytes, `x` the group's `group` codes.
 #[inline]
-#[target_feature(enable = "avx2,avxvnni")]
-fn dot_avxvnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-    _mm256_dpbusd_avx_epi32(acc, u, x)
+#[target_feature(enable = "avx2")]
+unsafe fn eight_avx2(codes: &[u8], x: &[i8]) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_si256();
+    for q in 0..x.len() / 4 {
+        // SAFETY: 32 code bytes at `q * 32` and 4 activation codes at `q * 4` (caller).
+        unsafe {
+            let v = _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast());
+            let xs = _mm256_sign_epi8(quad(x.as_ptr().add(4 * q)), v);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), xs), ones));
+        }
+    }
+    acc
 }
 
-/// The same with AVX-512 VNNI's `vpdpbusd` on ymm registers.
-#[inline]
-#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-fn dot_avx512vnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(acc, u, x)
-}
-
-macro_rules! group_kernel {
-    ($name:ident, $features:literal, $dot:ident) => {
-        /// Output channels `c0 .. c0 + out.len()` of row `r`, eight at a time; the last
-        /// `len % 8` through the reference.
+macro_rules! vnni_steps {
+    ($four:ident, $eight:ident, $features:literal, $dpbusd:ident) => {
+        /// One group's eight dot products, 4-bit weights, `vpdpbusd`.
         ///
         /// # Safety
-        /// The CPU has the features in `target_feature`.
+        /// As [`four_avx2`]; the CPU has the features in `target_feature`.
+        #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &GroupWeights, a: &Activations, r: usize, c0: usize, bias: Option<&[f32]>, out: &mut [f32]) {
-            let (k, group, groups) = (a.k, a.group, a.groups());
-            let kind = w.codes_kind();
-            let four = kind.bits() == 4;
-            let xq = if four { &a.q_split[r * k..(r + 1) * k] } else { &a.q[r * k..(r + 1) * k] };
-            let sx = &a.scales[r * groups..(r + 1) * groups];
-            let sums = &a.sums[r * groups..(r + 1) * groups];
-            let (scales, zeros, mins) = w.group_params();
-            let (codes, row_bytes) = (w.codes(), w.row_bytes());
-            let gbytes = group * kind.bits() as usize / 8;
-            let nibble = _mm_set1_epi8(0x0f);
-            let full = out.len() / PANEL * PANEL;
-            for p in (0..full).step_by(PANEL) {
-                let c = c0 + p;
-                let mut acc = _mm256_setzero_ps();
-                for g in 0..groups {
-                    let mut v = [_mm256_setzero_si256(); PANEL];
-                    for (l, vl) in v.iter_mut().enumerate() {
-                        let base = &codes[(c + l) * row_bytes + g * gbytes..][..gbytes];
-                        let xg = &xq[g * group..(g + 1) * group];
-                        let mut s = _mm256_setzero_si256();
-                        for b in 0..group / 32 {
-                            // SAFETY: 32 activation bytes at `b * 32` of the group's `group`;
-                            // 16 (4-bit) or 32 (8-bit) weight bytes inside the group's `gbytes`.
-                            unsafe {
-                                let xv = _mm256_loadu_si256(xg.as_ptr().add(b * 32).cast());
-                                if four {
-                                    let raw = _mm_loadu_si128(base.as_ptr().add(b * 16).cast());
-                                    let lo = _mm_and_si128(raw, nibble);
-                                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), nibble);
-                                    s = $dot(s, _mm256_set_m128i(hi, lo), xv);
-                                } else {
-                                    let wv = _mm256_loadu_si256(base.as_ptr().add(b * 32).cast());
-                                    s = $dot(s, _mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
-                                }
-                            }
-                        }
-                        *vl = s;
-                    }
-                    let raw = reduce8(&v);
-                    let at = |l: usize| (c + l) * groups + g;
-                    let z: [i32; PANEL] = match kind {
-                        GroupCodes::Sym4 => [8; PANEL],
-                        GroupCodes::Asym4 => core::array::from_fn(|l| i32::from(zeros[at(l)])),
-                        _ => [0; PANEL],
-                    };
-                    let sw: [f32; PANEL] = core::array::from_fn(|l| scales[at(l)]);
-                    // SAFETY: reads of 8-element stack arrays.
-                    let (zv, swv) = unsafe { (_mm256_loadu_si256(z.as_ptr().cast()), _mm256_loadu_ps(sw.as_ptr())) };
-                    let d = _mm256_sub_epi32(raw, _mm256_mullo_epi32(zv, _mm256_set1_epi32(sums[g])));
-                    let sxv = _mm256_set1_ps(sx[g]);
-                    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(sxv, swv), _mm256_cvtepi32_ps(d)));
-                    if kind == GroupCodes::Min4 {
-                        let mn: [f32; PANEL] = core::array::from_fn(|l| mins[at(l)]);
-                        // SAFETY: a read of an 8-element stack array.
-                        let mv = unsafe { _mm256_loadu_ps(mn.as_ptr()) };
-                        let t = _mm256_mul_ps(sxv, mv);
-                        acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_set1_ps(sums[g] as f32)));
-                    }
+        unsafe fn $four(codes: &[u8], x: &[i8]) -> __m256i {
+            let nibble = _mm256_set1_epi8(0x0f);
+            let mut acc = _mm256_setzero_si256();
+            for e in 0..x.len() / 8 {
+                // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
+                unsafe {
+                    let v = _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast());
+                    let lo = _mm256_and_si256(v, nibble);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                    acc = $dpbusd(acc, lo, quad(x.as_ptr().add(8 * e)));
+                    acc = $dpbusd(acc, hi, quad(x.as_ptr().add(8 * e + 4)));
                 }
-                if let Some(b) = bias {
-                    // SAFETY: channels c .. c + 8 are inside the bias (checked `N` long).
-                    acc = _mm256_add_ps(acc, unsafe { _mm256_loadu_ps(b.as_ptr().add(c)) });
-                }
-                // SAFETY: `p + 8 <= full <= out.len()`.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(p), acc) };
             }
-            reference_row(w, a, r, c0 + full, bias, &mut out[full..]);
+            acc
+        }
+
+        /// One group's eight dot products, 8-bit weights, `vpdpbusd`.
+        ///
+        /// # Safety
+        /// As [`eight_avx2`]; the CPU has the features in `target_feature`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $eight(codes: &[u8], x: &[i8]) -> __m256i {
+            let mut acc = _mm256_setzero_si256();
+            for q in 0..x.len() / 4 {
+                // SAFETY: 32 code bytes at `q * 32` and 4 activation codes at `q * 4` (caller).
+                unsafe {
+                    let v = _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast());
+                    let xs = _mm256_sign_epi8(quad(x.as_ptr().add(4 * q)), v);
+                    acc = $dpbusd(acc, _mm256_abs_epi8(v), xs);
+                }
+            }
+            acc
         }
     };
 }
 
-group_kernel!(row_avx2, "avx2,fma", dot_avx2);
-group_kernel!(row_avxvnni, "avx2,fma,avxvnni", dot_avxvnni);
-group_kernel!(row_avx512vnni, "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni", dot_avx512vnni);
+vnni_steps!(four_avxvnni, eight_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+vnni_steps!(four_avx512vnni, eight_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", _mm256_dpbusd_epi32);
+
+macro_rules! group_kernel {
+    ($name:ident, $features:literal, $four:ident, $eight:ident) => {
+        /// Output channels `c0 .. c0 + out.len()` of row `r`, a panel of eight at a time.
+        ///
+        /// # Safety
+        /// The CPU has the features in `target_feature`; `c0` is a multiple of [`PANEL`].
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: &GroupWeights, a: &Activations, r: usize, c0: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+            let (k, group, groups) = (a.k, a.group, a.groups());
+            let kind = w.codes_kind();
+            let xq = &a.q[r * k..(r + 1) * k];
+            let sx = &a.scales[r * groups..(r + 1) * groups];
+            let sums = &a.sums[r * groups..(r + 1) * groups];
+            for (pi, chunk) in out.chunks_mut(PANEL).enumerate() {
+                let p = c0 / PANEL + pi;
+                let mut acc = _mm256_setzero_ps();
+                for g in 0..groups {
+                    let (codes, xg) = (w.panel_codes(p, g), &xq[g * group..(g + 1) * group]);
+                    // SAFETY: the panel holds the group's codes for eight channels; `xg` is the
+                    // group's activations (`group` a multiple of 32); CPU features as above.
+                    let raw = unsafe {
+                        if kind.bits() == 4 {
+                            $four(codes, xg)
+                        } else {
+                            $eight(codes, xg)
+                        }
+                    };
+                    let (sw, z, mn) = w.panel_params(p, g);
+                    // SAFETY: the slices hold 8 values (or are empty for the formats without
+                    // them, which never read them).
+                    unsafe {
+                        let d = match kind {
+                            GroupCodes::Sym4 => _mm256_sub_epi32(raw, _mm256_set1_epi32(8 * sums[g])),
+                            GroupCodes::Asym4 => {
+                                let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()));
+                                _mm256_sub_epi32(raw, _mm256_mullo_epi32(zv, _mm256_set1_epi32(sums[g])))
+                            }
+                            _ => raw,
+                        };
+                        let sxv = _mm256_set1_ps(sx[g]);
+                        let t = _mm256_mul_ps(sxv, _mm256_loadu_ps(sw.as_ptr()));
+                        acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_cvtepi32_ps(d)));
+                        if kind == GroupCodes::Min4 {
+                            let t = _mm256_mul_ps(sxv, _mm256_loadu_ps(mn.as_ptr()));
+                            acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_set1_ps(sums[g] as f32)));
+                        }
+                    }
+                }
+                let mut lanes = [0f32; PANEL];
+                // SAFETY: a write of an 8-element stack array.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+                let first = c0 + pi * PANEL;
+                for (l, (o, &v)) in chunk.iter_mut().zip(&lanes).enumerate() {
+                    *o = match bias {
+                        Some(b) => v + b[first + l],
+                        None => v,
+                    };
+                }
+            }
+        }
+    };
+}
+
+group_kernel!(row_avx2, "avx2", four_avx2, eight_avx2);
+group_kernel!(row_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
+group_kernel!(row_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
