@@ -143,11 +143,15 @@ const SQUARE: &[&str] = &["256x256x256", "512x512x512", "1024x1024x1024", "2048x
 const SIXTEEN: &[&str] = &["16x4096x4096"];
 const ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
 const SEED: &[&str] = &["1024x1024x1024"];
+const GROUP_ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
 const QUANT: &[&str] = &["16777216"];
 
 const COMPARISONS: &[Compare] = &[
     Compare::new("gemm_i8i8", "ort_i8i8", Some(4.0), Some(15.0), BIG),
     Compare::new("seed_matmul", "ort_i8i8", None, Some(8.0), SEED),
+    // 4-bit decoding (weights in llama.cpp's Q4_0 blocks) against our 8-bit engine, same shapes.
+    Compare::new("group_q4_0", "gemm_u8i8", Some(1.8), Some(1.8), GROUP_ONE_ROW),
+    Compare::new("group_q8_0", "gemm_u8i8", None, None, GROUP_ONE_ROW),
     // The seed API's conversions cost at most a quarter of the engine's time.
     Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
     Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
@@ -296,7 +300,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut plan: Vec<(String, Vec<String>)> = Vec::new();
     for l in String::from_utf8_lossy(&list.stdout).lines() {
         let Some((case, shape)) = l.split_once(' ') else { continue };
-        if !case.contains(&only) {
+        if !only.split(',').any(|o| case.contains(o)) {
             continue;
         }
         match plan.iter_mut().find(|(s, _)| s == shape) {
@@ -304,13 +308,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
             None => plan.push((shape.to_string(), vec![case.to_string()])),
         }
     }
-    if plan.is_empty() && !("quantize_file".contains(&only)) {
+    if plan.is_empty() && !only.split(',').any(|o| "quantize_file".contains(o)) {
         return Err(format!("no case matches --only {only:?}"));
     }
     let python = if peers { Some(venv()?) } else { None };
     let script = root().join("xtask/peers/peers.py");
 
-    let file_bench = only.is_empty() || "quantize_file".contains(&only);
+    let file_bench = only.is_empty() || only.split(',').any(|o| "quantize_file".contains(o));
     let mut ours = Server::spawn(Command::new(&ours_bin).arg("--serve"), "quant-bench")?;
     let mut samples = Samples::new();
     let mut work = BTreeMap::new();

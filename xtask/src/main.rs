@@ -32,7 +32,7 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           emulator (PyPI bochscpu-python, venv under target/emulate), every result checked
           against an exact reference (correctness only: no timing); `test` runs it when this
           CPU lacks a tier, and skips it with the reason if the emulator cannot be installed
-  bench   [--peers] [--rounds N (5)] [--only CASE]: throughput table of our kernels (release
+  bench   [--peers] [--rounds N (5)] [--only CASE[,CASE..]]: throughput table of our kernels (release
           build); --peers also times ONNX Runtime and NumPy (venv under target/) on the same
           shapes, interleaved, and prints ratios; then `quant quantize` on generated 64 and
           256 MiB models (MB/s, peak memory); --only quantize_file runs just that;
