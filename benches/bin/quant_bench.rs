@@ -81,7 +81,7 @@ fn all_cases() -> Vec<(String, String)> {
     }
     // Group-quantized weights (llama.cpp's blocks), activations quantized per group on the fly.
     for shape in ["1x4096x4096", "16x4096x4096", "1x4096x11008"] {
-        for case in ["group_q4_0", "group_q8_0"] {
+        for case in ["group_q4_0", "group_q8_0", "group_s4_g128"] {
             v.push((case.to_string(), shape.to_string()));
         }
     }
@@ -155,6 +155,16 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             Prepared::Seed { a, b, m, k, n }
         }
         "peak_inner" => Prepared::Peak,
+        "group_s4_g128" => {
+            // Symmetric 4-bit codes, one f32 scale per 128 inputs (MatMulNBits' block 128).
+            let (m, k, n) = gemm_dims()?;
+            let codes: Vec<quant_traits::I4x2> =
+                (0..n * k / 2).map(|_| quant_traits::I4x2(rng.int(0, 255) as u8)).collect();
+            let scales: Vec<f32> = (0..n * k / 128).map(|_| rng.uniform(1e-3, 1e-2) as f32).collect();
+            let w = GroupWeights::sym4(&codes, &scales, n, k, 128).map_err(|e| e.to_string())?;
+            let x = (0..m * k).map(|_| rng.normal() as f32).collect();
+            Prepared::Group { x, w, y: vec![0.0; m * n] }
+        }
         "group_q4_0" | "group_q8_0" => {
             let (m, k, n) = gemm_dims()?;
             let wf: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32 * 0.02).collect();

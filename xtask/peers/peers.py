@@ -29,6 +29,10 @@ GEMM_CASES = ["ort_u8i8_saturating", "ort_u8i8_exact", "ort_i8i8", "numpy_f32"]
 QUANT_LEN = 1 << 24
 QUANT_CASES = ["ort_quantize_f32_i8", "ort_dequantize_i8_f32"]
 MISMATCH_CASES = ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"]
+# ONNX Runtime's MatMulNBits (contrib domain): 4-bit weights, block 32 or 128, accuracy level 4
+# (activations quantized to int8 per block) or 0 (float activations).
+NBITS_SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (1, 4096, 11008)]
+NBITS_CASES = ["ort_nbits_b32_acc4", "ort_nbits_b32_acc0", "ort_nbits_b128_acc4", "ort_nbits_b128_acc0"]
 
 
 def median_seconds(f, budget):
@@ -80,6 +84,21 @@ def quant_model(op, in_type, out_type, scale, zp):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def nbits_model(m, k, n, block, accuracy, rng):
+    """MatMulNBits with random 4-bit weights: B uint8 [N, K/block, block/2] (low nibble
+    first), scales [N * K/block], no zero points (8 for 4 bits)."""
+    blocks = k // block
+    b = rng.integers(0, 256, size=(n, blocks, block // 2), dtype=np.uint8)
+    scales = (rng.random(n * blocks, dtype=np.float32) * 0.01 + 0.001).astype(np.float32)
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])
+    inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(scales, "s")]
+    node = helper.make_node("MatMulNBits", ["a", "b", "s"], ["y"], domain="com.microsoft",
+                            K=k, N=n, bits=4, block_size=block, accuracy_level=accuracy)
+    graph = helper.make_graph([node], "g", [a], [y], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+
+
 def prepare(case, shape, threads):
     """A zero-argument function running the case once, and its work (operations or elements)."""
     rng = np.random.default_rng(7)
@@ -99,6 +118,13 @@ def prepare(case, shape, threads):
             a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
             s = session(matmul_integer_model(m, k, n, TensorProto.UINT8, b), threads, case == "ort_u8i8_exact")
         return (lambda: s.run(None, {"a": a})), work
+    if case in NBITS_CASES:
+        m, k, n = (int(d) for d in shape.split("x"))
+        block = 32 if "_b32_" in case else 128
+        accuracy = 4 if case.endswith("acc4") else 0
+        s = session(nbits_model(m, k, n, block, accuracy, rng), threads)
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        return (lambda: s.run(None, {"a": a})), 2.0 * m * k * n
     if case in QUANT_CASES:
         x = rng.standard_normal(QUANT_LEN, dtype=np.float32)
         scale = np.array(float(np.abs(x).max()) / 127.0, dtype=np.float32)
@@ -145,6 +171,8 @@ def all_cases():
     for (m, k, n) in GEMM_SHAPES:
         cases += [(c, f"{m}x{k}x{n}") for c in GEMM_CASES]
     cases += [(c, str(QUANT_LEN)) for c in QUANT_CASES]
+    for (m, k, n) in NBITS_SHAPES:
+        cases += [(c, f"{m}x{k}x{n}") for c in NBITS_CASES]
     return cases
 
 

@@ -144,6 +144,7 @@ const SIXTEEN: &[&str] = &["16x4096x4096"];
 const ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
 const SEED: &[&str] = &["1024x1024x1024"];
 const GROUP_ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
+const GROUP: &[&str] = &["1x4096x4096", "16x4096x4096", "1x4096x11008"];
 const QUANT: &[&str] = &["16777216"];
 
 const COMPARISONS: &[Compare] = &[
@@ -152,6 +153,9 @@ const COMPARISONS: &[Compare] = &[
     // 4-bit decoding (weights in llama.cpp's Q4_0 blocks) against our 8-bit engine, same shapes.
     Compare::new("group_q4_0", "gemm_u8i8", Some(1.8), Some(1.8), GROUP_ONE_ROW),
     Compare::new("group_q8_0", "gemm_u8i8", None, None, GROUP_ONE_ROW),
+    // Against ONNX Runtime's MatMulNBits with the same block size, int8 activations.
+    Compare::new("group_q4_0", "ort_nbits_b32_acc4", Some(1.3), Some(1.3), GROUP),
+    Compare::new("group_s4_g128", "ort_nbits_b128_acc4", Some(1.3), Some(1.3), GROUP),
     // The seed API's conversions cost at most a quarter of the engine's time.
     Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
     Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
