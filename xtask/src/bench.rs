@@ -33,18 +33,22 @@ struct Record {
     work: f64,
 }
 
+/// The value of `key` in a flat one-line JSON object as our producers write it (`"key": "text"`
+/// or `"key": number`), without the quotes.
+fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("\"{key}\": "))? + key.len() + 4;
+    let rest = &line[start..];
+    if let Some(s) = rest.strip_prefix('"') {
+        s.find('"').map(|e| &s[..e])
+    } else {
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        Some(rest[..end].trim())
+    }
+}
+
 /// Parses one JSON line of `quant-bench` or `peers.py` (flat object, known keys).
 fn parse(line: &str) -> Option<Record> {
-    let field = |key: &str| -> Option<&str> {
-        let start = line.find(&format!("\"{key}\": "))? + key.len() + 4;
-        let rest = &line[start..];
-        if let Some(s) = rest.strip_prefix('"') {
-            s.find('"').map(|e| &s[..e])
-        } else {
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            Some(rest[..end].trim())
-        }
-    };
+    let field = |key: &str| json_field(line, key);
     Some(Record {
         case: field("case")?.to_string(),
         shape: field("shape")?.to_string(),
@@ -206,16 +210,8 @@ impl Machine {
         if !out.status.success() {
             return Err(format!("quant-bench --peak: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
-        let get = |key: &str| {
-            let start = line.find(&format!("\"{key}\": \""))? + key.len() + 5;
-            line[start..].split('"').next().map(str::to_string)
-        };
-        Ok(Machine {
-            model,
-            flags,
-            kernel: get("kernel").unwrap_or_default(),
-            instruction: get("instruction").unwrap_or_default(),
-        })
+        let get = |key: &str| json_field(&line, key).unwrap_or_default().to_string();
+        Ok(Machine { model, flags, kernel: get("kernel"), instruction: get("instruction") })
     }
 
     fn vnni(&self) -> bool {
@@ -685,6 +681,10 @@ mod tests {
         let r = parse(peer).expect("parses");
         assert_eq!((r.case.as_str(), r.threads, r.seconds), ("ort_i8i8", 1, 0.25));
         assert!(parse("creating venv").is_none());
+        // quant-bench --peak's line.
+        let peak = r#"{"kernel": "avx2", "instruction": "vpmaddwd+vpaddd ymm"}"#;
+        assert_eq!(json_field(peak, "instruction"), Some("vpmaddwd+vpaddd ymm"));
+        assert_eq!(json_field(peak, "kernel"), Some("avx2"));
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     }
 }

@@ -59,6 +59,7 @@ pub mod gemm;
 pub mod group;
 mod kernels;
 mod scaled;
+mod threads;
 mod view;
 
 pub use exact::{matmul_exact, Accumulator, GemmShape};

@@ -58,18 +58,9 @@ fn split_and_drive<K: MicroKernel, A: Operand, S: Stage>(
     // Pre-packed weights and enough rows: split the rows (each thread packs only its own rows
     // of A, the weights are shared). Otherwise split the columns into whole NR panels (each
     // thread packs only its own columns of B).
-    let (m, _, n) = ops.dims();
+    let (m, _, _) = ops.dims();
     let by_rows = matches!(ops.b, Weights::Packed(_)) && m >= threads * 4 * K::MR;
-    let (units, unit) = if by_rows { (m.div_ceil(K::MR), K::MR) } else { (n.div_ceil(K::NR), K::NR) };
-    let mut blocks = Vec::with_capacity(threads);
-    let mut rest = c;
-    for t in (1..threads).rev() {
-        let take = (units * t / threads) * unit; // left for the remaining t threads
-        let (left, right) = if by_rows { rest.split_rows(take) } else { rest.split_cols(take) };
-        blocks.push(right);
-        rest = left;
-    }
-    blocks.push(rest);
+    let blocks = crate::threads::split(c, by_rows, if by_rows { K::MR } else { K::NR }, threads);
     rayon::scope(|s| {
         for block in blocks {
             s.spawn(move |_| drive(cpu, seven_bit, ops, sums, stage, block));

@@ -43,7 +43,7 @@ use alloc::vec::Vec;
 
 use quant_traits::{I4x2, QuantError};
 
-use crate::kernels::{dispatch, tier_for, AWords, Cpu, KernelChoice, MicroKernel, Tier};
+use crate::kernels::{dispatch, AWords, Cpu, KernelChoice, MicroKernel, Tier};
 use crate::view::{MatMut, MatRef};
 use operand::{Operand, ZeroPoint};
 pub use operands::Operands;
@@ -102,7 +102,7 @@ impl Gemm {
     /// automatic choice) ask for a tier this CPU lacks; [`QuantError::UnknownKernel`] for a
     /// `QUANT_KERNEL` that names no tier.
     pub fn tier(&self) -> Result<Tier, QuantError> {
-        tier_for(self.kernel)
+        self.kernel.resolve()
     }
 
     /// The name of the kernel these settings run (`"avx512vnni"`, `"avxvnni"`, `"avx2"` or
@@ -186,19 +186,6 @@ impl Gemm {
         self.run(ops, &RequantOut { requant, _out: core::marker::PhantomData::<O> }, c)
     }
 
-    #[cfg(feature = "parallel")]
-    fn thread_count(&self, n: usize, nr: usize) -> usize {
-        let available = rayon::current_num_threads();
-        let wanted = self.threads.unwrap_or(available).min(available.max(1));
-        // At least one NR panel per thread.
-        wanted.min(n.div_ceil(nr)).max(1)
-    }
-
-    #[cfg(not(feature = "parallel"))]
-    fn thread_count(&self, _n: usize, _nr: usize) -> usize {
-        1
-    }
-
     fn run<A: Operand, S: Stage>(
         &self,
         ops: &Operands<'_, A>,
@@ -222,10 +209,7 @@ impl Gemm {
     where
         S::Out: Copy,
     {
-        let cpu = Cpu::<K>::check().ok_or_else(|| QuantError::KernelUnavailable {
-            kernel: K::TIER.name(),
-            missing: K::TIER.missing().unwrap_or("?"),
-        })?;
+        let cpu = Cpu::<K>::check()?;
         let (m, k, n) = ops.dims();
         QuantError::check_length("C rows", m, c.rows())?;
         QuantError::check_length("C columns", n, c.cols())?;
@@ -244,7 +228,8 @@ impl Gemm {
             let extra = shift * i64::try_from(k).unwrap_or(i64::MAX);
             pack::row_sums(&ops.a).into_iter().map(|s| s + extra).collect()
         };
-        let threads = self.thread_count(n, K::NR);
+        // At least one NR panel per thread.
+        let threads = crate::threads::thread_count(self.threads, n.div_ceil(K::NR));
         driver::drive_all(cpu, self.seven_bit, ops, &row_sums, stage, c.into_block(), threads);
         Ok(())
     }

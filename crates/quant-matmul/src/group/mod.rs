@@ -208,21 +208,10 @@ impl GroupGemm {
         }
         let tier = self.kernel.resolve()?;
         let acts = Activations::quantize(&x, w.group_size());
-        let threads = self.thread_count(n);
+        // At least four panels per thread.
+        let threads = crate::threads::thread_count(self.threads, n.div_ceil(PANEL * 4));
         drive(tier, w, &acts, bias, y.into_block(), threads);
         Ok(())
-    }
-
-    #[cfg(feature = "parallel")]
-    fn thread_count(&self, n: usize) -> usize {
-        let available = rayon::current_num_threads();
-        let wanted = self.threads.unwrap_or(available).min(available.max(1));
-        wanted.min(n.div_ceil(PANEL * 4)).max(1)
-    }
-
-    #[cfg(not(feature = "parallel"))]
-    fn thread_count(&self, _n: usize) -> usize {
-        1
     }
 }
 
@@ -230,15 +219,7 @@ impl GroupGemm {
 fn drive(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>, y: Block<'_, f32>, threads: usize) {
     #[cfg(feature = "parallel")]
     if threads > 1 {
-        let panels = y.cols().div_ceil(PANEL);
-        let mut blocks = Vec::with_capacity(threads);
-        let mut rest = y;
-        for t in (1..threads).rev() {
-            let (left, right) = rest.split_cols(panels * t / threads * PANEL);
-            blocks.push(right);
-            rest = left;
-        }
-        blocks.push(rest);
+        let blocks = crate::threads::split(y, false, PANEL, threads);
         rayon::scope(|s| {
             for block in blocks {
                 s.spawn(move |_| channels(tier, w, a, bias, block));

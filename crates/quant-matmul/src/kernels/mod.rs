@@ -138,9 +138,12 @@ impl<K> Clone for Cpu<K> {
 impl<K> Copy for Cpu<K> {}
 
 impl<K: MicroKernel> Cpu<K> {
-    /// `Some` when the CPU has `K`'s tier.
-    pub(crate) fn check() -> Option<Self> {
-        K::TIER.is_available().then_some(Cpu(PhantomData))
+    /// The proof, when the CPU has `K`'s tier.
+    ///
+    /// # Errors
+    /// [`quant_traits::QuantError::KernelUnavailable`] naming the missing feature.
+    pub(crate) fn check() -> Result<Self, quant_traits::QuantError> {
+        K::TIER.require().map(|_| Cpu(PhantomData))
     }
 
     /// Runs `K::tile` after checking the panel lengths.
@@ -206,14 +209,6 @@ macro_rules! dispatch {
     }};
 }
 pub(crate) use dispatch;
-
-/// The tier a choice runs.
-///
-/// # Errors
-/// As [`KernelChoice::resolve`].
-pub(crate) fn tier_for(choice: KernelChoice) -> Result<Tier, quant_traits::QuantError> {
-    choice.resolve()
-}
 
 /// The name of the kernel tier [`KernelChoice::Auto`] runs in this process (`"avx512vnni"`,
 /// `"avxvnni"`, `"avx2"` or `"portable"`).

@@ -4,9 +4,6 @@ use core::arch::x86_64::*;
 
 use quant_traits::QuantFloat;
 
-use super::STREAM_MIN;
-use crate::scalar::dequantize_code;
-
 /// 4 codes for 4 `f32` values: `clamp(round_ties_even(x / scale) + zp, lo, hi)` as `i32`,
 /// bit-identical to the scalar division.
 ///
@@ -229,46 +226,32 @@ macro_rules! dequantize_fn {
         /// AVX2 present; `out.len() == codes.len()`.
         #[target_feature(enable = "avx2")]
         pub(crate) unsafe fn $name(codes: &[$t], scale: f64, zp: i64, out: &mut [f32]) {
-            let n = codes.len().min(out.len());
             let scale32 = f32::from_f64_nearest(scale); // exact: the scale is an f32
             let s = _mm256_set1_ps(scale32);
             // 8-bit zero points fit i32 (validated by QuantParams).
             let z = _mm256_set1_epi32(quant_traits::cast::narrow::to_i32(zp));
             let max = _mm256_set1_ps(f32::MAX);
             let min = _mm256_set1_ps(f32::MIN);
-            // Large outputs bypass the caches (non-temporal stores need 32-byte alignment: the
-            // first elements up to that boundary go through the scalar path below).
-            let stream = n >= STREAM_MIN;
-            let mut i = if stream { out.as_ptr().align_offset(32).min(n) } else { 0 };
-            for (o, &q) in out[..i].iter_mut().zip(&codes[..i]) {
-                *o = dequantize_code(i64::from(q), scale32, zp);
-            }
-            while i + 16 <= n {
-                // SAFETY: i + 16 <= n: 16 codes readable, 16 floats writable; when streaming,
-                // out[i] is 32-byte aligned (aligned start, steps of 64 bytes).
+            let step = |c: *const $t, o: *mut f32, stream: bool| {
+                // SAFETY: 16 codes readable at `c`, 16 floats writable at `o`, 32-byte aligned
+                // when streaming (`dequantize_loop`'s contract); AVX2 present.
                 unsafe {
-                    let raw = _mm_loadu_si128(codes.as_ptr().add(i).cast());
+                    let raw = _mm_loadu_si128(c.cast());
                     let lo = _mm256_sub_epi32($widen(raw), z);
                     let hi = _mm256_sub_epi32($widen(_mm_unpackhi_epi64(raw, raw)), z);
                     let lo = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), s), min), max);
                     let hi = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), s), min), max);
                     if stream {
-                        _mm256_stream_ps(out.as_mut_ptr().add(i), lo);
-                        _mm256_stream_ps(out.as_mut_ptr().add(i + 8), hi);
+                        _mm256_stream_ps(o, lo);
+                        _mm256_stream_ps(o.add(8), hi);
                     } else {
-                        _mm256_storeu_ps(out.as_mut_ptr().add(i), lo);
-                        _mm256_storeu_ps(out.as_mut_ptr().add(i + 8), hi);
+                        _mm256_storeu_ps(o, lo);
+                        _mm256_storeu_ps(o.add(8), hi);
                     }
                 }
-                i += 16;
-            }
-            if stream {
-                // Order the non-temporal stores before anything the caller does next.
-                _mm_sfence();
-            }
-            for (o, &q) in out[i..n].iter_mut().zip(&codes[i..n]) {
-                *o = dequantize_code(i64::from(q), scale32, zp);
-            }
+            };
+            // SAFETY: lengths are equal (caller).
+            unsafe { super::dequantize_loop(codes, out, (scale32, zp), 32, step) }
         }
     };
 }

@@ -15,9 +15,6 @@ use core::arch::x86_64::*;
 
 use quant_traits::QuantFloat;
 
-use super::STREAM_MIN;
-use crate::scalar::dequantize_code;
-
 /// Broadcast constants of one quantization.
 struct Consts {
     scale: __m512,
@@ -134,42 +131,27 @@ macro_rules! dequantize_fn {
         /// AVX-512 F present; `out.len() == codes.len()`.
         #[target_feature(enable = "avx512f,avx512bw,avx2")]
         pub(crate) unsafe fn $name(codes: &[$t], scale: f64, zp: i64, out: &mut [f32]) {
-            let n = codes.len().min(out.len());
             let scale32 = f32::from_f64_nearest(scale); // exact: the scale is an f32
             let s = _mm512_set1_ps(scale32);
             // 8-bit zero points fit i32 (validated by QuantParams).
             let z = _mm512_set1_epi32(quant_traits::cast::narrow::to_i32(zp));
             let max = _mm512_set1_ps(f32::MAX);
             let min = _mm512_set1_ps(f32::MIN);
-            // Large outputs bypass the caches (non-temporal stores of 64 bytes need 64-byte
-            // alignment: the first elements up to that boundary go through the scalar path).
-            let stream = n >= STREAM_MIN;
-            let mut i = if stream { out.as_ptr().align_offset(64).min(n) } else { 0 };
-            for (o, &q) in out[..i].iter_mut().zip(&codes[..i]) {
-                *o = dequantize_code(i64::from(q), scale32, zp);
-            }
-            while i + 16 <= n {
-                // SAFETY: i + 16 <= n: 16 codes readable, 16 floats writable; when streaming,
-                // out[i] is 64-byte aligned (aligned start, steps of 64 bytes).
+            let step = |c: *const $t, o: *mut f32, stream: bool| {
+                // SAFETY: 16 codes readable at `c`, 16 floats writable at `o`, 64-byte aligned
+                // when streaming (`dequantize_loop`'s contract); AVX-512 F present.
                 unsafe {
-                    let raw = _mm_loadu_si128(codes.as_ptr().add(i).cast());
-                    let v = _mm512_sub_epi32($widen(raw), z);
+                    let v = _mm512_sub_epi32($widen(_mm_loadu_si128(c.cast())), z);
                     let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), s), min), max);
                     if stream {
-                        _mm512_stream_ps(out.as_mut_ptr().add(i), v);
+                        _mm512_stream_ps(o, v);
                     } else {
-                        _mm512_storeu_ps(out.as_mut_ptr().add(i), v);
+                        _mm512_storeu_ps(o, v);
                     }
                 }
-                i += 16;
-            }
-            if stream {
-                // Order the non-temporal stores before anything the caller does next.
-                _mm_sfence();
-            }
-            for (o, &q) in out[i..n].iter_mut().zip(&codes[i..n]) {
-                *o = dequantize_code(i64::from(q), scale32, zp);
-            }
+            };
+            // SAFETY: lengths are equal (caller).
+            unsafe { super::dequantize_loop(codes, out, (scale32, zp), 64, step) }
         }
     };
 }

@@ -7,7 +7,7 @@ use core::arch::x86_64::{__m128i, _mm_sfence, _mm_storeu_si128, _mm_stream_si128
 
 use quant_traits::Storage;
 
-use crate::scalar::{first_non_finite, quantize_value};
+use crate::scalar::{dequantize_code, first_non_finite, quantize_value};
 
 /// Outputs of at least this many elements (16 MiB of `f32` when dequantizing, 4 MiB of codes
 /// when quantizing) are written with non-temporal stores.
@@ -67,4 +67,42 @@ pub(crate) unsafe fn quantize_loop<T: Storage>(
         unsafe { _mm_sfence() };
     }
     scalar(i, n, out)
+}
+
+/// The loop of the 8-bit dequantize kernels: `step(codes, out, stream)` turns the 16 codes at
+/// `codes` into 16 floats at `out` (with non-temporal stores when `stream`); the scalar
+/// reference does the elements before an `align`-byte boundary of the output (when streaming:
+/// outputs of at least [`STREAM_MIN`] elements bypass the caches) and the tail.
+///
+/// # Safety
+/// `out.len() == codes.len()`; `step` may be called with pointers to any 16 consecutive codes
+/// and the 16 floats they become, the floats `align`-byte aligned when `stream`.
+#[inline(always)]
+pub(crate) unsafe fn dequantize_loop<T: Copy + Into<i64>>(
+    codes: &[T],
+    out: &mut [f32],
+    (scale, zp): (f32, i64),
+    align: usize,
+    mut step: impl FnMut(*const T, *mut f32, bool),
+) {
+    let n = codes.len().min(out.len());
+    let stream = n >= STREAM_MIN;
+    let mut i = if stream { out.as_ptr().align_offset(align).min(n) } else { 0 };
+    for (o, &q) in out[..i].iter_mut().zip(&codes[..i]) {
+        *o = dequantize_code(q.into(), scale, zp);
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n: 16 codes readable, 16 floats writable; when streaming, out[i]
+        // is `align`-byte aligned (aligned start, steps of 64 bytes, a multiple of `align`).
+        step(unsafe { codes.as_ptr().add(i) }, unsafe { out.as_mut_ptr().add(i) }, stream);
+        i += 16;
+    }
+    if stream {
+        // Order the non-temporal stores before anything the caller does next.
+        // SAFETY: SSE is part of the x86-64 baseline.
+        unsafe { _mm_sfence() };
+    }
+    for (o, &q) in out[i..n].iter_mut().zip(&codes[i..n]) {
+        *o = dequantize_code(q.into(), scale, zp);
+    }
 }
