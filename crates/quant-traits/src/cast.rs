@@ -225,6 +225,44 @@ pub fn floor(x: f64) -> f64 {
     }
 }
 
+/// `a · b + c` with one rounding (to nearest, ties to even): IEEE 754's fused multiply-add on
+/// `f32`, bit for bit what `f32::mul_add` and the `vfmadd` instructions give, without `std`.
+///
+/// The product is exact in `f64` (24 + 24 bits, exponents far inside its range), and so is
+/// the error of the `f64` sum (Knuth's two-sum), so the only way rounding the `f64` sum to
+/// `f32` can go wrong is a sum that lands exactly halfway between two `f32` values while the
+/// exact value does not: then the sum is moved one `f64` step toward the exact value first.
+/// Tested against `f32::mul_add` on millions of values, ties and subnormals included.
+#[must_use]
+pub fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+    let (xy, z) = (f64::from(a) * f64::from(b), f64::from(c));
+    let s = xy + z;
+    if !s.is_finite() {
+        return s as f32;
+    }
+    let bv = s - xy;
+    let err = (xy - (s - bv)) + (z - bv);
+    let r = s as f32;
+    if err == 0.0 || f64::from(r) == s {
+        return r;
+    }
+    // The f32 next to `r` on `s`'s side (`r` may be zero or infinite; both have that side).
+    let bits = r.to_bits();
+    let other = f32::from_bits(if abs(s) > abs(f64::from(r)) { bits + 1 } else { bits - 1 });
+    let mid = if r.is_infinite() {
+        copysign(f64::from(f32::MAX) + pow2(103), s)
+    } else {
+        (f64::from(r) + f64::from(other)) / 2.0 // exact: adjacent f32 values, 25 bits
+    };
+    if s != mid {
+        return r;
+    }
+    // One f64 step from `s` toward the exact value `s + err`.
+    let toward_larger_magnitude = (err > 0.0) == (s > 0.0);
+    let sb = s.to_bits();
+    f64::from_bits(if toward_larger_magnitude { sb + 1 } else { sb - 1 }) as f32
+}
+
 /// Clamps `v` into `lo..=hi` (callers guarantee `lo <= hi`).
 #[inline]
 #[must_use]
@@ -333,6 +371,52 @@ mod tests {
             let got = round_to_format(x, 24, -126, f64::from(f32::MAX));
             assert_eq!(got.to_bits(), want.to_bits(), "x = {x:e}");
         }
+    }
+
+    #[test]
+    fn fma_f32_matches_std_mul_add() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let same = |got: f32, want: f32| got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan());
+        for i in 0..3_000_000u32 {
+            let (u, v, w) = (next(), next(), next());
+            let (a, b, c) = match i % 4 {
+                // Any bit patterns: infinities, NaN, subnormals, overflow.
+                0 => (f32::from_bits(u as u32), f32::from_bits(v as u32), f32::from_bits(w as u32)),
+                // Exponents near 0 with c cancelling most of a · b.
+                1 => {
+                    let a = f32::from_bits((u as u32 & 0x807F_FFFF) | (((u >> 40) % 16 + 120) as u32) << 23);
+                    let b = f32::from_bits((v as u32 & 0x807F_FFFF) | (((v >> 40) % 16 + 120) as u32) << 23);
+                    let c = -((f64::from(a) * f64::from(b)) as f32) * (1.0 + (w % 8) as f32 * f32::EPSILON);
+                    (a, b, c)
+                }
+                // a · b exactly halfway between two f32 values (25 significant bits) and c far
+                // below it: the f64 sum is that tie, and only c says which way to round.
+                2 => {
+                    let (ia, ib) = ((u % 4096) as u32 * 2 + 4097, (v % 2048) as u32 * 2 + 6145);
+                    let scale = f32::from_bits((((u >> 40) % 8 + 100) as u32) << 23);
+                    let (a, b) = (ia as f32 * scale, ib as f32 / scale / 1024.0);
+                    let tiny = (f64::from(a) * f64::from(b) * f64::from(f32::EPSILON).powi(2 + (w % 3) as i32)) as f32;
+                    (a, b, if w & 8 == 0 { tiny } else { -tiny })
+                }
+                // Results in the subnormal range.
+                _ => {
+                    let a = f32::from_bits((u as u32 & 0x807F_FFFF) | (((u >> 40) % 40 + 40) as u32) << 23);
+                    let b = f32::from_bits((v as u32 & 0x807F_FFFF) | (((v >> 40) % 40 + 40) as u32) << 23);
+                    (a, b, f32::from_bits(w as u32 & 0x80FF_FFFF))
+                }
+            };
+            let (got, want) = (fma_f32(a, b, c), a.mul_add(b, c));
+            assert!(same(got, want), "fma({a:e}, {b:e}, {c:e}) = {got:e}, want {want:e}");
+        }
+        // A tie the f64 sum lands on exactly: 1 + 2^-24 (halfway) plus a tiny positive part.
+        let (a, b, c) = (1.0 + f32::EPSILON, 1.0 + f32::EPSILON, -f32::EPSILON * 1.5);
+        assert_eq!(fma_f32(a, b, c).to_bits(), a.mul_add(b, c).to_bits());
     }
 
     #[test]
