@@ -1,7 +1,8 @@
 //! Group-quantized weights: every format's values against an independent decoding (llama.cpp's
-//! block bytes, quant-core's per-group codes), the int8-activation mode against the exact
-//! product with its documented error bound (random data and outliers, every format and group
-//! size), its arithmetic pinned step by step, and bad input.
+//! block bytes, quant-core's per-group codes); both compute modes (int8 and float activations)
+//! against the exact product with their documented error bounds (random data and outliers,
+//! every format and group size), their arithmetic pinned step by step, the same bits on every
+//! tier and thread count, and bad input.
 
 // Index loops read as the formulas they check.
 #![allow(clippy::needless_range_loop)]
@@ -13,6 +14,30 @@ use quant_traits::half::{bf16, f16};
 use quant_traits::{I4x2, MatrixShape, Storage, U4x2};
 
 type Res = Result<(), QuantError>;
+
+/// The two compute modes.
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum Mode {
+    Int8,
+    Float,
+}
+
+const MODES: [Mode; 2] = [Mode::Int8, Mode::Float];
+
+/// Runs `mode` with settings `g`.
+fn run<F: quant_traits::QuantFloat>(
+    g: GroupGemm,
+    mode: Mode,
+    x: MatRef<'_, F>,
+    w: &GroupWeights,
+    bias: Option<&[f32]>,
+    y: MatMut<'_, f32>,
+) -> Res {
+    match mode {
+        Mode::Int8 => g.int8_activations(x, w, bias, y),
+        Mode::Float => g.float_activations(x, w, bias, y),
+    }
+}
 
 /// Weights with a few large values (outliers), as real LLM weights have.
 fn weights(rng: &mut Rng, n: usize, k: usize, outliers: bool) -> Vec<f32> {
@@ -115,7 +140,7 @@ fn weights_decode_as_their_producers_do() -> Res {
 
 /// The exact product with the dequantized weights, and the documented bound of the
 /// int8-activation mode for each output.
-fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize) -> (Vec<f64>, Vec<f64>) {
+fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize, mode: Mode) -> (Vec<f64>, Vec<f64>) {
     let (k, n, g) = (w.k(), w.n(), w.group_size());
     let groups = k / g;
     let u = 2f64.powi(-24);
@@ -130,12 +155,16 @@ fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize) 
         for c in 0..n {
             let mut y = bias.map_or(0.0, |b| f64::from(b[c]));
             let (mut act, mut t) = (0.0, bias.map_or(0.0, |b| f64::from(b[c]).abs()));
+            // Float mode: T' = Σ |x_k| (|s · v_k| + |m|) + |bias|.
+            let mut t_float = t;
             for gi in 0..groups {
+                let min = f64::from(w.params(c, gi).2);
                 let (mut wsum, mut dot) = (0.0, 0.0);
                 for j in gi * g..(gi + 1) * g {
                     let wv = w.value(c, j);
                     y += f64::from(row[j]) * wv;
                     wsum += wv.abs();
+                    t_float += f64::from(row[j]).abs() * ((wv - min).abs() + min.abs());
                     let q = if sx[gi] == 0.0 {
                         0.0
                     } else {
@@ -147,66 +176,97 @@ fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize) 
                 t += dot.abs() + if w.codes_kind() == GroupCodes::Min4 { dot.abs() } else { 0.0 };
             }
             exact[i * n + c] = y;
-            bound[i * n + c] = act + gamma((2 * groups + 4) as f64) * t + u * (y.abs() + act);
+            bound[i * n + c] = match mode {
+                Mode::Int8 => act + gamma((2 * groups + 4) as f64) * t + u * (y.abs() + act),
+                // The f64 sum `y` itself is off by at most K · 2^-53 · T', far below this.
+                Mode::Float => gamma((g / 4 + 2 * groups + 4) as f64) * t_float * (1.0 + 1e-6),
+            };
         }
     }
     (exact, bound)
 }
 
-fn check_bound(rng: &mut Rng, m: usize, n: usize, k: usize, group: usize, outliers: bool) -> Res {
+fn check_bound(rng: &mut Rng, m: usize, n: usize, k: usize, group: usize, outliers: bool, mode: Mode) -> Res {
     let w = weights(rng, n, k, outliers);
     let x = activations(rng, m, k, outliers);
     let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.1).collect();
     for gw in all_formats(&w, n, k, group)? {
         for b in [None, Some(&bias[..])] {
             let mut y = vec![0f32; m * n];
-            GroupGemm::new().int8_activations(
-                MatRef::row_major(&x, m, k)?,
-                &gw,
-                b,
-                MatMut::row_major(&mut y, m, n)?,
-            )?;
-            let (exact, bound) = exact_and_bound(&x, &gw, b, m);
+            run(GroupGemm::new(), mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut y, m, n)?)?;
+            let (exact, bound) = exact_and_bound(&x, &gw, b, m, mode);
             for (idx, ((&got, &want), &bd)) in y.iter().zip(&exact).zip(&bound).enumerate() {
                 let err = (f64::from(got) - want).abs();
                 assert!(
                     err <= bd,
-                    "{:?} g{group} {m}x{k}x{n} outliers={outliers} [{idx}]: |{got} - {want}| = {err} > {bd}",
+                    "{mode:?} {:?} g{group} {m}x{k}x{n} outliers={outliers} [{idx}]: |{got} - {want}| = {err} > {bd}",
                     gw.codes_kind()
                 );
             }
-            // The bound is not vacuous: the activations' rounding dominates and is of the order
-            // of a percent of the output's scale, as for llama.cpp's Q8 activations.
+            // The bound is not vacuous: for the int8 mode the activations' rounding dominates,
+            // of the order of a percent of the outputs (as for llama.cpp's Q8 activations); for
+            // the float mode it is f32 arithmetic, a few 10^-6.
             let scale: f64 = exact.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
             let bsum: f64 = bound.iter().map(|v| v * v).sum::<f64>().sqrt();
-            assert!(bsum / scale < 0.5, "bound {bsum} against outputs {scale}");
+            let limit = if mode == Mode::Int8 { 0.5 } else { 1e-4 };
+            assert!(bsum / scale < limit, "{mode:?}: bound {bsum} against outputs {scale}");
         }
     }
     Ok(())
 }
 
 #[test]
-fn int8_mode_is_within_its_bound_on_random_data() -> Res {
+fn both_modes_are_within_their_bounds_on_random_data() -> Res {
     let mut rng = Rng::new(11);
-    for (m, n, k, group) in [(1, 7, 256, 32), (3, 5, 512, 128), (16, 9, 256, 256), (2, 33, 192, 64), (1, 1, 32, 32)] {
-        check_bound(&mut rng, m, n, k, group, false)?;
+    for mode in MODES {
+        for (m, n, k, group) in [(1, 7, 256, 32), (3, 5, 512, 128), (16, 9, 256, 256), (2, 33, 192, 64), (1, 1, 32, 32)]
+        {
+            check_bound(&mut rng, m, n, k, group, false, mode)?;
+        }
     }
     Ok(())
 }
 
 #[test]
-fn int8_mode_is_within_its_bound_with_outliers() -> Res {
+fn both_modes_are_within_their_bounds_with_outliers() -> Res {
     let mut rng = Rng::new(12);
-    for (m, n, k, group) in [(1, 8, 256, 32), (4, 6, 512, 128), (2, 5, 256, 64)] {
-        check_bound(&mut rng, m, n, k, group, true)?;
+    for mode in MODES {
+        for (m, n, k, group) in [(1, 8, 256, 32), (4, 6, 512, 128), (2, 5, 256, 64)] {
+            check_bound(&mut rng, m, n, k, group, true, mode)?;
+        }
+    }
+    Ok(())
+}
+
+/// The relative error each mode promises on a layer-sized product (K = 4096, llama.cpp's
+/// `Q4_0` weights): float activations at most 10^-5, int8 activations below a percent.
+#[test]
+fn relative_errors_on_a_layer_sized_product() -> Res {
+    let mut rng = Rng::new(16);
+    let (m, n, k) = (2, 24, 4096);
+    let w = weights(&mut rng, n, k, false);
+    let x = activations(&mut rng, m, k, false);
+    let gw = GroupWeights::q4_0(&BlockFormat::Q4_0.quantize(&w)?, n, k)?;
+    for (mode, limit) in [(Mode::Float, 1e-5), (Mode::Int8, 1e-2)] {
+        let mut y = vec![0f32; m * n];
+        run(GroupGemm::new(), mode, MatRef::row_major(&x, m, k)?, &gw, None, MatMut::row_major(&mut y, m, n)?)?;
+        let (exact, _) = exact_and_bound(&x, &gw, None, m, mode);
+        let err: f64 = y.iter().zip(&exact).map(|(&a, &b)| (f64::from(a) - b).powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = exact.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!(err / norm <= limit, "{mode:?}: relative error {} > {limit}", err / norm);
+        // Far from zero error too, for the int8 mode: it does quantize the activations.
+        if mode == Mode::Int8 {
+            assert!(err / norm > 1e-4, "int8 mode relative error {} is implausibly small", err / norm);
+        }
     }
     Ok(())
 }
 
 /// The arithmetic of the module docs, step by step, on weights whose codes and parameters are
-/// known: the reference must give exactly these bits (faster kernels will be held to them).
+/// known: the default kernel must give exactly these bits (and every tier is held to the
+/// reference's below).
 #[test]
-fn int8_mode_follows_the_documented_arithmetic() -> Res {
+fn both_modes_follow_the_documented_arithmetic() -> Res {
     let mut rng = Rng::new(13);
     let (m, n, k, g) = (2, 3, 96, 32);
     let groups = k / g;
@@ -265,6 +325,34 @@ fn int8_mode_follows_the_documented_arithmetic() -> Res {
                 assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "{name} ({i}, {c})");
             }
         }
+        // The float mode: v = u - z as f32, four fused partial sums by position modulo 4,
+        // acc = fma(s, p, acc) per group (and fma(min, σ, acc) for Q4_1), no bias here.
+        GroupGemm::new().float_activations(MatRef::row_major(&x, m, k)?, gw, None, MatMut::row_major(&mut y, m, n)?)?;
+        for i in 0..m {
+            for c in 0..n {
+                let mut acc = 0f32;
+                for gi in 0..groups {
+                    let at = c * groups + gi;
+                    let (mut part, mut sig) = ([0f32; 4], [0f32; 4]);
+                    for j in 0..g {
+                        let (idx, xv) = (c * k + gi * g + j, x[i * k + gi * g + j]);
+                        let v = match *name {
+                            "sym4" => u[idx] as i32 - 8,
+                            "asym4" => u[idx] as i32 - z[at] as i32,
+                            "sym8" => i32::from(q8[idx]),
+                            _ => u[idx] as i32,
+                        };
+                        part[j % 4] = xv.mul_add(v as f32, part[j % 4]);
+                        sig[j % 4] += xv;
+                    }
+                    acc = s[at].mul_add((part[0] + part[1]) + (part[2] + part[3]), acc);
+                    if *name == "q4_1" {
+                        acc = mins[at].mul_add((sig[0] + sig[1]) + (sig[2] + sig[3]), acc);
+                    }
+                }
+                assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "float mode {name} ({i}, {c})");
+            }
+        }
     }
     Ok(())
 }
@@ -288,32 +376,31 @@ fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
             println!("group kernels of tier {t} not run: this CPU lacks {missing}");
         }
     }
-    for (m, n, k, group) in [(1, 37, 256, 32), (3, 16, 512, 128), (2, 13, 256, 256), (5, 24, 192, 64), (1, 7, 64, 32)] {
+    for (m, n, k, group) in
+        [(1, 37, 256, 32), (3, 16, 512, 128), (2, 13, 256, 256), (5, 24, 192, 64), (1, 7, 64, 32), (4, 41, 128, 32)]
+    {
         let w = weights(&mut rng, n, k, true);
         let x = activations(&mut rng, m, k, true);
         let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
         for gw in all_formats(&w, n, k, group)? {
             for b in [None, Some(&bias[..])] {
-                let mut want = vec![0f32; m * n];
-                let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
-                reference.int8_activations(
-                    MatRef::row_major(&x, m, k)?,
-                    &gw,
-                    b,
-                    MatMut::row_major(&mut want, m, n)?,
-                )?;
-                for tier in tiers() {
-                    for threads in [1, 2] {
-                        let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
-                        let mut y = vec![f32::NAN; m * n];
-                        g.int8_activations(MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut y, m, n)?)?;
-                        let same = y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits());
-                        assert!(
-                            same,
-                            "{tier} {threads}T {:?} {m}x{k}x{n} g{group} bias={}",
-                            gw.codes_kind(),
-                            b.is_some()
-                        );
+                for mode in MODES {
+                    let mut want = vec![0f32; m * n];
+                    let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
+                    run(reference, mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut want, m, n)?)?;
+                    for tier in tiers() {
+                        for threads in [1, 2] {
+                            let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
+                            let mut y = vec![f32::NAN; m * n];
+                            run(g, mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut y, m, n)?)?;
+                            let same = y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits());
+                            assert!(
+                                same,
+                                "{mode:?} {tier} {threads}T {:?} {m}x{k}x{n} g{group} bias={}",
+                                gw.codes_kind(),
+                                b.is_some()
+                            );
+                        }
                     }
                 }
             }
@@ -322,7 +409,7 @@ fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
     Ok(())
 }
 
-/// `f16` and `bf16` activations give the results of the same values in `f32`.
+/// `f16` and `bf16` activations give the results of the same values in `f32`, in both modes.
 #[test]
 fn half_precision_activations_convert_exactly() -> Res {
     let mut rng = Rng::new(14);
@@ -332,27 +419,19 @@ fn half_precision_activations_convert_exactly() -> Res {
     let xh: Vec<f16> = activations(&mut rng, m, k, false).iter().map(|&v| f16::from_f32(v)).collect();
     let xb: Vec<bf16> = xh.iter().map(|v| bf16::from_f32(v.to_f32())).collect();
     let xf: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
-    let run = |y: &mut Vec<f32>, f: &dyn Fn(&mut [f32]) -> Res| f(y);
-    let mut yf = vec![0f32; m * n];
-    let mut yh = vec![0f32; m * n];
-    let mut yb = vec![0f32; m * n];
-    run(&mut yf, &|y| {
-        GroupGemm::new().int8_activations(MatRef::row_major(&xf, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
-    })?;
-    run(&mut yh, &|y| {
-        GroupGemm::new().int8_activations(MatRef::row_major(&xh, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
-    })?;
-    assert_eq!(yh, yf);
     // bf16 keeps fewer bits than f16: compare with those values in f32.
     let xbf: Vec<f32> = xb.iter().map(|v| v.to_f32()).collect();
-    let mut ybf = vec![0f32; m * n];
-    run(&mut yb, &|y| {
-        GroupGemm::new().int8_activations(MatRef::row_major(&xb, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
-    })?;
-    run(&mut ybf, &|y| {
-        GroupGemm::new().int8_activations(MatRef::row_major(&xbf, m, k)?, &gw, None, MatMut::row_major(y, m, n)?)
-    })?;
-    assert_eq!(yb, ybf);
+    for mode in MODES {
+        let g = GroupGemm::new();
+        let (mut yf, mut yh, mut yb, mut ybf) =
+            (vec![0f32; m * n], vec![1f32; m * n], vec![2f32; m * n], vec![3f32; m * n]);
+        run(g, mode, MatRef::row_major(&xf, m, k)?, &gw, None, MatMut::row_major(&mut yf, m, n)?)?;
+        run(g, mode, MatRef::row_major(&xh, m, k)?, &gw, None, MatMut::row_major(&mut yh, m, n)?)?;
+        run(g, mode, MatRef::row_major(&xb, m, k)?, &gw, None, MatMut::row_major(&mut yb, m, n)?)?;
+        run(g, mode, MatRef::row_major(&xbf, m, k)?, &gw, None, MatMut::row_major(&mut ybf, m, n)?)?;
+        assert_eq!(yh, yf, "{mode:?} f16");
+        assert_eq!(yb, ybf, "{mode:?} bf16");
+    }
     Ok(())
 }
 
@@ -407,30 +486,32 @@ fn bad_input_is_a_typed_error() -> Res {
         GroupWeights::q4_0(&nan_block, 1, 32),
         Err(QuantError::NonFiniteParameter { what: "scale of block", index: 0, .. })
     ));
-    // Multiply: shapes, bias, a NaN activation named by row and column.
+    // Multiply, both modes: shapes, bias, a NaN activation named by row and column.
     let gw = GroupWeights::sym4(&codes, &scales, 2, 64, 32)?;
     let x = vec![1.0f32; 3 * 64];
     let mut y = vec![0f32; 6];
-    assert!(matches!(
-        GroupGemm::new().int8_activations(MatRef::row_major(&x, 3, 63)?, &gw, None, MatMut::row_major(&mut y, 3, 2)?),
-        Err(QuantError::InnerDimensionMismatch { a_cols: 63, b_rows: 64, .. })
-    ));
-    assert!(matches!(
-        GroupGemm::new().int8_activations(
-            MatRef::row_major(&x, 3, 64)?,
-            &gw,
-            Some(&[0.0]),
-            MatMut::row_major(&mut y, 3, 2)?
-        ),
-        Err(QuantError::LengthMismatch { what: "bias (one per output channel)", .. })
-    ));
-    let mut bad = x.clone();
-    bad[64 + 5] = f32::INFINITY;
-    y.fill(7.0);
-    assert!(matches!(
-        GroupGemm::new().int8_activations(MatRef::row_major(&bad, 3, 64)?, &gw, None, MatMut::row_major(&mut y, 3, 2)?),
-        Err(QuantError::NonFiniteInMatrix { row: 1, col: 5, .. })
-    ));
-    assert_eq!(y, [7.0; 6], "nothing written");
+    for mode in MODES {
+        let g = GroupGemm::new();
+        assert!(matches!(
+            run(g, mode, MatRef::row_major(&x, 3, 63)?, &gw, None, MatMut::row_major(&mut y, 3, 2)?),
+            Err(QuantError::InnerDimensionMismatch { a_cols: 63, b_rows: 64, .. })
+        ));
+        assert!(matches!(
+            run(g, mode, MatRef::row_major(&x, 3, 64)?, &gw, None, MatMut::row_major(&mut y[..4], 2, 2)?),
+            Err(QuantError::LengthMismatch { what: "y rows", expected: 3, found: 2 })
+        ));
+        assert!(matches!(
+            run(g, mode, MatRef::row_major(&x, 3, 64)?, &gw, Some(&[0.0]), MatMut::row_major(&mut y, 3, 2)?),
+            Err(QuantError::LengthMismatch { what: "bias (one per output channel)", .. })
+        ));
+        let mut bad = x.clone();
+        bad[64 + 5] = f32::INFINITY;
+        y.fill(7.0);
+        assert!(matches!(
+            run(g, mode, MatRef::row_major(&bad, 3, 64)?, &gw, None, MatMut::row_major(&mut y, 3, 2)?),
+            Err(QuantError::NonFiniteInMatrix { row: 1, col: 5, .. })
+        ));
+        assert_eq!(y, [7.0; 6], "{mode:?}: nothing written");
+    }
     Ok(())
 }

@@ -3,13 +3,25 @@
 //! group of inputs (llama.cpp's `Q4_0`/`Q4_1`/`Q8_0`, ONNX Runtime's `MatMulNBits`, our own
 //! per-group schemes).
 //!
-//! Today this module holds the weights ([`GroupWeights`], from our codes or from llama.cpp's
-//! block bytes) and the int8-activation mode: its **reference** in plain Rust (the `portable`
-//! tier), which defines the result bit for bit, and SIMD kernels for the x86-64 tiers
-//! (`avx2`: `vpmaddubsw`; `avxvnni`, `avx512vnni`: `vpdpbusd`) that reproduce it exactly,
-//! eight output channels at a time. The tier is chosen as for [`crate::Gemm`]
-//! ([`GroupGemm::kernel`], `QUANT_KERNEL`); threads split the output channels. The result is
-//! the same on every tier and for any thread count.
+//! The weights ([`GroupWeights`], from our codes or from llama.cpp's block bytes) are packed
+//! once; two compute modes multiply them, each with a **reference** in plain Rust (the
+//! `portable` tier) that defines the result bit for bit, and SIMD kernels for the x86-64 tiers
+//! that reproduce it exactly, eight output channels at a time. The tier is chosen as for
+//! [`crate::Gemm`] ([`GroupGemm::kernel`], `QUANT_KERNEL`); threads split the output channels.
+//! The result is the same on every tier and for any thread count: every output element goes
+//! through the same sequence of `f32` operations everywhere.
+//!
+//! # Choosing a mode
+//! * [`GroupGemm::int8_activations`] quantizes each row of `x` to `i8` per group and takes
+//!   exact integer dot products (`vpdpbusd` on VNNI tiers, `vpmaddubsw` on AVX2): the fastest
+//!   mode, and the one llama.cpp (`Q8_0` activations) and ONNX Runtime (`accuracy_level = 4`)
+//!   run by default. It adds the activations' rounding, half a step of `amax / 127` per group:
+//!   a relative error of a few `10^-3` on typical layers, the same as theirs.
+//! * [`GroupGemm::float_activations`] keeps `x` in `f32` and multiplies by the weights as
+//!   dequantized in registers, with fused multiply-adds (ONNX Runtime's `accuracy_level = 0`):
+//!   slower (each weight is converted to `f32` and the FMA units do all the work), but its error
+//!   is only `f32` arithmetic, about `10^-6` relative: the mode for checking a quantization's
+//!   own loss, or for layers that are sensitive to activation outliers.
 //!
 //! # The int8-activation mode ([`GroupGemm::int8_activations`])
 //! For each row of `x` and each group `g` of `G` inputs (what llama.cpp does with `Q8_0`
@@ -32,6 +44,25 @@
 //! `γ(n) = n·u / (1 - n·u)`: the first term is the activations' rounding (half a step, the
 //! `f32` division adding at most `127 · 2^-24` steps), the second the `f32` arithmetic of
 //! step 3. The tests check it on random data and on data with outliers.
+//!
+//! # The float-activation mode ([`GroupGemm::float_activations`])
+//! `x` is converted exactly to `f32`. For each row, output channel and group `g`, with
+//! `fma(a, b, c)` the fused multiply-add `a · b + c` rounded once
+//! ([`quant_traits::cast::fma_f32`]):
+//! 1. each weight is dequantized in registers to the exact small integer `v_k = u_k - z`
+//!    (`q_k` for the signed formats, `u_k` for `Q4_1`), as an `f32`;
+//! 2. four partial sums, one per input position modulo 4, in input order:
+//!    `p_(k mod 4) = fma(x_k, v_k, p_(k mod 4))` from `p = 0`, then `p_g = (p_0 + p_1) + (p_2 + p_3)`;
+//! 3. `acc = fma(s_w,g, p_g, acc)` from `acc = 0`, group after group; for `Q4_1`, right after,
+//!    `acc = fma(m_g, σ_g, acc)` with `σ_g = Σ x_k` summed the same way (four partial sums by
+//!    position modulo 4, then `(σ_0 + σ_1) + (σ_2 + σ_3)`, plain additions);
+//! 4. `y = acc + bias`.
+//!
+//! **Error bound.** `|y - y*| <= γ(G/4 + 2 · groups + 4) · T'` with
+//! `T' = Σ_g Σ_{k in g} |x_k| · (|s_w,g · v_k| + |m_g|) + |bias|`: every chain of step 2 is
+//! `G/4` roundings long, step 3 adds one per group (two for `Q4_1`) and the bias one. A product
+//! beyond `f32`'s range gives `±inf`, as IEEE arithmetic does. The tests check the bound on
+//! random data and on data with outliers; the relative error on such data is about `10^-6`.
 
 mod weights;
 #[cfg(target_arch = "x86_64")]
@@ -39,7 +70,7 @@ mod x86_64;
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::round_ties_even;
+use quant_traits::cast::{fma_f32, round_ties_even};
 use quant_traits::{QuantError, QuantFloat};
 
 use crate::kernels::{KernelChoice, Tier};
@@ -145,6 +176,87 @@ pub(crate) fn reference_row(
     }
 }
 
+/// Every row of `x` converted to `f32`, and for `Q4_1` the per-group sums the minimums
+/// multiply (step 3 of the float mode).
+pub(crate) struct FloatActivations {
+    k: usize,
+    group: usize,
+    x: Vec<f32>,
+    /// `σ_g` per group, row after row (`Min4` only; empty otherwise).
+    sums: Vec<f32>,
+}
+
+impl FloatActivations {
+    fn new<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, with_sums: bool) -> Self {
+        let (m, k) = (x.rows(), x.cols());
+        let mut xf = Vec::with_capacity(m * k);
+        for r in 0..m {
+            xf.extend(x.row(r).iter().map(|v| f32::from_f64_nearest(v.to_f64_exact())));
+            // exact
+        }
+        let sums = if with_sums { xf.chunks_exact(group).map(group_sum).collect() } else { Vec::new() };
+        FloatActivations { k, group, x: xf, sums }
+    }
+
+    /// Row `r` of `x`.
+    #[inline]
+    pub(crate) fn row(&self, r: usize) -> &[f32] {
+        &self.x[r * self.k..(r + 1) * self.k]
+    }
+
+    /// `σ_g` of row `r`, group `g` (`Min4` only).
+    #[inline]
+    pub(crate) fn sum(&self, r: usize, g: usize) -> f32 {
+        self.sums[r * (self.k / self.group) + g]
+    }
+}
+
+/// `σ_g`: four partial sums by position modulo 4, then `(σ_0 + σ_1) + (σ_2 + σ_3)`.
+fn group_sum(x: &[f32]) -> f32 {
+    let mut s = [0f32; 4];
+    for (i, &v) in x.iter().enumerate() {
+        s[i % 4] += v;
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
+}
+
+/// The float mode's reference (portable) kernel: panel `p`'s eight output channels for each of
+/// `rows`, before the bias (steps 1 to 3 of the module docs). Channels past `N` come out as 0.
+pub(crate) fn reference_panel_f32<const R: usize>(
+    w: &GroupWeights,
+    a: &FloatActivations,
+    rows: [usize; R],
+    p: usize,
+) -> [[f32; PANEL]; R] {
+    let (group, groups) = (w.group_size(), w.groups());
+    let mut out = [[0f32; PANEL]; R];
+    for (o, &r) in out.iter_mut().zip(&rows) {
+        let x = a.row(r);
+        for (l, y) in o.iter_mut().enumerate() {
+            let c = p * PANEL + l;
+            if c >= w.n() {
+                break;
+            }
+            let mut acc = 0f32;
+            for g in 0..groups {
+                let (s_w, z, min) = w.params(c, g);
+                let mut part = [0f32; 4];
+                for j in 0..group {
+                    let k = g * group + j;
+                    let v = (w.code(c, k) - z) as f32; // exact: |v| <= 128
+                    part[j % 4] = fma_f32(x[k], v, part[j % 4]);
+                }
+                acc = fma_f32(s_w, (part[0] + part[1]) + (part[2] + part[3]), acc);
+                if w.codes_kind() == GroupCodes::Min4 {
+                    acc = fma_f32(min, a.sum(r, g), acc);
+                }
+            }
+            *y = acc;
+        }
+    }
+    out
+}
+
 impl GroupGemm {
     /// The default settings.
     #[must_use]
@@ -192,43 +304,75 @@ impl GroupGemm {
         bias: Option<&[f32]>,
         y: MatMut<'_, f32>,
     ) -> Result<(), QuantError> {
-        let (m, k, n) = (x.rows(), w.k(), w.n());
-        if x.cols() != k {
-            return Err(QuantError::InnerDimensionMismatch { a_rows: m, a_cols: x.cols(), b_rows: k, b_cols: n });
-        }
-        QuantError::check_length("y rows", m, y.rows())?;
-        QuantError::check_length("y columns", n, y.cols())?;
-        if let Some(b) = bias {
-            QuantError::check_length("bias (one per output channel)", n, b.len())?;
-        }
-        for r in 0..m {
-            if let Some(c) = x.row(r).iter().position(|v| !v.is_finite()) {
-                return Err(QuantError::NonFiniteInMatrix { row: r, col: c, value: x.row(r)[c].to_f64_exact() });
-            }
-        }
+        check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         let acts = Activations::quantize(&x, w.group_size());
         // At least four panels per thread.
-        let threads = crate::threads::thread_count(self.threads, n.div_ceil(PANEL * 4));
-        drive(tier, w, &acts, bias, y.into_block(), threads);
+        let threads = crate::threads::thread_count(self.threads, w.n().div_ceil(PANEL * 4));
+        drive(y.into_block(), threads, &|block| channels(tier, w, &acts, bias, block));
+        Ok(())
+    }
+    /// `y = x · Wᵀ + bias` with `x` kept in `f32` and the weights dequantized in registers,
+    /// multiplied with fused multiply-adds (see the module docs for the exact arithmetic and
+    /// its error bound). Shapes as [`GroupGemm::int8_activations`].
+    ///
+    /// # Errors
+    /// As [`GroupGemm::int8_activations`].
+    pub fn float_activations<F: QuantFloat>(
+        &self,
+        x: MatRef<'_, F>,
+        w: &GroupWeights,
+        bias: Option<&[f32]>,
+        y: MatMut<'_, f32>,
+    ) -> Result<(), QuantError> {
+        check_operands(&x, w, bias, &y)?;
+        let tier = self.kernel.resolve()?;
+        let acts = FloatActivations::new(&x, w.group_size(), w.codes_kind() == GroupCodes::Min4);
+        let threads = crate::threads::thread_count(self.threads, w.n().div_ceil(PANEL * 4));
+        drive(y.into_block(), threads, &|block| float_channels(tier, w, &acts, bias, block));
         Ok(())
     }
 }
 
-/// Splits the output channels into whole panels between `threads` threads, or runs them here.
-fn drive(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>, y: Block<'_, f32>, threads: usize) {
+/// The shape, bias and finiteness checks both modes make before writing anything.
+fn check_operands<F: QuantFloat>(
+    x: &MatRef<'_, F>,
+    w: &GroupWeights,
+    bias: Option<&[f32]>,
+    y: &MatMut<'_, f32>,
+) -> Result<(), QuantError> {
+    let (m, k, n) = (x.rows(), w.k(), w.n());
+    if x.cols() != k {
+        return Err(QuantError::InnerDimensionMismatch { a_rows: m, a_cols: x.cols(), b_rows: k, b_cols: n });
+    }
+    QuantError::check_length("y rows", m, y.rows())?;
+    QuantError::check_length("y columns", n, y.cols())?;
+    if let Some(b) = bias {
+        QuantError::check_length("bias (one per output channel)", n, b.len())?;
+    }
+    for r in 0..m {
+        if let Some(c) = x.row(r).iter().position(|v| !v.is_finite()) {
+            return Err(QuantError::NonFiniteInMatrix { row: r, col: c, value: x.row(r)[c].to_f64_exact() });
+        }
+    }
+    Ok(())
+}
+
+/// Splits the output channels into whole panels between `threads` threads, each running `run`
+/// on its block, or runs it here.
+fn drive(y: Block<'_, f32>, threads: usize, run: &(dyn Fn(Block<'_, f32>) + Sync)) {
     #[cfg(feature = "parallel")]
     if threads > 1 {
         let blocks = crate::threads::split(y, false, PANEL, threads);
         rayon::scope(|s| {
             for block in blocks {
-                s.spawn(move |_| channels(tier, w, a, bias, block));
+                s.spawn(move |_| run(block));
             }
         });
         return;
     }
     let _ = threads;
-    channels(tier, w, a, bias, y);
+    run(y);
 }
 
 /// Output channels per pass over the rows: their codes (32 channels x 4096 inputs x 4 bits =
@@ -248,6 +392,61 @@ fn channels(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>,
             }
             let _ = tier;
             reference_row(w, a, r, c0 + start, bias, out);
+        }
+    }
+}
+
+/// The float mode on one thread's block of output channels: a chunk of channels at a time,
+/// two rows at a time (each converted weight serves both).
+fn float_channels(tier: Tier, w: &GroupWeights, a: &FloatActivations, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
+    let (c0, n) = (y.col0(), y.cols());
+    let end = y.row0() + y.rows();
+    for start in (0..n).step_by(CHUNK) {
+        let len = CHUNK.min(n - start);
+        let mut r = y.row0();
+        while r < end {
+            if end - r >= 2 {
+                float_rows(tier, w, a, bias, &mut y, [r, r + 1], c0 + start, len);
+                r += 2;
+            } else {
+                float_rows(tier, w, a, bias, &mut y, [r], c0 + start, len);
+                r += 1;
+            }
+        }
+    }
+}
+
+/// Channels `c .. c + len` (`c` a multiple of the panel width, in `y`'s block) of `rows`.
+#[allow(clippy::too_many_arguments)]
+fn float_rows<const R: usize>(
+    tier: Tier,
+    w: &GroupWeights,
+    a: &FloatActivations,
+    bias: Option<&[f32]>,
+    y: &mut Block<'_, f32>,
+    rows: [usize; R],
+    c: usize,
+    len: usize,
+) {
+    let c0 = y.col0();
+    for at in (c..c + len).step_by(PANEL) {
+        let p = at / PANEL;
+        #[cfg(target_arch = "x86_64")]
+        let lanes = x86_64::panel_f32(tier, w, a, rows, p).unwrap_or_else(|| reference_panel_f32(w, a, rows, p));
+        #[cfg(not(target_arch = "x86_64"))]
+        let lanes = {
+            let _ = tier;
+            reference_panel_f32(w, a, rows, p)
+        };
+        let cnt = PANEL.min(c + len - at);
+        for (&r, v) in rows.iter().zip(&lanes) {
+            let out = y.row_part(r, at - c0, cnt);
+            for (l, (o, &v)) in out.iter_mut().zip(v).enumerate() {
+                *o = match bias {
+                    Some(b) => v + b[at + l],
+                    None => v,
+                };
+            }
         }
     }
 }

@@ -419,9 +419,16 @@ impl GroupWeights {
         (&self.scales[at..at + PANEL], z, m)
     }
 
-    /// The scale, integer zero point and float minimum of output channel `r`, group `g` (zero
-    /// point 8 for `Sym4`'s stored `q + 8`, 0 where the format has none; minimum 0 likewise).
-    pub(crate) fn params(&self, r: usize, g: usize) -> (f32, i32, f32) {
+    /// The scale, integer zero point and float minimum of output channel `r`, group `g`, as the
+    /// kernels use them: weight `= scale · (u - zero point) + minimum` for the stored code `u`
+    /// (zero point 8 for `Sym4`, whose codes are stored as `q + 8`; 0 where the format has none;
+    /// minimum 0 except for `Min4`).
+    ///
+    /// # Panics
+    /// When `r >= n` or `g >= groups`.
+    #[must_use]
+    pub fn params(&self, r: usize, g: usize) -> (f32, i32, f32) {
+        assert!(r < self.n && g < self.groups(), "group ({r}, {g}) outside {} x {}", self.n, self.groups());
         let at = ((r / PANEL) * self.groups() + g) * PANEL + r % PANEL;
         let z = match self.codes_kind {
             GroupCodes::Sym4 => 8,

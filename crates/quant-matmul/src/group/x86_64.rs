@@ -20,7 +20,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Activations, GroupCodes, GroupWeights, PANEL};
+use super::{Activations, FloatActivations, GroupCodes, GroupWeights, PANEL};
 use crate::kernels::Tier;
 
 /// Runs the tier's kernel for output channels `c0 .. c0 + out.len()` of row `r` (`c0` a
@@ -219,3 +219,121 @@ macro_rules! group_kernel {
 group_kernel!(row_avx2, "avx2", four_avx2, eight_avx2);
 group_kernel!(row_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
 group_kernel!(row_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
+
+/// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): panel
+/// `p` for `rows`, or `None` on the portable tier.
+pub(super) fn panel_f32<const R: usize>(
+    tier: Tier,
+    w: &GroupWeights,
+    a: &FloatActivations,
+    rows: [usize; R],
+    p: usize,
+) -> Option<[[f32; PANEL]; R]> {
+    match tier {
+        Tier::Portable => None,
+        // SAFETY: every x86-64 tier past portable has AVX2 and FMA, and the tier was resolved
+        // by `KernelChoice::resolve`, which checked that this CPU has its features.
+        _ => Some(unsafe { panel_fma(w, a, rows, p) }),
+    }
+}
+
+/// `vpshufb` masks that move byte `j` of every 32-bit lane to the lane's low byte (`top`:
+/// to its high byte), zeroing the other three.
+fn lane_byte_masks(j: usize, top: bool) -> [i8; 32] {
+    let mut m = [-128i8; 32]; // 0x80: zero
+    for lane in 0..8 {
+        let at = if top { 4 * lane + 3 } else { 4 * lane };
+        m[at] = ((4 * lane + j) % 16) as i8; // vpshufb indexes within each 128-bit half
+    }
+    m
+}
+
+/// The float mode for one panel of eight channels and `R` rows, lanes = channels: each lane
+/// does the reference's operations (module docs, steps 1 to 3) in the reference's order, with
+/// `vfmadd` where the reference calls `fma_f32`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `p` is a panel of `w`; every row of `rows` is a row of `a`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn panel_fma<const R: usize>(
+    w: &GroupWeights,
+    a: &FloatActivations,
+    rows: [usize; R],
+    p: usize,
+) -> [[f32; PANEL]; R] {
+    let (group, groups, kind) = (w.group_size(), w.groups(), w.codes_kind());
+    let xs = rows.map(|r| a.row(r));
+    let mask = |j, t| {
+        // SAFETY: a 32-byte load of a 32-byte array.
+        unsafe { _mm256_loadu_si256(lane_byte_masks(j, t).as_ptr().cast()) }
+    };
+    let (low, top) = (
+        [mask(0, false), mask(1, false), mask(2, false), mask(3, false)],
+        [mask(0, true), mask(1, true), mask(2, true), mask(3, true)],
+    );
+    let nibble = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for g in 0..groups {
+        let codes = w.panel_codes(p, g);
+        let (sw, z, mn) = w.panel_params(p, g);
+        let base = g * group;
+        let mut part = [[_mm256_setzero_ps(); 4]; R];
+        if kind.bits() == 4 {
+            let zf = match kind {
+                GroupCodes::Sym4 => Some(_mm256_set1_ps(8.0)),
+                GroupCodes::Asym4 => {
+                    // SAFETY: `z` holds the panel's 8 zero points (Asym4).
+                    Some(unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()))) })
+                }
+                _ => None,
+            };
+            for e in 0..group / 8 {
+                // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
+                let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast()) };
+                let nibbles = [_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble)];
+                for (half, src) in nibbles.into_iter().enumerate() {
+                    for j in 0..4 {
+                        let u = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(src, low[j]));
+                        let wv = match zf {
+                            Some(zf) => _mm256_sub_ps(u, zf),
+                            None => u,
+                        };
+                        let k = base + 8 * e + 4 * half + j;
+                        for i in 0..R {
+                            part[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(xs[i][k]), wv, part[i][j]);
+                        }
+                    }
+                }
+            }
+        } else {
+            for q in 0..group / 4 {
+                // SAFETY: the group's codes are `group * 8` bytes, 32 per step of 4 inputs.
+                let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast()) };
+                for j in 0..4 {
+                    let wv = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(v, top[j])));
+                    let k = base + 4 * q + j;
+                    for i in 0..R {
+                        part[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(xs[i][k]), wv, part[i][j]);
+                    }
+                }
+            }
+        }
+        // SAFETY: `sw` (and `mn` for Min4) hold the panel's 8 values.
+        let swv = unsafe { _mm256_loadu_ps(sw.as_ptr()) };
+        for i in 0..R {
+            let [p0, p1, p2, p3] = part[i];
+            acc[i] = _mm256_fmadd_ps(swv, _mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)), acc[i]);
+            if kind == GroupCodes::Min4 {
+                // SAFETY: as above.
+                let mv = unsafe { _mm256_loadu_ps(mn.as_ptr()) };
+                acc[i] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.sum(rows[i], g)), acc[i]);
+            }
+        }
+    }
+    let mut out = [[0f32; PANEL]; R];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: a write of an 8-element array.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
+}
