@@ -68,6 +68,13 @@ fn line(case: &str, shape: &str, threads: usize, seconds: f64, work: f64) -> Str
     format!(r#"{{"case": "{case}", "shape": "{shape}", "threads": {threads}, "seconds": {seconds:e}, "work": {work}}}"#)
 }
 
+/// The group multiply's cases: weights format, `_f32` for the float-activation mode.
+const GROUP_CASES: [&str; 5] = ["group_q4_0", "group_q8_0", "group_s4_g128", "group_q4_0_f32", "group_s4_g128_f32"];
+/// `M = 1` with weights far larger than any L3 (Q4_0: 151 MB, our packed form 168 MB).
+const STREAM_SHAPE: &str = "1x8192x32768";
+const GROUP_SHAPES: [&str; 7] =
+    ["1x4096x4096", "16x4096x4096", "128x4096x4096", "1x4096x11008", "16x4096x11008", "128x4096x11008", STREAM_SHAPE];
+
 /// Every `(case, shape)` this binary measures.
 fn all_cases() -> Vec<(String, String)> {
     let mut v = Vec::new();
@@ -79,12 +86,16 @@ fn all_cases() -> Vec<(String, String)> {
     for case in QUANT_CASES {
         v.push((case.to_string(), quant_len().to_string()));
     }
-    // Group-quantized weights (llama.cpp's blocks), activations quantized per group on the fly.
-    for shape in ["1x4096x4096", "16x4096x4096", "1x4096x11008"] {
-        for case in ["group_q4_0", "group_q8_0", "group_s4_g128"] {
+    // Group-quantized weights (llama.cpp's blocks, and symmetric 4-bit codes with groups of
+    // 128), both compute modes (`_f32`: float activations), on the decode shapes and on one
+    // streaming shape whose weights are many times the L3 (as in real decoding).
+    for shape in GROUP_SHAPES {
+        for case in GROUP_CASES {
             v.push((case.to_string(), shape.to_string()));
         }
     }
+    // The 8-bit engine on the streaming shape (the 4-bit decoding target is against it).
+    v.push(("gemm_u8i8".to_string(), STREAM_SHAPE.to_string()));
     // The seed API on int8-range codes, nested `Vec`s in and out, beside the engine's figure.
     v.push(("seed_matmul".to_string(), "1024x1024x1024".to_string()));
     v.push(("read_bandwidth".to_string(), "512MiB".to_string()));
@@ -101,7 +112,7 @@ enum Prepared {
     Bandwidth { buf: Vec<u64> },
     Seed { a: Vec<Vec<i32>>, b: Vec<Vec<i32>>, m: usize, k: usize, n: usize },
     Peak,
-    Group { x: Vec<f32>, w: GroupWeights, y: Vec<f32> },
+    Group { x: Vec<f32>, w: GroupWeights, y: Vec<f32>, float: bool },
 }
 
 fn parse_shape(shape: &str) -> Option<(usize, usize, usize)> {
@@ -155,7 +166,7 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             Prepared::Seed { a, b, m, k, n }
         }
         "peak_inner" => Prepared::Peak,
-        "group_s4_g128" => {
+        "group_s4_g128" | "group_s4_g128_f32" => {
             // Symmetric 4-bit codes, one f32 scale per 128 inputs (MatMulNBits' block 128).
             let (m, k, n) = gemm_dims()?;
             let codes: Vec<quant_traits::I4x2> =
@@ -163,18 +174,19 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             let scales: Vec<f32> = (0..n * k / 128).map(|_| rng.uniform(1e-3, 1e-2) as f32).collect();
             let w = GroupWeights::sym4(&codes, &scales, n, k, 128).map_err(|e| e.to_string())?;
             let x = (0..m * k).map(|_| rng.normal() as f32).collect();
-            Prepared::Group { x, w, y: vec![0.0; m * n] }
+            Prepared::Group { x, w, y: vec![0.0; m * n], float: case.ends_with("_f32") }
         }
-        "group_q4_0" | "group_q8_0" => {
+        "group_q4_0" | "group_q8_0" | "group_q4_0_f32" => {
             let (m, k, n) = gemm_dims()?;
             let wf: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32 * 0.02).collect();
-            let format = if case == "group_q4_0" { BlockFormat::Q4_0 } else { BlockFormat::Q8_0 };
+            let q8 = case == "group_q8_0";
+            let format = if q8 { BlockFormat::Q8_0 } else { BlockFormat::Q4_0 };
             let bytes = format.quantize(&wf).map_err(|e| e.to_string())?;
-            let w =
-                if case == "group_q4_0" { GroupWeights::q4_0(&bytes, n, k) } else { GroupWeights::q8_0(&bytes, n, k) }
-                    .map_err(|e| e.to_string())?;
+            drop(wf);
+            let w = if q8 { GroupWeights::q8_0(&bytes, n, k) } else { GroupWeights::q4_0(&bytes, n, k) }
+                .map_err(|e| e.to_string())?;
             let x = (0..m * k).map(|_| rng.normal() as f32).collect();
-            Prepared::Group { x, w, y: vec![0.0; m * n] }
+            Prepared::Group { x, w, y: vec![0.0; m * n], float: case.ends_with("_f32") }
         }
         _ => return Err(format!("unknown case {case}")),
     })
@@ -233,18 +245,17 @@ fn measure(p: &mut Prepared, threads: usize, budget: f64) -> (f64, f64) {
             });
             (s, 2.0 * (*m * *k * *n) as f64)
         }
-        Prepared::Group { x, w, y } => {
+        Prepared::Group { x, w, y, float } => {
             let (k, n) = (w.k(), w.n());
             let m = x.len() / k;
             let g = GroupGemm::new().threads(threads);
             let s = median_seconds(budget, || {
-                g.int8_activations(
+                let (x, y) = (
                     MatRef::row_major(black_box(&x[..]), m, k).expect("valid"),
-                    w,
-                    None,
                     MatMut::row_major(&mut y[..], m, n).expect("valid"),
-                )
-                .expect("valid");
+                );
+                if *float { g.float_activations(x, w, None, y) } else { g.int8_activations(x, w, None, y) }
+                    .expect("valid");
             });
             (s, 2.0 * (m * k * n) as f64)
         }

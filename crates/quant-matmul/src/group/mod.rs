@@ -396,27 +396,48 @@ fn channels(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>,
     }
 }
 
-/// The float mode on one thread's block of output channels: a chunk of channels at a time,
-/// two rows at a time (each converted weight serves both).
+/// Rows from which the float mode converts each panel's weights once into a scratch buffer
+/// instead of once per pair of rows.
+const SCRATCH_ROWS: usize = 4;
+
+/// The float mode on one thread's block of output channels, two rows at a time (each converted
+/// weight serves both). Few rows: a chunk of channels at a time, weights converted from the
+/// codes as they are read; many rows: a panel at a time, its weights converted once into a
+/// scratch buffer (`8 K` values) that every row then reads.
 fn float_channels(tier: Tier, w: &GroupWeights, a: &FloatActivations, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
     let (c0, n) = (y.col0(), y.cols());
-    let end = y.row0() + y.rows();
-    for start in (0..n).step_by(CHUNK) {
-        let len = CHUNK.min(n - start);
-        let mut r = y.row0();
+    let (first, end) = (y.row0(), y.row0() + y.rows());
+    let mut scratch = Vec::new();
+    if y.rows() >= SCRATCH_ROWS && tier != Tier::Portable {
+        scratch = alloc::vec![0f32; w.k() * PANEL];
+    }
+    let (step, mut at) = if scratch.is_empty() { (CHUNK, 0) } else { (PANEL, 0) };
+    while at < n {
+        let len = step.min(n - at);
+        #[cfg(target_arch = "x86_64")]
+        let converted = !scratch.is_empty() && x86_64::dequantize(tier, w, (c0 + at) / PANEL, &mut scratch);
+        #[cfg(not(target_arch = "x86_64"))]
+        let converted = false;
+        let scratch = converted.then_some(&scratch[..]);
+        let mut r = first;
         while r < end {
-            if end - r >= 2 {
-                float_rows(tier, w, a, bias, &mut y, [r, r + 1], c0 + start, len);
+            if scratch.is_some() && end - r >= 3 {
+                float_rows(tier, w, a, bias, &mut y, [r, r + 1, r + 2], c0 + at, len, scratch);
+                r += 3;
+            } else if end - r >= 2 {
+                float_rows(tier, w, a, bias, &mut y, [r, r + 1], c0 + at, len, scratch);
                 r += 2;
             } else {
-                float_rows(tier, w, a, bias, &mut y, [r], c0 + start, len);
+                float_rows(tier, w, a, bias, &mut y, [r], c0 + at, len, scratch);
                 r += 1;
             }
         }
+        at += len;
     }
 }
 
-/// Channels `c .. c + len` (`c` a multiple of the panel width, in `y`'s block) of `rows`.
+/// Channels `c .. c + len` (`c` a multiple of the panel width, in `y`'s block) of `rows`; a
+/// `scratch` holds the single panel's converted weights.
 #[allow(clippy::too_many_arguments)]
 fn float_rows<const R: usize>(
     tier: Tier,
@@ -427,15 +448,17 @@ fn float_rows<const R: usize>(
     rows: [usize; R],
     c: usize,
     len: usize,
+    scratch: Option<&[f32]>,
 ) {
     let c0 = y.col0();
     for at in (c..c + len).step_by(PANEL) {
         let p = at / PANEL;
         #[cfg(target_arch = "x86_64")]
-        let lanes = x86_64::panel_f32(tier, w, a, rows, p).unwrap_or_else(|| reference_panel_f32(w, a, rows, p));
+        let lanes =
+            x86_64::panel_f32(tier, w, a, rows, p, scratch).unwrap_or_else(|| reference_panel_f32(w, a, rows, p));
         #[cfg(not(target_arch = "x86_64"))]
         let lanes = {
-            let _ = tier;
+            let _ = (tier, scratch);
             reference_panel_f32(w, a, rows, p)
         };
         let cnt = PANEL.min(c + len - at);

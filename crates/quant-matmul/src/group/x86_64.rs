@@ -221,20 +221,42 @@ group_kernel!(row_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
 group_kernel!(row_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
 
 /// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): panel
-/// `p` for `rows`, or `None` on the portable tier.
+/// `p` for `rows`, its weights converted on the fly or read from `scratch` (filled by
+/// [`dequantize`]); `None` on the portable tier.
 pub(super) fn panel_f32<const R: usize>(
     tier: Tier,
     w: &GroupWeights,
     a: &FloatActivations,
     rows: [usize; R],
     p: usize,
+    scratch: Option<&[f32]>,
 ) -> Option<[[f32; PANEL]; R]> {
-    match tier {
-        Tier::Portable => None,
-        // SAFETY: every x86-64 tier past portable has AVX2 and FMA, and the tier was resolved
-        // by `KernelChoice::resolve`, which checked that this CPU has its features.
-        _ => Some(unsafe { panel_fma(w, a, rows, p) }),
+    if tier == Tier::Portable {
+        return None;
     }
+    let values = match scratch {
+        Some(v) => {
+            assert!(v.len() >= w.k() * PANEL, "scratch of {} for {} inputs", v.len(), w.k());
+            Values::Scratch(v)
+        }
+        None => Values::Codes,
+    };
+    // SAFETY: every x86-64 tier past portable has AVX2 and FMA, and the tier was resolved by
+    // `KernelChoice::resolve`, which checked that this CPU has its features; the scratch was
+    // checked above.
+    Some(unsafe { panel_fma(w, a, rows, p, values) })
+}
+
+/// Panel `p`'s weights dequantized to `v_k` (`[K][8]`) into `out`; `false` on the portable
+/// tier (nothing written).
+pub(super) fn dequantize(tier: Tier, w: &GroupWeights, p: usize, out: &mut [f32]) -> bool {
+    if tier == Tier::Portable {
+        return false;
+    }
+    assert!(out.len() >= w.k() * PANEL, "scratch of {} for {} inputs", out.len(), w.k());
+    // SAFETY: as in `panel_f32`; `out` was checked above.
+    unsafe { dequantize_panel(w, p, out) };
+    true
 }
 
 /// `vpshufb` masks that move byte `j` of every 32-bit lane to the lane's low byte (`top`:
@@ -248,76 +270,126 @@ fn lane_byte_masks(j: usize, top: bool) -> [i8; 32] {
     m
 }
 
+/// The exact small integers `v_k = u_k - z` (as `f32`, lanes = the panel's eight channels) of
+/// panel `p`, group `g`, handed to `each(j, j % 4, v)` in input order, `j` the input's index
+/// in the group (the second argument a constant once unrolled, so the four partial sums stay in
+/// registers).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `p` is a panel of `w`, `g` one of its groups.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn group_values(w: &GroupWeights, p: usize, g: usize, mut each: impl FnMut(usize, usize, __m256)) {
+    let kind = w.codes_kind();
+    let codes = w.panel_codes(p, g);
+    let (_, z, _) = w.panel_params(p, g);
+    let mask = |j, t| {
+        // SAFETY: a 32-byte load of a 32-byte array.
+        unsafe { _mm256_loadu_si256(lane_byte_masks(j, t).as_ptr().cast()) }
+    };
+    if kind.bits() == 4 {
+        let low = [mask(0, false), mask(1, false), mask(2, false), mask(3, false)];
+        let nibble = _mm256_set1_epi8(0x0f);
+        let zf = match kind {
+            GroupCodes::Sym4 => Some(_mm256_set1_ps(8.0)),
+            GroupCodes::Asym4 => {
+                // SAFETY: `z` holds the panel's 8 zero points (Asym4).
+                Some(unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()))) })
+            }
+            _ => None,
+        };
+        for e in 0..w.group_size() / 8 {
+            // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
+            let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast()) };
+            let nibbles = [_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble)];
+            for (half, src) in nibbles.into_iter().enumerate() {
+                for (j, m) in low.iter().enumerate() {
+                    let u = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(src, *m));
+                    each(8 * e + 4 * half + j, j, zf.map_or(u, |zf| _mm256_sub_ps(u, zf)));
+                }
+            }
+        }
+    } else {
+        let top = [mask(0, true), mask(1, true), mask(2, true), mask(3, true)];
+        for q in 0..w.group_size() / 4 {
+            // SAFETY: the group's codes are `group * 8` bytes, 32 per step of 4 inputs.
+            let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast()) };
+            for (j, m) in top.iter().enumerate() {
+                each(4 * q + j, j, _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(v, *m))));
+            }
+        }
+    }
+}
+
+/// Where the float kernel finds a panel's dequantized weights.
+#[derive(Copy, Clone)]
+enum Values<'a> {
+    /// Converted from the codes on the fly, for few rows.
+    Codes,
+    /// Converted once into `[K][8]` (by [`dequantize_panel`]), for many rows.
+    Scratch(&'a [f32]),
+}
+
+/// Panel `p`'s `v_k` for every input, `[K][8]`, into `out`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `p` is a panel of `w`; `out` holds `8 K` values.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dequantize_panel(w: &GroupWeights, p: usize, out: &mut [f32]) {
+    let group = w.group_size();
+    for g in 0..w.groups() {
+        let dst = &mut out[g * group * PANEL..(g + 1) * group * PANEL];
+        // SAFETY: as this function's; each store writes 8 of `dst`'s `8 group` values.
+        unsafe { group_values(w, p, g, |j, _, v| _mm256_storeu_ps(dst.as_mut_ptr().add(j * PANEL), v)) };
+    }
+}
+
 /// The float mode for one panel of eight channels and `R` rows, lanes = channels: each lane
 /// does the reference's operations (module docs, steps 1 to 3) in the reference's order, with
 /// `vfmadd` where the reference calls `fma_f32`.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `p` is a panel of `w`; every row of `rows` is a row of `a`.
+/// The CPU has AVX2 and FMA; `p` is a panel of `w`; every row of `rows` is a row of `a`;
+/// a `Scratch` holds the panel's `8 K` values.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn panel_fma<const R: usize>(
     w: &GroupWeights,
     a: &FloatActivations,
     rows: [usize; R],
     p: usize,
+    values: Values<'_>,
 ) -> [[f32; PANEL]; R] {
     let (group, groups, kind) = (w.group_size(), w.groups(), w.codes_kind());
     let xs = rows.map(|r| a.row(r));
-    let mask = |j, t| {
-        // SAFETY: a 32-byte load of a 32-byte array.
-        unsafe { _mm256_loadu_si256(lane_byte_masks(j, t).as_ptr().cast()) }
-    };
-    let (low, top) = (
-        [mask(0, false), mask(1, false), mask(2, false), mask(3, false)],
-        [mask(0, true), mask(1, true), mask(2, true), mask(3, true)],
-    );
-    let nibble = _mm256_set1_epi8(0x0f);
+    assert!(xs.iter().all(|x| x.len() == groups * group), "activation rows of K values");
     let mut acc = [_mm256_setzero_ps(); R];
     for g in 0..groups {
-        let codes = w.panel_codes(p, g);
-        let (sw, z, mn) = w.panel_params(p, g);
         let base = g * group;
         let mut part = [[_mm256_setzero_ps(); 4]; R];
-        if kind.bits() == 4 {
-            let zf = match kind {
-                GroupCodes::Sym4 => Some(_mm256_set1_ps(8.0)),
-                GroupCodes::Asym4 => {
-                    // SAFETY: `z` holds the panel's 8 zero points (Asym4).
-                    Some(unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()))) })
-                }
-                _ => None,
-            };
-            for e in 0..group / 8 {
-                // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
-                let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast()) };
-                let nibbles = [_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble)];
-                for (half, src) in nibbles.into_iter().enumerate() {
-                    for j in 0..4 {
-                        let u = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(src, low[j]));
-                        let wv = match zf {
-                            Some(zf) => _mm256_sub_ps(u, zf),
-                            None => u,
-                        };
-                        let k = base + 8 * e + 4 * half + j;
-                        for i in 0..R {
-                            part[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(xs[i][k]), wv, part[i][j]);
-                        }
-                    }
-                }
+        let mut step = |j: usize, chain: usize, wv: __m256| {
+            for i in 0..R {
+                // SAFETY: `j < group` and the row has `K >= base + group` values.
+                let xv = unsafe { *xs[i].get_unchecked(base + j) };
+                part[i][chain] = _mm256_fmadd_ps(_mm256_set1_ps(xv), wv, part[i][chain]);
             }
-        } else {
-            for q in 0..group / 4 {
-                // SAFETY: the group's codes are `group * 8` bytes, 32 per step of 4 inputs.
-                let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast()) };
-                for j in 0..4 {
-                    let wv = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(v, top[j])));
-                    let k = base + 4 * q + j;
-                    for i in 0..R {
-                        part[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(xs[i][k]), wv, part[i][j]);
+        };
+        match values {
+            // SAFETY: as this function's.
+            Values::Codes => unsafe { group_values(w, p, g, step) },
+            Values::Scratch(v) => {
+                let v = &v[base * PANEL..(base + group) * PANEL];
+                for j in (0..group).step_by(4) {
+                    // SAFETY: `v` holds the group's `8 group` values.
+                    unsafe {
+                        step(j, 0, _mm256_loadu_ps(v.as_ptr().add(j * PANEL)));
+                        step(j + 1, 1, _mm256_loadu_ps(v.as_ptr().add((j + 1) * PANEL)));
+                        step(j + 2, 2, _mm256_loadu_ps(v.as_ptr().add((j + 2) * PANEL)));
+                        step(j + 3, 3, _mm256_loadu_ps(v.as_ptr().add((j + 3) * PANEL)));
                     }
                 }
             }
         }
+        let (sw, _, mn) = w.panel_params(p, g);
         // SAFETY: `sw` (and `mn` for Min4) hold the panel's 8 values.
         let swv = unsafe { _mm256_loadu_ps(sw.as_ptr()) };
         for i in 0..R {
