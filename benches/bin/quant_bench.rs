@@ -10,6 +10,8 @@
 //!   JSON line (inputs are built once per case and shape, then kept). `cargo xtask bench` drives
 //!   it this way to interleave our measurements with the peers' one by one.
 //! - `quant-bench --list`: the `CASE SHAPE` pairs, one per line.
+//! - `quant-bench --errors DIR`: writes activations and weights to `DIR` and prints the
+//!   relative error of the group multiply's modes on them (see `errors.rs`).
 //! - `quant-bench --peak`: the selected kernel tier, its inner instruction and that
 //!   instruction's peak on one core in GOPS, as one JSON line.
 //!
@@ -27,6 +29,7 @@ use quant_core::{dequantize_into, quantize_into, QuantParams, QuantSpec};
 use quant_matmul::{quantized_matmul, Gemm, GroupGemm, GroupWeights, MatMut, MatRef, Operands, PackedB, ZeroPoint};
 use quant_testkit::Rng;
 
+mod errors;
 mod peak;
 
 /// GEMM shapes (M, K, N).
@@ -336,6 +339,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("--serve") => serve(),
+        Some("--errors") => match args.get(1) {
+            Some(dir) => errors::run(std::path::Path::new(dir)),
+            None => Err("--errors needs a directory".to_string()),
+        },
         Some("--peak") => {
             let tier = Gemm::new().tier().map_err(|e| e.to_string());
             tier.map(|t| {

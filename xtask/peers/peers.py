@@ -8,6 +8,12 @@ Usage:
   peers.py --serve THREADS   read `CASE SHAPE` lines on stdin, answer each with one JSON line
                              (inputs and sessions are built once, then kept); xtask drives it
                              this way to interleave the peers' measurements with ours
+  peers.py --errors DIR      relative errors of ggml's mul_mat and ONNX Runtime's MatMulNBits
+                             on the activations and weights `quant-bench --errors DIR` wrote
+
+llama.cpp's ggml comes from PyPI's ggml-python (a source package; xtask builds it with
+CMAKE_ARGS=-DGGML_NATIVE=ON). Without it the ggml cases answer with an error line and the
+rest still runs.
 
 NumPy's thread count comes from OPENBLAS_NUM_THREADS, which xtask sets before starting us;
 ONNX Runtime's from THREADS (intra-op threads of each session).
@@ -16,10 +22,18 @@ import json
 import sys
 import time
 
+import ctypes
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+try:
+    import ggml
+except ImportError:  # the ggml cases then answer with an error
+    ggml = None
 
 GEMM_SHAPES = [
     (256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
@@ -31,8 +45,14 @@ QUANT_CASES = ["ort_quantize_f32_i8", "ort_dequantize_i8_f32"]
 MISMATCH_CASES = ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"]
 # ONNX Runtime's MatMulNBits (contrib domain): 4-bit weights, block 32 or 128, accuracy level 4
 # (activations quantized to int8 per block) or 0 (float activations).
-NBITS_SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (1, 4096, 11008)]
+# The decode shapes, and one streaming M = 1 shape whose weights are many times the L3.
+STREAM_SHAPE = (1, 8192, 32768)
+NBITS_SHAPES = [(m, 4096, n) for n in (4096, 11008) for m in (1, 16, 128)] + [STREAM_SHAPE]
 NBITS_CASES = ["ort_nbits_b32_acc4", "ort_nbits_b32_acc0", "ort_nbits_b128_acc4", "ort_nbits_b128_acc0"]
+# llama.cpp's ggml mul_mat, f32 activations (ggml quantizes them to Q8_0 / Q8_K itself), weights
+# in the CPU "repack" buffer (as llama.cpp loads them by default, where ggml has a repacked
+# layout for the type: Q4_0 and Q4_K on AVX2) or in a plain CPU buffer.
+GGML_CASES = ["ggml_q4_0_repack", "ggml_q4_0", "ggml_q8_0", "ggml_q4_k_repack", "ggml_q4_k"]
 
 
 def median_seconds(f, budget):
@@ -99,6 +119,79 @@ def nbits_model(m, k, n, block, accuracy, rng):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
 
 
+class Ggml:
+    """One ggml mul_mat y = x · Wᵀ (W: N x K quantized by ggml itself, x: M x K f32), built once.
+
+    ggml-python declares `ggml_backend_cpu_buffer_type` with a 32-bit result for what is a
+    pointer; its restype is set to a pointer here before any call."""
+
+    TYPES = {"q4_0": "GGML_TYPE_Q4_0", "q8_0": "GGML_TYPE_Q8_0", "q4_k": "GGML_TYPE_Q4_K"}
+
+    def __init__(self, fmt, repack, w, x, threads):
+        if ggml is None:
+            raise RuntimeError("ggml-python is not installed")
+        lib = ggml.lib
+        lib.ggml_backend_cpu_buffer_type.restype = ctypes.c_void_p
+        lib.ggml_backend_cpu_buffer_type.argtypes = []
+        typ = getattr(ggml, self.TYPES[fmt])
+        n, k = w.shape
+        m = x.shape[0]
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        self.q = np.zeros(n * ggml.ggml_row_size(typ, k), dtype=np.uint8)
+        written = ggml.ggml_quantize_chunk(typ, w.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                                           self.q.ctypes.data, 0, n, k, None)
+        assert written == self.q.nbytes, (written, self.q.nbytes)
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.ctx_w, self.ctx_a, self.ctx_g = (self._ctx(2), self._ctx(4), self._ctx(8))
+        tw = ggml.ggml_new_tensor_2d(self.ctx_w, typ, k, n)
+        tx = ggml.ggml_new_tensor_2d(self.ctx_a, ggml.GGML_TYPE_F32, k, m)
+        self.ty = ggml.ggml_mul_mat(self.ctx_a, tw, tx)
+        cpu = lib.ggml_backend_cpu_buffer_type()
+        buft = self._repack_buffer_type() if repack else cpu
+        self.buf_w = ggml.ggml_backend_alloc_ctx_tensors_from_buft(self.ctx_w, buft)
+        self.buf_a = ggml.ggml_backend_alloc_ctx_tensors_from_buft(self.ctx_a, cpu)
+        ggml.ggml_backend_tensor_set(tw, self.q.ctypes.data, 0, self.q.nbytes)  # repacks here
+        ggml.ggml_backend_tensor_set(tx, self.x.ctypes.data, 0, self.x.nbytes)
+        self.graph = ggml.ggml_new_graph(self.ctx_g)
+        ggml.ggml_build_forward_expand(self.graph, self.ty)
+        self.backend = ggml.ggml_backend_cpu_init()
+        ggml.ggml_backend_cpu_set_n_threads(self.backend, threads)
+        self.y = np.zeros((m, n), dtype=np.float32)
+
+    @staticmethod
+    def _ctx(tensors):
+        size = ggml.ggml_tensor_overhead() * tensors + ggml.ggml_graph_overhead() + 1024
+        return ggml.ggml_init(ggml.ggml_init_params(mem_size=size, mem_buffer=None, no_alloc=True))
+
+    @staticmethod
+    def _repack_buffer_type():
+        reg = ggml.ggml_backend_cpu_reg()
+        dev = ggml.ggml_backend_reg_dev_get(reg, 0)
+        addr = ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
+        bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)(dev)
+        if not bufts or not bufts[0]:
+            raise RuntimeError("this ggml build has no CPU repack buffer")
+        return bufts[0]
+
+    def run(self):
+        ggml.ggml_backend_graph_compute(self.backend, self.graph)
+
+    def result(self):
+        self.run()
+        ggml.ggml_backend_tensor_get(self.ty, self.y.ctypes.data, 0, self.y.nbytes)
+        return self.y
+
+
+def ggml_case(case, shape, threads, rng):
+    m, k, n = (int(d) for d in shape.split("x"))
+    fmt = case[len("ggml_"):].removesuffix("_repack")
+    w = (rng.standard_normal((n, k), dtype=np.float32) * 0.02).astype(np.float32)
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    g = Ggml(fmt, case.endswith("_repack"), w, x, threads)
+    del w
+    return g.run, 2.0 * m * k * n
+
+
 def prepare(case, shape, threads):
     """A zero-argument function running the case once, and its work (operations or elements)."""
     rng = np.random.default_rng(7)
@@ -125,6 +218,8 @@ def prepare(case, shape, threads):
         s = session(nbits_model(m, k, n, block, accuracy, rng), threads)
         a = rng.standard_normal((m, k), dtype=np.float32)
         return (lambda: s.run(None, {"a": a})), 2.0 * m * k * n
+    if case in GGML_CASES:
+        return ggml_case(case, shape, threads, rng)
     if case in QUANT_CASES:
         x = rng.standard_normal(QUANT_LEN, dtype=np.float32)
         scale = np.array(float(np.abs(x).max()) / 127.0, dtype=np.float32)
@@ -151,6 +246,58 @@ def mismatch(case, threads):
     return line(case, f"{m}x{k}x{n}", threads, 1.0, float(np.mean(y != exact)))
 
 
+def decode_blocks(q, fmt, n, k):
+    """llama.cpp's Q4_0 / Q8_0 block bytes (N x K weights) to their f64 values and codes."""
+    bsz = 18 if fmt == "q4_0" else 34
+    b = q.reshape(n, k // 32, bsz)
+    d = b[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    if fmt == "q4_0":
+        qs = b[:, :, 2:]
+        codes = np.concatenate([qs & 0x0F, qs >> 4], axis=2).astype(np.int64)  # 0..15, q + 8
+        return (d[:, :, None] * (codes - 8)).reshape(n, k), codes, d
+    codes = b[:, :, 2:].copy().view(np.int8).astype(np.int64)
+    return (d[:, :, None] * codes).reshape(n, k), codes, d
+
+
+def errors(directory):
+    """ggml's and ONNX Runtime's relative errors on quant-bench's data (see `--errors`)."""
+    m, k, n = 16, 4096, 4096  # quant-bench's errors.rs SHAPE
+    x = np.fromfile(os.path.join(directory, "x.f32"), dtype="<f4").reshape(m, k)
+    w = np.fromfile(os.path.join(directory, "w.f32"), dtype="<f4").reshape(n, k)
+    for fmt in ("q4_0", "q8_0"):
+        ours = np.fromfile(os.path.join(directory, f"w.{fmt}"), dtype=np.uint8)
+        wd, codes, d = decode_blocks(ours, fmt, n, k)
+        exact = x.astype(np.float64) @ wd.T
+        norm = np.linalg.norm(exact)
+
+        def report(case, y, note=""):
+            err = float(np.linalg.norm(y.astype(np.float64) - exact) / norm)
+            print(json.dumps({"case": case, "format": fmt, "error": err, "note": note}), flush=True)
+
+        if ggml is not None:
+            g = Ggml(fmt, fmt == "q4_0", w, x, 1)
+            same = bool(np.array_equal(g.q, ours))
+            report(f"ggml_{fmt}", g.result(), "" if same else "ggml's blocks differ from ours")
+        else:
+            print(json.dumps({"error": "ggml-python is not installed"}), flush=True)
+        if fmt == "q4_0":
+            # The same weights as MatMulNBits: B [N, K/32, 16] with consecutive inputs in the
+            # low and high nibble of each byte, one scale per block, zero point 8 (default).
+            c = codes.reshape(n, k // 32, 32).astype(np.uint8)
+            b = (c[:, :, 0::2] | (c[:, :, 1::2] << 4)).astype(np.uint8)
+            scales = d.astype(np.float32).reshape(-1)
+            for acc in (4, 0):
+                a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
+                yv = helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])
+                inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(scales, "s")]
+                node = helper.make_node("MatMulNBits", ["a", "b", "s"], ["y"], domain="com.microsoft",
+                                        K=k, N=n, bits=4, block_size=32, accuracy_level=acc)
+                graph = helper.make_graph([node], "g", [a], [yv], initializer=inits)
+                model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                                helper.make_opsetid("com.microsoft", 1)])
+                report(f"ort_nbits_b32_acc{acc}", session(model, 1).run(None, {"a": x})[0])
+
+
 class Peers:
     def __init__(self, threads):
         self.threads = threads
@@ -172,7 +319,7 @@ def all_cases():
         cases += [(c, f"{m}x{k}x{n}") for c in GEMM_CASES]
     cases += [(c, str(QUANT_LEN)) for c in QUANT_CASES]
     for (m, k, n) in NBITS_SHAPES:
-        cases += [(c, f"{m}x{k}x{n}") for c in NBITS_CASES]
+        cases += [(c, f"{m}x{k}x{n}") for c in NBITS_CASES + GGML_CASES]
     return cases
 
 
@@ -191,6 +338,9 @@ def serve(threads):
 
 
 def main():
+    if sys.argv[1:2] == ["--errors"]:
+        errors(sys.argv[2])
+        return
     if sys.argv[1:2] == ["--serve"]:
         serve(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
         return

@@ -13,7 +13,8 @@
 //! median over rounds.
 //!
 //! The peers run from a Python venv this command creates under `target/bench-venv` with pip
-//! (numpy, onnx, onnxruntime from PyPI). OpenBLAS's `OPENBLAS_CORETYPE`/`OPENBLAS_L2_SIZE`
+//! (numpy, onnx, onnxruntime from PyPI; ggml-python, llama.cpp's ggml, built from its source
+//! package with `-DGGML_NATIVE=ON`, its cases skipped with the reason when that fails). OpenBLAS's `OPENBLAS_CORETYPE`/`OPENBLAS_L2_SIZE`
 //! overrides are removed for that process only (they slow a current NumPy), and NumPy's
 //! thread count is set with `OPENBLAS_NUM_THREADS` (one peer server per thread count).
 
@@ -92,6 +93,20 @@ fn venv() -> Result<PathBuf, String> {
             return Err("pip install numpy onnx onnxruntime failed".into());
         }
     }
+    // llama.cpp's ggml: a source package, built here for this CPU (a few minutes, once). Its
+    // cases are skipped, with the reason, when it cannot be built.
+    let has_ggml = Command::new(&python).args(["-c", "import ggml"]).status().is_ok_and(|s| s.success());
+    if !has_ggml {
+        eprintln!("building ggml-python from PyPI with CMAKE_ARGS=-DGGML_NATIVE=ON (once)");
+        let ok = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--no-binary", "ggml-python", "ggml-python"])
+            .env("CMAKE_ARGS", "-DGGML_NATIVE=ON")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("pip install ggml-python failed: the ggml peers will be skipped");
+        }
+    }
     Ok(python)
 }
 
@@ -118,7 +133,7 @@ impl Compare {
 
     /// Whether the peer is one of our own cases (measured by `quant-bench`, not `peers.py`).
     fn internal(&self) -> bool {
-        !(self.peer.starts_with("ort_") || self.peer.starts_with("numpy"))
+        !(self.peer.starts_with("ort_") || self.peer.starts_with("numpy") || self.peer.starts_with("ggml_"))
     }
 
     fn target(&self, vnni: bool) -> Option<f64> {
@@ -148,18 +163,54 @@ const SIXTEEN: &[&str] = &["16x4096x4096"];
 const ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
 const SEED: &[&str] = &["1024x1024x1024"];
 const GROUP_ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
-const GROUP: &[&str] = &["1x4096x4096", "16x4096x4096", "1x4096x11008"];
+/// `M = 1` with weights many times the L3 (Q4_0: 151 MB).
+const STREAM: &[&str] = &["1x8192x32768"];
+/// Weights of the streaming shape (8192 x 32768).
+const STREAM_WEIGHTS: f64 = 8192.0 * 32768.0;
+/// Bytes per weight as each case stores them: ours in the packed form (4-bit codes with `f32`
+/// scales, one per 32 or 128), llama.cpp's blocks (`f16` scales), MatMulNBits (`f32` scales).
+const STREAM_BYTES: [(&str, f64); 7] = [
+    ("group_q4_0", 0.5 + 4.0 / 32.0),
+    ("group_s4_g128", 0.5 + 4.0 / 128.0),
+    ("gemm_u8i8", 1.0),
+    ("ggml_q4_0_repack", 0.5 + 2.0 / 32.0),
+    ("ggml_q4_k_repack", 4.5 / 8.0),
+    ("ort_nbits_b32_acc4", 0.5 + 4.0 / 32.0),
+    ("ort_nbits_b128_acc4", 0.5 + 4.0 / 128.0),
+];
+/// The group multiply's shapes: `M` = 1, 16, 128 by `N` = 4096, 11008 (`K` = 4096), and the
+/// streaming one.
+const GROUP: &[&str] = &[
+    "1x4096x4096",
+    "16x4096x4096",
+    "128x4096x4096",
+    "1x4096x11008",
+    "16x4096x11008",
+    "128x4096x11008",
+    "1x8192x32768",
+];
 const QUANT: &[&str] = &["16777216"];
 
 const COMPARISONS: &[Compare] = &[
     Compare::new("gemm_i8i8", "ort_i8i8", Some(4.0), Some(15.0), BIG),
     Compare::new("seed_matmul", "ort_i8i8", None, Some(8.0), SEED),
-    // 4-bit decoding (weights in llama.cpp's Q4_0 blocks) against our 8-bit engine, same shapes.
-    Compare::new("group_q4_0", "gemm_u8i8", Some(1.8), Some(1.8), GROUP_ONE_ROW),
-    Compare::new("group_q8_0", "gemm_u8i8", None, None, GROUP_ONE_ROW),
-    // Against ONNX Runtime's MatMulNBits with the same block size, int8 activations.
+    // 4-bit decoding (weights in llama.cpp's Q4_0 blocks) against our 8-bit engine: streaming
+    // weights from memory (the target), and in cache.
+    Compare::new("group_q4_0", "gemm_u8i8", Some(1.8), Some(1.8), STREAM),
+    Compare::new("group_q4_0", "gemm_u8i8", None, None, GROUP_ONE_ROW),
+    // Against ONNX Runtime's MatMulNBits with the same block size and the matching mode:
+    // accuracy level 4 (int8 activations) and 0 (float activations).
     Compare::new("group_q4_0", "ort_nbits_b32_acc4", Some(1.3), Some(1.3), GROUP),
     Compare::new("group_s4_g128", "ort_nbits_b128_acc4", Some(1.3), Some(1.3), GROUP),
+    Compare::new("group_q4_0_f32", "ort_nbits_b32_acc0", Some(1.3), Some(1.3), GROUP),
+    Compare::new("group_s4_g128_f32", "ort_nbits_b128_acc0", Some(1.3), Some(1.3), GROUP),
+    // Against llama.cpp's ggml mul_mat on the same format (it quantizes the activations to
+    // Q8_0 itself): Q4_0 in its repack buffer (llama.cpp's default) and in a plain one, Q8_0
+    // (no repacked layout), and, for scale, Q4_K (4.5 bits per weight; not a format of ours).
+    Compare::new("group_q4_0", "ggml_q4_0_repack", Some(1.3), Some(1.3), GROUP),
+    Compare::new("group_q4_0", "ggml_q4_0", None, None, GROUP),
+    Compare::new("group_q8_0", "ggml_q8_0", Some(1.3), Some(1.3), GROUP),
+    Compare::new("group_q4_0", "ggml_q4_k_repack", None, None, GROUP),
     // The seed API's conversions cost at most a quarter of the engine's time.
     Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
     Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
@@ -265,6 +316,13 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Whether the process still runs (a reply that was not a record leaves it running).
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -308,7 +366,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             None => plan.push((shape.to_string(), vec![case.to_string()])),
         }
     }
-    if plan.is_empty() && !only.split(',').any(|o| "quantize_file".contains(o)) {
+    if plan.is_empty() && !only.split(',').any(|o| "quantize_file".contains(o) || "errors".contains(o)) {
         return Err(format!("no case matches --only {only:?}"));
     }
     let python = if peers { Some(venv()?) } else { None };
@@ -322,6 +380,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         work.insert((r.case.clone(), r.shape.clone()), r.work);
         samples.entry((r.case, r.shape, r.threads)).or_default().push(r.seconds);
     };
+    let mut failed: Vec<String> = Vec::new();
     for threads in [1usize, 2] {
         let mut peer = match &python {
             Some(python) => {
@@ -360,7 +419,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         }
                     } else if let Some(peer) = peer.as_mut() {
                         for case in &peer_cases {
-                            record(peer.ask(&format!("{case} {shape}"))?, &mut samples);
+                            // A peer that cannot run a case (ggml-python missing, say) says why
+                            // once; the rest of the run goes on without it.
+                            if failed.iter().any(|f| f == case) {
+                                continue;
+                            }
+                            match peer.ask(&format!("{case} {shape}")) {
+                                Ok(r) => record(r, &mut samples),
+                                Err(e) if peer.alive() => {
+                                    eprintln!("peer case {case} skipped: {e}");
+                                    failed.push(case.to_string());
+                                }
+                                Err(e) => return Err(e),
+                            }
                         }
                     }
                 }
@@ -368,10 +439,52 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     let mut json = report(&samples, &work, peers, &machine)?;
+    if let Some(python) = python.as_ref().filter(|_| only.is_empty() || only.split(',').any(|o| "errors".contains(o))) {
+        json.extend(errors(&ours_bin, python, &script)?);
+    }
     if file_bench {
         json.extend(quantize_file(rounds)?);
     }
     write_summary(&json)
+}
+
+/// Relative errors `||y - y*|| / ||y*||` (`y*`: the exact product with the dequantized weights)
+/// of our two modes and of the peers, on the same activations and weights (`quant-bench
+/// --errors` writes them, `peers.py --errors` reads them). Returns the summary records.
+fn errors(ours_bin: &Path, python: &Path, script: &Path) -> Result<Vec<String>, String> {
+    let dir = root().join("target/bench/errors");
+    let run = |cmd: &mut Command, what: &str| -> Result<String, String> {
+        let o = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+        if !o.status.success() {
+            return Err(format!("{what} failed: {}", String::from_utf8_lossy(&o.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    eprintln!("relative errors on 16 x 4096 x 4096 (activations with outlier features)");
+    let ours = run(Command::new(ours_bin).arg("--errors").arg(&dir), "quant-bench --errors")?;
+    let theirs = run(Command::new(python).arg(script).arg("--errors").arg(&dir), "peers.py --errors")?;
+    println!("\nrelative error ||y - y*|| / ||y*|| (y* = x · Wᵀ in f64 with the dequantized weights; same x, same W)");
+    println!("{:<22} {:<8} {:<8} {:>12}  note", "case", "format", "mode", "error");
+    let mut json = Vec::new();
+    for l in ours.lines().chain(theirs.lines()) {
+        if let Some(e) = json_field(l, "error").filter(|_| json_field(l, "case").is_none()) {
+            println!("peer error: {e}");
+            continue;
+        }
+        let (Some(case), Some(err)) =
+            (json_field(l, "case"), json_field(l, "error").and_then(|e| e.parse::<f64>().ok()))
+        else {
+            continue;
+        };
+        let format = json_field(l, "format").unwrap_or_else(|| case.trim_start_matches("group_"));
+        let mode = json_field(l, "mode").unwrap_or(if case.ends_with("acc0") { "float" } else { "int8" });
+        let note = json_field(l, "note").unwrap_or("");
+        println!("{case:<22} {format:<8} {mode:<8} {err:>12.3e}  {note}");
+        json.push(format!(
+            r#"{{"name": "relative_error", "case": "{case}", "format": "{format}", "mode": "{mode}", "error": {err:e}}}"#
+        ));
+    }
+    Ok(json)
 }
 
 /// Writes an f32 model of `tensors` 2048 x 4096 matrices (32 MiB each) plus a 1-D bias each,
@@ -552,7 +665,7 @@ fn report(
     println!("% of peak: of the one-core peak times the threads)");
     println!("{:<20} {:<16} {:>7} {:>10} {:>18} {:>8}", "case", "shape", "threads", "median", "min..max", "% peak");
     for ((case, shape, t), _) in
-        samples.iter().filter(|((c, _, _), _)| !c.starts_with("ort_") && !c.starts_with("numpy"))
+        samples.iter().filter(|((c, _, _), _)| !["ort_", "numpy", "ggml_"].iter().any(|p| c.starts_with(p)))
     {
         if let Some((med, lo, hi)) = rate(samples, work, case, shape, *t) {
             let pct = match peak {
@@ -590,6 +703,35 @@ fn report(
             r#"{{"name": "gemv_weight_bandwidth", "shape": "{gemv_shape}", "threads": 1, "ours": {weight_gbs:.3}, "peer": {bw:.3}, "ratio": {:.3}}}"#,
             weight_gbs / bw
         ));
+    }
+    // Streaming M = 1 (weights many times the L3): GB/s of weight bytes (codes and scales as
+    // each stores them) against the read bandwidth.
+    if let Some(bw) = bw {
+        let mut first = true;
+        for (case, bytes_per_weight) in STREAM_BYTES {
+            for t in [1usize, 2] {
+                let Some(s) = samples.get(&(case.to_string(), STREAM[0].to_string(), t)) else { continue };
+                if first {
+                    println!(
+                        "\nstreaming M = {} (weights from memory): GB/s of weight bytes against the read \
+                         bandwidth {bw:.1} GB/s (1 thread); target >= 0.90 for our 4-bit cases",
+                        STREAM[0]
+                    );
+                    first = false;
+                }
+                let weights = STREAM_WEIGHTS * bytes_per_weight;
+                let gbs = weights / median(s) / 1e9;
+                println!(
+                    "{case:<20} {t} thread(s): {bytes_per_weight:.4} bytes/weight, {gbs:>5.1} GB/s, ratio {:.2}",
+                    gbs / bw
+                );
+                json.push(format!(
+                    r#"{{"name": "stream_weight_bandwidth", "case": "{case}", "shape": "{}", "threads": {t}, "ours": {gbs:.3}, "peer": {bw:.3}, "ratio": {:.3}}}"#,
+                    STREAM[0],
+                    gbs / bw
+                ));
+            }
+        }
     }
     for case in ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"] {
         if let Some(fraction) = work.get(&(case.to_string(), "256x256x256".to_string())) {

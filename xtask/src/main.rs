@@ -33,9 +33,11 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           against an exact reference (correctness only: no timing); `test` runs it when this
           CPU lacks a tier, and skips it with the reason if the emulator cannot be installed
   bench   [--peers] [--rounds N (5)] [--only CASE[,CASE..]]: throughput table of our kernels (release
-          build); --peers also times ONNX Runtime and NumPy (venv under target/) on the same
-          shapes, interleaved, and prints ratios; then `quant quantize` on generated 64 and
-          256 MiB models (MB/s, peak memory); --only quantize_file runs just that;
+          build); --peers also times ONNX Runtime, NumPy and llama.cpp's ggml (venv under
+          target/; ggml-python is built from source once) on the same shapes, interleaved,
+          prints ratios, and the relative errors of the group multiply and of the peers on
+          the same data (--only errors runs just that); then `quant quantize` on generated 64
+          and 256 MiB models (MB/s, peak memory); --only quantize_file runs just that;
           writes target/bench/summary.json
   criterion  cargo bench -p quant-benches [criterion args]";
 
