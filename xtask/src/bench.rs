@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--peers] [--rounds N] [--only CASE]`: times our kernels with the
+//! `cargo xtask bench [--peers] [--rounds N] [--only CASE,..] [--shapes SHAPE,..]`: times our kernels with the
 //! `quant-bench` binary (release build) and prints one table; with `--peers`, also times ONNX
 //! Runtime and NumPy on the same shapes in the same invocation and prints each of our figures
 //! as a ratio to the peer's. Writes `target/bench/summary.json`.
@@ -341,6 +341,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err("--rounds must be at least 1".into());
     }
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+    let shapes = args.iter().position(|a| a == "--shapes").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
 
     crate::cargo(&["build", "--release", "--quiet", "-p", "quant-benches", "--bin", "quant-bench"])?;
     let ours_bin = root().join("target/release/quant-bench");
@@ -358,7 +359,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut plan: Vec<(String, Vec<String>)> = Vec::new();
     for l in String::from_utf8_lossy(&list.stdout).lines() {
         let Some((case, shape)) = l.split_once(' ') else { continue };
-        if !only.split(',').any(|o| case.contains(o)) {
+        if !only.split(',').any(|o| case.contains(o)) || !shapes.split(',').any(|o| shape == o || o.is_empty()) {
             continue;
         }
         match plan.iter_mut().find(|(s, _)| s == shape) {

@@ -32,12 +32,13 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           emulator (PyPI bochscpu-python, venv under target/emulate), every result checked
           against an exact reference (correctness only: no timing); `test` runs it when this
           CPU lacks a tier, and skips it with the reason if the emulator cannot be installed
-  bench   [--peers] [--rounds N (5)] [--only CASE[,CASE..]]: throughput table of our kernels (release
-          build); --peers also times ONNX Runtime, NumPy and llama.cpp's ggml (venv under
-          target/; ggml-python is built from source once) on the same shapes, interleaved,
-          prints ratios, and the relative errors of the group multiply and of the peers on
-          the same data (--only errors runs just that); then `quant quantize` on generated 64
-          and 256 MiB models (MB/s, peak memory); --only quantize_file runs just that;
+  bench   [--peers] [--rounds N (5)] [--only CASE[,CASE..]] [--shapes SHAPE[,SHAPE..]]:
+          throughput table of our kernels (release build); --peers also times ONNX Runtime,
+          NumPy and llama.cpp's ggml (venv under target/; ggml-python is built from source
+          once) on the same shapes, interleaved, prints ratios, and the relative errors of
+          the group multiply and of the peers on the same data (--only errors runs just
+          that); then `quant quantize` on generated 64 and 256 MiB models (MB/s, peak
+          memory); --only quantize_file runs just that;
           writes target/bench/summary.json
   criterion  cargo bench -p quant-benches [criterion args]";
 
