@@ -143,37 +143,39 @@ fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
     s
 }
 
-/// The reference (portable) kernel: output channels `c0 .. c0 + out.len()` of row `r`
-/// (steps 2 and 3 of the module docs).
-pub(crate) fn reference_row(
+/// The int8 mode's reference (portable) kernel: panel `p`'s eight output channels for each of
+/// `rows`, before the bias (steps 2 and 3 of the module docs). Channels past `N` come out as 0.
+pub(crate) fn reference_panel_i8<const R: usize>(
     w: &GroupWeights,
     a: &Activations,
-    r: usize,
-    c0: usize,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
+    rows: [usize; R],
+    p: usize,
+) -> [[f32; PANEL]; R] {
     let (k, group, groups) = (a.k, a.group, a.groups());
-    let q = &a.q[r * k..(r + 1) * k];
-    let (sx, sums) = (&a.scales[r * groups..(r + 1) * groups], &a.sums[r * groups..(r + 1) * groups]);
-    for (i, o) in out.iter_mut().enumerate() {
-        let c = c0 + i;
-        let mut acc = 0.0f32;
-        for g in 0..groups {
-            let (s_w, z, min) = w.params(c, g);
-            let qg = &q[g * group..(g + 1) * group];
-            let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
-            let d = raw - z * sums[g];
-            acc += (sx[g] * s_w) * d as f32;
-            if w.codes_kind() == GroupCodes::Min4 {
-                acc += (sx[g] * min) * sums[g] as f32;
+    let mut out = [[0f32; PANEL]; R];
+    for (o, &r) in out.iter_mut().zip(&rows) {
+        let q = &a.q[r * k..(r + 1) * k];
+        let (sx, sums) = (&a.scales[r * groups..(r + 1) * groups], &a.sums[r * groups..(r + 1) * groups]);
+        for (l, y) in o.iter_mut().enumerate() {
+            let c = p * PANEL + l;
+            if c >= w.n() {
+                break;
             }
+            let mut acc = 0.0f32;
+            for g in 0..groups {
+                let (s_w, z, min) = w.params(c, g);
+                let qg = &q[g * group..(g + 1) * group];
+                let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
+                let d = raw - z * sums[g];
+                acc += (sx[g] * s_w) * d as f32;
+                if w.codes_kind() == GroupCodes::Min4 {
+                    acc += (sx[g] * min) * sums[g] as f32;
+                }
+            }
+            *y = acc;
         }
-        *o = match bias {
-            Some(b) => acc + b[c],
-            None => acc,
-        };
     }
+    out
 }
 
 /// Every row of `x` converted to `f32`, and for `Q4_1` the per-group sums the minimums
@@ -329,7 +331,7 @@ impl GroupGemm {
         let tier = self.kernel.resolve()?;
         let acts = FloatActivations::new(&x, w.group_size(), w.codes_kind() == GroupCodes::Min4);
         let threads = crate::threads::thread_count(self.threads, w.n().div_ceil(PANEL * 4));
-        drive(y.into_block(), threads, &|block| float_channels(tier, w, &acts, bias, block));
+        drive(y.into_block(), threads, &|block| channels(tier, w, &acts, bias, block));
         Ok(())
     }
 }
@@ -379,56 +381,132 @@ fn drive(y: Block<'_, f32>, threads: usize, run: &(dyn Fn(Block<'_, f32>) + Sync
 /// 64 KiB) stay in L2 while every row of `x` uses them.
 const CHUNK: usize = 4 * PANEL;
 
-/// Every row of `y`'s block of output channels on one thread, a chunk of channels at a time.
-fn channels(tier: Tier, w: &GroupWeights, a: &Activations, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
-    let (c0, n) = (y.col0(), y.cols());
-    for start in (0..n).step_by(CHUNK) {
-        let len = CHUNK.min(n - start);
-        for r in y.row0()..y.row0() + y.rows() {
-            let out = y.row_part(r, start, len);
-            #[cfg(target_arch = "x86_64")]
-            if x86_64::row(tier, w, a, r, c0 + start, bias, out) {
-                continue;
-            }
-            let _ = tier;
-            reference_row(w, a, r, c0 + start, bias, out);
+/// Rows from which the float mode converts each panel's weights once into a scratch buffer
+/// instead of once per block of rows.
+const SCRATCH_ROWS: usize = 4;
+
+/// What the driver needs of a compute mode: its kernel for one panel and a few rows.
+pub(crate) trait Mode: Sync {
+    /// Rows per kernel call at most (with a scratch buffer of converted weights or without).
+    fn widest(&self, scratch: bool) -> usize;
+    /// Whether this mode converts a panel's weights into a scratch buffer for many rows.
+    fn uses_scratch(&self, tier: Tier, rows: usize) -> bool;
+    /// Panel `p`'s weights converted into `scratch`; `false` when this tier does not.
+    fn convert(&self, tier: Tier, w: &GroupWeights, p: usize, scratch: &mut [f32]) -> bool;
+    /// Panel `p` for `rows`, before the bias (`scratch`: the panel's converted weights).
+    fn panel<const R: usize>(
+        &self,
+        tier: Tier,
+        w: &GroupWeights,
+        rows: [usize; R],
+        p: usize,
+        scratch: Option<&[f32]>,
+    ) -> [[f32; PANEL]; R];
+}
+
+impl Mode for Activations {
+    fn widest(&self, _: bool) -> usize {
+        4
+    }
+
+    fn uses_scratch(&self, _: Tier, _: usize) -> bool {
+        false
+    }
+
+    fn convert(&self, _: Tier, _: &GroupWeights, _: usize, _: &mut [f32]) -> bool {
+        false
+    }
+
+    fn panel<const R: usize>(
+        &self,
+        tier: Tier,
+        w: &GroupWeights,
+        rows: [usize; R],
+        p: usize,
+        _: Option<&[f32]>,
+    ) -> [[f32; PANEL]; R] {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(lanes) = x86_64::panel_i8(tier, w, self, rows, p) {
+            return lanes;
         }
+        let _ = tier;
+        reference_panel_i8(w, self, rows, p)
     }
 }
 
-/// Rows from which the float mode converts each panel's weights once into a scratch buffer
-/// instead of once per pair of rows.
-const SCRATCH_ROWS: usize = 4;
+impl Mode for FloatActivations {
+    fn widest(&self, scratch: bool) -> usize {
+        if scratch {
+            3
+        } else {
+            2
+        }
+    }
 
-/// The float mode on one thread's block of output channels, two rows at a time (each converted
-/// weight serves both). Few rows: a chunk of channels at a time, weights converted from the
-/// codes as they are read; many rows: a panel at a time, its weights converted once into a
-/// scratch buffer (`8 K` values) that every row then reads.
-fn float_channels(tier: Tier, w: &GroupWeights, a: &FloatActivations, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
+    fn uses_scratch(&self, tier: Tier, rows: usize) -> bool {
+        rows >= SCRATCH_ROWS && tier != Tier::Portable
+    }
+
+    fn convert(&self, tier: Tier, w: &GroupWeights, p: usize, scratch: &mut [f32]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return x86_64::dequantize(tier, w, p, scratch);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (tier, w, p, scratch);
+            false
+        }
+    }
+
+    fn panel<const R: usize>(
+        &self,
+        tier: Tier,
+        w: &GroupWeights,
+        rows: [usize; R],
+        p: usize,
+        scratch: Option<&[f32]>,
+    ) -> [[f32; PANEL]; R] {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(lanes) = x86_64::panel_f32(tier, w, self, rows, p, scratch) {
+            return lanes;
+        }
+        let _ = (tier, scratch);
+        reference_panel_f32(w, self, rows, p)
+    }
+}
+
+/// One thread's block of output channels, for every row. Few rows: a chunk of channels at a
+/// time (their codes stay in L2 while every row reads them); with a scratch buffer: a panel at
+/// a time, its weights converted once. Rows go to the kernel up to [`Mode::widest`] at a time,
+/// so each load (and conversion) of a panel's codes serves them all.
+fn channels<Mo: Mode>(tier: Tier, w: &GroupWeights, mode: &Mo, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
     let (c0, n) = (y.col0(), y.cols());
     let (first, end) = (y.row0(), y.row0() + y.rows());
     let mut scratch = Vec::new();
-    if y.rows() >= SCRATCH_ROWS && tier != Tier::Portable {
+    if mode.uses_scratch(tier, y.rows()) {
         scratch = alloc::vec![0f32; w.k() * PANEL];
     }
-    let (step, mut at) = if scratch.is_empty() { (CHUNK, 0) } else { (PANEL, 0) };
+    let step = if scratch.is_empty() { CHUNK } else { PANEL };
+    let mut at = 0;
     while at < n {
         let len = step.min(n - at);
-        #[cfg(target_arch = "x86_64")]
-        let converted = !scratch.is_empty() && x86_64::dequantize(tier, w, (c0 + at) / PANEL, &mut scratch);
-        #[cfg(not(target_arch = "x86_64"))]
-        let converted = false;
+        let converted = !scratch.is_empty() && mode.convert(tier, w, (c0 + at) / PANEL, &mut scratch);
         let scratch = converted.then_some(&scratch[..]);
+        let widest = mode.widest(converted);
         let mut r = first;
         while r < end {
-            if scratch.is_some() && end - r >= 3 {
-                float_rows(tier, w, a, bias, &mut y, [r, r + 1, r + 2], c0 + at, len, scratch);
+            let left = end - r;
+            let c = c0 + at;
+            if widest >= 4 && left >= 4 {
+                rows(tier, w, mode, bias, &mut y, [r, r + 1, r + 2, r + 3], c, len, scratch);
+                r += 4;
+            } else if widest >= 3 && left >= 3 {
+                rows(tier, w, mode, bias, &mut y, [r, r + 1, r + 2], c, len, scratch);
                 r += 3;
-            } else if end - r >= 2 {
-                float_rows(tier, w, a, bias, &mut y, [r, r + 1], c0 + at, len, scratch);
+            } else if left >= 2 {
+                rows(tier, w, mode, bias, &mut y, [r, r + 1], c, len, scratch);
                 r += 2;
             } else {
-                float_rows(tier, w, a, bias, &mut y, [r], c0 + at, len, scratch);
+                rows(tier, w, mode, bias, &mut y, [r], c, len, scratch);
                 r += 1;
             }
         }
@@ -436,13 +514,13 @@ fn float_channels(tier: Tier, w: &GroupWeights, a: &FloatActivations, bias: Opti
     }
 }
 
-/// Channels `c .. c + len` (`c` a multiple of the panel width, in `y`'s block) of `rows`; a
-/// `scratch` holds the single panel's converted weights.
+/// Channels `c .. c + len` (`c` a multiple of the panel width, in `y`'s block) of `rows`, plus
+/// the bias (`y = acc + bias`, the last step of both modes).
 #[allow(clippy::too_many_arguments)]
-fn float_rows<const R: usize>(
+fn rows<Mo: Mode, const R: usize>(
     tier: Tier,
     w: &GroupWeights,
-    a: &FloatActivations,
+    mode: &Mo,
     bias: Option<&[f32]>,
     y: &mut Block<'_, f32>,
     rows: [usize; R],
@@ -452,15 +530,7 @@ fn float_rows<const R: usize>(
 ) {
     let c0 = y.col0();
     for at in (c..c + len).step_by(PANEL) {
-        let p = at / PANEL;
-        #[cfg(target_arch = "x86_64")]
-        let lanes =
-            x86_64::panel_f32(tier, w, a, rows, p, scratch).unwrap_or_else(|| reference_panel_f32(w, a, rows, p));
-        #[cfg(not(target_arch = "x86_64"))]
-        let lanes = {
-            let _ = (tier, scratch);
-            reference_panel_f32(w, a, rows, p)
-        };
+        let lanes = mode.panel(tier, w, rows, at / PANEL, scratch);
         let cnt = PANEL.min(c + len - at);
         for (&r, v) in rows.iter().zip(&lanes) {
             let out = y.row_part(r, at - c0, cnt);

@@ -69,6 +69,34 @@ pub struct GroupWeights {
 /// Output channels per panel.
 pub(crate) const PANEL: usize = 8;
 
+/// One panel's codes and parameters ([`GroupWeights::panel`]).
+#[derive(Copy, Clone)]
+pub(crate) struct Panel<'a> {
+    codes: &'a [u8],
+    scales: &'a [f32],
+    zeros: &'a [u8],
+    mins: &'a [f32],
+    group_bytes: usize,
+}
+
+impl<'a> Panel<'a> {
+    /// Group `g`'s codes.
+    #[inline]
+    pub(crate) fn codes(&self, g: usize) -> &'a [u8] {
+        &self.codes[g * self.group_bytes..(g + 1) * self.group_bytes]
+    }
+
+    /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`), the last two
+    /// empty for the formats without them.
+    #[inline]
+    pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
+        let at = g * PANEL..(g + 1) * PANEL;
+        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
+        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
+        (&self.scales[at], z, m)
+    }
+}
+
 /// llama.cpp's block size.
 const GGML_BLOCK: usize = 32;
 
@@ -409,14 +437,20 @@ impl GroupWeights {
         &self.codes[(p * self.groups() + g) * gb..][..gb]
     }
 
-    /// Panel `p`'s eight scales for group `g`, and its eight zero points (`Asym4`) and
-    /// minimums (`Min4`), empty for the formats without them.
+    /// Panel `p` whole: its codes, group after group ([`GroupWeights::group_bytes`] each), and
+    /// its scales, zero points and minimums, eight per group (empty for the formats without
+    /// them). Kernels index these with no division per group.
     #[inline]
-    pub(crate) fn panel_params(&self, p: usize, g: usize) -> (&[f32], &[u8], &[f32]) {
-        let at = (p * self.groups() + g) * PANEL;
-        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at..at + PANEL] };
-        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at..at + PANEL] };
-        (&self.scales[at..at + PANEL], z, m)
+    pub(crate) fn panel(&self, p: usize) -> Panel<'_> {
+        let (groups, gb) = (self.groups(), self.group_bytes());
+        let params = p * groups * PANEL..(p + 1) * groups * PANEL;
+        Panel {
+            codes: &self.codes[p * groups * gb..(p + 1) * groups * gb],
+            scales: &self.scales[params.clone()],
+            zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
+            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
+            group_bytes: gb,
+        }
     }
 
     /// The scale, integer zero point and float minimum of output channel `r`, group `g`, as the

@@ -1,5 +1,9 @@
-//! The int8-activation kernels of the x86-64 tiers: one panel of eight output channels at a
-//! time, the same bits as the reference ([`super::reference_row`]).
+//! The group multiply's kernels on x86-64, one panel of eight output channels for up to four
+//! rows at a time (each load of codes serves every row), the same bits as the references
+//! ([`super::reference_panel_i8`], [`super::reference_panel_f32`]): the int8-activation mode
+//! for each tier, and the float mode's one kernel (AVX2 + FMA) for all of them.
+//!
+//! # The int8-activation mode
 //!
 //! The panel layout (see [`GroupWeights`]) puts the eight channels' codes for four inputs in
 //! one 32-byte load, each channel's four codes in one 32-bit lane. Against the four activation
@@ -20,31 +24,30 @@
 
 use core::arch::x86_64::*;
 
+use super::weights::Panel;
 use super::{Activations, FloatActivations, GroupCodes, GroupWeights, PANEL};
 use crate::kernels::Tier;
 
-/// Runs the tier's kernel for output channels `c0 .. c0 + out.len()` of row `r` (`c0` a
-/// multiple of the panel width); `false` for a tier without one here (portable).
-pub(super) fn row(
+/// The int8-activation kernel of `tier` for panel `p` and `rows`, before the bias; `None` for a
+/// tier without one here (portable).
+pub(super) fn panel_i8<const R: usize>(
     tier: Tier,
     w: &GroupWeights,
     a: &Activations,
-    r: usize,
-    c0: usize,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) -> bool {
+    rows: [usize; R],
+    p: usize,
+) -> Option<[[f32; PANEL]; R]> {
+    assert!(rows.iter().all(|&r| (r + 1) * a.k <= a.q.len()), "rows of the activations");
     // SAFETY: the tier was resolved by `KernelChoice::resolve`, which checked that this CPU
-    // has its features.
+    // has its features; the rows were checked above.
     unsafe {
         match tier {
-            Tier::Avx2 => row_avx2(w, a, r, c0, bias, out),
-            Tier::AvxVnni => row_avxvnni(w, a, r, c0, bias, out),
-            Tier::Avx512Vnni => row_avx512vnni(w, a, r, c0, bias, out),
-            _ => return false,
+            Tier::Avx2 => Some(panel_avx2(w, a, rows, p)),
+            Tier::AvxVnni => Some(panel_avxvnni(w, a, rows, p)),
+            Tier::Avx512Vnni => Some(panel_avx512vnni(w, a, rows, p)),
+            _ => None,
         }
     }
-    true
 }
 
 /// Four activation codes broadcast to every 32-bit lane.
@@ -58,48 +61,56 @@ unsafe fn quad(x: *const i8) -> __m256i {
     _mm256_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
 }
 
-/// One group's eight dot products, 4-bit weights, AVX2.
+/// One group's eight dot products for each of `R` rows, 4-bit weights, AVX2: each 32-byte load
+/// of codes (and its two nibble masks) serves every row.
 ///
 /// # Safety
-/// `codes` holds the panel's `group * 4` bytes, `x` the group's `group` codes (`group` a
-/// multiple of 32).
+/// `codes` holds the panel's `group * 4` bytes; each `xs[i]` points to the group's `group`
+/// activation codes (`group` a multiple of 32).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn four_avx2(codes: &[u8], x: &[i8]) -> __m256i {
+unsafe fn four_avx2<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
     let (nibble, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
-    let mut acc = _mm256_setzero_si256();
-    for b in 0..x.len() / 32 {
-        let mut t = _mm256_setzero_si256();
+    let mut acc = [_mm256_setzero_si256(); R];
+    for b in 0..group / 32 {
+        let mut t = [_mm256_setzero_si256(); R];
         for e in 4 * b..4 * b + 4 {
             // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
             unsafe {
                 let v = _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast());
                 let lo = _mm256_and_si256(v, nibble);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
-                t = _mm256_add_epi16(t, _mm256_maddubs_epi16(lo, quad(x.as_ptr().add(8 * e))));
-                t = _mm256_add_epi16(t, _mm256_maddubs_epi16(hi, quad(x.as_ptr().add(8 * e + 4))));
+                for i in 0..R {
+                    t[i] = _mm256_add_epi16(t[i], _mm256_maddubs_epi16(lo, quad(xs[i].add(8 * e))));
+                    t[i] = _mm256_add_epi16(t[i], _mm256_maddubs_epi16(hi, quad(xs[i].add(8 * e + 4))));
+                }
             }
         }
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(t, ones));
+        for i in 0..R {
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(t[i], ones));
+        }
     }
     acc
 }
 
-/// One group's eight dot products, 8-bit weights, AVX2.
+/// One group's eight dot products for each of `R` rows, 8-bit weights, AVX2.
 ///
 /// # Safety
-/// `codes` holds the panel's `group * 8` bytes, `x` the group's `group` codes.
+/// `codes` holds the panel's `group * 8` bytes; each `xs[i]` the group's `group` codes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn eight_avx2(codes: &[u8], x: &[i8]) -> __m256i {
+unsafe fn eight_avx2<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_si256();
-    for q in 0..x.len() / 4 {
+    let mut acc = [_mm256_setzero_si256(); R];
+    for q in 0..group / 4 {
         // SAFETY: 32 code bytes at `q * 32` and 4 activation codes at `q * 4` (caller).
         unsafe {
             let v = _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast());
-            let xs = _mm256_sign_epi8(quad(x.as_ptr().add(4 * q)), v);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), xs), ones));
+            let magnitude = _mm256_abs_epi8(v);
+            for i in 0..R {
+                let signed = _mm256_sign_epi8(quad(xs[i].add(4 * q)), v);
+                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed), ones));
+            }
         }
     }
     acc
@@ -107,42 +118,46 @@ unsafe fn eight_avx2(codes: &[u8], x: &[i8]) -> __m256i {
 
 macro_rules! vnni_steps {
     ($four:ident, $eight:ident, $features:literal, $dpbusd:ident) => {
-        /// One group's eight dot products, 4-bit weights, `vpdpbusd`.
+        /// One group's eight dot products for each of `R` rows, 4-bit weights, `vpdpbusd`.
         ///
         /// # Safety
         /// As [`four_avx2`]; the CPU has the features in `target_feature`.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $four(codes: &[u8], x: &[i8]) -> __m256i {
+        unsafe fn $four<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
             let nibble = _mm256_set1_epi8(0x0f);
-            let mut acc = _mm256_setzero_si256();
-            for e in 0..x.len() / 8 {
+            let mut acc = [_mm256_setzero_si256(); R];
+            for e in 0..group / 8 {
                 // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
                 unsafe {
                     let v = _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast());
                     let lo = _mm256_and_si256(v, nibble);
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
-                    acc = $dpbusd(acc, lo, quad(x.as_ptr().add(8 * e)));
-                    acc = $dpbusd(acc, hi, quad(x.as_ptr().add(8 * e + 4)));
+                    for i in 0..R {
+                        acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
+                        acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
+                    }
                 }
             }
             acc
         }
 
-        /// One group's eight dot products, 8-bit weights, `vpdpbusd`.
+        /// One group's eight dot products for each of `R` rows, 8-bit weights, `vpdpbusd`.
         ///
         /// # Safety
         /// As [`eight_avx2`]; the CPU has the features in `target_feature`.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $eight(codes: &[u8], x: &[i8]) -> __m256i {
-            let mut acc = _mm256_setzero_si256();
-            for q in 0..x.len() / 4 {
+        unsafe fn $eight<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
+            let mut acc = [_mm256_setzero_si256(); R];
+            for q in 0..group / 4 {
                 // SAFETY: 32 code bytes at `q * 32` and 4 activation codes at `q * 4` (caller).
                 unsafe {
                     let v = _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast());
-                    let xs = _mm256_sign_epi8(quad(x.as_ptr().add(4 * q)), v);
-                    acc = $dpbusd(acc, _mm256_abs_epi8(v), xs);
+                    let magnitude = _mm256_abs_epi8(v);
+                    for i in 0..R {
+                        acc[i] = $dpbusd(acc[i], magnitude, _mm256_sign_epi8(quad(xs[i].add(4 * q)), v));
+                    }
                 }
             }
             acc
@@ -155,70 +170,77 @@ vnni_steps!(four_avx512vnni, eight_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni
 
 macro_rules! group_kernel {
     ($name:ident, $features:literal, $four:ident, $eight:ident) => {
-        /// Output channels `c0 .. c0 + out.len()` of row `r`, a panel of eight at a time.
+        /// Panel `p`'s eight output channels for each of `rows`, before the bias.
         ///
         /// # Safety
-        /// The CPU has the features in `target_feature`; `c0` is a multiple of [`PANEL`].
+        /// The CPU has the features in `target_feature`; `p` is a panel of `w`; every row of
+        /// `rows` is a row of `a`.
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &GroupWeights, a: &Activations, r: usize, c0: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        unsafe fn $name<const R: usize>(
+            w: &GroupWeights,
+            a: &Activations,
+            rows: [usize; R],
+            p: usize,
+        ) -> [[f32; PANEL]; R] {
             let (k, group, groups) = (a.k, a.group, a.groups());
             let kind = w.codes_kind();
-            let xq = &a.q[r * k..(r + 1) * k];
-            let sx = &a.scales[r * groups..(r + 1) * groups];
-            let sums = &a.sums[r * groups..(r + 1) * groups];
-            for (pi, chunk) in out.chunks_mut(PANEL).enumerate() {
-                let p = c0 / PANEL + pi;
-                let mut acc = _mm256_setzero_ps();
-                for g in 0..groups {
-                    let (codes, xg) = (w.panel_codes(p, g), &xq[g * group..(g + 1) * group]);
-                    // SAFETY: the panel holds the group's codes for eight channels; `xg` is the
-                    // group's activations (`group` a multiple of 32); CPU features as above.
-                    let raw = unsafe {
-                        if kind.bits() == 4 {
-                            $four(codes, xg)
-                        } else {
-                            $eight(codes, xg)
-                        }
-                    };
-                    let (sw, z, mn) = w.panel_params(p, g);
-                    // SAFETY: the slices hold 8 values (or are empty for the formats without
-                    // them, which never read them).
-                    unsafe {
+            let panel = w.panel(p);
+            let mut acc = [_mm256_setzero_ps(); R];
+            for g in 0..groups {
+                let codes = panel.codes(g);
+                let mut xs = [core::ptr::null::<i8>(); R];
+                for (x, &r) in xs.iter_mut().zip(&rows) {
+                    // SAFETY: every row holds `k` codes (caller), so group `g` starts inside it.
+                    *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
+                }
+                // SAFETY: the panel holds the group's codes for eight channels; `xs` point to the
+                // group's activations (`group` a multiple of 32); CPU features as above.
+                let raw = unsafe {
+                    if kind.bits() == 4 {
+                        $four(codes, xs, group)
+                    } else {
+                        $eight(codes, xs, group)
+                    }
+                };
+                let (sw, z, mn) = panel.params(g);
+                // SAFETY: the slices hold 8 values (or are empty for the formats without
+                // them, which never read them).
+                unsafe {
+                    let swv = _mm256_loadu_ps(sw.as_ptr());
+                    for i in 0..R {
+                        let at = rows[i] * groups + g;
+                        let sum = a.sums[at];
                         let d = match kind {
-                            GroupCodes::Sym4 => _mm256_sub_epi32(raw, _mm256_set1_epi32(8 * sums[g])),
+                            GroupCodes::Sym4 => _mm256_sub_epi32(raw[i], _mm256_set1_epi32(8 * sum)),
                             GroupCodes::Asym4 => {
                                 let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()));
-                                _mm256_sub_epi32(raw, _mm256_mullo_epi32(zv, _mm256_set1_epi32(sums[g])))
+                                _mm256_sub_epi32(raw[i], _mm256_mullo_epi32(zv, _mm256_set1_epi32(sum)))
                             }
-                            _ => raw,
+                            _ => raw[i],
                         };
-                        let sxv = _mm256_set1_ps(sx[g]);
-                        let t = _mm256_mul_ps(sxv, _mm256_loadu_ps(sw.as_ptr()));
-                        acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_cvtepi32_ps(d)));
+                        let sxv = _mm256_set1_ps(a.scales[at]);
+                        let t = _mm256_mul_ps(sxv, swv);
+                        acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(t, _mm256_cvtepi32_ps(d)));
                         if kind == GroupCodes::Min4 {
                             let t = _mm256_mul_ps(sxv, _mm256_loadu_ps(mn.as_ptr()));
-                            acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_set1_ps(sums[g] as f32)));
+                            acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(t, _mm256_set1_ps(sum as f32)));
                         }
                     }
                 }
-                let mut lanes = [0f32; PANEL];
-                // SAFETY: a write of an 8-element stack array.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-                let first = c0 + pi * PANEL;
-                for (l, (o, &v)) in chunk.iter_mut().zip(&lanes).enumerate() {
-                    *o = match bias {
-                        Some(b) => v + b[first + l],
-                        None => v,
-                    };
-                }
             }
+            let mut out = [[0f32; PANEL]; R];
+            for (o, v) in out.iter_mut().zip(acc) {
+                // SAFETY: a write of an 8-element array.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+            }
+            out
         }
     };
 }
 
-group_kernel!(row_avx2, "avx2", four_avx2, eight_avx2);
-group_kernel!(row_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
-group_kernel!(row_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
+group_kernel!(panel_avx2, "avx2", four_avx2, eight_avx2);
+group_kernel!(panel_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
+group_kernel!(panel_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
 
 /// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): panel
 /// `p` for `rows`, its weights converted on the fly or read from `scratch` (filled by
@@ -279,10 +301,15 @@ fn lane_byte_masks(j: usize, top: bool) -> [i8; 32] {
 /// The CPU has AVX2 and FMA; `p` is a panel of `w`, `g` one of its groups.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn group_values(w: &GroupWeights, p: usize, g: usize, mut each: impl FnMut(usize, usize, __m256)) {
-    let kind = w.codes_kind();
-    let codes = w.panel_codes(p, g);
-    let (_, z, _) = w.panel_params(p, g);
+unsafe fn group_values(
+    kind: GroupCodes,
+    group: usize,
+    panel: &Panel<'_>,
+    g: usize,
+    mut each: impl FnMut(usize, usize, __m256),
+) {
+    let codes = panel.codes(g);
+    let (_, z, _) = panel.params(g);
     let mask = |j, t| {
         // SAFETY: a 32-byte load of a 32-byte array.
         unsafe { _mm256_loadu_si256(lane_byte_masks(j, t).as_ptr().cast()) }
@@ -298,7 +325,7 @@ unsafe fn group_values(w: &GroupWeights, p: usize, g: usize, mut each: impl FnMu
             }
             _ => None,
         };
-        for e in 0..w.group_size() / 8 {
+        for e in 0..group / 8 {
             // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
             let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast()) };
             let nibbles = [_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble)];
@@ -311,7 +338,7 @@ unsafe fn group_values(w: &GroupWeights, p: usize, g: usize, mut each: impl FnMu
         }
     } else {
         let top = [mask(0, true), mask(1, true), mask(2, true), mask(3, true)];
-        for q in 0..w.group_size() / 4 {
+        for q in 0..group / 4 {
             // SAFETY: the group's codes are `group * 8` bytes, 32 per step of 4 inputs.
             let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast()) };
             for (j, m) in top.iter().enumerate() {
@@ -336,11 +363,11 @@ enum Values<'a> {
 /// The CPU has AVX2 and FMA; `p` is a panel of `w`; `out` holds `8 K` values.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dequantize_panel(w: &GroupWeights, p: usize, out: &mut [f32]) {
-    let group = w.group_size();
+    let (group, kind, panel) = (w.group_size(), w.codes_kind(), w.panel(p));
     for g in 0..w.groups() {
         let dst = &mut out[g * group * PANEL..(g + 1) * group * PANEL];
         // SAFETY: as this function's; each store writes 8 of `dst`'s `8 group` values.
-        unsafe { group_values(w, p, g, |j, _, v| _mm256_storeu_ps(dst.as_mut_ptr().add(j * PANEL), v)) };
+        unsafe { group_values(kind, group, &panel, g, |j, _, v| _mm256_storeu_ps(dst.as_mut_ptr().add(j * PANEL), v)) };
     }
 }
 
@@ -360,6 +387,7 @@ unsafe fn panel_fma<const R: usize>(
     values: Values<'_>,
 ) -> [[f32; PANEL]; R] {
     let (group, groups, kind) = (w.group_size(), w.groups(), w.codes_kind());
+    let panel = w.panel(p);
     let xs = rows.map(|r| a.row(r));
     assert!(xs.iter().all(|x| x.len() == groups * group), "activation rows of K values");
     let mut acc = [_mm256_setzero_ps(); R];
@@ -375,7 +403,7 @@ unsafe fn panel_fma<const R: usize>(
         };
         match values {
             // SAFETY: as this function's.
-            Values::Codes => unsafe { group_values(w, p, g, step) },
+            Values::Codes => unsafe { group_values(kind, group, &panel, g, step) },
             Values::Scratch(v) => {
                 let v = &v[base * PANEL..(base + group) * PANEL];
                 for j in (0..group).step_by(4) {
@@ -389,7 +417,7 @@ unsafe fn panel_fma<const R: usize>(
                 }
             }
         }
-        let (sw, _, mn) = w.panel_params(p, g);
+        let (sw, _, mn) = panel.params(g);
         // SAFETY: `sw` (and `mn` for Min4) hold the panel's 8 values.
         let swv = unsafe { _mm256_loadu_ps(sw.as_ptr()) };
         for i in 0..R {
