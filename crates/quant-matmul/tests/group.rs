@@ -179,7 +179,7 @@ fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize, 
             bound[i * n + c] = match mode {
                 Mode::Int8 => act + gamma((2 * groups + 4) as f64) * t + u * (y.abs() + act),
                 // The f64 sum `y` itself is off by at most K · 2^-53 · T', far below this.
-                Mode::Float => gamma((g / 4 + 2 * groups + 4) as f64) * t_float * (1.0 + 1e-6),
+                Mode::Float => gamma((g / 2 + 2 * groups + 4) as f64) * t_float * (1.0 + 1e-6),
             };
         }
     }
@@ -205,10 +205,11 @@ fn check_bound(rng: &mut Rng, m: usize, n: usize, k: usize, group: usize, outlie
             }
             // The bound is not vacuous: for the int8 mode the activations' rounding dominates,
             // of the order of a percent of the outputs (as for llama.cpp's Q8 activations); for
-            // the float mode it is f32 arithmetic, a few 10^-6.
+            // the float mode it is f32 arithmetic, a worst case far below 10^-3 (the errors themselves
+            // are about 10^-7, see relative_errors_on_a_layer_sized_product).
             let scale: f64 = exact.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
             let bsum: f64 = bound.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let limit = if mode == Mode::Int8 { 0.5 } else { 1e-4 };
+            let limit = if mode == Mode::Int8 { 0.5 } else { 1e-3 };
             assert!(bsum / scale < limit, "{mode:?}: bound {bsum} against outputs {scale}");
         }
     }
@@ -325,7 +326,7 @@ fn both_modes_follow_the_documented_arithmetic() -> Res {
                 assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "{name} ({i}, {c})");
             }
         }
-        // The float mode: v = u - z as f32, four fused partial sums by position modulo 4,
+        // The float mode: v = u - z as f32, two fused partial sums by parity,
         // acc = fma(s, p, acc) per group (and fma(min, σ, acc) for Q4_1), no bias here.
         GroupGemm::new().float_activations(MatRef::row_major(&x, m, k)?, gw, None, MatMut::row_major(&mut y, m, n)?)?;
         for i in 0..m {
@@ -333,7 +334,7 @@ fn both_modes_follow_the_documented_arithmetic() -> Res {
                 let mut acc = 0f32;
                 for gi in 0..groups {
                     let at = c * groups + gi;
-                    let (mut part, mut sig) = ([0f32; 4], [0f32; 4]);
+                    let (mut part, mut sig) = ([0f32; 2], [0f32; 2]);
                     for j in 0..g {
                         let (idx, xv) = (c * k + gi * g + j, x[i * k + gi * g + j]);
                         let v = match *name {
@@ -342,12 +343,12 @@ fn both_modes_follow_the_documented_arithmetic() -> Res {
                             "sym8" => i32::from(q8[idx]),
                             _ => u[idx] as i32,
                         };
-                        part[j % 4] = xv.mul_add(v as f32, part[j % 4]);
-                        sig[j % 4] += xv;
+                        part[j % 2] = xv.mul_add(v as f32, part[j % 2]);
+                        sig[j % 2] += xv;
                     }
-                    acc = s[at].mul_add((part[0] + part[1]) + (part[2] + part[3]), acc);
+                    acc = s[at].mul_add(part[0] + part[1], acc);
                     if *name == "q4_1" {
-                        acc = mins[at].mul_add((sig[0] + sig[1]) + (sig[2] + sig[3]), acc);
+                        acc = mins[at].mul_add(sig[0] + sig[1], acc);
                     }
                 }
                 assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "float mode {name} ({i}, {c})");
@@ -376,9 +377,16 @@ fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
             println!("group kernels of tier {t} not run: this CPU lacks {missing}");
         }
     }
-    for (m, n, k, group) in
-        [(1, 37, 256, 32), (3, 16, 512, 128), (2, 13, 256, 256), (5, 24, 192, 64), (1, 7, 64, 32), (4, 41, 128, 32)]
-    {
+    for (m, n, k, group) in [
+        (1, 37, 256, 32),
+        (3, 16, 512, 128),
+        (2, 13, 256, 256),
+        (5, 24, 192, 64),
+        (1, 7, 64, 32),
+        (4, 41, 128, 32),
+        (7, 56, 96, 32),
+        (6, 20, 64, 32),
+    ] {
         let w = weights(&mut rng, n, k, true);
         let x = activations(&mut rng, m, k, true);
         let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();

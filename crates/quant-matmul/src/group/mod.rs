@@ -51,16 +51,19 @@
 //! ([`quant_traits::cast::fma_f32`]):
 //! 1. each weight is dequantized in registers to the exact small integer `v_k = u_k - z`
 //!    (`q_k` for the signed formats, `u_k` for `Q4_1`), as an `f32`;
-//! 2. four partial sums, one per input position modulo 4, in input order:
-//!    `p_(k mod 4) = fma(x_k, v_k, p_(k mod 4))` from `p = 0`, then `p_g = (p_0 + p_1) + (p_2 + p_3)`;
+//! 2. two partial sums, one for the even and one for the odd inputs of the group, in input
+//!    order: `p_(k mod 2) = fma(x_k, v_k, p_(k mod 2))` from `p = 0`, then `p_g = p_0 + p_1`;
 //! 3. `acc = fma(s_w,g, p_g, acc)` from `acc = 0`, group after group; for `Q4_1`, right after,
-//!    `acc = fma(m_g, σ_g, acc)` with `σ_g = Σ x_k` summed the same way (four partial sums by
-//!    position modulo 4, then `(σ_0 + σ_1) + (σ_2 + σ_3)`, plain additions);
+//!    `acc = fma(m_g, σ_g, acc)` with `σ_g = Σ x_k` summed the same way (two partial sums by
+//!    parity, then `σ_0 + σ_1`, plain additions);
 //! 4. `y = acc + bias`.
 //!
-//! **Error bound.** `|y - y*| <= γ(G/4 + 2 · groups + 4) · T'` with
+//! Two chains per channel, not one, so that a kernel has enough independent multiply-adds in
+//! flight; not more, so that three rows by sixteen channels of them fit AVX2's registers.
+//!
+//! **Error bound.** `|y - y*| <= γ(G/2 + 2 · groups + 4) · T'` with
 //! `T' = Σ_g Σ_{k in g} |x_k| · (|s_w,g · v_k| + |m_g|) + |bias|`: every chain of step 2 is
-//! `G/4` roundings long, step 3 adds one per group (two for `Q4_1`) and the bias one. A product
+//! `G/2` roundings long, step 3 adds one per group (two for `Q4_1`) and the bias one. A product
 //! beyond `f32`'s range gives `±inf`, as IEEE arithmetic does. The tests check the bound on
 //! random data and on data with outliers; the relative error on such data is about `10^-6`.
 
@@ -213,13 +216,13 @@ impl FloatActivations {
     }
 }
 
-/// `σ_g`: four partial sums by position modulo 4, then `(σ_0 + σ_1) + (σ_2 + σ_3)`.
+/// `σ_g`: two partial sums by parity, then `σ_0 + σ_1`.
 fn group_sum(x: &[f32]) -> f32 {
-    let mut s = [0f32; 4];
+    let mut s = [0f32; 2];
     for (i, &v) in x.iter().enumerate() {
-        s[i % 4] += v;
+        s[i % 2] += v;
     }
-    (s[0] + s[1]) + (s[2] + s[3])
+    s[0] + s[1]
 }
 
 /// The float mode's reference (portable) kernel: panel `p`'s eight output channels for each of
@@ -242,13 +245,13 @@ pub(crate) fn reference_panel_f32<const R: usize>(
             let mut acc = 0f32;
             for g in 0..groups {
                 let (s_w, z, min) = w.params(c, g);
-                let mut part = [0f32; 4];
+                let mut part = [0f32; 2];
                 for j in 0..group {
                     let k = g * group + j;
                     let v = (w.code(c, k) - z) as f32; // exact: |v| <= 128
-                    part[j % 4] = fma_f32(x[k], v, part[j % 4]);
+                    part[j % 2] = fma_f32(x[k], v, part[j % 2]);
                 }
-                acc = fma_f32(s_w, (part[0] + part[1]) + (part[2] + part[3]), acc);
+                acc = fma_f32(s_w, part[0] + part[1], acc);
                 if w.codes_kind() == GroupCodes::Min4 {
                     acc = fma_f32(min, a.sum(r, g), acc);
                 }
@@ -385,23 +388,26 @@ const CHUNK: usize = 4 * PANEL;
 /// instead of once per block of rows.
 const SCRATCH_ROWS: usize = 4;
 
-/// What the driver needs of a compute mode: its kernel for one panel and a few rows.
+/// What the driver needs of a compute mode: its kernel for a few panels and rows.
 pub(crate) trait Mode: Sync {
     /// Rows per kernel call at most (with a scratch buffer of converted weights or without).
     fn widest(&self, scratch: bool) -> usize;
-    /// Whether this mode converts a panel's weights into a scratch buffer for many rows.
+    /// Whether the kernel takes two panels at once (each broadcast activation then serves two).
+    fn pairs(&self, tier: Tier) -> bool;
+    /// Whether this mode converts the weights into a scratch buffer for `rows` rows.
     fn uses_scratch(&self, tier: Tier, rows: usize) -> bool;
-    /// Panel `p`'s weights converted into `scratch`; `false` when this tier does not.
-    fn convert(&self, tier: Tier, w: &GroupWeights, p: usize, scratch: &mut [f32]) -> bool;
-    /// Panel `p` for `rows`, before the bias (`scratch`: the panel's converted weights).
-    fn panel<const R: usize>(
+    /// Panels `p .. p + count` converted into `scratch`; `false` when this tier does not.
+    fn convert(&self, tier: Tier, w: &GroupWeights, p: usize, count: usize, scratch: &mut [f32]) -> bool;
+    /// Panels `p .. p + P` for `rows`, before the bias (`scratch`: exactly these panels'
+    /// converted weights).
+    fn panels<const R: usize, const P: usize>(
         &self,
         tier: Tier,
         w: &GroupWeights,
         rows: [usize; R],
         p: usize,
         scratch: Option<&[f32]>,
-    ) -> [[f32; PANEL]; R];
+    ) -> [[[f32; PANEL]; P]; R];
 }
 
 impl Mode for Activations {
@@ -409,28 +415,41 @@ impl Mode for Activations {
         4
     }
 
+    fn pairs(&self, _: Tier) -> bool {
+        false
+    }
+
     fn uses_scratch(&self, _: Tier, _: usize) -> bool {
         false
     }
 
-    fn convert(&self, _: Tier, _: &GroupWeights, _: usize, _: &mut [f32]) -> bool {
+    fn convert(&self, _: Tier, _: &GroupWeights, _: usize, _: usize, _: &mut [f32]) -> bool {
         false
     }
 
-    fn panel<const R: usize>(
+    fn panels<const R: usize, const P: usize>(
         &self,
         tier: Tier,
         w: &GroupWeights,
         rows: [usize; R],
         p: usize,
         _: Option<&[f32]>,
-    ) -> [[f32; PANEL]; R] {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(lanes) = x86_64::panel_i8(tier, w, self, rows, p) {
-            return lanes;
+    ) -> [[[f32; PANEL]; P]; R] {
+        let mut out = [[[0f32; PANEL]; P]; R];
+        for q in 0..P {
+            #[cfg(target_arch = "x86_64")]
+            let lanes = x86_64::panel_i8(tier, w, self, rows, p + q);
+            #[cfg(not(target_arch = "x86_64"))]
+            let lanes = {
+                let _ = tier;
+                None
+            };
+            let lanes = lanes.unwrap_or_else(|| reference_panel_i8(w, self, rows, p + q));
+            for (o, l) in out.iter_mut().zip(lanes) {
+                o[q] = l;
+            }
         }
-        let _ = tier;
-        reference_panel_i8(w, self, rows, p)
+        out
     }
 }
 
@@ -443,53 +462,69 @@ impl Mode for FloatActivations {
         }
     }
 
+    fn pairs(&self, tier: Tier) -> bool {
+        tier != Tier::Portable
+    }
+
     fn uses_scratch(&self, tier: Tier, rows: usize) -> bool {
         rows >= SCRATCH_ROWS && tier != Tier::Portable
     }
 
-    fn convert(&self, tier: Tier, w: &GroupWeights, p: usize, scratch: &mut [f32]) -> bool {
+    fn convert(&self, tier: Tier, w: &GroupWeights, p: usize, count: usize, scratch: &mut [f32]) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return x86_64::dequantize(tier, w, p, scratch);
+        return x86_64::dequantize(tier, w, p, count, scratch);
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (tier, w, p, scratch);
+            let _ = (tier, w, p, count, scratch);
             false
         }
     }
 
-    fn panel<const R: usize>(
+    fn panels<const R: usize, const P: usize>(
         &self,
         tier: Tier,
         w: &GroupWeights,
         rows: [usize; R],
         p: usize,
         scratch: Option<&[f32]>,
-    ) -> [[f32; PANEL]; R] {
+    ) -> [[[f32; PANEL]; P]; R] {
         #[cfg(target_arch = "x86_64")]
-        if let Some(lanes) = x86_64::panel_f32(tier, w, self, rows, p, scratch) {
+        if let Some(lanes) = x86_64::panels_f32::<R, P>(tier, w, self, rows, p, scratch) {
             return lanes;
         }
         let _ = (tier, scratch);
-        reference_panel_f32(w, self, rows, p)
+        let mut out = [[[0f32; PANEL]; P]; R];
+        for q in 0..P {
+            for (o, l) in out.iter_mut().zip(reference_panel_f32(w, self, rows, p + q)) {
+                o[q] = l;
+            }
+        }
+        out
     }
 }
 
 /// One thread's block of output channels, for every row. Few rows: a chunk of channels at a
-/// time (their codes stay in L2 while every row reads them); with a scratch buffer: a panel at
-/// a time, its weights converted once. Rows go to the kernel up to [`Mode::widest`] at a time,
-/// so each load (and conversion) of a panel's codes serves them all.
+/// time (their codes stay in L2 while every row reads them); with a scratch buffer: one or two
+/// panels at a time, their weights converted once. Rows go to the kernel up to
+/// [`Mode::widest`] at a time, so each load (and conversion) of the codes serves them all.
 fn channels<Mo: Mode>(tier: Tier, w: &GroupWeights, mode: &Mo, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
     let (c0, n) = (y.col0(), y.cols());
     let (first, end) = (y.row0(), y.row0() + y.rows());
+    let pairs = mode.pairs(tier);
     let mut scratch = Vec::new();
     if mode.uses_scratch(tier, y.rows()) {
-        scratch = alloc::vec![0f32; w.k() * PANEL];
+        scratch = alloc::vec![0f32; w.k() * PANEL * if pairs { 2 } else { 1 }];
     }
-    let step = if scratch.is_empty() { CHUNK } else { PANEL };
+    let step = match (scratch.is_empty(), pairs) {
+        (true, _) => CHUNK,
+        (false, true) => 2 * PANEL,
+        (false, false) => PANEL,
+    };
     let mut at = 0;
     while at < n {
         let len = step.min(n - at);
-        let converted = !scratch.is_empty() && mode.convert(tier, w, (c0 + at) / PANEL, &mut scratch);
+        let count = len.div_ceil(PANEL);
+        let converted = !scratch.is_empty() && mode.convert(tier, w, (c0 + at) / PANEL, count, &mut scratch);
         let scratch = converted.then_some(&scratch[..]);
         let widest = mode.widest(converted);
         let mut r = first;
@@ -514,8 +549,9 @@ fn channels<Mo: Mode>(tier: Tier, w: &GroupWeights, mode: &Mo, bias: Option<&[f3
     }
 }
 
-/// Channels `c .. c + len` (`c` a multiple of the panel width, in `y`'s block) of `rows`, plus
-/// the bias (`y = acc + bias`, the last step of both modes).
+/// Channels `c .. c + len` (`c` a multiple of the panel width, in `y`'s block) of `rows`, two
+/// panels at a time where the mode pairs them, plus the bias (`y = acc + bias`, the last step
+/// of both modes). A `scratch` holds exactly these channels' converted weights.
 #[allow(clippy::too_many_arguments)]
 fn rows<Mo: Mode, const R: usize>(
     tier: Tier,
@@ -528,18 +564,30 @@ fn rows<Mo: Mode, const R: usize>(
     len: usize,
     scratch: Option<&[f32]>,
 ) {
-    let c0 = y.col0();
-    for at in (c..c + len).step_by(PANEL) {
-        let lanes = mode.panel(tier, w, rows, at / PANEL, scratch);
-        let cnt = PANEL.min(c + len - at);
-        for (&r, v) in rows.iter().zip(&lanes) {
+    let (c0, end) = (y.col0(), c + len);
+    let pairs = mode.pairs(tier);
+    let mut at = c;
+    while at < end {
+        let lanes2;
+        let lanes1;
+        let lanes: &[[[f32; PANEL]; 2]] = if pairs && end - at > PANEL {
+            lanes2 = mode.panels::<R, 2>(tier, w, rows, at / PANEL, scratch);
+            &lanes2
+        } else {
+            lanes1 = mode.panels::<R, 1>(tier, w, rows, at / PANEL, scratch).map(|[l]| [l, [0.0; PANEL]]);
+            &lanes1
+        };
+        let width = if pairs && end - at > PANEL { 2 * PANEL } else { PANEL };
+        let cnt = width.min(end - at);
+        for (&r, v) in rows.iter().zip(lanes) {
             let out = y.row_part(r, at - c0, cnt);
-            for (l, (o, &v)) in out.iter_mut().zip(v).enumerate() {
+            for (l, (o, &v)) in out.iter_mut().zip(v.as_flattened()).enumerate() {
                 *o = match bias {
                     Some(b) => v + b[at + l],
                     None => v,
                 };
             }
         }
+        at += width;
     }
 }

@@ -242,42 +242,47 @@ group_kernel!(panel_avx2, "avx2", four_avx2, eight_avx2);
 group_kernel!(panel_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
 group_kernel!(panel_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
 
-/// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): panel
-/// `p` for `rows`, its weights converted on the fly or read from `scratch` (filled by
-/// [`dequantize`]); `None` on the portable tier.
-pub(super) fn panel_f32<const R: usize>(
+/// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): `P`
+/// panels from `p` for `rows`, their weights converted on the fly or read from `scratch`
+/// (filled by [`dequantize`] for exactly these panels); `None` on the portable tier.
+pub(super) fn panels_f32<const R: usize, const P: usize>(
     tier: Tier,
     w: &GroupWeights,
     a: &FloatActivations,
     rows: [usize; R],
     p: usize,
     scratch: Option<&[f32]>,
-) -> Option<[[f32; PANEL]; R]> {
+) -> Option<[[[f32; PANEL]; P]; R]> {
     if tier == Tier::Portable {
         return None;
     }
+    assert!(p + P <= w.n().div_ceil(PANEL), "panels {p}..{} of {}", p + P, w.n().div_ceil(PANEL));
+    assert!(rows.iter().all(|&r| a.row(r).len() == w.k()), "activation rows of K values");
     let values = match scratch {
         Some(v) => {
-            assert!(v.len() >= w.k() * PANEL, "scratch of {} for {} inputs", v.len(), w.k());
+            assert!(v.len() >= w.k() * PANEL * P, "scratch of {} for {} inputs", v.len(), w.k());
             Values::Scratch(v)
         }
         None => Values::Codes,
     };
     // SAFETY: every x86-64 tier past portable has AVX2 and FMA, and the tier was resolved by
-    // `KernelChoice::resolve`, which checked that this CPU has its features; the scratch was
-    // checked above.
-    Some(unsafe { panel_fma(w, a, rows, p, values) })
+    // `KernelChoice::resolve`, which checked that this CPU has its features; the panels, rows
+    // and scratch were checked above.
+    Some(unsafe { panels_fma::<R, P>(w, a, rows, p, values) })
 }
 
-/// Panel `p`'s weights dequantized to `v_k` (`[K][8]`) into `out`; `false` on the portable
-/// tier (nothing written).
-pub(super) fn dequantize(tier: Tier, w: &GroupWeights, p: usize, out: &mut [f32]) -> bool {
+/// Panels `p .. p + count`'s weights dequantized to `v_k` (`[K][count][8]`) into `out`;
+/// `false` on the portable tier (nothing written).
+pub(super) fn dequantize(tier: Tier, w: &GroupWeights, p: usize, count: usize, out: &mut [f32]) -> bool {
     if tier == Tier::Portable {
         return false;
     }
-    assert!(out.len() >= w.k() * PANEL, "scratch of {} for {} inputs", out.len(), w.k());
-    // SAFETY: as in `panel_f32`; `out` was checked above.
-    unsafe { dequantize_panel(w, p, out) };
+    assert!(p + count <= w.n().div_ceil(PANEL), "panels {p}..{} of {}", p + count, w.n().div_ceil(PANEL));
+    assert!(out.len() >= w.k() * PANEL * count, "scratch of {} for {} inputs", out.len(), w.k());
+    for q in 0..count {
+        // SAFETY: as in `panels_f32`; `out` and the panels were checked above.
+        unsafe { dequantize_panel(w, p + q, q, count, out) };
+    }
     true
 }
 
@@ -292,148 +297,182 @@ fn lane_byte_masks(j: usize, top: bool) -> [i8; 32] {
     m
 }
 
-/// The exact small integers `v_k = u_k - z` (as `f32`, lanes = the panel's eight channels) of
-/// panel `p`, group `g`, handed to `each(j, j % 4, v)` in input order, `j` the input's index
-/// in the group (the second argument a constant once unrolled, so the four partial sums stay in
-/// registers).
+/// The exact small integers `v_k = u_k - z` (as `f32`, lanes = a panel's eight channels) of
+/// group `g` of `P` panels, handed to `each(j, j % 2, [v; P])` in input order, `j` the input's
+/// index in the group (the second argument a constant once unrolled, so the partial sums stay
+/// in registers).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `p` is a panel of `w`, `g` one of its groups.
+/// The CPU has AVX2 and FMA; `g` is a group of the panels, whose codes are of `kind` in groups
+/// of `group`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn group_values(
+unsafe fn group_values<const P: usize>(
     kind: GroupCodes,
     group: usize,
-    panel: &Panel<'_>,
+    panels: &[Panel<'_>; P],
     g: usize,
-    mut each: impl FnMut(usize, usize, __m256),
+    mut each: impl FnMut(usize, usize, [__m256; P]),
 ) {
-    let codes = panel.codes(g);
-    let (_, z, _) = panel.params(g);
     let mask = |j, t| {
         // SAFETY: a 32-byte load of a 32-byte array.
         unsafe { _mm256_loadu_si256(lane_byte_masks(j, t).as_ptr().cast()) }
     };
+    let codes = panels.map(|pl| pl.codes(g).as_ptr());
     if kind.bits() == 4 {
         let low = [mask(0, false), mask(1, false), mask(2, false), mask(3, false)];
         let nibble = _mm256_set1_epi8(0x0f);
-        let zf = match kind {
-            GroupCodes::Sym4 => Some(_mm256_set1_ps(8.0)),
-            GroupCodes::Asym4 => {
-                // SAFETY: `z` holds the panel's 8 zero points (Asym4).
-                Some(unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()))) })
-            }
-            _ => None,
-        };
+        let mut zf = [_mm256_setzero_ps(); P];
+        for (z, pl) in zf.iter_mut().zip(panels) {
+            *z = match kind {
+                GroupCodes::Sym4 => _mm256_set1_ps(8.0),
+                // SAFETY: the panel's 8 zero points of group `g` (Asym4).
+                GroupCodes::Asym4 => unsafe {
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(pl.params(g).1.as_ptr().cast())))
+                },
+                _ => _mm256_setzero_ps(), // Min4: u - 0 is u exactly
+            };
+        }
         for e in 0..group / 8 {
-            // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
-            let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast()) };
-            let nibbles = [_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble)];
-            for (half, src) in nibbles.into_iter().enumerate() {
+            let mut lo = [_mm256_setzero_si256(); P];
+            let mut hi = [_mm256_setzero_si256(); P];
+            for q in 0..P {
+                // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
+                let v = unsafe { _mm256_loadu_si256(codes[q].add(e * 32).cast()) };
+                lo[q] = _mm256_and_si256(v, nibble);
+                hi[q] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+            }
+            for (half, src) in [lo, hi].into_iter().enumerate() {
                 for (j, m) in low.iter().enumerate() {
-                    let u = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(src, *m));
-                    each(8 * e + 4 * half + j, j, zf.map_or(u, |zf| _mm256_sub_ps(u, zf)));
+                    let mut v = [_mm256_setzero_ps(); P];
+                    for q in 0..P {
+                        v[q] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(src[q], *m)), zf[q]);
+                    }
+                    each(8 * e + 4 * half + j, j % 2, v);
                 }
             }
         }
     } else {
         let top = [mask(0, true), mask(1, true), mask(2, true), mask(3, true)];
-        for q in 0..group / 4 {
-            // SAFETY: the group's codes are `group * 8` bytes, 32 per step of 4 inputs.
-            let v = unsafe { _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast()) };
+        for s in 0..group / 4 {
+            let mut raw = [_mm256_setzero_si256(); P];
+            for q in 0..P {
+                // SAFETY: the group's codes are `group * 8` bytes, 32 per step of 4 inputs.
+                raw[q] = unsafe { _mm256_loadu_si256(codes[q].add(s * 32).cast()) };
+            }
             for (j, m) in top.iter().enumerate() {
-                each(4 * q + j, j, _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(v, *m))));
+                let mut v = [_mm256_setzero_ps(); P];
+                for q in 0..P {
+                    v[q] = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(raw[q], *m)));
+                }
+                each(4 * s + j, j % 2, v);
             }
         }
     }
 }
 
-/// Where the float kernel finds a panel's dequantized weights.
+/// Where the float kernel finds the panels' dequantized weights.
 #[derive(Copy, Clone)]
 enum Values<'a> {
     /// Converted from the codes on the fly, for few rows.
     Codes,
-    /// Converted once into `[K][8]` (by [`dequantize_panel`]), for many rows.
+    /// Converted once into `[K][P][8]` (by [`dequantize`]), for many rows.
     Scratch(&'a [f32]),
 }
 
-/// Panel `p`'s `v_k` for every input, `[K][8]`, into `out`.
+/// Panel `p`'s `v_k` for every input into slot `q` of `[K][count][8]` in `out`.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `p` is a panel of `w`; `out` holds `8 K` values.
+/// The CPU has AVX2 and FMA; `p` is a panel of `w`; `q < count`; `out` holds `8 K count`
+/// values.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dequantize_panel(w: &GroupWeights, p: usize, out: &mut [f32]) {
-    let (group, kind, panel) = (w.group_size(), w.codes_kind(), w.panel(p));
+unsafe fn dequantize_panel(w: &GroupWeights, p: usize, q: usize, count: usize, out: &mut [f32]) {
+    let (group, kind, panel) = (w.group_size(), w.codes_kind(), [w.panel(p)]);
     for g in 0..w.groups() {
-        let dst = &mut out[g * group * PANEL..(g + 1) * group * PANEL];
-        // SAFETY: as this function's; each store writes 8 of `dst`'s `8 group` values.
-        unsafe { group_values(kind, group, &panel, g, |j, _, v| _mm256_storeu_ps(dst.as_mut_ptr().add(j * PANEL), v)) };
+        let dst = &mut out[g * group * PANEL * count..(g + 1) * group * PANEL * count];
+        let store = |j: usize, _: usize, v: [__m256; 1]| {
+            // SAFETY: `(j * count + q) * 8 + 8 <= 8 group count`: inside `dst`.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((j * count + q) * PANEL), v[0]) }
+        };
+        // SAFETY: as this function's.
+        unsafe { group_values(kind, group, &panel, g, store) };
     }
 }
 
-/// The float mode for one panel of eight channels and `R` rows, lanes = channels: each lane
+/// The float mode for `P` panels of eight channels and `R` rows, lanes = channels: each lane
 /// does the reference's operations (module docs, steps 1 to 3) in the reference's order, with
-/// `vfmadd` where the reference calls `fma_f32`.
+/// `vfmadd` where the reference calls `fma_f32`. `R · P · 2` partial sums stay in registers
+/// (12 of AVX2's 16 for three rows and two panels); each broadcast activation serves `P`
+/// multiply-adds and each converted weight `R`.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `p` is a panel of `w`; every row of `rows` is a row of `a`;
-/// a `Scratch` holds the panel's `8 K` values.
+/// The CPU has AVX2 and FMA; panels `p .. p + P` are panels of `w`; every row of `rows` is a
+/// row of `a` (`K` values); a `Scratch` holds these panels' `8 K P` values.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn panel_fma<const R: usize>(
+unsafe fn panels_fma<const R: usize, const P: usize>(
     w: &GroupWeights,
     a: &FloatActivations,
     rows: [usize; R],
     p: usize,
     values: Values<'_>,
-) -> [[f32; PANEL]; R] {
+) -> [[[f32; PANEL]; P]; R] {
     let (group, groups, kind) = (w.group_size(), w.groups(), w.codes_kind());
-    let panel = w.panel(p);
-    let xs = rows.map(|r| a.row(r));
-    assert!(xs.iter().all(|x| x.len() == groups * group), "activation rows of K values");
-    let mut acc = [_mm256_setzero_ps(); R];
+    let mut panels = [w.panel(p); P];
+    for (q, pl) in panels.iter_mut().enumerate() {
+        *pl = w.panel(p + q);
+    }
+    let xs = rows.map(|r| a.row(r).as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); P]; R];
     for g in 0..groups {
         let base = g * group;
-        let mut part = [[_mm256_setzero_ps(); 4]; R];
-        let mut step = |j: usize, chain: usize, wv: __m256| {
+        let mut part = [[[_mm256_setzero_ps(); 2]; P]; R];
+        let mut step = |j: usize, chain: usize, wv: [__m256; P]| {
             for i in 0..R {
-                // SAFETY: `j < group` and the row has `K >= base + group` values.
-                let xv = unsafe { *xs[i].get_unchecked(base + j) };
-                part[i][chain] = _mm256_fmadd_ps(_mm256_set1_ps(xv), wv, part[i][chain]);
+                // SAFETY: `base + j < K`, the row's length (caller).
+                let xv = _mm256_set1_ps(unsafe { *xs[i].add(base + j) });
+                for q in 0..P {
+                    part[i][q][chain] = _mm256_fmadd_ps(xv, wv[q], part[i][q][chain]);
+                }
             }
         };
         match values {
             // SAFETY: as this function's.
-            Values::Codes => unsafe { group_values(kind, group, &panel, g, step) },
+            Values::Codes => unsafe { group_values(kind, group, &panels, g, step) },
             Values::Scratch(v) => {
-                let v = &v[base * PANEL..(base + group) * PANEL];
-                for j in (0..group).step_by(4) {
-                    // SAFETY: `v` holds the group's `8 group` values.
-                    unsafe {
-                        step(j, 0, _mm256_loadu_ps(v.as_ptr().add(j * PANEL)));
-                        step(j + 1, 1, _mm256_loadu_ps(v.as_ptr().add((j + 1) * PANEL)));
-                        step(j + 2, 2, _mm256_loadu_ps(v.as_ptr().add((j + 2) * PANEL)));
-                        step(j + 3, 3, _mm256_loadu_ps(v.as_ptr().add((j + 3) * PANEL)));
+                let v = v[base * PANEL * P..(base + group) * PANEL * P].as_ptr();
+                for j in (0..group).step_by(2) {
+                    let (mut w0, mut w1) = ([_mm256_setzero_ps(); P], [_mm256_setzero_ps(); P]);
+                    for q in 0..P {
+                        // SAFETY: `v` holds the group's `8 group P` values.
+                        unsafe {
+                            w0[q] = _mm256_loadu_ps(v.add((j * P + q) * PANEL));
+                            w1[q] = _mm256_loadu_ps(v.add(((j + 1) * P + q) * PANEL));
+                        }
                     }
+                    step(j, 0, w0);
+                    step(j + 1, 1, w1);
                 }
             }
         }
-        let (sw, _, mn) = panel.params(g);
-        // SAFETY: `sw` (and `mn` for Min4) hold the panel's 8 values.
-        let swv = unsafe { _mm256_loadu_ps(sw.as_ptr()) };
-        for i in 0..R {
-            let [p0, p1, p2, p3] = part[i];
-            acc[i] = _mm256_fmadd_ps(swv, _mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)), acc[i]);
-            if kind == GroupCodes::Min4 {
-                // SAFETY: as above.
-                let mv = unsafe { _mm256_loadu_ps(mn.as_ptr()) };
-                acc[i] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.sum(rows[i], g)), acc[i]);
+        for q in 0..P {
+            let (sw, _, mn) = panels[q].params(g);
+            // SAFETY: `sw` (and `mn` for Min4) hold the panel's 8 values.
+            let (swv, mv) = unsafe { (_mm256_loadu_ps(sw.as_ptr()), mn.first().map(|_| _mm256_loadu_ps(mn.as_ptr()))) };
+            for i in 0..R {
+                let [p0, p1] = part[i][q];
+                acc[i][q] = _mm256_fmadd_ps(swv, _mm256_add_ps(p0, p1), acc[i][q]);
+                if let Some(mv) = mv {
+                    acc[i][q] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.sum(rows[i], g)), acc[i][q]);
+                }
             }
         }
     }
-    let mut out = [[0f32; PANEL]; R];
+    let mut out = [[[0f32; PANEL]; P]; R];
     for (o, v) in out.iter_mut().zip(acc) {
-        // SAFETY: a write of an 8-element array.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+        for (o, v) in o.iter_mut().zip(v) {
+            // SAFETY: a write of an 8-element array.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+        }
     }
     out
 }
