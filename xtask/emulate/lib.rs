@@ -289,8 +289,8 @@ unsafe fn dequantize(c: &Cmd) -> Result<(), QuantError> {
 /// Op 5. Weights: `packed` selects the format (0 `Q4_0`, 1 `Q4_1`, 2 `Q8_0` bytes at `b`, `len`
 /// bytes; 3 asymmetric 4-bit codes at `b` with `f32` scales at `za_ptr` and `i64` zero points at
 /// `zb_ptr`; 4 symmetric 4-bit; 5 symmetric 8-bit), groups of `za` inputs; `x` (`f32`, `m x k`)
-/// at `a`; the tier's result at `out`. Returns the number of outputs that differ in their bits
-/// from the portable reference's.
+/// at `a`; the tier's int8-mode result at `out`. Returns the number of outputs, of both modes,
+/// that differ in their bits from the portable reference's.
 ///
 /// # Safety
 /// The pointers in `c` are valid for the shapes in `c`.
@@ -317,16 +317,17 @@ unsafe fn group(c: &Cmd) -> Result<i64, QuantError> {
     };
     // SAFETY: caller's contract.
     let (x, out) = unsafe { (slice::<f32>(c.a, m * k), slice_mut::<f32>(c.out, m * n)) };
-    let mut want = alloc::vec![0f32; m * n];
+    let (mut want, mut float) = (alloc::vec![0f32; m * n], alloc::vec![0f32; m * n]);
     let x = MatRef::row_major(x, m, k)?;
-    GroupGemm::new().kernel(KernelChoice::Portable).int8_activations(
-        x,
-        &w,
-        None,
-        MatMut::row_major(&mut want, m, n)?,
-    )?;
-    GroupGemm::new().kernel(choice(c.tier)).int8_activations(x, &w, None, MatMut::row_major(out, m, n)?)?;
-    Ok(out.iter().zip(&want).filter(|(p, q)| p.to_bits() != q.to_bits()).count() as i64)
+    let (reference, tier) = (GroupGemm::new().kernel(KernelChoice::Portable), GroupGemm::new().kernel(choice(c.tier)));
+    let differ = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(p, q)| p.to_bits() != q.to_bits()).count() as i64;
+    // The float mode first (its result stays in `float`), then the int8 mode's into `out`.
+    reference.float_activations(x, &w, None, MatMut::row_major(&mut want, m, n)?)?;
+    tier.float_activations(x, &w, None, MatMut::row_major(&mut float, m, n)?)?;
+    let float_differ = differ(&float, &want);
+    reference.int8_activations(x, &w, None, MatMut::row_major(&mut want, m, n)?)?;
+    tier.int8_activations(x, &w, None, MatMut::row_major(out, m, n)?)?;
+    Ok(differ(out, &want) + float_differ)
 }
 
 fn names(c: &mut Cmd) -> Result<(), QuantError> {
