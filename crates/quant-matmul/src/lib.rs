@@ -20,9 +20,11 @@
 //!   [`gemm`].
 //! * **Group-quantized weights** ([`group`]): `y = x · Wᵀ + bias` with `W` in 4 or 8 bits and
 //!   one scale per group of inputs ([`GroupWeights`], from our codes or llama.cpp's `Q4_0`,
-//!   `Q4_1`, `Q8_0` blocks), activations quantized to `i8` per group on the fly
-//!   ([`GroupGemm::int8_activations`]): a portable reference that defines the bits and SIMD
-//!   kernels for every x86-64 tier that reproduce them.
+//!   `Q4_1`, `Q8_0` blocks), in two modes: activations quantized to `i8` per group on the fly
+//!   ([`GroupGemm::int8_activations`]) or kept in `f32` against weights dequantized in
+//!   registers ([`GroupGemm::float_activations`]). Each mode has a portable reference that
+//!   defines the bits and SIMD kernels for every x86-64 tier that reproduce them: the same
+//!   result on every CPU and for any thread count.
 //! * **The exact reference** for codes of any width (2..=32 bits): [`matmul_exact`] with the
 //!   narrowest accumulator that provably cannot overflow, and the seed API
 //!   [`quantized_matmul`] / [`quantized_matmul_flat`], which routes to the engine whenever the
