@@ -435,21 +435,14 @@ impl Mode for Activations {
         p: usize,
         _: Option<&[f32]>,
     ) -> [[[f32; PANEL]; P]; R] {
-        let mut out = [[[0f32; PANEL]; P]; R];
-        for q in 0..P {
+        each_panel(p, |p| {
             #[cfg(target_arch = "x86_64")]
-            let lanes = x86_64::panel_i8(tier, w, self, rows, p + q);
-            #[cfg(not(target_arch = "x86_64"))]
-            let lanes = {
-                let _ = tier;
-                None
-            };
-            let lanes = lanes.unwrap_or_else(|| reference_panel_i8(w, self, rows, p + q));
-            for (o, l) in out.iter_mut().zip(lanes) {
-                o[q] = l;
+            if let Some(lanes) = x86_64::panel_i8(tier, w, self, rows, p) {
+                return lanes;
             }
-        }
-        out
+            let _ = tier;
+            reference_panel_i8(w, self, rows, p)
+        })
     }
 }
 
@@ -493,14 +486,22 @@ impl Mode for FloatActivations {
             return lanes;
         }
         let _ = (tier, scratch);
-        let mut out = [[[0f32; PANEL]; P]; R];
-        for q in 0..P {
-            for (o, l) in out.iter_mut().zip(reference_panel_f32(w, self, rows, p + q)) {
-                o[q] = l;
-            }
-        }
-        out
+        each_panel(p, |p| reference_panel_f32(w, self, rows, p))
     }
+}
+
+/// Panels `p .. p + P` for `R` rows from a kernel of one panel at a time.
+fn each_panel<const R: usize, const P: usize>(
+    p: usize,
+    panel: impl Fn(usize) -> [[f32; PANEL]; R],
+) -> [[[f32; PANEL]; P]; R] {
+    let mut out = [[[0f32; PANEL]; P]; R];
+    for q in 0..P {
+        for (o, l) in out.iter_mut().zip(panel(p + q)) {
+            o[q] = l;
+        }
+    }
+    out
 }
 
 /// One thread's block of output channels, for every row. Few rows: a chunk of channels at a
