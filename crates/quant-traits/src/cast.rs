@@ -263,6 +263,54 @@ pub fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
     f64::from_bits(if toward_larger_magnitude { sb + 1 } else { sb - 1 }) as f32
 }
 
+/// The square root of `x`, correctly rounded (to nearest; a square root is never a tie): bit for
+/// bit what `f32::sqrt`, C's `sqrtf` and `sqrtss` give, without `std`. Negative values and NaN
+/// give NaN; `-0.0`, `+0.0` and `+inf` are their own roots.
+///
+/// The significand, scaled by an even power of two into `[2^46, 2^48)`, has an integer square
+/// root of 24 bits; the remainder says which way to round. Tested against `f32::sqrt`.
+#[must_use]
+pub fn sqrt_f32(x: f32) -> f32 {
+    if x.is_nan() || x < 0.0 {
+        return f32::NAN;
+    }
+    if x == 0.0 || x.is_infinite() {
+        return x;
+    }
+    let bits = x.to_bits();
+    // x = m · 2^e exactly.
+    let (mut m, mut e) = if bits >> 23 == 0 {
+        (u64::from(bits), -149i32)
+    } else {
+        (u64::from((bits & 0x007f_ffff) | 0x0080_0000), ((bits >> 23) as i32) - 150)
+    };
+    if e & 1 != 0 {
+        m <<= 1;
+        e -= 1;
+    }
+    while m < 1 << 46 {
+        m <<= 2;
+        e -= 2;
+    }
+    // Digit by digit: q = floor(sqrt(m)), in [2^23, 2^24).
+    let (mut rest, mut q, mut bit) = (m, 0u64, 1u64 << 46);
+    while bit != 0 {
+        if rest >= q + bit {
+            rest -= q + bit;
+            q = (q >> 1) + bit;
+        } else {
+            q >>= 1;
+        }
+        bit >>= 2;
+    }
+    // Round up when m >= (q + 1/2)^2 = q^2 + q + 1/4, i.e. when the remainder exceeds q.
+    if rest > q {
+        q += 1;
+    }
+    // q <= 2^24 and the exponent is far inside f32's normal range: both steps are exact.
+    (q as f64 * pow2(e / 2)) as f32
+}
+
 /// Clamps `v` into `lo..=hi` (callers guarantee `lo <= hi`).
 #[inline]
 #[must_use]
@@ -417,6 +465,30 @@ mod tests {
         // A tie the f64 sum lands on exactly: 1 + 2^-24 (halfway) plus a tiny positive part.
         let (a, b, c) = (1.0 + f32::EPSILON, 1.0 + f32::EPSILON, -f32::EPSILON * 1.5);
         assert_eq!(fma_f32(a, b, c).to_bits(), a.mul_add(b, c).to_bits());
+    }
+
+    #[test]
+    fn sqrt_f32_matches_std() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..2_000_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = match i % 3 {
+                0 => f32::from_bits(state as u32),
+                1 => f32::from_bits((state as u32) & 0x007f_ffff), // subnormals
+                _ => (state % 100_000) as f32 * 0.25,              // squares and near-squares
+            };
+            let (got, want) = (sqrt_f32(x), x.sqrt());
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "sqrt({x:e}) = {got:e}, want {want:e}"
+            );
+        }
+        for x in [0.0f32, -0.0, f32::INFINITY, f32::MAX, f32::MIN_POSITIVE, f32::from_bits(1), 4.0, 2.0] {
+            assert_eq!(sqrt_f32(x).to_bits(), x.sqrt().to_bits(), "sqrt({x:e})");
+        }
+        assert!(sqrt_f32(-1.0).is_nan() && sqrt_f32(f32::NEG_INFINITY).is_nan());
     }
 
     #[test]
