@@ -138,9 +138,16 @@ pub fn lines(tensors: &[(&str, usize, usize, Vec<f32>)]) -> Result<Vec<Line>, Qu
         }
         out.push(total.line(plan.scheme_name(), bits, &gran.to_string(), bytes));
     }
-    for (format, bits, gran) in
-        [(BlockFormat::Q8_0, 8, "group:32"), (BlockFormat::Q4_0, 4, "group:32"), (BlockFormat::Q4_1, 4, "group:32")]
-    {
+    for (format, bits, gran) in [
+        (BlockFormat::Q8_0, 8, "group:32"),
+        (BlockFormat::Q6_K, 6, "k:16/256"),
+        (BlockFormat::Q5_0, 5, "group:32"),
+        (BlockFormat::Q5_1, 5, "group:32"),
+        (BlockFormat::Q5_K, 5, "k:32/256"),
+        (BlockFormat::Q4_0, 4, "group:32"),
+        (BlockFormat::Q4_1, 4, "group:32"),
+        (BlockFormat::Q4_K, 4, "k:32/256"),
+    ] {
         let mut total = Total::default();
         let mut bytes = 0;
         for (_, _, _, w) in tensors {
@@ -183,7 +190,8 @@ pub fn run() -> Result<String, QuantError> {
         ));
     }
     out.push_str(
-        "\nQ8_0, Q4_0, Q4_1: llama.cpp's block formats, byte for byte (f16 scales). Try a real model:\n\
+        "\nQ8_0 .. Q4_K: llama.cpp's block formats, byte for byte (f16 scales; k-quants: sub-blocks of 16\n\
+         or 32 with 6- or 8-bit scales in super-blocks of 256). Try a real model:\n\
          quant report model.safetensors --bits 8,4 --granularity channel,group:128\n",
     );
     Ok(out)
@@ -192,6 +200,10 @@ pub fn run() -> Result<String, QuantError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bytes_of(l: &[Line], scheme: &str) -> usize {
+        l.iter().find(|x| x.scheme == scheme).map_or(0, |x| x.bytes)
+    }
 
     /// What the demo is there to show, held: groups beat channels at 4 bits, smaller groups beat
     /// larger ones, per channel beats per tensor at 8 bits, and the byte counts are right.
@@ -212,6 +224,13 @@ mod tests {
         let sym4_g32 =
             l.iter().find(|x| x.scheme == "sym" && x.bits == 4 && x.granularity == "group:32").map_or(0, |x| x.bytes);
         assert_eq!(sym4_g32, elements / 2 + elements / 32 * 4);
+        // The k-quants: 4.5, 5.5 and 6.5625 bits per weight, and each beats the legacy format
+        // of its width at the same or a smaller size.
+        let (q4_k, q5_k, q6_k) = (bytes_of(&l, "Q4_K"), bytes_of(&l, "Q5_K"), bytes_of(&l, "Q6_K"));
+        assert_eq!((q4_k, q5_k, q6_k), (elements / 256 * 144, elements / 256 * 176, elements / 256 * 210));
+        assert!(snr("Q4_K", 4, "k:32/256") > snr("Q4_0", 4, "group:32"));
+        assert!(snr("Q5_K", 5, "k:32/256") > snr("Q5_0", 5, "group:32"));
+        assert!(snr("Q6_K", 6, "k:16/256") > snr("Q5_K", 5, "k:32/256") + 3.0);
         Ok(())
     }
 }

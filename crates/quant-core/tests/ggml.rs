@@ -94,3 +94,104 @@ fn bad_rows_are_errors_and_nothing_is_written() {
         assert_eq!(msg, format!("row has length 33, which is not a multiple of {}'s block size 32", f.name()));
     }
 }
+
+/// `Q5_0`, `Q5_1` and the k-quants against ggml itself (`xtask/fixtures/ggml_k.py`: bytes from
+/// `ggml_quantize_chunk`, values from ggml's `to_float`), 28 rows of 256 values that reach each
+/// format's corners (see the fixtures' README).
+fn golden_k(format: BlockFormat, file: &str) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_k");
+    let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let f32s =
+        |b: Vec<u8>| b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect::<Vec<f32>>();
+    let x = f32s(read("input.f32"));
+    let want = read(&format!("{file}.bin"));
+    let (n, bb) = (format.block_len(), format.block_bytes());
+    assert_eq!(x.len() / n * bb, want.len(), "fixture sizes");
+    let got = format.quantize(&x).expect("finite, whole blocks");
+    let mut wrong = Vec::new();
+    for (i, (g, w)) in got.chunks(bb).zip(want.chunks(bb)).enumerate() {
+        if g != w {
+            let first = g.iter().zip(w).position(|(a, b)| a != b).unwrap_or(0);
+            wrong.push(format!(
+                "block {i} (values {}..{}): first differing byte {first}: {} vs {}",
+                i * n,
+                (i + 1) * n,
+                g[first],
+                w[first]
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}: {} of {} blocks differ:\n{}",
+        format.name(),
+        wrong.len(),
+        want.len() / bb,
+        wrong.join("\n")
+    );
+    let back = format.dequantize(&want).expect("whole blocks");
+    let want_back = f32s(read(&format!("{file}.deq.f32")));
+    assert_eq!(back.len(), want_back.len());
+    for (i, (g, w)) in back.iter().zip(&want_back).enumerate() {
+        assert!(g.to_bits() == w.to_bits(), "{} value {i}: {g:e} vs {w:e}", format.name());
+    }
+}
+
+#[test]
+fn q5_0_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::Q5_0, "q5_0");
+}
+
+#[test]
+fn q5_1_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::Q5_1, "q5_1");
+}
+
+#[test]
+fn q4_k_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::Q4_K, "q4_k");
+}
+
+#[test]
+fn q5_k_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::Q5_K, "q5_k");
+}
+
+#[test]
+fn q6_k_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::Q6_K, "q6_k");
+}
+
+#[test]
+fn k_quants_reject_partial_super_blocks_and_non_finite_values() {
+    for format in [BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K] {
+        assert_eq!(
+            format.quantize(&[0.5; 255]),
+            Err(QuantError::NotABlockMultiple { what: "row", format: format.name(), len: 255, block: 256 })
+        );
+        let mut x = vec![0.25f32; 512];
+        x[300] = f32::NAN;
+        assert!(matches!(format.quantize(&x), Err(QuantError::NonFinite { index: 300, .. })), "{}", format.name());
+        assert!(matches!(
+            format.dequantize(&vec![0u8; format.block_bytes() + 1]),
+            Err(QuantError::NotABlockMultiple { what: "bytes", .. })
+        ));
+    }
+}
+
+/// Round trips through the k-quants stay within each format's resolution: the error of a row of
+/// uniform-like values (4 bits: about range / 15 / sqrt(12), some 7 % of the RMS) relative to its
+/// RMS shrinks with the bits (4.5, 5.5, 6.56 bits per weight).
+#[test]
+fn k_quant_errors_shrink_with_the_bits() -> Result<(), QuantError> {
+    let x: Vec<f32> = (0..4096).map(|i| ((i * 7919 % 4093) as f32 / 4093.0 - 0.5) * ((i % 13) as f32 + 1.0)).collect();
+    let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+    let mut last = f32::INFINITY;
+    for format in [BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K] {
+        let back = format.dequantize(&format.quantize(&x)?)?;
+        let rel = (x.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt() / rms;
+        assert!(rel < last / 1.5 && rel < 0.08, "{}: relative RMS error {rel} (previous {last})", format.name());
+        last = rel;
+    }
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! llama.cpp's k-quants `Q4_K`, `Q5_K` and `Q6_K`: super-blocks of 256 values, ported from
+//! ggml's `quantize_row_q*_K_ref` and `dequantize_row_q*_K` (`ggml-quants.c`) operation by
+//! operation, in `f32`, without fused multiply-adds (ggml's reference quantizers are compiled for
+//! the x86-64 baseline, which has none), so the bytes and values are ggml's own.
+//!
+//! | format | bytes | super-block of 256 |
+//! |---|---|---|
+//! | `Q4_K` | 144 | `d`, `dmin` (`f16`); 8 sub-blocks of 32 with 6-bit scales and mins packed in 12 bytes; 4-bit codes, 32 bytes per 64 values (low nibbles the first 32, high nibbles the next 32) |
+//! | `Q5_K` | 176 | as `Q4_K`, plus 32 bytes of fifth bits (bit `2i` of byte `l` for value `64i + l`, bit `2i + 1` for value `64i + 32 + l`) |
+//! | `Q6_K` | 210 | 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 `i8` scales (one per 16 values), `d` (`f16`) last |
+//!
+//! Value `v` of sub-block `j` is `d · sc_j · q - dmin · m_j` (`Q4_K`, `Q5_K`) or
+//! `d · sc_j · (q - 32)` (`Q6_K`), each product and difference one `f32` rounding, in that order.
+//!
+//! The quantizers search, per sub-block, for the scale (and minimum) that minimise a weighted
+//! squared error (`make_qkx2_quants`: 21 candidate scales for `Q4_K`, 16 for `Q5_K`, with
+//! weights `sqrt(mean(x²)) + |x|`; `make_qx_quants`: 19 candidates for `Q6_K`, weights `x²`),
+//! then quantize the sub-block scales to 6 or 8 bits against the super-block's `d`, then requantize
+//! every value against its stored scale. ggml's rounding helper `nearest_int` (`x + 1.5 · 2^23`,
+//! read back from the bits) rounds ties to even, and so does [`nearest_int`] here, also for
+//! magnitudes past `2^22`, where it returns what ggml's does (the low 23 bits, not an error).
+
+use quant_traits::cast::sqrt_f32;
+
+use super::{half_at, half_bytes};
+
+/// Values per super-block.
+pub(super) const QK_K: usize = 256;
+
+/// ggml's `nearest_int`: `v + 12582912` in `f32`, whose low 23 bits minus `2^22` are `v` rounded
+/// to nearest, ties to even, for `|v| <= 4194303` (and ggml's value, whatever it is, beyond).
+fn nearest_int(v: f32) -> i32 {
+    let bits = (v + 12_582_912.0).to_bits();
+    (bits & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// `i` as ggml's `(float)i` for the small integers here (exact).
+fn f(i: i32) -> f32 {
+    i as f32
+}
+
+/// ggml's `make_qkx2_quants`: codes `0..=nmax` in `l` for `x` with a scale and a minimum that
+/// minimise `Σ w · (scale · l + min - x)²` over `nstep + 1` candidate scales. Returns
+/// `(scale, -min)`.
+#[allow(clippy::too_many_arguments)]
+fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32; 32],
+    weights: &[f32; 32],
+    l: &mut [u8; 32],
+    laux: &mut [u8; 32],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..32 {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l.fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = f(nmax) / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..32 {
+        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l[i] = q as u8;
+        let diff = scale * f(q) + min - x[i];
+        best_error += weights[i] * (diff * diff);
+    }
+    if nstep < 1 {
+        return (scale, -min);
+    }
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * f(is) + f(nmax)) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..32 {
+            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = q as u8;
+            let w = weights[i];
+            sum_l += w * f(q);
+            sum_l2 += w * f(q) * f(q);
+            sum_xl += w * f(q) * x[i];
+        }
+        let d = sum_w * sum_l2 - sum_l * sum_l;
+        if d > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0.0f32;
+            for i in 0..32 {
+                let diff = this_scale * f(i32::from(laux[i])) + this_min - x[i];
+                cur_error += weights[i] * (diff * diff);
+            }
+            if cur_error < best_error {
+                l.copy_from_slice(laux);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// ggml's `make_qx_quants` with `rmse_type = 1` and no importance weights (weights `x²`), for
+/// `n = 16` values and codes `-nmax..nmax` stored as `l + nmax`: the scale of the best of 19
+/// candidates.
+fn make_qx_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        l.fill(0);
+        return 0.0;
+    }
+    let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let mut iscale = f(-nmax) / max;
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..16 {
+        let q = code(iscale, x[i]);
+        l[i] = (q + nmax) as i8;
+        let w = x[i] * x[i];
+        sumlx += w * x[i] * f(q);
+        suml2 += w * f(q) * f(q);
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(f(nmax) + 0.1 * f(is)) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for &v in x {
+            let q = code(iscale, v);
+            let w = v * v;
+            sumlx += w * v * f(q);
+            suml2 += w * f(q) * f(q);
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for (o, &v) in l.iter_mut().zip(x) {
+                *o = (code(iscale, v) + nmax) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// Sub-block `j`'s 6-bit scale and minimum from the 12 packed bytes (ggml's `get_scale_min_k4`).
+fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// The shared front of `Q4_K` and `Q5_K`: per sub-block of 32, a scale and minimum searched
+/// with `make_qkx2_quants`, both quantized to 6 bits against the super-block's `d` and `dmin`
+/// (written to `head`: `d`, `dmin`, 12 bytes of scales), then every value requantized to
+/// `0..=nmax` against its stored scale, into `l`.
+fn k_front(x: &[f32; QK_K], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8], l: &mut [u8; QK_K]) {
+    let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    let mut laux = [0u8; 32];
+    for j in 0..8 {
+        let Some(sub) = x[32 * j..].first_chunk::<32>() else { continue };
+        let mut sum_x2 = 0f32;
+        for &v in sub {
+            sum_x2 += v * v;
+        }
+        let av_x = sqrt_f32(sum_x2 / 32.0);
+        let weights = sub.map(|v| av_x + v.abs());
+        let mut lj = [0u8; 32];
+        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut lj, &mut laux, rmin, 0.1, nstep);
+        l[32 * j..32 * j + 32].copy_from_slice(&lj);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let sc = &mut head[4..16];
+    sc.fill(0);
+    for j in 0..8 {
+        // ggml stores nearest_int(..) in a uint8_t (the low byte), then takes MIN(63, ..).
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            sc[j] = ls;
+            sc[j + 4] = lm;
+        } else {
+            sc[j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
+            sc[j - 4] |= (ls >> 4) << 6;
+            sc[j] |= (lm >> 4) << 6;
+        }
+    }
+    head[0..2].copy_from_slice(&half_bytes(max_scale / 63.0));
+    head[2..4].copy_from_slice(&half_bytes(max_min / 63.0));
+    let (d16, dmin16) = (half_at(head, 0), half_at(head, 2));
+    for j in 0..8 {
+        let (s, m) = scale_min(j, &head[4..16]);
+        let d = d16 * f32::from(s);
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin16 * f32::from(m);
+        for i in 32 * j..32 * j + 32 {
+            l[i] = nearest_int((x[i] + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+/// One `Q4_K` super-block (144 bytes).
+pub(super) fn q4_k(x: &[f32; QK_K], out: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    k_front(x, 15, -1.0, 20, &mut out[..16], &mut l);
+    let qs = &mut out[16..144];
+    for (c, chunk) in l.chunks_exact(64).enumerate() {
+        for i in 0..32 {
+            qs[32 * c + i] = chunk[i] | (chunk[i + 32] << 4);
+        }
+    }
+}
+
+/// One `Q5_K` super-block (176 bytes).
+pub(super) fn q5_k(x: &[f32; QK_K], out: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    k_front(x, 31, -0.5, 15, &mut out[..16], &mut l);
+    let (qh, qs) = out[16..176].split_at_mut(32);
+    qh.fill(0);
+    for (c, chunk) in l.chunks_exact(64).enumerate() {
+        let (m1, m2) = (1u8 << (2 * c), 2u8 << (2 * c));
+        for i in 0..32 {
+            let (mut l1, mut l2) = (chunk[i], chunk[i + 32]);
+            if l1 > 15 {
+                l1 -= 16;
+                qh[i] |= m1;
+            }
+            if l2 > 15 {
+                l2 -= 16;
+                qh[i] |= m2;
+            }
+            qs[32 * c + i] = l1 | (l2 << 4);
+        }
+    }
+}
+
+/// One `Q6_K` super-block (210 bytes: `ql[128]`, `qh[64]`, `scales[16]`, `d`).
+pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
+    for (ib, s) in scales.iter_mut().enumerate() {
+        let (Some(sub), Some(lb)) = (x[16 * ib..].first_chunk::<16>(), l[16 * ib..].first_chunk_mut::<16>()) else {
+            continue;
+        };
+        *s = make_qx_quants(32, sub, lb);
+        if s.abs() > max_abs_scale {
+            max_abs_scale = s.abs();
+            max_scale = *s;
+        }
+    }
+    out.fill(0);
+    if max_abs_scale < 1e-15 {
+        return; // every byte 0, d = +0
+    }
+    let iscale = -128.0 / max_scale;
+    out[208..210].copy_from_slice(&half_bytes(1.0 / iscale));
+    for (ib, &s) in scales.iter().enumerate() {
+        // MIN(127, nearest_int(..)) stored in an int8_t: >= -128 since |s| <= max_abs_scale.
+        out[192 + ib] = nearest_int(iscale * s).min(127) as i8 as u8;
+    }
+    let d16 = half_at(out, 208);
+    for j in 0..16 {
+        let d = d16 * f32::from(out[192 + j] as i8);
+        if d == 0.0 {
+            continue;
+        }
+        for i in 16 * j..16 * j + 16 {
+            l[i] = (nearest_int(x[i] / d).clamp(-32, 31) + 32) as i8;
+        }
+    }
+    let (ql, rest) = out.split_at_mut(128);
+    let qh = &mut rest[..64];
+    for h in 0..2 {
+        let (lh, ql, qh) = (&l[128 * h..128 * h + 128], &mut ql[64 * h..64 * h + 64], &mut qh[32 * h..32 * h + 32]);
+        for i in 0..32 {
+            let q = [lh[i], lh[i + 32], lh[i + 64], lh[i + 96]].map(|v| v as u8);
+            ql[i] = (q[0] & 0xf) | ((q[2] & 0xf) << 4);
+            ql[i + 32] = (q[1] & 0xf) | ((q[3] & 0xf) << 4);
+            qh[i] = (q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) | ((q[3] >> 4) << 6);
+        }
+    }
+}
+
+/// Dequantizes one `Q4_K` (`fifth = false`) or `Q5_K` super-block.
+pub(super) fn dequantize_q45_k(b: &[u8], fifth: bool, y: &mut [f32]) {
+    let (d, min) = (half_at(b, 0), half_at(b, 2));
+    let sc = &b[4..16];
+    let (qh, qs) = if fifth { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+    for c in 0..4 {
+        let (s1, m1) = scale_min(2 * c, sc);
+        let (s2, m2) = scale_min(2 * c + 1, sc);
+        let (d1, m1, d2, m2) = (d * f32::from(s1), min * f32::from(m1), d * f32::from(s2), min * f32::from(m2));
+        let q = &qs[32 * c..32 * c + 32];
+        for i in 0..32 {
+            let (mut lo, mut hi) = (q[i] & 0xf, q[i] >> 4);
+            if fifth {
+                lo += if qh[i] & (1 << (2 * c)) != 0 { 16 } else { 0 };
+                hi += if qh[i] & (2 << (2 * c)) != 0 { 16 } else { 0 };
+            }
+            y[64 * c + i] = d1 * f32::from(lo) - m1;
+            y[64 * c + 32 + i] = d2 * f32::from(hi) - m2;
+        }
+    }
+}
+
+/// Dequantizes one `Q6_K` super-block.
+pub(super) fn dequantize_q6_k(b: &[u8], y: &mut [f32]) {
+    let d = half_at(b, 208);
+    for h in 0..2 {
+        let (ql, qh) = (&b[64 * h..64 * h + 64], &b[128 + 32 * h..128 + 32 * h + 32]);
+        let sc = &b[192 + 8 * h..192 + 8 * h + 8];
+        let y = &mut y[128 * h..128 * h + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q = [
+                (ql[l] & 0xf) | (qh[l] & 3) << 4,
+                (ql[l + 32] & 0xf) | ((qh[l] >> 2) & 3) << 4,
+                (ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4,
+                (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4,
+            ];
+            for (k, &q) in q.iter().enumerate() {
+                let s = f32::from(sc[is + 2 * k] as i8);
+                y[l + 32 * k] = d * s * f32::from(i16::from(q) - 32);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_int;
+
+    #[test]
+    fn nearest_int_rounds_ties_to_even_like_ggml() {
+        assert_eq!([0.5f32, 1.5, 2.5, -0.5, -1.5, 3.49, -3.51].map(nearest_int), [0, 2, 2, 0, -2, 3, -4]);
+        // Past 2^22 ggml's helper returns its low 23 bits minus 2^22, and so does ours.
+        assert_eq!(nearest_int(4_194_304.0), -4_194_304);
+    }
+}

@@ -1,0 +1,407 @@
+//! llama.cpp's block formats, byte for byte: the legacy `Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`,
+//! `Q5_1` (blocks of 32) and the k-quants `Q4_K`, `Q5_K`, `Q6_K` (super-blocks of 256, see
+//! [`kquants`](self) below).
+//!
+//! A row of `f32` values is cut into blocks; each block becomes a fixed number of bytes, exactly
+//! as llama.cpp's reference row quantizers (`quantize_row_q8_0_ref` and friends in
+//! `ggml-quants.c`, which `ggml_quantize_chunk` runs when no importance matrix is given) write
+//! them. The arithmetic is theirs, in `f32`, including the roundings that differ from the rest
+//! of this crate (which rounds ties to even):
+//!
+//! | format | bytes | block | codes |
+//! |---|---|---|---|
+//! | `Q8_0` | 34 | `d: f16`, `qs: [i8; 32]` | `d = amax / 127`, `q = roundf(x · (1/d))` (ties away from zero) |
+//! | `Q4_0` | 18 | `d: f16`, `qs: [u8; 16]` | `d = max / -8` (`max` the value of largest magnitude, the first one on a tie), `q = min(15, trunc(x · (1/d) + 8.5))` |
+//! | `Q4_1` | 20 | `d: f16`, `m: f16`, `qs: [u8; 16]` | `d = (max - min) / 15`, `m = min`, `q = min(15, trunc((x - min) · (1/d) + 0.5))` |
+//! | `Q5_0` | 22 | `d: f16`, `qh: [u8; 4]`, `qs: [u8; 16]` | `d = max / -16`, `q = min(31, trunc(x · (1/d) + 16.5))` |
+//! | `Q5_1` | 24 | `d: f16`, `m: f16`, `qh: [u8; 4]`, `qs: [u8; 16]` | `d = (max - min) / 31`, `m = min`, `q = trunc((x - min) · (1/d) + 0.5)` |
+//! | `Q4_K` | 144 per 256 | `d`, `dmin`, 6-bit sub-block scales and mins, 4-bit codes | searched per sub-block of 32 (see `kquants`) |
+//! | `Q5_K` | 176 per 256 | as `Q4_K` with a fifth bit per code | searched per sub-block of 32 |
+//! | `Q6_K` | 210 per 256 | 6-bit codes, 8-bit scales per 16 values, `d` | searched per sub-block of 16 |
+//!
+//! * Every product, sum and quotient is one `f32` operation, rounded to nearest even, in ggml's
+//!   order, with no fused multiply-add (ggml's reference quantizers live in `ggml-base`, which
+//!   x86-64 builds compile for the baseline ISA, without FMA; `gguf`'s NumPy code has none
+//!   either). `1/d` is computed from the `f32` `d`, before `d` is stored as `f16` (to nearest,
+//!   ties to even); `d = 0` gives `1/d = 0`.
+//! * The 32-value formats keep llama.cpp's *split halves* order: byte `j` of `qs` holds value
+//!   `j` in its low nibble and value `j + 16` in its high nibble. (Not the interleaved order of
+//!   [`I4x2`](quant_traits::I4x2).) `Q4_0` stores `q` with an offset of 8, `Q5_0` with 16; the
+//!   `Q5` formats keep each code's fifth bit in `qh` (bit `j` for value `j`, little-endian).
+//! * Dequantization: `Q8_0` `x = q · d`, `Q4_0` `x = (q - 8) · d`, `Q5_0` `x = (q - 16) · d`,
+//!   `Q4_1` and `Q5_1` `x = q · d + m` (one rounding each, `d` and `m` widened from `f16`); the
+//!   k-quants as `kquants` says.
+//!
+//! Golden tests compare every byte and every dequantized bit: the legacy `Q8_0`/`Q4_0`/`Q4_1`
+//! with fixtures made by the `gguf` package (`xtask/fixtures/ggml.py`), `Q5_0`, `Q5_1` and the
+//! k-quants with fixtures made by ggml itself (`xtask/fixtures/ggml_k.py`, ggml-python built
+//! from source; `gguf`'s dequantizers agree with ggml's on all of them). Rows whose length is
+//! not a whole number of blocks and NaN or infinite values are errors, not silently encoded.
+
+mod kquants;
+
+use alloc::vec::Vec;
+
+use quant_traits::cast::{f64_to_i64_saturating, narrow, round_half_away, trunc};
+use quant_traits::half::f16;
+use quant_traits::{QuantError, QuantFloat};
+
+use crate::scalar::first_non_finite;
+
+/// Values per block of the legacy formats (`Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`); the
+/// k-quants take super-blocks of [`BlockFormat::block_len`] = 256.
+pub const BLOCK: usize = 32;
+
+/// One of llama.cpp's block formats (see the module docs for their exact arithmetic).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(non_camel_case_types)] // llama.cpp's names, as GGUF files and users spell them
+pub enum BlockFormat {
+    /// 8-bit symmetric: `f16` scale and 32 `i8` codes (34 bytes per 32 values).
+    Q8_0,
+    /// 4-bit symmetric with offset 8: `f16` scale and 16 bytes of codes (18 bytes).
+    Q4_0,
+    /// 4-bit with a minimum: `f16` scale, `f16` minimum and 16 bytes of codes (20 bytes).
+    Q4_1,
+    /// 5-bit symmetric with offset 16: `f16` scale, 4 bytes of fifth bits, 16 bytes of low
+    /// nibbles (22 bytes).
+    Q5_0,
+    /// 5-bit with a minimum: `f16` scale and minimum, fifth bits, low nibbles (24 bytes).
+    Q5_1,
+    /// k-quant, 4 bits with 6-bit scales and minimums per 32 values (144 bytes per 256).
+    Q4_K,
+    /// k-quant, 5 bits with 6-bit scales and minimums per 32 values (176 bytes per 256).
+    Q5_K,
+    /// k-quant, 6 bits with an 8-bit scale per 16 values (210 bytes per 256).
+    Q6_K,
+}
+
+impl BlockFormat {
+    /// Every format, legacy first.
+    pub const ALL: [BlockFormat; 8] = [
+        BlockFormat::Q8_0,
+        BlockFormat::Q4_0,
+        BlockFormat::Q4_1,
+        BlockFormat::Q5_0,
+        BlockFormat::Q5_1,
+        BlockFormat::Q4_K,
+        BlockFormat::Q5_K,
+        BlockFormat::Q6_K,
+    ];
+
+    /// The format's name as llama.cpp spells it (`"Q8_0"`, `"Q4_K"`, ...).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            BlockFormat::Q8_0 => "Q8_0",
+            BlockFormat::Q4_0 => "Q4_0",
+            BlockFormat::Q4_1 => "Q4_1",
+            BlockFormat::Q5_0 => "Q5_0",
+            BlockFormat::Q5_1 => "Q5_1",
+            BlockFormat::Q4_K => "Q4_K",
+            BlockFormat::Q5_K => "Q5_K",
+            BlockFormat::Q6_K => "Q6_K",
+        }
+    }
+
+    /// Values per block: 32, or 256 for the k-quants.
+    #[must_use]
+    pub const fn block_len(self) -> usize {
+        match self {
+            BlockFormat::Q4_K | BlockFormat::Q5_K | BlockFormat::Q6_K => kquants::QK_K,
+            _ => BLOCK,
+        }
+    }
+
+    /// Bytes per block of [`BlockFormat::block_len`] values.
+    #[must_use]
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q8_0 => 34,
+            BlockFormat::Q4_0 => 18,
+            BlockFormat::Q4_1 => 20,
+            BlockFormat::Q5_0 => 22,
+            BlockFormat::Q5_1 => 24,
+            BlockFormat::Q4_K => 144,
+            BlockFormat::Q5_K => 176,
+            BlockFormat::Q6_K => 210,
+        }
+    }
+
+    /// Bits per weight, scales included (`Q4_0`: 4.5, `Q4_K`: 4.5, `Q6_K`: 6.5625).
+    #[must_use]
+    pub fn bits_per_weight(self) -> f64 {
+        (self.block_bytes() * 8) as f64 / self.block_len() as f64
+    }
+
+    /// Bytes for `len` values (which must be a whole number of blocks).
+    ///
+    /// # Errors
+    /// [`QuantError::NotABlockMultiple`] if `len` is not a multiple of
+    /// [`BlockFormat::block_len`].
+    pub fn bytes_for(self, len: usize) -> Result<usize, QuantError> {
+        self.check_row(len)?;
+        Ok(len / self.block_len() * self.block_bytes())
+    }
+
+    fn check_row(self, len: usize) -> Result<(), QuantError> {
+        if len.is_multiple_of(self.block_len()) {
+            Ok(())
+        } else {
+            Err(QuantError::NotABlockMultiple { what: "row", format: self.name(), len, block: self.block_len() })
+        }
+    }
+
+    /// Quantizes `x` into `out` (`bytes_for(x.len())` bytes), block after block.
+    ///
+    /// # Errors
+    /// [`QuantError::NotABlockMultiple`] if `x.len()` is not a multiple of 32;
+    /// [`QuantError::LengthMismatch`] if `out` has the wrong length; [`QuantError::NonFinite`]
+    /// naming the first NaN or infinite value. All are found before anything is written.
+    pub fn quantize_into(self, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+        QuantError::check_length("block bytes", self.bytes_for(x.len())?, out.len())?;
+        if let Some(index) = first_non_finite(x) {
+            return Err(QuantError::NonFinite { index, value: f64::from(x[index]) });
+        }
+        for (block, bytes) in x.chunks_exact(self.block_len()).zip(out.chunks_exact_mut(self.block_bytes())) {
+            if let Some(block) = block.first_chunk::<BLOCK>().filter(|_| self.block_len() == BLOCK) {
+                match self {
+                    BlockFormat::Q8_0 => q8_0(block, bytes),
+                    BlockFormat::Q4_0 => q4_0(block, bytes),
+                    BlockFormat::Q4_1 => q4_1(block, bytes),
+                    BlockFormat::Q5_0 => q5_0(block, bytes),
+                    _ => q5_1(block, bytes),
+                }
+            } else if let Some(block) = block.first_chunk::<{ kquants::QK_K }>() {
+                match self {
+                    BlockFormat::Q4_K => kquants::q4_k(block, bytes),
+                    BlockFormat::Q5_K => kquants::q5_k(block, bytes),
+                    _ => kquants::q6_k(block, bytes),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Quantizes `x` into a new byte vector.
+    ///
+    /// # Errors
+    /// As [`BlockFormat::quantize_into`].
+    ///
+    /// # Example
+    /// ```
+    /// use quant_core::BlockFormat;
+    ///
+    /// let x: Vec<f32> = (0..32).map(|i| i as f32 - 15.5).collect();
+    /// let bytes = BlockFormat::Q8_0.quantize(&x)?;
+    /// assert_eq!(bytes.len(), 34);
+    /// // d = 15.5 / 127 (stored as f16); codes roundf(x / d): -15.5 -> -127, -14.5 -> -118.8 -> -119
+    /// assert_eq!([bytes[2], bytes[3]].map(|b| b as i8), [-127, -119]);
+    /// let back = BlockFormat::Q8_0.dequantize(&bytes)?;
+    /// assert!((back[0] - -15.5).abs() < 0.07);
+    /// # Ok::<(), quant_core::QuantError>(())
+    /// ```
+    pub fn quantize(self, x: &[f32]) -> Result<Vec<u8>, QuantError> {
+        let mut out = alloc::vec![0u8; self.bytes_for(x.len())?];
+        self.quantize_into(x, &mut out)?;
+        Ok(out)
+    }
+
+    /// Dequantizes `bytes` (whole blocks) into `out` ([`BlockFormat::block_len`] values per
+    /// block).
+    ///
+    /// # Errors
+    /// [`QuantError::NotABlockMultiple`] if `bytes` is not whole blocks;
+    /// [`QuantError::LengthMismatch`] if `out` has the wrong length.
+    pub fn dequantize_into(self, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+        let bb = self.block_bytes();
+        if !bytes.len().is_multiple_of(bb) {
+            return Err(QuantError::NotABlockMultiple {
+                what: "bytes",
+                format: self.name(),
+                len: bytes.len(),
+                block: bb,
+            });
+        }
+        QuantError::check_length("dequantized values", bytes.len() / bb * self.block_len(), out.len())?;
+        for (b, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(self.block_len())) {
+            let d = half_at(b, 0);
+            match self {
+                BlockFormat::Q8_0 => {
+                    for (v, &q) in o.iter_mut().zip(&b[2..]) {
+                        *v = f32::from(i8::from_le_bytes([q])) * d;
+                    }
+                }
+                BlockFormat::Q4_0 => {
+                    for (j, &q) in b[2..].iter().enumerate() {
+                        o[j] = f32::from(i16::from(q & 0x0f) - 8) * d;
+                        o[j + BLOCK / 2] = f32::from(i16::from(q >> 4) - 8) * d;
+                    }
+                }
+                BlockFormat::Q4_1 => {
+                    let m = half_at(b, 2);
+                    for (j, &q) in b[4..].iter().enumerate() {
+                        o[j] = f32::from(q & 0x0f) * d + m;
+                        o[j + BLOCK / 2] = f32::from(q >> 4) * d + m;
+                    }
+                }
+                BlockFormat::Q5_0 | BlockFormat::Q5_1 => {
+                    let (m, at) = if self == BlockFormat::Q5_1 { (Some(half_at(b, 2)), 4) } else { (None, 2) };
+                    let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                    for (j, &q) in b[at + 4..at + 20].iter().enumerate() {
+                        let lo = i16::from(q & 0x0f) | (((qh >> j) & 1) << 4) as i16;
+                        let hi = i16::from(q >> 4) | (((qh >> (j + 16)) & 1) << 4) as i16;
+                        match m {
+                            Some(m) => {
+                                o[j] = f32::from(lo) * d + m;
+                                o[j + BLOCK / 2] = f32::from(hi) * d + m;
+                            }
+                            None => {
+                                o[j] = f32::from(lo - 16) * d;
+                                o[j + BLOCK / 2] = f32::from(hi - 16) * d;
+                            }
+                        }
+                    }
+                }
+                BlockFormat::Q4_K => kquants::dequantize_q45_k(b, false, o),
+                BlockFormat::Q5_K => kquants::dequantize_q45_k(b, true, o),
+                BlockFormat::Q6_K => kquants::dequantize_q6_k(b, o),
+            }
+        }
+        Ok(())
+    }
+
+    /// Dequantizes `bytes` into a new vector.
+    ///
+    /// # Errors
+    /// As [`BlockFormat::dequantize_into`].
+    pub fn dequantize(self, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
+        let mut out = alloc::vec![0f32; bytes.len() / self.block_bytes() * self.block_len()];
+        self.dequantize_into(bytes, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The `f16` at `b[at..at + 2]` (little-endian), widened to `f32` (exact).
+pub(super) fn half_at(b: &[u8], at: usize) -> f32 {
+    let h = f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]]));
+    // Every f16 is an f32: the round trip through f64 is exact.
+    f32::from_f64_nearest(h.to_f64_exact())
+}
+
+/// `d` rounded to `f16` (to nearest, ties to even), little-endian.
+pub(super) fn half_bytes(d: f32) -> [u8; 2] {
+    f16::from_f64_nearest(f64::from(d)).to_bits().to_le_bytes()
+}
+
+/// `1/d`, or 0 for `d = 0` (as llama.cpp: `id = d ? 1.0f/d : 0.0f`).
+fn inverse(d: f32) -> f32 {
+    if d == 0.0 {
+        0.0
+    } else {
+        1.0 / d
+    }
+}
+
+fn q8_0(x: &[f32; BLOCK], out: &mut [u8]) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&half_bytes(d));
+    for (o, &v) in out[2..].iter_mut().zip(x) {
+        // |v · id| <= 127 (up to rounding), so the code fits i8.
+        let q = f64_to_i64_saturating(round_half_away(f64::from(v * id)));
+        *o = narrow::to_i8(q.clamp(-128, 127)).to_le_bytes()[0];
+    }
+}
+
+fn q4_0(x: &[f32; BLOCK], out: &mut [u8]) {
+    let d = signed_max(x) / -8.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&half_bytes(d));
+    let code = |v: f32| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from(v * id + 8.5))).clamp(0, 15));
+    for j in 0..BLOCK / 2 {
+        out[2 + j] = code(x[j]) | (code(x[j + BLOCK / 2]) << 4);
+    }
+}
+
+fn q4_1(x: &[f32; BLOCK], out: &mut [u8]) {
+    let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
+    let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
+    let d = (max - min) / 15.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&half_bytes(d));
+    out[2..4].copy_from_slice(&half_bytes(min));
+    let code = |v: f32| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from((v - min) * id + 0.5))).clamp(0, 15));
+    for j in 0..BLOCK / 2 {
+        out[4 + j] = code(x[j]) | (code(x[j + BLOCK / 2]) << 4);
+    }
+}
+
+/// The largest-magnitude value of a block, the first one on a tie (llama.cpp's strict `<`).
+fn signed_max(x: &[f32; BLOCK]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// Packs 32 five-bit codes: low nibbles split halves at `qs`, fifth bits into `qh`.
+fn pack5(code: impl Fn(usize) -> u8, qh: &mut [u8], qs: &mut [u8]) {
+    let mut h = 0u32;
+    for (j, q) in qs.iter_mut().enumerate() {
+        let (lo, hi) = (code(j), code(j + BLOCK / 2));
+        *q = (lo & 0x0f) | ((hi & 0x0f) << 4);
+        h |= u32::from(lo >> 4) << j;
+        h |= u32::from(hi >> 4) << (j + BLOCK / 2);
+    }
+    qh.copy_from_slice(&h.to_le_bytes());
+}
+
+fn q5_0(x: &[f32; BLOCK], out: &mut [u8]) {
+    let d = signed_max(x) / -16.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&half_bytes(d));
+    let code = |j: usize| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from(x[j] * id + 16.5))).clamp(0, 31));
+    let (qh, qs) = out[2..22].split_at_mut(4);
+    pack5(code, qh, qs);
+}
+
+fn q5_1(x: &[f32; BLOCK], out: &mut [u8]) {
+    let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
+    let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
+    let d = (max - min) / 31.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&half_bytes(d));
+    out[2..4].copy_from_slice(&half_bytes(min));
+    // ggml converts to uint8_t with no clamp: the codes are 0..=31 by construction.
+    let code = |j: usize| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from((x[j] - min) * id + 0.5))).clamp(0, 31));
+    let (qh, qs) = out[4..24].split_at_mut(4);
+    pack5(code, qh, qs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_names() {
+        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_bytes), [34, 18, 20, 22, 24, 144, 176, 210]);
+        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_len), [32, 32, 32, 32, 32, 256, 256, 256]);
+        assert_eq!(BlockFormat::Q4_K.bits_per_weight(), 4.5);
+        assert_eq!(BlockFormat::Q6_K.bits_per_weight(), 6.5625);
+        assert_eq!(
+            BlockFormat::Q4_K.bytes_for(32),
+            Err(QuantError::NotABlockMultiple { what: "row", format: "Q4_K", len: 32, block: 256 })
+        );
+        assert_eq!(BlockFormat::Q4_1.bytes_for(64), Ok(40));
+        assert_eq!(
+            BlockFormat::Q4_0.bytes_for(33),
+            Err(QuantError::NotABlockMultiple { what: "row", format: "Q4_0", len: 33, block: 32 })
+        );
+    }
+}
