@@ -147,6 +147,8 @@ pub fn lines(tensors: &[(&str, usize, usize, Vec<f32>)]) -> Result<Vec<Line>, Qu
         (BlockFormat::Q4_0, 4, "group:32"),
         (BlockFormat::Q4_1, 4, "group:32"),
         (BlockFormat::Q4_K, 4, "k:32/256"),
+        (BlockFormat::Q3_K, 3, "k:16/256"),
+        (BlockFormat::Q2_K, 2, "k:16/256"),
     ] {
         let mut total = Total::default();
         let mut bytes = 0;
@@ -190,7 +192,7 @@ pub fn run() -> Result<String, QuantError> {
         ));
     }
     out.push_str(
-        "\nQ8_0 .. Q4_K: llama.cpp's block formats, byte for byte (f16 scales; k-quants: sub-blocks of 16\n\
+        "\nQ8_0 .. Q2_K: llama.cpp's block formats, byte for byte (f16 scales; k-quants: sub-blocks of 16\n\
          or 32 with 6- or 8-bit scales in super-blocks of 256). Try a real model:\n\
          quant report model.safetensors --bits 8,4 --granularity channel,group:128\n",
     );
@@ -231,6 +233,9 @@ mod tests {
         assert!(snr("Q4_K", 4, "k:32/256") > snr("Q4_0", 4, "group:32"));
         assert!(snr("Q5_K", 5, "k:32/256") > snr("Q5_0", 5, "group:32"));
         assert!(snr("Q6_K", 6, "k:16/256") > snr("Q5_K", 5, "k:32/256") + 3.0);
+        assert!(snr("Q4_K", 4, "k:32/256") > snr("Q3_K", 3, "k:16/256") + 3.0);
+        assert!(snr("Q3_K", 3, "k:16/256") > snr("Q2_K", 2, "k:16/256") + 3.0);
+        assert_eq!((bytes_of(&l, "Q3_K"), bytes_of(&l, "Q2_K")), (elements / 256 * 110, elements / 256 * 84));
         Ok(())
     }
 }

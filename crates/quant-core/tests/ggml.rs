@@ -148,6 +148,16 @@ fn q5_1_matches_ggml_byte_for_byte() {
 }
 
 #[test]
+fn q2_k_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::Q2_K, "q2_k");
+}
+
+#[test]
+fn q3_k_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::Q3_K, "q3_k");
+}
+
+#[test]
 fn q4_k_matches_ggml_byte_for_byte() {
     golden_k(BlockFormat::Q4_K, "q4_k");
 }
@@ -164,7 +174,7 @@ fn q6_k_matches_ggml_byte_for_byte() {
 
 #[test]
 fn k_quants_reject_partial_super_blocks_and_non_finite_values() {
-    for format in [BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K] {
+    for format in [BlockFormat::Q2_K, BlockFormat::Q3_K, BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K] {
         assert_eq!(
             format.quantize(&[0.5; 255]),
             Err(QuantError::NotABlockMultiple { what: "row", format: format.name(), len: 255, block: 256 })
@@ -187,10 +197,10 @@ fn k_quant_errors_shrink_with_the_bits() -> Result<(), QuantError> {
     let x: Vec<f32> = (0..4096).map(|i| ((i * 7919 % 4093) as f32 / 4093.0 - 0.5) * ((i % 13) as f32 + 1.0)).collect();
     let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
     let mut last = f32::INFINITY;
-    for format in [BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K] {
+    for format in [BlockFormat::Q2_K, BlockFormat::Q3_K, BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K] {
         let back = format.dequantize(&format.quantize(&x)?)?;
         let rel = (x.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt() / rms;
-        assert!(rel < last / 1.5 && rel < 0.08, "{}: relative RMS error {rel} (previous {last})", format.name());
+        assert!(rel < last / 1.5 && rel < 0.4, "{}: relative RMS error {rel} (previous {last})", format.name());
         last = rel;
     }
     Ok(())

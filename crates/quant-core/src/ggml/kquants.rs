@@ -1,20 +1,25 @@
-//! llama.cpp's k-quants `Q4_K`, `Q5_K` and `Q6_K`: super-blocks of 256 values, ported from
+//! llama.cpp's k-quants `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K` and `Q6_K`: super-blocks of 256 values, ported from
 //! ggml's `quantize_row_q*_K_ref` and `dequantize_row_q*_K` (`ggml-quants.c`) operation by
 //! operation, in `f32`, without fused multiply-adds (ggml's reference quantizers are compiled for
 //! the x86-64 baseline, which has none), so the bytes and values are ggml's own.
 //!
 //! | format | bytes | super-block of 256 |
 //! |---|---|---|
+//! | `Q2_K` | 84 | 16 bytes of 4-bit scales (low nibble) and mins (high) per 16 values; 2-bit codes, 32 bytes per 128 values (bits `2s` of byte `l`: value `32s + l`); `d`, `dmin` last |
+//! | `Q3_K` | 110 | 32 bytes of high bits (bit `b` of byte `l`: value `32b + l`); 2-bit codes as `Q2_K`; 16 6-bit scales in 12 bytes, offset 32; `d` last |
 //! | `Q4_K` | 144 | `d`, `dmin` (`f16`); 8 sub-blocks of 32 with 6-bit scales and mins packed in 12 bytes; 4-bit codes, 32 bytes per 64 values (low nibbles the first 32, high nibbles the next 32) |
 //! | `Q5_K` | 176 | as `Q4_K`, plus 32 bytes of fifth bits (bit `2i` of byte `l` for value `64i + l`, bit `2i + 1` for value `64i + 32 + l`) |
 //! | `Q6_K` | 210 | 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 `i8` scales (one per 16 values), `d` (`f16`) last |
 //!
-//! Value `v` of sub-block `j` is `d · sc_j · q - dmin · m_j` (`Q4_K`, `Q5_K`) or
-//! `d · sc_j · (q - 32)` (`Q6_K`), each product and difference one `f32` rounding, in that order.
+//! Value `v` of sub-block `j` is `(d · sc_j) · q - dmin · m_j` (`Q2_K`, `Q4_K`, `Q5_K`),
+//! `(d · (sc_j - 32)) · (q - 4)` (`Q3_K`) or `(d · sc_j) · (q - 32)` (`Q6_K`), each product and
+//! difference one `f32` rounding, in that order.
 //!
 //! The quantizers search, per sub-block, for the scale (and minimum) that minimise a weighted
-//! squared error (`make_qkx2_quants`: 21 candidate scales for `Q4_K`, 16 for `Q5_K`, with
-//! weights `sqrt(mean(x²)) + |x|`; `make_qx_quants`: 19 candidates for `Q6_K`, weights `x²`),
+//! error (`make_qkx2_quants`: 21 candidate scales for `Q4_K`, 16 for `Q5_K`, with weights
+//! `sqrt(mean(x²)) + |x|`, squared error; 16 for `Q2_K`, weights `|x|`, absolute error;
+//! `make_qx_quants`: 19 candidates for `Q6_K`, weights `x²`; `make_q3_quants`: up to five
+//! passes of coordinate descent for `Q3_K`),
 //! then quantize the sub-block scales to 6 or 8 bits against the super-block's `d`, then requantize
 //! every value against its stored scale. ggml's rounding helper `nearest_int` (`x + 1.5 · 2^23`,
 //! read back from the bits) rounds ties to even, and so does [`nearest_int`] here, also for
@@ -40,23 +45,24 @@ fn f(i: i32) -> f32 {
 }
 
 /// ggml's `make_qkx2_quants`: codes `0..=nmax` in `l` for `x` with a scale and a minimum that
-/// minimise `Σ w · (scale · l + min - x)²` over `nstep + 1` candidate scales. Returns
-/// `(scale, -min)`.
+/// minimise `Σ w · |scale · l + min - x|^p` (`p = 1` with `use_mad`, else 2) over `nstep + 1`
+/// candidate scales. Returns `(scale, -min)`.
 #[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants(
+fn make_qkx2_quants<const N: usize>(
     nmax: i32,
-    x: &[f32; 32],
-    weights: &[f32; 32],
-    l: &mut [u8; 32],
-    laux: &mut [u8; 32],
+    x: &[f32; N],
+    weights: &[f32; N],
+    l: &mut [u8; N],
     rmin: f32,
     rdelta: f32,
     nstep: i32,
+    use_mad: bool,
 ) -> (f32, f32) {
+    let err = |diff: f32| if use_mad { diff.abs() } else { diff * diff };
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = weights[0];
     let mut sum_x = sum_w * x[0];
-    for i in 1..32 {
+    for i in 1..N {
         if x[i] < min {
             min = x[i];
         }
@@ -77,19 +83,19 @@ fn make_qkx2_quants(
     let mut iscale = f(nmax) / (max - min);
     let mut scale = 1.0 / iscale;
     let mut best_error = 0.0f32;
-    for i in 0..32 {
+    for i in 0..N {
         let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         l[i] = q as u8;
-        let diff = scale * f(q) + min - x[i];
-        best_error += weights[i] * (diff * diff);
+        best_error += weights[i] * err(scale * f(q) + min - x[i]);
     }
     if nstep < 1 {
         return (scale, -min);
     }
+    let mut laux = [0u8; N];
     for is in 0..=nstep {
         iscale = (rmin + rdelta * f(is) + f(nmax)) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..32 {
+        for i in 0..N {
             let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
             laux[i] = q as u8;
             let w = weights[i];
@@ -106,12 +112,11 @@ fn make_qkx2_quants(
                 this_scale = sum_xl / sum_l2;
             }
             let mut cur_error = 0.0f32;
-            for i in 0..32 {
-                let diff = this_scale * f(i32::from(laux[i])) + this_min - x[i];
-                cur_error += weights[i] * (diff * diff);
+            for i in 0..N {
+                cur_error += weights[i] * err(this_scale * f(i32::from(laux[i])) + this_min - x[i]);
             }
             if cur_error < best_error {
-                l.copy_from_slice(laux);
+                l.copy_from_slice(&laux);
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
@@ -189,7 +194,6 @@ fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 fn k_front(x: &[f32; QK_K], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8], l: &mut [u8; QK_K]) {
     let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
-    let mut laux = [0u8; 32];
     for j in 0..8 {
         let Some(sub) = x[32 * j..].first_chunk::<32>() else { continue };
         let mut sum_x2 = 0f32;
@@ -199,7 +203,7 @@ fn k_front(x: &[f32; QK_K], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8], l
         let av_x = sqrt_f32(sum_x2 / 32.0);
         let weights = sub.map(|v| av_x + v.abs());
         let mut lj = [0u8; 32];
-        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut lj, &mut laux, rmin, 0.1, nstep);
+        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut lj, rmin, 0.1, nstep, false);
         l[32 * j..32 * j + 32].copy_from_slice(&lj);
         if scales[j] > max_scale {
             max_scale = scales[j];
@@ -320,6 +324,229 @@ pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8]) {
             ql[i] = (q[0] & 0xf) | ((q[2] & 0xf) << 4);
             ql[i + 32] = (q[1] & 0xf) | ((q[3] & 0xf) << 4);
             qh[i] = (q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) | ((q[3] >> 4) << 6);
+        }
+    }
+}
+
+/// ggml's `make_q3_quants` with `do_rmse`: 16 values, codes `-nmax..nmax` refined by five
+/// passes of coordinate descent on the weighted (`x²`) error, stored as `l + nmax`; returns the
+/// scale. An all-zero sub-block gives codes 0 (not `nmax`) and scale 0, as ggml's does.
+fn make_q3_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        l.fill(0);
+        return 0.0;
+    }
+    let iscale = f(-nmax) / max;
+    let mut q = [0i32; 16];
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..16 {
+        q[i] = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        let w = x[i] * x[i];
+        sumlx += w * x[i] * f(q[i]);
+        suml2 += w * f(q[i]) * f(q[i]);
+    }
+    for _ in 0..5 {
+        let mut changed = 0;
+        for i in 0..16 {
+            let w = x[i] * x[i];
+            let mut slx = sumlx - w * x[i] * f(q[i]);
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * f(q[i]) * f(q[i]);
+                let new_l = nearest_int(x[i] * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new_l != q[i] {
+                    slx += w * x[i] * f(new_l);
+                    sl2 += w * f(new_l) * f(new_l);
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        q[i] = new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        if changed == 0 {
+            break;
+        }
+    }
+    for (o, &v) in l.iter_mut().zip(&q) {
+        *o = (v + nmax) as i8;
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// Packs 256 two-bit codes as `Q2_K` and `Q3_K` do: byte `32h + l` of each half `h` holds
+/// values `128h + l`, `+ 32`, `+ 64`, `+ 96` in bits 0-1, 2-3, 4-5, 6-7.
+fn pack2(l: &[u8; QK_K], qs: &mut [u8]) {
+    for h in 0..2 {
+        for i in 0..32 {
+            let j = 128 * h + i;
+            qs[32 * h + i] = l[j] | (l[j + 32] << 2) | (l[j + 64] << 4) | (l[j + 96] << 6);
+        }
+    }
+}
+
+/// One `Q2_K` super-block (84 bytes: `scales[16]` (scale low, minimum high nibble), `qs[64]`,
+/// `d`, `dmin`).
+pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    let (mut scales, mut mins) = ([0f32; 16], [0f32; 16]);
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..16 {
+        let Some(sub) = x[16 * j..].first_chunk::<16>() else { continue };
+        let weights = sub.map(f32::abs);
+        let mut lj = [0u8; 16];
+        (scales[j], mins[j]) = make_qkx2_quants(3, sub, &weights, &mut lj, -0.5, 0.1, 15, true);
+        l[16 * j..16 * j + 16].copy_from_slice(&lj);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let (sc, rest) = out.split_at_mut(16);
+    sc.fill(0);
+    if max_scale > 0.0 {
+        let iscale = 15.0 / max_scale;
+        for (o, &s) in sc.iter_mut().zip(&scales) {
+            *o = nearest_int(iscale * s) as u8; // ggml stores the int in a uint8_t
+        }
+    }
+    rest[64..66].copy_from_slice(&half_bytes(if max_scale > 0.0 { max_scale / 15.0 } else { 0.0 }));
+    if max_min > 0.0 {
+        let iscale = 15.0 / max_min;
+        for (o, &m) in sc.iter_mut().zip(&mins) {
+            *o |= (nearest_int(iscale * m) << 4) as u8;
+        }
+    }
+    rest[66..68].copy_from_slice(&half_bytes(if max_min > 0.0 { max_min / 15.0 } else { 0.0 }));
+    let (d16, dmin16) = (half_at(rest, 64), half_at(rest, 66));
+    for (j, &s) in sc.iter().enumerate() {
+        let d = d16 * f32::from(s & 0xf);
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin16 * f32::from(s >> 4);
+        for i in 16 * j..16 * j + 16 {
+            l[i] = nearest_int((x[i] + dm) / d).clamp(0, 3) as u8;
+        }
+    }
+    pack2(&l, &mut rest[..64]);
+}
+
+/// Sub-block `j`'s 6-bit `Q3_K` scale (`0..=63`, stored with an offset of 32) from the 12 bytes.
+fn q3_scale(j: usize, sc: &[u8]) -> i32 {
+    let low = if j < 8 { sc[j] & 0xf } else { sc[j - 8] >> 4 };
+    i32::from(low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32
+}
+
+/// One `Q3_K` super-block (110 bytes: `hmask[32]`, `qs[64]`, `scales[12]`, `d`).
+pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8]) {
+    let mut l8 = [0i8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut max_scale, mut amax) = (0f32, 0f32);
+    for (j, s) in scales.iter_mut().enumerate() {
+        let (Some(sub), Some(lj)) = (x[16 * j..].first_chunk::<16>(), l8[16 * j..].first_chunk_mut::<16>()) else {
+            continue;
+        };
+        *s = make_q3_quants(4, sub, lj);
+        if s.abs() > amax {
+            amax = s.abs();
+            max_scale = *s;
+        }
+    }
+    out.fill(0);
+    let (hmask, rest) = out.split_at_mut(32);
+    let (qs, rest) = rest.split_at_mut(64);
+    let (sc, d_bytes) = rest.split_at_mut(12);
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (j, &s) in scales.iter().enumerate() {
+            // ggml: int8_t l = nearest_int(..) (the low byte), clamped to -32..=31, plus 32.
+            let v = (i32::from(nearest_int(iscale * s) as i8).clamp(-32, 31) + 32) as u8;
+            if j < 8 {
+                sc[j] = v & 0xf;
+            } else {
+                sc[j - 8] |= (v & 0xf) << 4;
+            }
+            sc[j % 4 + 8] |= (v >> 4) << (2 * (j / 4));
+        }
+        d_bytes.copy_from_slice(&half_bytes(1.0 / iscale));
+    } else {
+        d_bytes.copy_from_slice(&half_bytes(0.0));
+    }
+    let d16 = half_at(d_bytes, 0);
+    for j in 0..16 {
+        let d = d16 * f(q3_scale(j, sc));
+        if d == 0.0 {
+            continue;
+        }
+        for i in 16 * j..16 * j + 16 {
+            l8[i] = (nearest_int(x[i] / d).clamp(-4, 3) + 4) as i8;
+        }
+    }
+    let mut l = l8.map(|v| v as u8);
+    for (j, v) in l.iter_mut().enumerate() {
+        if *v > 3 {
+            hmask[j % 32] |= 1 << (j / 32);
+            *v -= 4;
+        }
+    }
+    pack2(&l, qs);
+}
+
+/// Dequantizes one `Q2_K` super-block.
+pub(super) fn dequantize_q2_k(b: &[u8], y: &mut [f32]) {
+    let (sc, qs) = (&b[..16], &b[16..80]);
+    let (d, min) = (half_at(b, 80), half_at(b, 82));
+    let mut is = 0;
+    for h in 0..2 {
+        let q = &qs[32 * h..32 * h + 32];
+        for shift in [0, 2, 4, 6] {
+            for half in 0..2 {
+                let s = sc[is];
+                is += 1;
+                let (dl, ml) = (d * f32::from(s & 0xf), min * f32::from(s >> 4));
+                let at = 128 * h + 32 * (shift / 2) + 16 * half;
+                for i in 0..16 {
+                    y[at + i] = dl * f32::from((q[16 * half + i] >> shift) & 3) - ml;
+                }
+            }
+        }
+    }
+}
+
+/// Dequantizes one `Q3_K` super-block.
+pub(super) fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
+    let (hm, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
+    let d_all = half_at(b, 108);
+    let mut is = 0;
+    for h in 0..2 {
+        let q = &qs[32 * h..32 * h + 32];
+        for shift in [0, 2, 4, 6] {
+            let m = 1u8 << (4 * h + shift / 2);
+            for half in 0..2 {
+                let dl = d_all * f(q3_scale(is, sc));
+                is += 1;
+                let at = 128 * h + 32 * (shift / 2) + 16 * half;
+                for i in 0..16 {
+                    let k = 16 * half + i;
+                    let v = i32::from((q[k] >> shift) & 3) - if hm[k] & m != 0 { 0 } else { 4 };
+                    y[at + i] = dl * f(v);
+                }
+            }
         }
     }
 }

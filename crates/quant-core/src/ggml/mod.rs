@@ -1,6 +1,6 @@
 //! llama.cpp's block formats, byte for byte: the legacy `Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`,
-//! `Q5_1` (blocks of 32) and the k-quants `Q4_K`, `Q5_K`, `Q6_K` (super-blocks of 256, see
-//! [`kquants`](self) below).
+//! `Q5_1` (blocks of 32) and the k-quants `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K`, `Q6_K` (super-blocks
+//! of 256).
 //!
 //! A row of `f32` values is cut into blocks; each block becomes a fixed number of bytes, exactly
 //! as llama.cpp's reference row quantizers (`quantize_row_q8_0_ref` and friends in
@@ -15,6 +15,8 @@
 //! | `Q4_1` | 20 | `d: f16`, `m: f16`, `qs: [u8; 16]` | `d = (max - min) / 15`, `m = min`, `q = min(15, trunc((x - min) · (1/d) + 0.5))` |
 //! | `Q5_0` | 22 | `d: f16`, `qh: [u8; 4]`, `qs: [u8; 16]` | `d = max / -16`, `q = min(31, trunc(x · (1/d) + 16.5))` |
 //! | `Q5_1` | 24 | `d: f16`, `m: f16`, `qh: [u8; 4]`, `qs: [u8; 16]` | `d = (max - min) / 31`, `m = min`, `q = trunc((x - min) · (1/d) + 0.5)` |
+//! | `Q2_K` | 84 per 256 | `d`, `dmin`, 4-bit scales and mins per 16 values, 2-bit codes | searched per sub-block of 16 (absolute error) |
+//! | `Q3_K` | 110 per 256 | `d`, 6-bit scales per 16 values, 2-bit codes plus a high-bit mask | searched per sub-block of 16 |
 //! | `Q4_K` | 144 per 256 | `d`, `dmin`, 6-bit sub-block scales and mins, 4-bit codes | searched per sub-block of 32 (see `kquants`) |
 //! | `Q5_K` | 176 per 256 | as `Q4_K` with a fifth bit per code | searched per sub-block of 32 |
 //! | `Q6_K` | 210 per 256 | 6-bit codes, 8-bit scales per 16 values, `d` | searched per sub-block of 16 |
@@ -68,6 +70,10 @@ pub enum BlockFormat {
     Q5_0,
     /// 5-bit with a minimum: `f16` scale and minimum, fifth bits, low nibbles (24 bytes).
     Q5_1,
+    /// k-quant, 2 bits with 4-bit scales and minimums per 16 values (84 bytes per 256).
+    Q2_K,
+    /// k-quant, 3 bits with 6-bit scales per 16 values (110 bytes per 256).
+    Q3_K,
     /// k-quant, 4 bits with 6-bit scales and minimums per 32 values (144 bytes per 256).
     Q4_K,
     /// k-quant, 5 bits with 6-bit scales and minimums per 32 values (176 bytes per 256).
@@ -78,12 +84,14 @@ pub enum BlockFormat {
 
 impl BlockFormat {
     /// Every format, legacy first.
-    pub const ALL: [BlockFormat; 8] = [
+    pub const ALL: [BlockFormat; 10] = [
         BlockFormat::Q8_0,
         BlockFormat::Q4_0,
         BlockFormat::Q4_1,
         BlockFormat::Q5_0,
         BlockFormat::Q5_1,
+        BlockFormat::Q2_K,
+        BlockFormat::Q3_K,
         BlockFormat::Q4_K,
         BlockFormat::Q5_K,
         BlockFormat::Q6_K,
@@ -98,6 +106,8 @@ impl BlockFormat {
             BlockFormat::Q4_1 => "Q4_1",
             BlockFormat::Q5_0 => "Q5_0",
             BlockFormat::Q5_1 => "Q5_1",
+            BlockFormat::Q2_K => "Q2_K",
+            BlockFormat::Q3_K => "Q3_K",
             BlockFormat::Q4_K => "Q4_K",
             BlockFormat::Q5_K => "Q5_K",
             BlockFormat::Q6_K => "Q6_K",
@@ -108,7 +118,9 @@ impl BlockFormat {
     #[must_use]
     pub const fn block_len(self) -> usize {
         match self {
-            BlockFormat::Q4_K | BlockFormat::Q5_K | BlockFormat::Q6_K => kquants::QK_K,
+            BlockFormat::Q2_K | BlockFormat::Q3_K | BlockFormat::Q4_K | BlockFormat::Q5_K | BlockFormat::Q6_K => {
+                kquants::QK_K
+            }
             _ => BLOCK,
         }
     }
@@ -122,6 +134,8 @@ impl BlockFormat {
             BlockFormat::Q4_1 => 20,
             BlockFormat::Q5_0 => 22,
             BlockFormat::Q5_1 => 24,
+            BlockFormat::Q2_K => 84,
+            BlockFormat::Q3_K => 110,
             BlockFormat::Q4_K => 144,
             BlockFormat::Q5_K => 176,
             BlockFormat::Q6_K => 210,
@@ -174,6 +188,8 @@ impl BlockFormat {
                 }
             } else if let Some(block) = block.first_chunk::<{ kquants::QK_K }>() {
                 match self {
+                    BlockFormat::Q2_K => kquants::q2_k(block, bytes),
+                    BlockFormat::Q3_K => kquants::q3_k(block, bytes),
                     BlockFormat::Q4_K => kquants::q4_k(block, bytes),
                     BlockFormat::Q5_K => kquants::q5_k(block, bytes),
                     _ => kquants::q6_k(block, bytes),
@@ -263,6 +279,8 @@ impl BlockFormat {
                         }
                     }
                 }
+                BlockFormat::Q2_K => kquants::dequantize_q2_k(b, o),
+                BlockFormat::Q3_K => kquants::dequantize_q3_k(b, o),
                 BlockFormat::Q4_K => kquants::dequantize_q45_k(b, false, o),
                 BlockFormat::Q5_K => kquants::dequantize_q45_k(b, true, o),
                 BlockFormat::Q6_K => kquants::dequantize_q6_k(b, o),
@@ -390,8 +408,10 @@ mod tests {
 
     #[test]
     fn sizes_and_names() {
-        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_bytes), [34, 18, 20, 22, 24, 144, 176, 210]);
-        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_len), [32, 32, 32, 32, 32, 256, 256, 256]);
+        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_bytes), [34, 18, 20, 22, 24, 84, 110, 144, 176, 210]);
+        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_len), [32, 32, 32, 32, 32, 256, 256, 256, 256, 256]);
+        assert_eq!(BlockFormat::Q2_K.bits_per_weight(), 2.625);
+        assert_eq!(BlockFormat::Q3_K.bits_per_weight(), 3.4375);
         assert_eq!(BlockFormat::Q4_K.bits_per_weight(), 4.5);
         assert_eq!(BlockFormat::Q6_K.bits_per_weight(), 6.5625);
         assert_eq!(
