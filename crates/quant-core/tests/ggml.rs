@@ -205,3 +205,67 @@ fn k_quant_errors_shrink_with_the_bits() -> Result<(), QuantError> {
     }
     Ok(())
 }
+
+/// With an importance matrix: every weighted format against ggml's `ggml_quantize_chunk` with
+/// the same weights (rows of 512, so blocks past a row's first take their own weights).
+#[test]
+fn importance_weighted_formats_match_ggml_byte_for_byte() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_k");
+    let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let f32s =
+        |b: Vec<u8>| b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect::<Vec<f32>>();
+    let (x, imatrix) = (f32s(read("input.f32")), f32s(read("imatrix.f32")));
+    let row = imatrix.len();
+    assert_eq!(row, 512);
+    let mut report = Vec::new();
+    for (format, file) in [
+        (BlockFormat::Q4_0, "q4_0"),
+        (BlockFormat::Q4_1, "q4_1"),
+        (BlockFormat::Q5_0, "q5_0"),
+        (BlockFormat::Q5_1, "q5_1"),
+        (BlockFormat::Q2_K, "q2_k"),
+        (BlockFormat::Q3_K, "q3_k"),
+        (BlockFormat::Q4_K, "q4_k"),
+        (BlockFormat::Q5_K, "q5_k"),
+        (BlockFormat::Q6_K, "q6_k"),
+    ] {
+        let want = read(&format!("{file}.imatrix.bin"));
+        let got = format.quantize_weighted(&x, row, &imatrix).expect("whole rows, finite");
+        assert_eq!(got.len(), want.len(), "{}", format.name());
+        let bb = format.block_bytes();
+        let bad = got.chunks(bb).zip(want.chunks(bb)).filter(|(g, w)| g != w).count();
+        if bad > 0 {
+            report.push(format!("{}: {bad} of {} blocks differ", format.name(), want.len() / bb));
+        }
+        // The weights matter: the unweighted bytes differ from ggml's weighted ones.
+        assert_ne!(format.quantize(&x).expect("finite"), want, "{}: weights changed nothing", format.name());
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+#[test]
+fn importance_weighted_quantization_checks_its_inputs() {
+    let x = vec![0.5f32; 1024];
+    let w = vec![1.0f32; 512];
+    assert_eq!(
+        BlockFormat::Q4_K.quantize_weighted(&x, 500, &w[..500]),
+        Err(QuantError::NotABlockMultiple { what: "row", format: "Q4_K", len: 500, block: 256 })
+    );
+    assert_eq!(
+        BlockFormat::Q4_K.quantize_weighted(&x[..768], 512, &w),
+        Err(QuantError::NotABlockMultiple { what: "values (whole rows)", format: "Q4_K", len: 768, block: 512 })
+    );
+    assert_eq!(
+        BlockFormat::Q4_0.quantize_weighted(&x, 512, &w[..511]),
+        Err(QuantError::LengthMismatch { what: "importance weights (one per column)", expected: 512, found: 511 })
+    );
+    let mut bad = w.clone();
+    bad[9] = f32::INFINITY;
+    assert!(matches!(
+        BlockFormat::Q5_K.quantize_weighted(&x, 512, &bad),
+        Err(QuantError::NonFiniteParameter { what: "importance weight", index: 9, .. })
+    ));
+    // Q8_0 takes no weights in ggml: the weighted call gives the plain bytes.
+    let y: Vec<f32> = (0..1024).map(|i| (i as f32 * 0.37).sin()).collect();
+    assert_eq!(BlockFormat::Q8_0.quantize_weighted(&y, 512, &w), BlockFormat::Q8_0.quantize(&y));
+}

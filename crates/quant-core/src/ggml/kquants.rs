@@ -25,6 +25,9 @@
 //! read back from the bits) rounds ties to even, and so does [`nearest_int`] here, also for
 //! magnitudes past `2^22`, where it returns what ggml's does (the low 23 bits, not an error).
 
+// The loops mirror ggml's index by index, so that each line can be checked against the C.
+#![allow(clippy::needless_range_loop)]
+
 use quant_traits::cast::sqrt_f32;
 
 use super::{half_at, half_bytes};
@@ -34,13 +37,13 @@ pub(super) const QK_K: usize = 256;
 
 /// ggml's `nearest_int`: `v + 12582912` in `f32`, whose low 23 bits minus `2^22` are `v` rounded
 /// to nearest, ties to even, for `|v| <= 4194303` (and ggml's value, whatever it is, beyond).
-fn nearest_int(v: f32) -> i32 {
+pub(super) fn nearest_int(v: f32) -> i32 {
     let bits = (v + 12_582_912.0).to_bits();
     (bits & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
 /// `i` as ggml's `(float)i` for the small integers here (exact).
-fn f(i: i32) -> f32 {
+pub(super) fn f(i: i32) -> f32 {
     i as f32
 }
 
@@ -48,7 +51,7 @@ fn f(i: i32) -> f32 {
 /// minimise `Σ w · |scale · l + min - x|^p` (`p = 1` with `use_mad`, else 2) over `nstep + 1`
 /// candidate scales. Returns `(scale, -min)`.
 #[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants<const N: usize>(
+pub(super) fn make_qkx2_quants<const N: usize>(
     nmax: i32,
     x: &[f32; N],
     weights: &[f32; N],
@@ -126,10 +129,10 @@ fn make_qkx2_quants<const N: usize>(
     (scale, -min)
 }
 
-/// ggml's `make_qx_quants` with `rmse_type = 1` and no importance weights (weights `x²`), for
-/// `n = 16` values and codes `-nmax..nmax` stored as `l + nmax`: the scale of the best of 19
-/// candidates.
-fn make_qx_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
+/// ggml's `make_qx_quants` with `rmse_type = 1`: codes `-nmax..nmax` stored as `l + nmax`, the
+/// scale of the best of 19 candidates under the weights `qw` (ggml's importance weights) or,
+/// without them, `x²`.
+pub(super) fn make_qx_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [i8; N], qw: Option<&[f32; N]>) -> f32 {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         let ax = v.abs();
@@ -142,13 +145,14 @@ fn make_qx_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
         l.fill(0);
         return 0.0;
     }
+    let weight = |i: usize| qw.map_or(x[i] * x[i], |q| q[i]);
     let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
     let mut iscale = f(-nmax) / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for i in 0..16 {
+    for i in 0..N {
         let q = code(iscale, x[i]);
         l[i] = (q + nmax) as i8;
-        let w = x[i] * x[i];
+        let w = weight(i);
         sumlx += w * x[i] * f(q);
         suml2 += w * f(q) * f(q);
     }
@@ -161,10 +165,10 @@ fn make_qx_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
         iscale = -(f(nmax) + 0.1 * f(is)) / max;
         sumlx = 0.0;
         suml2 = 0.0;
-        for &v in x {
-            let q = code(iscale, v);
-            let w = v * v;
-            sumlx += w * v * f(q);
+        for i in 0..N {
+            let q = code(iscale, x[i]);
+            let w = weight(i);
+            sumlx += w * x[i] * f(q);
             suml2 += w * f(q) * f(q);
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
@@ -179,7 +183,7 @@ fn make_qx_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
 }
 
 /// Sub-block `j`'s 6-bit scale and minimum from the 12 packed bytes (ggml's `get_scale_min_k4`).
-fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+pub(super) fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -187,23 +191,34 @@ fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// The shared front of `Q4_K` and `Q5_K`: per sub-block of 32, a scale and minimum searched
+/// The shared front of `Q4_K` and `Q5_K`: per sub-block of 32, a scale and a minimum searched
 /// with `make_qkx2_quants`, both quantized to 6 bits against the super-block's `d` and `dmin`
 /// (written to `head`: `d`, `dmin`, 12 bytes of scales), then every value requantized to
-/// `0..=nmax` against its stored scale, into `l`.
-fn k_front(x: &[f32; QK_K], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8], l: &mut [u8; QK_K]) {
-    let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
+/// `0..=nmax` against its stored scale, into `l`. Without importance weights this is ggml's
+/// `quantize_row_q*_K_ref` (weights `sqrt(mean(x²)) + |x|`, scales to 6 bits by `63 / max`);
+/// with them, its `quantize_row_q*_K_impl` (weights `qw · sqrt(σ² + x²)` with
+/// `σ² = 2 · Σx² / 256`, 37 candidate scales, 6-bit scales by `make_qp_quants`).
+fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8], l: &mut [u8; QK_K]) {
+    let (mut scales, mut mins, mut sw) = ([0f32; 8], [0f32; 8], [0f32; 8]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
+    let (rmin, rdelta, nstep) = match (qw, nmax) {
+        (Some(_), _) => (-0.9, 0.05, 36),
+        (None, 15) => (-1.0, 0.1, 20),
+        (None, _) => (-0.5, 0.1, 15),
+    };
+    let sigma2 = qw.map(|_| 2.0 * sum_squares(x) / f(QK_K as i32));
     for j in 0..8 {
         let Some(sub) = x[32 * j..].first_chunk::<32>() else { continue };
-        let mut sum_x2 = 0f32;
-        for &v in sub {
-            sum_x2 += v * v;
-        }
-        let av_x = sqrt_f32(sum_x2 / 32.0);
-        let weights = sub.map(|v| av_x + v.abs());
+        let weights = match (qw.and_then(|q| q[32 * j..].first_chunk::<32>()), sigma2) {
+            (Some(q), Some(sigma2)) => core::array::from_fn(|i| q[i] * sqrt_f32(sigma2 + sub[i] * sub[i])),
+            _ => {
+                let av_x = sqrt_f32(sum_squares(sub) / 32.0);
+                sub.map(|v| av_x + v.abs())
+            }
+        };
+        sw[j] = weights.iter().fold(0.0, |a, &w| a + w);
         let mut lj = [0u8; 32];
-        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut lj, rmin, 0.1, nstep, false);
+        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut lj, rmin, rdelta, nstep, false);
         l[32 * j..32 * j + 32].copy_from_slice(&lj);
         if scales[j] > max_scale {
             max_scale = scales[j];
@@ -212,25 +227,40 @@ fn k_front(x: &[f32; QK_K], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8], l
             max_min = mins[j];
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
-    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+    let (d, dmin) = if qw.is_some() {
+        let d = make_qp_quants(63, &scales, &mut ls, &sw);
+        let m = make_qp_quants(63, &mins, &mut lm, &sw);
+        if nmax == 31 {
+            // ggml's Q5_K (not its Q4_K) clamps the scale codes to 63 here.
+            ls = ls.map(|v| v.min(63));
+            lm = lm.map(|v| v.min(63));
+        }
+        (d, m)
+    } else {
+        let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+        for j in 0..8 {
+            // ggml stores nearest_int(..) in a uint8_t (the low byte), then takes MIN(63, ..).
+            ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+            lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        }
+        (max_scale / 63.0, max_min / 63.0)
+    };
     let sc = &mut head[4..16];
     sc.fill(0);
     for j in 0..8 {
-        // ggml stores nearest_int(..) in a uint8_t (the low byte), then takes MIN(63, ..).
-        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
         if j < 4 {
-            sc[j] = ls;
-            sc[j + 4] = lm;
+            sc[j] = ls[j];
+            sc[j + 4] = lm[j];
         } else {
-            sc[j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
-            sc[j - 4] |= (ls >> 4) << 6;
-            sc[j] |= (lm >> 4) << 6;
+            sc[j + 4] = (ls[j] & 0xf) | ((lm[j] & 0xf) << 4);
+            sc[j - 4] |= (ls[j] >> 4) << 6;
+            sc[j] |= (lm[j] >> 4) << 6;
         }
     }
-    head[0..2].copy_from_slice(&half_bytes(max_scale / 63.0));
-    head[2..4].copy_from_slice(&half_bytes(max_min / 63.0));
+    head[0..2].copy_from_slice(&half_bytes(d));
+    head[2..4].copy_from_slice(&half_bytes(dmin));
     let (d16, dmin16) = (half_at(head, 0), half_at(head, 2));
     for j in 0..8 {
         let (s, m) = scale_min(j, &head[4..16]);
@@ -245,10 +275,15 @@ fn k_front(x: &[f32; QK_K], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8], l
     }
 }
 
-/// One `Q4_K` super-block (144 bytes).
-pub(super) fn q4_k(x: &[f32; QK_K], out: &mut [u8]) {
+/// `Σ x²`, in order (ggml's loops).
+fn sum_squares(x: &[f32]) -> f32 {
+    x.iter().fold(0.0, |a, &v| a + v * v)
+}
+
+/// One `Q4_K` super-block (144 bytes), with importance weights `qw` or without.
+pub(super) fn q4_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l = [0u8; QK_K];
-    k_front(x, 15, -1.0, 20, &mut out[..16], &mut l);
+    k_front(x, 15, qw, &mut out[..16], &mut l);
     let qs = &mut out[16..144];
     for (c, chunk) in l.chunks_exact(64).enumerate() {
         for i in 0..32 {
@@ -257,10 +292,10 @@ pub(super) fn q4_k(x: &[f32; QK_K], out: &mut [u8]) {
     }
 }
 
-/// One `Q5_K` super-block (176 bytes).
-pub(super) fn q5_k(x: &[f32; QK_K], out: &mut [u8]) {
+/// One `Q5_K` super-block (176 bytes), with importance weights `qw` or without.
+pub(super) fn q5_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l = [0u8; QK_K];
-    k_front(x, 31, -0.5, 15, &mut out[..16], &mut l);
+    k_front(x, 31, qw, &mut out[..16], &mut l);
     let (qh, qs) = out[16..176].split_at_mut(32);
     qh.fill(0);
     for (c, chunk) in l.chunks_exact(64).enumerate() {
@@ -280,8 +315,9 @@ pub(super) fn q5_k(x: &[f32; QK_K], out: &mut [u8]) {
     }
 }
 
-/// One `Q6_K` super-block (210 bytes: `ql[128]`, `qh[64]`, `scales[16]`, `d`).
-pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8]) {
+/// One `Q6_K` super-block (210 bytes: `ql[128]`, `qh[64]`, `scales[16]`, `d`); importance
+/// weights `qw`, if given, weigh the per-16 scale searches as they are (ggml's `_impl`).
+pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
@@ -289,7 +325,7 @@ pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8]) {
         let (Some(sub), Some(lb)) = (x[16 * ib..].first_chunk::<16>(), l[16 * ib..].first_chunk_mut::<16>()) else {
             continue;
         };
-        *s = make_qx_quants(32, sub, lb);
+        *s = make_qx_quants(32, sub, lb, qw.and_then(|q| q[16 * ib..].first_chunk::<16>()));
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
             max_scale = *s;
@@ -388,7 +424,7 @@ fn make_q3_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
 
 /// Packs 256 two-bit codes as `Q2_K` and `Q3_K` do: byte `32h + l` of each half `h` holds
 /// values `128h + l`, `+ 32`, `+ 64`, `+ 96` in bits 0-1, 2-3, 4-5, 6-7.
-fn pack2(l: &[u8; QK_K], qs: &mut [u8]) {
+pub(super) fn pack2(l: &[u8; QK_K], qs: &mut [u8]) {
     for h in 0..2 {
         for i in 0..32 {
             let j = 128 * h + i;
@@ -398,16 +434,25 @@ fn pack2(l: &[u8; QK_K], qs: &mut [u8]) {
 }
 
 /// One `Q2_K` super-block (84 bytes: `scales[16]` (scale low, minimum high nibble), `qs[64]`,
-/// `d`, `dmin`).
-pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8]) {
+/// `d`, `dmin`). Without importance weights ggml's `quantize_row_q2_K_ref` (weights `|x|`,
+/// absolute error, 4-bit scales by `15 / max`); with them its `quantize_row_q2_K_impl`
+/// (weights `qw · sqrt(σ² + x²)`, `σ² = Σx² / 256`, squared error, scales by `make_qp_quants`).
+pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l = [0u8; QK_K];
-    let (mut scales, mut mins) = ([0f32; 16], [0f32; 16]);
+    let (mut scales, mut mins, mut sw) = ([0f32; 16], [0f32; 16], [0f32; 16]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
+    let sigma2 = sum_squares(x) / f(QK_K as i32);
     for j in 0..16 {
         let Some(sub) = x[16 * j..].first_chunk::<16>() else { continue };
-        let weights = sub.map(f32::abs);
         let mut lj = [0u8; 16];
-        (scales[j], mins[j]) = make_qkx2_quants(3, sub, &weights, &mut lj, -0.5, 0.1, 15, true);
+        (scales[j], mins[j]) = match qw.and_then(|q| q[16 * j..].first_chunk::<16>()) {
+            Some(q) => {
+                let weights: [f32; 16] = core::array::from_fn(|i| q[i] * sqrt_f32(sigma2 + sub[i] * sub[i]));
+                sw[j] = weights.iter().fold(0.0, |a, &w| a + w);
+                make_qkx2_quants(3, sub, &weights, &mut lj, -0.9, 0.05, 36, false)
+            }
+            None => make_qkx2_quants(3, sub, &sub.map(f32::abs), &mut lj, -0.5, 0.1, 15, true),
+        };
         l[16 * j..16 * j + 16].copy_from_slice(&lj);
         if scales[j] > max_scale {
             max_scale = scales[j];
@@ -418,20 +463,32 @@ pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8]) {
     }
     let (sc, rest) = out.split_at_mut(16);
     sc.fill(0);
-    if max_scale > 0.0 {
-        let iscale = 15.0 / max_scale;
-        for (o, &s) in sc.iter_mut().zip(&scales) {
-            *o = nearest_int(iscale * s) as u8; // ggml stores the int in a uint8_t
+    let (d, dmin) = if qw.is_some() {
+        let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
+        let d = make_qp_quants(15, &scales, &mut ls, &sw);
+        let m = make_qp_quants(15, &mins, &mut lm, &sw);
+        for (o, (&s, &m)) in sc.iter_mut().zip(ls.iter().zip(&lm)) {
+            *o = s | (m << 4);
         }
-    }
-    rest[64..66].copy_from_slice(&half_bytes(if max_scale > 0.0 { max_scale / 15.0 } else { 0.0 }));
-    if max_min > 0.0 {
-        let iscale = 15.0 / max_min;
-        for (o, &m) in sc.iter_mut().zip(&mins) {
-            *o |= (nearest_int(iscale * m) << 4) as u8;
+        (d, m)
+    } else {
+        if max_scale > 0.0 {
+            let iscale = 15.0 / max_scale;
+            for (o, &s) in sc.iter_mut().zip(&scales) {
+                *o = nearest_int(iscale * s) as u8; // ggml stores the int in a uint8_t
+            }
         }
-    }
-    rest[66..68].copy_from_slice(&half_bytes(if max_min > 0.0 { max_min / 15.0 } else { 0.0 }));
+        if max_min > 0.0 {
+            let iscale = 15.0 / max_min;
+            for (o, &m) in sc.iter_mut().zip(&mins) {
+                *o |= (nearest_int(iscale * m) << 4) as u8;
+            }
+        }
+        let part = |max: f32| if max > 0.0 { max / 15.0 } else { 0.0 };
+        (part(max_scale), part(max_min))
+    };
+    rest[64..66].copy_from_slice(&half_bytes(d));
+    rest[66..68].copy_from_slice(&half_bytes(dmin));
     let (d16, dmin16) = (half_at(rest, 64), half_at(rest, 66));
     for (j, &s) in sc.iter().enumerate() {
         let d = d16 * f32::from(s & 0xf);
@@ -447,46 +504,67 @@ pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8]) {
 }
 
 /// Sub-block `j`'s 6-bit `Q3_K` scale (`0..=63`, stored with an offset of 32) from the 12 bytes.
-fn q3_scale(j: usize, sc: &[u8]) -> i32 {
+pub(super) fn q3_scale(j: usize, sc: &[u8]) -> i32 {
     let low = if j < 8 { sc[j] & 0xf } else { sc[j - 8] >> 4 };
     i32::from(low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32
 }
 
-/// One `Q3_K` super-block (110 bytes: `hmask[32]`, `qs[64]`, `scales[12]`, `d`).
-pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8]) {
+/// One `Q3_K` super-block (110 bytes: `hmask[32]`, `qs[64]`, `scales[12]`, `d`). Without
+/// importance weights ggml's `quantize_row_q3_K_ref` (`make_q3_quants`, scales to 6 bits by
+/// `-32 / max`); with them its `quantize_row_q3_K_impl` (`make_qx_quants` under weights
+/// `qw · sqrt(σ² + x²)`, `σ² = 2 · Σx² / 256`, and again for the 6-bit scales).
+pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l8 = [0i8; QK_K];
-    let mut scales = [0f32; 16];
+    let (mut scales, mut sw) = ([0f32; 16], [0f32; 16]);
     let (mut max_scale, mut amax) = (0f32, 0f32);
+    let sigma2 = 2.0 * sum_squares(x) / f(QK_K as i32);
     for (j, s) in scales.iter_mut().enumerate() {
         let (Some(sub), Some(lj)) = (x[16 * j..].first_chunk::<16>(), l8[16 * j..].first_chunk_mut::<16>()) else {
             continue;
         };
-        *s = make_q3_quants(4, sub, lj);
+        *s = match qw.and_then(|q| q[16 * j..].first_chunk::<16>()) {
+            Some(q) => {
+                let weights: [f32; 16] = core::array::from_fn(|i| q[i] * sqrt_f32(sigma2 + sub[i] * sub[i]));
+                sw[j] = weights.iter().fold(0.0, |a, &w| a + w);
+                make_qx_quants(4, sub, lj, Some(&weights))
+            }
+            None => make_q3_quants(4, sub, lj),
+        };
         if s.abs() > amax {
             amax = s.abs();
             max_scale = *s;
         }
     }
+    // The 6-bit scale codes (with their offset of 32) and the super-block scale.
+    let mut ls = [0u8; 16];
+    let d = if qw.is_some() {
+        let mut lq = [0i8; 16];
+        let d = make_qx_quants(32, &scales, &mut lq, Some(&sw));
+        ls = lq.map(|v| v as u8);
+        d
+    } else if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (o, &s) in ls.iter_mut().zip(&scales) {
+            // ggml: int8_t l = nearest_int(..) (the low byte), clamped to -32..=31, plus 32.
+            *o = (i32::from(nearest_int(iscale * s) as i8).clamp(-32, 31) + 32) as u8;
+        }
+        1.0 / iscale
+    } else {
+        0.0
+    };
     out.fill(0);
     let (hmask, rest) = out.split_at_mut(32);
     let (qs, rest) = rest.split_at_mut(64);
     let (sc, d_bytes) = rest.split_at_mut(12);
-    if max_scale != 0.0 {
-        let iscale = -32.0 / max_scale;
-        for (j, &s) in scales.iter().enumerate() {
-            // ggml: int8_t l = nearest_int(..) (the low byte), clamped to -32..=31, plus 32.
-            let v = (i32::from(nearest_int(iscale * s) as i8).clamp(-32, 31) + 32) as u8;
-            if j < 8 {
-                sc[j] = v & 0xf;
-            } else {
-                sc[j - 8] |= (v & 0xf) << 4;
-            }
-            sc[j % 4 + 8] |= (v >> 4) << (2 * (j / 4));
+    for (j, &v) in ls.iter().enumerate() {
+        if j < 8 {
+            sc[j] = v & 0xf;
+        } else {
+            sc[j - 8] |= (v & 0xf) << 4;
         }
-        d_bytes.copy_from_slice(&half_bytes(1.0 / iscale));
-    } else {
-        d_bytes.copy_from_slice(&half_bytes(0.0));
+        sc[j % 4 + 8] |= (v >> 4) << (2 * (j / 4));
     }
+    d_bytes.copy_from_slice(&half_bytes(d));
     let d16 = half_at(d_bytes, 0);
     for j in 0..16 {
         let d = d16 * f(q3_scale(j, sc));
@@ -505,6 +583,83 @@ pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8]) {
         }
     }
     pack2(&l, qs);
+}
+
+/// ggml's `make_qp_quants`: non-negative `x` (sub-block scales or minimums) to codes
+/// `0..=nmax` in `l` against one scale, the best of 9 candidates under the weights `qw`, then
+/// refined by up to five passes of coordinate descent. Returns the scale. ggml keeps the codes
+/// in `uint8_t` while computing with the unclamped integers; so does this port.
+pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u8; N], qw: &[f32; N]) -> f32 {
+    let max = x.iter().fold(0.0f32, |m, &v| if m > v { m } else { v }); // MAX(max, x[i])
+    if max < 1e-15 {
+        l.fill(0);
+        return 0.0;
+    }
+    let mut iscale = f(nmax) / max;
+    for (o, &v) in l.iter_mut().zip(x) {
+        *o = nearest_int(iscale * v) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for i in 0..N {
+        let diff = x[i] - scale * f32::from(l[i]);
+        best_mse += qw[i] * diff * diff;
+    }
+    for is in -4..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1 * f(is) + f(nmax)) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0.0f32;
+        for i in 0..N {
+            let q = nearest_int(iscale_is * x[i]).min(nmax);
+            let diff = x[i] - scale_is * f(q);
+            mse += qw[i] * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..N {
+        let q = nearest_int(iscale * x[i]).min(nmax);
+        l[i] = q as u8;
+        let w = qw[i];
+        sumlx += w * x[i] * f(q);
+        suml2 += w * f(q) * f(q);
+    }
+    for _ in 0..5 {
+        let mut changed = 0;
+        for i in 0..N {
+            let w = qw[i];
+            let li = f32::from(l[i]);
+            let mut slx = sumlx - w * x[i] * li;
+            let mut sl2 = suml2 - w * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
+                if new_l != i32::from(l[i]) {
+                    slx += w * x[i] * f(new_l);
+                    sl2 += w * f(new_l) * f(new_l);
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l[i] = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        if changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
 }
 
 /// Dequantizes one `Q2_K` super-block.

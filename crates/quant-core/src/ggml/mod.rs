@@ -34,6 +34,13 @@
 //!   `Q4_1` and `Q5_1` `x = q · d + m` (one rounding each, `d` and `m` widened from `f16`); the
 //!   k-quants as `kquants` says.
 //!
+//! **Importance matrices.** [`BlockFormat::quantize_weighted`] takes llama.cpp's `imatrix`
+//! (one weight per column, from calibration activations) and runs ggml's weighted searches
+//! (`quantize_row_*_impl`): `make_qx_quants` for `Q4_0`, `Q5_0`, `Q3_K` and `Q6_K`,
+//! `make_qkx3_quants` for `Q4_1`, `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K` (37 candidate scales), and
+//! `make_qp_quants` for the k-quants' sub-block scales; `Q8_0` ignores the weights, as ggml
+//! does.
+//!
 //! Golden tests compare every byte and every dequantized bit: the legacy `Q8_0`/`Q4_0`/`Q4_1`
 //! with fixtures made by the `gguf` package (`xtask/fixtures/ggml.py`), `Q5_0`, `Q5_1` and the
 //! k-quants with fixtures made by ggml itself (`xtask/fixtures/ggml_k.py`, ggml-python built
@@ -44,7 +51,7 @@ mod kquants;
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{f64_to_i64_saturating, narrow, round_half_away, trunc};
+use quant_traits::cast::{f64_to_i64_saturating, narrow, round_half_away, sqrt_f32, trunc};
 use quant_traits::half::f16;
 use quant_traits::{QuantError, QuantFloat};
 
@@ -187,13 +194,7 @@ impl BlockFormat {
                     _ => q5_1(block, bytes),
                 }
             } else if let Some(block) = block.first_chunk::<{ kquants::QK_K }>() {
-                match self {
-                    BlockFormat::Q2_K => kquants::q2_k(block, bytes),
-                    BlockFormat::Q3_K => kquants::q3_k(block, bytes),
-                    BlockFormat::Q4_K => kquants::q4_k(block, bytes),
-                    BlockFormat::Q5_K => kquants::q5_k(block, bytes),
-                    _ => kquants::q6_k(block, bytes),
-                }
+                self.k_block(block, bytes, None);
             }
         }
         Ok(())
@@ -221,6 +222,98 @@ impl BlockFormat {
         let mut out = alloc::vec![0u8; self.bytes_for(x.len())?];
         self.quantize_into(x, &mut out)?;
         Ok(out)
+    }
+
+    /// Quantizes rows of `row_len` values with an importance matrix, as llama.cpp's
+    /// `llama-quantize --imatrix` does (ggml's `quantize_*` with `quant_weights`): one
+    /// non-negative weight per column, `importance[c]` for value `c` of every row, saying how
+    /// much an error there costs. The formats search their scales under these weights (the
+    /// k-quants and `Q4_0`/`Q4_1`/`Q5_0`/`Q5_1`, byte for byte with ggml; `Q8_0` ignores them,
+    /// as ggml does). The legacy formats weigh value `x` of a row by
+    /// `importance · sqrt(σ² + x²)` with `σ²` the row's mean square; the k-quants take `σ²` per
+    /// super-block (see the module docs of each format).
+    ///
+    /// # Errors
+    /// [`QuantError::NotABlockMultiple`] if `row_len` is not a whole number of blocks or `x`
+    /// not a whole number of rows; [`QuantError::LengthMismatch`] for an importance vector that
+    /// is not `row_len` long or an `out` of the wrong length; [`QuantError::NonFinite`] naming
+    /// the first NaN or infinite value and [`QuantError::NonFiniteParameter`] the first such
+    /// weight. All are found before anything is written.
+    pub fn quantize_weighted_into(
+        self,
+        x: &[f32],
+        row_len: usize,
+        importance: &[f32],
+        out: &mut [u8],
+    ) -> Result<(), QuantError> {
+        let row_bytes = self.bytes_for(row_len)?;
+        if row_len == 0 || !x.len().is_multiple_of(row_len) {
+            return Err(QuantError::NotABlockMultiple {
+                what: "values (whole rows)",
+                format: self.name(),
+                len: x.len(),
+                block: row_len,
+            });
+        }
+        QuantError::check_length("importance weights (one per column)", row_len, importance.len())?;
+        QuantError::check_length("block bytes", x.len() / row_len * row_bytes, out.len())?;
+        if let Some(index) = first_non_finite(x) {
+            return Err(QuantError::NonFinite { index, value: f64::from(x[index]) });
+        }
+        if let Some(index) = first_non_finite(importance) {
+            return Err(QuantError::NonFiniteParameter {
+                what: "importance weight",
+                index,
+                value: f64::from(importance[index]),
+            });
+        }
+        let (n, bb) = (self.block_len(), self.block_bytes());
+        for (row, row_out) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_bytes)) {
+            let sigma2 = row.iter().fold(0f32, |a, &v| a + v * v) / row_len as f32;
+            for ((block, bytes), qw) in
+                row.chunks_exact(n).zip(row_out.chunks_exact_mut(bb)).zip(importance.chunks_exact(n))
+            {
+                if let (Some(block), Some(qw)) = (block.first_chunk::<BLOCK>(), qw.first_chunk::<BLOCK>()) {
+                    match self {
+                        BlockFormat::Q4_0 => q4_0_weighted(block, sigma2, qw, bytes),
+                        BlockFormat::Q4_1 => q4_1_weighted(block, sigma2, qw, bytes, 15),
+                        BlockFormat::Q5_0 => q5_0_weighted(block, sigma2, qw, bytes),
+                        BlockFormat::Q5_1 => q4_1_weighted(block, sigma2, qw, bytes, 31),
+                        BlockFormat::Q8_0 => q8_0(block, bytes),
+                        _ => {}
+                    }
+                }
+                if let (Some(block), Some(qw)) =
+                    (block.first_chunk::<{ kquants::QK_K }>(), qw.first_chunk::<{ kquants::QK_K }>())
+                {
+                    self.k_block(block, bytes, Some(qw));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Quantizes rows of `row_len` values with an importance matrix into a new byte vector.
+    ///
+    /// # Errors
+    /// As [`BlockFormat::quantize_weighted_into`].
+    pub fn quantize_weighted(self, x: &[f32], row_len: usize, importance: &[f32]) -> Result<Vec<u8>, QuantError> {
+        let rows = x.len().checked_div(row_len).unwrap_or(0);
+        let mut out = alloc::vec![0u8; rows * self.bytes_for(row_len)?];
+        self.quantize_weighted_into(x, row_len, importance, &mut out)?;
+        Ok(out)
+    }
+
+    /// One k-quant super-block, with importance weights or without.
+    fn k_block(self, x: &[f32; kquants::QK_K], out: &mut [u8], qw: Option<&[f32; kquants::QK_K]>) {
+        match self {
+            BlockFormat::Q2_K => kquants::q2_k(x, out, qw),
+            BlockFormat::Q3_K => kquants::q3_k(x, out, qw),
+            BlockFormat::Q4_K => kquants::q4_k(x, out, qw),
+            BlockFormat::Q5_K => kquants::q5_k(x, out, qw),
+            BlockFormat::Q6_K => kquants::q6_k(x, out, qw),
+            _ => {}
+        }
     }
 
     /// Dequantizes `bytes` (whole blocks) into `out` ([`BlockFormat::block_len`] values per
@@ -400,6 +493,48 @@ fn q5_1(x: &[f32; BLOCK], out: &mut [u8]) {
     let code = |j: usize| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from((x[j] - min) * id + 0.5))).clamp(0, 31));
     let (qh, qs) = out[4..24].split_at_mut(4);
     pack5(code, qh, qs);
+}
+
+/// ggml's importance weights for a legacy block: `qw · sqrt(σ² + x²)`.
+fn legacy_weights(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK]) -> [f32; BLOCK] {
+    core::array::from_fn(|j| qw[j] * sqrt_f32(sigma2 + x[j] * x[j]))
+}
+
+/// ggml's `quantize_row_q4_0_impl` for one block: `make_qx_quants` under the weights.
+fn q4_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8]) {
+    let mut l = [0i8; BLOCK];
+    let d = kquants::make_qx_quants(8, x, &mut l, Some(&legacy_weights(x, sigma2, qw)));
+    out[..2].copy_from_slice(&half_bytes(d));
+    for j in 0..BLOCK / 2 {
+        out[2 + j] = (l[j] as u8) | ((l[j + BLOCK / 2] as u8) << 4);
+    }
+}
+
+/// ggml's `quantize_row_q5_0_impl` for one block.
+fn q5_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8]) {
+    let mut l = [0i8; BLOCK];
+    let d = kquants::make_qx_quants(16, x, &mut l, Some(&legacy_weights(x, sigma2, qw)));
+    out[..2].copy_from_slice(&half_bytes(d));
+    let (qh, qs) = out[2..22].split_at_mut(4);
+    pack5(|j| l[j] as u8, qh, qs);
+}
+
+/// ggml's `quantize_row_q4_1_impl` (`nmax = 15`) and `quantize_row_q5_1_impl` (`nmax = 31`)
+/// for one block: a scale and a minimum searched under the weights.
+fn q4_1_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8], nmax: i32) {
+    let mut l = [0u8; BLOCK];
+    let (d, the_min) =
+        kquants::make_qkx2_quants(nmax, x, &legacy_weights(x, sigma2, qw), &mut l, -0.9, 0.05, 36, false);
+    out[..2].copy_from_slice(&half_bytes(d));
+    out[2..4].copy_from_slice(&half_bytes(-the_min));
+    if nmax == 15 {
+        for j in 0..BLOCK / 2 {
+            out[4 + j] = l[j] | (l[j + BLOCK / 2] << 4);
+        }
+    } else {
+        let (qh, qs) = out[4..24].split_at_mut(4);
+        pack5(|j| l[j], qh, qs);
+    }
 }
 
 #[cfg(test)]
