@@ -49,7 +49,10 @@ pub(super) fn f(i: i32) -> f32 {
 
 /// ggml's `make_qkx2_quants`: codes `0..=nmax` in `l` for `x` with a scale and a minimum that
 /// minimise `Σ w · |scale · l + min - x|^p` (`p = 1` with `use_mad`, else 2) over `nstep + 1`
-/// candidate scales. Returns `(scale, -min)`.
+/// candidate scales. Returns `(scale, -min)`. It is also ggml's `make_qkx3_quants` (the
+/// weighted formats' search): that one differs only in testing `max <= min` where this tests
+/// `max == min` (the same here: `max >= min` always) and in defaulting absent weights to `x²`
+/// (its callers always pass weights).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn make_qkx2_quants<const N: usize>(
     nmax: i32,
