@@ -7,13 +7,24 @@ use quant_core::{BlockFormat, QuantError};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml");
 
-fn bytes(name: &str) -> Vec<u8> {
-    let path = format!("{DIR}/{name}");
+/// The fixtures made by ggml itself (`xtask/fixtures/ggml_k.py`).
+const DIR_K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_k");
+
+fn read(dir: &str, name: &str) -> Vec<u8> {
+    let path = format!("{dir}/{name}");
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
+fn to_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn bytes(name: &str) -> Vec<u8> {
+    read(DIR, name)
+}
+
 fn floats(name: &str) -> Vec<f32> {
-    bytes(name).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    to_f32(&bytes(name))
 }
 
 fn golden(format: BlockFormat, file: &str) {
@@ -99,12 +110,8 @@ fn bad_rows_are_errors_and_nothing_is_written() {
 /// `ggml_quantize_chunk`, values from ggml's `to_float`), 28 rows of 256 values that reach each
 /// format's corners (see the fixtures' README).
 fn golden_k(format: BlockFormat, file: &str) {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_k");
-    let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
-    let f32s =
-        |b: Vec<u8>| b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect::<Vec<f32>>();
-    let x = f32s(read("input.f32"));
-    let want = read(&format!("{file}.bin"));
+    let x = to_f32(&read(DIR_K, "input.f32"));
+    let want = read(DIR_K, &format!("{file}.bin"));
     let (n, bb) = (format.block_len(), format.block_bytes());
     assert_eq!(x.len() / n * bb, want.len(), "fixture sizes");
     let got = format.quantize(&x).expect("finite, whole blocks");
@@ -130,7 +137,7 @@ fn golden_k(format: BlockFormat, file: &str) {
         wrong.join("\n")
     );
     let back = format.dequantize(&want).expect("whole blocks");
-    let want_back = f32s(read(&format!("{file}.deq.f32")));
+    let want_back = to_f32(&read(DIR_K, &format!("{file}.deq.f32")));
     assert_eq!(back.len(), want_back.len());
     for (i, (g, w)) in back.iter().zip(&want_back).enumerate() {
         assert!(g.to_bits() == w.to_bits(), "{} value {i}: {g:e} vs {w:e}", format.name());
@@ -210,11 +217,7 @@ fn k_quant_errors_shrink_with_the_bits() -> Result<(), QuantError> {
 /// the same weights (rows of 512, so blocks past a row's first take their own weights).
 #[test]
 fn importance_weighted_formats_match_ggml_byte_for_byte() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_k");
-    let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
-    let f32s =
-        |b: Vec<u8>| b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect::<Vec<f32>>();
-    let (x, imatrix) = (f32s(read("input.f32")), f32s(read("imatrix.f32")));
+    let (x, imatrix) = (to_f32(&read(DIR_K, "input.f32")), to_f32(&read(DIR_K, "imatrix.f32")));
     let row = imatrix.len();
     assert_eq!(row, 512);
     let mut report = Vec::new();
@@ -229,7 +232,7 @@ fn importance_weighted_formats_match_ggml_byte_for_byte() {
         (BlockFormat::Q5_K, "q5_k"),
         (BlockFormat::Q6_K, "q6_k"),
     ] {
-        let want = read(&format!("{file}.imatrix.bin"));
+        let want = read(DIR_K, &format!("{file}.imatrix.bin"));
         let got = format.quantize_weighted(&x, row, &imatrix).expect("whole rows, finite");
         assert_eq!(got.len(), want.len(), "{}", format.name());
         let bb = format.block_bytes();
