@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! quant demo                                   built-in synthetic transformer block, no files
-//! quant inspect MODEL.safetensors              every tensor: dtype, shape, elements, bytes
+//! quant inspect MODEL.safetensors|MODEL.gguf   every tensor: dtype, shape, elements, bytes
+//!                                              (GGUF: also every metadata key/value)
 //! quant report MODEL.safetensors [--scheme sym,asym] [--bits 8,4] [--granularity channel,group:128]
 //!              [--format table|json|csv] [--reconstructed BACK.safetensors]
 //! quant quantize MODEL.safetensors -o OUT.safetensors [--scheme sym] [--bits 8] [--granularity channel]
-//! quant dequantize OUT.safetensors -o BACK.safetensors
+//! quant dequantize OUT.safetensors|MODEL.gguf -o BACK.safetensors
 //! ```
 //!
 //! Files are read through a memory map, tensor by tensor (peak memory stays near the largest
@@ -16,6 +17,7 @@
 
 mod convert;
 mod demo;
+mod gguf;
 mod model;
 mod report;
 mod scheme;
@@ -161,9 +163,9 @@ enum Command {
     /// Quantize a built-in synthetic transformer block (hidden 768, MLP 3072) under several
     /// schemes and print the comparison table. No files needed.
     Demo,
-    /// List every tensor of a safetensors file.
+    /// List every tensor of a safetensors or GGUF file (GGUF: and its metadata).
     Inspect {
-        /// The safetensors file.
+        /// The safetensors or GGUF file.
         model: PathBuf,
     },
     /// Error statistics of each 2-D floating tensor under one or more schemes (all combinations
@@ -208,9 +210,10 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
-    /// Reconstruct floating tensors (in their original dtype) from a file written by `quantize`.
+    /// Reconstruct floating tensors (in their original dtype) from a file written by
+    /// `quantize`, or every tensor of a GGUF file (quantized ones as F32, bit for bit as ggml).
     Dequantize {
-        /// The quantized safetensors file.
+        /// The quantized safetensors file, or a GGUF file.
         model: PathBuf,
         /// Output file.
         #[arg(short, long)]
@@ -237,6 +240,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let progress = Progress::new(cli.quiet);
     match cli.command {
         Command::Demo => print!("{}", demo::run().map_err(|e| CliError::usage(e.to_string()))?),
+        Command::Inspect { model } if gguf::is_gguf(&model) => print!("{}", gguf::inspect(&model)?),
         Command::Inspect { model } => print!("{}", report::inspect(&model)?),
         Command::Report { model, scheme, bits, granularity, format, reconstructed } => {
             let mut plans = Vec::new();
@@ -264,6 +268,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
+        Command::Dequantize { model, output } if gguf::is_gguf(&model) => gguf::dequantize(&model, &output, &progress)?,
         Command::Dequantize { model, output } => convert::dequantize(&model, &output, &progress)?,
     }
     Ok(())

@@ -323,3 +323,68 @@ fn the_demo_needs_no_files() {
     // scheme, bits, granularity, bytes, ratio, MSE, max error, SNR dB
     assert_eq!(row.split_whitespace().count(), 8, "{row}");
 }
+
+/// A GGUF file written by the `gguf` package's own writer (`xtask/fixtures/gguf.py`; the
+/// quantized tensors by ggml itself): `inspect` lists its metadata and tensors, and
+/// `dequantize` gives, tensor by tensor, exactly the values the `gguf` package's reader gives.
+#[test]
+fn gguf_files_inspect_and_dequantize_as_the_gguf_package_reads_them() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let model = fixtures.join("small.gguf");
+    let text = ok(&["inspect", model.to_str().expect("utf-8 path")]);
+    assert!(text.contains("GGUF version 3, 10 tensors, 15 key/values"), "{text}");
+    for line in [
+        "metadata general.architecture = \"llama\"",
+        "metadata test.u64 = 1099511627777",
+        "metadata test.f64 = -1.5e-300",
+        "metadata tokenizer.ggml.tokens = [4 x string] \"<s>\", \"</s>\", \"hello\", \"wörld\"",
+        "metadata test.ints = [3 x i32] 1, -2, 3",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("blk.2.q4_k.weight") && l.contains("Q4_K") && l.contains("[2, 256]")));
+
+    let d = dir("gguf_dequantize");
+    let out = d.join("back.safetensors");
+    ok(&["dequantize", model.to_str().expect("utf-8"), "-o", out.to_str().expect("utf-8")]);
+    let bytes = std::fs::read(&out).expect("written");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("small.expected.json")).expect("fixture"))
+            .expect("json");
+    let tensors = expected.as_array().expect("a list");
+    assert_eq!(st.len(), tensors.len());
+    for t in tensors {
+        let name = t["name"].as_str().expect("name");
+        let view = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let shape: Vec<usize> =
+            t["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim") as usize).collect();
+        assert_eq!(view.shape(), shape.as_slice(), "{name}");
+        let got: Vec<f32> = match view.dtype() {
+            Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => view.data().chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => view.data().chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => panic!("{name}: unexpected dtype {other:?}"),
+        };
+        let want: Vec<f32> =
+            t["values"].as_array().expect("values").iter().map(|v| v.as_f64().expect("number") as f32).collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        let differ = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{name} ({}): {differ} values differ from the gguf package's", t["type"]);
+    }
+    let st_meta = safetensors::SafeTensors::read_metadata(&bytes).expect("header").1;
+    let meta = st_meta.metadata().clone().unwrap_or_default();
+    assert_eq!(meta.get("gguf.general.architecture").map(String::as_str), Some("llama"));
+    assert_eq!(meta.get("gguf.llama.block_count").map(String::as_str), Some("2"));
+
+    // A damaged GGUF file: one line naming the problem, exit code 1, nothing written.
+    let bad = d.join("cut.gguf");
+    let whole = std::fs::read(&model).expect("fixture");
+    std::fs::write(&bad, &whole[..whole.len() - 100]).expect("write");
+    let out2 = d.join("never.safetensors");
+    let r = quant(&["dequantize", bad.to_str().expect("utf-8"), "-o", out2.to_str().expect("utf-8")]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("cut.gguf") && err.contains("runs past the end") && err.lines().count() == 1, "{err}");
+    assert!(!out2.exists(), "no output file for a bad input");
+}
