@@ -21,8 +21,10 @@ use std::path::Path;
 
 use memmap2::Mmap;
 use quant_core::BlockFormat;
+use quant_traits::half::{bf16, f16};
 use safetensors::tensor::Dtype;
 
+use crate::model::{Entry, Model};
 use crate::writer::{Planned, Writer};
 use crate::{CliError, Progress};
 
@@ -504,6 +506,254 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     w.finish()
 }
 
+/// Appends `v` as GGUF stores a value of its type (without the type tag).
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Int(i, t) => match t {
+            0 => out.push(*i as u8),
+            1 => out.push(*i as i8 as u8),
+            2 => out.extend_from_slice(&(*i as u16).to_le_bytes()),
+            3 => out.extend_from_slice(&(*i as i16).to_le_bytes()),
+            4 => out.extend_from_slice(&(*i as u32).to_le_bytes()),
+            5 => out.extend_from_slice(&(*i as i32).to_le_bytes()),
+            10 => out.extend_from_slice(&(*i as u64).to_le_bytes()),
+            _ => out.extend_from_slice(&(*i as i64).to_le_bytes()),
+        },
+        Value::Float(x, 6) => out.extend_from_slice(&(*x as f32).to_le_bytes()),
+        Value::Float(x, _) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(b) => out.push(u8::from(*b)),
+        Value::Str(s) => put_string(out, s),
+        Value::Array(t, items) => {
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                put_value(out, item);
+            }
+        }
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The type tag of a value.
+fn tag(v: &Value) -> u32 {
+    match v {
+        Value::Int(_, t) | Value::Float(_, t) => *t,
+        Value::Bool(_) => 7,
+        Value::Str(_) => 8,
+        Value::Array(..) => 9,
+    }
+}
+
+/// Alignment of the files we write (GGUF's default).
+const ALIGN: u64 = 32;
+
+/// One tensor to write: where its values come from and what it becomes.
+struct Out {
+    name: String,
+    /// GGUF dimensions, innermost first.
+    dims: Vec<u64>,
+    ty: GgmlType,
+    /// Quantized to `ty.format` (from floats), or copied as its bytes.
+    quantize: bool,
+    bytes: u64,
+}
+
+/// The source of `quant quantize ... -o OUT.gguf`: a safetensors file or an `F32`/`F16` GGUF.
+enum Source {
+    Safetensors(Model, Vec<Entry>),
+    Gguf(GgufFile),
+}
+
+impl Source {
+    fn safetensors(path: &Path) -> Result<Source, CliError> {
+        let m = Model::open(path)?;
+        let entries = m.entries();
+        Ok(Source::Safetensors(m, entries))
+    }
+}
+
+/// `quant quantize IN -o OUT.gguf --type T`: every float tensor of two or more dimensions whose
+/// rows are whole blocks of `format` quantized to it (byte for byte as ggml's reference
+/// quantizer; rows spread over all cores), the others copied in their own type (1-D norms and
+/// biases stay `F32`/`F16`, as llama.cpp keeps them); a GGUF input's metadata kept, key by key,
+/// with `general.quantization_version = 2` and without `general.file_type` (llama.cpp then infers
+/// it from the tensors). Written through a temporary file renamed over the destination at the
+/// end; peak memory follows the largest tensor.
+pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Progress) -> Result<(), CliError> {
+    let fail = |msg: String| CliError::file(input, msg);
+    let target = TYPES
+        .iter()
+        .copied()
+        .find(|t| t.format == Some(format))
+        .ok_or_else(|| CliError::usage(format!("--type {}: not a GGUF type", format.name())))?;
+    let source = if is_gguf(input) { Source::Gguf(GgufFile::open(input)?) } else { Source::safetensors(input)? };
+    let mut kv: Vec<(String, Value)> = Vec::new();
+    let mut outs: Vec<Out> = Vec::new();
+    let mut add = |name: &str, dims: Vec<u64>, ty: GgmlType, float: bool| {
+        let rows_fit = dims.len() >= 2 && dims[0].is_multiple_of(target.block_len);
+        let (ty, quantize) = if float && rows_fit { (target, true) } else { (ty, false) };
+        let elements: u64 = dims.iter().product();
+        let bytes = elements / ty.block_len * ty.block_bytes;
+        outs.push(Out { name: name.to_string(), dims, ty, quantize, bytes });
+    };
+    match &source {
+        Source::Gguf(f) => {
+            for (k, v) in &f.header.kv {
+                if !matches!(k.as_str(), "general.alignment" | "general.file_type" | "general.quantization_version") {
+                    kv.push((k.clone(), v.clone()));
+                }
+            }
+            for t in &f.header.tensors {
+                if t.ty.format.is_some() {
+                    return Err(fail(format!(
+                        "tensor {:?} is already {}: quant quantizes F32, F16 and BF16 tensors, it does not requantize",
+                        t.name, t.ty.name
+                    )));
+                }
+                add(&t.name, t.dims.clone(), t.ty, matches!(t.ty.name, "F32" | "F16" | "BF16"));
+            }
+        }
+        Source::Safetensors(_, entries) => {
+            kv.push((
+                "general.name".into(),
+                Value::Str(input.file_stem().map_or(String::new(), |s| s.to_string_lossy().into_owned())),
+            ));
+            for e in entries {
+                let id = match e.dtype {
+                    Dtype::F32 => 0,
+                    Dtype::F16 => 1,
+                    Dtype::BF16 => 30,
+                    Dtype::F64 => 28,
+                    Dtype::I8 => 24,
+                    Dtype::I16 => 25,
+                    Dtype::I32 => 26,
+                    Dtype::I64 => 27,
+                    other => {
+                        return Err(fail(format!("tensor {:?} has dtype {other:?}, which GGUF cannot hold", e.name)));
+                    }
+                };
+                let ty = GgmlType::by_id(id).ok_or_else(|| fail(format!("no ggml type {id}")))?;
+                let dims: Vec<u64> = e.shape.iter().rev().map(|&d| d as u64).collect();
+                let dims = if dims.is_empty() { vec![1] } else { dims };
+                if dims.len() > MAX_DIMS as usize {
+                    return Err(fail(format!(
+                        "tensor {:?} has {} dimensions; GGUF holds at most {MAX_DIMS}",
+                        e.name,
+                        dims.len()
+                    )));
+                }
+                add(&e.name, dims, ty, e.is_float() && e.dtype != Dtype::F64);
+            }
+        }
+    }
+    kv.push(("general.quantization_version".into(), Value::Int(2, 4)));
+    // The header: magic, version, counts, key/values, tensor infos, padding.
+    let mut head = MAGIC.to_vec();
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&(outs.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(kv.len() as u64).to_le_bytes());
+    for (k, v) in &kv {
+        put_string(&mut head, k);
+        head.extend_from_slice(&tag(v).to_le_bytes());
+        put_value(&mut head, v);
+    }
+    let mut offset = 0u64;
+    let mut plan = Vec::with_capacity(outs.len());
+    for o in &outs {
+        put_string(&mut head, &o.name);
+        head.extend_from_slice(&(o.dims.len() as u32).to_le_bytes());
+        for d in &o.dims {
+            head.extend_from_slice(&d.to_le_bytes());
+        }
+        head.extend_from_slice(&o.ty.id.to_le_bytes());
+        head.extend_from_slice(&offset.to_le_bytes());
+        let padded = o.bytes.div_ceil(ALIGN) * ALIGN;
+        plan.push(Planned {
+            name: o.name.clone(),
+            dtype: Dtype::U8,
+            shape: vec![padded as usize],
+            bytes: padded as usize,
+        });
+        offset += padded;
+    }
+    head.resize((head.len() as u64).div_ceil(ALIGN) as usize * ALIGN as usize, 0);
+    let total: u64 = outs.iter().map(|o| o.bytes).sum();
+    let mut w = Writer::with_header(output, &head, plan)?;
+    progress.start(total, "quantize");
+    for (i, o) in outs.iter().enumerate() {
+        progress.message(&o.name);
+        let mut bytes = if o.quantize {
+            let x = floats(&source, i).map_err(fail)?;
+            quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
+        } else {
+            raw(&source, i).to_vec()
+        };
+        bytes.resize(bytes.len().div_ceil(ALIGN as usize) * ALIGN as usize, 0);
+        w.write(&bytes)?;
+        if let Source::Safetensors(m, entries) = &source {
+            m.release(&entries[i]);
+        }
+        progress.advance(o.bytes);
+    }
+    progress.finish();
+    w.finish()
+}
+
+/// Tensor `i` of the source as `f32` values (exact from `F32`, `F16`, `BF16`).
+fn floats(source: &Source, i: usize) -> Result<Vec<f32>, String> {
+    let (bytes, kind) = match source {
+        Source::Gguf(f) => {
+            let t = &f.header.tensors[i];
+            (f.data(t), t.ty.name)
+        }
+        Source::Safetensors(m, entries) => {
+            let e = &entries[i];
+            (
+                m.bytes(e),
+                match e.dtype {
+                    Dtype::F32 => "F32",
+                    Dtype::F16 => "F16",
+                    Dtype::BF16 => "BF16",
+                    _ => "other",
+                },
+            )
+        }
+    };
+    Ok(match kind {
+        "F32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        "F16" => bytes.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        "BF16" => bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        other => return Err(format!("cannot read {other} values as floats")),
+    })
+}
+
+/// Tensor `i`'s bytes as the source holds them.
+fn raw(source: &Source, i: usize) -> &[u8] {
+    match source {
+        Source::Gguf(f) => f.data(&f.header.tensors[i]),
+        Source::Safetensors(m, entries) => m.bytes(&entries[i]),
+    }
+}
+
+/// Rows of `row_len` values quantized to `format`, the rows spread over rayon's threads (each
+/// row's bytes are the same whoever computes them).
+fn quantize_rows(format: BlockFormat, x: &[f32], row_len: usize) -> Result<Vec<u8>, quant_core::QuantError> {
+    use rayon::prelude::*;
+    let row_bytes = format.bytes_for(row_len)?;
+    let rows = x.len() / row_len;
+    let mut out = vec![0u8; rows * row_bytes];
+    // Chunks of rows big enough to amortize a task (about 64 Ki values).
+    let per = (65536 / row_len).max(1);
+    x.par_chunks(per * row_len)
+        .zip(out.par_chunks_mut(per * row_bytes))
+        .try_for_each(|(xs, o)| format.quantize_into(xs, o))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
@@ -663,6 +913,52 @@ pub mod tests {
         let mut b = sample();
         b.kv.push(("general.alignment".into(), 4, 24u32.to_le_bytes().to_vec()));
         expect(&b.bytes(), "not a power of two");
+    }
+
+    /// An `F32`/`F16` GGUF in, a `Q4_K` GGUF out: every key/value kept in order (but
+    /// `general.file_type`), `general.quantization_version = 2` added, the 2-D tensors quantized
+    /// byte for byte as the library does, the 1-D one copied.
+    #[test]
+    fn a_float_gguf_quantizes_keeping_its_metadata() {
+        let dir = std::env::temp_dir().join(format!("quant-gguf-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (input, output) = (dir.join("in.gguf"), dir.join("out.gguf"));
+        let mut b = sample();
+        b.kv.push(("general.file_type".into(), 4, 1u32.to_le_bytes().to_vec()));
+        let x: Vec<f32> = (0..2 * 256).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
+        b.tensors = vec![
+            ("a".into(), vec![256, 2], 0, x.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            (
+                "h".into(),
+                vec![256, 1],
+                1,
+                x[..256].iter().flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes()).collect(),
+            ),
+            ("n".into(), vec![256], 0, x[..256].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ];
+        std::fs::write(&input, b.bytes()).expect("write");
+        quantize(&input, &output, BlockFormat::Q4_K, &Progress::new(true)).expect("quantizes");
+        let bytes = std::fs::read(&output).expect("written");
+        let g = Gguf::parse(&bytes).expect("valid GGUF");
+        let keys: Vec<&str> = g.kv.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["general.architecture", "llama.block_count", "tokenizer.ggml.tokens", "general.quantization_version"]
+        );
+        assert_eq!(g.kv[3].1, Value::Int(2, 4));
+        assert_eq!(g.kv[2].1.to_string(), "[2 x string] \"a\", \"b\"");
+        let names: Vec<(&str, &str)> = g.tensors.iter().map(|t| (t.name.as_str(), t.ty.name)).collect();
+        assert_eq!(names, [("a", "Q4_K"), ("h", "Q4_K"), ("n", "F32")]);
+        assert_eq!(g.data(&bytes, &g.tensors[0]), BlockFormat::Q4_K.quantize(&x).expect("blocks").as_slice());
+        let h: Vec<f32> = x[..256].iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        assert_eq!(g.data(&bytes, &g.tensors[1]), BlockFormat::Q4_K.quantize(&h).expect("blocks").as_slice());
+        assert_eq!(g.data(&bytes, &g.tensors[2]), &b.tensors[2].3[..]);
+        // Quantized input is refused: no requantizing, and nothing written.
+        let again = dir.join("again.gguf");
+        let e = quantize(&output, &again, BlockFormat::Q6_K, &Progress::new(true)).expect_err("refused");
+        assert!(e.to_string().contains("does not requantize"), "{e}");
+        assert!(!again.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! quant report MODEL.safetensors [--scheme sym,asym] [--bits 8,4] [--granularity channel,group:128]
 //!              [--format table|json|csv] [--reconstructed BACK.safetensors]
 //! quant quantize MODEL.safetensors -o OUT.safetensors [--scheme sym] [--bits 8] [--granularity channel]
+//! quant quantize MODEL.safetensors|MODEL.gguf -o OUT.gguf --type q4_k   llama.cpp's formats
 //! quant dequantize OUT.safetensors|MODEL.gguf -o BACK.safetensors
 //! ```
 //!
@@ -209,6 +210,11 @@ enum Command {
         /// Print input MB/s and peak resident memory to stderr at the end.
         #[arg(long)]
         stats: bool,
+        /// Write a GGUF file in this llama.cpp type instead (q8_0, q4_0, q4_1, q5_0, q5_1,
+        /// q2_k, q3_k, q4_k, q5_k, q6_k): every float tensor of two or more dimensions whose rows
+        /// are whole blocks, byte for byte as ggml's reference quantizer.
+        #[arg(long = "type")]
+        ty: Option<String>,
     },
     /// Reconstruct floating tensors (in their original dtype) from a file written by
     /// `quantize`, or every tensor of a GGUF file (quantized ones as F32, bit for bit as ggml).
@@ -253,10 +259,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             print!("{}", report::report(&model, &plans, reconstructed.as_deref(), format, &progress)?);
         }
-        Command::Quantize { model, output, scheme, bits, granularity, stats } => {
-            let p = plan(scheme, bits, &granularity)?;
+        Command::Quantize { model, output, scheme, bits, granularity, stats, ty } => {
             let start = Instant::now();
-            convert::quantize(&model, &output, p, &progress)?;
+            match ty {
+                Some(name) => {
+                    let format = quant_core::BlockFormat::ALL
+                        .into_iter()
+                        .find(|f| f.name().eq_ignore_ascii_case(&name))
+                        .ok_or_else(|| {
+                            CliError::usage(format!(
+                                "--type {name}: not one of q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k"
+                            ))
+                        })?;
+                    gguf::quantize(&model, &output, format, &progress)?;
+                }
+                None => convert::quantize(&model, &output, plan(scheme, bits, &granularity)?, &progress)?,
+            }
             if stats {
                 let secs = start.elapsed().as_secs_f64();
                 let bytes = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);

@@ -59,6 +59,15 @@ impl Writer {
         while !text.len().is_multiple_of(8) {
             text.push(b' ');
         }
+        let len = u64::try_from(text.len()).unwrap_or(u64::MAX);
+        let mut head = len.to_le_bytes().to_vec();
+        head.extend_from_slice(&text);
+        Self::with_header(dest, &head, plan)
+    }
+
+    /// Starts `dest` with `header` (already serialized, any format) followed by the tensors of
+    /// `plan` (their bytes written later, in this order, each exactly as long as planned).
+    pub fn with_header(dest: &Path, header: &[u8], plan: Vec<Planned>) -> Result<Self, CliError> {
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         let tmp = dir.join(format!(".{file_name}.partial-{}", std::process::id()));
@@ -72,9 +81,7 @@ impl Writer {
             next: 0,
             written: 0,
         };
-        let len = u64::try_from(text.len()).unwrap_or(u64::MAX);
-        w.raw(&len.to_le_bytes())?;
-        w.raw(&text)?;
+        w.raw(header)?;
         Ok(w)
     }
 

@@ -324,7 +324,7 @@ fn the_demo_needs_no_files() {
     assert_eq!(row.split_whitespace().count(), 8, "{row}");
 }
 
-/// A GGUF file written by the `gguf` package's own writer (`xtask/fixtures/gguf.py`; the
+/// A GGUF file written by the `gguf` package's own writer (`xtask/fixtures/gguf_small.py`; the
 /// quantized tensors by ggml itself): `inspect` lists its metadata and tensors, and
 /// `dequantize` gives, tensor by tensor, exactly the values the `gguf` package's reader gives.
 #[test]
@@ -387,4 +387,82 @@ fn gguf_files_inspect_and_dequantize_as_the_gguf_package_reads_them() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("cut.gguf") && err.contains("runs past the end") && err.lines().count() == 1, "{err}");
     assert!(!out2.exists(), "no output file for a bad input");
+}
+
+/// safetensors -> GGUF (`quantize --type`) -> safetensors (`dequantize`): every tensor whose rows
+/// are whole blocks comes back exactly as the library's quantize + dequantize of its `f32` values
+/// gives it in memory; the others come back byte for byte; bad `--type` and requantizing a
+/// quantized GGUF are one-line errors with no output.
+#[test]
+fn safetensors_to_gguf_and_back_round_trips_exactly() {
+    use quant_core::BlockFormat;
+    let d = dir("gguf_round_trip");
+    let model = d.join("m.safetensors");
+    let a = values(8 * 512, 11);
+    let b: Vec<f16> = values(4 * 256, 12).iter().map(|&v| f16::from_f32(v)).collect();
+    let c: Vec<bf16> = values(2 * 256, 13).iter().map(|&v| bf16::from_f32(v)).collect();
+    let odd = values(3 * 100, 14);
+    let norm = values(512, 15);
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (ba, bodd, bnorm) = (le(&a), le(&odd), le(&norm));
+    let bb: Vec<u8> = b.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let bc: Vec<u8> = c.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let ids: Vec<u8> = (0..6i32).flat_map(|v| v.to_le_bytes()).collect();
+    let t = |dt: Dtype, shape: Vec<usize>, data: &'static [u8]| TensorView::new(dt, shape, data).expect("consistent");
+    let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+    let tensors = vec![
+        ("blk.a", t(Dtype::F32, vec![8, 512], leak(ba))),
+        ("blk.b", t(Dtype::F16, vec![4, 256], leak(bb))),
+        ("blk.c", t(Dtype::BF16, vec![2, 256], leak(bc))),
+        ("blk.odd", t(Dtype::F32, vec![3, 100], leak(bodd.clone()))),
+        ("blk.norm", t(Dtype::F32, vec![512], leak(bnorm.clone()))),
+        ("ids", t(Dtype::I32, vec![2, 3], leak(ids.clone()))),
+    ];
+    std::fs::write(&model, safetensors::serialize(tensors, None).expect("serializes")).expect("written");
+    let m = model.to_str().expect("utf-8");
+    for (ty, format) in [
+        ("q4_k", BlockFormat::Q4_K),
+        ("Q6_K", BlockFormat::Q6_K),
+        ("q4_0", BlockFormat::Q4_0),
+        ("q3_k", BlockFormat::Q3_K),
+    ] {
+        let g = d.join(format!("m.{ty}.gguf"));
+        let back = d.join(format!("back.{ty}.safetensors"));
+        ok(&["quantize", m, "-o", g.to_str().expect("utf-8"), "--type", ty]);
+        let listing = ok(&["inspect", g.to_str().expect("utf-8")]);
+        assert!(listing.contains("metadata general.quantization_version = 2"), "{listing}");
+        assert!(listing.lines().any(|l| l.starts_with("blk.a ") && l.contains(format.name())), "{listing}");
+        assert!(listing.lines().any(|l| l.starts_with("blk.odd ") && l.contains("F32")), "{listing}");
+        ok(&["dequantize", g.to_str().expect("utf-8"), "-o", back.to_str().expect("utf-8")]);
+        let bytes = std::fs::read(&back).expect("written");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
+        let floats = |name: &str| -> Vec<f32> {
+            let v = st.tensor(name).expect(name);
+            assert_eq!(v.dtype(), Dtype::F32, "{name}");
+            v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
+        let round = |x: &[f32]| format.dequantize(&format.quantize(x).expect("whole blocks")).expect("bytes");
+        let same = |got: Vec<f32>, want: Vec<f32>, name: &str| {
+            assert!(
+                got.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits()) && got.len() == want.len(),
+                "{ty} {name}"
+            );
+        };
+        same(floats("blk.a"), round(&a), "blk.a");
+        same(floats("blk.b"), round(&b.iter().map(|v| v.to_f32()).collect::<Vec<_>>()), "blk.b");
+        same(floats("blk.c"), round(&c.iter().map(|v| v.to_f32()).collect::<Vec<_>>()), "blk.c");
+        assert_eq!(st.tensor("blk.odd").expect("odd").data(), bodd.as_slice());
+        assert_eq!(st.tensor("blk.norm").expect("norm").data(), bnorm.as_slice());
+        assert_eq!(st.tensor("ids").expect("ids").data(), ids.as_slice());
+        assert_eq!(st.tensor("blk.a").expect("a").shape(), [8, 512]);
+    }
+    let gg = d.join("never.gguf");
+    let r = quant(&["quantize", m, "-o", gg.to_str().expect("utf-8"), "--type", "q7_k"]);
+    assert_eq!(r.status.code(), Some(2), "a bad --type is a command-line error");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--type q7_k: not one of"));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small.gguf");
+    let r = quant(&["quantize", fixture.to_str().expect("utf-8"), "-o", gg.to_str().expect("utf-8"), "--type", "q4_k"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("does not requantize"));
+    assert!(!gg.exists());
 }
