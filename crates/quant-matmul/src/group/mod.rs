@@ -312,11 +312,10 @@ impl GroupGemm {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         let acts = Activations::quantize(&x, w.group_size());
-        // At least four panels per thread.
-        let threads = crate::threads::thread_count(self.threads, w.n().div_ceil(PANEL * 4));
-        drive(y.into_block(), threads, &|block| channels(tier, w, &acts, bias, block));
+        drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
     }
+
     /// `y = x · Wᵀ + bias` with `x` kept in `f32` and the weights dequantized in registers,
     /// multiplied with fused multiply-adds (see the module docs for the exact arithmetic and
     /// its error bound). Shapes as [`GroupGemm::int8_activations`].
@@ -333,8 +332,7 @@ impl GroupGemm {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         let acts = FloatActivations::new(&x, w.group_size(), w.codes_kind() == GroupCodes::Min4);
-        let threads = crate::threads::thread_count(self.threads, w.n().div_ceil(PANEL * 4));
-        drive(y.into_block(), threads, &|block| channels(tier, w, &acts, bias, block));
+        drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
     }
 }
@@ -363,21 +361,29 @@ fn check_operands<F: QuantFloat>(
     Ok(())
 }
 
-/// Splits the output channels into whole panels between `threads` threads, each running `run`
-/// on its block, or runs it here.
-fn drive(y: Block<'_, f32>, threads: usize, run: &(dyn Fn(Block<'_, f32>) + Sync)) {
+/// Runs `mode` on every output channel: split into whole panels between at most `threads`
+/// threads (at least four panels each), or all here.
+fn drive<Mo: Mode>(
+    threads: Option<usize>,
+    tier: Tier,
+    w: &GroupWeights,
+    mode: &Mo,
+    bias: Option<&[f32]>,
+    y: Block<'_, f32>,
+) {
+    let threads = crate::threads::thread_count(threads, w.n().div_ceil(PANEL * 4));
     #[cfg(feature = "parallel")]
     if threads > 1 {
         let blocks = crate::threads::split(y, false, PANEL, threads);
         rayon::scope(|s| {
             for block in blocks {
-                s.spawn(move |_| run(block));
+                s.spawn(move |_| channels(tier, w, mode, bias, block));
             }
         });
         return;
     }
     let _ = threads;
-    run(y);
+    channels(tier, w, mode, bias, y);
 }
 
 /// Output channels per pass over the rows: their codes (32 channels x 4096 inputs x 4 bits =

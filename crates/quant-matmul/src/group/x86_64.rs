@@ -61,6 +61,21 @@ unsafe fn quad(x: *const i8) -> __m256i {
     _mm256_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
 }
 
+/// Step `e` of a panel's 4-bit codes: its 32-byte load split into the low nibbles (inputs
+/// `8e .. 8e + 4` of the eight channels) and the high nibbles (`8e + 4 .. 8e + 8`), each a byte
+/// `0..=15`.
+///
+/// # Safety
+/// `codes` has 32 readable bytes at `e * 32`; AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(codes: *const u8, e: usize) -> (__m256i, __m256i) {
+    let nibble = _mm256_set1_epi8(0x0f);
+    // SAFETY: 32 readable bytes (caller); unaligned load.
+    let v = unsafe { _mm256_loadu_si256(codes.add(e * 32).cast()) };
+    (_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble))
+}
+
 /// One group's eight dot products for each of `R` rows, 4-bit weights, AVX2: each 32-byte load
 /// of codes (and its two nibble masks) serves every row.
 ///
@@ -70,16 +85,14 @@ unsafe fn quad(x: *const i8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn four_avx2<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
-    let (nibble, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_si256(); R];
     for b in 0..group / 32 {
         let mut t = [_mm256_setzero_si256(); R];
         for e in 4 * b..4 * b + 4 {
             // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
             unsafe {
-                let v = _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast());
-                let lo = _mm256_and_si256(v, nibble);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                let (lo, hi) = nibbles(codes.as_ptr(), e);
                 for i in 0..R {
                     t[i] = _mm256_add_epi16(t[i], _mm256_maddubs_epi16(lo, quad(xs[i].add(8 * e))));
                     t[i] = _mm256_add_epi16(t[i], _mm256_maddubs_epi16(hi, quad(xs[i].add(8 * e + 4))));
@@ -125,14 +138,11 @@ macro_rules! vnni_steps {
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn $four<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
-            let nibble = _mm256_set1_epi8(0x0f);
             let mut acc = [_mm256_setzero_si256(); R];
             for e in 0..group / 8 {
                 // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
                 unsafe {
-                    let v = _mm256_loadu_si256(codes.as_ptr().add(e * 32).cast());
-                    let lo = _mm256_and_si256(v, nibble);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                    let (lo, hi) = nibbles(codes.as_ptr(), e);
                     for i in 0..R {
                         acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
                         acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
@@ -321,7 +331,6 @@ unsafe fn group_values<const P: usize>(
     let codes = panels.map(|pl| pl.codes(g).as_ptr());
     if kind.bits() == 4 {
         let low = [mask(0, false), mask(1, false), mask(2, false), mask(3, false)];
-        let nibble = _mm256_set1_epi8(0x0f);
         let mut zf = [_mm256_setzero_ps(); P];
         for (z, pl) in zf.iter_mut().zip(panels) {
             *z = match kind {
@@ -338,9 +347,7 @@ unsafe fn group_values<const P: usize>(
             let mut hi = [_mm256_setzero_si256(); P];
             for q in 0..P {
                 // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
-                let v = unsafe { _mm256_loadu_si256(codes[q].add(e * 32).cast()) };
-                lo[q] = _mm256_and_si256(v, nibble);
-                hi[q] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                (lo[q], hi[q]) = unsafe { nibbles(codes[q], e) };
             }
             for (half, src) in [lo, hi].into_iter().enumerate() {
                 for (j, m) in low.iter().enumerate() {
