@@ -213,13 +213,13 @@ fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8]
     for j in 0..8 {
         let Some(sub) = x[32 * j..].first_chunk::<32>() else { continue };
         let weights = match (qw.and_then(|q| q[32 * j..].first_chunk::<32>()), sigma2) {
-            (Some(q), Some(sigma2)) => core::array::from_fn(|i| q[i] * sqrt_f32(sigma2 + sub[i] * sub[i])),
+            (Some(q), Some(sigma2)) => importance(q, sub, sigma2),
             _ => {
                 let av_x = sqrt_f32(sum_squares(sub) / 32.0);
                 sub.map(|v| av_x + v.abs())
             }
         };
-        sw[j] = weights.iter().fold(0.0, |a, &w| a + w);
+        sw[j] = sum(&weights);
         let mut lj = [0u8; 32];
         (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut lj, rmin, rdelta, nstep, false);
         l[32 * j..32 * j + 32].copy_from_slice(&lj);
@@ -279,8 +279,18 @@ fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8]
 }
 
 /// `Σ x²`, in order (ggml's loops).
-fn sum_squares(x: &[f32]) -> f32 {
+pub(super) fn sum_squares(x: &[f32]) -> f32 {
     x.iter().fold(0.0, |a, &v| a + v * v)
+}
+
+/// `Σ w`, in order (ggml's `sumw` / `sw[j]` loops).
+fn sum(w: &[f32]) -> f32 {
+    w.iter().fold(0.0, |a, &v| a + v)
+}
+
+/// ggml's importance weights of the `_impl` quantizers: `qw · sqrt(σ² + x²)`.
+pub(super) fn importance<const N: usize>(qw: &[f32; N], x: &[f32; N], sigma2: f32) -> [f32; N] {
+    core::array::from_fn(|i| qw[i] * sqrt_f32(sigma2 + x[i] * x[i]))
 }
 
 /// One `Q4_K` super-block (144 bytes), with importance weights `qw` or without.
@@ -451,7 +461,7 @@ pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
         (scales[j], mins[j]) = match qw.and_then(|q| q[16 * j..].first_chunk::<16>()) {
             Some(q) => {
                 let weights: [f32; 16] = core::array::from_fn(|i| q[i] * sqrt_f32(sigma2 + sub[i] * sub[i]));
-                sw[j] = weights.iter().fold(0.0, |a, &w| a + w);
+                sw[j] = sum(&weights);
                 make_qkx2_quants(3, sub, &weights, &mut lj, -0.9, 0.05, 36, false)
             }
             None => make_qkx2_quants(3, sub, &sub.map(f32::abs), &mut lj, -0.5, 0.1, 15, true),
@@ -528,7 +538,7 @@ pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
         *s = match qw.and_then(|q| q[16 * j..].first_chunk::<16>()) {
             Some(q) => {
                 let weights: [f32; 16] = core::array::from_fn(|i| q[i] * sqrt_f32(sigma2 + sub[i] * sub[i]));
-                sw[j] = weights.iter().fold(0.0, |a, &w| a + w);
+                sw[j] = sum(&weights);
                 make_qx_quants(4, sub, lj, Some(&weights))
             }
             None => make_q3_quants(4, sub, lj),

@@ -51,7 +51,7 @@ mod kquants;
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{f64_to_i64_saturating, narrow, round_half_away, sqrt_f32, trunc};
+use quant_traits::cast::{f64_to_i64_saturating, narrow, round_half_away, trunc};
 use quant_traits::half::f16;
 use quant_traits::{QuantError, QuantFloat};
 
@@ -269,7 +269,7 @@ impl BlockFormat {
         }
         let (n, bb) = (self.block_len(), self.block_bytes());
         for (row, row_out) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_bytes)) {
-            let sigma2 = row.iter().fold(0f32, |a, &v| a + v * v) / row_len as f32;
+            let sigma2 = kquants::sum_squares(row) / row_len as f32;
             for ((block, bytes), qw) in
                 row.chunks_exact(n).zip(row_out.chunks_exact_mut(bb)).zip(importance.chunks_exact(n))
             {
@@ -405,6 +405,13 @@ pub(super) fn half_bytes(d: f32) -> [u8; 2] {
     f16::from_f64_nearest(f64::from(d)).to_bits().to_le_bytes()
 }
 
+/// A legacy format's code: `v` truncated toward zero (C's conversion to an integer type),
+/// then clamped to `0..=max` (ggml's `MIN(max, ..)`, or for `Q5_1` a value already in range;
+/// `v` is never below 0 there).
+fn truncated_code(v: f32, max: i64) -> u8 {
+    narrow::to_u8(f64_to_i64_saturating(trunc(f64::from(v))).clamp(0, max))
+}
+
 /// `1/d`, or 0 for `d = 0` (as llama.cpp: `id = d ? 1.0f/d : 0.0f`).
 fn inverse(d: f32) -> f32 {
     if d == 0.0 {
@@ -430,7 +437,7 @@ fn q4_0(x: &[f32; BLOCK], out: &mut [u8]) {
     let d = signed_max(x) / -8.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&half_bytes(d));
-    let code = |v: f32| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from(v * id + 8.5))).clamp(0, 15));
+    let code = |v: f32| truncated_code(v * id + 8.5, 15);
     for j in 0..BLOCK / 2 {
         out[2 + j] = code(x[j]) | (code(x[j + BLOCK / 2]) << 4);
     }
@@ -443,7 +450,7 @@ fn q4_1(x: &[f32; BLOCK], out: &mut [u8]) {
     let id = inverse(d);
     out[..2].copy_from_slice(&half_bytes(d));
     out[2..4].copy_from_slice(&half_bytes(min));
-    let code = |v: f32| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from((v - min) * id + 0.5))).clamp(0, 15));
+    let code = |v: f32| truncated_code((v - min) * id + 0.5, 15);
     for j in 0..BLOCK / 2 {
         out[4 + j] = code(x[j]) | (code(x[j + BLOCK / 2]) << 4);
     }
@@ -477,7 +484,7 @@ fn q5_0(x: &[f32; BLOCK], out: &mut [u8]) {
     let d = signed_max(x) / -16.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&half_bytes(d));
-    let code = |j: usize| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from(x[j] * id + 16.5))).clamp(0, 31));
+    let code = |j: usize| truncated_code(x[j] * id + 16.5, 31);
     let (qh, qs) = out[2..22].split_at_mut(4);
     pack5(code, qh, qs);
 }
@@ -490,20 +497,15 @@ fn q5_1(x: &[f32; BLOCK], out: &mut [u8]) {
     out[..2].copy_from_slice(&half_bytes(d));
     out[2..4].copy_from_slice(&half_bytes(min));
     // ggml converts to uint8_t with no clamp: the codes are 0..=31 by construction.
-    let code = |j: usize| narrow::to_u8(f64_to_i64_saturating(trunc(f64::from((x[j] - min) * id + 0.5))).clamp(0, 31));
+    let code = |j: usize| truncated_code((x[j] - min) * id + 0.5, 31);
     let (qh, qs) = out[4..24].split_at_mut(4);
     pack5(code, qh, qs);
-}
-
-/// ggml's importance weights for a legacy block: `qw · sqrt(σ² + x²)`.
-fn legacy_weights(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK]) -> [f32; BLOCK] {
-    core::array::from_fn(|j| qw[j] * sqrt_f32(sigma2 + x[j] * x[j]))
 }
 
 /// ggml's `quantize_row_q4_0_impl` for one block: `make_qx_quants` under the weights.
 fn q4_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8]) {
     let mut l = [0i8; BLOCK];
-    let d = kquants::make_qx_quants(8, x, &mut l, Some(&legacy_weights(x, sigma2, qw)));
+    let d = kquants::make_qx_quants(8, x, &mut l, Some(&kquants::importance(qw, x, sigma2)));
     out[..2].copy_from_slice(&half_bytes(d));
     for j in 0..BLOCK / 2 {
         out[2 + j] = (l[j] as u8) | ((l[j + BLOCK / 2] as u8) << 4);
@@ -513,7 +515,7 @@ fn q4_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8
 /// ggml's `quantize_row_q5_0_impl` for one block.
 fn q5_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8]) {
     let mut l = [0i8; BLOCK];
-    let d = kquants::make_qx_quants(16, x, &mut l, Some(&legacy_weights(x, sigma2, qw)));
+    let d = kquants::make_qx_quants(16, x, &mut l, Some(&kquants::importance(qw, x, sigma2)));
     out[..2].copy_from_slice(&half_bytes(d));
     let (qh, qs) = out[2..22].split_at_mut(4);
     pack5(|j| l[j] as u8, qh, qs);
@@ -524,7 +526,7 @@ fn q5_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8
 fn q4_1_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8], nmax: i32) {
     let mut l = [0u8; BLOCK];
     let (d, the_min) =
-        kquants::make_qkx2_quants(nmax, x, &legacy_weights(x, sigma2, qw), &mut l, -0.9, 0.05, 36, false);
+        kquants::make_qkx2_quants(nmax, x, &kquants::importance(qw, x, sigma2), &mut l, -0.9, 0.05, 36, false);
     out[..2].copy_from_slice(&half_bytes(d));
     out[2..4].copy_from_slice(&half_bytes(-the_min));
     if nmax == 15 {
