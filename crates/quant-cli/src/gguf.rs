@@ -21,10 +21,11 @@ use std::path::Path;
 
 use memmap2::Mmap;
 use quant_core::BlockFormat;
-use quant_traits::half::{bf16, f16};
+use quant_traits::QuantFloat;
 use safetensors::tensor::Dtype;
 
-use crate::model::{Entry, Model};
+use crate::model::{decode_floats, Entry, Model};
+use crate::with_floats;
 use crate::writer::{Planned, Writer};
 use crate::{CliError, Progress};
 
@@ -91,49 +92,85 @@ fn type_name(t: u32) -> &'static str {
     }
 }
 
-/// The ggml tensor types this tool knows: name, values per block, bytes per block, and our
-/// block format for the quantized ones.
+/// The ggml tensor types this tool knows: name, values per block, bytes per block, and either
+/// the safetensors dtype that holds its values unchanged or our block format.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct GgmlType {
     /// ggml's type id.
     pub id: u32,
     /// llama.cpp's name (`"F32"`, `"Q4_K"`, ...).
     pub name: &'static str,
-    /// Values per block (1 for the float types).
+    /// Values per block (1 for the plain types).
     pub block_len: u64,
     /// Bytes per block.
     pub block_bytes: u64,
+    /// The safetensors dtype with the same values and bytes, for the plain types.
+    pub dtype: Option<Dtype>,
     /// Our block format, for the quantized types we read and write.
     pub format: Option<BlockFormat>,
 }
 
-/// Every ggml type by id that this tool can size (and so list); `format` says which it can
-/// dequantize besides the float types.
+const fn plain(id: u32, name: &'static str, bytes: u64, dtype: Dtype) -> GgmlType {
+    GgmlType { id, name, block_len: 1, block_bytes: bytes, dtype: Some(dtype), format: None }
+}
+
+const fn blocks(id: u32, f: BlockFormat) -> GgmlType {
+    GgmlType {
+        id,
+        name: f.name(),
+        block_len: f.block_len() as u64,
+        block_bytes: f.block_bytes() as u64,
+        dtype: None,
+        format: Some(f),
+    }
+}
+
+/// Every ggml type by id that this tool can size (and so list, dequantize and copy).
 const TYPES: &[GgmlType] = &[
-    GgmlType { id: 0, name: "F32", block_len: 1, block_bytes: 4, format: None },
-    GgmlType { id: 1, name: "F16", block_len: 1, block_bytes: 2, format: None },
-    GgmlType { id: 2, name: "Q4_0", block_len: 32, block_bytes: 18, format: Some(BlockFormat::Q4_0) },
-    GgmlType { id: 3, name: "Q4_1", block_len: 32, block_bytes: 20, format: Some(BlockFormat::Q4_1) },
-    GgmlType { id: 6, name: "Q5_0", block_len: 32, block_bytes: 22, format: Some(BlockFormat::Q5_0) },
-    GgmlType { id: 7, name: "Q5_1", block_len: 32, block_bytes: 24, format: Some(BlockFormat::Q5_1) },
-    GgmlType { id: 8, name: "Q8_0", block_len: 32, block_bytes: 34, format: Some(BlockFormat::Q8_0) },
-    GgmlType { id: 10, name: "Q2_K", block_len: 256, block_bytes: 84, format: Some(BlockFormat::Q2_K) },
-    GgmlType { id: 11, name: "Q3_K", block_len: 256, block_bytes: 110, format: Some(BlockFormat::Q3_K) },
-    GgmlType { id: 12, name: "Q4_K", block_len: 256, block_bytes: 144, format: Some(BlockFormat::Q4_K) },
-    GgmlType { id: 13, name: "Q5_K", block_len: 256, block_bytes: 176, format: Some(BlockFormat::Q5_K) },
-    GgmlType { id: 14, name: "Q6_K", block_len: 256, block_bytes: 210, format: Some(BlockFormat::Q6_K) },
-    GgmlType { id: 24, name: "I8", block_len: 1, block_bytes: 1, format: None },
-    GgmlType { id: 25, name: "I16", block_len: 1, block_bytes: 2, format: None },
-    GgmlType { id: 26, name: "I32", block_len: 1, block_bytes: 4, format: None },
-    GgmlType { id: 27, name: "I64", block_len: 1, block_bytes: 8, format: None },
-    GgmlType { id: 28, name: "F64", block_len: 1, block_bytes: 8, format: None },
-    GgmlType { id: 30, name: "BF16", block_len: 1, block_bytes: 2, format: None },
+    plain(0, "F32", 4, Dtype::F32),
+    plain(1, "F16", 2, Dtype::F16),
+    blocks(2, BlockFormat::Q4_0),
+    blocks(3, BlockFormat::Q4_1),
+    blocks(6, BlockFormat::Q5_0),
+    blocks(7, BlockFormat::Q5_1),
+    blocks(8, BlockFormat::Q8_0),
+    blocks(10, BlockFormat::Q2_K),
+    blocks(11, BlockFormat::Q3_K),
+    blocks(12, BlockFormat::Q4_K),
+    blocks(13, BlockFormat::Q5_K),
+    blocks(14, BlockFormat::Q6_K),
+    plain(24, "I8", 1, Dtype::I8),
+    plain(25, "I16", 2, Dtype::I16),
+    plain(26, "I32", 4, Dtype::I32),
+    plain(27, "I64", 8, Dtype::I64),
+    plain(28, "F64", 8, Dtype::F64),
+    plain(30, "BF16", 2, Dtype::BF16),
 ];
 
 impl GgmlType {
     /// The type with ggml id `id`, if this tool knows it.
     pub fn by_id(id: u32) -> Option<GgmlType> {
         TYPES.iter().copied().find(|t| t.id == id)
+    }
+
+    /// The plain type holding safetensors dtype `d`, if GGUF has one.
+    fn by_dtype(d: Dtype) -> Option<GgmlType> {
+        TYPES.iter().copied().find(|t| t.dtype == Some(d))
+    }
+
+    /// The type holding `format`'s blocks.
+    fn by_format(f: BlockFormat) -> Option<GgmlType> {
+        TYPES.iter().copied().find(|t| t.format == Some(f))
+    }
+
+    /// Bytes of `elements` values (a whole number of blocks).
+    fn bytes_for(self, elements: u64) -> u64 {
+        elements / self.block_len * self.block_bytes
+    }
+
+    /// Whether `quant quantize` turns tensors of this type into a block format.
+    fn quantizable(self) -> bool {
+        matches!(self.dtype, Some(Dtype::F32 | Dtype::F16 | Dtype::BF16))
     }
 }
 
@@ -346,7 +383,7 @@ impl Gguf {
                     dims[0], ty.name, ty.block_len
                 ));
             }
-            let bytes = elements / ty.block_len * ty.block_bytes;
+            let bytes = ty.bytes_for(elements);
             if !offset.is_multiple_of(alignment) {
                 return Err(format!("tensor {name:?} starts at data offset {offset}, not a multiple of {alignment}"));
             }
@@ -451,23 +488,13 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
 /// `gguf.`-prefixed strings.
 pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
     let f = GgufFile::open(input)?;
-    let dtype = |t: &GgmlType| match t.name {
-        "F16" => Dtype::F16,
-        "BF16" => Dtype::BF16,
-        "F64" => Dtype::F64,
-        "I8" => Dtype::I8,
-        "I16" => Dtype::I16,
-        "I32" => Dtype::I32,
-        "I64" => Dtype::I64,
-        _ => Dtype::F32,
-    };
     let plan: Vec<Planned> = f
         .header
         .tensors
         .iter()
         .map(|t| {
             let bytes = if t.ty.format.is_some() { t.elements() as usize * 4 } else { t.bytes as usize };
-            Planned { name: t.name.clone(), dtype: dtype(&t.ty), shape: t.shape(), bytes }
+            Planned { name: t.name.clone(), dtype: t.ty.dtype.unwrap_or(Dtype::F32), shape: t.shape(), bytes }
         })
         .collect();
     let mut meta = BTreeMap::new();
@@ -556,9 +583,10 @@ struct Out {
     name: String,
     /// GGUF dimensions, innermost first.
     dims: Vec<u64>,
+    /// The source's type.
+    from: GgmlType,
+    /// The type written: `from` (the bytes copied) or a block format (quantized from floats).
     ty: GgmlType,
-    /// Quantized to `ty.format` (from floats), or copied as its bytes.
-    quantize: bool,
     bytes: u64,
 }
 
@@ -585,20 +613,16 @@ impl Source {
 /// end; peak memory follows the largest tensor.
 pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Progress) -> Result<(), CliError> {
     let fail = |msg: String| CliError::file(input, msg);
-    let target = TYPES
-        .iter()
-        .copied()
-        .find(|t| t.format == Some(format))
+    let target = GgmlType::by_format(format)
         .ok_or_else(|| CliError::usage(format!("--type {}: not a GGUF type", format.name())))?;
     let source = if is_gguf(input) { Source::Gguf(GgufFile::open(input)?) } else { Source::safetensors(input)? };
     let mut kv: Vec<(String, Value)> = Vec::new();
     let mut outs: Vec<Out> = Vec::new();
-    let mut add = |name: &str, dims: Vec<u64>, ty: GgmlType, float: bool| {
+    let mut add = |name: &str, dims: Vec<u64>, from: GgmlType| {
         let rows_fit = dims.len() >= 2 && dims[0].is_multiple_of(target.block_len);
-        let (ty, quantize) = if float && rows_fit { (target, true) } else { (ty, false) };
-        let elements: u64 = dims.iter().product();
-        let bytes = elements / ty.block_len * ty.block_bytes;
-        outs.push(Out { name: name.to_string(), dims, ty, quantize, bytes });
+        let ty = if from.quantizable() && rows_fit { target } else { from };
+        let bytes = ty.bytes_for(dims.iter().product());
+        outs.push(Out { name: name.to_string(), dims, from, ty, bytes });
     };
     match &source {
         Source::Gguf(f) => {
@@ -614,7 +638,7 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
                         t.name, t.ty.name
                     )));
                 }
-                add(&t.name, t.dims.clone(), t.ty, matches!(t.ty.name, "F32" | "F16" | "BF16"));
+                add(&t.name, t.dims.clone(), t.ty);
             }
         }
         Source::Safetensors(_, entries) => {
@@ -623,20 +647,9 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
                 Value::Str(input.file_stem().map_or(String::new(), |s| s.to_string_lossy().into_owned())),
             ));
             for e in entries {
-                let id = match e.dtype {
-                    Dtype::F32 => 0,
-                    Dtype::F16 => 1,
-                    Dtype::BF16 => 30,
-                    Dtype::F64 => 28,
-                    Dtype::I8 => 24,
-                    Dtype::I16 => 25,
-                    Dtype::I32 => 26,
-                    Dtype::I64 => 27,
-                    other => {
-                        return Err(fail(format!("tensor {:?} has dtype {other:?}, which GGUF cannot hold", e.name)));
-                    }
-                };
-                let ty = GgmlType::by_id(id).ok_or_else(|| fail(format!("no ggml type {id}")))?;
+                let ty = GgmlType::by_dtype(e.dtype).ok_or_else(|| {
+                    fail(format!("tensor {:?} has dtype {:?}, which GGUF cannot hold", e.name, e.dtype))
+                })?;
                 let dims: Vec<u64> = e.shape.iter().rev().map(|&d| d as u64).collect();
                 let dims = if dims.is_empty() { vec![1] } else { dims };
                 if dims.len() > MAX_DIMS as usize {
@@ -646,7 +659,7 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
                         dims.len()
                     )));
                 }
-                add(&e.name, dims, ty, e.is_float() && e.dtype != Dtype::F64);
+                add(&e.name, dims, ty);
             }
         }
     }
@@ -686,8 +699,8 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
     progress.start(total, "quantize");
     for (i, o) in outs.iter().enumerate() {
         progress.message(&o.name);
-        let mut bytes = if o.quantize {
-            let x = floats(&source, i).map_err(fail)?;
+        let mut bytes = if o.ty != o.from {
+            let x = floats(raw(&source, i), o.from).map_err(fail)?;
             quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
         } else {
             raw(&source, i).to_vec()
@@ -703,32 +716,13 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
     w.finish()
 }
 
-/// Tensor `i` of the source as `f32` values (exact from `F32`, `F16`, `BF16`).
-fn floats(source: &Source, i: usize) -> Result<Vec<f32>, String> {
-    let (bytes, kind) = match source {
-        Source::Gguf(f) => {
-            let t = &f.header.tensors[i];
-            (f.data(t), t.ty.name)
-        }
-        Source::Safetensors(m, entries) => {
-            let e = &entries[i];
-            (
-                m.bytes(e),
-                match e.dtype {
-                    Dtype::F32 => "F32",
-                    Dtype::F16 => "F16",
-                    Dtype::BF16 => "BF16",
-                    _ => "other",
-                },
-            )
-        }
-    };
-    Ok(match kind {
-        "F32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        "F16" => bytes.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
-        "BF16" => bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
-        other => return Err(format!("cannot read {other} values as floats")),
-    })
+/// The values of a plain float type as `f32` (exact from `F32`, `F16`, `BF16`).
+fn floats(bytes: &[u8], ty: GgmlType) -> Result<Vec<f32>, String> {
+    let values = ty
+        .dtype
+        .and_then(|d| decode_floats(d, bytes))
+        .ok_or_else(|| format!("cannot read {} values as floats", ty.name))?;
+    Ok(with_floats!(values, v => v.into_iter().map(|x| f32::from_f64_nearest(x.to_f64_exact())).collect()))
 }
 
 /// Tensor `i`'s bytes as the source holds them.
@@ -757,6 +751,7 @@ fn quantize_rows(format: BlockFormat, x: &[f32], row_len: usize) -> Result<Vec<u
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use quant_traits::half::f16;
 
     /// A GGUF file built by hand: key/values and tensors (name, dims, type, data).
     pub struct Builder {

@@ -153,26 +153,14 @@ impl Model {
 
     /// The values of a floating tensor, converted from little-endian bytes.
     pub fn floats(&self, entry: &Entry) -> Result<Floats, CliError> {
-        let b = self.bytes(entry);
-        Ok(match entry.dtype {
-            Dtype::F32 => {
-                Floats::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-            }
-            Dtype::F64 => {
-                Floats::F64(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
-            }
-            Dtype::F16 => {
-                Floats::F16(b.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
-            }
-            Dtype::BF16 => {
-                Floats::BF16(b.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
-            }
-            other => {
-                return Err(CliError::file(
-                    &self.path,
-                    format!("tensor {:?} has dtype {other:?}; only F32, F16, BF16 and F64 are quantized", entry.name),
-                ))
-            }
+        decode_floats(entry.dtype, self.bytes(entry)).ok_or_else(|| {
+            CliError::file(
+                &self.path,
+                format!(
+                    "tensor {:?} has dtype {:?}; only F32, F16, BF16 and F64 are quantized",
+                    entry.name, entry.dtype
+                ),
+            )
         })
     }
 
@@ -190,6 +178,24 @@ impl Model {
         #[cfg(not(unix))]
         let _ = entry;
     }
+}
+
+/// Little-endian values of a floating `dtype` (`F32`, `F16`, `BF16`, `F64`) in their own type;
+/// `None` for any other dtype.
+pub fn decode_floats(dtype: Dtype, b: &[u8]) -> Option<Floats> {
+    Some(match dtype {
+        Dtype::F32 => Floats::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Dtype::F64 => {
+            Floats::F64(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+        }
+        Dtype::F16 => {
+            Floats::F16(b.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
+        }
+        Dtype::BF16 => {
+            Floats::BF16(b.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
+        }
+        _ => return None,
+    })
 }
 
 /// The safetensors name of a dtype (`"F32"`, ...).
