@@ -106,6 +106,15 @@ fn all_cases() -> Vec<(String, String)> {
     v
 }
 
+/// llama.cpp's `Q4_0` or `Q8_0` block bytes of an `n x k` matrix, packed for the group multiply.
+fn block_weights(format: BlockFormat, bytes: &[u8], n: usize, k: usize) -> Result<GroupWeights, String> {
+    match format {
+        BlockFormat::Q8_0 => GroupWeights::q8_0(bytes, n, k),
+        _ => GroupWeights::q4_0(bytes, n, k),
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// The inputs of one case, built once.
 enum Prepared {
     GemmU8 { m: usize, n: usize, seven_bit: bool, a: Vec<u8>, packed: PackedB, c: Vec<i32> },
@@ -186,8 +195,7 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             let format = if q8 { BlockFormat::Q8_0 } else { BlockFormat::Q4_0 };
             let bytes = format.quantize(&wf).map_err(|e| e.to_string())?;
             drop(wf);
-            let w = if q8 { GroupWeights::q8_0(&bytes, n, k) } else { GroupWeights::q4_0(&bytes, n, k) }
-                .map_err(|e| e.to_string())?;
+            let w = block_weights(format, &bytes, n, k)?;
             let x = (0..m * k).map(|_| rng.normal() as f32).collect();
             Prepared::Group { x, w, y: vec![0.0; m * n], float: case.ends_with("_f32") }
         }
