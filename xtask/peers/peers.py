@@ -10,6 +10,11 @@ Usage:
                              this way to interleave the peers' measurements with ours
   peers.py --errors DIR      relative errors of ggml's mul_mat and ONNX Runtime's MatMulNBits
                              on the activations and weights `quant-bench --errors DIR` wrote
+  peers.py --quantize-chunk MODEL THREADS [OURS.gguf]
+                             ggml's own ggml_quantize_chunk to Q4_K on every 2-D f32 tensor of
+                             the safetensors file MODEL, rows split over THREADS threads; one
+                             JSON line (seconds, MB of input); with OURS.gguf, also whether each
+                             tensor's bytes equal the ones `quant quantize --type q4_k` wrote
 
 llama.cpp's ggml comes from PyPI's ggml-python (a source package; xtask builds it with
 CMAKE_ARGS=-DGGML_NATIVE=ON). Without it the ggml cases answer with an error line and the
@@ -337,7 +342,55 @@ def serve(threads):
         print(reply, flush=True)
 
 
+def quantize_chunk(model, threads, ours=None):
+    """Times ggml_quantize_chunk (Q4_K) over MODEL's 2-D f32 tensors, arrays already in memory."""
+    import struct
+    import threading
+
+    if ggml is None:
+        print(json.dumps({"error": "ggml-python is not installed"}), flush=True)
+        return
+    with open(model, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    data = np.memmap(model, dtype=np.uint8, mode="r", offset=8 + n)
+    tensors = {}
+    for name, meta in header.items():
+        if name != "__metadata__" and meta["dtype"] == "F32" and len(meta["shape"]) == 2:
+            a, b = meta["data_offsets"]
+            tensors[name] = np.frombuffer(data[a:b], dtype=np.float32).reshape(meta["shape"]).copy()
+    gt = ggml.GGML_TYPE_Q4_K
+    outs = {k: np.zeros(x.shape[0] * ggml.ggml_row_size(gt, x.shape[1]), dtype=np.uint8) for k, x in tensors.items()}
+
+    def part(k, r0, r1):
+        x = tensors[k]
+        src = x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        ggml.ggml_quantize_chunk(gt, src, outs[k].ctypes.data, r0 * x.shape[1], r1 - r0, x.shape[1], None)
+
+    start = time.perf_counter()
+    for k, x in tensors.items():
+        rows = x.shape[0]
+        cuts = [rows * i // threads for i in range(threads + 1)]
+        workers = [threading.Thread(target=part, args=(k, cuts[i], cuts[i + 1])) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    seconds = time.perf_counter() - start
+    reply = {"seconds": seconds, "mb": sum(x.nbytes for x in tensors.values()) / 1e6}
+    if ours is not None:
+        import gguf
+
+        theirs = {t.name: np.asarray(t.data).reshape(-1).view(np.uint8) for t in gguf.GGUFReader(ours).tensors}
+        reply["identical"] = sum(1 for k in tensors if k in theirs and np.array_equal(theirs[k], outs[k]))
+        reply["tensors"] = len(tensors)
+    print(json.dumps(reply), flush=True)
+
+
 def main():
+    if sys.argv[1:2] == ["--quantize-chunk"]:
+        quantize_chunk(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
+        return
     if sys.argv[1:2] == ["--errors"]:
         errors(sys.argv[2])
         return

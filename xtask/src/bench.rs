@@ -78,19 +78,22 @@ fn venv() -> Result<PathBuf, String> {
     let dir = root().join("target/bench-venv");
     let python = dir.join("bin/python");
     let ready = python.exists()
-        && Command::new(&python).args(["-c", "import numpy, onnx, onnxruntime"]).status().is_ok_and(|s| s.success());
+        && Command::new(&python)
+            .args(["-c", "import numpy, onnx, onnxruntime, gguf"])
+            .status()
+            .is_ok_and(|s| s.success());
     if !ready {
-        eprintln!("creating {} (numpy, onnx, onnxruntime from PyPI)", dir.display());
+        eprintln!("creating {} (numpy, onnx, onnxruntime, gguf from PyPI)", dir.display());
         let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().is_ok_and(|s| s.success());
         if !ok {
             return Err("python3 -m venv failed".into());
         }
         let ok = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "numpy", "onnx", "onnxruntime"])
+            .args(["-m", "pip", "install", "--quiet", "numpy", "onnx", "onnxruntime", "gguf"])
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            return Err("pip install numpy onnx onnxruntime failed".into());
+            return Err("pip install numpy onnx onnxruntime gguf failed".into());
         }
     }
     // llama.cpp's ggml: a source package, built here for this CPU (a few minutes, once). Its
@@ -441,7 +444,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         json.extend(errors(&ours_bin, python, &script)?);
     }
     if file_bench {
-        json.extend(quantize_file(rounds)?);
+        json.extend(quantize_file(rounds, python.as_deref())?);
     }
     write_summary(&json)
 }
@@ -534,16 +537,80 @@ fn write_model(path: &Path, tensors: usize) -> Result<(), String> {
     f.flush().map_err(fail)
 }
 
-/// `quant quantize` (4-bit, groups of 128) on a 64 MiB and a 256 MiB model: input MB/s (median
-/// over rounds) and peak resident memory (largest over rounds), which must not grow with the
-/// file. Returns the summary records.
-fn quantize_file(rounds: usize) -> Result<Vec<String>, String> {
+/// One `quant quantize MODEL -o OUT ARGS --quiet --stats` with `RAYON_NUM_THREADS=threads`
+/// (all cores when `None`): its input MB/s and peak resident MiB, from the `--stats` line.
+fn quant_run(
+    quant: &Path,
+    model: &Path,
+    out: &Path,
+    args: &[&str],
+    threads: Option<usize>,
+) -> Result<(f64, f64), String> {
+    let mut cmd = Command::new(quant);
+    cmd.arg("quantize").arg(model).arg("-o").arg(out).args(args).args(["--quiet", "--stats"]);
+    if let Some(t) = threads {
+        cmd.env("RAYON_NUM_THREADS", t.to_string());
+    }
+    let o = cmd.output().map_err(|e| format!("could not run {}: {e}", quant.display()))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        return Err(format!("quant quantize failed: {err}"));
+    }
+    // "quant: read X MB in T s (Y MB/s), peak resident memory Z MiB"
+    let num = |after: &str, before: &str| -> Option<f64> {
+        let start = err.find(after)? + after.len();
+        err[start..].split(before).next()?.trim().parse().ok()
+    };
+    match (num("s (", " MB/s"), num("peak resident memory ", " MiB")) {
+        (Some(rate), Some(rss)) => Ok((rate, rss)),
+        _ => Err(format!("unexpected --stats line: {err}")),
+    }
+}
+
+/// ggml's `ggml_quantize_chunk` to `Q4_K` on `model`'s 2-D tensors with `threads` threads
+/// (`peers.py --quantize-chunk`): input MB/s, and with `ours`, how many tensors of our GGUF
+/// file are byte for byte ggml's (of how many).
+fn ggml_run(
+    python: &Path,
+    model: &Path,
+    threads: usize,
+    ours: Option<&Path>,
+) -> Result<(f64, Option<(usize, usize)>), String> {
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("xtask/peers/peers.py")).arg("--quantize-chunk").arg(model).arg(threads.to_string());
+    if let Some(ours) = ours {
+        cmd.arg(ours);
+    }
+    let o = cmd.output().map_err(|e| format!("could not run peers.py: {e}"))?;
+    let line = String::from_utf8_lossy(&o.stdout);
+    if let Some(e) = json_field(&line, "error") {
+        return Err(e.to_string());
+    }
+    let field = |k: &str| json_field(&line, k).and_then(|v| v.parse::<f64>().ok());
+    let (Some(seconds), Some(mb)) = (field("seconds"), field("mb")) else {
+        return Err(format!("peers.py --quantize-chunk: {line}{}", String::from_utf8_lossy(&o.stderr)));
+    };
+    let same = field("identical").zip(field("tensors")).map(|(a, b)| (a as usize, b as usize));
+    Ok((mb / seconds, same))
+}
+
+/// `quant quantize` on a 64 MiB and a 256 MiB model, 4-bit groups of 128 and llama.cpp's
+/// `Q4_K` (GGUF out): input MB/s (median over rounds) and peak resident memory (largest over
+/// rounds), which must not grow with the file. With `python` (`--peers`), also ggml's own
+/// `ggml_quantize_chunk` to `Q4_K` on the 64 MiB model's arrays with 1 and 2 threads,
+/// alternating with ours round by round, its bytes compared with our file's. Returns the
+/// summary records.
+fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, String> {
     crate::cargo(&["build", "--release", "--quiet", "-p", "quant-cli"])?;
     let quant = root().join("target/release/quant");
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let out = dir.join("quantize-file-out.safetensors");
+    let gguf = dir.join("quantize-file-out.gguf");
+    let group: &[&str] = &["--bits", "4", "--granularity", "group:128"];
+    let q4_k: &[&str] = &["--type", "q4_k"];
     let mut rows = Vec::new();
+    let mut models = Vec::new();
     for (label, tensors) in [("64MiB", 2usize), ("256MiB", 8)] {
         let model = dir.join(format!("quantize-file-{label}.safetensors"));
         let want = tensors as u64 * (2048 * 4096 + 2048) * 4;
@@ -551,48 +618,81 @@ fn quantize_file(rounds: usize) -> Result<Vec<String>, String> {
             eprintln!("writing {} ({tensors} x 32 MiB f32 tensors)", model.display());
             write_model(&model, tensors)?;
         }
-        let (mut rates, mut peak) = (Vec::new(), 0f64);
-        for round in 0..rounds {
-            eprintln!("quant quantize {label}: round {}/{rounds}", round + 1);
-            let o = Command::new(&quant)
-                .arg("quantize")
-                .arg(&model)
-                .arg("-o")
-                .arg(&out)
-                .args(["--bits", "4", "--granularity", "group:128", "--quiet", "--stats"])
-                .output()
-                .map_err(|e| format!("could not run {}: {e}", quant.display()))?;
-            let err = String::from_utf8_lossy(&o.stderr);
-            if !o.status.success() {
-                return Err(format!("quant quantize failed: {err}"));
+        for (kind, args, dest) in [("group:128", group, &out), ("q4_k", q4_k, &gguf)] {
+            let (mut rates, mut peak) = (Vec::new(), 0f64);
+            for round in 0..rounds {
+                eprintln!("quant quantize {label} {kind}: round {}/{rounds}", round + 1);
+                let (rate, rss) = quant_run(&quant, &model, dest, args, None)?;
+                rates.push(rate);
+                peak = peak.max(rss);
             }
-            // "quant: read X MB in T s (Y MB/s), peak resident memory Z MiB"
-            let num = |after: &str, before: &str| -> Option<f64> {
-                let start = err.find(after)? + after.len();
-                err[start..].split(before).next()?.trim().parse().ok()
-            };
-            let (Some(rate), Some(rss)) = (num("s (", " MB/s"), num("peak resident memory ", " MiB")) else {
-                return Err(format!("unexpected --stats line: {err}"));
-            };
-            rates.push(rate);
-            peak = peak.max(rss);
+            rows.push((label, tensors, kind, median(&rates), peak));
         }
-        rows.push((label, tensors, median(&rates), peak));
+        models.push(model);
+    }
+    println!("\nquant quantize (f32 input; {rounds} rounds; all cores)");
+    println!("{:<8} {:>8} {:>10} {:>12} {:>16}", "file", "tensors", "format", "MB/s", "peak RSS MiB");
+    for (label, tensors, kind, rate, peak) in &rows {
+        println!("{label:<8} {tensors:>8} {kind:>10} {rate:>12.1} {peak:>16.1}");
+    }
+    for kind in ["group:128", "q4_k"] {
+        let peaks: Vec<f64> = rows.iter().filter(|r| r.2 == kind).map(|r| r.4).collect();
+        println!("{kind}: peak memory, 256 MiB file / 64 MiB file: {:.2}x (one tensor is 32 MiB)", peaks[1] / peaks[0]);
+    }
+    let mut json: Vec<String> = rows
+        .iter()
+        .map(|(label, _, kind, rate, peak)| {
+            let name = if *kind == "q4_k" { "quant_quantize_file_q4_k" } else { "quant_quantize_file" };
+            format!(r#"{{"name": "{name}", "shape": "{label}", "threads": 2, "ours": {rate:.3}, "unit": "MB/s", "peak_rss_mib": {peak:.1}}}"#)
+        })
+        .collect();
+    if let Some(python) = python {
+        println!(
+            "\nquant quantize --type q4_k against ggml_quantize_chunk (Q4_K), 64 MiB, {rounds} rounds (target 1.5x)"
+        );
+        println!(
+            "{:>7} {:>12} {:>12} {:>22} {:>16}",
+            "threads", "ours MB/s", "ggml MB/s", "ratio (min..max)", "same bytes"
+        );
+        'threads: for threads in [1usize, 2] {
+            let (mut ours, mut theirs, mut ratios, mut same) = (Vec::new(), Vec::new(), Vec::new(), None);
+            for round in 0..rounds {
+                eprintln!("q4_k against ggml, {threads} thread(s): round {}/{rounds}", round + 1);
+                // Alternate which side goes first; the first round also compares the bytes.
+                let first = round % 2 == 0;
+                if first {
+                    ours.push(quant_run(&quant, &models[0], &gguf, q4_k, Some(threads))?.0);
+                }
+                match ggml_run(python, &models[0], threads, (round == 0).then_some(gguf.as_path())) {
+                    Ok((rate, s)) => {
+                        theirs.push(rate);
+                        same = same.or(s);
+                    }
+                    // Without ggml (its build failed, say) the comparison is skipped, with the reason.
+                    Err(e) => {
+                        println!("skipped: {e}");
+                        break 'threads;
+                    }
+                }
+                if !first {
+                    ours.push(quant_run(&quant, &models[0], &gguf, q4_k, Some(threads))?.0);
+                }
+                ratios.push(ours[round] / theirs[round]);
+            }
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            let (ratio, (ours, theirs)) = (median(&ratios), (median(&ours), median(&theirs)));
+            let same = same.map_or("not compared".to_string(), |(a, b)| format!("{a} of {b} tensors"));
+            let range = format!("{ratio:.2} ({lo:.2}..{hi:.2})");
+            println!("{threads:>7} {ours:>12.1} {theirs:>12.1} {range:>22} {same:>16}");
+            json.push(format!(
+                r#"{{"name": "quant_quantize_file_q4_k", "peer": "ggml_quantize_chunk", "shape": "64MiB", "threads": {threads}, "ours": {ours:.3}, "theirs": {theirs:.3}, "unit": "MB/s", "ratio": {ratio:.3}, "target": 1.5}}"#
+            ));
+        }
     }
     let _ = std::fs::remove_file(&out);
-    println!("\nquant quantize (4-bit, groups of 128; f32 input; {rounds} rounds)");
-    println!("{:<8} {:>8} {:>12} {:>16}", "file", "tensors", "MB/s", "peak RSS MiB");
-    for (label, tensors, rate, peak) in &rows {
-        println!("{label:<8} {tensors:>8} {rate:>12.1} {peak:>16.1}");
-    }
-    let growth = rows[1].3 / rows[0].3;
-    println!("peak memory, 256 MiB file / 64 MiB file: {growth:.2}x (one tensor is 32 MiB)");
-    Ok(rows
-        .iter()
-        .map(|(label, _, rate, peak)| {
-            format!(r#"{{"name": "quant_quantize_file", "shape": "{label}", "threads": 2, "ours": {rate:.3}, "unit": "MB/s", "peak_rss_mib": {peak:.1}}}"#)
-        })
-        .collect())
+    let _ = std::fs::remove_file(&gguf);
+    Ok(json)
 }
 
 /// Writes `target/bench/summary.json`.

@@ -21,7 +21,9 @@
 //! `make_qx_quants`: 19 candidates for `Q6_K`, weights `x²`; `make_q3_quants`: up to five
 //! passes of coordinate descent for `Q3_K`),
 //! then quantize the sub-block scales to 6 or 8 bits against the super-block's `d`, then requantize
-//! every value against its stored scale. ggml's rounding helper `nearest_int` (`x + 1.5 · 2^23`,
+//! every value against its stored scale. The `make_qkx2_quants` searches of a super-block's sub-blocks run eight
+//! at a time, one per SIMD lane ([`super::lanes`], the same operations in the same order per
+//! lane, held to the scalar search here by its tests). ggml's rounding helper `nearest_int` (`x + 1.5 · 2^23`,
 //! read back from the bits) rounds ties to even, and so does [`nearest_int`] here, also for
 //! magnitudes past `2^22`, where it returns what ggml's does (the low 23 bits, not an error).
 
@@ -30,6 +32,7 @@
 
 use quant_traits::cast::sqrt_f32;
 
+use super::lanes::{make_qkx2_quants_x8, Search, LANES};
 use super::{half_at, half_bytes};
 
 /// Values per super-block.
@@ -202,7 +205,7 @@ pub(super) fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 /// with them, its `quantize_row_q*_K_impl` (weights `qw · sqrt(σ² + x²)` with
 /// `σ² = 2 · Σx² / 256`, 37 candidate scales, 6-bit scales by `make_qp_quants`).
 fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8], l: &mut [u8; QK_K]) {
-    let (mut scales, mut mins, mut sw) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let mut sw = [0f32; 8];
     let (mut max_scale, mut max_min) = (0f32, 0f32);
     let (rmin, rdelta, nstep) = match (qw, nmax) {
         (Some(_), _) => (-0.9, 0.05, 36),
@@ -210,6 +213,8 @@ fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8]
         (None, _) => (-0.5, 0.1, 15),
     };
     let sigma2 = qw.map(|_| 2.0 * sum_squares(x) / f(QK_K as i32));
+    // Sub-block j in lane j: xt[i][j] = x[32j + i].
+    let (mut xt, mut wt) = ([[0f32; LANES]; 32], [[0f32; LANES]; 32]);
     for j in 0..8 {
         let Some(sub) = x[32 * j..].first_chunk::<32>() else { continue };
         let weights = match (qw.and_then(|q| q[32 * j..].first_chunk::<32>()), sigma2) {
@@ -220,9 +225,18 @@ fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8]
             }
         };
         sw[j] = sum(&weights);
-        let mut lj = [0u8; 32];
-        (scales[j], mins[j]) = make_qkx2_quants(nmax, sub, &weights, &mut lj, rmin, rdelta, nstep, false);
-        l[32 * j..32 * j + 32].copy_from_slice(&lj);
+        for i in 0..32 {
+            xt[i][j] = sub[i];
+            wt[i][j] = weights[i];
+        }
+    }
+    let search = Search { nmax, rmin, rdelta, nstep, use_mad: false };
+    let mut lt = [[0u8; LANES]; 32];
+    let (scales, mins) = make_qkx2_quants_x8(search, &xt, &wt, &mut lt);
+    for j in 0..8 {
+        for i in 0..32 {
+            l[32 * j + i] = lt[i][j];
+        }
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -455,18 +469,39 @@ pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let (mut scales, mut mins, mut sw) = ([0f32; 16], [0f32; 16], [0f32; 16]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
     let sigma2 = sum_squares(x) / f(QK_K as i32);
+    let search = match qw {
+        Some(_) => Search { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false },
+        None => Search { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true },
+    };
+    // Sub-blocks 8h..8h + 8 in the lanes of half h: xt[h][i][j] = x[16(8h + j) + i].
+    let (mut xt, mut wt) = ([[[0f32; LANES]; 16]; 2], [[[0f32; LANES]; 16]; 2]);
     for j in 0..16 {
         let Some(sub) = x[16 * j..].first_chunk::<16>() else { continue };
-        let mut lj = [0u8; 16];
-        (scales[j], mins[j]) = match qw.and_then(|q| q[16 * j..].first_chunk::<16>()) {
+        let weights = match qw.and_then(|q| q[16 * j..].first_chunk::<16>()) {
             Some(q) => {
                 let weights: [f32; 16] = core::array::from_fn(|i| q[i] * sqrt_f32(sigma2 + sub[i] * sub[i]));
                 sw[j] = sum(&weights);
-                make_qkx2_quants(3, sub, &weights, &mut lj, -0.9, 0.05, 36, false)
+                weights
             }
-            None => make_qkx2_quants(3, sub, &sub.map(f32::abs), &mut lj, -0.5, 0.1, 15, true),
+            None => sub.map(f32::abs),
         };
-        l[16 * j..16 * j + 16].copy_from_slice(&lj);
+        for i in 0..16 {
+            xt[j / 8][i][j % 8] = sub[i];
+            wt[j / 8][i][j % 8] = weights[i];
+        }
+    }
+    for h in 0..2 {
+        let mut lt = [[0u8; LANES]; 16];
+        let (sc, mn) = make_qkx2_quants_x8(search, &xt[h], &wt[h], &mut lt);
+        for j in 0..8 {
+            for i in 0..16 {
+                l[16 * (8 * h + j) + i] = lt[i][j];
+            }
+            scales[8 * h + j] = sc[j];
+            mins[8 * h + j] = mn[j];
+        }
+    }
+    for j in 0..16 {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }

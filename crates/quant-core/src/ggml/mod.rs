@@ -48,6 +48,7 @@
 //! not a whole number of blocks and NaN or infinite values are errors, not silently encoded.
 
 mod kquants;
+mod lanes;
 
 use alloc::vec::Vec;
 

@@ -66,6 +66,12 @@ fn current() -> Impl {
     auto_tier().map_or(Impl::Portable, implementation)
 }
 
+/// Whether the tier in use may run AVX2 code (other modules' fast paths ask this).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    matches!(current(), Impl::Avx2 | Impl::Avx512)
+}
+
 /// Reinterprets `&[A]` as `&[B]` when they are the same type.
 fn same<A: 'static, B: 'static>(x: &[A]) -> Option<&[B]> {
     if TypeId::of::<A>() == TypeId::of::<B>() {
