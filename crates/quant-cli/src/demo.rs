@@ -11,7 +11,7 @@ use quant_analysis::error_stats;
 use quant_core::{BlockFormat, QuantError, QuantSpec, Scheme};
 
 use crate::report::measure;
-use crate::scheme::{param_bytes, Gran, Plan};
+use crate::scheme::{file_bytes, Gran, Plan};
 
 const HIDDEN: usize = 768;
 const MLP: usize = 3072;
@@ -133,8 +133,7 @@ pub fn lines(tensors: &[(&str, usize, usize, Vec<f32>)]) -> Result<Vec<Line>, Qu
         for (_, rows, cols, w) in tensors {
             let (stats, _) = measure(w, *rows, *cols, plan).map_err(|_| QuantError::InvalidBits { bits })?;
             total.add(&stats);
-            let sets = plan.gran.granularity().channels(quant_core::MatrixShape::new(*rows, *cols));
-            bytes += (rows * cols * bits as usize).div_ceil(8) + param_bytes(plan, sets, 4);
+            bytes += file_bytes(plan, *rows, *cols, 4);
         }
         out.push(total.line(plan.scheme_name(), bits, &gran.to_string(), bytes));
     }
@@ -174,17 +173,18 @@ pub fn run() -> Result<String, QuantError> {
         f32_bytes as f64 / 1e6
     );
     out.push_str(&format!(
-        "{:<8} {:>4} {:<11} {:>12} {:>7} {:>11} {:>10} {:>8}\n",
-        "scheme", "bits", "granularity", "bytes", "ratio", "MSE", "max error", "SNR dB"
+        "{:<8} {:>4} {:<11} {:>12} {:>7} {:>7} {:>11} {:>10} {:>8}\n",
+        "scheme", "bits", "granularity", "bytes", "bpw", "ratio", "MSE", "max error", "SNR dB"
     ));
-    out.push_str(&format!("{}\n", "-".repeat(78)));
+    out.push_str(&format!("{}\n", "-".repeat(86)));
     for l in lines(&tensors)? {
         out.push_str(&format!(
-            "{:<8} {:>4} {:<11} {:>12} {:>6.2}x {:>11.3e} {:>10.3e} {:>8.2}\n",
+            "{:<8} {:>4} {:<11} {:>12} {:>7.3} {:>6.2}x {:>11.3e} {:>10.3e} {:>8.2}\n",
             l.scheme,
             l.bits,
             l.granularity,
             l.bytes,
+            8.0 * l.bytes as f64 * 4.0 / f32_bytes as f64,
             f32_bytes as f64 / l.bytes as f64,
             l.mse,
             l.max_error,
@@ -194,7 +194,7 @@ pub fn run() -> Result<String, QuantError> {
     out.push_str(
         "\nQ8_0 .. Q2_K: llama.cpp's block formats, byte for byte (f16 scales; k-quants: sub-blocks of 16\n\
          or 32 with 6- or 8-bit scales in super-blocks of 256). Try a real model:\n\
-         quant report model.safetensors --bits 8,4 --granularity channel,group:128\n",
+         quant report model.safetensors --bits 8,4 --granularity channel,group:128 --type q4_k,q6_k\n",
     );
     Ok(out)
 }

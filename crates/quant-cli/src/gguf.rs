@@ -17,15 +17,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use quant_core::BlockFormat;
-use quant_traits::QuantFloat;
 use safetensors::tensor::Dtype;
 
-use crate::model::{decode_floats, Entry, Model};
-use crate::with_floats;
+use crate::input::{Input, Kind};
+use crate::model::decode_floats;
 use crate::writer::{Planned, Writer};
 use crate::{CliError, Progress};
 
@@ -92,8 +91,8 @@ fn type_name(t: u32) -> &'static str {
     }
 }
 
-/// The ggml tensor types this tool knows: name, values per block, bytes per block, and either
-/// the safetensors dtype that holds its values unchanged or our block format.
+/// The ggml tensor types this tool knows: name, values per block, bytes per block, and what the
+/// bytes hold (the safetensors dtype with the same values and bytes, or our block format).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct GgmlType {
     /// ggml's type id.
@@ -104,14 +103,12 @@ pub struct GgmlType {
     pub block_len: u64,
     /// Bytes per block.
     pub block_bytes: u64,
-    /// The safetensors dtype with the same values and bytes, for the plain types.
-    pub dtype: Option<Dtype>,
-    /// Our block format, for the quantized types we read and write.
-    pub format: Option<BlockFormat>,
+    /// What the bytes hold.
+    pub kind: Kind,
 }
 
 const fn plain(id: u32, name: &'static str, bytes: u64, dtype: Dtype) -> GgmlType {
-    GgmlType { id, name, block_len: 1, block_bytes: bytes, dtype: Some(dtype), format: None }
+    GgmlType { id, name, block_len: 1, block_bytes: bytes, kind: Kind::Plain(dtype) }
 }
 
 const fn blocks(id: u32, f: BlockFormat) -> GgmlType {
@@ -120,8 +117,7 @@ const fn blocks(id: u32, f: BlockFormat) -> GgmlType {
         name: f.name(),
         block_len: f.block_len() as u64,
         block_bytes: f.block_bytes() as u64,
-        dtype: None,
-        format: Some(f),
+        kind: Kind::Blocks(f),
     }
 }
 
@@ -155,12 +151,12 @@ impl GgmlType {
 
     /// The plain type holding safetensors dtype `d`, if GGUF has one.
     fn by_dtype(d: Dtype) -> Option<GgmlType> {
-        TYPES.iter().copied().find(|t| t.dtype == Some(d))
+        TYPES.iter().copied().find(|t| t.kind == Kind::Plain(d))
     }
 
     /// The type holding `format`'s blocks.
     fn by_format(f: BlockFormat) -> Option<GgmlType> {
-        TYPES.iter().copied().find(|t| t.format == Some(f))
+        TYPES.iter().copied().find(|t| t.kind == Kind::Blocks(f))
     }
 
     /// Bytes of `elements` values (a whole number of blocks).
@@ -170,7 +166,7 @@ impl GgmlType {
 
     /// Whether `quant quantize` turns tensors of this type into a block format.
     fn quantizable(self) -> bool {
-        matches!(self.dtype, Some(Dtype::F32 | Dtype::F16 | Dtype::BF16))
+        matches!(self.kind, Kind::Plain(Dtype::F32 | Dtype::F16 | Dtype::BF16))
     }
 }
 
@@ -428,6 +424,7 @@ pub fn is_gguf(path: &Path) -> bool {
 
 /// A GGUF file mapped into memory, its header parsed and checked.
 pub struct GgufFile {
+    path: PathBuf,
     map: Mmap,
     /// The parsed header.
     pub header: Gguf,
@@ -441,12 +438,33 @@ impl GgufFile {
         // SAFETY: a read-only private map, as for safetensors files (see `model::Model::open`).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| fail(format!("cannot map into memory: {e}")))?;
         let header = Gguf::parse(&map).map_err(fail)?;
-        Ok(GgufFile { map, header })
+        Ok(GgufFile { path: path.to_path_buf(), map, header })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The bytes of tensor `t`.
     pub fn data(&self, t: &TensorInfo) -> &[u8] {
         self.header.data(&self.map, t)
+    }
+
+    /// Tells the kernel that `t`'s pages are done with, so the resident size stays near one
+    /// tensor whatever the file's size (as [`crate::model::Model::release`]).
+    pub fn release(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        {
+            let start = (self.header.data_start + t.offset) as usize;
+            // SAFETY: the map is read-only and file-backed: dropping its pages only makes later
+            // reads fetch them again from the page cache or the file; no data can be lost. The
+            // range is inside the map (checked by the parser).
+            let _ =
+                unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, t.bytes as usize) };
+        }
+        #[cfg(not(unix))]
+        let _ = t;
     }
 }
 
@@ -493,8 +511,11 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
         .tensors
         .iter()
         .map(|t| {
-            let bytes = if t.ty.format.is_some() { t.elements() as usize * 4 } else { t.bytes as usize };
-            Planned { name: t.name.clone(), dtype: t.ty.dtype.unwrap_or(Dtype::F32), shape: t.shape(), bytes }
+            let (dtype, bytes) = match t.ty.kind {
+                Kind::Blocks(_) => (Dtype::F32, t.elements() as usize * 4),
+                Kind::Plain(d) => (d, t.bytes as usize),
+            };
+            Planned { name: t.name.clone(), dtype, shape: t.shape(), bytes }
         })
         .collect();
     let mut meta = BTreeMap::new();
@@ -516,8 +537,8 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     for t in &f.header.tensors {
         progress.message(&t.name);
         let data = f.data(t);
-        match t.ty.format {
-            Some(format) => {
+        match t.ty.kind {
+            Kind::Blocks(format) => {
                 let values = format.dequantize(data).map_err(|e| CliError::file(input, format!("{}: {e}", t.name)))?;
                 let mut bytes = Vec::with_capacity(values.len() * 4);
                 for v in values {
@@ -525,8 +546,9 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
                 }
                 w.write(&bytes)?;
             }
-            None => w.write(data)?,
+            Kind::Plain(_) => w.write(data)?,
         }
+        f.release(t);
         progress.advance(t.bytes);
     }
     progress.finish();
@@ -590,20 +612,6 @@ struct Out {
     bytes: u64,
 }
 
-/// The source of `quant quantize ... -o OUT.gguf`: a safetensors file or an `F32`/`F16` GGUF.
-enum Source {
-    Safetensors(Model, Vec<Entry>),
-    Gguf(GgufFile),
-}
-
-impl Source {
-    fn safetensors(path: &Path) -> Result<Source, CliError> {
-        let m = Model::open(path)?;
-        let entries = m.entries();
-        Ok(Source::Safetensors(m, entries))
-    }
-}
-
 /// `quant quantize IN -o OUT.gguf --type T`: every float tensor of two or more dimensions whose
 /// rows are whole blocks of `format` quantized to it (byte for byte as ggml's reference
 /// quantizer; rows spread over all cores), the others copied in their own type (1-D norms and
@@ -615,7 +623,7 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
     let fail = |msg: String| CliError::file(input, msg);
     let target = GgmlType::by_format(format)
         .ok_or_else(|| CliError::usage(format!("--type {}: not a GGUF type", format.name())))?;
-    let source = if is_gguf(input) { Source::Gguf(GgufFile::open(input)?) } else { Source::safetensors(input)? };
+    let source = Input::open(input)?;
     let mut kv: Vec<(String, Value)> = Vec::new();
     let mut outs: Vec<Out> = Vec::new();
     let mut add = |name: &str, dims: Vec<u64>, from: GgmlType| {
@@ -625,14 +633,14 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
         outs.push(Out { name: name.to_string(), dims, from, ty, bytes });
     };
     match &source {
-        Source::Gguf(f) => {
+        Input::Gguf(f) => {
             for (k, v) in &f.header.kv {
                 if !matches!(k.as_str(), "general.alignment" | "general.file_type" | "general.quantization_version") {
                     kv.push((k.clone(), v.clone()));
                 }
             }
             for t in &f.header.tensors {
-                if t.ty.format.is_some() {
+                if let Kind::Blocks(_) = t.ty.kind {
                     return Err(fail(format!(
                         "tensor {:?} is already {}: quant quantizes F32, F16 and BF16 tensors, it does not requantize",
                         t.name, t.ty.name
@@ -641,7 +649,7 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
                 add(&t.name, t.dims.clone(), t.ty);
             }
         }
-        Source::Safetensors(_, entries) => {
+        Input::Safetensors(_, entries) => {
             kv.push((
                 "general.name".into(),
                 Value::Str(input.file_stem().map_or(String::new(), |s| s.to_string_lossy().into_owned())),
@@ -700,16 +708,14 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
     for (i, o) in outs.iter().enumerate() {
         progress.message(&o.name);
         let mut bytes = if o.ty != o.from {
-            let x = floats(raw(&source, i), o.from).map_err(fail)?;
+            let x = floats(source.tensor(i).bytes, o.from).map_err(fail)?;
             quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
         } else {
-            raw(&source, i).to_vec()
+            source.tensor(i).bytes.to_vec()
         };
         bytes.resize(bytes.len().div_ceil(ALIGN as usize) * ALIGN as usize, 0);
         w.write(&bytes)?;
-        if let Source::Safetensors(m, entries) = &source {
-            m.release(&entries[i]);
-        }
+        source.release(i);
         progress.advance(o.bytes);
     }
     progress.finish();
@@ -718,24 +724,17 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
 
 /// The values of a plain float type as `f32` (exact from `F32`, `F16`, `BF16`).
 fn floats(bytes: &[u8], ty: GgmlType) -> Result<Vec<f32>, String> {
-    let values = ty
-        .dtype
-        .and_then(|d| decode_floats(d, bytes))
-        .ok_or_else(|| format!("cannot read {} values as floats", ty.name))?;
-    Ok(with_floats!(values, v => v.into_iter().map(|x| f32::from_f64_nearest(x.to_f64_exact())).collect()))
-}
-
-/// Tensor `i`'s bytes as the source holds them.
-fn raw(source: &Source, i: usize) -> &[u8] {
-    match source {
-        Source::Gguf(f) => f.data(&f.header.tensors[i]),
-        Source::Safetensors(m, entries) => m.bytes(&entries[i]),
+    let values = match ty.kind {
+        Kind::Plain(d) => decode_floats(d, bytes),
+        Kind::Blocks(_) => None,
     }
+    .ok_or_else(|| format!("cannot read {} values as floats", ty.name))?;
+    Ok(values.to_f32())
 }
 
 /// Rows of `row_len` values quantized to `format`, the rows spread over rayon's threads (each
 /// row's bytes are the same whoever computes them).
-fn quantize_rows(format: BlockFormat, x: &[f32], row_len: usize) -> Result<Vec<u8>, quant_core::QuantError> {
+pub fn quantize_rows(format: BlockFormat, x: &[f32], row_len: usize) -> Result<Vec<u8>, quant_core::QuantError> {
     use rayon::prelude::*;
     let row_bytes = format.bytes_for(row_len)?;
     let rows = x.len() / row_len;

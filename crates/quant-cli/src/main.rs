@@ -4,8 +4,10 @@
 //! quant demo                                   built-in synthetic transformer block, no files
 //! quant inspect MODEL.safetensors|MODEL.gguf   every tensor: dtype, shape, elements, bytes
 //!                                              (GGUF: also every metadata key/value)
-//! quant report MODEL.safetensors [--scheme sym,asym] [--bits 8,4] [--granularity channel,group:128]
-//!              [--format table|json|csv] [--reconstructed BACK.safetensors]
+//! quant report MODEL.safetensors|MODEL.gguf [--scheme sym,asym] [--bits 8,4] [--granularity channel,group:128]
+//!              [--type q4_k,q6_k] [--format table|json|csv]
+//! quant report MODEL.safetensors --reconstructed BACK.safetensors   compare with a reconstruction
+//! quant report MODEL.gguf --reference ORIGINAL.safetensors|.gguf    every tensor as stored vs the original
 //! quant quantize MODEL.safetensors -o OUT.safetensors [--scheme sym] [--bits 8] [--granularity channel]
 //! quant quantize MODEL.safetensors|MODEL.gguf -o OUT.gguf --type q4_k   llama.cpp's formats
 //! quant dequantize OUT.safetensors|MODEL.gguf -o BACK.safetensors
@@ -19,6 +21,7 @@
 mod convert;
 mod demo;
 mod gguf;
+mod input;
 mod model;
 mod report;
 mod scheme;
@@ -169,26 +172,36 @@ enum Command {
         /// The safetensors or GGUF file.
         model: PathBuf,
     },
-    /// Error statistics of each 2-D floating tensor under one or more schemes (all combinations
-    /// of the values given), or against a reconstructed file.
+    /// Error statistics of each 2-D floating tensor under one or more schemes and llama.cpp
+    /// formats (all combinations of the values given), or against another file: the original
+    /// (`--reference`) or a reconstruction (`--reconstructed`).
     Report {
-        /// The safetensors file.
+        /// The safetensors or GGUF file.
         model: PathBuf,
-        /// Schemes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "sym")]
+        /// Schemes, comma-separated (default sym, unless only --type is given).
+        #[arg(long, value_delimiter = ',')]
         scheme: Vec<SchemeArg>,
-        /// Widths in bits (2..=32), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "8")]
+        /// Widths in bits (2..=32), comma-separated (default 8).
+        #[arg(long, value_delimiter = ',')]
         bits: Vec<u32>,
-        /// `tensor`, `channel` (one scale per row) or `group:G` (per G values of a row), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "channel")]
+        /// `tensor`, `channel` (one scale per row) or `group:G` (per G values of a row),
+        /// comma-separated (default channel).
+        #[arg(long, value_delimiter = ',')]
         granularity: Vec<String>,
+        /// llama.cpp formats to measure too (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
+        /// q5_k, q6_k), comma-separated, byte for byte as ggml quantizes them.
+        #[arg(long = "type", value_delimiter = ',')]
+        ty: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         /// Compare with this file (e.g. written by `quant dequantize`) instead of quantizing.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["reference", "scheme", "bits", "granularity", "ty"])]
         reconstructed: Option<PathBuf>,
+        /// The original this file was made from (safetensors, or an F32/F16/BF16 GGUF): every
+        /// floating tensor of the file, quantized or not, is compared with it as stored.
+        #[arg(long, conflicts_with_all = ["scheme", "bits", "granularity", "ty"])]
+        reference: Option<PathBuf>,
     },
     /// Write a quantized safetensors file: codes, scales and zero points as tensors, the scheme
     /// in the header metadata; 1-D and integer tensors copied as they are.
@@ -234,6 +247,14 @@ fn plan(scheme: SchemeArg, bits: u32, granularity: &str) -> Result<Plan, CliErro
     Ok(Plan { spec, gran })
 }
 
+/// The llama.cpp format `--type NAME` names (case ignored).
+fn block_format(name: &str) -> Result<quant_core::BlockFormat, CliError> {
+    quant_core::BlockFormat::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
+        let all: Vec<String> = quant_core::BlockFormat::ALL.iter().map(|f| f.name().to_ascii_lowercase()).collect();
+        CliError::usage(format!("--type {name}: not one of {}", all.join(", ")))
+    })
+}
+
 /// Peak resident memory of this process (Linux `VmHWM`), in bytes.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -248,31 +269,42 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo => print!("{}", demo::run().map_err(|e| CliError::usage(e.to_string()))?),
         Command::Inspect { model } if gguf::is_gguf(&model) => print!("{}", gguf::inspect(&model)?),
         Command::Inspect { model } => print!("{}", report::inspect(&model)?),
-        Command::Report { model, scheme, bits, granularity, format, reconstructed } => {
-            let mut plans = Vec::new();
-            for &s in &scheme {
-                for &b in &bits {
-                    for g in &granularity {
-                        plans.push(plan(s, b, g)?);
+        Command::Report { model, scheme, bits, granularity, ty, format, reconstructed, reference } => {
+            let mut methods = Vec::new();
+            // Our schemes: every combination, with sym / 8 / channel for what is not given, and
+            // none when only llama.cpp formats are asked for.
+            if ty.is_empty() || !(scheme.is_empty() && bits.is_empty() && granularity.is_empty()) {
+                let scheme = if scheme.is_empty() { vec![SchemeArg::Sym] } else { scheme };
+                let bits = if bits.is_empty() { vec![8] } else { bits };
+                let granularity = if granularity.is_empty() { vec!["channel".to_string()] } else { granularity };
+                for &s in &scheme {
+                    for &b in &bits {
+                        for g in &granularity {
+                            methods.push(report::Method::Plan(plan(s, b, g)?));
+                        }
                     }
                 }
             }
-            print!("{}", report::report(&model, &plans, reconstructed.as_deref(), format, &progress)?);
+            for name in &ty {
+                methods.push(report::Method::Format(block_format(name)?));
+            }
+            let against = match (&reconstructed, &reference) {
+                (Some(p), _) => Some(report::Against::Reconstructed(p)),
+                (_, Some(p)) => Some(report::Against::Reference(p)),
+                _ => None,
+            };
+            let r = report::report(&model, &methods, against, format, &progress)?;
+            print!("{}", r.text);
+            if format == Format::Csv {
+                for n in &r.notes {
+                    eprintln!("quant: note: {n}");
+                }
+            }
         }
         Command::Quantize { model, output, scheme, bits, granularity, stats, ty } => {
             let start = Instant::now();
             match ty {
-                Some(name) => {
-                    let format = quant_core::BlockFormat::ALL
-                        .into_iter()
-                        .find(|f| f.name().eq_ignore_ascii_case(&name))
-                        .ok_or_else(|| {
-                            CliError::usage(format!(
-                                "--type {name}: not one of q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k"
-                            ))
-                        })?;
-                    gguf::quantize(&model, &output, format, &progress)?;
-                }
+                Some(name) => gguf::quantize(&model, &output, block_format(&name)?, &progress)?,
                 None => convert::quantize(&model, &output, plan(scheme, bits, &granularity)?, &progress)?,
             }
             if stats {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use quant_traits::half::{bf16, f16};
+use quant_traits::QuantFloat;
 use safetensors::tensor::{Dtype, Metadata, SafeTensorError};
 use safetensors::SafeTensors;
 
@@ -62,6 +63,18 @@ pub enum Floats {
     BF16(Vec<bf16>),
     /// `F64` data.
     F64(Vec<f64>),
+}
+
+impl Floats {
+    /// The values as `f32` (exact from `F32`, `F16`, `BF16`; `F64` rounded to nearest).
+    pub fn to_f32(&self) -> Vec<f32> {
+        crate::with_floats!(self, v => v.iter().map(|x| f32::from_f64_nearest(x.to_f64_exact())).collect())
+    }
+
+    /// The values as `f64`, exactly.
+    pub fn to_f64(&self) -> Vec<f64> {
+        crate::with_floats!(self, v => v.iter().map(|x| x.to_f64_exact()).collect())
+    }
 }
 
 /// Runs `$body` with `$v` bound to the vector inside a [`Floats`], whatever its type.

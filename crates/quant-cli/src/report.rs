@@ -1,32 +1,58 @@
 //! `quant report` and `quant inspect`.
 //!
+//! `report` works in one of three ways:
+//! * **measure** (the default): every 2-D floating tensor of a safetensors or GGUF file is
+//!   quantized under each scheme (`--scheme/--bits/--granularity`, all combinations) and each
+//!   llama.cpp format (`--type`), dequantized, and compared with itself. Tensors a file already
+//!   holds in a llama.cpp format cannot be measured this way (the original is gone): a note
+//!   counts them and names `--reference`.
+//! * **`--reference ORIGINAL`**: every floating tensor of two or more dimensions of the file,
+//!   quantized (`Q4_K`, ...) or plain, is compared, as stored, with the tensor of the same name
+//!   and shape in `ORIGINAL` (safetensors, or a plain `F32`/`F16`/`BF16` GGUF such as
+//!   `convert_hf_to_gguf.py` writes). Rows are grouped by the stored type.
+//! * **`--reconstructed BACK`**: every 2-D floating tensor of the file (the original) is
+//!   compared with the tensor of the same name and shape in `BACK` (e.g. written by `quant
+//!   dequantize`). Rows are grouped by `BACK`'s type.
+//!
+//! Values of different types are compared exactly (both widened to `f64`). Bytes per tensor:
+//! for a scheme, what `quant quantize` writes (codes of 2 and 4 bits packed, 3 bits in 4, 5 to 8
+//! bits in a byte, wider ones counted at their width; the scale in the tensor's type and an
+//! `i32` zero point per scale when asymmetric); for a llama.cpp format, its blocks; when
+//! comparing files, the stored tensor's bytes. Bits per weight are `8 · bytes / values`.
+//!
 //! `report --format json` prints one object (this shape is stable; fields are only added):
 //!
 //! ```text
 //! {
 //!   "file": "model.safetensors",
 //!   "reconstructed": null | "back.safetensors",
-//!   "schemes": [{"scheme": "sym", "bits": 8, "granularity": "channel", "convention": "onnx"}, ...],
-//!   "tensors": [{"name": "w", "dtype": "F32", "shape": [768, 768], "scheme": 0,
+//!   "reference": null | "original.safetensors",
+//!   "schemes": [{"scheme": "sym", "bits": 8, "granularity": "channel", "convention": "onnx"},
+//!               {"format": "Q4_K", "bits_per_weight": 4.5, "convention": "ggml"}, ...],
+//!   "tensors": [{"name": "w", "dtype": "F32", "shape": [768, 768], "scheme": 0, "stored": null,
 //!                "mse": 1.2e-7, "max_error": 3.1e-4, "snr_db": 39.4,
-//!                "scale_min": 1.0e-4, "scale_max": 2.0e-3}, ...],
-//!   "summary": [{"scheme": 0, "tensors": 7, "snr_db_min": .., "snr_db_median": .., "snr_db_max": ..}, ...]
+//!                "scale_min": 1.0e-4, "scale_max": 2.0e-3, "bytes": 589824, "bits_per_weight": 8.04}, ...],
+//!   "summary": [{"scheme": 0, "stored": null, "tensors": 7, "bits_per_weight": 8.04, "snr_db_total": 39.0,
+//!                "snr_db_min": .., "snr_db_median": .., "snr_db_max": ..}, ...],
+//!   "notes": ["..."]
 //! }
 //! ```
 //!
-//! `scheme` indexes `schemes`. With `--reconstructed`, `schemes` is empty, `scheme` is `null`
-//! and the scale fields are `null` (the figures compare the two files). An SNR of `+inf` (no
-//! error at all) is written as `null` in JSON and `inf` in the table and CSV.
+//! `scheme` indexes `schemes`. When comparing files, `schemes` is empty, `scheme` is `null`,
+//! `stored` names the compared tensor's stored type (`"Q4_K"`, `"F32"`) and the scale fields are
+//! `null`. `snr_db_total` is the SNR of all the group's tensors together (`Σx² / Σ(x - x̂)²`).
+//! An SNR of `+inf` (no error at all) is written as `null` in JSON and `inf` in the table and
+//! CSV. CSV quotes a field holding a comma, a quote or a line break (RFC 4180).
 
 use std::path::Path;
 
 use quant_analysis::{error_stats, ErrorStats};
-use quant_core::QuantFloat;
+use quant_core::{BlockFormat, QuantFloat};
 use serde_json::{json, Value};
 
-use crate::convert::quantizable;
-use crate::model::{dtype_name, Entry, Model};
-use crate::scheme::{dequantize_2d, quantize_2d, Plan};
+use crate::input::{Input, Kind, Tensor};
+use crate::model::{dtype_name, Floats, Model};
+use crate::scheme::{dequantize_2d, file_bytes, quantize_2d, Plan};
 use crate::{with_floats, CliError, Progress};
 
 /// Output format of `report`.
@@ -40,14 +66,78 @@ pub enum Format {
     Csv,
 }
 
-/// One tensor under one scheme.
+/// What a measuring report does to each tensor.
+#[derive(Copy, Clone, Debug)]
+pub enum Method {
+    /// One of our schemes, quantized and dequantized here.
+    Plan(Plan),
+    /// A llama.cpp block format, quantized and dequantized here (ggml's bytes and values).
+    Format(BlockFormat),
+}
+
+impl Method {
+    fn label(self) -> String {
+        match self {
+            Method::Plan(p) => p.to_string(),
+            Method::Format(f) => f.name().to_string(),
+        }
+    }
+
+    fn json(self) -> Value {
+        match self {
+            Method::Plan(p) => {
+                json!({"scheme": p.scheme_name(), "bits": p.spec.bits(), "granularity": p.gran.to_string(), "convention": "onnx"})
+            }
+            Method::Format(f) => {
+                json!({"format": f.name(), "bits_per_weight": f.bits_per_weight(), "convention": "ggml"})
+            }
+        }
+    }
+}
+
+/// The file a report compares with, instead of measuring schemes.
+#[derive(Copy, Clone, Debug)]
+pub enum Against<'a> {
+    /// The file reports on is the original; this one was reconstructed from it.
+    Reconstructed(&'a Path),
+    /// The file reports on was made from this original.
+    Reference(&'a Path),
+}
+
+/// One tensor under one scheme, or one compared pair.
 struct Row {
     name: String,
     dtype: String,
     shape: Vec<usize>,
-    scheme: Option<usize>,
+    /// Index into the report's groups.
+    group: usize,
     stats: ErrorStats,
     scales: Option<(f64, f64)>,
+    bytes: usize,
+}
+
+/// The rows are summarized by group: a measured method, or a stored type when comparing files.
+enum Group {
+    Method(Method),
+    Stored(String),
+}
+
+impl Group {
+    fn label(&self) -> String {
+        match self {
+            Group::Method(m) => m.label(),
+            Group::Stored(t) => format!("file: {t}"),
+        }
+    }
+}
+
+/// A finished report: the text for stdout, and the notes (tensors skipped, and why), which the
+/// table and JSON also hold and CSV cannot.
+pub struct Report {
+    /// The table, JSON or CSV.
+    pub text: String,
+    /// One line per note.
+    pub notes: Vec<String>,
 }
 
 /// The error statistics of `x` quantized with `plan` and dequantized, and the scale range.
@@ -80,86 +170,231 @@ fn round_trip<F: QuantFloat, Q: quant_core::Storage>(
     Ok((back, (s.clone().fold(f64::INFINITY, f64::min), s.fold(0.0, f64::max))))
 }
 
+/// The error statistics of `x` (rows of `cols`) in `format` (quantized byte for byte as ggml,
+/// from `f32`) and its byte count.
+fn measure_format(x: &Floats, cols: usize, format: BlockFormat) -> Result<(ErrorStats, usize), String> {
+    let q = crate::gguf::quantize_rows(format, &x.to_f32(), cols).map_err(|e| e.to_string())?;
+    let back = format.dequantize(&q).map_err(|e| e.to_string())?;
+    Ok((compare(x, &Floats::F32(back))?, q.len()))
+}
+
+/// The error statistics of `y` against `x`, exactly, whatever their types.
+fn compare(x: &Floats, y: &Floats) -> Result<ErrorStats, String> {
+    match (x, y) {
+        (Floats::F32(x), Floats::F32(y)) => error_stats(x, y),
+        (Floats::F16(x), Floats::F16(y)) => error_stats(x, y),
+        (Floats::BF16(x), Floats::BF16(y)) => error_stats(x, y),
+        _ => error_stats(&x.to_f64(), &y.to_f64()),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The values of a floating tensor (dequantized if in blocks), or an error naming it.
+fn values(input: &Input, t: &Tensor) -> Result<Floats, CliError> {
+    let fail = |msg: String| CliError::file(input.path(), format!("tensor {:?}: {msg}", t.name));
+    match t.floats() {
+        Some(v) => v.map_err(fail),
+        None => Err(fail(format!("is {}, not floating point", t.kind.name()))),
+    }
+}
+
+/// Whether a measuring report quantizes `t`: 2-D, plain floating point (a type quant cannot read,
+/// such as `F8_E4M3`, is an error naming it).
+fn measurable(input: &Input, t: &Tensor) -> Result<bool, CliError> {
+    if t.shape.len() != 2 {
+        return Ok(false);
+    }
+    if let Input::Safetensors(m, entries) = input {
+        if let Some(e) = entries.iter().find(|e| e.name == t.name) {
+            crate::convert::quantizable(m, e)?;
+        }
+    }
+    Ok(matches!(t.kind, Kind::Plain(_)) && t.kind.is_float())
+}
+
 /// `quant report`.
 pub fn report(
-    input: &Path,
-    plans: &[Plan],
-    reconstructed: Option<&Path>,
+    path: &Path,
+    methods: &[Method],
+    against: Option<Against>,
     format: Format,
     progress: &Progress,
-) -> Result<String, CliError> {
-    let model = Model::open(input)?;
-    let other = reconstructed.map(Model::open).transpose()?;
-    let entries: Vec<Entry> = model
-        .entries()
-        .into_iter()
-        .filter_map(|e| quantizable(&model, &e).map(|q| q.then_some(e)).transpose())
-        .collect::<Result<_, _>>()?;
-    let work: usize = entries.iter().map(|e| e.bytes() * plans.len().max(1)).sum();
-    progress.start(work as u64, "measuring");
-    // The reconstructed file's tensors by name, read from its header once.
-    let back_entries: std::collections::HashMap<String, Entry> =
-        other.iter().flat_map(Model::entries).map(|b| (b.name.clone(), b)).collect();
+) -> Result<Report, CliError> {
+    let input = Input::open(path)?;
     let mut rows = Vec::new();
-    for e in &entries {
-        progress.message(&e.name);
-        let floats = model.floats(e)?;
-        let (r, c) = (e.shape[0], e.shape[1]);
-        let fail = |msg: String| CliError::file(input, format!("tensor {:?}: {msg}", e.name));
-        match &other {
-            Some(back_model) => {
-                let Some(b) = back_entries.get(&e.name) else {
-                    return Err(CliError::file(back_model.path(), format!("has no tensor {:?}", e.name)));
-                };
-                if b.shape != e.shape || b.dtype != e.dtype {
-                    return Err(CliError::file(
-                        back_model.path(),
-                        format!(
-                            "tensor {:?} is {:?} {:?}, the original is {:?} {:?}",
-                            e.name, b.dtype, b.shape, e.dtype, e.shape
-                        ),
-                    ));
-                }
-                let back = back_model.floats(b)?;
-                let stats = match (&floats, &back) {
-                    (crate::model::Floats::F32(x), crate::model::Floats::F32(y)) => error_stats(x, y),
-                    (crate::model::Floats::F16(x), crate::model::Floats::F16(y)) => error_stats(x, y),
-                    (crate::model::Floats::BF16(x), crate::model::Floats::BF16(y)) => error_stats(x, y),
-                    (crate::model::Floats::F64(x), crate::model::Floats::F64(y)) => error_stats(x, y),
-                    _ => return Err(fail("dtypes differ".into())),
-                }
-                .map_err(|err| fail(err.to_string()))?;
-                rows.push(Row {
-                    name: e.name.clone(),
-                    dtype: dtype_name(e.dtype),
-                    shape: e.shape.clone(),
-                    scheme: None,
-                    stats,
-                    scales: None,
-                });
-                back_model.release(b);
-                progress.advance(e.bytes() as u64);
-            }
-            None => {
-                for (i, plan) in plans.iter().enumerate() {
-                    let (stats, scales) = with_floats!(&floats, x => measure(x, r, c, *plan)).map_err(fail)?;
-                    rows.push(Row {
-                        name: e.name.clone(),
-                        dtype: dtype_name(e.dtype),
-                        shape: e.shape.clone(),
-                        scheme: Some(i),
-                        stats,
-                        scales: Some(scales),
-                    });
-                    progress.advance(e.bytes() as u64);
-                }
+    let mut groups: Vec<Group> = Vec::new();
+    let mut notes = Vec::new();
+    match against {
+        None => {
+            groups.extend(methods.iter().map(|&m| Group::Method(m)));
+            measure_all(&input, methods, &mut rows, &mut notes, progress)?;
+        }
+        Some(Against::Reconstructed(other)) => {
+            let back = Input::open(other)?;
+            compare_files(&input, &back, false, &mut rows, &mut groups, progress)?;
+        }
+        Some(Against::Reference(other)) => {
+            let original = Input::open(other)?;
+            compare_files(&original, &input, true, &mut rows, &mut groups, progress)?;
+        }
+    }
+    let text = render(path, against, &groups, &rows, &notes, format);
+    Ok(Report { text, notes })
+}
+
+/// Measures every 2-D floating tensor of `input` under every method.
+fn measure_all(
+    input: &Input,
+    methods: &[Method],
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+    progress: &Progress,
+) -> Result<(), CliError> {
+    let mut work = 0;
+    let mut stored: Vec<(String, usize)> = Vec::new();
+    for i in 0..input.len() {
+        let t = input.tensor(i);
+        if measurable(input, &t)? {
+            work += t.bytes.len() * methods.len().max(1);
+        } else if let Kind::Blocks(f) = t.kind {
+            match stored.iter_mut().find(|(n, _)| n == f.name()) {
+                Some((_, c)) => *c += 1,
+                None => stored.push((f.name().to_string(), 1)),
             }
         }
-        model.release(e);
+    }
+    if !stored.is_empty() {
+        let counts: Vec<String> = stored.iter().map(|(n, c)| format!("{c} {n}")).collect();
+        notes.push(format!(
+            "{} tensors already quantized ({}) are not measured: their error needs the original, given with --reference FILE",
+            stored.iter().map(|(_, c)| c).sum::<usize>(),
+            counts.join(", ")
+        ));
+    }
+    progress.start(work as u64, "measuring");
+    for i in 0..input.len() {
+        let t = input.tensor(i);
+        if !measurable(input, &t)? {
+            continue;
+        }
+        progress.message(t.name);
+        let floats = values(input, &t)?;
+        let (r, c) = (t.shape[0], t.shape[1]);
+        let fail = |msg: String| CliError::file(input.path(), format!("tensor {:?}: {msg}", t.name));
+        let float_bytes = t.bytes.len() / t.elements().max(1);
+        for (group, &method) in methods.iter().enumerate() {
+            let (stats, scales, bytes) = match method {
+                Method::Plan(plan) => {
+                    let (stats, scales) = with_floats!(&floats, x => measure(x, r, c, plan)).map_err(fail)?;
+                    (stats, Some(scales), file_bytes(plan, r, c, float_bytes))
+                }
+                Method::Format(f) if !c.is_multiple_of(f.block_len()) => {
+                    notes.push(format!(
+                        "{:?} ({r} x {c}) is not measured in {}: its rows are not whole blocks of {}",
+                        t.name,
+                        f.name(),
+                        f.block_len()
+                    ));
+                    progress.advance(t.bytes.len() as u64);
+                    continue;
+                }
+                Method::Format(f) => {
+                    let (stats, bytes) = measure_format(&floats, c, f).map_err(fail)?;
+                    (stats, None, bytes)
+                }
+            };
+            rows.push(Row {
+                name: t.name.to_string(),
+                dtype: t.kind.name(),
+                shape: t.shape.clone(),
+                group,
+                stats,
+                scales,
+                bytes,
+            });
+            progress.advance(t.bytes.len() as u64);
+        }
+        input.release(i);
     }
     progress.finish();
-    let plans_shown: &[Plan] = if other.is_some() { &[] } else { plans };
-    Ok(render(input, reconstructed, plans_shown, &rows, format))
+    Ok(())
+}
+
+/// Compares the tensors of `candidate` with those of the same name in `original`. With
+/// `from_candidate`, every floating tensor of two or more dimensions of `candidate` (quantized or
+/// not) is looked up in `original`; otherwise every 2-D floating tensor of `original` is looked
+/// up in `candidate`. Rows are grouped by the candidate tensor's stored type.
+fn compare_files(
+    original: &Input,
+    candidate: &Input,
+    from_candidate: bool,
+    rows: &mut Vec<Row>,
+    groups: &mut Vec<Group>,
+    progress: &Progress,
+) -> Result<(), CliError> {
+    let (listed, other) = if from_candidate { (candidate, original) } else { (original, candidate) };
+    let mut pairs = Vec::new();
+    for i in 0..listed.len() {
+        let t = listed.tensor(i);
+        let wanted = if from_candidate { t.shape.len() >= 2 && t.kind.is_float() } else { measurable(listed, &t)? };
+        if !wanted {
+            continue;
+        }
+        let Some(j) = other.find(t.name) else {
+            let hint = if from_candidate {
+                " (a GGUF from llama.cpp names tensors blk.N...: give the F16/F32 GGUF it was quantized from)"
+            } else {
+                ""
+            };
+            return Err(CliError::file(other.path(), format!("has no tensor {:?}{hint}", t.name)));
+        };
+        let o = other.tensor(j);
+        if o.shape != t.shape || !o.kind.is_float() {
+            return Err(CliError::file(
+                other.path(),
+                format!(
+                    "tensor {:?} is {} {:?}, the one compared with it is {} {:?}",
+                    t.name,
+                    o.kind.name(),
+                    o.shape,
+                    t.kind.name(),
+                    t.shape
+                ),
+            ));
+        }
+        pairs.push(if from_candidate { (j, i) } else { (i, j) });
+    }
+    let work: usize = pairs.iter().map(|&(i, _)| original.tensor(i).bytes.len()).sum();
+    progress.start(work as u64, "comparing");
+    for (i, j) in pairs {
+        let (x, y) = (original.tensor(i), candidate.tensor(j));
+        progress.message(x.name);
+        let stats = compare(&values(original, &x)?, &values(candidate, &y)?)
+            .map_err(|e| CliError::file(candidate.path(), format!("tensor {:?}: {e}", y.name)))?;
+        let stored = y.kind.name();
+        let group = match groups.iter().position(|g| matches!(g, Group::Stored(s) if *s == stored)) {
+            Some(g) => g,
+            None => {
+                groups.push(Group::Stored(stored));
+                groups.len() - 1
+            }
+        };
+        let listed = if from_candidate { &y } else { &x };
+        rows.push(Row {
+            name: listed.name.to_string(),
+            dtype: listed.kind.name(),
+            shape: listed.shape.clone(),
+            group,
+            stats,
+            scales: None,
+            bytes: y.bytes.len(),
+        });
+        original.release(i);
+        candidate.release(j);
+        progress.advance(x.bytes.len() as u64);
+    }
+    progress.finish();
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -185,85 +420,166 @@ fn num(v: f64) -> Value {
     }
 }
 
-fn render(input: &Path, reconstructed: Option<&Path>, plans: &[Plan], rows: &[Row], format: Format) -> String {
-    let groups: Vec<Option<usize>> = if plans.is_empty() { vec![None] } else { (0..plans.len()).map(Some).collect() };
-    let summary: Vec<(Option<usize>, usize, f64, f64, f64)> = groups
-        .iter()
-        .map(|&g| {
-            let snr: Vec<f64> = rows.iter().filter(|r| r.scheme == g).map(|r| r.stats.snr_db).collect();
-            let (lo, hi) = (
-                snr.iter().copied().fold(f64::INFINITY, f64::min),
-                snr.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            );
-            (g, snr.len(), lo, median(snr), hi)
+/// A CSV field, quoted when it holds a comma, a quote or a line break (quotes doubled).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One group's summary line.
+struct Summary {
+    group: usize,
+    tensors: usize,
+    bits_per_weight: f64,
+    snr_total: f64,
+    snr: (f64, f64, f64),
+}
+
+fn summarize(groups: &[Group], rows: &[Row]) -> Vec<Summary> {
+    (0..groups.len())
+        .map(|g| {
+            let mine: Vec<&Row> = rows.iter().filter(|r| r.group == g).collect();
+            let snr: Vec<f64> = mine.iter().map(|r| r.stats.snr_db).collect();
+            let elements: usize = mine.iter().map(|r| r.stats.len).sum();
+            let bytes: usize = mine.iter().map(|r| r.bytes).sum();
+            let (mut sq_err, mut signal) = (0.0, 0.0);
+            for r in &mine {
+                sq_err += r.stats.mse * r.stats.len as f64;
+                signal += r.stats.signal_power * r.stats.len as f64;
+            }
+            let snr_total = if sq_err == 0.0 { f64::INFINITY } else { 10.0 * (signal / sq_err).log10() };
+            let lo = snr.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = snr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            Summary {
+                group: g,
+                tensors: mine.len(),
+                bits_per_weight: 8.0 * bytes as f64 / elements.max(1) as f64,
+                snr_total,
+                snr: (lo, median(snr), hi),
+            }
         })
-        .collect();
-    let label = |g: Option<usize>| g.map_or_else(|| "file".to_string(), |i| plans[i].to_string());
+        .collect()
+}
+
+fn render(
+    input: &Path,
+    against: Option<Against>,
+    groups: &[Group],
+    rows: &[Row],
+    notes: &[String],
+    format: Format,
+) -> String {
+    let summary = summarize(groups, rows);
+    let bpw = |r: &Row| 8.0 * r.bytes as f64 / r.stats.len.max(1) as f64;
+    let stored = |g: usize| match &groups[g] {
+        Group::Stored(s) => Some(s.clone()),
+        Group::Method(_) => None,
+    };
+    let scheme = |g: usize| match &groups[g] {
+        Group::Method(_) => Some(g),
+        Group::Stored(_) => None,
+    };
     match format {
         Format::Json => {
-            let schemes: Vec<Value> = plans
-                .iter()
-                .map(|p| json!({"scheme": p.scheme_name(), "bits": p.spec.bits(), "granularity": p.gran.to_string(), "convention": "onnx"}))
-                .collect();
+            let schemes: Vec<Value> =
+                groups.iter().filter_map(|g| if let Group::Method(m) = g { Some(m.json()) } else { None }).collect();
             let tensors: Vec<Value> = rows
                 .iter()
                 .map(|r| {
-                    json!({"name": r.name, "dtype": r.dtype, "shape": r.shape, "scheme": r.scheme,
+                    json!({"name": r.name, "dtype": r.dtype, "shape": r.shape, "scheme": scheme(r.group), "stored": stored(r.group),
                            "mse": num(r.stats.mse), "max_error": num(r.stats.max_error), "snr_db": num(r.stats.snr_db),
-                           "scale_min": r.scales.map(|s| num(s.0)), "scale_max": r.scales.map(|s| num(s.1))})
+                           "scale_min": r.scales.map(|s| num(s.0)), "scale_max": r.scales.map(|s| num(s.1)),
+                           "bytes": r.bytes, "bits_per_weight": num(bpw(r))})
                 })
                 .collect();
             let summary: Vec<Value> = summary
                 .iter()
-                .map(|&(g, n, lo, med, hi)| json!({"scheme": g, "tensors": n, "snr_db_min": num(lo), "snr_db_median": num(med), "snr_db_max": num(hi)}))
+                .map(|s| {
+                    json!({"scheme": scheme(s.group), "stored": stored(s.group), "tensors": s.tensors,
+                           "bits_per_weight": num(s.bits_per_weight), "snr_db_total": num(s.snr_total),
+                           "snr_db_min": num(s.snr.0), "snr_db_median": num(s.snr.1), "snr_db_max": num(s.snr.2)})
+                })
                 .collect();
-            let v = json!({"file": input.display().to_string(), "reconstructed": reconstructed.map(|p| p.display().to_string()),
-                           "schemes": schemes, "tensors": tensors, "summary": summary});
+            let path = |p: &Path| p.display().to_string();
+            let (reconstructed, reference) = match against {
+                Some(Against::Reconstructed(p)) => (Some(path(p)), None),
+                Some(Against::Reference(p)) => (None, Some(path(p))),
+                None => (None, None),
+            };
+            let v = json!({"file": path(input), "reconstructed": reconstructed, "reference": reference,
+                           "schemes": schemes, "tensors": tensors, "summary": summary, "notes": notes});
             format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
         Format::Csv => {
-            let mut out = String::from("name,dtype,shape,scheme,mse,max_error,snr_db,scale_min,scale_max\n");
+            let mut out = String::from(
+                "name,dtype,shape,scheme,mse,max_error,snr_db,scale_min,scale_max,bytes,bits_per_weight\n",
+            );
             for r in rows {
                 let (smin, smax) =
                     r.scales.map_or((String::new(), String::new()), |s| (format!("{:e}", s.0), format!("{:e}", s.1)));
                 out.push_str(&format!(
-                    "{},{},{},{},{:e},{:e},{},{},{}\n",
-                    r.name,
+                    "{},{},{},{},{:e},{:e},{},{},{},{},{}\n",
+                    csv_field(&r.name),
                     r.dtype,
                     shape_text(&r.shape, "x"),
-                    label(r.scheme),
+                    csv_field(&groups[r.group].label()),
                     r.stats.mse,
                     r.stats.max_error,
                     r.stats.snr_db,
                     smin,
-                    smax
+                    smax,
+                    r.bytes,
+                    bpw(r)
                 ));
             }
             out
         }
         Format::Table => {
             let mut out = format!(
-                "{:<40} {:<5} {:<13} {:<24} {:>11} {:>10} {:>8} {:>21}\n",
-                "tensor", "dtype", "shape", "scheme", "MSE", "max error", "SNR dB", "scale range"
+                "{:<40} {:<5} {:<13} {:<24} {:>6} {:>11} {:>10} {:>8} {:>21}\n",
+                "tensor", "dtype", "shape", "scheme", "bpw", "MSE", "max error", "SNR dB", "scale range"
             );
             for r in rows {
                 let scales = r.scales.map_or("-".to_string(), |s| format!("{:.3e}..{:.3e}", s.0, s.1));
                 out.push_str(&format!(
-                    "{:<40} {:<5} {:<13} {:<24} {:>11.3e} {:>10.3e} {:>8.2} {:>21}\n",
+                    "{:<40} {:<5} {:<13} {:<24} {:>6.3} {:>11.3e} {:>10.3e} {:>8.2} {:>21}\n",
                     r.name,
                     r.dtype,
                     shape_text(&r.shape, "x"),
-                    label(r.scheme),
+                    groups[r.group].label(),
+                    bpw(r),
                     r.stats.mse,
                     r.stats.max_error,
                     r.stats.snr_db,
                     scales
                 ));
             }
-            out.push_str("\nsummary (SNR dB over the 2-D floating tensors)\n");
-            out.push_str(&format!("{:<24} {:>7} {:>8} {:>8} {:>8}\n", "scheme", "tensors", "min", "median", "max"));
-            for (g, n, lo, med, hi) in summary {
-                out.push_str(&format!("{:<24} {:>7} {:>8.2} {:>8.2} {:>8.2}\n", label(g), n, lo, med, hi));
+            out.push_str("\nsummary (SNR dB; total: all the tensors together, Σx² / Σ(x - x̂)²)\n");
+            out.push_str(&format!(
+                "{:<24} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
+                "scheme", "tensors", "bpw", "total", "min", "median", "max"
+            ));
+            for s in &summary {
+                if s.tensors == 0 {
+                    out.push_str(&format!("{:<24} {:>7} (no tensor measured)\n", groups[s.group].label(), 0));
+                    continue;
+                }
+                out.push_str(&format!(
+                    "{:<24} {:>7} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
+                    groups[s.group].label(),
+                    s.tensors,
+                    s.bits_per_weight,
+                    s.snr_total,
+                    s.snr.0,
+                    s.snr.1,
+                    s.snr.2
+                ));
+            }
+            for n in notes {
+                out.push_str(&format!("note: {n}\n"));
             }
             out
         }
@@ -295,4 +611,102 @@ pub fn inspect(input: &Path) -> Result<String, CliError> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use quant_core::BlockFormat;
+    use quant_traits::half::f16;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::gguf::tests::Builder;
+
+    fn json_report(path: &Path, methods: &[Method], against: Option<Against>) -> Result<Value, CliError> {
+        let r = report(path, methods, against, Format::Json, &Progress::new(true))?;
+        Ok(serde_json::from_str(&r.text).expect("json"))
+    }
+
+    fn row<'a>(v: &'a Value, name: &str) -> &'a Value {
+        v["tensors"].as_array().and_then(|t| t.iter().find(|t| t["name"] == name)).expect("row")
+    }
+
+    /// A GGUF written by `quant quantize --type q4_k` from an F32/F16 GGUF, reported against that
+    /// original: each tensor's figures are the library's (Q4_K round trip against the original
+    /// values, F16 ones widened exactly), the same as measuring Q4_K on the original directly;
+    /// a wrong reference is a clear error.
+    #[test]
+    fn a_quantized_gguf_against_its_reference_gives_the_library_figures() {
+        let dir = std::env::temp_dir().join(format!("quant-report-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (original, quantized) = (dir.join("in.gguf"), dir.join("q.gguf"));
+        let x: Vec<f32> = (0..2 * 256).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+        let h: Vec<f16> = x[..256].iter().map(|&v| f16::from_f32(v * 0.5)).collect();
+        let mut b = Builder::new();
+        b.tensors = vec![
+            ("a".into(), vec![256, 2], 0, x.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ("h".into(), vec![256, 1], 1, h.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect()),
+            ("n".into(), vec![256], 0, x[..256].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ];
+        std::fs::write(&original, b.bytes()).expect("write");
+        crate::gguf::quantize(&original, &quantized, BlockFormat::Q4_K, &Progress::new(true)).expect("quantizes");
+
+        let a_back = BlockFormat::Q4_K.dequantize(&BlockFormat::Q4_K.quantize(&x).expect("blocks")).expect("blocks");
+        let want_a = error_stats(&x, &a_back).expect("finite");
+        let h32: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+        let h_back = BlockFormat::Q4_K.dequantize(&BlockFormat::Q4_K.quantize(&h32).expect("blocks")).expect("blocks");
+        let widen = |v: &[f32]| v.iter().map(|&y| f64::from(y)).collect::<Vec<f64>>();
+        let want_h = error_stats(&widen(&h32), &widen(&h_back)).expect("finite");
+
+        let v = json_report(&quantized, &[], Some(Against::Reference(&original))).expect("report");
+        assert_eq!(v["tensors"].as_array().map(Vec::len), Some(2), "the 1-D tensor is not compared");
+        for (name, want) in [("a", &want_a), ("h", &want_h)] {
+            let r = row(&v, name);
+            assert_eq!((r["stored"].as_str(), r["dtype"].as_str()), (Some("Q4_K"), Some("Q4_K")));
+            assert_eq!(r["mse"].as_f64(), Some(want.mse), "{name}");
+            assert_eq!(r["max_error"].as_f64(), Some(want.max_error), "{name}");
+            assert_eq!(r["snr_db"].as_f64(), Some(want.snr_db), "{name}");
+            assert_eq!(r["bits_per_weight"].as_f64(), Some(4.5), "{name}");
+        }
+        let s = &v["summary"][0];
+        assert_eq!((s["stored"].as_str(), s["tensors"].as_u64()), (Some("Q4_K"), Some(2)));
+        let (n, signal, err) = (
+            256.0 * 3.0,
+            want_a.signal_power * 512.0 + want_h.signal_power * 256.0,
+            want_a.mse * 512.0 + want_h.mse * 256.0,
+        );
+        let total = s["snr_db_total"].as_f64().expect("finite");
+        assert!((total - 10.0 * (signal / err).log10()).abs() < 1e-12, "{total} over {n} values");
+
+        // Measuring Q4_K on the original gives the same figures.
+        let m = json_report(&original, &[Method::Format(BlockFormat::Q4_K)], None).expect("report");
+        assert_eq!(row(&m, "a")["snr_db"], row(&v, "a")["snr_db"]);
+        assert_eq!(row(&m, "h")["mse"], row(&v, "h")["mse"]);
+        // The quantized file alone: nothing to measure, and a note saying why.
+        let alone = json_report(&quantized, &[Method::Format(BlockFormat::Q6_K)], None).expect("report");
+        assert_eq!(alone["tensors"].as_array().map(Vec::len), Some(0));
+        assert!(alone["notes"][0].as_str().is_some_and(|n| n.contains("2 Q4_K") && n.contains("--reference")));
+
+        // A reference without the tensor, or with another shape: one line naming it.
+        let mut wrong = Builder::new();
+        wrong.tensors = vec![("a".into(), vec![256, 2], 0, vec![0; 2048])];
+        let bad = dir.join("wrong.gguf");
+        std::fs::write(&bad, wrong.bytes()).expect("write");
+        let e = json_report(&quantized, &[], Some(Against::Reference(&bad))).expect_err("no tensor h");
+        assert!(e.to_string().contains("has no tensor \"h\""), "{e}");
+        wrong.tensors = vec![("a".into(), vec![128, 4], 0, vec![0; 2048]), ("h".into(), vec![256, 1], 1, vec![0; 512])];
+        std::fs::write(&bad, wrong.bytes()).expect("write");
+        let e = json_report(&quantized, &[], Some(Against::Reference(&bad))).expect_err("shapes differ");
+        assert!(e.to_string().contains("tensor \"a\" is F32 [4, 128]"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Names with commas or quotes stay one CSV field each.
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain.weight"), "plain.weight");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
 }

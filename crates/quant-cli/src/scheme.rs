@@ -241,6 +241,20 @@ pub fn dequantize_2d<F: QuantFloat, Q: Storage>(
     Ok(out)
 }
 
+/// Bytes of a `rows x cols` tensor as `quant quantize` writes it under `plan`: codes of 2 and 4
+/// bits packed, 3 bits in 4, 5 to 8 bits in a byte (wider ones, which files do not hold, counted
+/// at their width), plus the parameters ([`param_bytes`]).
+pub fn file_bytes(plan: Plan, rows: usize, cols: usize, float_bytes: usize) -> usize {
+    let bits = match plan.file_storage() {
+        Some(s) if s.ends_with("x4") => 2,
+        Some(s) if s.ends_with("x2") => 4,
+        Some(_) => 8,
+        None => plan.spec.bits() as usize,
+    };
+    let sets = plan.gran.granularity().channels(quant_core::MatrixShape::new(rows, cols));
+    (rows * cols * bits).div_ceil(8) + param_bytes(plan, sets, float_bytes)
+}
+
 /// Bytes the parameters take in a file: the scale in the tensor's type, an `i32` zero point
 /// when asymmetric.
 pub fn param_bytes(plan: Plan, sets: usize, float_bytes: usize) -> usize {

@@ -320,8 +320,11 @@ fn the_demo_needs_no_files() {
     let out = ok(&["demo"]);
     assert!(out.contains("synthetic transformer block"), "{out}");
     let row = out.lines().find(|l| l.starts_with("sym") && l.contains("group:32")).expect("a group:32 row");
-    // scheme, bits, granularity, bytes, ratio, MSE, max error, SNR dB
-    assert_eq!(row.split_whitespace().count(), 8, "{row}");
+    // scheme, bits, granularity, bytes, bpw, ratio, MSE, max error, SNR dB
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.len(), 9, "{row}");
+    // 4-bit codes and an f32 scale per 32 weights: 5 bits per weight.
+    assert_eq!(cols[4], "5.000", "{row}");
 }
 
 /// A GGUF file written by the `gguf` package's own writer (`xtask/fixtures/gguf_small.py`; the
@@ -455,6 +458,36 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
         assert_eq!(st.tensor("blk.norm").expect("norm").data(), bnorm.as_slice());
         assert_eq!(st.tensor("ids").expect("ids").data(), ids.as_slice());
         assert_eq!(st.tensor("blk.a").expect("a").shape(), [8, 512]);
+        // The GGUF reported against its original: every tensor as stored, with the library's
+        // figures, the same as measuring the format on the original; the copied F32 tensor
+        // without error.
+        let g = g.to_str().expect("utf-8");
+        let against: Value =
+            serde_json::from_str(&ok(&["report", g, "--reference", m, "--format", "json"])).expect("json");
+        let measured: Value =
+            serde_json::from_str(&ok(&["report", m, "--type", ty, "--format", "json"])).expect("json");
+        let row = |v: &Value, name: &str| -> Value {
+            v["tensors"].as_array().and_then(|t| t.iter().find(|r| r["name"] == name)).cloned().expect(name)
+        };
+        let want = error_stats(&a, &round(&a)).expect("finite");
+        let r = row(&against, "blk.a");
+        assert_eq!(r["stored"].as_str(), Some(format.name()));
+        assert_eq!([r["mse"].as_f64(), r["snr_db"].as_f64()], [Some(want.mse), Some(want.snr_db)], "{ty}");
+        assert_eq!(r["bits_per_weight"].as_f64(), Some(format.bits_per_weight()));
+        for name in ["blk.a", "blk.b", "blk.c"] {
+            let (p, q) = (row(&against, name), row(&measured, name));
+            assert_eq!(
+                [&p["mse"], &p["max_error"], &p["snr_db"]],
+                [&q["mse"], &q["max_error"], &q["snr_db"]],
+                "{ty} {name}"
+            );
+        }
+        let odd = row(&against, "blk.odd");
+        assert_eq!((odd["stored"].as_str(), odd["mse"].as_f64()), (Some("F32"), Some(0.0)));
+        // Measuring: rows of 100 are not whole blocks, said in a note instead of a row.
+        assert!(measured["tensors"].as_array().is_some_and(|t| t.iter().all(|r| r["name"] != "blk.odd")));
+        let note = format!("\"blk.odd\" (3 x 100) is not measured in {}", format.name());
+        assert!(measured["notes"][0].as_str().is_some_and(|n| n.contains(&note)), "{}", measured["notes"]);
     }
     let gg = d.join("never.gguf");
     let r = quant(&["quantize", m, "-o", gg.to_str().expect("utf-8"), "--type", "q7_k"]);
