@@ -24,6 +24,7 @@ use quant_core::BlockFormat;
 use safetensors::tensor::Dtype;
 
 use crate::input::{Input, Kind};
+use crate::mix::{self, Mix, ModelInfo, TensorRef};
 use crate::model::decode_floats;
 use crate::writer::{Planned, Writer};
 use crate::{CliError, Progress};
@@ -612,6 +613,38 @@ struct Out {
     bytes: u64,
 }
 
+/// What `quant quantize --type` makes.
+#[derive(Copy, Clone, Debug)]
+pub enum Target {
+    /// One block format for every tensor that fits it.
+    Format(BlockFormat),
+    /// llama.cpp's per-tensor mix (`Q4_K_M`, ...).
+    Mix(Mix),
+}
+
+/// The model facts llama.cpp's mixing rules read from a GGUF header.
+fn model_info(h: &Gguf) -> Result<ModelInfo, String> {
+    let get = |key: &str| h.kv.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let arch = match get("general.architecture") {
+        Some(Value::Str(s)) => s.clone(),
+        _ => return Err("the file has no general.architecture (a string)".into()),
+    };
+    let count = |key: String| -> Result<Option<usize>, String> {
+        match get(&key) {
+            None => Ok(None),
+            Some(Value::Int(v, _)) => usize::try_from(*v).map(Some).map_err(|_| format!("{key} is {v}, not a count")),
+            Some(other) => Err(format!("{key} is {other}, not a count")),
+        }
+    };
+    let n_layer = count(format!("{arch}.block_count"))?.ok_or_else(|| format!("the file has no {arch}.block_count"))?;
+    let n_expert = count(format!("{arch}.expert_count"))?.unwrap_or(0);
+    // llama.cpp's LLM_TYPE_70B: a llama of 80 layers with grouped key/value heads.
+    let heads = count(format!("{arch}.attention.head_count")).ok().flatten();
+    let kv_heads = count(format!("{arch}.attention.head_count_kv")).ok().flatten().or(heads);
+    let is_70b = arch == "llama" && n_layer == 80 && heads != kv_heads;
+    Ok(ModelInfo { arch, n_layer, n_expert, is_70b })
+}
+
 /// `quant quantize IN -o OUT.gguf --type T`: every float tensor of two or more dimensions whose
 /// rows are whole blocks of `format` quantized to it (byte for byte as ggml's reference
 /// quantizer; rows spread over all cores), the others copied in their own type (1-D norms and
@@ -619,19 +652,12 @@ struct Out {
 /// with `general.quantization_version = 2` and without `general.file_type` (llama.cpp then infers
 /// it from the tensors). Written through a temporary file renamed over the destination at the
 /// end; peak memory follows the largest tensor.
-pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Progress) -> Result<(), CliError> {
+pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress) -> Result<(), CliError> {
     let fail = |msg: String| CliError::file(input, msg);
-    let target = GgmlType::by_format(format)
-        .ok_or_else(|| CliError::usage(format!("--type {}: not a GGUF type", format.name())))?;
     let source = Input::open(input)?;
     let mut kv: Vec<(String, Value)> = Vec::new();
-    let mut outs: Vec<Out> = Vec::new();
-    let mut add = |name: &str, dims: Vec<u64>, from: GgmlType| {
-        let rows_fit = dims.len() >= 2 && dims[0].is_multiple_of(target.block_len);
-        let ty = if from.quantizable() && rows_fit { target } else { from };
-        let bytes = ty.bytes_for(dims.iter().product());
-        outs.push(Out { name: name.to_string(), dims, from, ty, bytes });
-    };
+    // Every tensor: name, GGUF dimensions, source type.
+    let mut tensors: Vec<(String, Vec<u64>, GgmlType)> = Vec::new();
     match &source {
         Input::Gguf(f) => {
             for (k, v) in &f.header.kv {
@@ -646,7 +672,7 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
                         t.name, t.ty.name
                     )));
                 }
-                add(&t.name, t.dims.clone(), t.ty);
+                tensors.push((t.name.clone(), t.dims.clone(), t.ty));
             }
         }
         Input::Safetensors(_, entries) => {
@@ -667,10 +693,59 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
                         dims.len()
                     )));
                 }
-                add(&e.name, dims, ty);
+                tensors.push((e.name.clone(), dims, ty));
             }
         }
     }
+    let types: Vec<GgmlType> = match target {
+        Target::Format(format) => {
+            let to = GgmlType::by_format(format)
+                .ok_or_else(|| CliError::usage(format!("--type {}: not a GGUF type", format.name())))?;
+            tensors
+                .iter()
+                .map(|(_, dims, from)| {
+                    let rows_fit = dims.len() >= 2 && dims[0].is_multiple_of(to.block_len);
+                    if from.quantizable() && rows_fit {
+                        to
+                    } else {
+                        *from
+                    }
+                })
+                .collect()
+        }
+        Target::Mix(mix) => {
+            let Input::Gguf(f) = &source else {
+                return Err(fail(format!(
+                    "--type {}: llama.cpp's per-tensor rules read its tensor names and model metadata; give the GGUF that convert_hf_to_gguf.py writes (F32/F16/BF16), or a single format such as q4_k",
+                    mix.name().to_ascii_lowercase()
+                )));
+            };
+            let info =
+                model_info(&f.header).map_err(|e| fail(format!("--type {}: {e}", mix.name().to_ascii_lowercase())))?;
+            let refs: Vec<TensorRef> =
+                tensors.iter().map(|(name, dims, from)| TensorRef { name, dims, float: from.quantizable() }).collect();
+            let plan = mix.plan(&info, &refs).map_err(fail)?;
+            kv.push(("general.file_type".into(), Value::Int(i128::from(mix.ftype()), 4)));
+            plan.iter()
+                .zip(&tensors)
+                .map(|(p, (_, _, from))| match p {
+                    mix::Target::Keep => Ok(*from),
+                    mix::Target::F16 => GgmlType::by_dtype(Dtype::F16).ok_or_else(|| fail("no F16 type".into())),
+                    mix::Target::Blocks(f) => {
+                        GgmlType::by_format(*f).ok_or_else(|| fail(format!("no GGUF type for {}", f.name())))
+                    }
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let outs: Vec<Out> = tensors
+        .into_iter()
+        .zip(types)
+        .map(|((name, dims, from), ty)| {
+            let bytes = ty.bytes_for(dims.iter().product());
+            Out { name, dims, from, ty, bytes }
+        })
+        .collect();
     kv.push(("general.quantization_version".into(), Value::Int(2, 4)));
     // The header: magic, version, counts, key/values, tensor infos, padding.
     let mut head = MAGIC.to_vec();
@@ -707,11 +782,19 @@ pub fn quantize(input: &Path, output: &Path, format: BlockFormat, progress: &Pro
     progress.start(total, "quantize");
     for (i, o) in outs.iter().enumerate() {
         progress.message(&o.name);
-        let mut bytes = if o.ty != o.from {
-            let x = floats(source.tensor(i).bytes, o.from).map_err(fail)?;
-            quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
-        } else {
+        let mut bytes = if o.ty == o.from {
             source.tensor(i).bytes.to_vec()
+        } else {
+            let x = floats(source.tensor(i).bytes, o.from).map_err(fail)?;
+            match o.ty.kind {
+                Kind::Blocks(format) => {
+                    quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
+                }
+                // F16, a mix's fallback: rounded to nearest even, as ggml_fp32_to_fp16_row.
+                Kind::Plain(_) => {
+                    x.iter().flat_map(|&v| quant_traits::half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
+                }
+            }
         };
         bytes.resize(bytes.len().div_ceil(ALIGN as usize) * ALIGN as usize, 0);
         w.write(&bytes)?;
@@ -931,7 +1014,7 @@ pub mod tests {
             ("n".into(), vec![256], 0, x[..256].iter().flat_map(|v| v.to_le_bytes()).collect()),
         ];
         std::fs::write(&input, b.bytes()).expect("write");
-        quantize(&input, &output, BlockFormat::Q4_K, &Progress::new(true)).expect("quantizes");
+        quantize(&input, &output, Target::Format(BlockFormat::Q4_K), &Progress::new(true)).expect("quantizes");
         let bytes = std::fs::read(&output).expect("written");
         let g = Gguf::parse(&bytes).expect("valid GGUF");
         let keys: Vec<&str> = g.kv.iter().map(|(k, _)| k.as_str()).collect();
@@ -949,7 +1032,8 @@ pub mod tests {
         assert_eq!(g.data(&bytes, &g.tensors[2]), &b.tensors[2].3[..]);
         // Quantized input is refused: no requantizing, and nothing written.
         let again = dir.join("again.gguf");
-        let e = quantize(&output, &again, BlockFormat::Q6_K, &Progress::new(true)).expect_err("refused");
+        let e =
+            quantize(&output, &again, Target::Format(BlockFormat::Q6_K), &Progress::new(true)).expect_err("refused");
         assert!(e.to_string().contains("does not requantize"), "{e}");
         assert!(!again.exists());
         let _ = std::fs::remove_dir_all(&dir);
@@ -974,5 +1058,59 @@ pub mod tests {
         let mut v = good.clone();
         v[at..at + 8].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
         assert!(Gguf::parse(&v).expect_err("past the end").contains("runs past the end"));
+    }
+
+    /// `--type q4_k_m` on a small llama-named F32 GGUF: each tensor in the format llama.cpp's
+    /// rules give it, its bytes ggml's for that format, `general.file_type` 15, norms copied;
+    /// without llama.cpp's metadata, or from safetensors, a clear error and nothing written.
+    #[test]
+    fn a_mix_quantizes_each_tensor_in_its_own_format() {
+        let dir = std::env::temp_dir().join(format!("quant-gguf-mix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (input, output) = (dir.join("in.gguf"), dir.join("out.gguf"));
+        let mut b = Builder::new();
+        b.kv.push(("general.architecture".into(), 8, string("llama")));
+        b.kv.push(("llama.block_count".into(), 4, 8u32.to_le_bytes().to_vec()));
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 - 500.0) * 1e-3).collect()
+        };
+        let mut want: Vec<(String, Option<BlockFormat>, Vec<f32>)> = Vec::new();
+        for l in 0..8 {
+            // use_more_bits(l, 8): layers 0, 3 (= 1 + 2), 6 and 7.
+            let v6 = if [0, 3, 6, 7].contains(&l) { BlockFormat::Q6_K } else { BlockFormat::Q4_K };
+            for (name, f) in [("attn_v", v6), ("ffn_down", v6), ("attn_q", BlockFormat::Q4_K)] {
+                want.push((format!("blk.{l}.{name}.weight"), Some(f), values(2 * 256, want.len())));
+            }
+            want.push((format!("blk.{l}.attn_norm.weight"), None, values(256, want.len())));
+        }
+        want.push(("output.weight".into(), Some(BlockFormat::Q6_K), values(2 * 256, 99)));
+        for (name, _, x) in &want {
+            let dims = if x.len() == 256 { vec![256] } else { vec![256, 2] };
+            b.tensors.push((name.clone(), dims, 0, x.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        }
+        std::fs::write(&input, b.bytes()).expect("write");
+        let mix = Target::Mix(Mix::Q4KM);
+        quantize(&input, &output, mix, &Progress::new(true)).expect("quantizes");
+        let bytes = std::fs::read(&output).expect("written");
+        let g = Gguf::parse(&bytes).expect("valid GGUF");
+        assert!(g.kv.iter().any(|(k, v)| k == "general.file_type" && *v == Value::Int(15, 4)));
+        for ((name, format, x), t) in want.iter().zip(&g.tensors) {
+            assert_eq!(&t.name, name);
+            match format {
+                Some(f) => {
+                    assert_eq!(t.ty.name, f.name(), "{name}");
+                    assert_eq!(g.data(&bytes, t), f.quantize(x).expect("blocks").as_slice(), "{name}");
+                }
+                None => assert_eq!(t.ty.name, "F32", "{name}"),
+            }
+        }
+        // No block_count: refused, nothing written.
+        b.kv.truncate(1);
+        std::fs::write(&input, b.bytes()).expect("write");
+        let again = dir.join("again.gguf");
+        let e = quantize(&input, &again, mix, &Progress::new(true)).expect_err("no block count");
+        assert!(e.to_string().contains("no llama.block_count"), "{e}");
+        assert!(!again.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,6 +10,7 @@
 //! quant report MODEL.gguf --reference ORIGINAL.safetensors|.gguf    every tensor as stored vs the original
 //! quant quantize MODEL.safetensors -o OUT.safetensors [--scheme sym] [--bits 8] [--granularity channel]
 //! quant quantize MODEL.safetensors|MODEL.gguf -o OUT.gguf --type q4_k   llama.cpp's formats
+//! quant quantize MODEL.gguf -o OUT.gguf --type q4_k_m        llama.cpp's per-tensor mixes
 //! quant dequantize OUT.safetensors|MODEL.gguf -o BACK.safetensors
 //! ```
 //!
@@ -22,6 +23,7 @@ mod convert;
 mod demo;
 mod gguf;
 mod input;
+mod mix;
 mod model;
 mod report;
 mod scheme;
@@ -225,7 +227,9 @@ enum Command {
         stats: bool,
         /// Write a GGUF file in this llama.cpp type instead (q8_0, q4_0, q4_1, q5_0, q5_1,
         /// q2_k, q3_k, q4_k, q5_k, q6_k): every float tensor of two or more dimensions whose rows
-        /// are whole blocks, byte for byte as ggml's reference quantizer.
+        /// are whole blocks, byte for byte as ggml's reference quantizer. Or one of llama.cpp's
+        /// mixes (q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m), each tensor in the
+        /// format llama-quantize's rules give it; these need a GGUF with llama.cpp's names.
         #[arg(long = "type")]
         ty: Option<String>,
     },
@@ -304,7 +308,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Quantize { model, output, scheme, bits, granularity, stats, ty } => {
             let start = Instant::now();
             match ty {
-                Some(name) => gguf::quantize(&model, &output, block_format(&name)?, &progress)?,
+                Some(name) => {
+                    let target = match mix::Mix::by_name(&name) {
+                        Some(m) => gguf::Target::Mix(m),
+                        None => gguf::Target::Format(block_format(&name)?),
+                    };
+                    gguf::quantize(&model, &output, target, &progress)?;
+                }
                 None => convert::quantize(&model, &output, plan(scheme, bits, &granularity)?, &progress)?,
             }
             if stats {

@@ -40,7 +40,7 @@
 //!
 //! `scheme` indexes `schemes`. When comparing files, `schemes` is empty, `scheme` is `null`,
 //! `stored` names the compared tensor's stored type (`"Q4_K"`, `"F32"`) and the scale fields are
-//! `null`. `snr_db_total` is the SNR of all the group's tensors together (`Σx² / Σ(x - x̂)²`).
+//! `null`; a file holding several types also gets a summary line with `"stored": "all"`. `snr_db_total` is the SNR of all the group's tensors together (`Σx² / Σ(x - x̂)²`).
 //! An SNR of `+inf` (no error at all) is written as `null` in JSON and `inf` in the table and
 //! CSV. CSV quotes a field holding a comma, a quote or a line break (RFC 4180).
 
@@ -429,19 +429,26 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// One group's summary line.
+/// One group's summary line (`group: None`: every compared tensor of the file together).
 struct Summary {
-    group: usize,
+    group: Option<usize>,
     tensors: usize,
     bits_per_weight: f64,
     snr_total: f64,
     snr: (f64, f64, f64),
 }
 
+/// A line per group and, when a compared file holds several stored types (a mix such as
+/// `Q4_K_M`), one for the whole file.
 fn summarize(groups: &[Group], rows: &[Row]) -> Vec<Summary> {
-    (0..groups.len())
+    let mut lines: Vec<Option<usize>> = (0..groups.len()).map(Some).collect();
+    if groups.len() > 1 && groups.iter().all(|g| matches!(g, Group::Stored(_))) {
+        lines.push(None);
+    }
+    lines
+        .into_iter()
         .map(|g| {
-            let mine: Vec<&Row> = rows.iter().filter(|r| r.group == g).collect();
+            let mine: Vec<&Row> = rows.iter().filter(|r| g.is_none_or(|g| r.group == g)).collect();
             let snr: Vec<f64> = mine.iter().map(|r| r.stats.snr_db).collect();
             let elements: usize = mine.iter().map(|r| r.stats.len).sum();
             let bytes: usize = mine.iter().map(|r| r.bytes).sum();
@@ -482,6 +489,7 @@ fn render(
         Group::Method(_) => Some(g),
         Group::Stored(_) => None,
     };
+    let label = |g: Option<usize>| g.map_or_else(|| "file: all".to_string(), |g| groups[g].label());
     match format {
         Format::Json => {
             let schemes: Vec<Value> =
@@ -498,7 +506,8 @@ fn render(
             let summary: Vec<Value> = summary
                 .iter()
                 .map(|s| {
-                    json!({"scheme": scheme(s.group), "stored": stored(s.group), "tensors": s.tensors,
+                    let (scheme, stored) = s.group.map_or((None, Some("all".to_string())), |g| (scheme(g), stored(g)));
+                    json!({"scheme": scheme, "stored": stored, "tensors": s.tensors,
                            "bits_per_weight": num(s.bits_per_weight), "snr_db_total": num(s.snr_total),
                            "snr_db_min": num(s.snr.0), "snr_db_median": num(s.snr.1), "snr_db_max": num(s.snr.2)})
                 })
@@ -564,12 +573,12 @@ fn render(
             ));
             for s in &summary {
                 if s.tensors == 0 {
-                    out.push_str(&format!("{:<24} {:>7} (no tensor measured)\n", groups[s.group].label(), 0));
+                    out.push_str(&format!("{:<24} {:>7} (no tensor measured)\n", label(s.group), 0));
                     continue;
                 }
                 out.push_str(&format!(
                     "{:<24} {:>7} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
-                    groups[s.group].label(),
+                    label(s.group),
                     s.tensors,
                     s.bits_per_weight,
                     s.snr_total,
@@ -649,7 +658,13 @@ mod tests {
             ("n".into(), vec![256], 0, x[..256].iter().flat_map(|v| v.to_le_bytes()).collect()),
         ];
         std::fs::write(&original, b.bytes()).expect("write");
-        crate::gguf::quantize(&original, &quantized, BlockFormat::Q4_K, &Progress::new(true)).expect("quantizes");
+        crate::gguf::quantize(
+            &original,
+            &quantized,
+            crate::gguf::Target::Format(BlockFormat::Q4_K),
+            &Progress::new(true),
+        )
+        .expect("quantizes");
 
         let a_back = BlockFormat::Q4_K.dequantize(&BlockFormat::Q4_K.quantize(&x).expect("blocks")).expect("blocks");
         let want_a = error_stats(&x, &a_back).expect("finite");
@@ -699,6 +714,45 @@ mod tests {
         let e = json_report(&quantized, &[], Some(Against::Reference(&bad))).expect_err("shapes differ");
         assert!(e.to_string().contains("tensor \"a\" is F32 [4, 128]"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A file of two stored types gets a line per type and one for the whole file: values and
+    /// bytes added up, SNR of the sums.
+    #[test]
+    fn a_mixed_file_is_summarized_per_type_and_whole() {
+        let stats = |len: usize, mse: f64, signal_power: f64| ErrorStats {
+            len,
+            mse,
+            rmse: mse.sqrt(),
+            max_error: 0.0,
+            max_error_index: None,
+            mean_error: 0.0,
+            signal_power,
+            snr_db: 10.0 * (signal_power / mse).log10(),
+        };
+        let row = |group: usize, len: usize, mse: f64, bytes: usize| Row {
+            name: String::new(),
+            dtype: String::new(),
+            shape: vec![len],
+            group,
+            stats: stats(len, mse, 1.0),
+            scales: None,
+            bytes,
+        };
+        let groups = [Group::Stored("Q4_K".into()), Group::Stored("Q6_K".into())];
+        let rows = [row(0, 256, 1e-2, 144), row(0, 256, 1e-2, 144), row(1, 512, 1e-3, 420)];
+        let s = summarize(&groups, &rows);
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].tensors, s[0].bits_per_weight, s[0].snr_total), (2, 4.5, 20.0));
+        assert_eq!((s[1].tensors, s[1].bits_per_weight), (1, 6.5625));
+        let all = &s[2];
+        assert_eq!((all.group, all.tensors, all.bits_per_weight), (None, 3, 8.0 * 708.0 / 1024.0));
+        let want = 10.0 * (1024.0f64 / (512.0 * 1e-2 + 512.0 * 1e-3)).log10();
+        assert!((all.snr_total - want).abs() < 1e-12, "{} vs {want}", all.snr_total);
+        // Measured schemes get no whole-file line: they are alternatives, not parts.
+        let methods =
+            [Group::Method(Method::Format(BlockFormat::Q4_K)), Group::Method(Method::Format(BlockFormat::Q6_K))];
+        assert_eq!(summarize(&methods, &rows).len(), 2);
     }
 
     /// Names with commas or quotes stay one CSV field each.

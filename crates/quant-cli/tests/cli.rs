@@ -498,4 +498,13 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("does not requantize"));
     assert!(!gg.exists());
+    // llama.cpp's mixes need llama.cpp's names and metadata: not from safetensors.
+    let r = quant(&["quantize", m, "-o", gg.to_str().expect("utf-8"), "--type", "q4_k_m"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("convert_hf_to_gguf.py"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!gg.exists());
 }
