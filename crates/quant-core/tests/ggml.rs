@@ -272,3 +272,83 @@ fn importance_weighted_quantization_checks_its_inputs() {
     let y: Vec<f32> = (0..1024).map(|i| (i as f32 * 0.37).sin()).collect();
     assert_eq!(BlockFormat::Q8_0.quantize_weighted(&y, 512, &w), BlockFormat::Q8_0.quantize(&y));
 }
+
+/// The generator of `xtask/fixtures/ggml_bulk.py`, bit for bit: SplitMix64 draws, four summed
+/// per value in f64, a power-of-two scale per row, every 211th value times 16, a zero row and a
+/// constant row in every 64.
+fn bulk_values(rows: usize, n: usize) -> Vec<f32> {
+    let mut rng = quant_testkit::Rng::new(2028);
+    let mut x: Vec<f32> = (0..rows * n)
+        .map(|i| {
+            let u: [f64; 4] = core::array::from_fn(|_| rng.unit());
+            let r = i / n;
+            let mut v = (((u[0] + u[1]) + u[2]) + u[3] - 2.0) * ((1u64 << (3 * (r % 9))) as f64 / 65536.0);
+            if i % 211 == 0 {
+                v *= 16.0;
+            }
+            v as f32
+        })
+        .collect();
+    for (r, row) in x.chunks_mut(n).enumerate() {
+        match r % 64 {
+            63 => row.fill(0.0),
+            62 => {
+                let first = row[0];
+                row.fill(first);
+            }
+            _ => {}
+        }
+    }
+    x
+}
+
+/// The importance matrix of `ggml_bulk.py`: `u² · 4` per column, 0 on every 17th, 1000 on
+/// column 100.
+fn bulk_importance() -> Vec<f32> {
+    let mut rng = quant_testkit::Rng::new(2029);
+    (0..512)
+        .map(|c| {
+            let u = rng.unit();
+            match c {
+                100 => 1000.0,
+                c if c % 17 == 0 => 0.0,
+                _ => (u * u * 4.0) as f32,
+            }
+        })
+        .collect()
+}
+
+/// 64-bit FNV-1a, as the fixture script hashes.
+fn fnv(bytes: impl IntoIterator<Item = u8>) -> String {
+    let h = bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}")
+}
+
+/// Half a million generated values (2048 rows) in every format, without and with an importance
+/// matrix: the hash of our bytes is the hash of ggml's, and so is the hash of the values we
+/// dequantize them to (`xtask/fixtures/ggml_bulk.py` made the hashes with ggml itself).
+#[test]
+fn every_format_matches_ggml_on_half_a_million_values() {
+    let text = read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"), "ggml_bulk.json");
+    let want: serde_json::Value = serde_json::from_slice(&text).expect("json");
+    let (rows, n) = (want["rows"].as_u64().expect("rows") as usize, want["row_len"].as_u64().expect("n") as usize);
+    let x = bulk_values(rows, n);
+    let w = bulk_importance();
+    let floats = |v: &[f32]| fnv(v.iter().flat_map(|f| f.to_le_bytes()));
+    assert_eq!(floats(&x), want["values"]["input"], "the generator drifted from the script's");
+    assert_eq!(floats(&w), want["values"]["importance"]);
+    let mut checked = 0;
+    for format in BlockFormat::ALL {
+        let name = format.name().to_ascii_lowercase();
+        for (key, q) in [
+            (name.clone(), format.quantize(&x).expect("finite")),
+            (format!("{name}.imatrix"), format.quantize_weighted(&x, 512, &w).expect("finite")),
+        ] {
+            assert_eq!(fnv(q.iter().copied()), want["bytes"][&key], "{key}: bytes");
+            let back = format.dequantize(&q).expect("whole blocks");
+            assert_eq!(floats(&back), want["dequantized"][&key], "{key}: dequantized values");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20);
+}
