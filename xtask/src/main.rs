@@ -103,14 +103,61 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--quiet", "-p", "quant-core", "--features", "parallel", "--test", "kernels"])?;
     // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests.
     cargo(&["test", "--workspace"])?;
+    // llama.cpp's Python reader on every GGUF file `quant quantize --type` writes.
+    let readback = gguf_readback()?;
     // The tiers this CPU lacks, on an emulated CPU that has them.
-    let emulated = if lacking.is_empty() { Emulated::NotNeeded } else { emulate(true)? };
+    let emulated = if lacking.is_empty() { Optional::NotNeeded } else { emulate(true)? };
     print_tiers(&ran, &lacking, &emulated);
+    match readback {
+        Optional::Skipped(why) => eprintln!("gguf package read-back of quant's GGUF files skipped: {why}"),
+        _ => eprintln!(
+            "the gguf package reads every GGUF file quant writes, bit for bit (xtask/fixtures/gguf_readback.py)"
+        ),
+    }
     Ok(())
 }
 
-/// What became of the emulated run of the tiers this CPU lacks.
-enum Emulated {
+/// `xtask/fixtures/gguf_readback.py` with the debug `quant` binary, in a venv under
+/// `target/gguf-venv` with `gguf` and `numpy` from PyPI. A machine without PyPI (or Python)
+/// skips it with the reason; a file the reader disagrees with fails.
+fn gguf_readback() -> Result<Optional, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join("target/gguf-venv");
+    let python = venv.join("bin/python");
+    let ready = |p: &std::path::Path| {
+        Command::new(p).args(["-c", "import gguf, numpy"]).output().is_ok_and(|o| o.status.success())
+    };
+    if !ready(&python) {
+        eprintln!("$ python3 -m venv target/gguf-venv && pip install gguf numpy");
+        let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).output();
+        if !made.as_ref().is_ok_and(|o| o.status.success()) {
+            return Ok(Optional::Skipped("python3 -m venv failed".into()));
+        }
+        let pip = Command::new(&python).args(["-m", "pip", "install", "--quiet", "gguf", "numpy"]).status();
+        if !pip.is_ok_and(|s| s.success()) || !ready(&python) {
+            return Ok(Optional::Skipped("pip install gguf numpy failed (no PyPI?)".into()));
+        }
+    }
+    cargo(&["build", "--quiet", "-p", "quant-cli"])?;
+    let script = root.join("xtask/fixtures/gguf_readback.py");
+    let dir = root.join("target/gguf-readback");
+    eprintln!("$ {} {} target/debug/quant {}", python.display(), script.display(), dir.display());
+    let status = Command::new(&python)
+        .arg(&script)
+        .arg(root.join("target/debug/quant"))
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", python.display()))?;
+    if status.success() {
+        Ok(Optional::Ran)
+    } else {
+        Err(format!("the gguf package disagrees with a GGUF file quant wrote ({status}; see above)"))
+    }
+}
+
+/// What became of a step that needs Python packages from PyPI (the emulated run of the tiers
+/// this CPU lacks, the `gguf` package's read-back of our GGUF files).
+enum Optional {
     NotNeeded,
     Ran,
     Skipped(String),
@@ -120,20 +167,20 @@ enum Emulated {
 /// against exact references. With `skip_setup_failure`, a machine that cannot install the
 /// emulator (no PyPI, no C compiler, not x86-64 Linux) skips with the reason; a failing check
 /// always fails.
-fn emulate(skip_setup_failure: bool) -> Result<Emulated, String> {
+fn emulate(skip_setup_failure: bool) -> Result<Optional, String> {
     if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
-        return Ok(Emulated::Skipped("the emulation harness runs on x86-64 Linux only".into()));
+        return Ok(Optional::Skipped("the emulation harness runs on x86-64 Linux only".into()));
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("emulate/run.py");
     eprintln!("$ python3 {}", script.display());
     let status = Command::new("python3").arg(&script).status();
     match status {
-        Ok(s) if s.success() => Ok(Emulated::Ran),
+        Ok(s) if s.success() => Ok(Optional::Ran),
         // Exit 1: a check failed; 2 and up: the harness could not be set up.
         Ok(s) if s.code() == Some(1) => Err("the emulated kernel checks failed (see above)".into()),
-        Ok(s) if skip_setup_failure => Ok(Emulated::Skipped(format!("the emulator could not be set up ({s})"))),
+        Ok(s) if skip_setup_failure => Ok(Optional::Skipped(format!("the emulator could not be set up ({s})"))),
         Ok(s) => Err(format!("the emulator could not be set up ({s})")),
-        Err(e) if skip_setup_failure => Ok(Emulated::Skipped(format!("python3 could not run: {e}"))),
+        Err(e) if skip_setup_failure => Ok(Optional::Skipped(format!("python3 could not run: {e}"))),
         Err(e) => Err(format!("python3 could not run: {e}")),
     }
 }
@@ -151,16 +198,16 @@ fn kernel_tiers() -> (Vec<Tier>, Vec<(Tier, &'static str)>) {
     (ran, lacking)
 }
 
-fn print_tiers(ran: &[Tier], lacking: &[(Tier, &str)], emulated: &Emulated) {
+fn print_tiers(ran: &[Tier], lacking: &[(Tier, &str)], emulated: &Optional) {
     let names: Vec<&str> = ran.iter().map(|t| t.name()).collect();
     eprintln!("kernel tiers tested on this CPU: {}", names.join(", "));
     for (tier, feature) in lacking {
         eprintln!("kernel tier {tier} not run on this CPU: it lacks {feature}");
     }
     match emulated {
-        Emulated::NotNeeded => {}
-        Emulated::Ran => eprintln!("avxvnni and avx512vnni checked on an emulated CPU (cargo xtask emulate)"),
-        Emulated::Skipped(why) => eprintln!("emulated check of the missing tiers skipped: {why}"),
+        Optional::NotNeeded => {}
+        Optional::Ran => eprintln!("avxvnni and avx512vnni checked on an emulated CPU (cargo xtask emulate)"),
+        Optional::Skipped(why) => eprintln!("emulated check of the missing tiers skipped: {why}"),
     }
 }
 
