@@ -117,7 +117,7 @@ fn test() -> Result<(), String> {
     Ok(())
 }
 
-/// `xtask/fixtures/gguf_readback.py` with the debug `quant` binary, in a venv under
+/// `xtask/fixtures/gguf_readback.py` with the `quant` binary of the test build, in a venv under
 /// `target/gguf-venv` with `gguf` and `numpy` from PyPI. A machine without PyPI (or Python)
 /// skips it with the reason; a file the reader disagrees with fails.
 fn gguf_readback() -> Result<Optional, String> {
@@ -138,13 +138,18 @@ fn gguf_readback() -> Result<Optional, String> {
             return Ok(Optional::Skipped("pip install gguf numpy failed (no PyPI?)".into()));
         }
     }
-    cargo(&["build", "--quiet", "-p", "quant-cli"])?;
+    // The binary `cargo test --workspace` (run just before) built for quant-cli's integration
+    // tests: building it again with `cargo build` would compile the dependencies once more.
+    let quant = root.join("target/debug/quant");
+    if !quant.exists() {
+        return Err(format!("{} is missing: `cargo test --workspace` builds it", quant.display()));
+    }
     let script = root.join("xtask/fixtures/gguf_readback.py");
     let dir = root.join("target/gguf-readback");
     eprintln!("$ {} {} target/debug/quant {}", python.display(), script.display(), dir.display());
     let status = Command::new(&python)
         .arg(&script)
-        .arg(root.join("target/debug/quant"))
+        .arg(&quant)
         .arg(&dir)
         .status()
         .map_err(|e| format!("could not run {}: {e}", python.display()))?;
