@@ -5,7 +5,7 @@
 //! quant inspect MODEL.safetensors|MODEL.gguf   every tensor: dtype, shape, elements, bytes
 //!                                              (GGUF: also every metadata key/value)
 //! quant report MODEL.safetensors|MODEL.gguf [--scheme sym,asym] [--bits 8,4] [--granularity channel,group:128]
-//!              [--type q4_k,q6_k] [--format table|json|csv]
+//!              [--type q4_k,q6_k] [--format table|json|csv] [--sort given|bpw|snr]
 //! quant report MODEL.safetensors --reconstructed BACK.safetensors   compare with a reconstruction
 //! quant report MODEL.gguf --reference ORIGINAL.safetensors|.gguf    every tensor as stored vs the original
 //! quant quantize MODEL.safetensors -o OUT.safetensors [--scheme sym] [--bits 8] [--granularity channel]
@@ -197,6 +197,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Order of the summary: as given, by bits per weight (size against error), or by SNR.
+        #[arg(long, value_enum, default_value = "given")]
+        sort: report::Sort,
         /// Compare with this file (e.g. written by `quant dequantize`) instead of quantizing.
         #[arg(long, conflicts_with_all = ["reference", "scheme", "bits", "granularity", "ty"])]
         reconstructed: Option<PathBuf>,
@@ -273,7 +276,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo => print!("{}", demo::run().map_err(|e| CliError::usage(e.to_string()))?),
         Command::Inspect { model } if gguf::is_gguf(&model) => print!("{}", gguf::inspect(&model)?),
         Command::Inspect { model } => print!("{}", report::inspect(&model)?),
-        Command::Report { model, scheme, bits, granularity, ty, format, reconstructed, reference } => {
+        Command::Report { model, scheme, bits, granularity, ty, format, sort, reconstructed, reference } => {
             let mut methods = Vec::new();
             // Our schemes: every combination, with sym / 8 / channel for what is not given, and
             // none when only llama.cpp formats are asked for.
@@ -297,7 +300,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 (_, Some(p)) => Some(report::Against::Reference(p)),
                 _ => None,
             };
-            let r = report::report(&model, &methods, against, format, &progress)?;
+            let r = report::report(&model, &methods, against, format, sort, &progress)?;
             print!("{}", r.text);
             if format == Format::Csv {
                 for n in &r.notes {

@@ -33,14 +33,17 @@
 //!                "mse": 1.2e-7, "max_error": 3.1e-4, "snr_db": 39.4,
 //!                "scale_min": 1.0e-4, "scale_max": 2.0e-3, "bytes": 589824, "bits_per_weight": 8.04}, ...],
 //!   "summary": [{"scheme": 0, "stored": null, "tensors": 7, "bits_per_weight": 8.04, "snr_db_total": 39.0,
-//!                "snr_db_min": .., "snr_db_median": .., "snr_db_max": ..}, ...],
+//!                "pareto": true, "snr_db_min": .., "snr_db_median": .., "snr_db_max": ..}, ...],
 //!   "notes": ["..."]
 //! }
 //! ```
 //!
 //! `scheme` indexes `schemes`. When comparing files, `schemes` is empty, `scheme` is `null`,
 //! `stored` names the compared tensor's stored type (`"Q4_K"`, `"F32"`) and the scale fields are
-//! `null`; a file holding several types also gets a summary line with `"stored": "all"`. `snr_db_total` is the SNR of all the group's tensors together (`Σx² / Σ(x - x̂)²`).
+//! `null`; a file holding several types also gets a summary line with `"stored": "all"`.
+//! `pareto` (the table's `front`) marks the measured schemes no other scheme beats on both size
+//! and error over the same tensors (`null` for a compared file's types); `--sort bpw` orders the
+//! summary by size. `snr_db_total` is the SNR of all the group's tensors together (`Σx² / Σ(x - x̂)²`).
 //! An SNR of `+inf` (no error at all) is written as `null` in JSON and `inf` in the table and
 //! CSV. CSV quotes a field holding a comma, a quote or a line break (RFC 4180).
 
@@ -64,6 +67,18 @@ pub enum Format {
     Json,
     /// Comma-separated values with a header row.
     Csv,
+}
+
+/// The order of the summary lines.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sort {
+    /// As the schemes were given.
+    #[default]
+    Given,
+    /// Fewest bits per weight first (then the higher total SNR): size against error.
+    Bpw,
+    /// Highest total SNR first.
+    Snr,
 }
 
 /// What a measuring report does to each tensor.
@@ -218,6 +233,7 @@ pub fn report(
     methods: &[Method],
     against: Option<Against>,
     format: Format,
+    sort: Sort,
     progress: &Progress,
 ) -> Result<Report, CliError> {
     let input = Input::open(path)?;
@@ -238,7 +254,7 @@ pub fn report(
             compare_files(&original, &input, true, &mut rows, &mut groups, progress)?;
         }
     }
-    let text = render(path, against, &groups, &rows, &notes, format);
+    let text = render(path, against, &groups, &rows, &notes, format, sort);
     Ok(Report { text, notes })
 }
 
@@ -272,6 +288,8 @@ fn measure_all(
         ));
     }
     progress.start(work as u64, "measuring");
+    // Per method, the tensors whose rows are not whole blocks of its format.
+    let mut skipped: Vec<Vec<String>> = vec![Vec::new(); methods.len()];
     for i in 0..input.len() {
         let t = input.tensor(i);
         if !measurable(input, &t)? {
@@ -289,12 +307,7 @@ fn measure_all(
                     (stats, Some(scales), file_bytes(plan, r, c, float_bytes))
                 }
                 Method::Format(f) if !c.is_multiple_of(f.block_len()) => {
-                    notes.push(format!(
-                        "{:?} ({r} x {c}) is not measured in {}: its rows are not whole blocks of {}",
-                        t.name,
-                        f.name(),
-                        f.block_len()
-                    ));
+                    skipped[group].push(format!("{:?} ({r} x {c})", t.name));
                     progress.advance(t.bytes.len() as u64);
                     continue;
                 }
@@ -315,6 +328,20 @@ fn measure_all(
             progress.advance(t.bytes.len() as u64);
         }
         input.release(i);
+    }
+    for (method, names) in methods.iter().zip(&skipped) {
+        let Method::Format(f) = method else { continue };
+        let why = |its: &str| format!("{}: {its} rows are not whole blocks of {}", f.name(), f.block_len());
+        match names.as_slice() {
+            [] => {}
+            [one] => notes.push(format!("{one} is not measured in {}", why("its"))),
+            [first, second, ..] => notes.push(format!(
+                "{} tensors are not measured in {} ({first}, {second}{}); its summary covers the others only",
+                names.len(),
+                why("their"),
+                if names.len() > 2 { format!(" and {} more", names.len() - 2) } else { String::new() }
+            )),
+        }
     }
     progress.finish();
     Ok(())
@@ -436,16 +463,20 @@ struct Summary {
     bits_per_weight: f64,
     snr_total: f64,
     snr: (f64, f64, f64),
+    /// For a measured scheme: whether no other scheme measured on the same tensors has at
+    /// most its bits per weight and at least its total SNR, one of them strictly (the
+    /// size-against-error front). `None` for the stored types of a compared file.
+    pareto: Option<bool>,
 }
 
 /// A line per group and, when a compared file holds several stored types (a mix such as
 /// `Q4_K_M`), one for the whole file.
-fn summarize(groups: &[Group], rows: &[Row]) -> Vec<Summary> {
+fn summarize(groups: &[Group], rows: &[Row], sort: Sort) -> Vec<Summary> {
     let mut lines: Vec<Option<usize>> = (0..groups.len()).map(Some).collect();
     if groups.len() > 1 && groups.iter().all(|g| matches!(g, Group::Stored(_))) {
         lines.push(None);
     }
-    lines
+    let mut out: Vec<Summary> = lines
         .into_iter()
         .map(|g| {
             let mine: Vec<&Row> = rows.iter().filter(|r| g.is_none_or(|g| r.group == g)).collect();
@@ -466,9 +497,40 @@ fn summarize(groups: &[Group], rows: &[Row]) -> Vec<Summary> {
                 bits_per_weight: 8.0 * bytes as f64 / elements.max(1) as f64,
                 snr_total,
                 snr: (lo, median(snr), hi),
+                pareto: None,
             }
         })
-        .collect()
+        .collect();
+    // The front, among the measured schemes, each against those measured on the same tensors.
+    let names = |g: Option<usize>| -> std::collections::BTreeSet<&str> {
+        rows.iter().filter(|r| Some(r.group) == g).map(|r| r.name.as_str()).collect()
+    };
+    let measured = |s: &Summary| s.group.is_some_and(|g| matches!(groups[g], Group::Method(_))) && s.tensors > 0;
+    let fronts: Vec<Option<bool>> = out
+        .iter()
+        .map(|a| {
+            measured(a).then(|| {
+                !out.iter().any(|b| {
+                    measured(b)
+                        && b.group != a.group
+                        && b.bits_per_weight <= a.bits_per_weight
+                        && b.snr_total >= a.snr_total
+                        && (b.bits_per_weight < a.bits_per_weight || b.snr_total > a.snr_total)
+                        && names(b.group) == names(a.group)
+                })
+            })
+        })
+        .collect();
+    for (s, f) in out.iter_mut().zip(fronts) {
+        s.pareto = f;
+    }
+    match sort {
+        Sort::Given => {}
+        Sort::Bpw => out
+            .sort_by(|a, b| a.bits_per_weight.total_cmp(&b.bits_per_weight).then(b.snr_total.total_cmp(&a.snr_total))),
+        Sort::Snr => out.sort_by(|a, b| b.snr_total.total_cmp(&a.snr_total)),
+    }
+    out
 }
 
 fn render(
@@ -478,8 +540,9 @@ fn render(
     rows: &[Row],
     notes: &[String],
     format: Format,
+    sort: Sort,
 ) -> String {
-    let summary = summarize(groups, rows);
+    let summary = summarize(groups, rows, sort);
     let bpw = |r: &Row| 8.0 * r.bytes as f64 / r.stats.len.max(1) as f64;
     let stored = |g: usize| match &groups[g] {
         Group::Stored(s) => Some(s.clone()),
@@ -508,7 +571,7 @@ fn render(
                 .map(|s| {
                     let (scheme, stored) = s.group.map_or((None, Some("all".to_string())), |g| (scheme(g), stored(g)));
                     json!({"scheme": scheme, "stored": stored, "tensors": s.tensors,
-                           "bits_per_weight": num(s.bits_per_weight), "snr_db_total": num(s.snr_total),
+                           "bits_per_weight": num(s.bits_per_weight), "snr_db_total": num(s.snr_total), "pareto": s.pareto,
                            "snr_db_min": num(s.snr.0), "snr_db_median": num(s.snr.1), "snr_db_max": num(s.snr.2)})
                 })
                 .collect();
@@ -566,10 +629,11 @@ fn render(
                     scales
                 ));
             }
-            out.push_str("\nsummary (SNR dB; total: all the tensors together, Σx² / Σ(x - x̂)²)\n");
+            out.push_str("\nsummary (SNR dB; total: all the tensors together, Σx² / Σ(x - x̂)²;");
+            out.push_str(" front: * when no scheme measured on the same tensors is as small and as accurate)\n");
             out.push_str(&format!(
-                "{:<24} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
-                "scheme", "tensors", "bpw", "total", "min", "median", "max"
+                "{:<24} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>5}\n",
+                "scheme", "tensors", "bpw", "total", "min", "median", "max", "front"
             ));
             for s in &summary {
                 if s.tensors == 0 {
@@ -577,14 +641,15 @@ fn render(
                     continue;
                 }
                 out.push_str(&format!(
-                    "{:<24} {:>7} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
+                    "{:<24} {:>7} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5}\n",
                     label(s.group),
                     s.tensors,
                     s.bits_per_weight,
                     s.snr_total,
                     s.snr.0,
                     s.snr.1,
-                    s.snr.2
+                    s.snr.2,
+                    if s.pareto == Some(true) { "*" } else { "" }
                 ));
             }
             for n in notes {
@@ -632,7 +697,7 @@ mod tests {
     use crate::gguf::tests::Builder;
 
     fn json_report(path: &Path, methods: &[Method], against: Option<Against>) -> Result<Value, CliError> {
-        let r = report(path, methods, against, Format::Json, &Progress::new(true))?;
+        let r = report(path, methods, against, Format::Json, Sort::Given, &Progress::new(true))?;
         Ok(serde_json::from_str(&r.text).expect("json"))
     }
 
@@ -741,7 +806,7 @@ mod tests {
         };
         let groups = [Group::Stored("Q4_K".into()), Group::Stored("Q6_K".into())];
         let rows = [row(0, 256, 1e-2, 144), row(0, 256, 1e-2, 144), row(1, 512, 1e-3, 420)];
-        let s = summarize(&groups, &rows);
+        let s = summarize(&groups, &rows, Sort::Given);
         assert_eq!(s.len(), 3);
         assert_eq!((s[0].tensors, s[0].bits_per_weight, s[0].snr_total), (2, 4.5, 20.0));
         assert_eq!((s[1].tensors, s[1].bits_per_weight), (1, 6.5625));
@@ -752,7 +817,58 @@ mod tests {
         // Measured schemes get no whole-file line: they are alternatives, not parts.
         let methods =
             [Group::Method(Method::Format(BlockFormat::Q4_K)), Group::Method(Method::Format(BlockFormat::Q6_K))];
-        assert_eq!(summarize(&methods, &rows).len(), 2);
+        assert_eq!(summarize(&methods, &rows, Sort::Given).len(), 2);
+    }
+
+    /// The front: a scheme is on it unless another, measured on the same tensors, is as small
+    /// and as accurate and strictly one of them; `--sort bpw` orders by size, then accuracy.
+    #[test]
+    fn the_front_and_the_size_order() {
+        let stats = |mse: f64| ErrorStats {
+            len: 256,
+            mse,
+            rmse: mse.sqrt(),
+            max_error: 0.0,
+            max_error_index: None,
+            mean_error: 0.0,
+            signal_power: 1.0,
+            snr_db: -10.0 * mse.log10(),
+        };
+        let row = |name: &str, group: usize, mse: f64, bytes: usize| Row {
+            name: name.into(),
+            dtype: String::new(),
+            shape: vec![256],
+            group,
+            stats: stats(mse),
+            scales: None,
+            bytes,
+        };
+        let f = |b: BlockFormat| Group::Method(Method::Format(b));
+        let groups = [
+            f(BlockFormat::Q5_0),
+            f(BlockFormat::Q4_0),
+            f(BlockFormat::Q4_1),
+            f(BlockFormat::Q4_K),
+            f(BlockFormat::Q8_0),
+        ];
+        let rows = [
+            row("a", 0, 1e-3, 176), // 5.5 bpw, 30 dB
+            row("a", 1, 1e-2, 144), // 4.5 bpw, 20 dB
+            row("a", 2, 2e-2, 144), // 4.5 bpw, 17 dB: beaten by group 1
+            row("a", 3, 1e-2, 160), // 5 bpw, 20 dB: beaten by group 1 (smaller, as accurate)
+            row("b", 4, 1e-1, 400), // another tensor: nothing to compare with
+        ];
+        let s = summarize(&groups, &rows, Sort::Given);
+        let front: Vec<Option<bool>> = s.iter().map(|s| s.pareto).collect();
+        assert_eq!(front, [Some(true), Some(true), Some(false), Some(false), Some(true)]);
+        let by_size: Vec<Option<usize>> = summarize(&groups, &rows, Sort::Bpw).iter().map(|s| s.group).collect();
+        assert_eq!(by_size, [Some(1), Some(2), Some(3), Some(0), Some(4)]);
+        let by_snr: Vec<Option<usize>> = summarize(&groups, &rows, Sort::Snr).iter().map(|s| s.group).collect();
+        assert_eq!(by_snr[0], Some(0));
+        // A compared file's stored types are parts of one file, not alternatives: no front.
+        let stored = [Group::Stored("Q4_K".into()), Group::Stored("Q6_K".into())];
+        let parts = [row("a", 0, 1e-2, 144), row("b", 1, 1e-3, 210)];
+        assert!(summarize(&stored, &parts, Sort::Given).iter().all(|s| s.pareto.is_none()));
     }
 
     /// Names with commas or quotes stay one CSV field each.
