@@ -314,7 +314,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 Some(name) => {
                     let target = match mix::Mix::by_name(&name) {
                         Some(m) => gguf::Target::Mix(m),
-                        None => gguf::Target::Format(block_format(&name)?),
+                        None => gguf::Target::Format(block_format(&name).map_err(|e| {
+                            let mixes: Vec<&str> = mix::ALL.iter().map(|(n, _)| *n).collect();
+                            CliError::usage(format!("{e}, or a mix: {}", mixes.join(", ")))
+                        })?),
                     };
                     gguf::quantize(&model, &output, target, &progress)?;
                 }
