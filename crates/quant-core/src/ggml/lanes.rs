@@ -25,7 +25,7 @@
 // The loops mirror the scalar search index by index.
 #![allow(clippy::needless_range_loop)]
 
-use super::kquants::f;
+use super::kquants::{f, nearest_int};
 
 /// Lanes per call: the sub-blocks searched together.
 pub(super) const LANES: usize = 8;
@@ -157,9 +157,7 @@ fn search_avx2<const N: usize>(s: Search, x: &[V; N], w: &[V; N], l: &mut [[u8; 
 /// ggml's `nearest_int` (see [`super::kquants::nearest_int`]) clamped to `0..=nmax`, as `f32`.
 #[inline(always)]
 fn code(v: f32, nmax: i32) -> f32 {
-    let bits = (v + 12_582_912.0).to_bits();
-    let q = (bits & 0x007f_ffff) as i32 - 0x0040_0000;
-    f(q.clamp(0, nmax))
+    f(nearest_int(v).clamp(0, nmax))
 }
 
 /// The search itself, in every lane.
