@@ -444,13 +444,19 @@ fn q4_0(x: &[f32; BLOCK], out: &mut [u8]) {
     }
 }
 
-fn q4_1(x: &[f32; BLOCK], out: &mut [u8]) {
+/// The header of `Q4_1` and `Q5_1` (`d = (max - min) / nmax` and `min`, as `f16`, in `out[..4]`):
+/// returns `min` and ggml's inverse of `d`, both in `f32` as ggml computes them.
+fn min_max_head(x: &[f32; BLOCK], nmax: f32, out: &mut [u8]) -> (f32, f32) {
     let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
     let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
-    let d = (max - min) / 15.0;
-    let id = inverse(d);
+    let d = (max - min) / nmax;
     out[..2].copy_from_slice(&half_bytes(d));
     out[2..4].copy_from_slice(&half_bytes(min));
+    (min, inverse(d))
+}
+
+fn q4_1(x: &[f32; BLOCK], out: &mut [u8]) {
+    let (min, id) = min_max_head(x, 15.0, out);
     let code = |v: f32| truncated_code((v - min) * id + 0.5, 15);
     for j in 0..BLOCK / 2 {
         out[4 + j] = code(x[j]) | (code(x[j + BLOCK / 2]) << 4);
@@ -491,12 +497,7 @@ fn q5_0(x: &[f32; BLOCK], out: &mut [u8]) {
 }
 
 fn q5_1(x: &[f32; BLOCK], out: &mut [u8]) {
-    let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
-    let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
-    let d = (max - min) / 31.0;
-    let id = inverse(d);
-    out[..2].copy_from_slice(&half_bytes(d));
-    out[2..4].copy_from_slice(&half_bytes(min));
+    let (min, id) = min_max_head(x, 31.0, out);
     // ggml converts to uint8_t with no clamp: the codes are 0..=31 by construction.
     let code = |j: usize| truncated_code((x[j] - min) * id + 0.5, 31);
     let (qh, qs) = out[4..24].split_at_mut(4);
