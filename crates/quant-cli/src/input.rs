@@ -111,11 +111,6 @@ impl Input {
         }
     }
 
-    /// The index of the tensor called `name`.
-    pub fn find(&self, name: &str) -> Option<usize> {
-        (0..self.len()).find(|&i| self.tensor(i).name == name)
-    }
-
     /// Tells the kernel that tensor `i`'s pages are done with (see [`Model::release`]).
     pub fn release(&self, i: usize) {
         match self {

@@ -213,16 +213,14 @@ fn values(input: &Input, t: &Tensor) -> Result<Floats, CliError> {
     }
 }
 
-/// Whether a measuring report quantizes `t`: 2-D, plain floating point (a type quant cannot read,
-/// such as `F8_E4M3`, is an error naming it).
-fn measurable(input: &Input, t: &Tensor) -> Result<bool, CliError> {
+/// Whether a measuring report quantizes tensor `i` (`t`): 2-D, plain floating point (a type
+/// quant cannot read, such as `F8_E4M3`, is an error naming it).
+fn measurable(input: &Input, i: usize, t: &Tensor) -> Result<bool, CliError> {
     if t.shape.len() != 2 {
         return Ok(false);
     }
     if let Input::Safetensors(m, entries) = input {
-        if let Some(e) = entries.iter().find(|e| e.name == t.name) {
-            crate::convert::quantizable(m, e)?;
-        }
+        crate::convert::quantizable(m, &entries[i])?;
     }
     Ok(matches!(t.kind, Kind::Plain(_)) && t.kind.is_float())
 }
@@ -268,10 +266,12 @@ fn measure_all(
 ) -> Result<(), CliError> {
     let mut work = 0;
     let mut stored: Vec<(String, usize)> = Vec::new();
+    let mut chosen = Vec::new();
     for i in 0..input.len() {
         let t = input.tensor(i);
-        if measurable(input, &t)? {
+        if measurable(input, i, &t)? {
             work += t.bytes.len() * methods.len().max(1);
+            chosen.push(i);
         } else if let Kind::Blocks(f) = t.kind {
             match stored.iter_mut().find(|(n, _)| n == f.name()) {
                 Some((_, c)) => *c += 1,
@@ -290,11 +290,8 @@ fn measure_all(
     progress.start(work as u64, "measuring");
     // Per method, the tensors whose rows are not whole blocks of its format.
     let mut skipped: Vec<Vec<String>> = vec![Vec::new(); methods.len()];
-    for i in 0..input.len() {
+    for i in chosen {
         let t = input.tensor(i);
-        if !measurable(input, &t)? {
-            continue;
-        }
         progress.message(t.name);
         let floats = values(input, &t)?;
         let (r, c) = (t.shape[0], t.shape[1]);
@@ -360,14 +357,15 @@ fn compare_files(
     progress: &Progress,
 ) -> Result<(), CliError> {
     let (listed, other) = if from_candidate { (candidate, original) } else { (original, candidate) };
+    let by_name: std::collections::HashMap<&str, usize> = (0..other.len()).map(|j| (other.tensor(j).name, j)).collect();
     let mut pairs = Vec::new();
     for i in 0..listed.len() {
         let t = listed.tensor(i);
-        let wanted = if from_candidate { t.shape.len() >= 2 && t.kind.is_float() } else { measurable(listed, &t)? };
+        let wanted = if from_candidate { t.shape.len() >= 2 && t.kind.is_float() } else { measurable(listed, i, &t)? };
         if !wanted {
             continue;
         }
-        let Some(j) = other.find(t.name) else {
+        let Some(&j) = by_name.get(t.name) else {
             let hint = if from_candidate {
                 " (a GGUF from llama.cpp names tensors blk.N...: give the F16/F32 GGUF it was quantized from)"
             } else {
@@ -502,21 +500,23 @@ fn summarize(groups: &[Group], rows: &[Row], sort: Sort) -> Vec<Summary> {
         })
         .collect();
     // The front, among the measured schemes, each against those measured on the same tensors.
-    let names = |g: Option<usize>| -> std::collections::BTreeSet<&str> {
-        rows.iter().filter(|r| Some(r.group) == g).map(|r| r.name.as_str()).collect()
-    };
+    let names: Vec<std::collections::BTreeSet<&str>> = out
+        .iter()
+        .map(|s| rows.iter().filter(|r| Some(r.group) == s.group).map(|r| r.name.as_str()).collect())
+        .collect();
     let measured = |s: &Summary| s.group.is_some_and(|g| matches!(groups[g], Group::Method(_))) && s.tensors > 0;
     let fronts: Vec<Option<bool>> = out
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(ia, a)| {
             measured(a).then(|| {
-                !out.iter().any(|b| {
+                !out.iter().enumerate().any(|(ib, b)| {
                     measured(b)
-                        && b.group != a.group
+                        && ib != ia
                         && b.bits_per_weight <= a.bits_per_weight
                         && b.snr_total >= a.snr_total
                         && (b.bits_per_weight < a.bits_per_weight || b.snr_total > a.snr_total)
-                        && names(b.group) == names(a.group)
+                        && names[ib] == names[ia]
                 })
             })
         })
