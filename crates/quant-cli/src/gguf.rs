@@ -25,7 +25,6 @@ use safetensors::tensor::Dtype;
 
 use crate::input::{Input, Kind};
 use crate::mix::{self, Mix, ModelInfo, TensorRef};
-use crate::model::decode_floats;
 use crate::writer::{Planned, Writer};
 use crate::{CliError, Progress};
 
@@ -785,7 +784,12 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
         let mut bytes = if o.ty == o.from {
             source.tensor(i).bytes.to_vec()
         } else {
-            let x = floats(source.tensor(i).bytes, o.from).map_err(fail)?;
+            let x = source
+                .tensor(i)
+                .floats()
+                .ok_or_else(|| fail(format!("cannot read {} values as floats", o.from.name)))?
+                .map_err(fail)?
+                .to_f32();
             match o.ty.kind {
                 Kind::Blocks(format) => {
                     quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
@@ -803,16 +807,6 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
     }
     progress.finish();
     w.finish()
-}
-
-/// The values of a plain float type as `f32` (exact from `F32`, `F16`, `BF16`).
-fn floats(bytes: &[u8], ty: GgmlType) -> Result<Vec<f32>, String> {
-    let values = match ty.kind {
-        Kind::Plain(d) => decode_floats(d, bytes),
-        Kind::Blocks(_) => None,
-    }
-    .ok_or_else(|| format!("cannot read {} values as floats", ty.name))?;
-    Ok(values.to_f32())
 }
 
 /// Rows of `row_len` values quantized to `format`, the rows spread over rayon's threads (each
