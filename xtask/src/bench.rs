@@ -69,33 +69,15 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
+use crate::root;
 
 /// Creates (once) the venv with the peers' packages; returns its python.
 fn venv() -> Result<PathBuf, String> {
-    let dir = root().join("target/bench-venv");
-    let python = dir.join("bin/python");
-    let ready = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import numpy, onnx, onnxruntime, gguf"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        eprintln!("creating {} (numpy, onnx, onnxruntime, gguf from PyPI)", dir.display());
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().is_ok_and(|s| s.success());
-        if !ok {
-            return Err("python3 -m venv failed".into());
-        }
-        let ok = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "numpy", "onnx", "onnxruntime", "gguf"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Err("pip install numpy onnx onnxruntime gguf failed".into());
-        }
-    }
+    let python = crate::python_venv(
+        "target/bench-venv",
+        "numpy, onnx, onnxruntime, gguf",
+        &["numpy", "onnx", "onnxruntime", "gguf"],
+    )?;
     // llama.cpp's ggml: a source package, built here for this CPU (a few minutes, once). Its
     // cases are skipped, with the reason, when it cannot be built.
     let has_ggml = Command::new(&python).args(["-c", "import ggml"]).status().is_ok_and(|s| s.success());

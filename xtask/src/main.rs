@@ -117,27 +117,41 @@ fn test() -> Result<(), String> {
     Ok(())
 }
 
+/// The workspace root.
+pub(crate) fn root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(std::path::Path::to_path_buf).unwrap_or_default()
+}
+
+/// The python of a venv at `dir` (relative to the workspace root) that imports `modules`:
+/// created, with `packages` installed from PyPI, the first time. An error says which step failed.
+pub(crate) fn python_venv(dir: &str, modules: &str, packages: &[&str]) -> Result<std::path::PathBuf, String> {
+    let dir = root().join(dir);
+    let python = dir.join("bin/python");
+    let ready =
+        || Command::new(&python).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
+    if !ready() {
+        eprintln!("creating {} ({} from PyPI)", dir.display(), packages.join(", "));
+        if !Command::new("python3").args(["-m", "venv"]).arg(&dir).status().is_ok_and(|s| s.success()) {
+            return Err("python3 -m venv failed".into());
+        }
+        let pip = Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(packages).status();
+        if !pip.is_ok_and(|s| s.success()) || !ready() {
+            return Err(format!("pip install {} failed", packages.join(" ")));
+        }
+    }
+    Ok(python)
+}
+
 /// `xtask/fixtures/gguf_readback.py` with the `quant` binary of the test build, in a venv under
 /// `target/gguf-venv` with `gguf` and `numpy` from PyPI. A machine without PyPI (or Python)
 /// skips it with the reason; a file the reader disagrees with fails.
 fn gguf_readback() -> Result<Optional, String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let venv = root.join("target/gguf-venv");
-    let python = venv.join("bin/python");
-    let ready = |p: &std::path::Path| {
-        Command::new(p).args(["-c", "import gguf, numpy"]).output().is_ok_and(|o| o.status.success())
+    let root = root();
+    let python = match python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"]) {
+        Ok(python) => python,
+        Err(why) => return Ok(Optional::Skipped(format!("{why} (no PyPI?)"))),
     };
-    if !ready(&python) {
-        eprintln!("$ python3 -m venv target/gguf-venv && pip install gguf numpy");
-        let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).output();
-        if !made.as_ref().is_ok_and(|o| o.status.success()) {
-            return Ok(Optional::Skipped("python3 -m venv failed".into()));
-        }
-        let pip = Command::new(&python).args(["-m", "pip", "install", "--quiet", "gguf", "numpy"]).status();
-        if !pip.is_ok_and(|s| s.success()) || !ready(&python) {
-            return Ok(Optional::Skipped("pip install gguf numpy failed (no PyPI?)".into()));
-        }
-    }
     // The binary `cargo test --workspace` (run just before) built for quant-cli's integration
     // tests: building it again with `cargo build` would compile the dependencies once more.
     let quant = root.join("target/debug/quant");
