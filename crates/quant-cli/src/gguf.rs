@@ -789,7 +789,7 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
                 .floats()
                 .ok_or_else(|| fail(format!("cannot read {} values as floats", o.from.name)))?
                 .map_err(fail)?
-                .to_f32();
+                .into_f32();
             match o.ty.kind {
                 Kind::Blocks(format) => {
                     quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?

@@ -66,9 +66,24 @@ pub enum Floats {
 }
 
 impl Floats {
-    /// The values as `f32` (exact from `F32`, `F16`, `BF16`; `F64` rounded to nearest).
-    pub fn to_f32(&self) -> Vec<f32> {
-        crate::with_floats!(self, v => v.iter().map(|x| f32::from_f64_nearest(x.to_f64_exact())).collect())
+    /// The values as `f32` (exact from `F16`, `BF16`; `F64` rounded to nearest): `F32` values
+    /// as they are, without a copy (peak memory stays one tensor), the others converted.
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            Floats::F32(v) => v,
+            other => other.f32s().into_owned(),
+        }
+    }
+
+    /// The values as `f32` slice, borrowed for `F32` and converted (as [`Floats::into_f32`])
+    /// for the others.
+    pub fn f32s(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            Floats::F32(v) => std::borrow::Cow::Borrowed(v),
+            other => {
+                crate::with_floats!(other, v => v.iter().map(|x| f32::from_f64_nearest(x.to_f64_exact())).collect())
+            }
+        }
     }
 
     /// The values as `f64`, exactly.

@@ -188,7 +188,7 @@ fn round_trip<F: QuantFloat, Q: quant_core::Storage>(
 /// The error statistics of `x` (rows of `cols`) in `format` (quantized byte for byte as ggml,
 /// from `f32`) and its byte count.
 fn measure_format(x: &Floats, cols: usize, format: BlockFormat) -> Result<(ErrorStats, usize), String> {
-    let q = crate::gguf::quantize_rows(format, &x.to_f32(), cols).map_err(|e| e.to_string())?;
+    let q = crate::gguf::quantize_rows(format, &x.f32s(), cols).map_err(|e| e.to_string())?;
     let back = format.dequantize(&q).map_err(|e| e.to_string())?;
     Ok((compare(x, &Floats::F32(back))?, q.len()))
 }
