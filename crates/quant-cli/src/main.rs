@@ -164,6 +164,23 @@ enum SchemeArg {
     Asym,
 }
 
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum FitArg {
+    /// Least-squares search over candidate scales (and offsets), never worse than min-max.
+    Search,
+    /// Scales from the extremes alone.
+    Minmax,
+}
+
+impl FitArg {
+    fn fit(self) -> quant_core::superblock::Fit {
+        match self {
+            FitArg::Search => quant_core::superblock::Fit::Search,
+            FitArg::Minmax => quant_core::superblock::Fit::MinMax,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Quantize a built-in synthetic transformer block (hidden 768, MLP 3072) under several
@@ -194,6 +211,15 @@ enum Command {
         /// q5_k, q6_k), comma-separated, byte for byte as ggml quantizes them.
         #[arg(long = "type", value_delimiter = ',')]
         ty: Vec<String>,
+        /// Our two-level formats to measure, comma-separated: `GRID BITS/SUB[:sS|:f16][@SUPER]`
+        /// with GRID `sym`, `offset` or `levels` (4-bit), e.g. `sym4/16` (4-bit codes, 6-bit
+        /// scales per 16 values under one f16 per row), `levels4/16`, `offset4/32:s6@256`,
+        /// `sym4/32:f16` (groups of 32 with f16 scales).
+        #[arg(long = "super", value_delimiter = ',')]
+        super_formats: Vec<String>,
+        /// How the two-level formats fit their scales: an error-minimizing search, or min-max.
+        #[arg(long, value_enum, default_value = "search")]
+        fit: FitArg,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -201,11 +227,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "given")]
         sort: report::Sort,
         /// Compare with this file (e.g. written by `quant dequantize`) instead of quantizing.
-        #[arg(long, conflicts_with_all = ["reference", "scheme", "bits", "granularity", "ty"])]
+        #[arg(long, conflicts_with_all = ["reference", "scheme", "bits", "granularity", "ty", "super_formats"])]
         reconstructed: Option<PathBuf>,
         /// The original this file was made from (safetensors, or an F32/F16/BF16 GGUF): every
         /// floating tensor of the file, quantized or not, is compared with it as stored.
-        #[arg(long, conflicts_with_all = ["scheme", "bits", "granularity", "ty"])]
+        #[arg(long, conflicts_with_all = ["scheme", "bits", "granularity", "ty", "super_formats"])]
         reference: Option<PathBuf>,
     },
     /// Write a quantized safetensors file: codes, scales and zero points as tensors, the scheme
@@ -276,11 +302,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo => print!("{}", demo::run().map_err(|e| CliError::usage(e.to_string()))?),
         Command::Inspect { model } if gguf::is_gguf(&model) => print!("{}", gguf::inspect(&model)?),
         Command::Inspect { model } => print!("{}", report::inspect(&model)?),
-        Command::Report { model, scheme, bits, granularity, ty, format, sort, reconstructed, reference } => {
+        Command::Report {
+            model,
+            scheme,
+            bits,
+            granularity,
+            ty,
+            super_formats,
+            fit,
+            format,
+            sort,
+            reconstructed,
+            reference,
+        } => {
             let mut methods = Vec::new();
             // Our schemes: every combination, with sym / 8 / channel for what is not given, and
-            // none when only llama.cpp formats are asked for.
-            if ty.is_empty() || !(scheme.is_empty() && bits.is_empty() && granularity.is_empty()) {
+            // none when only llama.cpp or two-level formats are asked for.
+            let only_formats = !(ty.is_empty() && super_formats.is_empty());
+            if !(only_formats && scheme.is_empty() && bits.is_empty() && granularity.is_empty()) {
                 let scheme = if scheme.is_empty() { vec![SchemeArg::Sym] } else { scheme };
                 let bits = if bits.is_empty() { vec![8] } else { bits };
                 let granularity = if granularity.is_empty() { vec!["channel".to_string()] } else { granularity };
@@ -291,6 +330,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         }
                     }
                 }
+            }
+            for name in &super_formats {
+                let spec = scheme::parse_super(name, fit.fit()).map_err(|e| CliError::usage(format!("--super {e}")))?;
+                methods.push(report::Method::Super(spec));
             }
             for name in &ty {
                 methods.push(report::Method::Format(block_format(name)?));

@@ -55,8 +55,9 @@ use serde_json::{json, Value};
 
 use crate::input::{Input, Kind, Tensor};
 use crate::model::{dtype_name, Floats, Model};
-use crate::scheme::{dequantize_2d, file_bytes, quantize_2d, Plan};
+use crate::scheme::{dequantize_2d, file_bytes, quantize_2d, quantize_super_2d, super_name, Plan};
 use crate::{with_floats, CliError, Progress};
+use quant_core::superblock::SuperSpec;
 
 /// Output format of `report`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -88,6 +89,8 @@ pub enum Method {
     Plan(Plan),
     /// A llama.cpp block format, quantized and dequantized here (ggml's bytes and values).
     Format(BlockFormat),
+    /// One of our two-level formats.
+    Super(SuperSpec),
 }
 
 impl Method {
@@ -95,6 +98,7 @@ impl Method {
         match self {
             Method::Plan(p) => p.to_string(),
             Method::Format(f) => f.name().to_string(),
+            Method::Super(s) => super_name(s),
         }
     }
 
@@ -106,6 +110,7 @@ impl Method {
             Method::Format(f) => {
                 json!({"format": f.name(), "bits_per_weight": f.bits_per_weight(), "convention": "ggml"})
             }
+            Method::Super(s) => json!({"format": super_name(s), "convention": "quant two-level"}),
         }
     }
 }
@@ -191,6 +196,19 @@ fn measure_format(x: &Floats, cols: usize, format: BlockFormat) -> Result<(Error
     let q = crate::gguf::quantize_rows(format, &x.f32s(), cols).map_err(|e| e.to_string())?;
     let back = format.dequantize(&q).map_err(|e| e.to_string())?;
     Ok((compare(x, &Floats::F32(back))?, q.len()))
+}
+
+/// The error statistics of `x` in our two-level format `spec`, and its byte count.
+fn measure_super<F: QuantFloat>(
+    x: &[F],
+    rows: usize,
+    cols: usize,
+    spec: SuperSpec,
+    importance: Option<&[f32]>,
+) -> Result<(ErrorStats, usize), String> {
+    let q = quantize_super_2d(x, rows, cols, spec, importance).map_err(|e| e.to_string())?;
+    let back: Vec<F> = q.dequantize();
+    Ok((error_stats(x, &back).map_err(|e| e.to_string())?, q.bytes()))
 }
 
 /// The error statistics of `y` against `x`, exactly, whatever their types.
@@ -310,6 +328,11 @@ fn measure_all(
                 }
                 Method::Format(f) => {
                     let (stats, bytes) = measure_format(&floats, c, f).map_err(fail)?;
+                    (stats, None, bytes)
+                }
+                Method::Super(spec) => {
+                    let (stats, bytes) =
+                        with_floats!(&floats, x => measure_super(x, r, c, spec, None)).map_err(fail)?;
                     (stats, None, bytes)
                 }
             };

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use quant_core::superblock::{quantize_super, Fit, Grid, SubScale, SuperMatrix, SuperSpec};
 use quant_core::{
     dequantize_matrix_into, matrix_params, quantize_matrix_into, Axis, Granularity, MatrixShape, QuantError,
     QuantFloat, QuantParams, QuantSpec, Scheme, Storage,
@@ -259,4 +260,89 @@ pub fn file_bytes(plan: Plan, rows: usize, cols: usize, float_bytes: usize) -> u
 /// when asymmetric.
 pub fn param_bytes(plan: Plan, sets: usize, float_bytes: usize) -> usize {
     sets * (float_bytes + if plan.spec.scheme() == Scheme::Asymmetric { 4 } else { 0 })
+}
+
+/// Parses one of our two-level formats: `GRID BITS/SUB[:sS|:f16][@SUPER]`, e.g. `sym4/16`
+/// (6-bit sub-scales, one super-block per row), `levels4/16`, `offset4/32:s6@256`,
+/// `sym4/32:f16` (plain groups with `f16` scales). Grids: `sym`, `offset`, `levels`.
+pub fn parse_super(s: &str, fit: Fit) -> Result<SuperSpec, String> {
+    let bad = |why: &str| {
+        format!(
+            "format {s:?}: {why} (use GRID BITS/SUB[:sS|:f16][@SUPER], e.g. sym4/16, levels4/16, offset4/32:s6@256)"
+        )
+    };
+    let (head, sup) = match s.split_once('@') {
+        Some((h, n)) => (h, Some(n.parse::<usize>().map_err(|_| bad("the super-block length is not a number"))?)),
+        None => (s, None),
+    };
+    let (head, scale) = match head.split_once(':') {
+        Some((h, "f16")) => (h, SubScale::F16),
+        Some((h, b)) => match b.strip_prefix('s').map(str::parse::<u32>) {
+            Some(Ok(bits)) => (h, SubScale::Bits(bits)),
+            _ => return Err(bad("sub-scales are sS (S bits) or f16")),
+        },
+        None => (head, SubScale::Bits(6)),
+    };
+    let (grid_bits, sub) = head.split_once('/').ok_or_else(|| bad("no /SUB"))?;
+    let sub: usize = sub.parse().map_err(|_| bad("the sub-block length is not a number"))?;
+    let digits = grid_bits.find(|c: char| c.is_ascii_digit()).ok_or_else(|| bad("no code width"))?;
+    let grid = match &grid_bits[..digits] {
+        "sym" => Grid::Symmetric,
+        "offset" => Grid::Offset,
+        "levels" => Grid::Levels,
+        _ => return Err(bad("the grid is sym, offset or levels")),
+    };
+    let bits: u32 = grid_bits[digits..].parse().map_err(|_| bad("the code width is not a number"))?;
+    SuperSpec::new(grid, bits, sub)
+        .and_then(|s| s.with_sub_scale(scale))
+        .and_then(|s| s.with_super_len(sup))
+        .map(|s| s.with_fit(fit))
+        .map_err(|e| bad(&e.to_string()))
+}
+
+/// The name [`parse_super`] reads, with the fit: `sym4/16:s6 search`.
+pub fn super_name(spec: SuperSpec) -> String {
+    let grid = match spec.grid() {
+        Grid::Symmetric => "sym",
+        Grid::Offset => "offset",
+        Grid::Levels => "levels",
+    };
+    let scale = match spec.sub_scale() {
+        SubScale::F16 => "f16".to_string(),
+        SubScale::Bits(b) => format!("s{b}"),
+    };
+    let sup = spec.super_len().map_or(String::new(), |n| format!("@{n}"));
+    let fit = match spec.fit() {
+        Fit::MinMax => "minmax",
+        Fit::Search => "search",
+    };
+    format!("{grid}{}/{}:{scale}{sup} {fit}", spec.bits(), spec.sub_len())
+}
+
+/// Quantizes a `rows x cols` matrix into a two-level format, row blocks in parallel (the same
+/// bytes as one [`quantize_super`] call: every row is fitted on its own).
+pub fn quantize_super_2d<F: QuantFloat>(
+    x: &[F],
+    rows: usize,
+    cols: usize,
+    spec: SuperSpec,
+    importance: Option<&[f32]>,
+) -> Result<SuperMatrix, QuantError> {
+    let shape = MatrixShape::new(rows, cols);
+    shape.check_len("tensor", x.len())?;
+    if x.is_empty() {
+        return quantize_super(x, shape, spec, importance);
+    }
+    // Blocks of a multiple of 8 rows start on whole bytes of every bit stream.
+    let br = (rows / (rayon::current_num_threads().max(1) * 4)).max(1).next_multiple_of(8);
+    let parts: Vec<Result<SuperMatrix, QuantError>> = x
+        .par_chunks(br * cols)
+        .enumerate()
+        .map(|(b, xs)| {
+            quantize_super(xs, MatrixShape::new(xs.len() / cols, cols), spec, importance)
+                .map_err(|e| shift_row(e, b * br))
+        })
+        .collect();
+    let parts: Result<Vec<SuperMatrix>, QuantError> = parts.into_iter().collect();
+    SuperMatrix::concat_rows(&parts?)
 }

@@ -14,6 +14,9 @@
 //!   [`quantize_matrix_into`].
 //! * **Interchange formats**: llama.cpp's `Q8_0`, `Q4_0` and `Q4_1` blocks, byte for byte
 //!   ([`BlockFormat`], module [`ggml`]).
+//! * **Two-level weight formats of our own** ([`superblock`]): codes in sub-blocks with
+//!   few-bit scales under an `f16` per super-block, symmetric, offset or non-uniform levels,
+//!   fitted by an error-minimizing search, optionally weighted by per-column importance.
 //! * **Calibration** ([`calibrate`]): observers that see activations in batches and give their
 //!   range: [`MinMax`], [`MovingAverageMinMax`], [`Percentile`], [`MseOptimal`], per tensor or
 //!   per channel ([`ChannelObserver`]).
@@ -73,6 +76,7 @@ mod range;
 mod scalar;
 mod scheme;
 mod seed;
+pub mod superblock;
 
 pub use calibrate::{ChannelObserver, MinMax, MovingAverageMinMax, MseOptimal, Observer, Percentile};
 pub use convention::Convention;

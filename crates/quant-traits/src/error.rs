@@ -298,6 +298,22 @@ pub enum QuantError {
         float: &'static str,
     },
 
+    /// A two-level (super-block) weight format that cannot be built as asked.
+    #[error("super-block format: {reason}")]
+    InvalidSuperSpec {
+        /// What is wrong, e.g. `"the levels grid has 4-bit codes only"`.
+        reason: &'static str,
+    },
+
+    /// An importance weight that is negative or not finite.
+    #[error("importance of column {index} is {value}: importance weights must be finite and >= 0")]
+    InvalidImportance {
+        /// The column.
+        index: usize,
+        /// The weight given, widened to `f64`.
+        value: f64,
+    },
+
     /// A result that does not fit the output float type.
     #[error("result at row {row}, column {col} is {value}, beyond the finite range of {float}")]
     OutputOverflow {

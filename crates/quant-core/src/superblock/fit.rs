@@ -1,0 +1,412 @@
+//! Fitting one sub-block: the scale (and offset) that a grid of codes gets, by min-max or by an
+//! error-minimizing search. The scalar reference of the two-level formats; every step is one
+//! `f32` operation in the order written here (no fused multiply-add), so results are the same on
+//! every machine.
+
+use super::Grid;
+
+/// The 16 levels of the [`Grid::Levels`] grid: llama.cpp's `kvalues_iq4nl` (`IQ4_NL`, `IQ4_XS`),
+/// a non-uniform 4-bit codebook denser near zero, as weights are. Code `q` stands for
+/// `d · LEVELS[q]`.
+pub const LEVELS: [i16; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// How a sub-block's scale and offset are chosen.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Fit {
+    /// From the extremes alone: symmetric `d = max|x| / (2^(b-1) - 1)`; offset
+    /// `d = (max - min) / (2^b - 1)`, `m = min`; levels `d = -a / 127` with `a` the value of
+    /// largest magnitude.
+    MinMax,
+    /// An error-minimizing search (deterministic, documented in [`fit_sub_block`]): candidate
+    /// scales around the extremes, each followed by a least-squares refit of the scale (and the
+    /// offset) given its codes; the min-max fit is one of the candidates, so the search is never
+    /// worse than [`Fit::MinMax`] on any sub-block. After the scales are stored in few bits, the
+    /// neighbouring stored values are tried too.
+    Search,
+}
+
+/// A fitted sub-block: `x ≈ d · v(q) + m`, with `v(q)` the grid's value of code `q`.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct SubFit {
+    /// The scale (negative allowed for the symmetric and levels grids: the sign trick).
+    pub d: f32,
+    /// The offset (0 for the symmetric and levels grids).
+    pub m: f32,
+    /// The weighted squared error `Σ w (x - x̂)²` of the fit with nearest codes, in `f32`.
+    pub error: f32,
+    /// `Σ w v(q)²` over the nearest codes: how fast the error grows as `d` moves (by `Δ`, the
+    /// codes kept, it grows by about `Δ² ·` this). Weights the scales' own quantization.
+    pub curvature: f32,
+}
+
+/// The range of codes of `grid` at `bits`, as the values `v(q)` the codes stand for.
+pub(crate) fn code_range(grid: Grid, bits: u32) -> (i16, i16) {
+    match grid {
+        Grid::Symmetric => (-(1i16 << (bits - 1)), (1i16 << (bits - 1)) - 1),
+        Grid::Offset => (0, (1i16 << bits) - 1),
+        Grid::Levels => (0, 15),
+    }
+}
+
+/// `v` rounded to the nearest integer, ties to even, after clamping to `lo..=hi` (NaN gives
+/// `lo`). Clamping first is the same as rounding first for integer bounds, and keeps `v` small
+/// enough for the `2^23` trick: adding `1.5 · 2^23` leaves `v` rounded in the low mantissa bits.
+#[inline]
+pub(crate) fn rint_clamped(v: f32, lo: i16, hi: i16) -> i16 {
+    let c = v.max(f32::from(lo)).min(f32::from(hi));
+    let bits = (c + 12_582_912.0).to_bits() & 0x007f_ffff;
+    // `c` is in -256..=255, so the low bits are 2^22 + c, within `i32` and the result in `i16`.
+    let r = i32::try_from(bits).unwrap_or(0) - 0x0040_0000;
+    i16::try_from(r).unwrap_or(lo)
+}
+
+/// The code nearest to `x` under scale `d` and offset `m`: `clamp(round((x - m) / d))` for the
+/// linear grids (ties to even), the level nearest to `x / d` for [`Grid::Levels`] (a value
+/// exactly between two levels takes the lower one). `d = 0` gives the code of value 0 (or
+/// the lowest code, for the offset grid).
+#[inline]
+pub(crate) fn nearest_code(grid: Grid, bits: u32, x: f32, d: f32, m: f32) -> i16 {
+    let (lo, hi) = code_range(grid, bits);
+    if d == 0.0 {
+        return match grid {
+            Grid::Symmetric | Grid::Offset => 0,
+            Grid::Levels => 8,
+        };
+    }
+    match grid {
+        Grid::Symmetric | Grid::Offset => rint_clamped((x - m) / d, lo, hi),
+        Grid::Levels => {
+            let t = x / d;
+            let mut q: i16 = 0;
+            for w in LEVELS.windows(2) {
+                // Midpoints are exact in f32 (half-integers).
+                if t > f32::from(w[0] + w[1]) * 0.5 {
+                    q += 1;
+                }
+            }
+            q
+        }
+    }
+}
+
+/// The value code `q` stands for before scaling: `q` for the linear grids, `LEVELS[q]` for
+/// the levels grid.
+#[inline]
+pub(crate) fn grid_value(grid: Grid, q: i16) -> f32 {
+    match grid {
+        Grid::Symmetric | Grid::Offset => f32::from(q),
+        Grid::Levels => f32::from(LEVELS[usize::try_from(q).unwrap_or(0) & 15]),
+    }
+}
+
+/// The reconstruction `d · v(q) + m`, rounded once per operation (`m = 0` adds nothing).
+#[inline]
+pub(crate) fn reconstruct(grid: Grid, q: i16, d: f32, m: f32) -> f32 {
+    d * grid_value(grid, q) + m
+}
+
+/// `Σ w (x - x̂)²` with nearest codes under `(d, m)`, in `f32`, in order.
+pub(crate) fn error_of(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, d: f32, m: f32) -> f32 {
+    error_and_curvature(grid, bits, x, w, d, m).0
+}
+
+/// `Σ w (x - x̂)²` and `Σ w v(q)²` with nearest codes under `(d, m)`.
+fn error_and_curvature(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, d: f32, m: f32) -> (f32, f32) {
+    let (mut e, mut c) = (0.0f32, 0.0f32);
+    for (i, &v) in x.iter().enumerate() {
+        let q = nearest_code(grid, bits, v, d, m);
+        let r = v - reconstruct(grid, q, d, m);
+        let g = grid_value(grid, q);
+        e += weight(w, i) * r * r;
+        c += weight(w, i) * g * g;
+    }
+    (e, c)
+}
+
+#[inline]
+fn weight(w: Option<&[f32]>, i: usize) -> f32 {
+    w.map_or(1.0, |w| w[i])
+}
+
+/// The value of largest magnitude (the first one on a tie), 0 for an empty slice.
+fn extreme(x: &[f32]) -> f32 {
+    let mut a = 0.0f32;
+    for &v in x {
+        if v.abs() > a.abs() {
+            a = v;
+        }
+    }
+    a
+}
+
+/// The min-max fit of [`Fit::MinMax`].
+fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
+    let (lo, hi) = code_range(grid, bits);
+    match grid {
+        Grid::Symmetric => (extreme(x).abs() / f32::from(hi), 0.0),
+        Grid::Levels => (extreme(x) / f32::from(LEVELS[0]), 0.0),
+        Grid::Offset => {
+            let (mn, mx) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            if x.is_empty() {
+                return (0.0, 0.0);
+            }
+            ((mx - mn) / f32::from(hi - lo), mn)
+        }
+    }
+}
+
+/// Fits one sub-block of `x` (with optional per-element weights `w`, all `>= 0`) to `grid` at
+/// `bits`.
+///
+/// * [`Fit::MinMax`]: the extremes, as [`Fit`] says.
+/// * [`Fit::Search`], symmetric and levels grids: with `a` the value of largest magnitude and
+///   `lo` the lowest grid value (`-2^(b-1)`, or `-127` for levels), the candidates are
+///   `d = a / (lo + δ)` for `δ = -0.9, -0.8, .., 0.9` (levels: `δ = -9, -8, .., 9`): the
+///   extreme value lands on or near the *lowest* code, so the extra negative code serves the
+///   largest magnitude whatever its sign (the sign trick of llama.cpp's `Q4_0`). Each
+///   candidate's nearest codes `v` give the least-squares scale `d' = Σ w v x / Σ w v²`; both
+///   `d` and `d'` are scored.
+/// * [`Fit::Search`], offset grid (as llama.cpp's `make_qkx2_quants`, without its clamp of the
+///   minimum to `<= 0`): candidates `1/d = (2^b - 2 + 0.1 k) / (max - min)`, `k = 0..=20`, codes
+///   `round((x - min) / d)`, then the weighted least-squares `(d', m')` for those codes (kept when
+///   `d' > 0`).
+///
+/// Candidates are scored by `Σ w (x - x̂)²` computed from the sums; the first best wins. The
+/// winner is then scored exactly with nearest codes ([`SubFit::error`]) and kept only if no worse
+/// than the min-max fit, so the search never loses to [`Fit::MinMax`]. All-zero weights count as
+/// all ones.
+#[must_use]
+pub fn fit_sub_block(grid: Grid, bits: u32, fit: Fit, x: &[f32], w: Option<&[f32]>) -> SubFit {
+    let w = w.filter(|w| w.iter().any(|&v| v > 0.0));
+    let (d0, m0) = min_max(grid, bits, x);
+    let (e0, c0) = error_and_curvature(grid, bits, x, w, d0, m0);
+    let base = SubFit { d: d0, m: m0, error: e0, curvature: c0 };
+    if fit == Fit::MinMax || x.is_empty() {
+        return base;
+    }
+    let (d, m) = match grid {
+        Grid::Symmetric | Grid::Levels => search_scale(grid, bits, x, w),
+        Grid::Offset => search_offset(bits, x, w),
+    };
+    let (e, c) = error_and_curvature(grid, bits, x, w, d, m);
+    if e <= e0 {
+        SubFit { d, m, error: e, curvature: c }
+    } else {
+        base
+    }
+}
+
+/// The scale search of the symmetric and levels grids (see [`fit_sub_block`]).
+fn search_scale(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
+    let a = extreme(x);
+    if a == 0.0 {
+        return (0.0, 0.0);
+    }
+    let (lo_v, step) = match grid {
+        Grid::Levels => (f32::from(LEVELS[0]), 1.0f32),
+        _ => (f32::from(code_range(grid, bits).0), 0.1f32),
+    };
+    let mut sx2 = 0.0f32;
+    for (i, &v) in x.iter().enumerate() {
+        sx2 += weight(w, i) * v * v;
+    }
+    let mut best = (f32::INFINITY, 0.0f32);
+    for k in -9i8..=9 {
+        let d = a / (lo_v + f32::from(k) * step);
+        let (mut sqx, mut sq2) = (0.0f32, 0.0f32);
+        for (i, &v) in x.iter().enumerate() {
+            let q = grid_value(grid, nearest_code(grid, bits, v, d, 0.0));
+            let wq = weight(w, i) * q;
+            sqx += wq * v;
+            sq2 += wq * q;
+        }
+        // Σw(x - d v)² = Σwx² - 2 d Σwvx + d² Σwv², for the candidate and for the refit.
+        let score = |d: f32| sx2 - 2.0 * d * sqx + d * d * sq2;
+        for cand in [d, if sq2 > 0.0 { sqx / sq2 } else { d }] {
+            let e = score(cand);
+            if e < best.0 {
+                best = (e, cand);
+            }
+        }
+    }
+    (best.1, 0.0)
+}
+
+/// The scale `D` of non-negative values `v` (weights `c`) stored as `D · l` with `l` in
+/// `0 ..= 2^s - 1`: min-max `D = max v / (2^s - 1)`, or (search) the best of
+/// `D = max v / (2^s - 1 + δ)`, `δ = -0.9, -0.8, .., 0.9`, and each one's least-squares refit
+/// `Σ c l v / Σ c l²`, scored by `Σ c (v - D l)²`.
+pub(crate) fn fit_unsigned_scale(s: u32, fit: Fit, v: &[f32], c: &[f32]) -> f32 {
+    let top = v.iter().fold(0.0f32, |a, &x| a.max(x));
+    let hi = (1i16 << s) - 1;
+    let d0 = top / f32::from(hi);
+    if fit == Fit::MinMax || top == 0.0 {
+        return d0;
+    }
+    let c = if c.iter().any(|&x| x > 0.0) { Some(c) } else { None };
+    let score = |d: f32| {
+        let mut e = 0.0f32;
+        for (i, &x) in v.iter().enumerate() {
+            let l = if d == 0.0 { 0.0 } else { f32::from(rint_clamped(x / d, 0, hi)) };
+            let r = x - d * l;
+            e += weight(c, i) * r * r;
+        }
+        e
+    };
+    let mut best = (score(d0), d0);
+    for k in -9i8..=9 {
+        let d = top / (f32::from(hi) + 0.1 * f32::from(k));
+        let (mut slx, mut sl2) = (0.0f32, 0.0f32);
+        for (i, &x) in v.iter().enumerate() {
+            let l = f32::from(rint_clamped(x / d, 0, hi));
+            slx += weight(c, i) * l * x;
+            sl2 += weight(c, i) * l * l;
+        }
+        for cand in [d, if sl2 > 0.0 { slx / sl2 } else { d }] {
+            let e = score(cand);
+            if e < best.0 {
+                best = (e, cand);
+            }
+        }
+    }
+    best.1
+}
+
+/// The scale-and-offset search of the offset grid (see [`fit_sub_block`]).
+fn search_offset(bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
+    let (_, hi) = code_range(Grid::Offset, bits);
+    let (mn, mx) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if mx <= mn {
+        // Constant: the offset alone is exact.
+        return (0.0, mn);
+    }
+    let (mut sw, mut sx, mut sx2) = (0.0f32, 0.0f32, 0.0f32);
+    for (i, &v) in x.iter().enumerate() {
+        let wi = weight(w, i);
+        sw += wi;
+        sx += wi * v;
+        sx2 += wi * v * v;
+    }
+    let mut best = (f32::INFINITY, 0.0f32, 0.0f32);
+    for k in 0u8..=20 {
+        let iscale = (f32::from(hi) - 1.0 + 0.1 * f32::from(k)) / (mx - mn);
+        let (mut sq, mut sq2, mut sqx) = (0.0f32, 0.0f32, 0.0f32);
+        for (i, &v) in x.iter().enumerate() {
+            let q = f32::from(rint_clamped(iscale * (v - mn), 0, hi));
+            let wi = weight(w, i);
+            sq += wi * q;
+            sq2 += wi * q * q;
+            sqx += wi * q * v;
+        }
+        let det = sw * sq2 - sq * sq;
+        if det <= 0.0 {
+            continue;
+        }
+        let d = (sw * sqx - sq * sx) / det;
+        let m = (sq2 * sx - sq * sqx) / det;
+        if d <= 0.0 || !d.is_finite() || !m.is_finite() {
+            continue;
+        }
+        // Σw(x - dq - m)² expanded.
+        let e = sx2 + d * d * sq2 + m * m * sw - 2.0 * d * sqx - 2.0 * m * sx + 2.0 * d * m * sq;
+        if e < best.0 {
+            best = (e, d, m);
+        }
+    }
+    if best.0.is_finite() {
+        (best.1, best.2)
+    } else {
+        min_max(Grid::Offset, bits, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_ties_to_even_and_clamped() {
+        assert_eq!(rint_clamped(2.5, -8, 7), 2);
+        assert_eq!(rint_clamped(3.5, -8, 7), 4);
+        assert_eq!(rint_clamped(-2.5, -8, 7), -2);
+        assert_eq!(rint_clamped(100.0, -8, 7), 7);
+        assert_eq!(rint_clamped(f32::NEG_INFINITY, -8, 7), -8);
+        assert_eq!(rint_clamped(f32::NAN, 0, 15), 0);
+        assert_eq!(rint_clamped(254.5, 0, 255), 254);
+    }
+
+    #[test]
+    fn levels_take_the_nearest_and_the_lower_on_a_tie() {
+        // Between -127 and -104 the midpoint is -115.5.
+        assert_eq!(nearest_code(Grid::Levels, 4, -115.5, 1.0, 0.0), 0);
+        assert_eq!(nearest_code(Grid::Levels, 4, -115.4, 1.0, 0.0), 1);
+        assert_eq!(nearest_code(Grid::Levels, 4, 0.0, 1.0, 0.0), 8);
+        assert_eq!(nearest_code(Grid::Levels, 4, 1000.0, 1.0, 0.0), 15);
+        assert_eq!(nearest_code(Grid::Levels, 4, -1000.0, 1.0, 0.0), 0);
+        // A negative scale mirrors the grid.
+        assert_eq!(nearest_code(Grid::Levels, 4, 127.0, -1.0, 0.0), 0);
+    }
+
+    #[test]
+    fn min_max_fits_are_the_documented_formulas() {
+        let x = [0.5f32, -2.0, 1.0, 3.0];
+        let s = fit_sub_block(Grid::Symmetric, 4, Fit::MinMax, &x, None);
+        assert_eq!((s.d, s.m), (3.0 / 7.0, 0.0));
+        let o = fit_sub_block(Grid::Offset, 4, Fit::MinMax, &x, None);
+        assert_eq!((o.d, o.m), (5.0 / 15.0, -2.0));
+        let l = fit_sub_block(Grid::Levels, 4, Fit::MinMax, &x, None);
+        assert_eq!((l.d, l.m), (3.0 / -127.0, 0.0));
+    }
+
+    #[test]
+    fn the_sign_trick_gives_the_largest_magnitude_the_extra_code() {
+        // Codes -8..=7: with d = 1 (a / -8 for a = -8) every value is exact; min-max
+        // (d = 8/7) is not.
+        let x = [-8.0f32, -4.0, 0.0, 3.0, 7.0, 5.0, -1.0, 2.0];
+        let s = fit_sub_block(Grid::Symmetric, 4, Fit::Search, &x, None);
+        assert_eq!((s.d, s.error), (1.0, 0.0));
+        let mm = fit_sub_block(Grid::Symmetric, 4, Fit::MinMax, &x, None);
+        assert!(mm.error > 0.5, "{mm:?}");
+        // The same values negated: d = -1 maps 8 to code -8.
+        let neg: Vec<f32> = x.iter().map(|v| -v).collect();
+        let s = fit_sub_block(Grid::Symmetric, 4, Fit::Search, &neg, None);
+        assert_eq!((s.d, s.error), (-1.0, 0.0));
+    }
+
+    #[test]
+    fn the_offset_search_finds_an_exact_affine_grid() {
+        // x = 0.25 q - 1 for codes 0..=14 (15 unused): min-max stretches 14 steps over 15
+        // codes, the candidate 1/d = 14 / (max - min) and its refit land on the grid.
+        let codes = [0i16, 3, 7, 14, 9, 2, 11, 13];
+        let x: Vec<f32> = codes.iter().map(|&q| 0.25 * f32::from(q) - 1.0).collect();
+        let o = fit_sub_block(Grid::Offset, 4, Fit::Search, &x, None);
+        assert_eq!((o.d, o.m, o.error), (0.25, -1.0, 0.0));
+        assert!(fit_sub_block(Grid::Offset, 4, Fit::MinMax, &x, None).error > 0.01);
+    }
+
+    #[test]
+    fn constant_and_zero_blocks() {
+        for grid in [Grid::Symmetric, Grid::Offset, Grid::Levels] {
+            for fit in [Fit::MinMax, Fit::Search] {
+                let z = fit_sub_block(grid, 4, fit, &[0.0; 16], None);
+                assert_eq!(z.error, 0.0, "{grid:?} {fit:?}");
+                let c = fit_sub_block(grid, 4, fit, &[0.75; 16], None);
+                assert!(c.error <= 16.0 * 0.75 * 0.75 / 1e4, "{grid:?} {fit:?} {c:?}");
+            }
+        }
+        let c = fit_sub_block(Grid::Offset, 4, Fit::Search, &[0.75; 16], None);
+        assert_eq!((c.d, c.m, c.error), (0.0, 0.75, 0.0));
+    }
+
+    #[test]
+    fn weights_steer_the_fit() {
+        // Two clusters a single 2-bit symmetric scale cannot both hit; weighting one makes it
+        // exact.
+        let x = [1.0f32, 1.0, 1.0, 0.3, 0.3, 0.3];
+        let heavy_small = [0.0f32, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let f = fit_sub_block(Grid::Symmetric, 2, Fit::Search, &x, Some(&heavy_small));
+        assert!(f.error < 1e-12, "{f:?}");
+        let plain = fit_sub_block(Grid::Symmetric, 2, Fit::Search, &x, None);
+        assert!(error_of(Grid::Symmetric, 2, &x, Some(&heavy_small), plain.d, plain.m) > 1e-3);
+    }
+}
