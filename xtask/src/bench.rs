@@ -672,6 +672,35 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
             ));
         }
     }
+    // The cost of the two-level formats' search: the same format fitted by min-max and by the
+    // search, alternating, on the 64 MiB file.
+    println!("\nquant quantize --super: the search against min-max, 64 MiB, {rounds} rounds (target >= 0.33x)");
+    println!("{:<16} {:>14} {:>14} {:>22}", "format", "min-max MB/s", "search MB/s", "ratio (min..max)");
+    for format in ["levels4/16@256", "sym4/16@256", "offset4/32@256"] {
+        let (mut plain, mut search, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            eprintln!("quant quantize --super {format}: round {}/{rounds}", round + 1);
+            let run = |fit: &str| quant_run(&quant, &models[0], &out, &["--super", format, "--fit", fit], None);
+            let (p, q) = if round % 2 == 0 {
+                let p = run("minmax")?.0;
+                (p, run("search")?.0)
+            } else {
+                let q = run("search")?.0;
+                (run("minmax")?.0, q)
+            };
+            plain.push(p);
+            search.push(q);
+            ratios.push(q / p);
+        }
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        let (ratio, p, q) = (median(&ratios), median(&plain), median(&search));
+        let range = format!("{ratio:.2} ({lo:.2}..{hi:.2})");
+        println!("{format:<16} {p:>14.1} {q:>14.1} {range:>22}");
+        json.push(format!(
+            r#"{{"name": "quant_quantize_file_super_search", "peer": "the same format by min-max", "shape": "64MiB {format}", "threads": 2, "ours": {q:.3}, "theirs": {p:.3}, "unit": "MB/s", "ratio": {ratio:.3}, "target": 0.333}}"#
+        ));
+    }
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&gguf);
     Ok(json)

@@ -226,6 +226,10 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     if meta.get("quant.format").map(String::as_str) != Some("quant") {
         return Err(CliError::file(input, "not a file written by `quant quantize` (no quant.format metadata)".into()));
     }
+    if crate::superfile::is_super(&meta) {
+        drop(model);
+        return crate::superfile::dequantize(input, output, progress);
+    }
     let field = |k: &str| meta.get(k).cloned().ok_or_else(|| CliError::file(input, format!("metadata lacks {k}")));
     let bits: u32 = field("quant.bits")?
         .parse()

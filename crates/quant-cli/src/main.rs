@@ -22,11 +22,13 @@
 mod convert;
 mod demo;
 mod gguf;
+mod importance;
 mod input;
 mod mix;
 mod model;
 mod report;
 mod scheme;
+mod superfile;
 mod writer;
 
 use std::fmt;
@@ -220,6 +222,10 @@ enum Command {
         /// How the two-level formats fit their scales: an error-minimizing search, or min-max.
         #[arg(long, value_enum, default_value = "search")]
         fit: FitArg,
+        /// llama.cpp importance matrix (GGUF or legacy .dat) weighting the two-level formats'
+        /// search (tensors it names; the others unweighted).
+        #[arg(long, requires = "super_formats")]
+        importance: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -259,8 +265,19 @@ enum Command {
         /// are whole blocks, byte for byte as ggml's reference quantizer. Or one of llama.cpp's
         /// mixes (q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m), each tensor in the
         /// format llama-quantize's rules give it; these need a GGUF with llama.cpp's names.
-        #[arg(long = "type")]
+        #[arg(long = "type", conflicts_with = "super_format")]
         ty: Option<String>,
+        /// Write one of our two-level formats instead (see `report --super`), e.g.
+        /// `levels4/16@256`: a safetensors file of code, sub-scale and super-scale tensors.
+        #[arg(long = "super")]
+        super_format: Option<String>,
+        /// How the two-level format fits its scales.
+        #[arg(long, value_enum, default_value = "search")]
+        fit: FitArg,
+        /// llama.cpp importance matrix (`imatrix`, GGUF or legacy .dat) weighting the two-level
+        /// search by each input column's mean squared activation.
+        #[arg(long, requires = "super_format")]
+        importance: Option<PathBuf>,
     },
     /// Reconstruct floating tensors (in their original dtype) from a file written by
     /// `quantize`, or every tensor of a GGUF file (quantized ones as F32, bit for bit as ggml).
@@ -310,6 +327,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             ty,
             super_formats,
             fit,
+            importance,
             format,
             sort,
             reconstructed,
@@ -343,7 +361,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 (_, Some(p)) => Some(report::Against::Reference(p)),
                 _ => None,
             };
-            let r = report::report(&model, &methods, against, format, sort, &progress)?;
+            let imp = importance.as_deref().map(importance::Importance::load).transpose()?;
+            let imp = importance.as_deref().zip(imp.as_ref());
+            let r = report::report(&model, &methods, against, format, sort, imp, &progress)?;
             print!("{}", r.text);
             if format == Format::Csv {
                 for n in &r.notes {
@@ -351,20 +371,28 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
         }
-        Command::Quantize { model, output, scheme, bits, granularity, stats, ty } => {
+        Command::Quantize { model, output, scheme, bits, granularity, stats, ty, super_format, fit, importance } => {
             let start = Instant::now();
-            match ty {
-                Some(name) => {
-                    let target = match mix::Mix::by_name(&name) {
-                        Some(m) => gguf::Target::Mix(m),
-                        None => gguf::Target::Format(block_format(&name).map_err(|e| {
-                            let mixes: Vec<&str> = mix::ALL.iter().map(|(n, _)| *n).collect();
-                            CliError::usage(format!("{e}, or a mix: {}", mixes.join(", ")))
-                        })?),
-                    };
-                    gguf::quantize(&model, &output, target, &progress)?;
+            if let Some(name) = super_format {
+                let spec =
+                    scheme::parse_super(&name, fit.fit()).map_err(|e| CliError::usage(format!("--super {e}")))?;
+                let imp = importance.as_deref().map(importance::Importance::load).transpose()?;
+                let imp = importance.as_deref().zip(imp.as_ref());
+                superfile::quantize(&model, &output, spec, imp, &progress)?;
+            } else {
+                match ty {
+                    Some(name) => {
+                        let target = match mix::Mix::by_name(&name) {
+                            Some(m) => gguf::Target::Mix(m),
+                            None => gguf::Target::Format(block_format(&name).map_err(|e| {
+                                let mixes: Vec<&str> = mix::ALL.iter().map(|(n, _)| *n).collect();
+                                CliError::usage(format!("{e}, or a mix: {}", mixes.join(", ")))
+                            })?),
+                        };
+                        gguf::quantize(&model, &output, target, &progress)?;
+                    }
+                    None => convert::quantize(&model, &output, plan(scheme, bits, &granularity)?, &progress)?,
                 }
-                None => convert::quantize(&model, &output, plan(scheme, bits, &granularity)?, &progress)?,
             }
             if stats {
                 let secs = start.elapsed().as_secs_f64();

@@ -53,6 +53,7 @@ use quant_analysis::{error_stats, ErrorStats};
 use quant_core::{BlockFormat, QuantFloat};
 use serde_json::{json, Value};
 
+use crate::importance::Importance;
 use crate::input::{Input, Kind, Tensor};
 use crate::model::{dtype_name, Floats, Model};
 use crate::scheme::{dequantize_2d, file_bytes, quantize_2d, quantize_super_2d, super_name, Plan};
@@ -250,6 +251,7 @@ pub fn report(
     against: Option<Against>,
     format: Format,
     sort: Sort,
+    importance: Option<(&Path, &Importance)>,
     progress: &Progress,
 ) -> Result<Report, CliError> {
     let input = Input::open(path)?;
@@ -259,7 +261,7 @@ pub fn report(
     match against {
         None => {
             groups.extend(methods.iter().map(|&m| Group::Method(m)));
-            measure_all(&input, methods, &mut rows, &mut notes, progress)?;
+            measure_all(&input, methods, importance, &mut rows, &mut notes, progress)?;
         }
         Some(Against::Reconstructed(other)) => {
             let back = Input::open(other)?;
@@ -278,6 +280,7 @@ pub fn report(
 fn measure_all(
     input: &Input,
     methods: &[Method],
+    importance: Option<(&Path, &Importance)>,
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
     progress: &Progress,
@@ -331,8 +334,11 @@ fn measure_all(
                     (stats, None, bytes)
                 }
                 Method::Super(spec) => {
-                    let (stats, bytes) =
-                        with_floats!(&floats, x => measure_super(x, r, c, spec, None)).map_err(fail)?;
+                    let imp = match importance {
+                        Some((p, imp)) => imp.of(p, t.name, c)?,
+                        None => None,
+                    };
+                    let (stats, bytes) = with_floats!(&floats, x => measure_super(x, r, c, spec, imp)).map_err(fail)?;
                     (stats, None, bytes)
                 }
             };
@@ -720,7 +726,7 @@ mod tests {
     use crate::gguf::tests::Builder;
 
     fn json_report(path: &Path, methods: &[Method], against: Option<Against>) -> Result<Value, CliError> {
-        let r = report(path, methods, against, Format::Json, Sort::Given, &Progress::new(true))?;
+        let r = report(path, methods, against, Format::Json, Sort::Given, None, &Progress::new(true))?;
         Ok(serde_json::from_str(&r.text).expect("json"))
     }
 

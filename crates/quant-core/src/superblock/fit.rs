@@ -60,6 +60,107 @@ pub(crate) fn rint_clamped(v: f32, lo: i16, hi: i16) -> i16 {
     i16::try_from(r).unwrap_or(lo)
 }
 
+/// `v` clamped to `lo..=hi` and rounded to an integer, ties to even, as an `f32` (the same
+/// value as [`rint_clamped`]; float operations only, so loops over it vectorize).
+#[inline]
+fn rint_f(v: f32, lo: f32, hi: f32) -> f32 {
+    let c = v.max(lo).min(hi);
+    (c + 12_582_912.0) - 12_582_912.0
+}
+
+/// Midpoints between neighbouring [`LEVELS`] and the steps between them.
+const MIDS: [f32; 15] = {
+    let mut m = [0.0f32; 15];
+    let mut i = 0;
+    while i < 15 {
+        m[i] = (LEVELS[i] + LEVELS[i + 1]) as f32 * 0.5;
+        i += 1;
+    }
+    m
+};
+const STEPS: [f32; 15] = {
+    let mut m = [0.0f32; 15];
+    let mut i = 0;
+    while i < 15 {
+        m[i] = (LEVELS[i + 1] - LEVELS[i]) as f32;
+        i += 1;
+    }
+    m
+};
+
+/// The level nearest to `t` (the lower on a tie) as its value: `LEVELS[0]` plus every step
+/// whose midpoint `t` exceeds (selects and adds only, so loops over it vectorize).
+#[inline]
+fn level_value(t: f32) -> f32 {
+    let mut v = f32::from(LEVELS[0]);
+    for i in 0..15 {
+        v += if t > MIDS[i] { STEPS[i] } else { 0.0 };
+    }
+    v
+}
+
+/// Partial sums kept per lane and added in lane order at the end: a fixed order (the same
+/// result on every machine) that the compiler can vectorize.
+const LANES: usize = 8;
+
+/// `Σ_lanes` in lane order.
+#[inline]
+fn lane_total(a: [f32; LANES]) -> f32 {
+    let mut s = 0.0f32;
+    for v in a {
+        s += v;
+    }
+    s
+}
+
+/// `[Σ w f(x)_0, .., Σ w f(x)_(K-1)]` over `x` (weights 1 without `w`), in [`LANES`] partial
+/// sums per term: value `i` goes to lane `i % LANES`, lanes are added in order at the end.
+#[inline(always)]
+fn weighted_sums<const K: usize>(x: &[f32], w: Option<&[f32]>, f: impl Fn(f32) -> [f32; K]) -> [f32; K] {
+    let mut acc = [[0.0f32; LANES]; K];
+    let n = x.len() / LANES * LANES;
+    for (ci, c) in x[..n].chunks_exact(LANES).enumerate() {
+        let wc: [f32; LANES] = match w {
+            Some(w) => w[ci * LANES..(ci + 1) * LANES].try_into().unwrap_or([1.0; LANES]),
+            None => [1.0; LANES],
+        };
+        for k in 0..LANES {
+            let t = f(c[k]);
+            for j in 0..K {
+                acc[j][k] += wc[k] * t[j];
+            }
+        }
+    }
+    for (k, &v) in x[n..].iter().enumerate() {
+        let wi = weight(w, n + k);
+        let t = f(v);
+        for j in 0..K {
+            acc[j][k] += wi * t[j];
+        }
+    }
+    acc.map(lane_total)
+}
+
+/// `(Σ w g x, Σ w g²)` over `x` with `g` the grid value of each value's code under the
+/// reciprocal scale `inv` (`x · inv` rounded, or its nearest level).
+#[inline]
+fn candidate_sums(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, inv: f32) -> (f32, f32) {
+    let (lo, hi) = code_range(grid, bits);
+    let (lo, hi) = (f32::from(lo), f32::from(hi));
+    let [a, b] = if grid == Grid::Levels {
+        weighted_sums(x, w, |v| {
+            let q = level_value(v * inv);
+            [q * v, q * q]
+        })
+    } else {
+        weighted_sums(x, w, |v| {
+            let q = rint_f(v * inv, lo, hi);
+            [q * v, q * q]
+        })
+    };
+    (a, b)
+}
+
 /// The code nearest to `x` under scale `d` and offset `m`: `clamp(round((x - m) / d))` for the
 /// linear grids (ties to even), the level nearest to `x / d` for [`Grid::Levels`] (a value
 /// exactly between two levels takes the lower one). `d = 0` gives the code of value 0 (or
@@ -76,13 +177,11 @@ pub(crate) fn nearest_code(grid: Grid, bits: u32, x: f32, d: f32, m: f32) -> i16
     match grid {
         Grid::Symmetric | Grid::Offset => rint_clamped((x - m) / d, lo, hi),
         Grid::Levels => {
+            // Midpoints are exact in f32 (half-integers).
             let t = x / d;
             let mut q: i16 = 0;
-            for w in LEVELS.windows(2) {
-                // Midpoints are exact in f32 (half-integers).
-                if t > f32::from(w[0] + w[1]) * 0.5 {
-                    q += 1;
-                }
+            for m in MIDS {
+                q += i16::from(t > m);
             }
             q
         }
@@ -110,16 +209,23 @@ pub(crate) fn error_of(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, d: f
     error_and_curvature(grid, bits, x, w, d, m).0
 }
 
-/// `Σ w (x - x̂)²` and `Σ w v(q)²` with nearest codes under `(d, m)`.
+/// `Σ w (x - x̂)²` and `Σ w v(q)²` with nearest codes under `(d, m)` (the codes of
+/// [`nearest_code`], computed with float operations only), in [`LANES`] partial sums.
 fn error_and_curvature(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, d: f32, m: f32) -> (f32, f32) {
-    let (mut e, mut c) = (0.0f32, 0.0f32);
-    for (i, &v) in x.iter().enumerate() {
-        let q = nearest_code(grid, bits, v, d, m);
-        let r = v - reconstruct(grid, q, d, m);
-        let g = grid_value(grid, q);
-        e += weight(w, i) * r * r;
-        c += weight(w, i) * g * g;
-    }
+    let (lo, hi) = code_range(grid, bits);
+    let (lo, hi) = (f32::from(lo), f32::from(hi));
+    let term = |q: f32, v: f32| {
+        let r = v - (d * q + m);
+        [r * r, q * q]
+    };
+    let [e, c] = if d == 0.0 {
+        let q = if grid == Grid::Levels { f32::from(LEVELS[8]) } else { 0.0 };
+        weighted_sums(x, w, |v| term(q, v))
+    } else if grid == Grid::Levels {
+        weighted_sums(x, w, |v| term(level_value(v / d), v))
+    } else {
+        weighted_sums(x, w, |v| term(rint_f((v - m) / d, lo, hi), v))
+    };
     (e, c)
 }
 
@@ -161,17 +267,19 @@ fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
 /// * [`Fit::MinMax`]: the extremes, as [`Fit`] says.
 /// * [`Fit::Search`], symmetric and levels grids: with `a` the value of largest magnitude and
 ///   `lo` the lowest grid value (`-2^(b-1)`, or `-127` for levels), the candidates are
-///   `d = a / (lo + δ)` for `δ = -0.9, -0.8, .., 0.9` (levels: `δ = -9, -8, .., 9`): the
-///   extreme value lands on or near the *lowest* code, so the extra negative code serves the
-///   largest magnitude whatever its sign (the sign trick of llama.cpp's `Q4_0`). Each
-///   candidate's nearest codes `v` give the least-squares scale `d' = Σ w v x / Σ w v²`; both
-///   `d` and `d'` are scored.
+///   `d = a / (lo + k·s)` with `s = 0.1` (levels: `s = 1`): the extreme value lands on or near
+///   the *lowest* code, so the extra negative code serves the largest magnitude whatever its
+///   sign (the sign trick of llama.cpp's `Q4_0`). Steps `k = -8, -4, 0, 4, 8` are tried first,
+///   then `k* ± 1, k* ± 2` around the best one `k*` (within `-9..=9`). Each candidate's codes
+///   (of `x · (1/d)`) give the least-squares scale `d' = Σ w v x / Σ w v²`; both `d` and `d'`
+///   are scored.
 /// * [`Fit::Search`], offset grid (as llama.cpp's `make_qkx2_quants`, without its clamp of the
-///   minimum to `<= 0`): candidates `1/d = (2^b - 2 + 0.1 k) / (max - min)`, `k = 0..=20`, codes
-///   `round((x - min) / d)`, then the weighted least-squares `(d', m')` for those codes (kept when
-///   `d' > 0`).
+///   minimum to `<= 0`): candidates `1/d = (2^b - 2 + 0.1 k) / (max - min)`, `k = 0, 4, .., 20`,
+///   then `k* ± 1, k* ± 2` within `0..=20`; codes `round((x - min) / d)`, then the weighted
+///   least-squares `(d', m')` for those codes (kept when `d' > 0`).
 ///
-/// Candidates are scored by `Σ w (x - x̂)²` computed from the sums; the first best wins. The
+/// Candidates are scored by `Σ w (x - x̂)²` computed from sums (kept per lane of 8 values and
+/// added in lane order, so the result is the same on every machine); the first best wins. The
 /// winner is then scored exactly with nearest codes ([`SubFit::error`]) and kept only if no worse
 /// than the min-max fit, so the search never loses to [`Fit::MinMax`]. All-zero weights count as
 /// all ones.
@@ -196,6 +304,9 @@ pub fn fit_sub_block(grid: Grid, bits: u32, fit: Fit, x: &[f32], w: Option<&[f32
     }
 }
 
+/// The coarse candidate steps of the scale search.
+const COARSE: [i8; 5] = [-8, -4, 0, 4, 8];
+
 /// The scale search of the symmetric and levels grids (see [`fit_sub_block`]).
 fn search_scale(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
     let a = extreme(x);
@@ -206,27 +317,31 @@ fn search_scale(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f3
         Grid::Levels => (f32::from(LEVELS[0]), 1.0f32),
         _ => (f32::from(code_range(grid, bits).0), 0.1f32),
     };
-    let mut sx2 = 0.0f32;
-    for (i, &v) in x.iter().enumerate() {
-        sx2 += weight(w, i) * v * v;
-    }
-    let mut best = (f32::INFINITY, 0.0f32);
-    for k in -9i8..=9 {
-        let d = a / (lo_v + f32::from(k) * step);
-        let (mut sqx, mut sq2) = (0.0f32, 0.0f32);
-        for (i, &v) in x.iter().enumerate() {
-            let q = grid_value(grid, nearest_code(grid, bits, v, d, 0.0));
-            let wq = weight(w, i) * q;
-            sqx += wq * v;
-            sq2 += wq * q;
-        }
+    let [sx2] = weighted_sums(x, w, |v| [v * v]);
+    // (score, scale) of the best candidate or refit, and the candidate step `k` it came from.
+    let mut best = (f32::INFINITY, 0.0f32, 0i8);
+    let try_k = |k: i8, best: &mut (f32, f32, i8)| {
+        let den = lo_v + f32::from(k) * step;
+        let d = a / den;
+        // Codes of x / d, as x · (den / a).
+        let (sqx, sq2) = candidate_sums(grid, bits, x, w, den / a);
         // Σw(x - d v)² = Σwx² - 2 d Σwvx + d² Σwv², for the candidate and for the refit.
         let score = |d: f32| sx2 - 2.0 * d * sqx + d * d * sq2;
         for cand in [d, if sq2 > 0.0 { sqx / sq2 } else { d }] {
             let e = score(cand);
             if e < best.0 {
-                best = (e, cand);
+                *best = (e, cand, k);
             }
+        }
+    };
+    // Coarse steps of 4, then the two steps either side of the best.
+    for k in COARSE {
+        try_k(k, &mut best);
+    }
+    let centre = best.2;
+    for k in [centre - 2, centre - 1, centre + 1, centre + 2] {
+        if (-9..=9).contains(&k) {
+            try_k(k, &mut best);
         }
     }
     (best.1, 0.0)
@@ -280,37 +395,39 @@ fn search_offset(bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
         // Constant: the offset alone is exact.
         return (0.0, mn);
     }
-    let (mut sw, mut sx, mut sx2) = (0.0f32, 0.0f32, 0.0f32);
-    for (i, &v) in x.iter().enumerate() {
-        let wi = weight(w, i);
-        sw += wi;
-        sx += wi * v;
-        sx2 += wi * v * v;
-    }
-    let mut best = (f32::INFINITY, 0.0f32, 0.0f32);
-    for k in 0u8..=20 {
-        let iscale = (f32::from(hi) - 1.0 + 0.1 * f32::from(k)) / (mx - mn);
-        let (mut sq, mut sq2, mut sqx) = (0.0f32, 0.0f32, 0.0f32);
-        for (i, &v) in x.iter().enumerate() {
-            let q = f32::from(rint_clamped(iscale * (v - mn), 0, hi));
-            let wi = weight(w, i);
-            sq += wi * q;
-            sq2 += wi * q * q;
-            sqx += wi * q * v;
-        }
+    let [sw, sx, sx2] = weighted_sums(x, w, |v| [1.0, v, v * v]);
+    let top = f32::from(hi);
+    // (score, scale, offset) of the best refit, and the candidate step `k` it came from.
+    let mut best = (f32::INFINITY, 0.0f32, 0.0f32, 0u8);
+    let try_k = |k: u8, best: &mut (f32, f32, f32, u8)| {
+        let iscale = (top - 1.0 + 0.1 * f32::from(k)) / (mx - mn);
+        let [sq, sq2, sqx] = weighted_sums(x, w, |v| {
+            let q = rint_f(iscale * (v - mn), 0.0, top);
+            [q, q * q, q * v]
+        });
         let det = sw * sq2 - sq * sq;
         if det <= 0.0 {
-            continue;
+            return;
         }
         let d = (sw * sqx - sq * sx) / det;
         let m = (sq2 * sx - sq * sqx) / det;
         if d <= 0.0 || !d.is_finite() || !m.is_finite() {
-            continue;
+            return;
         }
         // Σw(x - dq - m)² expanded.
         let e = sx2 + d * d * sq2 + m * m * sw - 2.0 * d * sqx - 2.0 * m * sx + 2.0 * d * m * sq;
         if e < best.0 {
-            best = (e, d, m);
+            *best = (e, d, m, k);
+        }
+    };
+    // Coarse steps of 4, then the two steps either side of the best.
+    for k in (0..=20).step_by(4) {
+        try_k(k, &mut best);
+    }
+    let centre = best.3;
+    for k in [centre.wrapping_sub(2), centre.wrapping_sub(1), centre + 1, centre + 2] {
+        if k <= 20 {
+            try_k(k, &mut best);
         }
     }
     if best.0.is_finite() {
@@ -333,6 +450,19 @@ mod tests {
         assert_eq!(rint_clamped(f32::NEG_INFINITY, -8, 7), -8);
         assert_eq!(rint_clamped(f32::NAN, 0, 15), 0);
         assert_eq!(rint_clamped(254.5, 0, 255), 254);
+    }
+
+    #[test]
+    fn the_vectorizable_forms_equal_the_plain_ones() {
+        let mut v = -140.0f32;
+        while v < 140.0 {
+            assert_eq!(level_value(v), grid_value(Grid::Levels, nearest_code(Grid::Levels, 4, v, 1.0, 0.0)), "{v}");
+            assert_eq!(rint_f(v, -8.0, 7.0), f32::from(rint_clamped(v, -8, 7)), "{v}");
+            v += 0.25;
+        }
+        for mid in MIDS {
+            assert_eq!(level_value(mid), grid_value(Grid::Levels, nearest_code(Grid::Levels, 4, mid, 1.0, 0.0)));
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@
 //! # How the parameters are found
 //! Each sub-block is fitted by [`fit_sub_block`] ([`Fit::MinMax`] or [`Fit::Search`]); then
 //! `D`, `M` and the integers `l_j`, `k_j` are rounded to nearest; with [`Fit::Search`] the
-//! neighbours `l_j ± 1` (and `k_j ± 1`) are tried and the stored pair with the least error kept.
+//! neighbours `l_j ± 1` are tried, then (offset grid) `k_j ± 1` with the best `l_j`, and the least error kept.
 //! An optional importance per column (e.g. the mean squared activation of that input, what
 //! llama.cpp's `imatrix` stores) weights every squared error of the search; all-zero weights in
 //! a sub-block count as all ones. Everything is `f32` arithmetic in a fixed order: the same
@@ -232,8 +232,16 @@ impl SuperSpec {
         (sub, sup)
     }
 
-    /// Bytes of each stored part for `shape`: (codes, sub-scales, sub-offsets, super-scales
-    /// `f16`s, super-offsets `f16`s).
+    /// The size of each stored part for `shape`: bytes of codes, of sub-scales and of
+    /// sub-offsets, then the number of super-scale and super-offset `f16`s (what
+    /// [`SuperMatrix::from_parts`] expects).
+    ///
+    /// # Errors
+    /// [`QuantError::ShapeOverflow`].
+    pub fn part_sizes(&self, shape: MatrixShape) -> Result<[usize; 5], QuantError> {
+        self.sizes(shape)
+    }
+
     fn sizes(&self, shape: MatrixShape) -> Result<[usize; 5], QuantError> {
         let n = shape.elements()?;
         let (sub, sup) = self.per_row(shape.cols);
@@ -500,7 +508,7 @@ impl SuperMatrix {
     }
 
     /// The stored integers `(l, k)` of a sub-block under super-scales `big_d`, `big_m`: nearest,
-    /// then (with [`Fit::Search`]) the best of the neighbours.
+    /// then (with [`Fit::Search`]) the better of `l ± 1`, then of `k ± 1`.
     fn stored_ints(&self, xs: &[f32], w: Option<&[f32]>, f: SubFit, big_d: f32, big_m: f32, s: u32) -> (i32, i32) {
         let spec = self.spec;
         let (slo, shi) = signed_range(s);
@@ -520,16 +528,23 @@ impl SuperMatrix {
         let err =
             |l: i32, k: i32| fit::error_of(spec.grid, spec.bits, xs, w, big_d * small_f32(l), big_m * small_f32(k));
         let mut best = (err(l0, k0), l0, k0);
-        let ks: &[i32] = if spec.has_offsets() { &[-1, 0, 1] } else { &[0] };
-        for dl in [-1, 0, 1] {
-            for &dk in ks {
-                let (l, k) = (l0 + dl, k0 + dk);
-                if (dl, dk) == (0, 0) || !(llo..=lhi).contains(&l) || !(slo..=shi).contains(&k) {
-                    continue;
-                }
-                let e = err(l, k);
+        // The scale's neighbours, then (offset grid) the offset's around the best scale.
+        for l in [l0 - 1, l0 + 1] {
+            if (llo..=lhi).contains(&l) {
+                let e = err(l, k0);
                 if e < best.0 {
-                    best = (e, l, k);
+                    best = (e, l, k0);
+                }
+            }
+        }
+        if spec.has_offsets() {
+            let l = best.1;
+            for k in [k0 - 1, k0 + 1] {
+                if (slo..=shi).contains(&k) {
+                    let e = err(l, k);
+                    if e < best.0 {
+                        best = (e, l, k);
+                    }
                 }
             }
         }

@@ -1,0 +1,205 @@
+//! Importance weights per input column, from llama.cpp's `imatrix` files: the legacy binary
+//! `.dat` and the GGUF form.
+//!
+//! * Legacy: `i32` entry count; per entry an `i32` name length, the name, `i32` `ncall`, `i32`
+//!   `nval`, then `nval` `f32` sums; the importance of column `j` is `sum_j / ncall` (`ncall = 0`
+//!   keeps the sums). Anything after the entries (llama.cpp appends the chunk count and the
+//!   dataset name) is ignored.
+//! * GGUF (`llama-imatrix --output-format gguf`): for each weight `NAME`, tensors
+//!   `NAME.in_sum2` (F32, the sums of squared activations, one row per expert) and `NAME.counts`
+//!   (F32, one count per expert); the importance is `in_sum2 / count` (a count of 0 counts as 1).
+//!   For expert tensors the first expert's row is used.
+//!
+//! The names are GGUF tensor names (`blk.0.attn_q.weight`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::gguf::{is_gguf, GgufFile};
+use crate::input::Kind;
+use crate::CliError;
+use safetensors::tensor::Dtype;
+
+/// One importance vector per tensor name.
+pub struct Importance {
+    /// Per tensor, one weight per input column.
+    pub by_name: HashMap<String, Vec<f32>>,
+}
+
+impl Importance {
+    /// Reads an imatrix file (GGUF or legacy `.dat`, told apart by GGUF's magic).
+    pub fn load(path: &Path) -> Result<Importance, CliError> {
+        let by_name = if is_gguf(path) { load_gguf(path)? } else { load_dat(path)? };
+        if by_name.is_empty() {
+            return Err(CliError::file(path, "the importance file holds no entries".into()));
+        }
+        for (name, v) in &by_name {
+            if let Some(j) = v.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+                return Err(CliError::file(
+                    path,
+                    format!("importance of {name:?} column {j} is {}: it must be finite and >= 0", v[j]),
+                ));
+            }
+        }
+        Ok(Importance { by_name })
+    }
+
+    /// The weights of `name` for a `cols`-wide tensor, or `None` when the file has no entry.
+    pub fn of(&self, path: &Path, name: &str, cols: usize) -> Result<Option<&[f32]>, CliError> {
+        match self.by_name.get(name) {
+            None => Ok(None),
+            Some(v) if v.len() == cols => Ok(Some(v)),
+            Some(v) => Err(CliError::file(
+                path,
+                format!("importance of {name:?} has {} values but the tensor has {cols} columns", v.len()),
+            )),
+        }
+    }
+}
+
+/// A little-endian reader that names what it ran out of.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(format!("truncated at byte {}: {what} needs {n} bytes", self.at));
+        };
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn i32(&mut self, what: &str) -> Result<i32, String> {
+        let b = self.take(4, what)?;
+        Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn count(&mut self, what: &str) -> Result<usize, String> {
+        let v = self.i32(what)?;
+        usize::try_from(v).map_err(|_| format!("{what} is {v}"))
+    }
+}
+
+fn load_dat(path: &Path) -> Result<HashMap<String, Vec<f32>>, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| CliError::file(path, e.to_string()))?;
+    parse_dat(&bytes).map_err(|e| CliError::file(path, format!("not a llama.cpp imatrix file: {e}")))
+}
+
+/// Parses the legacy format (see the module docs).
+pub fn parse_dat(bytes: &[u8]) -> Result<HashMap<String, Vec<f32>>, String> {
+    let mut r = Reader { bytes, at: 0 };
+    let n = r.count("the entry count")?;
+    let mut out = HashMap::new();
+    for e in 0..n {
+        let len = r.count("a name length")?;
+        let name =
+            String::from_utf8(r.take(len, "a name")?.to_vec()).map_err(|_| format!("entry {e}: name is not UTF-8"))?;
+        let ncall = r.i32("a call count")?;
+        let nval = r.count("a value count")?;
+        let raw = r.take(nval.checked_mul(4).ok_or("value count overflows")?, "the values")?;
+        let div = if ncall > 0 { ncall as f32 } else { 1.0 };
+        let v: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) / div).collect();
+        out.insert(name, v);
+    }
+    Ok(out)
+}
+
+fn load_gguf(path: &Path) -> Result<HashMap<String, Vec<f32>>, CliError> {
+    let f = GgufFile::open(path)?;
+    let mut sums: HashMap<&str, (&[u8], Vec<usize>)> = HashMap::new();
+    let mut counts: HashMap<&str, &[u8]> = HashMap::new();
+    for t in &f.header.tensors {
+        if t.ty.kind != Kind::Plain(Dtype::F32) {
+            continue;
+        }
+        if let Some(base) = t.name.strip_suffix(".in_sum2") {
+            sums.insert(base, (f.data(t), t.shape()));
+        } else if let Some(base) = t.name.strip_suffix(".counts") {
+            counts.insert(base, f.data(t));
+        }
+    }
+    let floats =
+        |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
+    let mut out = HashMap::new();
+    for (base, (data, shape)) in sums {
+        let Some(c) = counts.get(base) else {
+            return Err(CliError::file(path, format!("{base}.in_sum2 has no {base}.counts")));
+        };
+        let cols = shape.last().copied().unwrap_or(0);
+        let s = floats(data);
+        let count = floats(c).first().copied().unwrap_or(1.0);
+        let count = if count > 0.0 { count } else { 1.0 };
+        out.insert(base.to_string(), s.iter().take(cols).map(|v| v / count).collect());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dat(entries: &[(&str, i32, &[f32])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(entries.len() as i32).to_le_bytes());
+        for (name, ncall, vals) in entries {
+            b.extend_from_slice(&(name.len() as i32).to_le_bytes());
+            b.extend_from_slice(name.as_bytes());
+            b.extend_from_slice(&ncall.to_le_bytes());
+            b.extend_from_slice(&(vals.len() as i32).to_le_bytes());
+            for v in *vals {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        // llama.cpp's trailer: chunk count and dataset name.
+        b.extend_from_slice(&10i32.to_le_bytes());
+        b.extend_from_slice(&4i32.to_le_bytes());
+        b.extend_from_slice(b"wiki");
+        b
+    }
+
+    #[test]
+    fn legacy_files_give_sums_over_calls() {
+        let b = dat(&[("blk.0.attn_q.weight", 4, &[8.0, 2.0, 0.0]), ("blk.0.ffn_up.weight", 0, &[1.5])]);
+        let m = parse_dat(&b).expect("parse");
+        assert_eq!(m["blk.0.attn_q.weight"], [2.0, 0.5, 0.0]);
+        assert_eq!(m["blk.0.ffn_up.weight"], [1.5]);
+    }
+
+    #[test]
+    fn truncated_legacy_files_are_named_errors() {
+        let b = dat(&[("blk.0.attn_q.weight", 4, &[8.0, 2.0, 0.0])]);
+        let e = parse_dat(&b[..30]).expect_err("truncated");
+        assert!(e.contains("truncated") && e.contains("the values"), "{e}");
+        let mut neg = b.clone();
+        neg[0..4].copy_from_slice(&(-1i32).to_le_bytes());
+        assert_eq!(parse_dat(&neg).expect_err("negative"), "the entry count is -1");
+    }
+
+    #[test]
+    fn gguf_files_give_sums_over_counts() {
+        let path = std::env::temp_dir().join(format!("quant-imatrix-{}.gguf", std::process::id()));
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let b = crate::gguf::tests::Builder {
+            version: 3,
+            kv: vec![],
+            tensors: vec![
+                ("blk.0.attn_q.weight.in_sum2".into(), vec![4], 0, f32s(&[4.0, 8.0, 0.0, 2.0])),
+                ("blk.0.attn_q.weight.counts".into(), vec![1], 0, f32s(&[4.0])),
+            ],
+            alignment: 32,
+        };
+        std::fs::write(&path, b.bytes()).expect("write");
+        let imp = Importance::load(&path);
+        let _ = std::fs::remove_file(&path);
+        let imp = imp.expect("load");
+        assert_eq!(imp.by_name["blk.0.attn_q.weight"], [1.0, 2.0, 0.0, 0.5]);
+        assert_eq!(imp.of(&path, "blk.0.attn_q.weight", 4).expect("of"), Some(&[1.0f32, 2.0, 0.0, 0.5][..]));
+        assert!(imp.of(&path, "blk.0.attn_q.weight", 5).is_err());
+        assert_eq!(imp.of(&path, "other", 4).expect("of"), None);
+    }
+}
