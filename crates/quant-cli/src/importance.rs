@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn truncated_legacy_files_are_named_errors() {
         let b = dat(&[("blk.0.attn_q.weight", 4, &[8.0, 2.0, 0.0])]);
-        let e = parse_dat(&b[..30]).expect_err("truncated");
+        let e = parse_dat(&b[..40]).expect_err("truncated");
         assert!(e.contains("truncated") && e.contains("the values"), "{e}");
         let mut neg = b.clone();
         neg[0..4].copy_from_slice(&(-1i32).to_le_bytes());
