@@ -508,3 +508,173 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
     );
     assert!(!gg.exists());
 }
+
+/// Reads every tensor of a safetensors file: name -> (dtype, shape, bytes).
+fn tensors(path: &Path) -> std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).expect("file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    st.tensors().into_iter().map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect()
+}
+
+#[test]
+fn two_level_files_round_trip_bit_for_bit_with_the_library() {
+    use quant_core::superblock::{quantize_super, SuperSpec};
+    let d = dir("super");
+    let m = d.join("model.safetensors");
+    let model = write_model(&m);
+    let q = d.join("q.safetensors");
+    let back = d.join("back.safetensors");
+    let (ms, qs, bs) = (m.to_str().expect("utf-8"), q.to_str().expect("utf-8"), back.to_str().expect("utf-8"));
+    for (format, grid, bits, sub) in [
+        ("levels4/16", quant_core::superblock::Grid::Levels, 4, 16),
+        ("offset3/32@64", quant_core::superblock::Grid::Offset, 3, 32),
+    ] {
+        ok(&["quantize", ms, "-o", qs, "--super", format, "-q"]);
+        let mut spec = SuperSpec::new(grid, bits, sub).expect("spec");
+        if format.contains('@') {
+            spec = spec.with_super_len(Some(64)).expect("super");
+        }
+        let stored = tensors(&q);
+        // The codes in the file are the library's, and the bias, norm and ids are copied.
+        let lib = quantize_super(&model.f32s, MatrixShape::new(W32.0, W32.1), spec, None).expect("library");
+        assert_eq!(stored["layer.w32"].2, lib.codes(), "{format}");
+        assert_eq!(stored["layer.w32.scales"].2, lib.scales(), "{format}");
+        assert_eq!(stored["layer.bias"].0, Dtype::F32);
+        assert_eq!(stored.contains_key("layer.w32.offsets"), format.starts_with("offset"));
+        ok(&["dequantize", qs, "-o", bs, "-q"]);
+        let restored = tensors(&back);
+        let want32: Vec<u8> = lib.dequantize::<f32>().iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(restored["layer.w32"], (Dtype::F32, vec![W32.0, W32.1], want32), "{format}");
+        let lib16 = quantize_super(&model.f16s, MatrixShape::new(W16.0, W16.1), spec, None).expect("library");
+        let want16: Vec<u8> = lib16.dequantize::<f16>().iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+        assert_eq!(restored["layer.w16"], (Dtype::F16, vec![W16.0, W16.1], want16), "{format}");
+        let libb = quantize_super(&model.bf16s, MatrixShape::new(WB.0, WB.1), spec, None).expect("library");
+        let wantb: Vec<u8> = libb.dequantize::<bf16>().iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+        assert_eq!(restored["layer.wbf16"], (Dtype::BF16, vec![WB.0, WB.1], wantb), "{format}");
+        assert!(!restored.contains_key("layer.w32.scales"));
+        assert_eq!(restored["ids"], tensors(&m)["ids"]);
+    }
+}
+
+/// A file whose metadata claims a huge shape, with its header rewritten.
+fn with_metadata(src: &Path, dst: &Path, key: &str, value: &str) {
+    let bytes = std::fs::read(src).expect("file");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    header["__metadata__"][key] = Value::String(value.to_string());
+    let mut text = serde_json::to_vec(&header).expect("json");
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(dst, out).expect("written");
+}
+
+#[test]
+fn two_level_files_with_bad_parts_or_options_get_a_clear_error() {
+    let d = dir("super-bad");
+    let m = d.join("model.safetensors");
+    write_model(&m);
+    let q = d.join("q.safetensors");
+    let (ms, qs) = (m.to_str().expect("utf-8"), q.to_str().expect("utf-8"));
+    ok(&["quantize", ms, "-o", qs, "--super", "sym4/16", "-q"]);
+    let bad = d.join("bad.safetensors");
+    let out = d.join("out.safetensors");
+    let (bad_s, out_s) = (bad.to_str().expect("utf-8"), out.to_str().expect("utf-8"));
+    let mut keep = vec!["bad.safetensors", "model.safetensors", "q.safetensors"];
+    keep.sort();
+    // A shape the parts cannot hold: refused before anything is allocated or written.
+    with_metadata(&q, &bad, "quant.tensor.layer.w32", r#"{"dtype":"F32","shape":[1099511627776,2],"storage":"super"}"#);
+    fails(&["dequantize", bad_s, "-o", out_s], &d, "but U8 of", &keep);
+    with_metadata(&q, &bad, "quant.super", "sym9/16");
+    fails(&["dequantize", bad_s, "-o", out_s], &d, "metadata quant.super", &keep);
+    // Bad formats and options on the command line.
+    fails(&["quantize", ms, "-o", out_s, "--super", "levels3/16"], &d, "4-bit codes only", &keep);
+    fails(&["quantize", ms, "-o", out_s, "--super", "sym4"], &d, "no /SUB", &keep);
+    fails(&["quantize", ms, "-o", out_s, "--super", "sym4/16:s9"], &d, "2..=8 bits", &keep);
+    // An importance file that names no tensor of the model.
+    let imatrix = d.join("imatrix.dat");
+    let mut b = 1i32.to_le_bytes().to_vec();
+    for v in [17i32] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"blk.0.ffn_up.weig");
+    b.extend_from_slice(&1i32.to_le_bytes());
+    b.extend_from_slice(&2i32.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    std::fs::write(&imatrix, &b).expect("written");
+    keep.push("imatrix.dat");
+    keep.sort();
+    let im = imatrix.to_str().expect("utf-8");
+    fails(
+        &["quantize", ms, "-o", out_s, "--super", "sym4/16", "--importance", im],
+        &d,
+        "names none of the tensors",
+        &keep,
+    );
+}
+
+#[test]
+fn importance_files_weight_the_search() {
+    let d = dir("super-importance");
+    let m = d.join("model.safetensors");
+    // write_model's values without its 40x outliers (a sub-block holding one is ruled by it,
+    // weights or not), and two more matrices without an importance entry.
+    let model = write_model(&d.join("base.safetensors"));
+    let w32: Vec<f32> = model.f32s.iter().map(|v| v.clamp(-0.05, 0.05)).collect();
+    let b32: Vec<u8> = w32.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let b16: Vec<u8> = model.f16s.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let bb: Vec<u8> = model.bf16s.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let views = vec![
+        ("layer.w32", TensorView::new(Dtype::F32, vec![W32.0, W32.1], &b32).expect("view")),
+        ("layer.w16", TensorView::new(Dtype::F16, vec![W16.0, W16.1], &b16).expect("view")),
+        ("layer.wbf16", TensorView::new(Dtype::BF16, vec![WB.0, WB.1], &bb).expect("view")),
+    ];
+    std::fs::write(&m, safetensors::serialize(views, None).expect("serializes")).expect("written");
+    // llama.cpp's legacy imatrix: one entry, for layer.w32 (100 columns), two calls.
+    let mut b = 1i32.to_le_bytes().to_vec();
+    let name = b"layer.w32";
+    b.extend_from_slice(&(name.len() as i32).to_le_bytes());
+    b.extend_from_slice(name);
+    b.extend_from_slice(&2i32.to_le_bytes());
+    b.extend_from_slice(&(W32.1 as i32).to_le_bytes());
+    for c in 0..W32.1 {
+        let v: f32 = if c % 10 == 0 { 400.0 } else { 0.02 };
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    let imatrix = d.join("imatrix.dat");
+    std::fs::write(&imatrix, &b).expect("written");
+    let (plain, weighted) = (d.join("plain.safetensors"), d.join("weighted.safetensors"));
+    let ms = m.to_str().expect("utf-8");
+    ok(&["quantize", ms, "-o", plain.to_str().expect("utf-8"), "--super", "sym3/16", "-q"]);
+    let out = quant(&[
+        "quantize",
+        ms,
+        "-o",
+        weighted.to_str().expect("utf-8"),
+        "--super",
+        "sym3/16",
+        "--importance",
+        imatrix.to_str().expect("utf-8"),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Two float matrices have no entry: said on stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 3 tensors have no importance entry"));
+    let (p, w) = (tensors(&plain), tensors(&weighted));
+    assert_ne!(p["layer.w32"].2, w["layer.w32"].2, "the weights change the codes");
+    assert_eq!(p["layer.w16"].2, w["layer.w16"].2, "tensors without an entry are as without the file");
+    // Error on the important columns (every 10th) drops.
+    let back = |q: &Path| -> Vec<f32> {
+        let b = d.join("b.safetensors");
+        ok(&["dequantize", q.to_str().expect("utf-8"), "-o", b.to_str().expect("utf-8"), "-q"]);
+        tensors(&b)["layer.w32"].2.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    };
+    let err = |v: &[f32]| -> f64 {
+        (0..W32.0 * W32.1).filter(|i| i % W32.1 % 10 == 0).map(|i| f64::from(v[i] - w32[i]).powi(2)).sum()
+    };
+    let (ep, ew) = (err(&back(&plain)), err(&back(&weighted)));
+    assert!(ew < 0.5 * ep, "weighted columns' error {ew} against {ep} unweighted");
+}
