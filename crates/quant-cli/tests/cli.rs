@@ -563,7 +563,7 @@ fn with_metadata(src: &Path, dst: &Path, key: &str, value: &str) {
     let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
     header["__metadata__"][key] = Value::String(value.to_string());
     let mut text = serde_json::to_vec(&header).expect("json");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
@@ -597,9 +597,7 @@ fn two_level_files_with_bad_parts_or_options_get_a_clear_error() {
     // An importance file that names no tensor of the model.
     let imatrix = d.join("imatrix.dat");
     let mut b = 1i32.to_le_bytes().to_vec();
-    for v in [17i32] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
+    b.extend_from_slice(&17i32.to_le_bytes());
     b.extend_from_slice(b"blk.0.ffn_up.weig");
     b.extend_from_slice(&1i32.to_le_bytes());
     b.extend_from_slice(&2i32.to_le_bytes());
