@@ -671,7 +671,7 @@ fn importance_files_weight_the_search() {
         tensors(&b)["layer.w32"].2.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     };
     let err = |v: &[f32]| -> f64 {
-        (0..W32.0 * W32.1).filter(|i| i % W32.1 % 10 == 0).map(|i| f64::from(v[i] - w32[i]).powi(2)).sum()
+        (0..W32.0 * W32.1).filter(|i| (i % W32.1).is_multiple_of(10)).map(|i| f64::from(v[i] - w32[i]).powi(2)).sum()
     };
     let (ep, ew) = (err(&back(&plain)), err(&back(&weighted)));
     assert!(ew < 0.5 * ep, "weighted columns' error {ew} against {ep} unweighted");
