@@ -11,6 +11,8 @@
 //! quant quantize MODEL.safetensors -o OUT.safetensors [--scheme sym] [--bits 8] [--granularity channel]
 //! quant quantize MODEL.safetensors|MODEL.gguf -o OUT.gguf --type q4_k   llama.cpp's formats
 //! quant quantize MODEL.gguf -o OUT.gguf --type q4_k_m        llama.cpp's per-tensor mixes
+//! quant report MODEL.safetensors --super levels4/16@256,sym4/16 [--fit search|minmax] [--importance IMATRIX]
+//! quant quantize MODEL.safetensors|MODEL.gguf -o OUT.safetensors --super levels4/16@256 [--importance IMATRIX]
 //! quant dequantize OUT.safetensors|MODEL.gguf -o BACK.safetensors
 //! ```
 //!

@@ -269,13 +269,14 @@ fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
 ///   `lo` the lowest grid value (`-2^(b-1)`, or `-127` for levels), the candidates are
 ///   `d = a / (lo + k·s)` with `s = 0.1` (levels: `s = 1`): the extreme value lands on or near
 ///   the *lowest* code, so the extra negative code serves the largest magnitude whatever its
-///   sign (the sign trick of llama.cpp's `Q4_0`). Steps `k = -8, -4, 0, 4, 8` are tried first,
-///   then `k* ± 1, k* ± 2` around the best one `k*` (within `-9..=9`). Each candidate's codes
+///   sign (the sign trick of llama.cpp's `Q4_0`). Steps `k = -6, 0, 6` are tried first, then
+///   `k* ± 3` around the best `k*` so far, then `k* ± 1` around the best so far (within
+///   `-9..=9`: 7 candidates that can reach every step). Each candidate's codes
 ///   (of `x · (1/d)`) give the least-squares scale `d' = Σ w v x / Σ w v²`; both `d` and `d'`
 ///   are scored.
 /// * [`Fit::Search`], offset grid (as llama.cpp's `make_qkx2_quants`, without its clamp of the
-///   minimum to `<= 0`): candidates `1/d = (2^b - 2 + 0.1 k) / (max - min)`, `k = 0, 4, .., 20`,
-///   then `k* ± 1, k* ± 2` within `0..=20`; codes `round((x - min) / d)`, then the weighted
+///   minimum to `<= 0`): candidates `1/d = (2^b - 2 + 0.1 k) / (max - min)`, `k = 0, 6, 12, 18`,
+///   then `k* ± 3`, then `k* ± 1` (within `0..=20`); codes `round((x - min) / d)`, then the weighted
 ///   least-squares `(d', m')` for those codes (kept when `d' > 0`).
 ///
 /// Candidates are scored by `Σ w (x - x̂)²` computed from sums (kept per lane of 8 values and
@@ -305,7 +306,7 @@ pub fn fit_sub_block(grid: Grid, bits: u32, fit: Fit, x: &[f32], w: Option<&[f32
 }
 
 /// The coarse candidate steps of the scale search.
-const COARSE: [i8; 5] = [-8, -4, 0, 4, 8];
+const COARSE: [i8; 3] = [-6, 0, 6];
 
 /// The scale search of the symmetric and levels grids (see [`fit_sub_block`]).
 fn search_scale(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
@@ -334,14 +335,16 @@ fn search_scale(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f3
             }
         }
     };
-    // Coarse steps of 4, then the two steps either side of the best.
+    // Steps of 6, then ±3 around the best, then ±1 around the best.
     for k in COARSE {
         try_k(k, &mut best);
     }
-    let centre = best.2;
-    for k in [centre - 2, centre - 1, centre + 1, centre + 2] {
-        if (-9..=9).contains(&k) {
-            try_k(k, &mut best);
+    for delta in [3i8, 1] {
+        let centre = best.2;
+        for k in [centre - delta, centre + delta] {
+            if (-9..=9).contains(&k) {
+                try_k(k, &mut best);
+            }
         }
     }
     (best.1, 0.0)
@@ -420,14 +423,17 @@ fn search_offset(bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
             *best = (e, d, m, k);
         }
     };
-    // Coarse steps of 4, then the two steps either side of the best.
-    for k in (0..=20).step_by(4) {
+    // Steps of 6, then ±3 around the best, then ±1 around the best (k = 20 from 18 + 2 is
+    // not reached; k = 19 is).
+    for k in (0..=18).step_by(6) {
         try_k(k, &mut best);
     }
-    let centre = best.3;
-    for k in [centre.wrapping_sub(2), centre.wrapping_sub(1), centre + 1, centre + 2] {
-        if k <= 20 {
-            try_k(k, &mut best);
+    for delta in [3u8, 1] {
+        let centre = best.3;
+        for k in [centre.wrapping_sub(delta), centre + delta] {
+            if k <= 20 {
+                try_k(k, &mut best);
+            }
         }
     }
     if best.0.is_finite() {
