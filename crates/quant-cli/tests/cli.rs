@@ -591,7 +591,7 @@ fn two_level_files_with_bad_parts_or_options_get_a_clear_error() {
     with_metadata(&q, &bad, "quant.super", "sym9/16");
     fails(&["dequantize", bad_s, "-o", out_s], &d, "metadata quant.super", &keep);
     // Bad formats and options on the command line.
-    fails(&["quantize", ms, "-o", out_s, "--super", "levels3/16"], &d, "4-bit codes only", &keep);
+    fails(&["quantize", ms, "-o", out_s, "--super", "levels3/16"], &d, "4-, 5- or 6-bit codes", &keep);
     fails(&["quantize", ms, "-o", out_s, "--super", "sym4"], &d, "no /SUB", &keep);
     fails(&["quantize", ms, "-o", out_s, "--super", "sym4/16:s9"], &d, "2..=8 bits", &keep);
     // An importance file that names no tensor of the model.

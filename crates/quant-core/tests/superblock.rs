@@ -24,7 +24,7 @@ fn snr(x: &[f32], y: &[f32]) -> f64 {
 }
 
 fn all_grids() -> Vec<(Grid, u32)> {
-    let mut v = vec![(Grid::Levels, 4)];
+    let mut v = vec![(Grid::Levels, 4), (Grid::Levels, 5), (Grid::Levels, 6)];
     for bits in 2..=8 {
         v.push((Grid::Symmetric, bits));
         v.push((Grid::Offset, bits));
@@ -263,7 +263,7 @@ fn bad_input_gets_a_typed_error() {
     ));
     assert_eq!(
         SuperSpec::new(Grid::Levels, 3, 16),
-        Err(QuantError::InvalidSuperSpec { reason: "the levels grid has 4-bit codes only" })
+        Err(QuantError::InvalidSuperSpec { reason: "the levels grid has 4-, 5- or 6-bit codes" })
     );
     assert_eq!(SuperSpec::new(Grid::Symmetric, 9, 16), Err(QuantError::InvalidBits { bits: 9 }));
     assert_eq!(SuperSpec::new(Grid::Symmetric, 4, 0), Err(QuantError::InvalidGroupSize));

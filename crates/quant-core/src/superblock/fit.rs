@@ -10,6 +10,81 @@ use super::Grid;
 /// `d · LEVELS[q]`.
 pub const LEVELS: [i16; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
+/// The 32 levels of the 5-bit [`Grid::Levels`] grid: [`LEVELS`]' curve at half steps. With
+/// `f` the piecewise-linear interpolation of `LEVELS` over its index (extended linearly past
+/// both ends), level `j` of a `b`-bit table is `round(127 · f(t_j) / max_i |f(t_i)|)`, ties to
+/// even, at `t_j = (j + 1/2) · 2^(4-b) - 1/2` (the 4-bit table is `LEVELS` itself). A test holds
+/// the tables to this rule.
+pub const LEVELS5: [i16; 32] = [
+    -127, -116, -105, -94, -84, -75, -66, -58, -51, -44, -37, -30, -24, -18, -12, -7, -2, 4, 10, 15, 21, 27, 33, 40,
+    47, 55, 62, 71, 80, 91, 102, 114,
+];
+
+/// The 64 levels of the 6-bit [`Grid::Levels`] grid: [`LEVELS`]' curve at quarter steps (the
+/// rule of [`LEVELS5`]).
+pub const LEVELS6: [i16; 64] = [
+    -127, -122, -116, -111, -105, -100, -95, -90, -85, -80, -76, -71, -67, -63, -59, -55, -52, -48, -44, -41, -38, -34,
+    -31, -28, -25, -22, -19, -16, -14, -11, -8, -6, -3, 0, 2, 5, 8, 11, 14, 16, 19, 22, 25, 28, 31, 34, 37, 41, 44, 48,
+    52, 55, 59, 63, 67, 72, 76, 81, 86, 92, 97, 103, 109, 114,
+];
+
+/// The level table of a `bits`-wide levels grid (4, 5 or 6 bits; others get the 4-bit one).
+#[must_use]
+pub fn levels(bits: u32) -> &'static [i16] {
+    match bits {
+        5 => &LEVELS5,
+        6 => &LEVELS6,
+        _ => &LEVELS,
+    }
+}
+
+/// For the 5- and 6-bit tables: the code of `t` by `k = ceil(2t)` (clamped to `-256..=256`),
+/// `LUT[k + 256]` = the number of midpoints `<= (k - 1)/2`. Levels are integers, so midpoints lie
+/// on the half-integer grid and every `t` in `((k-1)/2, k/2]` has the same nearest level (the
+/// lower one on a tie, as `t > midpoint` decides).
+const fn level_lut(levels: &[i16]) -> [u8; 513] {
+    let mut lut = [0u8; 513];
+    let mut k = 0;
+    while k < 513 {
+        // Twice the bound (k - 256 - 1) / 2: compare doubled midpoints L[i] + L[i+1].
+        let bound2 = k as i32 - 257;
+        let mut count = 0u8;
+        let mut i = 0;
+        while i + 1 < levels.len() {
+            if (levels[i] as i32 + levels[i + 1] as i32) <= bound2 {
+                count += 1;
+            }
+            i += 1;
+        }
+        lut[k] = count;
+        k += 1;
+    }
+    lut
+}
+
+const LUT5: [u8; 513] = level_lut(&LEVELS5);
+const LUT6: [u8; 513] = level_lut(&LEVELS6);
+
+/// The code of the level nearest to `t` in the `bits`-wide table (the lower on a tie).
+#[inline]
+fn level_code(bits: u32, t: f32) -> i16 {
+    if bits == 4 {
+        let mut q: i16 = 0;
+        for m in MIDS {
+            q += i16::from(t > m);
+        }
+        return q;
+    }
+    // k = ceil(2t), clamped (NaN to the low end): round to nearest, then up by one when that
+    // fell below.
+    let t2 = 2.0 * t;
+    let r = rint_f(t2, -256.0, 256.0);
+    let k = if r < t2 { r + 1.0 } else { r };
+    let idx = usize::try_from(rint_clamped(k, -256, 256) + 256).unwrap_or(0);
+    let lut = if bits == 5 { &LUT5 } else { &LUT6 };
+    i16::from(lut[idx])
+}
+
 /// How a sub-block's scale and offset are chosen.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Fit {
@@ -44,7 +119,7 @@ pub(crate) fn code_range(grid: Grid, bits: u32) -> (i16, i16) {
     match grid {
         Grid::Symmetric => (-(1i16 << (bits - 1)), (1i16 << (bits - 1)) - 1),
         Grid::Offset => (0, (1i16 << bits) - 1),
-        Grid::Levels => (0, 15),
+        Grid::Levels => (0, (1i16 << bits) - 1),
     }
 }
 
@@ -147,9 +222,15 @@ fn weighted_sums<const K: usize>(x: &[f32], w: Option<&[f32]>, f: impl Fn(f32) -
 fn candidate_sums(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, inv: f32) -> (f32, f32) {
     let (lo, hi) = code_range(grid, bits);
     let (lo, hi) = (f32::from(lo), f32::from(hi));
-    let [a, b] = if grid == Grid::Levels {
+    let [a, b] = if grid == Grid::Levels && bits == 4 {
         weighted_sums(x, w, |v| {
             let q = level_value(v * inv);
+            [q * v, q * q]
+        })
+    } else if grid == Grid::Levels {
+        let table = levels(bits);
+        weighted_sums(x, w, |v| {
+            let q = f32::from(table[usize::try_from(level_code(bits, v * inv)).unwrap_or(0)]);
             [q * v, q * q]
         })
     } else {
@@ -171,37 +252,44 @@ pub(crate) fn nearest_code(grid: Grid, bits: u32, x: f32, d: f32, m: f32) -> i16
     if d == 0.0 {
         return match grid {
             Grid::Symmetric | Grid::Offset => 0,
-            Grid::Levels => 8,
+            Grid::Levels => zero_code(bits),
         };
     }
     match grid {
         Grid::Symmetric | Grid::Offset => rint_clamped((x - m) / d, lo, hi),
-        Grid::Levels => {
-            // Midpoints are exact in f32 (half-integers).
-            let t = x / d;
-            let mut q: i16 = 0;
-            for m in MIDS {
-                q += i16::from(t > m);
-            }
-            q
-        }
+        Grid::Levels => level_code(bits, x / d),
     }
 }
 
 /// The value code `q` stands for before scaling: `q` for the linear grids, `LEVELS[q]` for
 /// the levels grid.
 #[inline]
-pub(crate) fn grid_value(grid: Grid, q: i16) -> f32 {
+pub(crate) fn grid_value(grid: Grid, bits: u32, q: i16) -> f32 {
     match grid {
         Grid::Symmetric | Grid::Offset => f32::from(q),
-        Grid::Levels => f32::from(LEVELS[usize::try_from(q).unwrap_or(0) & 15]),
+        Grid::Levels => {
+            let table = levels(bits);
+            f32::from(table[usize::try_from(q).unwrap_or(0).min(table.len() - 1)])
+        }
     }
+}
+
+/// The code of the level nearest 0 (the first on a tie): what a zero scale gives.
+pub(crate) fn zero_code(bits: u32) -> i16 {
+    let table = levels(bits);
+    let mut best = 0usize;
+    for (i, &l) in table.iter().enumerate() {
+        if l.abs() < table[best].abs() {
+            best = i;
+        }
+    }
+    i16::try_from(best).unwrap_or(0)
 }
 
 /// The reconstruction `d · v(q) + m`, rounded once per operation (`m = 0` adds nothing).
 #[inline]
-pub(crate) fn reconstruct(grid: Grid, q: i16, d: f32, m: f32) -> f32 {
-    d * grid_value(grid, q) + m
+pub(crate) fn reconstruct(grid: Grid, bits: u32, q: i16, d: f32, m: f32) -> f32 {
+    d * grid_value(grid, bits, q) + m
 }
 
 /// `Σ w (x - x̂)²` with nearest codes under `(d, m)`, in `f32`, in order.
@@ -219,10 +307,12 @@ fn error_and_curvature(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, d: f
         [r * r, q * q]
     };
     let [e, c] = if d == 0.0 {
-        let q = if grid == Grid::Levels { f32::from(LEVELS[8]) } else { 0.0 };
+        let q = if grid == Grid::Levels { grid_value(grid, bits, zero_code(bits)) } else { 0.0 };
         weighted_sums(x, w, |v| term(q, v))
-    } else if grid == Grid::Levels {
+    } else if grid == Grid::Levels && bits == 4 {
         weighted_sums(x, w, |v| term(level_value(v / d), v))
+    } else if grid == Grid::Levels {
+        weighted_sums(x, w, |v| term(grid_value(grid, bits, level_code(bits, v / d)), v))
     } else {
         weighted_sums(x, w, |v| term(rint_f((v - m) / d, lo, hi), v))
     };
@@ -315,7 +405,17 @@ fn search_scale(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f3
         return (0.0, 0.0);
     }
     let (lo_v, step) = match grid {
-        Grid::Levels => (f32::from(LEVELS[0]), 1.0f32),
+        // Steps of 1 on the 4-bit table's scale, 1/2 and 1/4 on the denser tables.
+        Grid::Levels => (
+            f32::from(LEVELS[0]),
+            if bits == 4 {
+                1.0f32
+            } else if bits == 5 {
+                0.5
+            } else {
+                0.25
+            },
+        ),
         _ => (f32::from(code_range(grid, bits).0), 0.1f32),
     };
     let [sx2] = weighted_sums(x, w, |v| [v * v]);
@@ -462,13 +562,50 @@ mod tests {
     fn the_vectorizable_forms_equal_the_plain_ones() {
         let mut v = -140.0f32;
         while v < 140.0 {
-            assert_eq!(level_value(v), grid_value(Grid::Levels, nearest_code(Grid::Levels, 4, v, 1.0, 0.0)), "{v}");
+            assert_eq!(level_value(v), grid_value(Grid::Levels, 4, nearest_code(Grid::Levels, 4, v, 1.0, 0.0)), "{v}");
             assert_eq!(rint_f(v, -8.0, 7.0), f32::from(rint_clamped(v, -8, 7)), "{v}");
             v += 0.25;
         }
         for mid in MIDS {
-            assert_eq!(level_value(mid), grid_value(Grid::Levels, nearest_code(Grid::Levels, 4, mid, 1.0, 0.0)));
+            assert_eq!(level_value(mid), grid_value(Grid::Levels, 4, nearest_code(Grid::Levels, 4, mid, 1.0, 0.0)));
         }
+    }
+
+    /// The 5- and 6-bit tables follow the rule their docs give.
+    #[test]
+    fn the_denser_tables_follow_their_rule() {
+        let f = |t: f64| {
+            let i = (t.floor() as i64).clamp(0, 14) as usize;
+            f64::from(LEVELS[i]) + (t - i as f64) * f64::from(LEVELS[i + 1] - LEVELS[i])
+        };
+        for (bits, table) in [(5u32, &LEVELS5[..]), (6, &LEVELS6[..])] {
+            let s = 2f64.powi(4 - bits as i32);
+            let raw: Vec<f64> = (0..table.len()).map(|j| f((j as f64 + 0.5) * s - 0.5)).collect();
+            let top = raw.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            let want: Vec<i16> = raw.iter().map(|v| (127.0 * v / top).round_ties_even() as i16).collect();
+            assert_eq!(table, want, "{bits}");
+            assert!(table.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn the_lookup_gives_the_nearest_level_of_the_denser_tables() {
+        for bits in [5u32, 6] {
+            let table = levels(bits);
+            let mut t = -140.0f32;
+            while t < 140.0 {
+                // Nearest by search; the lower one on a tie (t > midpoint moves up).
+                let mut q = 0usize;
+                while q + 1 < table.len() && t > f32::from(table[q] + table[q + 1]) * 0.5 {
+                    q += 1;
+                }
+                assert_eq!(level_code(bits, t), q as i16, "{bits} bits at {t}");
+                t += 0.125;
+            }
+        }
+        assert_eq!(zero_code(5), 16); // -2
+        assert_eq!(zero_code(6), 33); // 0
+        assert_eq!(zero_code(4), 8); // 1
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | [`Grid::Symmetric`] | `-2^(b-1) ..= 2^(b-1) - 1` | `d_j · q` |
 //! | [`Grid::Offset`] | `0 ..= 2^b - 1` | `d_j · q + m_j` |
-//! | [`Grid::Levels`] (4-bit) | `0 ..= 15` | `d_j · LEVELS[q]` ([`LEVELS`]: llama.cpp's `IQ4_NL` codebook) |
+//! | [`Grid::Levels`] (4 to 6 bits) | `0 ..= 2^b - 1` | `d_j · L[q]` ([`LEVELS`]: llama.cpp's `IQ4_NL` codebook; [`LEVELS5`], [`LEVELS6`]: its curve at half and quarter steps) |
 //!
 //! Sub-block parameters, by [`SubScale`]:
 //! * [`SubScale::F16`]: `d_j` (and `m_j`) are stored as `f16` (rounded to nearest, ties to even).
@@ -34,9 +34,10 @@
 //! `d_j = f32(D) · l_j` (exact), `x̂ = d_j · v(q) + m_j`. Codes are the nearest to each value
 //! under the *stored* parameters: `clamp(round((x - m_j) / d_j))`, ties to even, for the linear
 //! grids; the nearest level of `x / d_j` (the lower one on an exact tie) for the levels grid;
-//! `d_j = 0` gives the code of 0 (symmetric), code 8 (levels) or code 0 (offset). Only the
-//! symmetric grid represents 0.0 exactly (code 0); the levels grid's nearest value is `d_j`
-//! (level 1) and the offset grid's depends on `m_j`, as in llama.cpp's `IQ4_NL` and `Q4_K`.
+//! `d_j = 0` gives the code of 0 (symmetric), of the level nearest 0 (levels) or code 0 (offset).
+//! The symmetric grid and the 6-bit levels represent 0.0 exactly; the 4- and 5-bit levels'
+//! nearest values are `d_j` and `-2 d_j`, and the offset grid's depends on `m_j`, as in
+//! llama.cpp's `IQ4_NL` and `Q4_K`.
 //!
 //! # How the parameters are found
 //! Each sub-block is fitted by [`fit_sub_block`] ([`Fit::MinMax`] or [`Fit::Search`]); then
@@ -80,7 +81,7 @@ use alloc::vec::Vec;
 use quant_traits::half::f16;
 use quant_traits::{MatrixShape, QuantError, QuantFloat};
 
-pub use fit::{fit_sub_block, Fit, SubFit, LEVELS};
+pub use fit::{fit_sub_block, levels, Fit, SubFit, LEVELS, LEVELS5, LEVELS6};
 
 use fit::{code_range, nearest_code, reconstruct};
 
@@ -92,7 +93,8 @@ pub enum Grid {
     Symmetric,
     /// `d · q + m`, `q` unsigned, `d >= 0`, a float offset `m` of any sign.
     Offset,
-    /// `d · LEVELS[q]`: 16 non-uniform levels (4-bit codes only).
+    /// `d · L[q]`: non-uniform levels, denser near zero ([`LEVELS`], [`LEVELS5`], [`LEVELS6`]:
+    /// 4, 5 or 6 bits).
     Levels,
 }
 
@@ -124,13 +126,13 @@ impl SuperSpec {
     ///
     /// # Errors
     /// [`QuantError::InvalidBits`] outside `2..=8`; [`QuantError::InvalidSuperSpec`] for the
-    /// levels grid at other than 4 bits; [`QuantError::InvalidGroupSize`] for `sub_len = 0`.
+    /// levels grid at other than 4, 5 or 6 bits; [`QuantError::InvalidGroupSize`] for `sub_len = 0`.
     pub fn new(grid: Grid, bits: u32, sub_len: usize) -> Result<Self, QuantError> {
         if !(2..=8).contains(&bits) {
             return Err(QuantError::InvalidBits { bits });
         }
-        if grid == Grid::Levels && bits != 4 {
-            return Err(QuantError::InvalidSuperSpec { reason: "the levels grid has 4-bit codes only" });
+        if grid == Grid::Levels && !(4..=6).contains(&bits) {
+            return Err(QuantError::InvalidSuperSpec { reason: "the levels grid has 4-, 5- or 6-bit codes" });
         }
         if sub_len == 0 {
             return Err(QuantError::InvalidGroupSize);
@@ -704,7 +706,7 @@ impl SuperMatrix {
                 let (d, m) = self.sub_params(r, j);
                 let (a, b) = (j * spec.sub_len, ((j + 1) * spec.sub_len).min(cols));
                 for c in a..b {
-                    let v = reconstruct(spec.grid, self.code(r, c), d, m);
+                    let v = reconstruct(spec.grid, spec.bits, self.code(r, c), d, m);
                     out[r * cols + c] = F::from_f64_nearest(f64::from(v));
                 }
             }
