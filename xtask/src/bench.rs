@@ -676,7 +676,7 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
     // search, alternating, on the 64 MiB file.
     println!("\nquant quantize --super: the search against min-max, 64 MiB, {rounds} rounds (target >= 0.33x)");
     println!("{:<16} {:>14} {:>14} {:>22}", "format", "min-max MB/s", "search MB/s", "ratio (min..max)");
-    for format in ["levels4/16@256", "sym4/16@256", "offset4/32@256"] {
+    for format in ["levels4/16@256", "sym4/16@256", "offset4/32@256", "levels5/16@256"] {
         let (mut plain, mut search, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             eprintln!("quant quantize --super {format}: round {}/{rounds}", round + 1);
