@@ -35,7 +35,7 @@ fn param_shape(gran: Gran, rows: usize, cols: usize) -> Vec<usize> {
 }
 
 /// Bytes per element of a floating dtype.
-fn float_size(d: Dtype) -> usize {
+pub fn float_size(d: Dtype) -> usize {
     match d {
         Dtype::F64 => 8,
         Dtype::F32 => 4,
@@ -188,13 +188,17 @@ fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
 }
 
 /// What the metadata says about one quantized tensor.
-struct Stored {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    storage: &'static str,
+pub struct Stored {
+    /// The original dtype.
+    pub dtype: Dtype,
+    /// The original shape (2-D).
+    pub shape: Vec<usize>,
+    /// How the codes are stored: a storage type, or `super` (a two-level format's parts).
+    pub storage: &'static str,
 }
 
-fn parse_stored(path: &Path, name: &str, text: &str) -> Result<Stored, CliError> {
+/// Parses `quant.tensor.NAME`'s JSON.
+pub fn parse_stored(path: &Path, name: &str, text: &str) -> Result<Stored, CliError> {
     let bad = |what: &str| CliError::file(path, format!("metadata of tensor {name:?}: {what}"));
     let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad("not JSON"))?;
     let dtype = v["dtype"]
@@ -214,6 +218,7 @@ fn parse_stored(path: &Path, name: &str, text: &str) -> Result<Stored, CliError>
         Some("u4x2") => "u4x2",
         Some("i2x4") => "i2x4",
         Some("u2x4") => "u2x4",
+        Some("super") => "super",
         _ => return Err(bad("unknown storage")),
     };
     Ok(Stored { dtype, shape, storage })
@@ -247,7 +252,14 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     let mut stored = HashMap::new();
     for e in &entries {
         if let Some(text) = meta.get(&format!("quant.tensor.{}", e.name)) {
-            stored.insert(e.name.clone(), parse_stored(input, &e.name, text)?);
+            let st = parse_stored(input, &e.name, text)?;
+            if st.storage == "super" {
+                return Err(CliError::file(
+                    input,
+                    format!("metadata of tensor {:?}: storage super, but no quant.super names the format", e.name),
+                ));
+            }
+            stored.insert(e.name.clone(), st);
         }
     }
     let aux = |name: &str| {

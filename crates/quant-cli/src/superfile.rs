@@ -23,9 +23,10 @@ use quant_traits::half::f16;
 use safetensors::tensor::Dtype;
 use serde_json::json;
 
+use crate::convert::{float_size, parse_stored};
 use crate::importance::Importance;
 use crate::input::{Input, Kind};
-use crate::model::{dtype_from_name, dtype_name, Model};
+use crate::model::{dtype_name, Model};
 use crate::scheme::{parse_super, quantize_super_2d, super_name};
 use crate::writer::{Planned, Writer};
 use crate::{with_floats, CliError, LeBytes, Progress};
@@ -195,21 +196,11 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     let mut stored: HashMap<String, (Dtype, MatrixShape)> = HashMap::new();
     for (k, v) in &meta {
         let Some(base) = k.strip_prefix("quant.tensor.") else { continue };
-        let bad = |what: &str| CliError::file(input, format!("metadata of tensor {base:?}: {what}"));
-        let j: serde_json::Value = serde_json::from_str(v).map_err(|_| bad("not JSON"))?;
-        let dtype = j["dtype"]
-            .as_str()
-            .and_then(dtype_from_name)
-            .filter(|d| matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64))
-            .ok_or_else(|| bad("dtype is not F32, F16, BF16 or F64"))?;
-        let dims: Vec<usize> = j["shape"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
-            .filter(|s: &Vec<usize>| s.len() == 2)
-            .ok_or_else(|| bad("shape is not 2-D"))?;
-        if j["storage"].as_str() != Some("super") {
-            return Err(bad("storage is not super"));
+        let st = parse_stored(input, base, v)?;
+        if st.storage != "super" {
+            return Err(CliError::file(input, format!("metadata of tensor {base:?}: storage is not super")));
         }
+        let (dtype, dims) = (st.dtype, st.shape);
         stored.insert(base.to_string(), (dtype, MatrixShape::new(dims[0], dims[1])));
     }
     let part_of =
@@ -219,7 +210,7 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     for e in &entries {
         if let Some((dtype, shape)) = stored.get(&e.name) {
             // Sizes come from the parts, checked below, before anything is allocated.
-            let bytes = shape.rows.checked_mul(shape.cols).and_then(|n| n.checked_mul(float_bytes(*dtype)));
+            let bytes = shape.rows.checked_mul(shape.cols).and_then(|n| n.checked_mul(float_size(*dtype)));
             let bytes = bytes.ok_or_else(|| CliError::file(input, format!("tensor {:?}: shape overflows", e.name)))?;
             planned.push(Planned { name: e.name.clone(), dtype: *dtype, shape: vec![shape.rows, shape.cols], bytes });
             work += e.bytes() as u64;
@@ -244,7 +235,7 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             progress.message(&e.name);
             let q = read_parts(&model, &entries, &by_name, input, &e.name, spec, shape, false)?
                 .ok_or_else(|| CliError::file(input, format!("tensor {:?}: parts missing", e.name)))?;
-            let mut out = Vec::with_capacity(shape.rows * shape.cols * float_bytes(dtype));
+            let mut out = Vec::with_capacity(shape.rows * shape.cols * float_size(dtype));
             match dtype {
                 Dtype::F64 => put_all(&q.dequantize::<f64>(), &mut out),
                 Dtype::F16 => put_all(&q.dequantize::<f16>(), &mut out),
@@ -260,14 +251,6 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     }
     progress.finish();
     w.finish()
-}
-
-fn float_bytes(d: Dtype) -> usize {
-    match d {
-        Dtype::F64 => 8,
-        Dtype::F32 => 4,
-        _ => 2,
-    }
 }
 
 fn put_all<T: LeBytes>(v: &[T], out: &mut Vec<u8>) {

@@ -590,6 +590,13 @@ fn two_level_files_with_bad_parts_or_options_get_a_clear_error() {
     fails(&["dequantize", bad_s, "-o", out_s], &d, "but U8 of", &keep);
     with_metadata(&q, &bad, "quant.super", "sym9/16");
     fails(&["dequantize", bad_s, "-o", out_s], &d, "metadata quant.super", &keep);
+    // Two-level parts in a file that does not say which format: refused, not read as codes.
+    let plain = d.join("plain.safetensors");
+    ok(&["quantize", ms, "-o", plain.to_str().expect("utf-8"), "--bits", "4", "-q"]);
+    with_metadata(&plain, &bad, "quant.tensor.layer.w32", r#"{"dtype":"F32","shape":[48,100],"storage":"super"}"#);
+    keep.push("plain.safetensors");
+    keep.sort();
+    fails(&["dequantize", bad_s, "-o", out_s], &d, "no quant.super names the format", &keep);
     // Bad formats and options on the command line.
     fails(&["quantize", ms, "-o", out_s, "--super", "levels3/16"], &d, "4-, 5- or 6-bit codes", &keep);
     fails(&["quantize", ms, "-o", out_s, "--super", "sym4"], &d, "no /SUB", &keep);

@@ -55,6 +55,11 @@
 //! integers are stored with an offset of `2^(w-1)`, symmetric codes as `q + 2^(b-1)`.
 //! [`SuperMatrix::bits_per_weight`] counts every stored byte.
 //!
+//! `f16` bounds the scales: a scale beyond `f16::MAX` is an error
+//! ([`QuantError::ScaleOverflow`]), and one below its smallest subnormal (`6·10^-8`) is stored
+//! as 0, so a sub-block whose values are all below about `10^-6` (at 4 bits, 6-bit sub-scales)
+//! reconstructs as zeros (or its offset): scale such a tensor up first.
+//!
 //! # Example
 //! ```
 //! use quant_core::superblock::{quantize_super, Grid, SuperSpec};
