@@ -262,13 +262,13 @@ pub fn param_bytes(plan: Plan, sets: usize, float_bytes: usize) -> usize {
     sets * (float_bytes + if plan.spec.scheme() == Scheme::Asymmetric { 4 } else { 0 })
 }
 
-/// Parses one of our two-level formats: `GRID BITS/SUB[:sS|:f16][@SUPER]`, e.g. `sym4/16`
+/// Parses one of our two-level formats: `GRID BITS/SUB[:sS|:f16|:bf16][@SUPER]`, e.g. `sym4/16`
 /// (6-bit sub-scales, one super-block per row), `levels4/16`, `offset4/32:s6@256`,
 /// `sym4/32:f16` (plain groups with `f16` scales). Grids: `sym`, `offset`, `levels`.
 pub fn parse_super(s: &str, fit: Fit) -> Result<SuperSpec, String> {
     let bad = |why: &str| {
         format!(
-            "format {s:?}: {why} (use GRID BITS/SUB[:sS|:f16][@SUPER], e.g. sym4/16, levels4/16, offset4/32:s6@256)"
+            "format {s:?}: {why} (use GRID BITS/SUB[:sS|:f16|:bf16][@SUPER], e.g. sym4/16, levels4/16, offset4/32:s6@256)"
         )
     };
     let (head, sup) = match s.split_once('@') {
@@ -277,9 +277,10 @@ pub fn parse_super(s: &str, fit: Fit) -> Result<SuperSpec, String> {
     };
     let (head, scale) = match head.split_once(':') {
         Some((h, "f16")) => (h, SubScale::F16),
+        Some((h, "bf16")) => (h, SubScale::Bf16),
         Some((h, b)) => match b.strip_prefix('s').map(str::parse::<u32>) {
             Some(Ok(bits)) => (h, SubScale::Bits(bits)),
-            _ => return Err(bad("sub-scales are sS (S bits) or f16")),
+            _ => return Err(bad("sub-scales are sS (S bits), f16 or bf16")),
         },
         None => (head, SubScale::Bits(6)),
     };
@@ -309,6 +310,7 @@ pub fn super_name(spec: SuperSpec) -> String {
     };
     let scale = match spec.sub_scale() {
         SubScale::F16 => "f16".to_string(),
+        SubScale::Bf16 => "bf16".to_string(),
         SubScale::Bits(b) => format!("s{b}"),
     };
     let sup = spec.super_len().map_or(String::new(), |n| format!("@{n}"));

@@ -121,7 +121,7 @@ fn the_search_pays_on_whole_matrices_at_every_width() {
 fn every_width_dequantizes_near_its_input() {
     let mut rng = Rng::new(9);
     for (grid, bits) in all_grids() {
-        for scale in [SubScale::F16, SubScale::Bits(4), SubScale::Bits(8)] {
+        for scale in [SubScale::F16, SubScale::Bf16, SubScale::Bits(4), SubScale::Bits(8)] {
             let (rows, cols) = (1 + rng.index(5), 1 + rng.index(70));
             let x = heavy(&mut rng, rows * cols, 1.0);
             let spec =
@@ -136,6 +136,7 @@ fn every_width_dequantizes_near_its_input() {
             let s_bits = match scale {
                 SubScale::Bits(s) => s,
                 SubScale::F16 => 11,
+                SubScale::Bf16 => 8,
             };
             let step = amax * 4.0 / (1u32 << bits) as f32 + amax * 2.0 / (1u32 << s_bits) as f32;
             for (i, (a, b)) in x.iter().zip(&back).enumerate() {
@@ -269,9 +270,13 @@ fn bad_input_gets_a_typed_error() {
     assert_eq!(SuperSpec::new(Grid::Symmetric, 4, 0), Err(QuantError::InvalidGroupSize));
     assert!(spec.with_super_len(Some(24)).is_err());
     assert!(spec.with_sub_scale(SubScale::Bits(1)).is_err());
-    // Scales beyond f16.
-    let big = vec![1e9f32; 32];
+    // Scales beyond f16; bf16 sub-scales hold them.
+    let big: Vec<f32> = (0..32).map(|i| 1e9 * (i as f32 - 15.5)).collect();
     assert!(matches!(quantize_super(&big, shape, spec, None), Err(QuantError::ScaleOverflow { float: "f16", .. })));
+    let wide = spec.with_sub_scale(SubScale::Bf16).expect("spec");
+    let q = quantize_super(&big, shape, wide, None).expect("bf16 scales");
+    assert!(snr(&big, &q.dequantize::<f32>()) > 15.0);
+    assert_eq!(q.bits_per_weight(), 4.0 + 16.0 / 16.0);
     // Empty and zero-width matrices are fine and hold nothing.
     let e = quantize_super::<f32>(&[], MatrixShape::new(3, 0), spec, None).expect("empty");
     assert_eq!((e.bytes(), e.bits_per_weight()), (0, 0.0));

@@ -369,6 +369,11 @@ fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
 ///   then `k* ± 3`, then `k* ± 1` (within `0..=20`); codes `round((x - min) / d)`, then the weighted
 ///   least-squares `(d', m')` for those codes (kept when `d' > 0`).
 ///
+/// An HQQ-style alternation after the search (the codes of the best scale, then their
+/// least-squares scale, repeated while the error drops) was tried and changed MiniLM-L6's SNR by
+/// less than 0.01 dB: the refit of every candidate already lands on that fixed point, so it is
+/// not done.
+///
 /// Candidates are scored by `Σ w (x - x̂)²` computed from sums (kept per lane of 8 values and
 /// added in lane order, so the result is the same on every machine); the first best wins. The
 /// winner is then scored exactly with nearest codes ([`SubFit::error`]) and kept only if no worse

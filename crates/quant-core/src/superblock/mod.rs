@@ -22,7 +22,8 @@
 //! | [`Grid::Levels`] (4 to 6 bits) | `0 ..= 2^b - 1` | `d_j · L[q]` ([`LEVELS`]: llama.cpp's `IQ4_NL` codebook; [`LEVELS5`], [`LEVELS6`]: its curve at half and quarter steps) |
 //!
 //! Sub-block parameters, by [`SubScale`]:
-//! * [`SubScale::F16`]: `d_j` (and `m_j`) are stored as `f16` (rounded to nearest, ties to even).
+//! * [`SubScale::F16`], [`SubScale::Bf16`]: `d_j` (and `m_j`) are stored as `f16` or `bf16`
+//!   (rounded to nearest, ties to even): `bf16` trades 3 bits of precision for `f32`'s range.
 //! * [`SubScale::Bits(s)`](SubScale::Bits): `d_j = D · l_j` and `m_j = M · k_j`, with `D`, `M` one
 //!   `f16` each per super-block and `l_j`, `k_j` integers of `s` bits: signed
 //!   `-2^(s-1) ..= 2^(s-1) - 1` for the symmetric and levels scales and for offsets, unsigned
@@ -83,7 +84,7 @@ mod fit;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use quant_traits::half::f16;
+use quant_traits::half::{bf16, f16};
 use quant_traits::{MatrixShape, QuantError, QuantFloat};
 
 pub use fit::{fit_sub_block, levels, Fit, SubFit, LEVELS, LEVELS5, LEVELS6};
@@ -108,6 +109,8 @@ pub enum Grid {
 pub enum SubScale {
     /// As `f16` each: no super-block level.
     F16,
+    /// As `bf16` each: no super-block level.
+    Bf16,
     /// As integers of this many bits (2..=8) under one `f16` scale (and offset scale) per
     /// super-block.
     Bits(u32),
@@ -152,7 +155,7 @@ impl SuperSpec {
     pub fn with_sub_scale(self, sub_scale: SubScale) -> Result<Self, QuantError> {
         if let SubScale::Bits(s) = sub_scale {
             if !(2..=8).contains(&s) {
-                return Err(QuantError::InvalidSuperSpec { reason: "sub-scales take 2..=8 bits (or f16)" });
+                return Err(QuantError::InvalidSuperSpec { reason: "sub-scales take 2..=8 bits (or f16, bf16)" });
             }
         }
         Ok(SuperSpec { sub_scale, ..self })
@@ -219,7 +222,7 @@ impl SuperSpec {
     /// Bits per stored sub-scale (and sub-offset).
     fn scale_width(&self) -> u32 {
         match self.sub_scale {
-            SubScale::F16 => 16,
+            SubScale::F16 | SubScale::Bf16 => 16,
             SubScale::Bits(s) => s,
         }
     }
@@ -365,6 +368,30 @@ fn to_f16(v: f32, lo: f32, hi: f32) -> Result<f16, QuantError> {
     }
 }
 
+/// `v` as the 16 bits of an `f16` or `bf16` (nearest, ties to even) and their value, or the
+/// error of a scale beyond the type's range.
+fn to_half(kind: SubScale, v: f32, lo: f32, hi: f32) -> Result<(u16, f32), QuantError> {
+    if kind == SubScale::Bf16 {
+        let h = bf16::from_f32(v);
+        if h.is_finite() {
+            return Ok((h.to_bits(), h.to_f32()));
+        }
+        return Err(QuantError::ScaleOverflow { lo: f64::from(lo), hi: f64::from(hi), float: "bf16" });
+    }
+    let h = to_f16(v, lo, hi)?;
+    Ok((h.to_bits(), h.to_f32()))
+}
+
+/// Field `i` of a 16-bit stream as the value of an `f16` or `bf16`.
+fn from_half(kind: SubScale, buf: &[u8], i: usize) -> f32 {
+    let bits = u16::try_from(get_bits(buf, i, 16)).unwrap_or(0);
+    if kind == SubScale::Bf16 {
+        bf16::from_bits(bits).to_f32()
+    } else {
+        f16::from_bits(bits).to_f32()
+    }
+}
+
 /// Checks an importance vector: `cols` finite weights `>= 0`.
 fn check_importance(importance: &[f32], cols: usize) -> Result<(), QuantError> {
     QuantError::check_length("importance (one weight per column)", cols, importance.len())?;
@@ -449,15 +476,15 @@ impl SuperMatrix {
             let w = importance.map(|w| &w[a..b]).filter(|w| w.iter().any(|&v| v > 0.0));
             let xs = &row[a..b];
             let (dq, mq) = match spec.sub_scale {
-                SubScale::F16 => {
+                SubScale::F16 | SubScale::Bf16 => {
                     let (lo, hi) = min_max(xs);
-                    let dh = to_f16(fits[j].d, lo, hi)?;
-                    let mh = to_f16(fits[j].m, lo, hi)?;
-                    put_bits(&mut self.scales, r * subs + j, 16, u32::from(dh.to_bits()));
+                    let (dh, dv) = to_half(spec.sub_scale, fits[j].d, lo, hi)?;
+                    let (mh, mv) = to_half(spec.sub_scale, fits[j].m, lo, hi)?;
+                    put_bits(&mut self.scales, r * subs + j, 16, u32::from(dh));
                     if spec.has_offsets() {
-                        put_bits(&mut self.offsets, r * subs + j, 16, u32::from(mh.to_bits()));
+                        put_bits(&mut self.offsets, r * subs + j, 16, u32::from(mh));
                     }
-                    (dh.to_f32(), if spec.has_offsets() { mh.to_f32() } else { 0.0 })
+                    (dv, if spec.has_offsets() { mv } else { 0.0 })
                 }
                 SubScale::Bits(s) => {
                     let k = j / subs_per_super;
@@ -576,7 +603,7 @@ impl SuperMatrix {
         &self.codes
     }
 
-    /// The sub-scale bit stream (`f16` bits when [`SubScale::F16`]).
+    /// The sub-scale bit stream (`f16`/`bf16` bits with [`SubScale::F16`]/[`SubScale::Bf16`]).
     #[must_use]
     pub fn scales(&self) -> &[u8] {
         &self.scales
@@ -588,7 +615,7 @@ impl SuperMatrix {
         &self.offsets
     }
 
-    /// One `f16` scale per super-block, row by row (empty with [`SubScale::F16`]).
+    /// One `f16` scale per super-block, row by row (empty with 16-bit sub-scales).
     #[must_use]
     pub fn super_scales(&self) -> &[f16] {
         &self.super_scales
@@ -643,14 +670,12 @@ impl SuperMatrix {
             }
         }
         let m = SuperMatrix { spec, shape, codes, scales, offsets, super_scales, super_offsets };
-        if spec.sub_scale == SubScale::F16 {
+        if !spec.has_super() {
             let subs = shape.rows * spec.per_row(shape.cols).0;
             for (what, buf) in [("sub-scale", &m.scales), ("sub-offset", &m.offsets)] {
                 let n = if buf.is_empty() { 0 } else { subs };
-                if let Some(index) =
-                    (0..n).find(|&i| !f16::from_bits(u16::try_from(get_bits(buf, i, 16)).unwrap_or(0)).is_finite())
-                {
-                    let value = f16::from_bits(u16::try_from(get_bits(buf, index, 16)).unwrap_or(0)).to_f64();
+                if let Some(index) = (0..n).find(|&i| !from_half(spec.sub_scale, buf, i).is_finite()) {
+                    let value = f64::from(from_half(spec.sub_scale, buf, index));
                     return Err(QuantError::NonFiniteParameter { what, index, value });
                 }
             }
@@ -663,9 +688,11 @@ impl SuperMatrix {
         let spec = self.spec;
         let (subs, sups) = spec.per_row(self.shape.cols);
         let idx = r * subs + j;
-        let half = |buf: &[u8]| f16::from_bits(u16::try_from(get_bits(buf, idx, 16)).unwrap_or(0)).to_f32();
         match spec.sub_scale {
-            SubScale::F16 => (half(&self.scales), if spec.has_offsets() { half(&self.offsets) } else { 0.0 }),
+            SubScale::F16 | SubScale::Bf16 => {
+                let d = from_half(spec.sub_scale, &self.scales, idx);
+                (d, if spec.has_offsets() { from_half(spec.sub_scale, &self.offsets, idx) } else { 0.0 })
+            }
             SubScale::Bits(s) => {
                 let per = spec.super_len.map_or(subs, |n| n / spec.sub_len).max(1);
                 let k = r * sups + j / per;
