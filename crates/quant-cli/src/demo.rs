@@ -158,6 +158,21 @@ pub fn lines(tensors: &[(&str, usize, usize, Vec<f32>)]) -> Result<Vec<Line>, Qu
         }
         out.push(total.line(format.name(), bits, gran, bytes));
     }
+    // Our two-level formats (quant_core::superblock), searched.
+    for (name, gran) in
+        [("levels4/16@256", "16/s6/256"), ("levels5/16@256", "16/s6/256"), ("levels6/16:s8@256", "16/s8/256")]
+    {
+        let spec = crate::scheme::parse_super(name, quant_core::superblock::Fit::Search)
+            .map_err(|_| QuantError::InvalidSuperSpec { reason: "demo format" })?;
+        let mut total = Total::default();
+        let mut bytes = 0;
+        for (_, rows, cols, w) in tensors {
+            let q = crate::scheme::quantize_super_2d(w, *rows, *cols, spec, None)?;
+            bytes += q.bytes();
+            total.add(&error_stats(w, &q.dequantize::<f32>())?);
+        }
+        out.push(total.line("levels", spec.bits(), gran, bytes));
+    }
     Ok(out)
 }
 
@@ -193,8 +208,9 @@ pub fn run() -> Result<String, QuantError> {
     }
     out.push_str(
         "\nQ8_0 .. Q2_K: llama.cpp's block formats, byte for byte (f16 scales; k-quants: sub-blocks of 16\n\
-         or 32 with 6- or 8-bit scales in super-blocks of 256). Try a real model:\n\
-         quant report model.safetensors --bits 8,4 --granularity channel,group:128 --type q4_k,q6_k\n",
+         or 32 with 6- or 8-bit scales in super-blocks of 256). levels: our two-level formats (sub-blocks of\n\
+         16, 6- or 8-bit scales under an f16 per 256, non-uniform levels, searched scales). Try a real model:\n\
+         quant report model.safetensors --super levels4/16@256 --type q4_k,q6_k --sort bpw\n",
     );
     Ok(out)
 }
@@ -236,6 +252,15 @@ mod tests {
         assert!(snr("Q4_K", 4, "k:32/256") > snr("Q3_K", 3, "k:16/256") + 3.0);
         assert!(snr("Q3_K", 3, "k:16/256") > snr("Q2_K", 2, "k:16/256") + 3.0);
         assert_eq!((bytes_of(&l, "Q3_K"), bytes_of(&l, "Q2_K")), (elements / 256 * 110, elements / 256 * 84));
+        // Our levels at no more bytes than the k-quant of their width, and more accurate.
+        let ours = |bits: u32| {
+            l.iter().find(|x| x.scheme == "levels" && x.bits == bits).map_or((0, f64::NAN), |x| (x.bytes, x.snr_db))
+        };
+        for (bits, k, g) in [(4, "Q4_K", "k:32/256"), (5, "Q5_K", "k:32/256"), (6, "Q6_K", "k:16/256")] {
+            let (b, s) = ours(bits);
+            assert!(b <= bytes_of(&l, k) && s > snr(k, bits, g) + 0.3, "levels{bits}: {b} bytes {s:.2} dB vs {k}");
+        }
+        assert_eq!(ours(4).0, elements / 256 * (128 + 12 + 2));
         Ok(())
     }
 }
