@@ -216,7 +216,7 @@ enum Command {
         #[arg(long = "type", value_delimiter = ',')]
         ty: Vec<String>,
         /// Our two-level formats to measure, comma-separated: `GRID BITS/SUB[:sS|:f16|:bf16][@SUPER]`
-        /// with GRID `sym`, `offset` or `levels` (4 to 6 bits), e.g. `sym4/16` (4-bit codes, 6-bit
+        /// with GRID `sym`, `offset`, `zp` (integer zero points) or `levels` (4 to 6 bits), e.g. `sym4/16` (4-bit codes, 6-bit
         /// scales per 16 values under one f16 per row), `levels4/16`, `offset4/32:s6@256`,
         /// `sym4/32:f16` (groups of 32 with f16 scales).
         #[arg(long = "super", value_delimiter = ',')]

@@ -264,7 +264,7 @@ pub fn param_bytes(plan: Plan, sets: usize, float_bytes: usize) -> usize {
 
 /// Parses one of our two-level formats: `GRID BITS/SUB[:sS|:f16|:bf16][@SUPER]`, e.g. `sym4/16`
 /// (6-bit sub-scales, one super-block per row), `levels4/16`, `offset4/32:s6@256`,
-/// `sym4/32:f16` (plain groups with `f16` scales). Grids: `sym`, `offset`, `levels`.
+/// `sym4/32:f16` (plain groups with `f16` scales). Grids: `sym`, `offset`, `zp`, `levels`.
 pub fn parse_super(s: &str, fit: Fit) -> Result<SuperSpec, String> {
     let bad = |why: &str| {
         format!(
@@ -290,8 +290,9 @@ pub fn parse_super(s: &str, fit: Fit) -> Result<SuperSpec, String> {
     let grid = match &grid_bits[..digits] {
         "sym" => Grid::Symmetric,
         "offset" => Grid::Offset,
+        "zp" => Grid::ZeroPoint,
         "levels" => Grid::Levels,
-        _ => return Err(bad("the grid is sym, offset or levels")),
+        _ => return Err(bad("the grid is sym, offset, zp or levels")),
     };
     let bits: u32 = grid_bits[digits..].parse().map_err(|_| bad("the code width is not a number"))?;
     SuperSpec::new(grid, bits, sub)
@@ -306,6 +307,7 @@ pub fn super_name(spec: SuperSpec) -> String {
     let grid = match spec.grid() {
         Grid::Symmetric => "sym",
         Grid::Offset => "offset",
+        Grid::ZeroPoint => "zp",
         Grid::Levels => "levels",
     };
     let scale = match spec.sub_scale() {

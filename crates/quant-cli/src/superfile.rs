@@ -4,7 +4,8 @@
 //! GGUF), the file holds the parts of [`SuperMatrix`], each a 1-D tensor:
 //! * `W`: the code bit stream (`U8`);
 //! * `W.scales`: the sub-scale bit stream (`U8`);
-//! * `W.offsets`: the sub-offset bit stream (`U8`, offset grid only);
+//! * `W.offsets`: the sub-offset bit stream (`U8`, offset grid), or the zero points in the code
+//!   width (zero-point grid);
 //! * `W.super_scales`, `W.super_offsets`: `F16`, one per super-block (few-bit sub-scales only;
 //!   offsets for the offset grid only);
 //!
@@ -165,9 +166,10 @@ pub fn quantize(
 /// Whether part `suffix` exists in `spec`'s files.
 fn present(spec: SuperSpec, suffix: &str) -> bool {
     let offsets = spec.grid() == quant_core::superblock::Grid::Offset;
+    let zero_points = spec.grid() == quant_core::superblock::Grid::ZeroPoint;
     let sup = matches!(spec.sub_scale(), quant_core::superblock::SubScale::Bits(_));
     match suffix {
-        ".offsets" => offsets,
+        ".offsets" => offsets || zero_points,
         ".super_scales" => sup,
         ".super_offsets" => sup && offsets,
         _ => true,

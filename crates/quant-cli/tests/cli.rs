@@ -528,11 +528,15 @@ fn two_level_files_round_trip_bit_for_bit_with_the_library() {
     for (format, grid, bits, sub) in [
         ("levels4/16", quant_core::superblock::Grid::Levels, 4, 16),
         ("offset3/32@64", quant_core::superblock::Grid::Offset, 3, 32),
+        ("zp3/16:bf16", quant_core::superblock::Grid::ZeroPoint, 3, 16),
     ] {
         ok(&["quantize", ms, "-o", qs, "--super", format, "-q"]);
         let mut spec = SuperSpec::new(grid, bits, sub).expect("spec");
         if format.contains('@') {
             spec = spec.with_super_len(Some(64)).expect("super");
+        }
+        if format.ends_with(":bf16") {
+            spec = spec.with_sub_scale(quant_core::superblock::SubScale::Bf16).expect("bf16");
         }
         let stored = tensors(&q);
         // The codes in the file are the library's, and the bias, norm and ids are copied.
@@ -540,7 +544,8 @@ fn two_level_files_round_trip_bit_for_bit_with_the_library() {
         assert_eq!(stored["layer.w32"].2, lib.codes(), "{format}");
         assert_eq!(stored["layer.w32.scales"].2, lib.scales(), "{format}");
         assert_eq!(stored["layer.bias"].0, Dtype::F32);
-        assert_eq!(stored.contains_key("layer.w32.offsets"), format.starts_with("offset"));
+        assert_eq!(stored.contains_key("layer.w32.offsets"), !format.starts_with("levels"));
+        assert_eq!(stored.contains_key("layer.w32.super_scales"), !format.ends_with(":bf16"));
         ok(&["dequantize", qs, "-o", bs, "-q"]);
         let restored = tensors(&back);
         let want32: Vec<u8> = lib.dequantize::<f32>().iter().flat_map(|v| v.to_le_bytes()).collect();

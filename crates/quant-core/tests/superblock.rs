@@ -28,6 +28,7 @@ fn all_grids() -> Vec<(Grid, u32)> {
     for bits in 2..=8 {
         v.push((Grid::Symmetric, bits));
         v.push((Grid::Offset, bits));
+        v.push((Grid::ZeroPoint, bits));
     }
     v
 }
@@ -71,6 +72,31 @@ fn golden_offset_and_levels_with_f16_scales() {
     let q = quantize_super(&x, MatrixShape::new(1, 16), spec, None).expect("quantize");
     assert_eq!(q.dequantize::<f32>(), x);
     assert_eq!((0..16).map(|c| q.code(0, c)).collect::<Vec<_>>(), (0..16).collect::<Vec<i16>>());
+}
+
+#[test]
+fn golden_zero_point_grid() {
+    // 0.5 · (q - 3) for codes 0..=15: f16 scale 0.5 and zero point 3, exact, 0.0 on code 3.
+    let codes = [0i16, 3, 15, 9, 4, 2, 11, 13];
+    let x: Vec<f32> = codes.iter().map(|&q| 0.5 * f32::from(q - 3)).collect();
+    let spec = SuperSpec::new(Grid::ZeroPoint, 4, 8).and_then(|s| s.with_sub_scale(SubScale::F16)).expect("spec");
+    let q = quantize_super(&x, MatrixShape::new(1, 8), spec, None).expect("quantize");
+    assert_eq!(q.scales(), f16::from_f32(0.5).to_bits().to_le_bytes());
+    assert_eq!(q.offsets(), [3]); // the zero point in 4 bits
+    assert_eq!((0..8).map(|c| q.code(0, c)).collect::<Vec<_>>(), codes);
+    assert_eq!(q.dequantize::<f32>(), x);
+    // 4 bytes of codes, 2 of scale, and the 4-bit zero point rounded up to a byte (one
+    // sub-block): 7 bytes for 8 weights.
+    assert_eq!(q.bits_per_weight(), 7.0);
+    // ONNX's min-max: the range widened to 0, z = round(-min / d); zero stays exact.
+    let y = [0.3f32, 1.2, 2.7, 0.9, 1.5, 2.0, 0.6, 1.1];
+    let mm = quantize_super(&y, MatrixShape::new(1, 8), spec.with_fit(Fit::MinMax), None).expect("min-max");
+    assert_eq!(mm.offsets(), [0]);
+    let with_zero = [0.0f32, -1.0, 2.0, 0.5, 0.0, 1.0, -0.25, 0.75];
+    for fit in [Fit::MinMax, Fit::Search] {
+        let z = quantize_super(&with_zero, MatrixShape::new(1, 8), spec.with_fit(fit), None).expect("zeros");
+        assert_eq!(z.dequantize::<f32>()[0], 0.0, "{fit:?}");
+    }
 }
 
 #[test]

@@ -89,8 +89,8 @@ fn level_code(bits: u32, t: f32) -> i16 {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Fit {
     /// From the extremes alone: symmetric `d = max|x| / (2^(b-1) - 1)`; offset
-    /// `d = (max - min) / (2^b - 1)`, `m = min`; levels `d = -a / 127` with `a` the value of
-    /// largest magnitude.
+    /// `d = (max - min) / (2^b - 1)`, `m = min`; zero point as ONNX (the range widened to hold
+    /// 0, `z = round(-min / d)`); levels `d = -a / 127` with `a` the value of largest magnitude.
     MinMax,
     /// An error-minimizing search (deterministic, documented in [`fit_sub_block`]): candidate
     /// scales around the extremes, each followed by a least-squares refit of the scale (and the
@@ -100,12 +100,14 @@ pub enum Fit {
     Search,
 }
 
-/// A fitted sub-block: `x ≈ d · v(q) + m`, with `v(q)` the grid's value of code `q`.
+/// A fitted sub-block: `x ≈ d · v(q) + m`, with `v(q)` the grid's value of code `q`
+/// (`x ≈ d · (q - z)` for [`Grid::ZeroPoint`], with `z` in `m`).
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct SubFit {
     /// The scale (negative allowed for the symmetric and levels grids: the sign trick).
     pub d: f32,
-    /// The offset (0 for the symmetric and levels grids).
+    /// The offset (0 for the symmetric and levels grids); for [`Grid::ZeroPoint`], the zero
+    /// point `z` (an integer in the code range).
     pub m: f32,
     /// The weighted squared error `Σ w (x - x̂)²` of the fit with nearest codes, in `f32`.
     pub error: f32,
@@ -118,7 +120,7 @@ pub struct SubFit {
 pub(crate) fn code_range(grid: Grid, bits: u32) -> (i16, i16) {
     match grid {
         Grid::Symmetric => (-(1i16 << (bits - 1)), (1i16 << (bits - 1)) - 1),
-        Grid::Offset => (0, (1i16 << bits) - 1),
+        Grid::Offset | Grid::ZeroPoint => (0, (1i16 << bits) - 1),
         Grid::Levels => (0, (1i16 << bits) - 1),
     }
 }
@@ -249,14 +251,19 @@ fn candidate_sums(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, inv: f32)
 #[inline]
 pub(crate) fn nearest_code(grid: Grid, bits: u32, x: f32, d: f32, m: f32) -> i16 {
     let (lo, hi) = code_range(grid, bits);
+    if grid == Grid::ZeroPoint {
+        // `m` holds the zero point z: clamp(round(x / d) + z), round first (ONNX's order).
+        let z = rint_clamped(m, lo, hi);
+        return if d == 0.0 { z } else { rint_clamped(x / d, lo - z, hi - z) + z };
+    }
     if d == 0.0 {
         return match grid {
-            Grid::Symmetric | Grid::Offset => 0,
+            Grid::Symmetric | Grid::Offset | Grid::ZeroPoint => 0,
             Grid::Levels => zero_code(bits),
         };
     }
     match grid {
-        Grid::Symmetric | Grid::Offset => rint_clamped((x - m) / d, lo, hi),
+        Grid::Symmetric | Grid::Offset | Grid::ZeroPoint => rint_clamped((x - m) / d, lo, hi),
         Grid::Levels => level_code(bits, x / d),
     }
 }
@@ -266,7 +273,7 @@ pub(crate) fn nearest_code(grid: Grid, bits: u32, x: f32, d: f32, m: f32) -> i16
 #[inline]
 pub(crate) fn grid_value(grid: Grid, bits: u32, q: i16) -> f32 {
     match grid {
-        Grid::Symmetric | Grid::Offset => f32::from(q),
+        Grid::Symmetric | Grid::Offset | Grid::ZeroPoint => f32::from(q),
         Grid::Levels => {
             let table = levels(bits);
             f32::from(table[usize::try_from(q).unwrap_or(0).min(table.len() - 1)])
@@ -289,6 +296,10 @@ pub(crate) fn zero_code(bits: u32) -> i16 {
 /// The reconstruction `d · v(q) + m`, rounded once per operation (`m = 0` adds nothing).
 #[inline]
 pub(crate) fn reconstruct(grid: Grid, bits: u32, q: i16, d: f32, m: f32) -> f32 {
+    if grid == Grid::ZeroPoint {
+        // `m` holds the zero point z: d · (q - z), the difference exact (small integers).
+        return d * (f32::from(q) - m);
+    }
     d * grid_value(grid, bits, q) + m
 }
 
@@ -306,7 +317,15 @@ fn error_and_curvature(grid: Grid, bits: u32, x: &[f32], w: Option<&[f32]>, d: f
         let r = v - (d * q + m);
         [r * r, q * q]
     };
-    let [e, c] = if d == 0.0 {
+    let [e, c] = if grid == Grid::ZeroPoint {
+        // `m` is the zero point z; g = q - z = clamp(round(x / d), -z, hi - z).
+        let z = f32::from(rint_clamped(m, 0, (1i16 << bits) - 1));
+        weighted_sums(x, w, |v| {
+            let g = if d == 0.0 { 0.0 } else { rint_f(v / d, lo - z, hi - z) };
+            let r = v - d * g;
+            [r * r, g * g]
+        })
+    } else if d == 0.0 {
         let q = if grid == Grid::Levels { grid_value(grid, bits, zero_code(bits)) } else { 0.0 };
         weighted_sums(x, w, |v| term(q, v))
     } else if grid == Grid::Levels && bits == 4 {
@@ -348,6 +367,13 @@ fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
             }
             ((mx - mn) / f32::from(hi - lo), mn)
         }
+        Grid::ZeroPoint => {
+            // ONNX's asymmetric range: widened to hold 0, z = round(-min / d).
+            let (mn, mx) = x.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+            let d = (mx - mn) / f32::from(hi - lo);
+            let z = if d == 0.0 { 0 } else { rint_clamped(-mn / d, lo, hi) };
+            (d, f32::from(z))
+        }
     }
 }
 
@@ -374,6 +400,10 @@ fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
 /// less than 0.01 dB: the refit of every candidate already lands on that fixed point, so it is
 /// not done.
 ///
+/// * [`Fit::Search`], zero-point grid: the offset grid's search, its offset turned into the
+///   zero point `z = clamp(round(-m / d))`, then the least-squares scale for the codes under
+///   `z` if it does better.
+///
 /// Candidates are scored by `Σ w (x - x̂)²` computed from sums (kept per lane of 8 values and
 /// added in lane order, so the result is the same on every machine); the first best wins. The
 /// winner is then scored exactly with nearest codes ([`SubFit::error`]) and kept only if no worse
@@ -391,6 +421,7 @@ pub fn fit_sub_block(grid: Grid, bits: u32, fit: Fit, x: &[f32], w: Option<&[f32
     let (d, m) = match grid {
         Grid::Symmetric | Grid::Levels => search_scale(grid, bits, x, w),
         Grid::Offset => search_offset(bits, x, w),
+        Grid::ZeroPoint => search_zero_point(bits, x, w),
     };
     let (e, c) = error_and_curvature(grid, bits, x, w, d, m);
     if e <= e0 {
@@ -493,6 +524,28 @@ pub(crate) fn fit_unsigned_scale(s: u32, fit: Fit, v: &[f32], c: &[f32]) -> f32 
         }
     }
     best.1
+}
+
+/// The zero-point grid's search: the offset grid's `(d, m)`, then `z = clamp(round(-m / d))`
+/// and the least-squares scale for the codes under `z`; the better of the two scales.
+fn search_zero_point(bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
+    let (_, hi) = code_range(Grid::ZeroPoint, bits);
+    let (d, m) = search_offset(bits, x, w);
+    if d <= 0.0 {
+        return min_max(Grid::ZeroPoint, bits, x);
+    }
+    let z = f32::from(rint_clamped(-m / d, 0, hi));
+    let [sgx, sg2] = weighted_sums(x, w, |v| {
+        let g = rint_f(v / d, -z, f32::from(hi) - z);
+        [g * v, g * g]
+    });
+    let refit = if sg2 > 0.0 { sgx / sg2 } else { d };
+    let e = |d: f32| error_of(Grid::ZeroPoint, bits, x, w, d, z);
+    if refit > 0.0 && e(refit) < e(d) {
+        (refit, z)
+    } else {
+        (d, z)
+    }
 }
 
 /// The scale-and-offset search of the offset grid (see [`fit_sub_block`]).

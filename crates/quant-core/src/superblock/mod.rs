@@ -19,6 +19,7 @@
 //! |---|---|---|
 //! | [`Grid::Symmetric`] | `-2^(b-1) ..= 2^(b-1) - 1` | `d_j · q` |
 //! | [`Grid::Offset`] | `0 ..= 2^b - 1` | `d_j · q + m_j` |
+//! | [`Grid::ZeroPoint`] | `0 ..= 2^b - 1` | `d_j · (q - z_j)`, `z_j` an integer in `0 ..= 2^b - 1` stored in `b` bits |
 //! | [`Grid::Levels`] (4 to 6 bits) | `0 ..= 2^b - 1` | `d_j · L[q]` ([`LEVELS`]: llama.cpp's `IQ4_NL` codebook; [`LEVELS5`], [`LEVELS6`]: its curve at half and quarter steps) |
 //!
 //! Sub-block parameters, by [`SubScale`]:
@@ -27,14 +28,15 @@
 //! * [`SubScale::Bits(s)`](SubScale::Bits): `d_j = D · l_j` and `m_j = M · k_j`, with `D`, `M` one
 //!   `f16` each per super-block and `l_j`, `k_j` integers of `s` bits: signed
 //!   `-2^(s-1) ..= 2^(s-1) - 1` for the symmetric and levels scales and for offsets, unsigned
-//!   `0 ..= 2^s - 1` for the offset grid's scales (`d_j >= 0` there). `D` maps the super-block's
+//!   `0 ..= 2^s - 1` for the offset and zero-point grids' scales (`d_j >= 0` there). Zero points
+//!   are stored as they are, in `b` bits, whatever the sub-scales. `D` maps the super-block's
 //!   sub-scale of largest magnitude to `l = -2^(s-1)` (the sign trick one level up;
 //!   `D = max d_j / (2^s - 1)` for the offset grid), `M` its largest offset to `k = -2^(s-1)`.
 //!
 //! Reconstruction is in `f32`, one rounding per operation, no fused multiply-add:
 //! `d_j = f32(D) · l_j` (exact), `x̂ = d_j · v(q) + m_j`. Codes are the nearest to each value
 //! under the *stored* parameters: `clamp(round((x - m_j) / d_j))`, ties to even, for the linear
-//! grids; the nearest level of `x / d_j` (the lower one on an exact tie) for the levels grid;
+//! grids (`clamp(round(x / d_j) + z_j)` for the zero-point grid: round first, as ONNX); the nearest level of `x / d_j` (the lower one on an exact tie) for the levels grid;
 //! `d_j = 0` gives the code of 0 (symmetric), of the level nearest 0 (levels) or code 0 (offset).
 //! The symmetric grid and the 6-bit levels represent 0.0 exactly; the 4- and 5-bit levels'
 //! nearest values are `d_j` and `-2 d_j`, and the offset grid's depends on `m_j`, as in
@@ -99,6 +101,10 @@ pub enum Grid {
     Symmetric,
     /// `d · q + m`, `q` unsigned, `d >= 0`, a float offset `m` of any sign.
     Offset,
+    /// `d · (q - z)`, `q` unsigned, `d >= 0`, an integer zero point `z` in the code range
+    /// stored in the code width: ONNX's asymmetric arithmetic (`q = clamp(round(x / d) + z)`),
+    /// so 0.0 is exact and an integer matrix multiply can subtract `z` exactly.
+    ZeroPoint,
     /// `d · L[q]`: non-uniform levels, denser near zero ([`LEVELS`], [`LEVELS5`], [`LEVELS6`]:
     /// 4, 5 or 6 bits).
     Levels,
@@ -227,8 +233,28 @@ impl SuperSpec {
         }
     }
 
+    /// Float offsets under an offset scale (the offset grid).
     fn has_offsets(&self) -> bool {
         self.grid == Grid::Offset
+    }
+
+    /// Integer zero points in the code width (the zero-point grid).
+    fn has_zero_points(&self) -> bool {
+        self.grid == Grid::ZeroPoint
+    }
+
+    /// Whether sub-scales are non-negative (stored unsigned).
+    fn unsigned_scales(&self) -> bool {
+        matches!(self.grid, Grid::Offset | Grid::ZeroPoint)
+    }
+
+    /// Bits per stored sub-offset or zero point.
+    fn offset_width(&self) -> u32 {
+        if self.has_zero_points() {
+            self.bits
+        } else {
+            self.scale_width()
+        }
     }
 
     fn has_super(&self) -> bool {
@@ -264,9 +290,9 @@ impl SuperSpec {
                 .map(|b| b.div_ceil(8))
                 .ok_or(overflow.clone())
         };
-        let offs = if self.has_offsets() { subs } else { 0 };
+        let offs = if self.has_offsets() || self.has_zero_points() { subs } else { 0 };
         let sup_offs = if self.has_offsets() { sups } else { 0 };
-        Ok([bytes(n, self.bits)?, bytes(subs, self.scale_width())?, bytes(offs, self.scale_width())?, sups, sup_offs])
+        Ok([bytes(n, self.bits)?, bytes(subs, self.scale_width())?, bytes(offs, self.offset_width())?, sups, sup_offs])
     }
 
     /// Bytes a `shape` matrix takes in this format: codes, sub-scales, sub-offsets, and 2 per
@@ -484,7 +510,14 @@ impl SuperMatrix {
                     if spec.has_offsets() {
                         put_bits(&mut self.offsets, r * subs + j, 16, u32::from(mh));
                     }
-                    (dv, if spec.has_offsets() { mv } else { 0.0 })
+                    if spec.has_zero_points() {
+                        // The zero point fitted for the scale as stored.
+                        let z = self.zero_point_for(xs, w, fits[j], dv);
+                        put_bits(&mut self.offsets, r * subs + j, spec.bits, field(z, 0));
+                        (dv, small_f32(z))
+                    } else {
+                        (dv, if spec.has_offsets() { mv } else { 0.0 })
+                    }
                 }
                 SubScale::Bits(s) => {
                     let k = j / subs_per_super;
@@ -498,7 +531,7 @@ impl SuperMatrix {
                         // by how much its sub-block's error grows per unit of scale error.
                         c_buf.clear();
                         c_buf.extend(fits[j..end].iter().map(|f| f.curvature));
-                        let big_d = if spec.has_offsets() {
+                        let big_d = if spec.unsigned_scales() {
                             fit::fit_unsigned_scale(s, spec.fit, &d_buf, &c_buf)
                         } else {
                             fit_sub_block(Grid::Symmetric, s, spec.fit, &d_buf, Some(&c_buf)).d
@@ -524,12 +557,17 @@ impl SuperMatrix {
                     let big_m = if spec.has_offsets() { self.super_offsets[r * sups + k].to_f32() } else { 0.0 };
                     let (l, km) = self.stored_ints(xs, w, fits[j], big_d, big_m, s);
                     let (slo, _) = signed_range(s);
-                    let l_field = if spec.has_offsets() { field(l, 0) } else { field(l, slo) };
+                    let l_field = if spec.unsigned_scales() { field(l, 0) } else { field(l, slo) };
                     put_bits(&mut self.scales, r * subs + j, s, l_field);
                     if spec.has_offsets() {
                         put_bits(&mut self.offsets, r * subs + j, s, field(km, slo));
                     }
-                    (big_d * small_f32(l), big_m * small_f32(km))
+                    if spec.has_zero_points() {
+                        put_bits(&mut self.offsets, r * subs + j, spec.bits, field(km, 0));
+                        (big_d * small_f32(l), small_f32(km))
+                    } else {
+                        (big_d * small_f32(l), big_m * small_f32(km))
+                    }
                 }
             };
             let (lo, _) = code_range(spec.grid, spec.bits);
@@ -541,12 +579,37 @@ impl SuperMatrix {
         Ok(())
     }
 
+    /// The zero point for a stored scale `d`: the fitted one's offset `-d_fit · z` re-expressed
+    /// under `d`, rounded and clamped, then (with [`Fit::Search`]) the better neighbour.
+    fn zero_point_for(&self, xs: &[f32], w: Option<&[f32]>, f: SubFit, d: f32) -> i32 {
+        let hi = (1i32 << self.spec.bits) - 1;
+        let z0 = if d == 0.0 {
+            i32::from(fit::rint_clamped(f.m, 0, i16::try_from(hi).unwrap_or(0)))
+        } else {
+            i32::from(fit::rint_clamped(f.d * f.m / d, 0, i16::try_from(hi).unwrap_or(0)))
+        };
+        if self.spec.fit == Fit::MinMax {
+            return z0;
+        }
+        let err = |z: i32| fit::error_of(self.spec.grid, self.spec.bits, xs, w, d, small_f32(z));
+        let mut best = (err(z0), z0);
+        for z in [z0 - 1, z0 + 1] {
+            if (0..=hi).contains(&z) {
+                let e = err(z);
+                if e < best.0 {
+                    best = (e, z);
+                }
+            }
+        }
+        best.1
+    }
+
     /// The stored integers `(l, k)` of a sub-block under super-scales `big_d`, `big_m`: nearest,
     /// then (with [`Fit::Search`]) the better of `l ± 1`, then of `k ± 1`.
     fn stored_ints(&self, xs: &[f32], w: Option<&[f32]>, f: SubFit, big_d: f32, big_m: f32, s: u32) -> (i32, i32) {
         let spec = self.spec;
         let (slo, shi) = signed_range(s);
-        let (llo, lhi) = if spec.has_offsets() { (0, (1 << s) - 1) } else { (slo, shi) };
+        let (llo, lhi) = if spec.unsigned_scales() { (0, (1 << s) - 1) } else { (slo, shi) };
         let near = |v: f32, den: f32, lo: i32, hi: i32| {
             if den == 0.0 {
                 0
@@ -555,6 +618,24 @@ impl SuperMatrix {
             }
         };
         let l0 = near(f.d, big_d, llo, lhi);
+        if spec.has_zero_points() {
+            // The scale's neighbours, each with its best zero point.
+            let mut best = (f32::INFINITY, l0, 0);
+            let ls: &[i32] = if spec.fit == Fit::MinMax { &[0] } else { &[0, -1, 1] };
+            for dl in ls {
+                let l = l0 + dl;
+                if !(llo..=lhi).contains(&l) {
+                    continue;
+                }
+                let d = big_d * small_f32(l);
+                let z = self.zero_point_for(xs, w, f, d);
+                let e = fit::error_of(spec.grid, spec.bits, xs, w, d, small_f32(z));
+                if e < best.0 {
+                    best = (e, l, z);
+                }
+            }
+            return (best.1, best.2);
+        }
         let k0 = if spec.has_offsets() { near(f.m, big_m, slo, shi) } else { 0 };
         if spec.fit == Fit::MinMax {
             return (l0, k0);
@@ -673,7 +754,8 @@ impl SuperMatrix {
         if !spec.has_super() {
             let subs = shape.rows * spec.per_row(shape.cols).0;
             for (what, buf) in [("sub-scale", &m.scales), ("sub-offset", &m.offsets)] {
-                let n = if buf.is_empty() { 0 } else { subs };
+                // Zero points are integers: any stored value is valid.
+                let n = if buf.is_empty() || (spec.has_zero_points() && what == "sub-offset") { 0 } else { subs };
                 if let Some(index) = (0..n).find(|&i| !from_half(spec.sub_scale, buf, i).is_finite()) {
                     let value = f64::from(from_half(spec.sub_scale, buf, index));
                     return Err(QuantError::NonFiniteParameter { what, index, value });
@@ -688,7 +770,11 @@ impl SuperMatrix {
         let spec = self.spec;
         let (subs, sups) = spec.per_row(self.shape.cols);
         let idx = r * subs + j;
+        let zero_point = || small_f32(i32::try_from(get_bits(&self.offsets, idx, spec.bits)).unwrap_or(0));
         match spec.sub_scale {
+            SubScale::F16 | SubScale::Bf16 if spec.has_zero_points() => {
+                (from_half(spec.sub_scale, &self.scales, idx), zero_point())
+            }
             SubScale::F16 | SubScale::Bf16 => {
                 let d = from_half(spec.sub_scale, &self.scales, idx);
                 (d, if spec.has_offsets() { from_half(spec.sub_scale, &self.offsets, idx) } else { 0.0 })
@@ -698,9 +784,11 @@ impl SuperMatrix {
                 let k = r * sups + j / per;
                 let (slo, _) = signed_range(s);
                 let raw = i32::try_from(get_bits(&self.scales, idx, s)).unwrap_or(0);
-                let l = if spec.has_offsets() { raw } else { raw + slo };
+                let l = if spec.unsigned_scales() { raw } else { raw + slo };
                 let d = self.super_scales[k].to_f32() * small_f32(l);
-                let m = if spec.has_offsets() {
+                let m = if spec.has_zero_points() {
+                    zero_point()
+                } else if spec.has_offsets() {
                     let km = i32::try_from(get_bits(&self.offsets, idx, s)).unwrap_or(0) + slo;
                     self.super_offsets[k].to_f32() * small_f32(km)
                 } else {
@@ -794,8 +882,8 @@ impl SuperMatrix {
             let ns = p.shape.rows * subs;
             append_bits(&mut out.codes, at_code, &p.codes, n, spec.bits);
             append_bits(&mut out.scales, at_sub, &p.scales, ns, w);
-            if spec.has_offsets() {
-                append_bits(&mut out.offsets, at_sub, &p.offsets, ns, w);
+            if !p.offsets.is_empty() {
+                append_bits(&mut out.offsets, at_sub, &p.offsets, ns, spec.offset_width());
             }
             out.super_scales.extend_from_slice(&p.super_scales);
             out.super_offsets.extend_from_slice(&p.super_offsets);
