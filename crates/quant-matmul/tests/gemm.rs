@@ -8,8 +8,8 @@
 //! CPU lacks is reported (and its refusal tested) by `tiers_this_cpu_lacks_are_refused`.
 
 use quant_matmul::{
-    multiply_by_quantized_multiplier, selected_kernel, Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, PackedB,
-    QuantError, Requant, Scale, Tier, ZeroPoint,
+    multiply_by_quantized_multiplier, rounding_divide_by_pot, selected_kernel, Gemm, KernelChoice, MatMut, MatRef,
+    Operand, Operands, PackedB, QuantError, Requant, Scale, Tier, ZeroPoint,
 };
 use quant_testkit::Rng;
 use quant_traits::{I4x2, Storage};
@@ -366,6 +366,53 @@ fn requantize_float_matches_reference() -> Res {
 #[case(i32::MIN, i32::MIN, 0, i32::MAX)]
 fn fixed_point_multiplier_matches_tflite(#[case] x: i32, #[case] m: i32, #[case] shift: i32, #[case] want: i32) {
     assert_eq!(multiply_by_quantized_multiplier(x, m, shift), want);
+}
+
+/// `round(x / 2^e)`, ties away from zero, exactly in `i128`.
+fn divide_by_pot_reference(x: i32, e: u32) -> i32 {
+    let (x, d) = (i128::from(x), 1i128 << e.min(100));
+    let (q, r) = (x / d, x % d);
+    let q = if 2 * r.abs() >= d { q + x.signum() } else { q };
+    i32::try_from(q).expect("fits")
+}
+
+#[test]
+fn rounding_divide_by_pot_is_exact_for_every_exponent() {
+    let mut rng = Rng::new(31);
+    let mut xs = vec![0, 1, -1, 2, -2, 3, -3, i32::MAX, i32::MIN, i32::MIN + 1, 1 << 30, -(1 << 30)];
+    xs.extend((0..200).map(|_| rng.next_u64() as i32));
+    for e in 0..=70u32 {
+        for &x in &xs {
+            assert_eq!(rounding_divide_by_pot(x, e), divide_by_pot_reference(x, e), "x {x} exponent {e}");
+        }
+    }
+    // -2^31 / 2^32 = -0.5: ties away from zero.
+    assert_eq!(rounding_divide_by_pot(i32::MIN, 32), -1);
+    assert_eq!(rounding_divide_by_pot(i32::MAX, 40), 0);
+}
+
+#[test]
+fn fixed_point_parameters_out_of_range_are_refused() -> Res {
+    // Any shift, even far outside -31..=30, gives the saturated answer rather than an overflow.
+    assert_eq!(multiply_by_quantized_multiplier(1, 1 << 30, 40), multiply_by_quantized_multiplier(1, 1 << 30, 32));
+    assert_eq!(multiply_by_quantized_multiplier(1_000_000, 1 << 30, -100), 0);
+    let a = [1u8, 2, 3, 4];
+    let b = [1i8, 0, 0, 1];
+    let ops =
+        Operands::new(MatRef::row_major(&a, 2, 2)?, ZeroPoint::None, MatRef::row_major(&b, 2, 2)?, ZeroPoint::None)?;
+    let mut c = [0u8; 4];
+    for (multiplier, shift) in [(1 << 30, 31), (1 << 30, -32), (12345, 0), (-(1 << 30), 0)] {
+        let r = Requant::FixedPoint { multiplier, shift, zero_point: 0 };
+        let e = Gemm::new().requant(&ops, r, MatMut::row_major(&mut c, 2, 2)?);
+        assert_eq!(e, Err(QuantError::InvalidFixedPoint { multiplier, shift }));
+        assert_eq!(c, [0; 4], "nothing written");
+    }
+    // The edges of the contract are accepted: 0, 2^30, 2^31 - 1; shifts -31 and 30.
+    for (multiplier, shift) in [(0, 0), (1 << 30, -31), (i32::MAX, 30)] {
+        let r = Requant::FixedPoint { multiplier, shift, zero_point: 0 };
+        Gemm::new().requant(&ops, r, MatMut::row_major(&mut c, 2, 2)?)?;
+    }
+    Ok(())
 }
 
 #[test]

@@ -298,6 +298,18 @@ pub enum QuantError {
         float: &'static str,
     },
 
+    /// A TFLite fixed-point multiplier outside its contract.
+    #[error(
+        "fixed-point requantization (multiplier {multiplier}, shift {shift}): the multiplier must be 0 or \
+         a Q31 value in [2^30, 2^31) and the shift in -31..=30"
+    )]
+    InvalidFixedPoint {
+        /// The Q31 multiplier given.
+        multiplier: i32,
+        /// The shift given.
+        shift: i32,
+    },
+
     /// A two-level (super-block) weight format that cannot be built as asked.
     #[error("super-block format: {reason}")]
     InvalidSuperSpec {

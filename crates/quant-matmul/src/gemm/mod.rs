@@ -172,6 +172,7 @@ impl Gemm {
     /// # Errors
     /// [`QuantError::InvalidScale`] for a float multiplier that is not finite and positive;
     /// [`QuantError::DepthTooLarge`] for [`Requant::FixedPoint`] beyond the `i32` depth;
+    /// [`QuantError::InvalidFixedPoint`] for its multiplier or shift out of range;
     /// [`QuantError::LengthMismatch`] for per-column multipliers not `N` long or `c` not `M x N`.
     pub fn requant<A: Operand, O: Operand>(
         &self,
@@ -181,7 +182,10 @@ impl Gemm {
     ) -> Result<(), QuantError> {
         match requant {
             Requant::Float { multiplier, .. } => multiplier.check("multiplier (one per column)", ops.dims().2)?,
-            Requant::FixedPoint { .. } => ops.check_i32_depth()?,
+            Requant::FixedPoint { multiplier, shift, .. } => {
+                output::check_fixed_point(multiplier, shift)?;
+                ops.check_i32_depth()?;
+            }
         }
         self.run(ops, &RequantOut { requant, _out: core::marker::PhantomData::<O> }, c)
     }

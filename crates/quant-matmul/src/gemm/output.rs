@@ -60,7 +60,8 @@ pub enum Requant<'a> {
     /// `SaturatingRoundingDoublingHighMul` (ties towards +inf), then
     /// `RoundingDivideByPOT(max(-shift, 0))` (ties away from zero), plus `zero_point`, clamped.
     /// Like TFLite it rounds twice (11 · 0.5 / 4 gives 2, not 1). Needs `i32` sums, so the
-    /// depth must fit (checked up front).
+    /// depth must fit, and the multiplier and shift must be in range ([`check_fixed_point`]);
+    /// both are checked up front.
     FixedPoint {
         /// Q31 multiplier.
         multiplier: i32,
@@ -86,21 +87,41 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     i32::try_from(q).unwrap_or(i32::MAX)
 }
 
-/// gemmlowp's `RoundingDivideByPOT`: `round(x / 2^exponent)`, ties away from zero.
+/// gemmlowp's `RoundingDivideByPOT`: `round(x / 2^exponent)`, ties away from zero, for every
+/// exponent (gemmlowp's takes `0..=31`; here the arithmetic is in `i64`, so larger exponents
+/// give the exact rounded quotient too: 0, or -1 for `i32::MIN / 2^32`).
 #[must_use]
 pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
-    debug_assert!(exponent <= 31);
-    let mask = ((1i64 << exponent) - 1) as i32;
+    // |x| <= 2^31, so beyond 2^62 the quotient rounds to 0 exactly as at 2^62.
+    let e = exponent.min(62);
+    let x = i64::from(x);
+    let mask = (1i64 << e) - 1;
     let remainder = x & mask;
-    let threshold = (mask >> 1) + i32::from(x < 0);
-    (x >> exponent) + i32::from(remainder > threshold)
+    let threshold = (mask >> 1) + i64::from(x < 0);
+    let q = (x >> e) + i64::from(remainder > threshold);
+    // |q| <= 2^31 rounded, and only x = i32::MIN reaches -2^31: within i32.
+    i32::try_from(q).unwrap_or(if q < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// Checks a [`Requant::FixedPoint`] multiplier and shift against TFLite's contract: the
+/// multiplier 0 (a zero real multiplier) or in `[2^30, 2^31)`, the shift in `-31..=30`.
+///
+/// # Errors
+/// [`QuantError::InvalidFixedPoint`].
+pub fn check_fixed_point(multiplier: i32, shift: i32) -> Result<(), QuantError> {
+    if (multiplier == 0 || multiplier >= 1 << 30) && (-31..=30).contains(&shift) {
+        Ok(())
+    } else {
+        Err(QuantError::InvalidFixedPoint { multiplier, shift })
+    }
 }
 
 /// TFLite's `MultiplyByQuantizedMultiplier(x, multiplier, shift)`.
 #[must_use]
 pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
-    let left = shift.max(0) as u32;
-    let right = (-shift).max(0) as u32;
+    // A left shift past 32 saturates every nonzero `x` just as 32 does (no `i64` overflow).
+    let left = shift.clamp(0, 32).unsigned_abs();
+    let right = shift.clamp(i32::MIN + 1, 0).unsigned_abs();
     let shifted = clamp_i64(i64::from(x) << left, i64::from(i32::MIN), i64::from(i32::MAX));
     let shifted = i32::try_from(shifted).unwrap_or(i32::MAX);
     rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
