@@ -259,6 +259,25 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
                     format!("metadata of tensor {:?}: storage super, but no quant.super names the format", e.name),
                 ));
             }
+            // The shape the metadata claims must be what the codes hold, before anything of
+            // that size is planned or allocated.
+            let elements = st.shape[0].checked_mul(st.shape[1]);
+            let want = elements.map(|n| with_storage!(st.storage, Q => <Q as quant_traits::Storage>::units_for(n)));
+            let out_bytes = elements.and_then(|n| n.checked_mul(float_size(st.dtype)));
+            if want != Some(e.bytes()) || out_bytes.is_none() {
+                return Err(CliError::file(
+                    input,
+                    format!(
+                        "tensor {:?}: its metadata claims shape {}x{}, which {} codes in {} bytes cannot hold ({} bytes stored)",
+                        e.name,
+                        st.shape[0],
+                        st.shape[1],
+                        st.storage,
+                        want.map_or("more than addressable".to_string(), |b| b.to_string()),
+                        e.bytes()
+                    ),
+                ));
+            }
             stored.insert(e.name.clone(), st);
         }
     }

@@ -595,6 +595,21 @@ fn two_level_files_with_bad_parts_or_options_get_a_clear_error() {
     fails(&["dequantize", bad_s, "-o", out_s], &d, "but U8 of", &keep);
     with_metadata(&q, &bad, "quant.super", "sym9/16");
     fails(&["dequantize", bad_s, "-o", out_s], &d, "metadata quant.super", &keep);
+    // A one-level file whose metadata claims a huge shape (found by mutating quantized files:
+    // it used to allocate 8.8 TB and abort, leaving a .partial file behind).
+    let plain4 = d.join("plain4.safetensors");
+    ok(&["quantize", ms, "-o", plain4.to_str().expect("utf-8"), "--bits", "4", "-q"]);
+    with_metadata(
+        &plain4,
+        &bad,
+        "quant.tensor.layer.w32",
+        r#"{"dtype":"F32","shape":[1099511627776,2],"storage":"i4x2"}"#,
+    );
+    keep.push("plain4.safetensors");
+    keep.sort();
+    fails(&["dequantize", bad_s, "-o", out_s], &d, "claims shape 1099511627776x2", &keep);
+    with_metadata(&plain4, &bad, "quant.tensor.layer.w32", r#"{"dtype":"F32","shape":[48,101],"storage":"i4x2"}"#);
+    fails(&["dequantize", bad_s, "-o", out_s], &d, "(2400 bytes stored)", &keep);
     // Two-level parts in a file that does not say which format: refused, not read as codes.
     let plain = d.join("plain.safetensors");
     ok(&["quantize", ms, "-o", plain.to_str().expect("utf-8"), "--bits", "4", "-q"]);
