@@ -1,5 +1,5 @@
-//! Quantize and dequantize throughput of the scalar reference paths (f32 <-> i8/u8, per tensor
-//! and per row), in elements per second.
+//! Quantize and dequantize throughput of the public entry points (f32 <-> i8/u8, per tensor and
+//! per row; the kernel tier the CPU selects, AVX2 where it has it), in elements per second.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quant_core::{

@@ -41,6 +41,8 @@
 //!
 //! # Features
 //! * `std` (default): links `std`. Without it the crate is `no_std` and needs only `alloc`.
+//! * `parallel` (off): splits large quantize/dequantize calls (at least 2^20 elements of 8-bit
+//!   codes) across rayon's threads; the result does not depend on it.
 //!
 //! # Example
 //! ```
