@@ -354,6 +354,14 @@ fn extreme(x: &[f32]) -> f32 {
     a
 }
 
+/// The smallest and largest value (0, 0 for an empty slice).
+pub(crate) fn value_range(x: &[f32]) -> (f32, f32) {
+    if x.is_empty() {
+        return (0.0, 0.0);
+    }
+    x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)))
+}
+
 /// The min-max fit of [`Fit::MinMax`].
 fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
     let (lo, hi) = code_range(grid, bits);
@@ -361,15 +369,16 @@ fn min_max(grid: Grid, bits: u32, x: &[f32]) -> (f32, f32) {
         Grid::Symmetric => (extreme(x).abs() / f32::from(hi), 0.0),
         Grid::Levels => (extreme(x) / f32::from(LEVELS[0]), 0.0),
         Grid::Offset => {
-            let (mn, mx) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             if x.is_empty() {
                 return (0.0, 0.0);
             }
+            let (mn, mx) = value_range(x);
             ((mx - mn) / f32::from(hi - lo), mn)
         }
         Grid::ZeroPoint => {
             // ONNX's asymmetric range: widened to hold 0, z = round(-min / d).
-            let (mn, mx) = x.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+            let (mn, mx) = value_range(x);
+            let (mn, mx) = (mn.min(0.0), mx.max(0.0));
             let d = (mx - mn) / f32::from(hi - lo);
             let z = if d == 0.0 { 0 } else { rint_clamped(-mn / d, lo, hi) };
             (d, f32::from(z))
@@ -551,7 +560,7 @@ fn search_zero_point(bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
 /// The scale-and-offset search of the offset grid (see [`fit_sub_block`]).
 fn search_offset(bits: u32, x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
     let (_, hi) = code_range(Grid::Offset, bits);
-    let (mn, mx) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (mn, mx) = value_range(x);
     if mx <= mn {
         // Constant: the offset alone is exact.
         return (0.0, mn);

@@ -275,10 +275,6 @@ impl SuperSpec {
     /// # Errors
     /// [`QuantError::ShapeOverflow`].
     pub fn part_sizes(&self, shape: MatrixShape) -> Result<[usize; 5], QuantError> {
-        self.sizes(shape)
-    }
-
-    fn sizes(&self, shape: MatrixShape) -> Result<[usize; 5], QuantError> {
         let n = shape.elements()?;
         let (sub, sup) = self.per_row(shape.cols);
         let overflow = QuantError::ShapeOverflow { rows: shape.rows, cols: shape.cols };
@@ -301,7 +297,7 @@ impl SuperSpec {
     /// # Errors
     /// [`QuantError::ShapeOverflow`].
     pub fn stored_bytes(&self, shape: MatrixShape) -> Result<usize, QuantError> {
-        let [c, s, o, ss, so] = self.sizes(shape)?;
+        let [c, s, o, ss, so] = self.part_sizes(shape)?;
         Ok(c + s + o + 2 * (ss + so))
     }
 
@@ -311,7 +307,7 @@ impl SuperSpec {
     /// # Errors
     /// [`QuantError::ShapeOverflow`].
     pub fn bits_per_weight(&self, shape: MatrixShape) -> Result<f64, QuantError> {
-        let [c, s, o, ss, so] = self.sizes(shape)?;
+        let [c, s, o, ss, so] = self.part_sizes(shape)?;
         let n = shape.elements()?;
         let bits = quant_traits::cast::usize_to_f64(8 * (c + s + o) + 16 * (ss + so));
         Ok(if n == 0 { 0.0 } else { bits / quant_traits::cast::usize_to_f64(n) })
@@ -447,7 +443,7 @@ pub fn quantize_super<F: QuantFloat>(
     if let Some(imp) = importance {
         check_importance(imp, shape.cols)?;
     }
-    let [c, s, o, ss, so] = spec.sizes(shape)?;
+    let [c, s, o, ss, so] = spec.part_sizes(shape)?;
     let mut m = SuperMatrix {
         spec,
         shape,
@@ -503,7 +499,7 @@ impl SuperMatrix {
             let xs = &row[a..b];
             let (dq, mq) = match spec.sub_scale {
                 SubScale::F16 | SubScale::Bf16 => {
-                    let (lo, hi) = min_max(xs);
+                    let (lo, hi) = fit::value_range(xs);
                     let (dh, dv) = to_half(spec.sub_scale, fits[j].d, lo, hi)?;
                     let (mh, mv) = to_half(spec.sub_scale, fits[j].m, lo, hi)?;
                     put_bits(&mut self.scales, r * subs + j, 16, u32::from(dh));
@@ -524,7 +520,7 @@ impl SuperMatrix {
                     if j % subs_per_super == 0 {
                         // A new super-block: its scale (and offset scale) from its sub-blocks.
                         let end = (j + subs_per_super).min(subs);
-                        let (lo, hi) = min_max(&row[span(j).0..span(end - 1).1]);
+                        let (lo, hi) = fit::value_range(&row[span(j).0..span(end - 1).1]);
                         d_buf.clear();
                         d_buf.extend(fits[j..end].iter().map(|f| f.d));
                         // The sub-scales are themselves fitted to an s-bit grid, each weighted
@@ -739,7 +735,7 @@ impl SuperMatrix {
         super_scales: Vec<f16>,
         super_offsets: Vec<f16>,
     ) -> Result<Self, QuantError> {
-        let [c, s, o, ss, so] = spec.sizes(shape)?;
+        let [c, s, o, ss, so] = spec.part_sizes(shape)?;
         QuantError::check_length("codes (bytes)", c, codes.len())?;
         QuantError::check_length("sub-scales (bytes)", s, scales.len())?;
         QuantError::check_length("sub-offsets (bytes)", o, offsets.len())?;
@@ -864,7 +860,7 @@ impl SuperMatrix {
             rows = rows.checked_add(p.shape.rows).ok_or(QuantError::ShapeOverflow { rows, cols })?;
         }
         let shape = MatrixShape::new(rows, cols);
-        let [c, s, o, _, _] = spec.sizes(shape)?;
+        let [c, s, o, _, _] = spec.part_sizes(shape)?;
         let (subs, _) = spec.per_row(cols);
         let mut out = SuperMatrix {
             spec,
@@ -907,14 +903,6 @@ fn append_bits(dst: &mut [u8], at: usize, src: &[u8], n: usize, width: u32) {
             put_bits(dst, at + i, width, get_bits(src, i, width));
         }
     }
-}
-
-/// The smallest and largest value (0, 0 for an empty slice).
-fn min_max(v: &[f32]) -> (f32, f32) {
-    if v.is_empty() {
-        return (0.0, 0.0);
-    }
-    v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)))
 }
 
 #[cfg(test)]
