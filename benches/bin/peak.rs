@@ -10,12 +10,14 @@
 //! | `avx2` | `vpmaddwd` + `vpaddd` (ymm), 8 chains | 32 (16 `i16` multiply-adds) |
 //! | `avxvnni` | `{vex} vpdpbusd` (ymm), 12 chains | 64 (32 `u8 · i8` multiply-adds) |
 //! | `avx512vnni` | `vpdpbusd` (zmm), 16 chains | 128 (64 multiply-adds) |
+//! | `amx` | `tdpbusd` (16 x 16 tiles), 6 chains | 32 768 (16 · 16 · 64 multiply-adds) |
 
 use quant_traits::cpu::Tier;
 
 /// The inner instruction of a tier's GEMM kernel, as the bench names it.
 pub fn instruction(tier: Tier) -> &'static str {
     match tier {
+        Tier::Amx => "tdpbusd tiles",
         Tier::Avx512Vnni => "vpdpbusd zmm",
         Tier::AvxVnni => "vpdpbusd ymm",
         Tier::Avx2 => "vpmaddwd+vpaddd ymm",
@@ -39,6 +41,8 @@ pub fn run(tier: Tier, iters: u64) -> Option<f64> {
             Tier::AvxVnni => Some(unsafe { x86::avxvnni(iters) } as f64 * 12.0 * 64.0),
             // SAFETY: as above.
             Tier::Avx512Vnni => Some(unsafe { x86::avx512(iters) } as f64 * 16.0 * 128.0),
+            // SAFETY: as above (the AMX tier is available only once the OS granted the tiles).
+            Tier::Amx => Some(unsafe { x86::amx(iters) } as f64 * 6.0 * 32768.0),
             _ => None,
         }
     }
@@ -131,6 +135,42 @@ mod x86 {
                 out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _, out("zmm14") _,
                 out("zmm15") _,
                 options(nostack, nomem),
+            );
+        }
+        iters.max(1)
+    }
+
+    /// The tile configuration: tiles 0..8, 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    /// # Safety
+    /// AMX-INT8 present and the tile state granted by the OS.
+    pub unsafe fn amx(iters: u64) -> u64 {
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1; // palette 1
+        for t in 0..8 {
+            cfg[16 + 2 * t] = 64; // bytes per row
+            cfg[48 + t] = 16; // rows
+        }
+        let cfg = TileConfig(cfg);
+        // SAFETY: `ldtilecfg` reads the 64 bytes of `cfg`; the loop touches only tile
+        // registers, which nothing else uses, and `tilerelease` returns them to their
+        // initial state.
+        unsafe {
+            asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+                "tilezero tmm4", "tilezero tmm5", "tilezero tmm6", "tilezero tmm7",
+                "2:",
+                "tdpbusd tmm0, tmm6, tmm7", "tdpbusd tmm1, tmm6, tmm7", "tdpbusd tmm2, tmm6, tmm7",
+                "tdpbusd tmm3, tmm6, tmm7", "tdpbusd tmm4, tmm6, tmm7", "tdpbusd tmm5, tmm6, tmm7",
+                "dec {n}",
+                "jnz 2b",
+                "tilerelease",
+                cfg = in(reg) &cfg,
+                n = inout(reg) iters.max(1) => _,
+                options(nostack),
             );
         }
         iters.max(1)

@@ -174,9 +174,17 @@ class Ggml:
         dev = ggml.ggml_backend_reg_dev_get(reg, 0)
         addr = ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
         bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)(dev)
-        if not bufts or not bufts[0]:
-            raise RuntimeError("this ggml build has no CPU repack buffer")
-        return bufts[0]
+        # On a CPU with AMX the list starts with ggml's "AMX" buffer, whose mul_mat crashes
+        # through these bindings from M = 2 on (seen on a Xeon with amx_int8): take the
+        # repack buffer by name.
+        ggml.lib.ggml_backend_buft_name.restype = ctypes.c_char_p
+        ggml.lib.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+        i = 0
+        while bufts and bufts[i]:
+            if ggml.lib.ggml_backend_buft_name(bufts[i]) == b"CPU_REPACK":
+                return bufts[i]
+            i += 1
+        raise RuntimeError("this ggml build has no CPU repack buffer")
 
     def run(self):
         ggml.ggml_backend_graph_compute(self.backend, self.graph)

@@ -222,7 +222,7 @@ struct Machine {
 }
 
 /// The flags the kernel tiers depend on, as `/proc/cpuinfo` names them.
-const FLAGS: [&str; 6] = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"];
+const FLAGS: [&str; 8] = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8"];
 
 impl Machine {
     fn read(ours_bin: &Path) -> Result<Machine, String> {
@@ -251,7 +251,7 @@ impl Machine {
     }
 
     fn vnni(&self) -> bool {
-        self.kernel.contains("vnni")
+        self.kernel.contains("vnni") || self.kernel == "amx"
     }
 
     fn json(&self, peak: Option<f64>) -> String {

@@ -125,7 +125,7 @@ fn the_requested_implementation_runs() -> Res {
     let best = "portable";
     let tier = if requested.is_empty() { best } else { requested.as_str() };
     let want = match tier {
-        "avx512vnni" => "avx512",
+        "avx512vnni" | "amx" => "avx512",
         "avx2" | "avxvnni" => "avx2",
         _ => "portable",
     };

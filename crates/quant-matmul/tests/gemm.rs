@@ -143,6 +143,33 @@ fn random_case<A: Operand>(rng: &mut Rng, max_dim: usize) -> Res {
         2 => Fill::Extremes,
         _ => Fill::Random,
     };
+    fixed_case::<A>(rng, m, k, n, fill)
+}
+
+/// Depths around the AMX kernel's blocks of 64 (whole blocks, a block and a tail, a tail
+/// alone) by rows around its tiles of 16 and 32, every tier, `u8` and `i8`, every fill.
+#[test]
+fn depths_around_the_tile_blocks() -> Res {
+    let mut rng = Rng::new(7);
+    let depths = [1, 60, 63, 64, 65, 68, 127, 128, 129, 192, 255, 256, 257, 1027];
+    let rows = [1, 2, 15, 16, 17, 31, 32, 33, 48, 65];
+    let cols = [1, 16, 31, 32, 33, 70];
+    for &k in &depths {
+        for _ in 0..3 {
+            let (m, n) = (rows[rng.index(rows.len())], cols[rng.index(cols.len())]);
+            let fill = [Fill::Min, Fill::Max, Fill::Extremes, Fill::Random][rng.index(4)];
+            if rng.index(2) == 0 {
+                fixed_case::<u8>(&mut rng, m, k, n, fill)?;
+            } else {
+                fixed_case::<i8>(&mut rng, m, k, n, fill)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One `m x k x n` product with random zero points, raw and packed B, against the reference.
+fn fixed_case<A: Operand>(rng: &mut Rng, m: usize, k: usize, n: usize, fill: Fill) -> Res {
     let a = Strided::<A>::random(rng, m, k, fill);
     let b = Strided::<i8>::random(rng, k, n, fill);
     let (zat, zap) = zero_points::<A>(rng, m);
@@ -510,6 +537,16 @@ fn best_tier_here() -> &'static str {
             }
             _ => false,
         };
+        // AMX: the flags Linux lists (it lists them only when it supports the tile state).
+        let amx = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+            info.lines().find(|l| l.starts_with("flags")).is_some_and(|l| {
+                let flags: Vec<&str> = l.split_whitespace().collect();
+                flags.contains(&"amx_tile") && flags.contains(&"amx_int8")
+            })
+        });
+        if has("avx2") && has("avx512vnni") && amx {
+            return "amx";
+        }
         if has("avx2") && has("avx512vnni") {
             return "avx512vnni";
         }
@@ -583,7 +620,7 @@ fn packed_weights_belong_to_a_layout() -> Res {
     portable.i32(&ops, MatMut::row_major(&mut want, 2, 2)?)?;
     // B columns are -5, -3, -1, 1, 3 and -4, -2, 0, 2, 4; every A value is 3.
     assert_eq!(want, [-15, 0, -15, 0]);
-    for (tier, accepts) in [(Tier::Avx2, false), (Tier::AvxVnni, true), (Tier::Avx512Vnni, false)] {
+    for (tier, accepts) in [(Tier::Avx2, false), (Tier::AvxVnni, true), (Tier::Avx512Vnni, false), (Tier::Amx, false)] {
         if let Some(missing) = tier.missing() {
             println!("layout check on {tier} not run: this CPU lacks {missing}");
             continue;

@@ -9,6 +9,7 @@
 //! | [`Tier::Avx2`] | `avx2` | `avx2`, `fma` | `vpmaddwd` (ymm) |
 //! | [`Tier::AvxVnni`] | `avxvnni` | `avx2`, `fma`, `avx_vnni` | `vpdpbusd` (ymm, VEX) |
 //! | [`Tier::Avx512Vnni`] | `avx512vnni` | `avx2`, `fma`, `avx512f`, `avx512bw`, `avx512vl`, `avx512_vnni` | `vpdpbusd` (zmm) |
+//! | [`Tier::Amx`] | `amx` | those of `avx512vnni`, `amx_tile`, `amx_int8` | `tdpbusd` (tiles) |
 //!
 //! A crate runs, for a tier, its best kernel written for that tier or a lower one (quant-core
 //! has no VNNI-specific quantizer, so `avxvnni` quantizes with its AVX2 code).
@@ -23,6 +24,13 @@
 //! Detection is at run time with the `std` feature (`is_x86_feature_detected!`, which asks
 //! `cpuid` and the OS). Without `std` there is no environment and no run-time detection: a tier
 //! is available when the build enables its features (`-C target-feature` / `target-cpu`).
+//!
+//! **AMX** has one more condition: its tile registers are 8 KiB of state that Linux gives a
+//! process only when asked (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). The first
+//! time `amx_tile` or `amx_int8` is asked about, with `std` on Linux x86-64, this module reads
+//! `cpuid` and `XCR0` and, when both say AMX is there, makes that request once for the whole
+//! process; the features count as present only if the kernel grants it. Elsewhere (another
+//! OS, or no `std`) AMX is never detected, so [`Tier::Amx`] is never chosen.
 
 use crate::QuantError;
 
@@ -40,11 +48,15 @@ pub enum Tier {
     /// x86-64 AVX-512 with VNNI: `vpdpbusd` on zmm registers (Intel Ice Lake and later, AMD
     /// Zen 4 and later).
     Avx512Vnni,
+    /// x86-64 AMX (Intel Sapphire Rapids and later Xeons): `tdpbusd` multiplies 16 x 64 `u8`
+    /// by 64 x 16 `i8` tiles into 16 x 16 `i32`; AVX-512 VNNI for everything else. Detected
+    /// with `std` on Linux only (the OS must grant the tile state; see the module docs).
+    Amx,
 }
 
 impl Tier {
     /// Every tier, lowest first.
-    pub const ALL: [Tier; 4] = [Tier::Portable, Tier::Avx2, Tier::AvxVnni, Tier::Avx512Vnni];
+    pub const ALL: [Tier; 5] = [Tier::Portable, Tier::Avx2, Tier::AvxVnni, Tier::Avx512Vnni, Tier::Amx];
 
     /// The tier's name, as `QUANT_KERNEL` takes it.
     #[must_use]
@@ -54,6 +66,7 @@ impl Tier {
             Tier::Avx2 => "avx2",
             Tier::AvxVnni => "avxvnni",
             Tier::Avx512Vnni => "avx512vnni",
+            Tier::Amx => "amx",
         }
     }
 
@@ -71,6 +84,7 @@ impl Tier {
             Tier::Avx2 => &["avx2", "fma"],
             Tier::AvxVnni => &["avx2", "fma", "avx_vnni"],
             Tier::Avx512Vnni => &["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"],
+            Tier::Amx => &["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile", "amx_int8"],
         }
     }
 
@@ -119,6 +133,8 @@ pub enum KernelChoice {
     AvxVnni,
     /// [`Tier::Avx512Vnni`].
     Avx512Vnni,
+    /// [`Tier::Amx`].
+    Amx,
 }
 
 impl KernelChoice {
@@ -130,6 +146,7 @@ impl KernelChoice {
             Tier::Avx2 => KernelChoice::Avx2,
             Tier::AvxVnni => KernelChoice::AvxVnni,
             Tier::Avx512Vnni => KernelChoice::Avx512Vnni,
+            Tier::Amx => KernelChoice::Amx,
         }
     }
 
@@ -145,6 +162,7 @@ impl KernelChoice {
             KernelChoice::Avx2 => Tier::Avx2.require(),
             KernelChoice::AvxVnni => Tier::AvxVnni.require(),
             KernelChoice::Avx512Vnni => Tier::Avx512Vnni.require(),
+            KernelChoice::Amx => Tier::Amx.require(),
         }
     }
 }
@@ -229,6 +247,7 @@ pub fn has_feature(feature: &str) -> bool {
             "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
             "avx512_vnni" => std::is_x86_feature_detected!("avx512vnni"),
             "avx_vnni" => std::is_x86_feature_detected!("avxvnni"),
+            "amx_tile" | "amx_int8" => amx::usable(),
             _ => false,
         }
     }
@@ -252,6 +271,86 @@ pub fn has_feature(feature: &str) -> bool {
     }
 }
 
+/// AMX detection on Linux: `cpuid`, `XCR0`, and the kernel's permission for the tile data.
+#[cfg(all(target_arch = "x86_64", target_os = "linux", feature = "std"))]
+mod amx {
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    /// 0: not asked yet; 1: usable; 2: not usable.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+
+    /// Whether this process may run AMX-INT8 instructions (asked once, then cached).
+    pub(super) fn usable() -> bool {
+        match STATE.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let ok = detect();
+                STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+
+    fn detect() -> bool {
+        use core::arch::x86_64::__cpuid_count;
+        // CPUID.(EAX=7, ECX=0): EDX bit 24 AMX-TILE, bit 25 AMX-INT8; CPUID.1: ECX bit 27
+        // OSXSAVE (XGETBV is allowed).
+        let leaf7 = __cpuid_count(7, 0);
+        let leaf1 = __cpuid_count(1, 0);
+        if leaf7.edx >> 24 & 1 == 0 || leaf7.edx >> 25 & 1 == 0 || leaf1.ecx >> 27 & 1 == 0 {
+            return false;
+        }
+        // SAFETY: OSXSAVE is set (checked above), so XGETBV(0) is a valid instruction.
+        let xcr0 = unsafe { xgetbv0() };
+        // XTILECFG (bit 17) and XTILEDATA (bit 18) enabled by the OS.
+        if xcr0 >> 17 & 3 != 3 {
+            return false;
+        }
+        request_tile_data()
+    }
+
+    /// # Safety
+    /// The CPU supports XGETBV (CPUID.1:ECX.OSXSAVE).
+    #[target_feature(enable = "xsave")]
+    unsafe fn xgetbv0() -> u64 {
+        // SAFETY: the caller checked OSXSAVE.
+        unsafe { core::arch::x86_64::_xgetbv(0) }
+    }
+
+    /// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: true when granted (Linux 5.16+).
+    fn request_tile_data() -> bool {
+        const SYS_ARCH_PRCTL: i64 = 158;
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        let ret: i64;
+        // SAFETY: the arch_prctl system call with two integer arguments; it reads and writes
+        // no memory of ours. `syscall` clobbers rcx and r11, declared below.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret == 0
+    }
+}
+
+/// AMX detection where it is not supported (see the module docs): never usable.
+#[cfg(all(target_arch = "x86_64", not(all(target_os = "linux", feature = "std"))))]
+mod amx {
+    /// Always false here.
+    #[allow(dead_code)]
+    pub(super) fn usable() -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,10 +370,13 @@ mod tests {
         assert_eq!(KernelChoice::Portable.resolve(), Ok(Tier::Portable));
         // A tier is available only if every lower x86 tier's features are too (AVX-512 VNNI
         // and AVX-VNNI both include AVX2 + FMA).
-        for t in [Tier::AvxVnni, Tier::Avx512Vnni] {
+        for t in [Tier::AvxVnni, Tier::Avx512Vnni, Tier::Amx] {
             if t.is_available() {
                 assert!(Tier::Avx2.is_available());
             }
+        }
+        if Tier::Amx.is_available() {
+            assert!(Tier::Avx512Vnni.is_available());
         }
         assert!(best_tier().is_available());
     }

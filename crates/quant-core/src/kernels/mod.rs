@@ -54,7 +54,7 @@ enum Impl {
 /// This crate's code for a tier.
 fn implementation(tier: Tier) -> Impl {
     match tier {
-        Tier::Avx512Vnni => Impl::Avx512,
+        Tier::Avx512Vnni | Tier::Amx => Impl::Avx512,
         Tier::Avx2 | Tier::AvxVnni => Impl::Avx2,
         _ => Impl::Portable,
     }

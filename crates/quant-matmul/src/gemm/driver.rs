@@ -118,7 +118,10 @@ fn drive<K: MicroKernel, A: Operand, S: Stage>(
     let mut bquads = Vec::new();
     let mc_block = if quads { MC_QUADS } else { K::MC };
     let (mut bdata, mut bsums) = (Vec::new(), Vec::new());
-    let mut tile = [0i32; MAX_MR * MAX_NR];
+    // Cache-line aligned: the AMX kernel stores 64-byte tile rows here, and a row split
+    // across two lines costs both a slow store and a slow reload in the epilogue.
+    let mut tile_buf = TileBuf([0i32; MAX_MR * MAX_NR]);
+    let tile = &mut tile_buf.0;
     let mut wide = [0i64; MAX_MR * MAX_NR];
     let mut row = [0i32; MAX_NR];
     // Pre-packed weights: one block spans all of this thread's columns, so A is packed once
@@ -187,7 +190,7 @@ fn drive<K: MicroKernel, A: Operand, S: Stage>(
                     let apanel = &apack[ir * a_panel..(ir + 1) * a_panel];
                     let rows = mr.min(mc - ir * mr);
                     if narrow {
-                        run(0, kg, rows, apanel, bpanel, ahead, &mut tile);
+                        run(0, kg, rows, apanel, bpanel, ahead, tile);
                         for r in 0..rows {
                             let i = ic + ir * mr + r;
                             let out = c.row_part(i, jc + jr * nr, cols);
@@ -198,7 +201,7 @@ fn drive<K: MicroKernel, A: Operand, S: Stage>(
                     wide.fill(0);
                     for g0 in (0..kg).step_by(chunk) {
                         let len = chunk.min(kg - g0);
-                        run(g0, len, rows, apanel, bpanel, ahead, &mut tile);
+                        run(g0, len, rows, apanel, bpanel, ahead, tile);
                         for (w, &t) in wide.iter_mut().zip(&tile[..rows * nr]) {
                             *w += i64::from(t);
                         }
@@ -213,3 +216,7 @@ fn drive<K: MicroKernel, A: Operand, S: Stage>(
         }
     }
 }
+
+/// One tile of raw sums, aligned to a cache line.
+#[repr(C, align(64))]
+struct TileBuf([i32; MAX_MR * MAX_NR]);

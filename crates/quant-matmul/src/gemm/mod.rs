@@ -228,7 +228,7 @@ impl Gemm {
         let row_sums = if ops.b_zero == ZeroPoint::None {
             Vec::new()
         } else {
-            let shift = if K::A_WORDS == AWords::Quads { i64::from(pack::quad_shift::<A>()) } else { 0 };
+            let shift = if K::A_WORDS == AWords::Pairs { 0 } else { i64::from(pack::quad_shift::<A>()) };
             let extra = shift * i64::try_from(k).unwrap_or(i64::MAX);
             pack::row_sums(&ops.a).into_iter().map(|s| s + extra).collect()
         };

@@ -48,6 +48,7 @@ pub(crate) fn pack_a<K: MicroKernel, T: Operand>(
     match K::A_WORDS {
         AWords::Pairs => pack_a_pairs(a, r0, rows, mr, out),
         AWords::Quads => pack_a_quads(a, r0, rows, mr, quad_shift::<T>(), out),
+        AWords::QuadRows => pack_a_quad_rows(a, r0, rows, mr, quad_shift::<T>(), out),
     }
 }
 
@@ -144,6 +145,52 @@ pub(crate) fn pack_a_quads<T: Operand>(
         }
     }
 }
+
+/// Packs rows `[r0, r0 + rows)` of A into panels of `mr` rows of quads in row blocks
+/// ([`AWords::QuadRows`]): the depth in blocks of [`QUAD_ROW_BLOCK`] quads; within block `b`
+/// (`w` quads wide, the last one possibly narrower) word `b * QUAD_ROW_BLOCK * mr + r * w + i`
+/// holds row `r`'s quad `b * QUAD_ROW_BLOCK + i` (bytes plus `shift`, zero past K), so a block
+/// of a row is `4 w` contiguous bytes. A panel is `kq * mr` words, as for [`AWords::Quads`],
+/// and with `mr = 1` the two layouts are the same.
+pub(crate) fn pack_a_quad_rows<T: Operand>(
+    a: &MatRef<'_, T>,
+    r0: usize,
+    rows: usize,
+    mr: usize,
+    shift: i16,
+    out: &mut Vec<i32>,
+) {
+    let k = a.cols();
+    let kq = groups(k, 4);
+    let panels = rows.div_ceil(mr);
+    out.resize(panels * kq * mr, 0);
+    // `v + shift` is in 0..=255 (u8 unshifted, i8 shifted by 128).
+    let byte = |v: &T| (v.widen() + shift) as u8;
+    for panel in 0..panels {
+        let dst = &mut out[panel * kq * mr..(panel + 1) * kq * mr];
+        let live = mr.min(rows - panel * mr);
+        if live < mr || !k.is_multiple_of(4) {
+            dst.fill(0); // padding rows, and the zero bytes past K
+        }
+        for r in 0..live {
+            let row = a.row(r0 + panel * mr + r);
+            for (b, blk) in row.chunks(QUAD_ROW_BLOCK * 4).enumerate() {
+                let w = (kq - b * QUAD_ROW_BLOCK).min(QUAD_ROW_BLOCK);
+                let at = b * QUAD_ROW_BLOCK * mr + r * w;
+                for (d, four) in dst[at..at + w].iter_mut().zip(blk.chunks(4)) {
+                    let mut q = [0u8; 4];
+                    for (l, v) in q.iter_mut().zip(four) {
+                        *l = byte(v);
+                    }
+                    *d = i32::from_le_bytes(q);
+                }
+            }
+        }
+    }
+}
+
+/// Quads per row block of [`AWords::QuadRows`]: 64 bytes, one AMX tile row.
+pub(crate) const QUAD_ROW_BLOCK: usize = 16;
 
 /// Columns of the pair panels that [`quads_from_pairs`] regroups.
 const NR: usize = 16;

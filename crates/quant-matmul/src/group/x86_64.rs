@@ -44,7 +44,8 @@ pub(super) fn panel_i8<const R: usize>(
         match tier {
             Tier::Avx2 => Some(panel_avx2(w, a, rows, p)),
             Tier::AvxVnni => Some(panel_avxvnni(w, a, rows, p)),
-            Tier::Avx512Vnni => Some(panel_avx512vnni(w, a, rows, p)),
+            // No AMX group kernel yet: the AMX tier decodes with AVX-512 VNNI.
+            Tier::Avx512Vnni | Tier::Amx => Some(panel_avx512vnni(w, a, rows, p)),
             _ => None,
         }
     }

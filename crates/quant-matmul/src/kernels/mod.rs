@@ -13,6 +13,7 @@
 //! | `avx2` | `x86_64/avx2.rs` | 6 x 16 | pairs | `vpmaddwd` (ymm) | `i16 · i16` pair sums fit `i32` |
 //! | `avxvnni` | `x86_64/avxvnni.rs` | 6 x 16 | quads | `vpdpbusd` (ymm, VEX) | no `i16` step: four `u8 · i8` products into `i32` |
 //! | `avx512vnni` | `x86_64/avx512.rs` | 12 x 32 | quads | `vpdpbusd` (zmm) | as above |
+//! | `amx` | `x86_64/amx.rs` | 32 x 32 | quads (row blocks) | `tdpbusd` (2 x 2 tiles of 16 x 16) | as above, in `i32` tile elements |
 //!
 //! Quad kernels multiply unsigned bytes of A by signed bytes of B; `i8` activations are
 //! shifted by +128 while A is packed and the shift is corrected like a zero point
@@ -44,7 +45,7 @@ use core::marker::PhantomData;
 pub use quant_traits::cpu::{KernelChoice, Tier};
 
 /// The widest tile any kernel has: buffers for one tile are sized by these.
-pub(crate) const MAX_MR: usize = 12;
+pub(crate) const MAX_MR: usize = 32;
 /// See [`MAX_MR`].
 pub(crate) const MAX_NR: usize = 32;
 
@@ -56,6 +57,11 @@ pub(crate) enum AWords {
     /// Four `u8` per word, `a[4q]` in the lowest byte; `i8` activations shifted by +128
     /// (`vpdpbusd`).
     Quads,
+    /// Quads as [`AWords::Quads`], but a panel holds the depth in blocks of 16 quads and each
+    /// row's block is contiguous (64 bytes: one row of an AMX tile). Word
+    /// `b * 16 * MR + r * w + i` holds row `r`'s quad `16 b + i`, `w` the block's width (16,
+    /// or what is left in the last block). Runs of depth must start on a block.
+    QuadRows,
 }
 
 /// The contract every micro-kernel implements.
@@ -185,6 +191,11 @@ macro_rules! dispatch {
         #[allow(unreachable_patterns)]
         match $tier {
             #[cfg(target_arch = "x86_64")]
+            $crate::kernels::Tier::Amx => {
+                type $k = $crate::kernels::x86_64::amx::Amx;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
             $crate::kernels::Tier::Avx512Vnni => {
                 type $k = $crate::kernels::x86_64::avx512::Avx512Vnni;
                 $body
@@ -230,7 +241,7 @@ mod tests {
         for tier in Tier::ALL {
             let (mr, nr, group, a_words) = dispatch!(tier, K => (K::MR, K::NR, K::GROUP, K::A_WORDS));
             assert!(mr <= MAX_MR && nr <= MAX_NR && nr % 16 == 0, "{tier}");
-            assert!(matches!((group, a_words), (2, AWords::Pairs) | (4, AWords::Quads)), "{tier}");
+            assert!(matches!((group, a_words), (2, AWords::Pairs) | (4, AWords::Quads | AWords::QuadRows)), "{tier}");
         }
     }
 

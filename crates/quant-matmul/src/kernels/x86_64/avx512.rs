@@ -36,7 +36,7 @@ impl MicroKernel for Avx512Vnni {
     const MC: usize = 96;
     const NC: usize = 512;
     const KC: usize = usize::MAX;
-    const LAYOUT: &'static str = "quads x32 (avx512vnni)";
+    const LAYOUT: &'static str = "quads x32 (avx512vnni, amx)";
 
     unsafe fn tile(rows: usize, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]) {
         // Prefetch `ahead` (the next panel) only when it is a whole panel.
@@ -109,7 +109,7 @@ unsafe fn tile_rows<const R: usize>(kq: usize, a: *const i32, b: *const i8, fetc
 /// `a` points to `kq` words, `b` to `kq * NR * 4` bytes, `out` to `NR` words; AVX-512 F/BW
 /// and VNNI present.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn row_vnni(kq: usize, a: *const i32, b: *const i8, out: *mut i32) {
+pub(super) unsafe fn row_vnni(kq: usize, a: *const i32, b: *const i8, out: *mut i32) {
     let mut acc = [_mm512_setzero_si512(); 8];
     let mut q = 0;
     while q + 4 <= kq {
