@@ -54,7 +54,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
             if mode == "int8" { g.int8_activations(xr, &gw, None, yr) } else { g.float_activations(xr, &gw, None, yr) }
                 .map_err(|e| e.to_string())?;
             let err = y.iter().zip(&exact).map(|(&a, &b)| (f64::from(a) - b).powi(2)).sum::<f64>().sqrt() / norm;
-            println!(r#"{{"case": "group_{name}", "mode": "{mode}", "error": {err:e}}}"#);
+            println!("{}", serde_json::json!({"case": format!("group_{name}"), "mode": mode, "error": err}));
         }
     }
     Ok(())

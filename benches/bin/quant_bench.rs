@@ -68,7 +68,7 @@ fn median_seconds(budget: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn line(case: &str, shape: &str, threads: usize, seconds: f64, work: f64) -> String {
-    format!(r#"{{"case": "{case}", "shape": "{shape}", "threads": {threads}, "seconds": {seconds:e}, "work": {work}}}"#)
+    serde_json::json!({"case": case, "shape": shape, "threads": threads, "seconds": seconds, "work": work}).to_string()
 }
 
 /// The group multiply's cases: weights format, `_f32` for the float-activation mode.
@@ -345,7 +345,7 @@ fn serve() -> Result<(), String> {
             _ => Err(format!("want CASE SHAPE THREADS, got {request:?}")),
         };
         // A failed request answers with an error line, so the driver never waits forever.
-        let text = reply.unwrap_or_else(|e| format!(r#"{{"error": "{}"}}"#, e.replace('"', "'")));
+        let text = reply.unwrap_or_else(|e| serde_json::json!({"error": e}).to_string());
         let mut out = stdout.lock();
         writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| format!("writing stdout: {e}"))?;
     }
@@ -363,7 +363,7 @@ fn main() {
         Some("--peak") => {
             let tier = Gemm::new().tier().map_err(|e| e.to_string());
             tier.map(|t| {
-                println!(r#"{{"kernel": "{}", "instruction": "{}"}}"#, t.name(), peak::instruction(t));
+                println!("{}", serde_json::json!({"kernel": t.name(), "instruction": peak::instruction(t)}));
             })
         }
         Some("--list") => {

@@ -19,6 +19,8 @@
 //! thread count is set with `OPENBLAS_NUM_THREADS` (one peer server per thread count).
 
 use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -34,29 +36,40 @@ struct Record {
     work: f64,
 }
 
-/// The value of `key` in a flat one-line JSON object as our producers write it (`"key": "text"`
-/// or `"key": number`), without the quotes.
-fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(&format!("\"{key}\": "))? + key.len() + 4;
-    let rest = &line[start..];
-    if let Some(s) = rest.strip_prefix('"') {
-        s.find('"').map(|e| &s[..e])
-    } else {
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        Some(rest[..end].trim())
+/// One line of a producer's output as a JSON object (`None` for any other line).
+fn json_line(line: &str) -> Option<serde_json::Map<String, Value>> {
+    match serde_json::from_str::<Value>(line.trim()) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
     }
 }
 
-/// Parses one JSON line of `quant-bench` or `peers.py` (flat object, known keys).
+/// The text of `key` in a one-line JSON object: a string's characters, or a number's digits.
+fn json_field(line: &str, key: &str) -> Option<String> {
+    match json_line(line)?.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        v => Some(v.to_string()),
+    }
+}
+
+/// Parses one JSON line of `quant-bench` or `peers.py` (an object with these keys).
 fn parse(line: &str) -> Option<Record> {
-    let field = |key: &str| json_field(line, key);
+    let m = json_line(line)?;
+    let text = |key: &str| m.get(key).and_then(Value::as_str).map(str::to_string);
+    let number = |key: &str| m.get(key).and_then(Value::as_f64);
     Some(Record {
-        case: field("case")?.to_string(),
-        shape: field("shape")?.to_string(),
-        threads: field("threads")?.parse().ok()?,
-        seconds: field("seconds")?.parse().ok()?,
-        work: field("work")?.parse().ok()?,
+        case: text("case")?,
+        shape: text("shape")?,
+        threads: usize::try_from(m.get("threads")?.as_u64()?).ok()?,
+        seconds: number("seconds")?,
+        work: number("work")?,
     })
+}
+
+/// `x` to three decimals, for the summary's figures.
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round_ties_even() / 1000.0
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -246,7 +259,7 @@ impl Machine {
         if !out.status.success() {
             return Err(format!("quant-bench --peak: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
-        let get = |key: &str| json_field(&line, key).unwrap_or_default().to_string();
+        let get = |key: &str| json_field(&line, key).unwrap_or_default();
         Ok(Machine { model, flags, kernel: get("kernel"), instruction: get("instruction") })
     }
 
@@ -255,15 +268,15 @@ impl Machine {
     }
 
     fn json(&self, peak: Option<f64>) -> String {
-        let flags: Vec<String> = self.flags.iter().map(|f| format!("\"{f}\"")).collect();
-        format!(
-            r#"{{"name": "machine", "cpu": "{}", "flags": [{}], "kernel": "{}", "inner_instruction": "{}", "peak_gops_one_core": {}}}"#,
-            self.model.replace('"', "'"),
-            flags.join(", "),
-            self.kernel,
-            self.instruction,
-            peak.map_or("null".to_string(), |p| format!("{p:.1}"))
-        )
+        json!({
+            "name": "machine",
+            "cpu": self.model,
+            "flags": self.flags,
+            "kernel": self.kernel,
+            "inner_instruction": self.instruction,
+            "peak_gops_one_core": peak.map(|p| (p * 10.0).round_ties_even() / 10.0),
+        })
+        .to_string()
     }
 }
 
@@ -315,18 +328,33 @@ impl Drop for Server {
     }
 }
 
+/// `cargo xtask bench`'s options.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "cargo xtask bench",
+    about = "Throughput of our kernels, and with --peers ratios to ONNX Runtime, NumPy and ggml"
+)]
+struct Options {
+    /// Also time the peers (ONNX Runtime, NumPy, ggml) on the same shapes, interleaved.
+    #[arg(long)]
+    peers: bool,
+    /// Rounds per case (each ratio is the median over rounds).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Only the cases whose name contains one of these (comma-separated).
+    #[arg(long, default_value = "")]
+    only: String,
+    /// Only these shapes (comma-separated, as the table prints them).
+    #[arg(long, default_value = "")]
+    shapes: String,
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
-    let peers = args.iter().any(|a| a == "--peers");
-    let rounds: usize = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(5), |v| v.parse().map_err(|_| format!("--rounds takes a number, not {v}")))?;
-    if rounds == 0 {
-        return Err("--rounds must be at least 1".into());
-    }
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
-    let shapes = args.iter().position(|a| a == "--shapes").and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+    use clap::Parser;
+    let options = Options::try_parse_from(std::iter::once("cargo xtask bench").chain(args.iter().map(String::as_str)))
+        .map_err(|e| e.to_string())?;
+    let Options { peers, rounds, only, shapes } = options;
+    let rounds = rounds as usize;
 
     crate::cargo(&["build", "--release", "--quiet", "-p", "quant-benches", "--bin", "quant-bench"])?;
     let ours_bin = root().join("target/release/quant-bench");
@@ -450,22 +478,22 @@ fn errors(ours_bin: &Path, python: &Path, script: &Path) -> Result<Vec<String>, 
     println!("{:<22} {:<8} {:<8} {:>12}  note", "case", "format", "mode", "error");
     let mut json = Vec::new();
     for l in ours.lines().chain(theirs.lines()) {
-        if let Some(e) = json_field(l, "error").filter(|_| json_field(l, "case").is_none()) {
-            println!("peer error: {e}");
-            continue;
-        }
-        let (Some(case), Some(err)) =
-            (json_field(l, "case"), json_field(l, "error").and_then(|e| e.parse::<f64>().ok()))
-        else {
+        let Some(obj) = json_line(l) else { continue };
+        let text = |key: &str| obj.get(key).and_then(Value::as_str);
+        let Some(case) = text("case") else {
+            if let Some(e) = obj.get("error") {
+                println!("peer error: {e}");
+            }
             continue;
         };
-        let format = json_field(l, "format").unwrap_or_else(|| case.trim_start_matches("group_"));
-        let mode = json_field(l, "mode").unwrap_or(if case.ends_with("acc0") { "float" } else { "int8" });
-        let note = json_field(l, "note").unwrap_or("");
+        let Some(err) = obj.get("error").and_then(Value::as_f64) else { continue };
+        let format = text("format").unwrap_or_else(|| case.trim_start_matches("group_"));
+        let mode = text("mode").unwrap_or(if case.ends_with("acc0") { "float" } else { "int8" });
+        let note = text("note").unwrap_or("");
         println!("{case:<22} {format:<8} {mode:<8} {err:>12.3e}  {note}");
-        json.push(format!(
-            r#"{{"name": "relative_error", "case": "{case}", "format": "{format}", "mode": "{mode}", "error": {err:e}}}"#
-        ));
+        json.push(
+            json!({"name": "relative_error", "case": case, "format": format, "mode": mode, "error": err}).to_string(),
+        );
     }
     Ok(json)
 }
@@ -566,7 +594,7 @@ fn ggml_run(
     let o = cmd.output().map_err(|e| format!("could not run peers.py: {e}"))?;
     let line = String::from_utf8_lossy(&o.stdout);
     if let Some(e) = json_field(&line, "error") {
-        return Err(e.to_string());
+        return Err(e);
     }
     let field = |k: &str| json_field(&line, k).and_then(|v| v.parse::<f64>().ok());
     let (Some(seconds), Some(mb)) = (field("seconds"), field("mb")) else {
@@ -625,7 +653,8 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
         .iter()
         .map(|(label, _, kind, rate, peak)| {
             let name = if *kind == "q4_k" { "quant_quantize_file_q4_k" } else { "quant_quantize_file" };
-            format!(r#"{{"name": "{name}", "shape": "{label}", "threads": 2, "ours": {rate:.3}, "unit": "MB/s", "peak_rss_mib": {peak:.1}}}"#)
+            json!({"name": name, "shape": label, "threads": 2, "ours": r3(*rate), "unit": "MB/s", "peak_rss_mib": (peak * 10.0).round_ties_even() / 10.0})
+                .to_string()
         })
         .collect();
     if let Some(python) = python {
@@ -667,9 +696,14 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
             let same = same.map_or("not compared".to_string(), |(a, b)| format!("{a} of {b} tensors"));
             let range = format!("{ratio:.2} ({lo:.2}..{hi:.2})");
             println!("{threads:>7} {ours:>12.1} {theirs:>12.1} {range:>22} {same:>16}");
-            json.push(format!(
-                r#"{{"name": "quant_quantize_file_q4_k", "peer": "ggml_quantize_chunk", "shape": "64MiB", "threads": {threads}, "ours": {ours:.3}, "theirs": {theirs:.3}, "unit": "MB/s", "ratio": {ratio:.3}, "target": 1.5}}"#
-            ));
+            json.push(
+                json!({
+                    "name": "quant_quantize_file_q4_k", "peer": "ggml_quantize_chunk", "shape": "64MiB",
+                    "threads": threads, "ours": r3(ours), "theirs": r3(theirs), "unit": "MB/s",
+                    "ratio": r3(ratio), "target": 1.5,
+                })
+                .to_string(),
+            );
         }
     }
     // The cost of the two-level formats' search: the same format fitted by min-max and by the
@@ -697,9 +731,14 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
         let (ratio, p, q) = (median(&ratios), median(&plain), median(&search));
         let range = format!("{ratio:.2} ({lo:.2}..{hi:.2})");
         println!("{format:<16} {p:>14.1} {q:>14.1} {range:>22}");
-        json.push(format!(
-            r#"{{"name": "quant_quantize_file_super_search", "peer": "the same format by min-max", "shape": "64MiB {format}", "threads": 2, "ours": {q:.3}, "theirs": {p:.3}, "unit": "MB/s", "ratio": {ratio:.3}, "target": 0.333}}"#
-        ));
+        json.push(
+            json!({
+                "name": "quant_quantize_file_super_search", "peer": "the same format by min-max",
+                "shape": format!("64MiB {format}"), "threads": 2, "ours": r3(q), "theirs": r3(p), "unit": "MB/s",
+                "ratio": r3(ratio), "target": 0.333,
+            })
+            .to_string(),
+        );
     }
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&gguf);
@@ -791,10 +830,10 @@ fn report(
         for shape in BIG {
             if let (Some(one), Some(two)) = (rate(samples, work, case, shape, 1), rate(samples, work, case, shape, 2)) {
                 println!("{case} {shape}: 2 threads / 1 thread = {:.2}", two.0 / one.0);
-                json.push(format!(
-                    r#"{{"name": "thread_scaling", "case": "{case}", "shape": "{shape}", "ratio": {:.3}}}"#,
-                    two.0 / one.0
-                ));
+                json.push(
+                    json!({"name": "thread_scaling", "case": case, "shape": shape, "ratio": r3(two.0 / one.0)})
+                        .to_string(),
+                );
             }
         }
     }
@@ -808,10 +847,13 @@ fn report(
              ratio {:.2} (target >= 0.70)",
             weight_gbs / bw
         );
-        json.push(format!(
-            r#"{{"name": "gemv_weight_bandwidth", "shape": "{gemv_shape}", "threads": 1, "ours": {weight_gbs:.3}, "peer": {bw:.3}, "ratio": {:.3}}}"#,
-            weight_gbs / bw
-        ));
+        json.push(
+            json!({
+                "name": "gemv_weight_bandwidth", "shape": gemv_shape, "threads": 1, "ours": r3(weight_gbs),
+                "peer": r3(bw), "ratio": r3(weight_gbs / bw),
+            })
+            .to_string(),
+        );
     }
     // Streaming M = 1 (weights many times the L3): GB/s of weight bytes (codes and scales as
     // each stores them) against the read bandwidth with as many threads.
@@ -837,11 +879,13 @@ fn report(
                 "{case:<20} {t} thread(s): {bytes_per_weight:.4} bytes/weight, {gbs:>5.1} GB/s of {bw:.1}, ratio {:.2}",
                 gbs / bw
             );
-            json.push(format!(
-                r#"{{"name": "stream_weight_bandwidth", "case": "{case}", "shape": "{}", "threads": {t}, "ours": {gbs:.3}, "peer": {bw:.3}, "ratio": {:.3}}}"#,
-                STREAM[0],
-                gbs / bw
-            ));
+            json.push(
+                json!({
+                    "name": "stream_weight_bandwidth", "case": case, "shape": STREAM[0], "threads": t,
+                    "ours": r3(gbs), "peer": r3(bw), "ratio": r3(gbs / bw),
+                })
+                .to_string(),
+            );
         }
     }
     for case in ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"] {
@@ -903,14 +947,14 @@ fn report(
                         format!("{lo:.2}..{hi:.2}"),
                         shown
                     );
-                    json.push(format!(
-                        r#"{{"name": "{}", "peer_name": "{}", "shape": "{shape}", "threads": {t}, "ours": {:.3}, "peer": {:.3}, "ratio": {ratio:.3}, "ratio_min": {lo:.3}, "ratio_max": {hi:.3}, "target": {}}}"#,
-                        c.ours,
-                        c.peer,
-                        o.0,
-                        p.0,
-                        target.map_or("null".to_string(), |x| x.to_string())
-                    ));
+                    json.push(
+                        json!({
+                            "name": c.ours, "peer_name": c.peer, "shape": shape, "threads": t, "ours": r3(o.0),
+                            "peer": r3(p.0), "ratio": r3(ratio), "ratio_min": r3(lo), "ratio_max": r3(hi),
+                            "target": target,
+                        })
+                        .to_string(),
+                    );
                 }
             }
         }
@@ -921,6 +965,19 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_options_are_checked() {
+        use clap::Parser;
+        let parse = |a: &[&str]| Options::try_parse_from(std::iter::once("bench").chain(a.iter().copied()));
+        let o = parse(&["--peers", "--rounds", "3", "--only", "gemm"]).expect("valid");
+        assert!(o.peers && o.rounds == 3 && o.only == "gemm" && o.shapes.is_empty());
+        assert_eq!(parse(&[]).expect("valid").rounds, 5);
+        // A flag without its value, a bad value, zero rounds and unknown flags are errors.
+        for bad in [&["--rounds"][..], &["--rounds", "x"], &["--rounds", "0"], &["--peer"], &["extra"]] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_both_producers() {
@@ -936,8 +993,12 @@ mod tests {
         assert!(parse("creating venv").is_none());
         // quant-bench --peak's line.
         let peak = r#"{"kernel": "avx2", "instruction": "vpmaddwd+vpaddd ymm"}"#;
-        assert_eq!(json_field(peak, "instruction"), Some("vpmaddwd+vpaddd ymm"));
-        assert_eq!(json_field(peak, "kernel"), Some("avx2"));
+        assert_eq!(json_field(peak, "instruction").as_deref(), Some("vpmaddwd+vpaddd ymm"));
+        assert_eq!(json_field(peak, "kernel").as_deref(), Some("avx2"));
+        // Any spacing, any key order, escapes.
+        let compact = r#"{"work":12,"seconds":2e-3,"threads":1,"shape":"a\"b","case":"c"}"#;
+        let r = parse(compact).expect("parses");
+        assert_eq!((r.case.as_str(), r.shape.as_str(), r.threads, r.seconds), ("c", "a\"b", 1, 2e-3));
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     }
 }

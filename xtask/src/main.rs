@@ -14,6 +14,8 @@
 mod bench;
 mod demo;
 mod quality;
+#[cfg(test)]
+mod tidy;
 
 use std::process::{Command, ExitCode};
 
@@ -49,6 +51,12 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Only `bench` and `criterion` take arguments; anything after another command is a mistake.
+    let takes_args = matches!(args.first().map(String::as_str), Some("bench" | "criterion"));
+    if let (false, Some(extra)) = (takes_args, args.get(1)) {
+        eprintln!("xtask: `{}` takes no arguments (got `{extra}`)\n\n{USAGE}", args[0]);
+        return ExitCode::FAILURE;
+    }
     let result = match args.first().map(String::as_str) {
         Some("demo") => {
             cargo(&["run", "--release", "--quiet", "-p", "quant-cli", "--", "demo"]).and_then(|()| demo::run())

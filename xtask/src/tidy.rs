@@ -1,0 +1,273 @@
+//! The tidy test (as rust-analyzer's): rules about the source tree that no compiler lint
+//! checks, run by `cargo test --workspace` (so by `cargo xtask test` and CI).
+//!
+//! * **Numeric `as` casts** in the library crates (`quant-traits`, `quant-core`,
+//!   `quant-matmul`, `quant-analysis`) live in `quant-traits`' `cast` module, whose
+//!   conversions are exact, checked or documented. A file elsewhere may keep at most the casts
+//!   its line in [`CAST_ALLOWANCE`] grants, with the reason there; the allowance only goes
+//!   down (a file with fewer casts than granted fails too, so the table is kept exact).
+//! * **Every `unsafe fn` has a `# Safety` section** in its doc comment (trait-impl methods
+//!   inherit the trait's).
+//! * **SIMD intrinsics** (`_mm*_` calls) only in files under a `kernels/` directory, or in
+//!   [`SIMD_ELSEWHERE`] with the reason.
+//! * **No hand-written JSON or argument parsing:** JSON is written and read with `serde_json`,
+//!   arguments with `clap` (the CLI) or the xtask's one `Args` helper; `std::env::args` only
+//!   where [`ARGS_READERS`] says.
+
+use std::path::{Path, PathBuf};
+
+/// Files (relative to the workspace root) allowed numeric `as` casts outside `cast.rs`, how
+/// many, and why.
+const CAST_ALLOWANCE: &[(&str, usize, &str)] = &[
+    (
+        "crates/quant-core/src/ggml/kquants.rs",
+        30,
+        "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's",
+    ),
+    (
+        "crates/quant-core/src/ggml/mod.rs",
+        8,
+        "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above",
+    ),
+    ("crates/quant-core/src/ggml/lanes.rs", 2, "codes already clamped to 0..=63 stored as bytes, as ggml does"),
+    ("crates/quant-core/src/superblock/fit.rs", 5, "small integer level tables (|v| <= 127) to i32/f32, exact"),
+    ("crates/quant-core/src/kernels/x86_64/avx2.rs", 3, "i8/u8 code bounds (|v| <= 255) to f32, exact"),
+    ("crates/quant-core/src/kernels/x86_64/avx512.rs", 3, "i8/u8 code bounds (|v| <= 255) to f32, exact"),
+    ("crates/quant-traits/src/float.rs", 4, "the float trait's own conversions, which cast.rs builds on"),
+    ("crates/quant-traits/src/storage.rs", 2, "a storage type's MIN/MAX widened to i64 in a const, exact"),
+    ("crates/quant-traits/src/cpu.rs", 1, "a tier's index into Tier::ALL (< 5) as the cached u8"),
+    ("crates/quant-matmul/src/group/weights.rs", 4, "i8 codes to their u8 bits and back, bit widths (<= 8) as usize"),
+    (
+        "crates/quant-matmul/src/group/mod.rs",
+        4,
+        "i32 group dot products and codes (|v| < 2^24) to f32, exact; a clamped i8",
+    ),
+    ("crates/quant-matmul/src/gemm/pack.rs", 3, "i8/u8 codes plus their documented shift, in 0..=255; an i16's bits"),
+    ("crates/quant-matmul/src/gemm/epilogue.rs", 3, "wrapping i32 arithmetic, exact wherever the i32 path is taken"),
+    ("crates/quant-matmul/src/exact.rs", 3, "widening to u128 for the overflow bound of the exact reference"),
+    (
+        "crates/quant-matmul/src/group/x86_64.rs",
+        2,
+        "a shuffle index (< 16) as i8; an i32 sum of 4-bit codes (< 2^24) to f32",
+    ),
+    (
+        "crates/quant-matmul/src/scaled.rs",
+        1,
+        "the seed API's i32 codes narrowed; a value out of range drops the whole buffer",
+    ),
+    ("crates/quant-matmul/src/kernels/x86_64/amx.rs", 1, "the chunk bound's i32::MAX as u64"),
+    (
+        "crates/quant-matmul/src/kernels/portable.rs",
+        1,
+        "an i32 word's bits as u32, to read its four bytes as vpdpbusd does",
+    ),
+    ("crates/quant-matmul/src/kernels/mod.rs", 1, "the chunk bound's i32::MAX as u64"),
+    ("crates/quant-matmul/src/gemm/output.rs", 1, "the f32 stage's one documented rounding of its f64 value"),
+    ("crates/quant-matmul/src/gemm/operands.rs", 1, "the i32 depth bound as usize"),
+    ("crates/quant-matmul/src/gemm/driver.rs", 1, "the chunk bound's i32::MAX as usize"),
+];
+
+/// Files outside `kernels/` allowed SIMD intrinsics, and why.
+const SIMD_ELSEWHERE: &[(&str, &str)] = &[
+    (
+        "crates/quant-core/src/ggml/lanes.rs",
+        "the k-quant scale search in eight lanes, written next to the ggml port it must match byte for byte",
+    ),
+    ("crates/quant-matmul/src/gemm/pack.rs", "one SSE2 (x86-64 baseline) interleave while regrouping B panels"),
+    (
+        "crates/quant-matmul/src/group/x86_64.rs",
+        "the decode kernels, kept with the group weight layout they read (the group module's kernels)",
+    ),
+];
+
+/// Files that may read `std::env::args`, and why.
+const ARGS_READERS: &[(&str, &str)] = &[
+    ("xtask/src/main.rs", "the xtask's command dispatch (flags parsed by its Args helper)"),
+    ("benches/bin/quant_bench.rs", "the bench server's mode switch (--serve, --peak, --list)"),
+    ("benches/examples/scaling.rs", "an example's positional sizes"),
+];
+
+const LIBRARY_CRATES: [&str; 4] = ["quant-traits", "quant-core", "quant-matmul", "quant-analysis"];
+
+fn root() -> PathBuf {
+    crate::root()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if !p.ends_with("target") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                rust_files(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every `.rs` file of the workspace's own code (crates, benches, xtask), relative paths.
+fn workspace_files() -> Vec<(String, String)> {
+    let root = root();
+    let mut files = Vec::new();
+    for dir in ["crates", "benches", "xtask", "fuzz"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let rel = p.strip_prefix(&root).ok()?.to_string_lossy().replace('\\', "/");
+            let text = std::fs::read_to_string(&p).ok()?;
+            Some((rel, text))
+        })
+        .collect()
+}
+
+/// The code part of a line: without a `//` comment (doc comments included).
+fn code(line: &str) -> &str {
+    line.split("//").next().unwrap_or("")
+}
+
+/// Numeric `as` casts in a line's code.
+fn casts(line: &str) -> usize {
+    const TYPES: [&str; 14] =
+        ["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "u128", "i128", "usize", "isize", "f32", "f64"];
+    let words: Vec<&str> =
+        code(line).split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+    words.windows(2).filter(|w| w[0] == "as" && TYPES.contains(&w[1])).count()
+}
+
+fn is_test_file(rel: &str) -> bool {
+    rel.contains("/tests/")
+}
+
+#[test]
+fn numeric_casts_stay_in_the_cast_module() {
+    let mut problems = Vec::new();
+    for (rel, text) in workspace_files() {
+        let library = LIBRARY_CRATES.iter().any(|c| rel.starts_with(&format!("crates/{c}/src/")));
+        if !library || rel == "crates/quant-traits/src/cast.rs" {
+            continue;
+        }
+        // Unit tests at the end of a file (`#[cfg(test)]`) may cast freely.
+        let body = text.split("#[cfg(test)]").next().unwrap_or("");
+        let lines: Vec<(usize, &str)> =
+            body.lines().enumerate().filter(|(_, l)| casts(l) > 0).map(|(i, l)| (i + 1, l.trim())).collect();
+        let count: usize = body.lines().map(casts).sum();
+        let allowed = CAST_ALLOWANCE.iter().find(|(f, _, _)| *f == rel).map_or(0, |(_, n, _)| *n);
+        if count > allowed {
+            let at: Vec<String> = lines.iter().map(|(n, l)| format!("  {rel}:{n}: {l}")).collect();
+            problems.push(format!(
+                "{rel}: {count} numeric `as` casts, {allowed} allowed (use quant_traits::cast, or grant them in tidy.rs with a reason):\n{}",
+                at.join("\n")
+            ));
+        } else if count < allowed {
+            problems.push(format!(
+                "{rel}: {count} numeric `as` casts but {allowed} allowed: lower its allowance in tidy.rs"
+            ));
+        }
+    }
+    for (f, _, _) in CAST_ALLOWANCE {
+        if !root().join(f).exists() {
+            problems.push(format!("{f}: in CAST_ALLOWANCE but gone: remove its line"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Whether the `unsafe fn` on line `i` is a method of a trait impl (whose docs are the
+/// trait's): the nearest enclosing less-indented line opens an `impl ... for ...` block.
+fn in_trait_impl(lines: &[&str], i: usize) -> bool {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let own = indent(lines[i]);
+    lines[..i]
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty() && indent(l) < own && !l.trim_start().starts_with("//"))
+        .is_some_and(|l| {
+            let l = l.trim_start();
+            (l.starts_with("impl") || l.starts_with("unsafe impl")) && l.contains(" for ")
+        })
+}
+
+#[test]
+fn every_unsafe_fn_documents_its_safety() {
+    let mut problems = Vec::new();
+    for (rel, text) in workspace_files() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let c = code(line).trim_start();
+            let is_unsafe_fn = c.starts_with("unsafe fn ")
+                || c.starts_with("pub unsafe fn ")
+                || (c.starts_with("pub(") && c.contains(") unsafe fn "));
+            if !is_unsafe_fn || in_trait_impl(&lines, i) {
+                continue;
+            }
+            // The doc comment above, past attributes.
+            let documented = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.trim_start().starts_with("///") || l.trim_start().starts_with("#["))
+                .any(|l| l.contains("# Safety"));
+            if !documented {
+                problems.push(format!("{rel}:{}: `unsafe fn` without a `# Safety` doc section", i + 1));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn simd_intrinsics_live_under_kernels() {
+    let mut problems = Vec::new();
+    for (rel, text) in workspace_files() {
+        if rel.contains("/kernels/") || is_test_file(&rel) || rel.starts_with("benches/") || rel.starts_with("xtask/") {
+            continue;
+        }
+        let uses = text.lines().enumerate().find(|(_, l)| {
+            let c = code(l);
+            c.match_indices("_mm").any(|(at, _)| {
+                let rest = &c[at + 3..];
+                let before = c[..at].chars().last();
+                !before.is_some_and(|b| b.is_alphanumeric() || b == '_')
+                    && (rest.starts_with('_') || rest.starts_with("256_") || rest.starts_with("512_"))
+            })
+        });
+        if let Some((n, l)) = uses {
+            if !SIMD_ELSEWHERE.iter().any(|(f, _)| *f == rel) {
+                problems.push(format!("{rel}:{}: SIMD intrinsic outside kernels/: {}", n + 1, l.trim()));
+            }
+        } else if SIMD_ELSEWHERE.iter().any(|(f, _)| *f == rel) {
+            problems.push(format!("{rel}: in SIMD_ELSEWHERE but has no intrinsic: remove its line"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn no_hand_written_json_or_argument_parsing() {
+    let mut problems = Vec::new();
+    for (rel, text) in workspace_files() {
+        if rel == "xtask/src/tidy.rs" {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            let c = code(line);
+            // A JSON object built by formatting (`{"key": ...}` in a format string), or a
+            // key searched for in text.
+            let writes_json =
+                (c.contains("format!(r#\"{{\"") || c.contains("println!(r#\"{{\"") || c.contains("r#\"{{\""))
+                    && c.contains("\":");
+            let reads_json = c.contains("\\\"{key}\\\": ") || c.contains("\"\\\"{key}\\\"");
+            if writes_json || reads_json {
+                problems.push(format!("{rel}:{}: hand-written JSON (use serde_json): {}", n + 1, line.trim()));
+            }
+            if c.contains("env::args()") && !ARGS_READERS.iter().any(|(f, _)| *f == rel) {
+                problems.push(format!("{rel}:{}: reads std::env::args (use clap, or list it in tidy.rs)", n + 1));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
