@@ -1,17 +1,22 @@
-//! Property tests on random shapes, widths 2..=32 and all four float types: the error bound,
-//! per-channel = per-tensor on each channel, the storage types agreeing with each other, and
-//! dequantize(quantize(x)) consistency. Deterministic: fixed seeds, same data every run.
+//! Property tests (proptest: random inputs, shrunk to a minimal case on failure) for the
+//! invariants the docs promise, over all four float types and widths 2..=32: every finite
+//! element dequantizes within `scale / 2`; zero is exact; codes stay in range and reach the
+//! ends; per-channel and per-group equal per-tensor on each slice; every storage type gives
+//! the same codes; packed codes round-trip; the min-max observer does not depend on the order
+//! of its batches. `PROPTEST_CASES` changes the number of cases (default below).
 
+use proptest::prelude::*;
 use quant_core::{
     dequantize_symmetric, quantize, quantize_asymmetric, quantize_matrix, quantize_per_channel, quantize_symmetric,
-    Axis, Granularity, MatrixShape, QuantError, QuantFloat, QuantSpec,
+    Axis, Granularity, MatrixShape, MinMax, Observer, QuantFloat, QuantSpec,
 };
-use quant_testkit::Rng;
+use quant_testkit::strategy::{bits, element, magnitude, tensor};
 use quant_traits::half::{bf16, f16};
-use quant_traits::{I2x4, I4x2, U2x4, U4x2};
-use rstest::rstest;
+use quant_traits::{pack_codes, unpack_codes, I2x4, I4x2, Storage, U2x4, U4x2};
 
-const CASES: usize = 2000;
+/// Cases per property (proptest's default is 256; these run at opt-level 1 in every
+/// `cargo xtask test`).
+const CASES: u32 = 256;
 
 /// `|x - (q - zp) * scale| <= scale / 2`, evaluated in f64. The slack covers the f64 rounding
 /// of `x / scale` and of the check itself: relative 2^-40 of the magnitudes involved.
@@ -29,192 +34,255 @@ fn assert_within_half_step(x: f64, code: i64, scale: f64, zp: i64, what: &str) {
     );
 }
 
-fn bound_holds_for<F: QuantFloat>(seed: u64) -> Result<(), QuantError> {
-    let mut rng = Rng::new(seed);
-    for _ in 0..CASES {
-        let len = rng.dim(64);
-        let x: Vec<F> = rng.tensor(len);
-        let bits = rng.bits();
-        let (q, scale) = quantize_symmetric(&x, bits)?;
-        let s = scale.to_f64_exact();
-        assert!(s.is_finite() && s > 0.0, "scale {s:e}");
-        for (v, &c) in x.iter().zip(&q) {
-            assert_within_half_step(v.to_f64_exact(), i64::from(c), s, 0, F::NAME);
-        }
-        let (q, scale, zp) = quantize_asymmetric(&x, bits)?;
-        let s = scale.to_f64_exact();
-        assert!(s.is_finite() && s > 0.0, "scale {s:e}");
-        for (v, &c) in x.iter().zip(&q) {
-            assert_within_half_step(v.to_f64_exact(), i64::from(c), s, i64::from(zp), F::NAME);
-        }
-        // Zero is exactly representable whenever the tensor holds a zero.
-        if let Some(i) = x.iter().position(|v| v.to_f64_exact() == 0.0) {
-            assert_eq!(q[i], zp);
-        }
+fn bound_holds<F: QuantFloat>(x: &[F], bits: u32) {
+    let (q, scale) = quantize_symmetric(x, bits).expect("finite input");
+    let s = scale.to_f64_exact();
+    assert!(s.is_finite() && s > 0.0, "scale {s:e}");
+    for (v, &c) in x.iter().zip(&q) {
+        assert_within_half_step(v.to_f64_exact(), i64::from(c), s, 0, F::NAME);
     }
-    Ok(())
-}
-
-#[rstest]
-#[case::f32(0.0f32, 1)]
-#[case::f64(0.0f64, 2)]
-#[case::f16(f16::ZERO, 3)]
-#[case::bf16(bf16::ZERO, 4)]
-fn every_element_within_half_a_step<F: QuantFloat>(#[case] _ty: F, #[case] seed: u64) -> Result<(), QuantError> {
-    bound_holds_for::<F>(seed)
+    let (q, scale, zp) = quantize_asymmetric(x, bits).expect("finite input");
+    let s = scale.to_f64_exact();
+    assert!(s.is_finite() && s > 0.0, "scale {s:e}");
+    for (v, &c) in x.iter().zip(&q) {
+        assert_within_half_step(v.to_f64_exact(), i64::from(c), s, i64::from(zp), F::NAME);
+    }
+    // Zero is exactly representable whenever the tensor holds a zero.
+    if let Some(i) = x.iter().position(|v| v.to_f64_exact() == 0.0) {
+        assert_eq!(q[i], zp);
+    }
 }
 
 /// Dequantized values in F: within half a step plus F's own rounding of the result.
-fn round_trip_for<F: QuantFloat>(seed: u64) -> Result<(), QuantError> {
-    let mut rng = Rng::new(seed);
-    for _ in 0..CASES {
-        let x: Vec<F> = {
-            let len = rng.dim(64);
-            // Ordinary magnitudes: here the interest is F's rounding, not overflow.
-            let m = 10f64.powf(rng.uniform(-3.0, 3.0));
-            (0..len).map(|_| rng.element::<F>(m)).collect()
-        };
-        let bits = rng.bits();
-        let (q, scale) = quantize_symmetric(&x, bits)?;
-        let back = dequantize_symmetric(&q, scale);
-        let s = scale.to_f64_exact();
-        for (a, b) in x.iter().zip(&back) {
-            let (a, b) = (a.to_f64_exact(), b.to_f64_exact());
-            // Half an ulp of F at b: |b| * 2^-DIGITS, plus the subnormal floor.
-            let half_ulp = b.abs() * 2f64.powi(-(F::DIGITS as i32)) + 1e-300;
-            // f64 rounds x / scale too: up to |x| * 2^-53 more.
-            let slack = a.abs() * 2f64.powi(-50);
-            assert!((a - b).abs() <= s / 2.0 + slack + half_ulp, "{}: {a:e} -> {b:e}, scale {s:e}", F::NAME);
+fn round_trip_holds<F: QuantFloat>(x: &[F], bits: u32) {
+    let (q, scale) = quantize_symmetric(x, bits).expect("finite input");
+    let back = dequantize_symmetric(&q, scale);
+    let s = scale.to_f64_exact();
+    for (a, b) in x.iter().zip(&back) {
+        let (a, b) = (a.to_f64_exact(), b.to_f64_exact());
+        // Half an ulp of F at b: |b| * 2^-DIGITS, plus the subnormal floor.
+        let half_ulp = b.abs() * 2f64.powi(-(F::DIGITS as i32)) + 1e-300;
+        // f64 rounds x / scale too: up to |x| * 2^-53 more.
+        let slack = a.abs() * 2f64.powi(-50);
+        assert!((a - b).abs() <= s / 2.0 + slack + half_ulp, "{}: {a:e} -> {b:e}, scale {s:e}", F::NAME);
+    }
+}
+
+fn per_channel_matches_per_tensor<F: QuantFloat>(matrix: &[Vec<F>], bits: u32) {
+    let rows = matrix.len();
+    let cols = matrix.first().map_or(0, Vec::len);
+    for axis in [0usize, 1] {
+        let (q, scales) = quantize_per_channel(matrix, axis, bits).expect("finite input");
+        let channels = if axis == 0 { rows } else { cols };
+        assert_eq!(scales.len(), if rows == 0 { 0 } else { channels });
+        for c in 0..scales.len() {
+            let channel: Vec<F> = if axis == 0 { matrix[c].clone() } else { matrix.iter().map(|r| r[c]).collect() };
+            let (want_q, want_scale) = quantize_symmetric(&channel, bits).expect("finite input");
+            assert_eq!(scales[c], want_scale, "{} axis {axis} channel {c}", F::NAME);
+            let got_q: Vec<i32> = if axis == 0 { q[c].clone() } else { q.iter().map(|r| r[c]).collect() };
+            assert_eq!(got_q, want_q, "{} axis {axis} channel {c}", F::NAME);
         }
     }
-    Ok(())
 }
 
-#[rstest]
-#[case::f32(0.0f32, 11)]
-#[case::f64(0.0f64, 12)]
-#[case::f16(f16::ZERO, 13)]
-#[case::bf16(bf16::ZERO, 14)]
-fn dequantize_round_trip<F: QuantFloat>(#[case] _ty: F, #[case] seed: u64) -> Result<(), QuantError> {
-    round_trip_for::<F>(seed)
+/// A matrix of `rows x cols` (each up to 12), every row at its own magnitude, as real
+/// weights have channels of very different sizes.
+fn matrix<F: QuantFloat>() -> impl Strategy<Value = Vec<Vec<F>>> {
+    (0usize..=12, 1usize..=12)
+        .prop_flat_map(|(rows, cols)| proptest::collection::vec(tensor::<F>(cols..cols + 1), rows..rows + 1))
 }
 
-fn per_channel_matches_per_tensor_for<F: QuantFloat>(seed: u64) -> Result<(), QuantError> {
-    let mut rng = Rng::new(seed);
-    for _ in 0..CASES / 4 {
-        let (rows, cols) = (rng.dim(12), rng.dim(12));
-        let bits = rng.bits();
-        // Channels at very different magnitudes, as in real weights.
-        let matrix: Vec<Vec<F>> = (0..rows).map(|_| rng.tensor(cols)).collect();
-        for axis in [0usize, 1] {
-            let (q, scales) = quantize_per_channel(&matrix, axis, bits)?;
-            let channels = if axis == 0 { rows } else { cols };
-            assert_eq!(scales.len(), if rows == 0 { 0 } else { channels });
-            for c in 0..scales.len() {
-                let channel: Vec<F> = if axis == 0 { matrix[c].clone() } else { matrix.iter().map(|r| r[c]).collect() };
-                let (want_q, want_scale) = quantize_symmetric(&channel, bits)?;
-                assert_eq!(scales[c], want_scale, "{} axis {axis} channel {c}", F::NAME);
-                let got_q: Vec<i32> = if axis == 0 { q[c].clone() } else { q.iter().map(|r| r[c]).collect() };
-                assert_eq!(got_q, want_q, "{} axis {axis} channel {c}", F::NAME);
+fn slices_equal_per_tensor<Q: Storage>(
+    x: &[f32],
+    shape: MatrixShape,
+    spec: QuantSpec,
+    group: usize,
+) -> Result<(), TestCaseError> {
+    let (rows, cols) = (shape.rows, shape.cols);
+    let per_channel = quantize_matrix::<f32, Q>(x, shape, spec, Granularity::PerChannel(Axis::Cols)).expect("finite");
+    for c in 0..cols {
+        let col: Vec<f32> = (0..rows).map(|r| x[r * cols + c]).collect();
+        let one = quantize::<f32, Q>(&col, spec).expect("finite");
+        prop_assert_eq!(&per_channel.params()[c], one.params());
+        for (r, code) in one.iter_codes().enumerate() {
+            prop_assert_eq!(per_channel.code(r, c), code);
+        }
+    }
+    let per_group = quantize_matrix::<f32, Q>(x, shape, spec, Granularity::PerGroup { axis: Axis::Cols, size: group })
+        .expect("finite");
+    let groups = cols.div_ceil(group);
+    for r in 0..rows {
+        for g in 0..groups {
+            let (c0, c1) = (g * group, (g * group + group).min(cols));
+            let one = quantize::<f32, Q>(&x[r * cols + c0..r * cols + c1], spec).expect("finite");
+            prop_assert_eq!(&per_group.params()[r * groups + g], one.params());
+            for (i, code) in one.iter_codes().enumerate() {
+                prop_assert_eq!(per_group.code(r, c0 + i), code);
             }
         }
     }
     Ok(())
 }
 
-#[rstest]
-#[case::f32(0.0f32, 21)]
-#[case::f64(0.0f64, 22)]
-#[case::f16(f16::ZERO, 23)]
-#[case::bf16(bf16::ZERO, 24)]
-fn per_channel_equals_per_tensor_on_each_channel<F: QuantFloat>(
-    #[case] _ty: F,
-    #[case] seed: u64,
-) -> Result<(), QuantError> {
-    per_channel_matches_per_tensor_for::<F>(seed)
+/// Tensors of 1..=64 elements.
+fn tensors<F: QuantFloat>() -> BoxedStrategy<Vec<F>> {
+    tensor::<F>(1..65)
 }
 
-/// Asymmetric per-channel through the engine: each channel's parameters and codes equal the
-/// per-tensor result on that channel.
-#[test]
-fn asymmetric_per_channel_engine_matches_per_tensor() -> Result<(), QuantError> {
-    let mut rng = Rng::new(31);
-    for _ in 0..CASES / 4 {
-        let shape = MatrixShape::new(rng.dim(10), rng.dim(10));
-        let x: Vec<f32> = (0..shape.rows * shape.cols).map(|_| rng.element::<f32>(5.0) + 1.0).collect();
-        let spec = QuantSpec::asymmetric(rng.bits())?;
-        let m = quantize_matrix::<f32, u32>(&x, shape, spec, Granularity::PerChannel(Axis::Cols))?;
-        for c in 0..shape.cols {
-            let col: Vec<f32> = (0..shape.rows).map(|r| x[r * shape.cols + c]).collect();
-            let (q, scale, zp) = quantize_asymmetric(&col, spec.bits())?;
-            assert_eq!((m.params()[c].scale(), m.params()[c].zero_point()), (scale, i64::from(zp)));
-            for (r, &code) in q.iter().enumerate() {
-                assert_eq!(m.code(r, c), i64::from(code));
-            }
-        }
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn within_half_a_step_f32(x in tensors::<f32>(), b in bits()) { bound_holds(&x, b); }
+    #[test]
+    fn within_half_a_step_f64(x in tensors::<f64>(), b in bits()) { bound_holds(&x, b); }
+    #[test]
+    fn within_half_a_step_f16(x in tensors::<f16>(), b in bits()) { bound_holds(&x, b); }
+    #[test]
+    fn within_half_a_step_bf16(x in tensors::<bf16>(), b in bits()) { bound_holds(&x, b); }
+
+    // Ordinary magnitudes: here the interest is F's rounding of the result, not overflow.
+    #[test]
+    fn dequantize_round_trip_f32(
+        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<f32>(10f64.powf(e)), 1..65)),
+        b in bits(),
+    ) { round_trip_holds(&x, b); }
+    #[test]
+    fn dequantize_round_trip_f64(
+        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<f64>(10f64.powf(e)), 1..65)),
+        b in bits(),
+    ) { round_trip_holds(&x, b); }
+    #[test]
+    fn dequantize_round_trip_f16(
+        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<f16>(10f64.powf(e)), 1..65)),
+        b in bits(),
+    ) { round_trip_holds(&x, b); }
+    #[test]
+    fn dequantize_round_trip_bf16(
+        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<bf16>(10f64.powf(e)), 1..65)),
+        b in bits(),
+    ) { round_trip_holds(&x, b); }
+
+    #[test]
+    fn per_channel_equals_per_tensor_f32(m in matrix::<f32>(), b in bits()) { per_channel_matches_per_tensor(&m, b); }
+    #[test]
+    fn per_channel_equals_per_tensor_f64(m in matrix::<f64>(), b in bits()) { per_channel_matches_per_tensor(&m, b); }
+    #[test]
+    fn per_channel_equals_per_tensor_f16(m in matrix::<f16>(), b in bits()) { per_channel_matches_per_tensor(&m, b); }
+    #[test]
+    fn per_channel_equals_per_tensor_bf16(m in matrix::<bf16>(), b in bits()) { per_channel_matches_per_tensor(&m, b); }
+
+    /// Per-channel and per-group through the engine, both schemes: each slice's parameters and
+    /// codes equal the per-tensor result on that slice.
+    #[test]
+    fn per_channel_and_per_group_equal_per_tensor(
+        (rows, cols, x) in (1usize..=10, 1usize..=10).prop_flat_map(|(r, c)| {
+            (Just(r), Just(c), magnitude::<f32>().prop_flat_map(move |m| proptest::collection::vec(element::<f32>(m), r * c)))
+        }),
+        b in bits(),
+        group in 1usize..=6,
+    ) {
+        let shape = MatrixShape::new(rows, cols);
+        slices_equal_per_tensor::<i32>(&x, shape, QuantSpec::symmetric(b).expect("width"), group)?;
+        slices_equal_per_tensor::<u32>(&x, shape, QuantSpec::asymmetric(b).expect("width"), group)?;
     }
-    Ok(())
-}
 
-/// The same codes whatever the storage, packed or not, for widths every storage can hold.
-#[test]
-fn storage_types_agree() -> Result<(), QuantError> {
-    let mut rng = Rng::new(41);
-    for _ in 0..CASES {
-        let len = rng.dim(33);
-        let x: Vec<f32> = rng.tensor(len);
-        let bits = rng.int(2, 4) as u32;
-        let spec = QuantSpec::symmetric(bits)?;
-        let wide = quantize::<f32, i32>(&x, spec)?;
+    /// The same codes whatever the storage, packed or not, for widths every storage can hold.
+    #[test]
+    fn storage_types_agree(x in tensor::<f32>(0..34), b in 2u32..=4) {
+        let spec = QuantSpec::symmetric(b).expect("width");
+        let wide = quantize::<f32, i32>(&x, spec).expect("finite");
         let want: Vec<i64> = wide.iter_codes().collect();
-        let packed = quantize::<f32, I4x2>(&x, spec)?;
-        assert_eq!(packed.iter_codes().collect::<Vec<_>>(), want);
-        assert_eq!(packed.codes().len(), len.div_ceil(2));
-        assert_eq!(quantize::<f32, i8>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
-        assert_eq!(packed.dequantize(), wide.dequantize());
-        if bits == 2 {
-            let quarter = quantize::<f32, I2x4>(&x, spec)?;
-            assert_eq!(quarter.iter_codes().collect::<Vec<_>>(), want);
-            assert_eq!(quarter.codes().len(), len.div_ceil(4));
-            assert_eq!(quarter.dequantize(), wide.dequantize());
+        let packed = quantize::<f32, I4x2>(&x, spec).expect("finite");
+        prop_assert_eq!(packed.iter_codes().collect::<Vec<_>>(), want.clone());
+        prop_assert_eq!(packed.codes().len(), x.len().div_ceil(2));
+        prop_assert_eq!(quantize::<f32, i8>(&x, spec).expect("finite").iter_codes().collect::<Vec<_>>(), want.clone());
+        prop_assert_eq!(packed.dequantize(), wide.dequantize());
+        if b == 2 {
+            let quarter = quantize::<f32, I2x4>(&x, spec).expect("finite");
+            prop_assert_eq!(quarter.iter_codes().collect::<Vec<_>>(), want);
+            prop_assert_eq!(quarter.codes().len(), x.len().div_ceil(4));
+            prop_assert_eq!(quarter.dequantize(), wide.dequantize());
         }
-        let spec = QuantSpec::asymmetric(bits)?;
-        let wide = quantize::<f32, u32>(&x, spec)?;
+        let spec = QuantSpec::asymmetric(b).expect("width");
+        let wide = quantize::<f32, u32>(&x, spec).expect("finite");
         let want: Vec<i64> = wide.iter_codes().collect();
-        assert_eq!(quantize::<f32, U4x2>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
-        if bits == 2 {
-            assert_eq!(quantize::<f32, U2x4>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
+        prop_assert_eq!(quantize::<f32, U4x2>(&x, spec).expect("finite").iter_codes().collect::<Vec<_>>(), want.clone());
+        if b == 2 {
+            prop_assert_eq!(quantize::<f32, U2x4>(&x, spec).expect("finite").iter_codes().collect::<Vec<_>>(), want.clone());
         }
-        assert_eq!(quantize::<f32, u8>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
-        assert_eq!(quantize::<f32, i16>(&x, spec)?.iter_codes().collect::<Vec<_>>(), want);
+        prop_assert_eq!(quantize::<f32, u8>(&x, spec).expect("finite").iter_codes().collect::<Vec<_>>(), want.clone());
+        prop_assert_eq!(quantize::<f32, i16>(&x, spec).expect("finite").iter_codes().collect::<Vec<_>>(), want);
     }
-    Ok(())
-}
 
-/// Codes stay inside their range, and with f64 (no rounding of the scale) the element of
-/// largest magnitude lands exactly on the top code (symmetric) or the range ends land on 0 and
-/// 2^b - 1 (asymmetric, data straddling 0).
-#[test]
-fn codes_stay_in_range_and_reach_the_ends() -> Result<(), QuantError> {
-    let mut rng = Rng::new(51);
-    for _ in 0..CASES {
-        let x: Vec<f64> = (0..2 + rng.index(40)).map(|_| rng.uniform(-3.0, 5.0)).collect();
-        let bits = rng.bits();
-        let spec = QuantSpec::symmetric(bits)?;
-        let (q, _) = quantize_symmetric(&x, bits)?;
-        assert!(q.iter().all(|&c| (spec.code_min()..=spec.code_max()).contains(&i64::from(c))));
-        let top = x.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).map(|(i, _)| i);
-        let top = top.expect("non-empty");
-        assert_eq!(i64::from(q[top]).abs(), spec.code_max(), "bits {bits}");
-        let (q, _, _) = quantize_asymmetric(&x, bits)?;
-        let spec = QuantSpec::asymmetric(bits)?;
+    /// Codes stay inside their range; with f64 (no rounding of the scale) the element of
+    /// largest magnitude lands exactly on the top code (symmetric), and the range ends on 0 and
+    /// within one code of 2^b - 1 (asymmetric, data straddling 0).
+    #[test]
+    fn codes_stay_in_range_and_reach_the_ends(x in proptest::collection::vec(-3.0..=5.0f64, 2..42), b in bits()) {
+        let spec = QuantSpec::symmetric(b).expect("width");
+        let (q, _) = quantize_symmetric(&x, b).expect("finite");
+        prop_assert!(q.iter().all(|&c| (spec.code_min()..=spec.code_max()).contains(&i64::from(c))));
+        let top = x.iter().enumerate().max_by(|a, c| a.1.abs().total_cmp(&c.1.abs())).map(|(i, _)| i).expect("non-empty");
+        if x[top] != 0.0 {
+            prop_assert_eq!(i64::from(q[top]).abs(), spec.code_max());
+        }
+        let (q, _, _) = quantize_asymmetric(&x, b).expect("finite");
+        let spec = QuantSpec::asymmetric(b).expect("width");
+        prop_assert!(q.iter().all(|&c| (spec.code_min()..=spec.code_max()).contains(&i64::from(c))));
         let (lo, hi) = (x.iter().copied().fold(0.0, f64::min), x.iter().copied().fold(0.0, f64::max));
         if lo < 0.0 && hi > 0.0 {
-            assert_eq!(q.iter().copied().min(), Some(0), "bits {bits}");
-            // The top end is within one code of the top (half-step ties may round it down).
+            prop_assert_eq!(q.iter().copied().min(), Some(0));
             let max = i64::from(q.iter().copied().max().expect("non-empty"));
-            assert!(spec.code_max() - max <= 1, "bits {bits}: top code {max}");
+            prop_assert!(spec.code_max() - max <= 1, "top code {}", max);
         }
     }
-    Ok(())
+
+    /// Packing codes into 2- and 4-bit units and unpacking them gives the codes back, for any
+    /// codes in range and any length (the last unit padded).
+    #[test]
+    fn packed_codes_round_trip(seed in proptest::collection::vec(any::<u8>(), 0..70)) {
+        fn round_trip<Q: Storage>(raw: &[u8]) -> Result<(), TestCaseError> {
+            let span = u64::try_from(Q::MAX_CODE - Q::MIN_CODE + 1).expect("small");
+            let codes: Vec<i64> = raw.iter().map(|&r| Q::MIN_CODE + i64::try_from(u64::from(r) % span).expect("small")).collect();
+            let mut units = vec![Q::default(); Q::units_for(codes.len())];
+            pack_codes(&codes, &mut units).expect("in range");
+            let mut back = vec![0i64; codes.len()];
+            unpack_codes(&units, &mut back).expect("sizes");
+            prop_assert_eq!(back, codes);
+            Ok(())
+        }
+        round_trip::<I4x2>(&seed)?;
+        round_trip::<U4x2>(&seed)?;
+        round_trip::<I2x4>(&seed)?;
+        round_trip::<U2x4>(&seed)?;
+    }
+
+    /// The min-max observer's parameters depend on the batches' values, not their order or
+    /// how the data is split into batches.
+    #[test]
+    fn min_max_calibration_is_order_independent(
+        batches in proptest::collection::vec(tensor::<f32>(1..20), 1..6),
+        b in bits(),
+        rotate in 0usize..6,
+    ) {
+        let spec = QuantSpec::asymmetric(b).expect("width");
+        let mut forward = MinMax::default();
+        for x in &batches {
+            forward.observe(x).expect("finite");
+        }
+        let mut turned = MinMax::default();
+        let mut order: Vec<&Vec<f32>> = batches.iter().collect();
+        let turn = rotate % order.len();
+        order.rotate_left(turn);
+        order.reverse();
+        for x in order {
+            turned.observe(x).expect("finite");
+        }
+        let mut whole = MinMax::default();
+        whole.observe(&batches.concat()).expect("finite");
+        let want = forward.params::<f32>(spec).expect("observed");
+        prop_assert_eq!(turned.params::<f32>(spec).expect("observed"), want);
+        prop_assert_eq!(whole.params::<f32>(spec).expect("observed"), want);
+    }
 }

@@ -103,6 +103,49 @@ impl Rng {
     }
 }
 
+/// proptest strategies for the same data as [`Rng`]'s generators (feature `proptest`): they
+/// shrink towards shorter tensors, smaller widths and simpler values.
+#[cfg(feature = "proptest")]
+pub mod strategy {
+    use proptest::prelude::*;
+    use quant_traits::QuantFloat;
+
+    /// A tensor-wide magnitude, as [`crate::Rng::magnitude`]: `F`'s maximum, a fraction of it,
+    /// `F`'s subnormals, or (mostly) `10^-6 ..= 10^6`.
+    pub fn magnitude<F: QuantFloat>() -> BoxedStrategy<f64> {
+        let min_sub = F::from_f64_nearest(0.0).next_up().to_f64_exact();
+        prop_oneof![
+            7 => (-6.0..=6.0f64).prop_map(|e| 10f64.powf(e)),
+            1 => Just(F::MAX_FINITE),
+            1 => (0.0..=1.0f64).prop_map(|u| F::MAX_FINITE * u),
+            1 => (0.0..=1000.0f64).prop_map(move |u| min_sub * (1.0 + u)),
+        ]
+        .boxed()
+    }
+
+    /// One element at magnitude `m`, as [`crate::Rng::element`]: ordinary values, exact zeros
+    /// and multiples of half the magnitude. Always finite.
+    pub fn element<F: QuantFloat>(m: f64) -> BoxedStrategy<F> {
+        prop_oneof![
+            14 => (-1.0..=1.0f64).prop_map(move |u| u * m),
+            1 => Just(0.0),
+            1 => (-20i32..=20).prop_map(move |k| f64::from(k) * 0.5 * m),
+        ]
+        .prop_map(|v| F::from_f64_saturating(v.clamp(-F::MAX_FINITE, F::MAX_FINITE)))
+        .boxed()
+    }
+
+    /// A tensor of `len` elements at one magnitude.
+    pub fn tensor<F: QuantFloat>(len: core::ops::Range<usize>) -> BoxedStrategy<Vec<F>> {
+        magnitude::<F>().prop_flat_map(move |m| proptest::collection::vec(element::<F>(m), len.clone())).boxed()
+    }
+
+    /// A bit width in `2..=32`.
+    pub fn bits() -> BoxedStrategy<u32> {
+        (2u32..=32).boxed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

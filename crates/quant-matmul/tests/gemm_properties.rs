@@ -1,0 +1,203 @@
+//! Property tests (proptest, shrinking to a minimal case): every output stage of the engine
+//! equals the naive reference on arbitrary shapes (0, 1, around every kernel's tiles and the
+//! AMX blocks of 64), row strides, zero points (none, per tensor, per row / column) and values
+//! (extremes included), on every kernel tier this CPU has (or `QUANT_KERNEL`'s), 1 and 2
+//! threads, raw and packed weights.
+
+use proptest::prelude::*;
+use quant_matmul::{
+    multiply_by_quantized_multiplier, Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, Requant, Scale, Tier,
+    ZeroPoint,
+};
+
+/// A dimension: mostly small, often on a tile edge.
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => 0usize..=40,
+        2 => prop::sample::select(vec![1usize, 11, 12, 13, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129]),
+    ]
+}
+
+/// Values of an operand type: anything in range, or only its extremes.
+fn values(len: usize, lo: i32, hi: i32) -> impl Strategy<Value = Vec<i32>> {
+    prop_oneof![
+        3 => proptest::collection::vec(lo..=hi, len),
+        1 => proptest::collection::vec(prop::sample::select(vec![lo, hi]), len),
+    ]
+}
+
+/// A zero point: none, per tensor, or one per row (A) / column (B).
+#[derive(Clone, Debug)]
+enum Zp {
+    None,
+    Tensor(i32),
+    Channel(Vec<i32>),
+}
+
+impl Zp {
+    fn get(&self, i: usize) -> i64 {
+        match self {
+            Zp::None => 0,
+            Zp::Tensor(z) => i64::from(*z),
+            Zp::Channel(v) => i64::from(v[i]),
+        }
+    }
+
+    fn view(&self) -> ZeroPoint<'_> {
+        match self {
+            Zp::None => ZeroPoint::None,
+            Zp::Tensor(z) => ZeroPoint::PerTensor(*z),
+            Zp::Channel(v) => ZeroPoint::PerChannel(v),
+        }
+    }
+}
+
+fn zero_point(n: usize, lo: i32, hi: i32) -> impl Strategy<Value = Zp> {
+    prop_oneof![
+        Just(Zp::None),
+        (lo..=hi).prop_map(Zp::Tensor),
+        proptest::collection::vec(lo..=hi, n).prop_map(Zp::Channel),
+    ]
+}
+
+/// One problem: `m x k` A (row stride `k + pad_a`), `k x n` B (stride `n + pad_b`), zero points.
+#[derive(Clone, Debug)]
+struct Case {
+    m: usize,
+    k: usize,
+    n: usize,
+    pad_a: usize,
+    pad_b: usize,
+    a: Vec<i32>,
+    b: Vec<i32>,
+    za: Zp,
+    zb: Zp,
+}
+
+fn case(a_lo: i32, a_hi: i32) -> impl Strategy<Value = Case> {
+    (dim(), dim(), dim(), 0usize..4, 0usize..4).prop_flat_map(move |(m, k, n, pad_a, pad_b)| {
+        let len_a = if m == 0 { 0 } else { (m - 1) * (k + pad_a) + k };
+        let len_b = if k == 0 { 0 } else { (k - 1) * (n + pad_b) + n };
+        (values(len_a, a_lo, a_hi), values(len_b, -128, 127), zero_point(m, a_lo, a_hi), zero_point(n, -128, 127))
+            .prop_map(move |(a, b, za, zb)| Case { m, k, n, pad_a, pad_b, a, b, za, zb })
+    })
+}
+
+impl Case {
+    /// `(A - za)(B - zb)` in i64.
+    fn reference(&self) -> Vec<i64> {
+        let (sa, sb) = (self.k + self.pad_a, self.n + self.pad_b);
+        let mut c = vec![0i64; self.m * self.n];
+        for i in 0..self.m {
+            for j in 0..self.n {
+                c[i * self.n + j] = (0..self.k)
+                    .map(|p| {
+                        (i64::from(self.a[i * sa + p]) - self.za.get(i))
+                            * (i64::from(self.b[p * sb + j]) - self.zb.get(j))
+                    })
+                    .sum();
+            }
+        }
+        c
+    }
+}
+
+/// The tiers under test: portable and `QUANT_KERNEL`'s tier, or every tier this CPU has.
+fn settings() -> Vec<Gemm> {
+    let requested = quant_traits::cpu::requested_tier().expect("QUANT_KERNEL names a tier");
+    let mut tiers = vec![Tier::Portable];
+    match requested {
+        Some(t) if t != Tier::Portable => tiers.push(t),
+        Some(_) => {}
+        None => tiers.extend(Tier::ALL.into_iter().filter(|&t| t != Tier::Portable && t.is_available())),
+    }
+    tiers.into_iter().flat_map(|t| [1, 2].map(|th| Gemm::new().kernel(KernelChoice::of(t)).threads(th))).collect()
+}
+
+/// Every stage on one case, with activations of type `A`.
+fn check<A: Operand>(c: &Case, scale_b: &[f32], mult: &[f32], fixed: (i32, i32)) -> Result<(), TestCaseError> {
+    let a: Vec<A> = c.a.iter().map(|&v| A::narrow(i64::from(v))).collect();
+    let b: Vec<i8> = c.b.iter().map(|&v| i8::try_from(v).expect("i8 range")).collect();
+    let av = MatRef::new(&a, c.m, c.k, c.k + c.pad_a).expect("view");
+    let bv = MatRef::new(&b, c.k, c.n, c.n + c.pad_b).expect("view");
+    let want = c.reference();
+    let (m, n) = (c.m, c.n);
+    for g in settings() {
+        let packed = g.pack_b(bv).expect("packs");
+        let raw = Operands::new(av, c.za.view(), bv, c.zb.view()).expect("operands");
+        let pre = Operands::packed(av, c.za.view(), &packed, c.zb.view()).expect("operands");
+        for ops in [raw, pre] {
+            let what = format!("{g:?}");
+            // Raw i32 (every result of 8-bit operands at these depths fits).
+            let mut out = vec![0i32; m * n];
+            g.i32(&ops, MatMut::row_major(&mut out, m, n).expect("view")).expect("runs");
+            prop_assert_eq!(out.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(), want.clone(), "i32 {}", what);
+            // f32: acc * (sa * sb[j]) + bias[j], in f64, rounded once.
+            let (sa, bias): (f32, Vec<f32>) = (0.03125, (0..n).map(|j| j as f32 * 0.25 - 1.0).collect());
+            let mut out = vec![0f32; m * n];
+            g.f32(&ops, sa, Scale::PerColumn(scale_b), Some(&bias), MatMut::row_major(&mut out, m, n).expect("view"))
+                .expect("runs");
+            let f: Vec<f32> = want
+                .iter()
+                .enumerate()
+                .map(|(x, &acc)| {
+                    let j = x % n;
+                    (acc as f64 * (f64::from(sa) * f64::from(scale_b[j])) + f64::from(bias[j])) as f32
+                })
+                .collect();
+            prop_assert_eq!(out, f, "f32 {}", what);
+            // Requantized with a float multiplier per column: ties to even, then saturate.
+            let mut out = vec![0i8; m * n];
+            let r = Requant::Float { multiplier: Scale::PerColumn(mult), zero_point: 3 };
+            g.requant(&ops, r, MatMut::row_major(&mut out, m, n).expect("view")).expect("runs");
+            let q: Vec<i8> = want
+                .iter()
+                .enumerate()
+                .map(|(x, &acc)| {
+                    ((acc as f64 * f64::from(mult[x % n])).round_ties_even() + 3.0).clamp(-128.0, 127.0) as i8
+                })
+                .collect();
+            prop_assert_eq!(out, q, "requant float {}", what);
+            // Requantized with TFLite's fixed-point multiplier and shift.
+            let mut out = vec![0u8; m * n];
+            let r = Requant::FixedPoint { multiplier: fixed.0, shift: fixed.1, zero_point: 128 };
+            g.requant(&ops, r, MatMut::row_major(&mut out, m, n).expect("view")).expect("runs");
+            let q: Vec<u8> = want
+                .iter()
+                .map(|&acc| {
+                    let acc = i32::try_from(acc).expect("fits i32 at these depths");
+                    (multiply_by_quantized_multiplier(acc, fixed.0, fixed.1) + 128).clamp(0, 255) as u8
+                })
+                .collect();
+            prop_assert_eq!(out, q, "requant fixed point {}", what);
+        }
+    }
+    Ok(())
+}
+
+/// Per-column scales, multipliers and a Q31 multiplier with its shift for `n` columns.
+fn stage_parameters(n: usize) -> impl Strategy<Value = (Vec<f32>, Vec<f32>, (i32, i32))> {
+    (
+        proptest::collection::vec(1e-3f32..1e-1, n),
+        proptest::collection::vec(1e-5f32..1e-2, n),
+        ((1i32 << 30)..i32::MAX, -20i32..=0),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_stage_matches_the_reference_u8(
+        (c, (sb, mult, fixed)) in case(0, 255).prop_flat_map(|c| { let n = c.n; (Just(c), stage_parameters(n)) })
+    ) {
+        check::<u8>(&c, &sb, &mult, fixed)?;
+    }
+
+    #[test]
+    fn every_stage_matches_the_reference_i8(
+        (c, (sb, mult, fixed)) in case(-128, 127).prop_flat_map(|c| { let n = c.n; (Just(c), stage_parameters(n)) })
+    ) {
+        check::<i8>(&c, &sb, &mult, fixed)?;
+    }
+}
