@@ -63,8 +63,7 @@ fn median_seconds(budget: f64, mut f: impl FnMut()) -> f64 {
         f();
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    quant_analysis::median(&times)
 }
 
 fn line(case: &str, shape: &str, threads: usize, seconds: f64, work: f64) -> String {

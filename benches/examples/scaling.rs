@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    let med = times[times.len() / 2];
+    let med = quant_analysis::median(&times);
     println!(
         "{m}x{k}x{n} threads {threads}: median {:.3} ms, {:.1} GOPS (min {:.1}, max {:.1})",
         med * 1e3,

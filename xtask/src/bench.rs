@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use quant_analysis::median;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -70,16 +71,6 @@ fn parse(line: &str) -> Option<Record> {
 /// `x` to three decimals, for the summary's figures.
 fn r3(x: f64) -> f64 {
     (x * 1000.0).round_ties_even() / 1000.0
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
 }
 
 use crate::root;

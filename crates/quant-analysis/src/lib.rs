@@ -4,6 +4,7 @@
 //!   compare with the original.
 //! * [`error_stats`]: compare any original with any reconstruction of the same length.
 //! * [`ErrorStats`]: MSE, RMSE, max error (and where), mean error (bias), signal power, SNR.
+//! * [`median`]: the median of a set of figures (per-tensor SNRs, benchmark timings).
 //!
 //! # Conventions
 //! * `mse = mean((x - x̂)^2)`, `signal_power = mean(x^2)`,
@@ -37,5 +38,24 @@
 mod stats;
 
 pub use stats::{error_stats, quantization_error, snr_db, ErrorStats};
+
+/// The median of `values`: the middle value in `f64::total_cmp` order, or the mean of the two
+/// middle values for an even count; NaN for none.
+///
+/// ```
+/// assert_eq!(quant_analysis::median(&[3.0, 1.0, 2.0]), 2.0);
+/// assert_eq!(quant_analysis::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+/// assert!(quant_analysis::median(&[]).is_nan());
+/// ```
+#[must_use]
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
 
 pub use quant_traits::QuantError;

@@ -49,7 +49,7 @@
 
 use std::path::Path;
 
-use quant_analysis::{error_stats, ErrorStats};
+use quant_analysis::{error_stats, median, ErrorStats};
 use quant_core::{BlockFormat, QuantFloat};
 use serde_json::{json, Value};
 
@@ -451,15 +451,6 @@ fn compare_files(
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// The dimensions joined by `sep`.
 fn shape_text(shape: &[usize], sep: &str) -> String {
     shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(sep)
@@ -523,7 +514,7 @@ fn summarize(groups: &[Group], rows: &[Row], sort: Sort) -> Vec<Summary> {
                 tensors: mine.len(),
                 bits_per_weight: 8.0 * bytes as f64 / elements.max(1) as f64,
                 snr_total,
-                snr: (lo, median(snr), hi),
+                snr: (lo, median(&snr), hi),
                 pareto: None,
             }
         })

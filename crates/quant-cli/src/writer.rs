@@ -1,9 +1,9 @@
 //! Writing safetensors files tensor by tensor: the header first (every size is known before any
 //! data is computed), then each tensor's bytes as they are produced, into a temporary file in the
-//! destination's folder that is renamed over the destination only when everything succeeded.
+//! destination's folder (`tempfile`, which deletes it when dropped unfinished) that is renamed
+//! over the destination only when everything succeeded.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -29,8 +29,7 @@ pub struct Planned {
 /// A safetensors file being written.
 pub struct Writer {
     dest: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<BufWriter<tempfile::NamedTempFile>>,
     plan: Vec<Planned>,
     next: usize,
     written: usize,
@@ -70,12 +69,17 @@ impl Writer {
     pub fn with_header(dest: &Path, header: &[u8], plan: Vec<Planned>) -> Result<Self, CliError> {
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let tmp = dir.join(format!(".{file_name}.partial-{}", std::process::id()));
-        let file =
-            File::create(&tmp).map_err(|e| CliError::file(dest, format!("cannot create {}: {e}", tmp.display())))?;
+        let prefix = format!(".{file_name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".partial");
+        // tempfile makes its files private (0600); an output model is an ordinary file.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let file = builder
+            .tempfile_in(dir)
+            .map_err(|e| CliError::file(dest, format!("cannot create a temporary file in {}: {e}", dir.display())))?;
         let mut w = Writer {
             dest: dest.to_path_buf(),
-            tmp,
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             plan,
             next: 0,
@@ -117,23 +121,11 @@ impl Writer {
             return Err(CliError::file(&self.dest, format!("tensor {name:?} was not written")));
         }
         let out = self.out.take().ok_or_else(|| CliError::file(&self.dest, "finished twice".into()))?;
-        let done = out
-            .into_inner()
-            .map_err(|e| format!("write failed: {}", e.error()))
-            .and_then(|file| file.sync_all().map_err(|e| format!("sync failed: {e}")))
-            .and_then(|()| fs::rename(&self.tmp, &self.dest).map_err(|e| format!("cannot rename into place: {e}")));
-        done.map_err(|msg| {
-            let _ = fs::remove_file(&self.tmp);
-            CliError::file(&self.dest, msg)
-        })
-    }
-}
-
-impl Drop for Writer {
-    /// Unfinished: remove the temporary file, so no partial output remains.
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+        // On any failure the temporary file is dropped, which deletes it.
+        let file = out.into_inner().map_err(|e| CliError::file(&self.dest, format!("write failed: {}", e.error())))?;
+        file.as_file().sync_all().map_err(|e| CliError::file(&self.dest, format!("sync failed: {e}")))?;
+        file.persist(&self.dest)
+            .map(|_| ())
+            .map_err(|e| CliError::file(&self.dest, format!("cannot rename into place: {}", e.error)))
     }
 }

@@ -202,6 +202,17 @@ fn a_quantized_file_holds_what_the_docs_say() {
         "group:32",
     ]);
     let bytes = std::fs::read(&out).expect("written");
+    // Written through a temporary file, yet an ordinary file (not tempfile's private 0600), and
+    // no temporary file left beside it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).expect("written").permissions().mode() & 0o777;
+        assert_eq!(mode & 0o644, 0o644, "mode {mode:o}");
+    }
+    let left: Vec<String> =
+        std::fs::read_dir(&d).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(left.iter().all(|f| !f.ends_with(".partial")), "{left:?}");
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("valid safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
     let info = |n: &str| st.tensor(n).unwrap_or_else(|_| panic!("{n}"));
