@@ -490,52 +490,33 @@ fn errors(ours_bin: &Path, python: &Path, script: &Path) -> Result<Vec<String>, 
 }
 
 /// Writes an f32 model of `tensors` 2048 x 4096 matrices (32 MiB each) plus a 1-D bias each,
-/// with the safetensors layout written by hand (header, then data in order).
+/// with the `safetensors` crate.
 fn write_model(path: &Path, tensors: usize) -> Result<(), String> {
-    use std::io::Write as _;
+    use safetensors::tensor::{Dtype, TensorView};
     let (rows, cols) = (2048usize, 4096usize);
-    let mut header = String::from("{");
-    let mut offset = 0;
-    for t in 0..tensors {
-        let w = rows * cols * 4;
-        header += &format!(
-            r#""layer{t}.w":{{"dtype":"F32","shape":[{rows},{cols}],"data_offsets":[{offset},{}]}},"layer{t}.b":{{"dtype":"F32","shape":[{rows}],"data_offsets":[{},{}]}},"#,
-            offset + w,
-            offset + w,
-            offset + w + rows * 4
-        );
-        offset += w + rows * 4;
-    }
-    header.pop();
-    header.push('}');
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let fail = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
-    f.write_all(&(header.len() as u64).to_le_bytes()).map_err(fail)?;
-    f.write_all(header.as_bytes()).map_err(fail)?;
     // Normal-ish weights (sum of four uniforms), sigma about 0.02, from a fixed LCG.
     let mut s = 0x2545_F491_4F6C_DD1Du64;
-    let mut buf = Vec::with_capacity(1 << 20);
-    for _ in 0..tensors {
-        for n in [rows * cols, rows] {
-            for _ in 0..n {
-                let mut u = 0.0f32;
-                for _ in 0..4 {
-                    s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                    u += (s >> 40) as f32 / (1u64 << 24) as f32;
-                }
-                buf.extend_from_slice(&((u - 2.0) * 0.035).to_le_bytes());
-                if buf.len() >= 1 << 20 {
-                    f.write_all(&buf).map_err(fail)?;
-                    buf.clear();
-                }
-            }
+    let mut next = || {
+        let mut u = 0.0f32;
+        for _ in 0..4 {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            u += (s >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        (u - 2.0) * 0.035
+    };
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for t in 0..tensors {
+        for (name, shape) in [(format!("layer{t}.w"), vec![rows, cols]), (format!("layer{t}.b"), vec![rows])] {
+            let bytes: Vec<u8> = (0..shape.iter().product::<usize>()).flat_map(|_| next().to_le_bytes()).collect();
+            data.push((name, shape, bytes));
         }
     }
-    f.write_all(&buf).map_err(fail)?;
-    f.flush().map_err(fail)
+    let views = data
+        .iter()
+        .map(|(name, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.as_str(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    safetensors::serialize_to_file(views, None, path).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// One `quant quantize MODEL -o OUT ARGS --quiet --stats` with `RAYON_NUM_THREADS=threads`
@@ -956,6 +937,20 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The generated model is valid safetensors with the planned tensors.
+    #[test]
+    fn the_generated_model_reads_back() {
+        let path = std::env::temp_dir().join(format!("quant-xtask-model-{}.safetensors", std::process::id()));
+        write_model(&path, 1).expect("writes");
+        let bytes = std::fs::read(&path).expect("reads");
+        let _ = std::fs::remove_file(&path);
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+        let w = st.tensor("layer0.w").expect("weights");
+        assert_eq!((w.shape(), st.tensor("layer0.b").expect("bias").shape()), (&[2048, 4096][..], &[2048][..]));
+        let first = f32::from_le_bytes(w.data()[..4].try_into().expect("4 bytes"));
+        assert!(first.is_finite() && first.abs() < 0.1, "{first}");
+    }
 
     #[test]
     fn bench_options_are_checked() {

@@ -257,9 +257,7 @@ fn no_hand_written_json_or_argument_parsing() {
             let c = code(line);
             // A JSON object built by formatting (`{"key": ...}` in a format string), or a
             // key searched for in text.
-            let writes_json =
-                (c.contains("format!(r#\"{{\"") || c.contains("println!(r#\"{{\"") || c.contains("r#\"{{\""))
-                    && c.contains("\":");
+            let writes_json = c.contains("r#\"") && c.contains("{{") && c.contains("\":");
             let reads_json = c.contains("\\\"{key}\\\": ") || c.contains("\"\\\"{key}\\\"");
             if writes_json || reads_json {
                 problems.push(format!("{rel}:{}: hand-written JSON (use serde_json): {}", n + 1, line.trim()));
