@@ -494,16 +494,9 @@ fn errors(ours_bin: &Path, python: &Path, script: &Path) -> Result<Vec<String>, 
 fn write_model(path: &Path, tensors: usize) -> Result<(), String> {
     use safetensors::tensor::{Dtype, TensorView};
     let (rows, cols) = (2048usize, 4096usize);
-    // Normal-ish weights (sum of four uniforms), sigma about 0.02, from a fixed LCG.
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = || {
-        let mut u = 0.0f32;
-        for _ in 0..4 {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            u += (s >> 40) as f32 / (1u64 << 24) as f32;
-        }
-        (u - 2.0) * 0.035
-    };
+    // Normal weights, sigma 0.02, from the tests' seeded generator.
+    let mut rng = quant_testkit::Rng::new(0x2545_F491_4F6C_DD1D);
+    let mut next = || (0.02 * rng.normal()) as f32;
     let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in 0..tensors {
         for (name, shape) in [(format!("layer{t}.w"), vec![rows, cols]), (format!("layer{t}.b"), vec![rows])] {
