@@ -330,11 +330,7 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             return Err(CliError::file(input, format!("tensor {:?}.scale is not {}", e.name, dtype_name(s.dtype))));
         }
         let zps: Vec<i64> = match zp {
-            Some(z) => model
-                .bytes(z)
-                .chunks_exact(4)
-                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect(),
+            Some(z) => model.bytes(z).chunks_exact(4).map(|c| i64::from(<i32 as crate::LeBytes>::from_le(c))).collect(),
             None => vec![0; scale.elements()],
         };
         let scales = model.floats(scale)?;

@@ -42,8 +42,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use quant_core::{QuantSpec, Scheme};
-use quant_traits::half::{bf16, f16};
 
+pub use crate::model::{read_le, write_le, LeBytes};
 use crate::report::Format;
 use crate::scheme::{Gran, Plan};
 
@@ -70,36 +70,6 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One line, whatever a library message contained.
         write!(f, "{}", self.message.replace('\n', " "))
-    }
-}
-
-/// Floats written little-endian into a byte buffer.
-pub trait LeBytes: Copy {
-    /// Appends the value's bytes.
-    fn put_le(self, out: &mut Vec<u8>);
-}
-
-impl LeBytes for f32 {
-    fn put_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-}
-
-impl LeBytes for f64 {
-    fn put_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-}
-
-impl LeBytes for f16 {
-    fn put_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_bits().to_le_bytes());
-    }
-}
-
-impl LeBytes for bf16 {
-    fn put_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_bits().to_le_bytes());
     }
 }
 

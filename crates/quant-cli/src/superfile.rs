@@ -177,7 +177,7 @@ fn present(spec: SuperSpec, suffix: &str) -> bool {
 }
 
 fn halves(h: &[f16]) -> Vec<u8> {
-    h.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect()
+    crate::write_le(h)
 }
 
 /// Whether `meta` is a two-level file's.
@@ -301,9 +301,7 @@ fn read_parts(
     if check_only {
         return Ok(None);
     }
-    let halves = |b: &[u8]| -> Vec<f16> {
-        b.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect()
-    };
+    let halves = |b: &[u8]| -> Vec<f16> { crate::read_le(b) };
     SuperMatrix::from_parts(
         spec,
         shape,
