@@ -91,7 +91,20 @@ impl Tier {
     /// The first feature the tier needs that this CPU lacks, or `None` when it can run.
     #[must_use]
     pub fn missing(self) -> Option<&'static str> {
-        self.features().iter().copied().find(|f| !has_feature(f))
+        self.missing_on(has_feature)
+    }
+
+    /// The first feature the tier needs that a CPU with the features `has` says yes to lacks.
+    fn missing_on(self, has: impl Fn(&str) -> bool) -> Option<&'static str> {
+        self.features().iter().copied().find(|f| !has(f))
+    }
+
+    /// [`Tier::require`] on a CPU with the features `has` says yes to.
+    fn require_on(self, has: impl Fn(&str) -> bool) -> Result<Tier, QuantError> {
+        match self.missing_on(has) {
+            None => Ok(self),
+            Some(missing) => Err(QuantError::KernelUnavailable { kernel: self.name(), missing }),
+        }
     }
 
     /// Whether this CPU can run the tier.
@@ -105,10 +118,7 @@ impl Tier {
     /// # Errors
     /// [`QuantError::KernelUnavailable`] naming the first missing feature.
     pub fn require(self) -> Result<Tier, QuantError> {
-        match self.missing() {
-            None => Ok(self),
-            Some(missing) => Err(QuantError::KernelUnavailable { kernel: self.name(), missing }),
-        }
+        self.require_on(has_feature)
     }
 }
 
@@ -379,6 +389,29 @@ mod tests {
             assert!(Tier::Avx512Vnni.is_available());
         }
         assert!(best_tier().is_available());
+    }
+
+    /// On a CPU without AVX2 (whatever this one has), asking for AVX2 or anything above it is an
+    /// error naming the first missing feature, never a fallback; on one with AVX2 but no FMA,
+    /// FMA is named.
+    #[test]
+    fn asking_for_a_tier_a_cpu_lacks_names_the_feature() {
+        let no_avx2 = |f: &str| f != "avx2";
+        assert_eq!(Tier::Portable.require_on(no_avx2), Ok(Tier::Portable));
+        for t in [Tier::Avx2, Tier::AvxVnni, Tier::Avx512Vnni, Tier::Amx] {
+            assert_eq!(t.require_on(no_avx2), Err(QuantError::KernelUnavailable { kernel: t.name(), missing: "avx2" }));
+        }
+        let no_fma = |f: &str| f != "fma";
+        assert_eq!(
+            Tier::Avx2.require_on(no_fma),
+            Err(QuantError::KernelUnavailable { kernel: "avx2", missing: "fma" })
+        );
+        let no_amx = |f: &str| !f.starts_with("amx");
+        assert_eq!(Tier::Avx512Vnni.require_on(no_amx), Ok(Tier::Avx512Vnni));
+        assert_eq!(
+            Tier::Amx.require_on(no_amx),
+            Err(QuantError::KernelUnavailable { kernel: "amx", missing: "amx_tile" })
+        );
     }
 
     #[test]
