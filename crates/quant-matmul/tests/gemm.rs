@@ -12,6 +12,9 @@ use quant_matmul::{
     Operand, Operands, PackedB, QuantError, Requant, Scale, Tier, ZeroPoint,
 };
 use quant_testkit::Rng;
+
+mod common;
+use common::settings;
 use quant_traits::{I4x2, Storage};
 use rstest::rstest;
 
@@ -100,28 +103,6 @@ fn reference<A: Operand>(a: &Strided<A>, za: &ZeroPoint, b: &Strided<i8>, zb: &Z
         }
     }
     c
-}
-
-/// The tiers under test: portable and `QUANT_KERNEL`'s tier, or every tier this CPU has.
-fn tiers() -> Vec<Tier> {
-    let requested = quant_traits::cpu::requested_tier().expect("QUANT_KERNEL names a tier");
-    let mut v = vec![Tier::Portable];
-    match requested {
-        Some(t) if t != Tier::Portable => v.push(t),
-        Some(_) => {}
-        None => v.extend(Tier::ALL.into_iter().filter(|&t| t != Tier::Portable && t.is_available())),
-    }
-    v
-}
-
-fn settings() -> Vec<Gemm> {
-    let mut v = Vec::new();
-    for tier in tiers() {
-        for threads in [1, 2] {
-            v.push(Gemm::new().kernel(KernelChoice::of(tier)).threads(threads));
-        }
-    }
-    v
 }
 
 fn name(g: &Gemm) -> String {

@@ -5,10 +5,10 @@
 //! threads, raw and packed weights.
 
 use proptest::prelude::*;
-use quant_matmul::{
-    multiply_by_quantized_multiplier, Gemm, KernelChoice, MatMut, MatRef, Operand, Operands, Requant, Scale, Tier,
-    ZeroPoint,
-};
+use quant_matmul::{multiply_by_quantized_multiplier, MatMut, MatRef, Operand, Operands, Requant, Scale, ZeroPoint};
+
+mod common;
+use common::settings;
 
 /// A dimension: mostly small, often on a tile edge.
 fn dim() -> impl Strategy<Value = usize> {
@@ -100,18 +100,6 @@ impl Case {
         }
         c
     }
-}
-
-/// The tiers under test: portable and `QUANT_KERNEL`'s tier, or every tier this CPU has.
-fn settings() -> Vec<Gemm> {
-    let requested = quant_traits::cpu::requested_tier().expect("QUANT_KERNEL names a tier");
-    let mut tiers = vec![Tier::Portable];
-    match requested {
-        Some(t) if t != Tier::Portable => tiers.push(t),
-        Some(_) => {}
-        None => tiers.extend(Tier::ALL.into_iter().filter(|&t| t != Tier::Portable && t.is_available())),
-    }
-    tiers.into_iter().flat_map(|t| [1, 2].map(|th| Gemm::new().kernel(KernelChoice::of(t)).threads(th))).collect()
 }
 
 /// Every stage on one case, with activations of type `A`.
