@@ -67,8 +67,8 @@ mod view;
 pub use exact::{matmul_exact, Accumulator, GemmShape};
 pub use gemm::operand::{Operand, ZeroPoint};
 pub use gemm::output::{
-    check_fixed_point, multiply_by_quantized_multiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
-    Requant, Scale,
+    check_fixed_point, multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul, Requant, Scale,
 };
 pub use gemm::pack::PackedB;
 pub use gemm::{Gemm, Operands};

@@ -189,3 +189,57 @@ proptest! {
         check::<i8>(&c, &sb, &mult, fixed)?;
     }
 }
+
+/// TFLite's `QuantizeMultiplier` on chosen values: powers of two at the shift limits, the
+/// carry of a `q` that rounds up to `2^31`, a tie (rounded away from zero, as `std::round`),
+/// saturation, and the refused inputs.
+#[test]
+fn quantize_multiplier_matches_tflite_on_chosen_values() {
+    use quant_matmul::{quantize_multiplier, QuantError};
+    let two = |k: i32| 2f64.powi(k);
+    let cases = [
+        (0.0, (0, 0)),
+        (0.5, (1 << 30, 0)),
+        (1.0, (1 << 30, 1)),
+        (0.75, (1_610_612_736, 0)),
+        (3.0, (1_610_612_736, 2)),
+        (two(-31), (1 << 30, -30)),
+        (two(-32), (1 << 30, -31)),
+        (two(-33), (0, 0)),
+        // Just under 2^-32: q rounds up to 2^31, so the shift becomes -31 and stays in range.
+        (two(-32) * (1.0 - two(-40)), (1 << 30, -31)),
+        // q · 2^31 = 2^30 + 0.5 exactly: away from zero gives 2^30 + 1 (ties-to-even would not).
+        ((two(30) + 0.5) * two(-31), ((1 << 30) + 1, 0)),
+        (two(29), (1 << 30, 30)),
+        (two(30), (i32::MAX, 30)),
+        (1e300, (i32::MAX, 30)),
+        (f64::MIN_POSITIVE / 4.0, (0, 0)),
+    ];
+    for (real, want) in cases {
+        assert_eq!(quantize_multiplier(real), Ok(want), "{real:e}");
+    }
+    for bad in [-1.0, (-0.0f64).next_down(), f64::NAN, f64::INFINITY] {
+        assert!(matches!(quantize_multiplier(bad), Err(QuantError::InvalidScale { .. })), "{bad}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// For every multiplier in TFLite's range, the Q31 pair passes `check_fixed_point`, is within
+    /// half a Q31 step of the real multiplier, and requantizes any `i32` sum to within one of
+    /// `acc · real` (the fixed-point path rounds twice).
+    #[test]
+    fn quantize_multiplier_is_within_half_a_q31_step(e in -31.0..30.0f64, acc in any::<i32>()) {
+        let real = 2f64.powf(e);
+        let (m, shift) = quant_matmul::quantize_multiplier(real).expect("in range");
+        prop_assert!(quant_matmul::check_fixed_point(m, shift).is_ok(), "{real:e}: {m}, {shift}");
+        let back = f64::from(m) * 2f64.powi(shift - 31);
+        prop_assert!((back - real).abs() <= 2f64.powi(shift - 32), "{real:e}: {m} * 2^({shift} - 31) = {back:e}");
+        let exact = f64::from(acc) * real;
+        if exact.abs() < 2f64.powi(30) && shift <= 0 {
+            let got = f64::from(multiply_by_quantized_multiplier(acc, m, shift));
+            prop_assert!((got - exact).abs() <= 1.0, "{acc} * {real:e}: {got} against {exact}");
+        }
+    }
+}

@@ -7,7 +7,9 @@
 //! | requantize, float | `clamp(round_ties_even(acc * multiplier[j]) + zero_point)` | in `f64`, ties to even |
 //! | requantize, fixed point | `clamp(rdbpot(srdhm(acc << left, m), right) + zero_point)` | TFLite's `MultiplyByQuantizedMultiplier`: two roundings, ties towards +inf then away from zero |
 
-use quant_traits::cast::{clamp_i64, f64_to_i64_saturating, i64_to_f64, round_ties_even};
+use quant_traits::cast::{
+    clamp_i64, exponent, f64_to_i64_saturating, i64_to_f64, round_half_away, round_ties_even, scale_by_pow2,
+};
 use quant_traits::QuantError;
 
 use crate::gemm::operand::Operand;
@@ -125,6 +127,55 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     let shifted = clamp_i64(i64::from(x) << left, i64::from(i32::MIN), i64::from(i32::MAX));
     let shifted = i32::try_from(shifted).unwrap_or(i32::MAX);
     rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+}
+
+/// TFLite's `QuantizeMultiplier`: the Q31 multiplier and shift for a real multiplier (typically
+/// `scale_a · scale_b / scale_out`), ready for [`Requant::FixedPoint`].
+///
+/// `real = q · 2^shift` with `q` in `[0.5, 1)` (`frexp`); the multiplier is
+/// `round_half_away(q · 2^31)`, and a `q` that rounds up to `2^31` becomes `2^30` with the shift
+/// one larger. As TFLite: 0 gives `(0, 0)`; a shift below -31 (a multiplier under about
+/// `2^-32`, which would shift every product to 0) gives `(0, 0)`; a shift above 30 saturates to
+/// `(i32::MAX, 30)`. The result always passes [`check_fixed_point`], and
+/// `multiplier · 2^(shift - 31)` is within `2^(shift - 32)` of `real` (for shifts in range).
+///
+/// # Errors
+/// [`QuantError::InvalidScale`] for a negative, NaN or infinite `real`.
+///
+/// ```
+/// use quant_matmul::quantize_multiplier;
+/// assert_eq!(quantize_multiplier(0.5)?, (1 << 30, 0));
+/// assert_eq!(quantize_multiplier(0.75)?, (1_610_612_736, 0));
+/// assert_eq!(quantize_multiplier(3.0)?, (1_610_612_736, 2));
+/// # Ok::<(), quant_matmul::QuantError>(())
+/// ```
+pub fn quantize_multiplier(real: f64) -> Result<(i32, i32), QuantError> {
+    if !real.is_finite() || real < 0.0 {
+        return Err(QuantError::InvalidScale { value: real });
+    }
+    if real == 0.0 {
+        return Ok((0, 0));
+    }
+    // frexp: real = q · 2^shift, q in [0.5, 1). Subnormals (exponent -1023) land far below
+    // -31 and give (0, 0) like every other multiplier under 2^-33.
+    let mut shift = exponent(real) + 1;
+    if shift < -32 {
+        return Ok((0, 0));
+    }
+    let q = scale_by_pow2(real, -shift);
+    // q · 2^31 is exact (a power of two); TFLite rounds it half away from zero (std::round).
+    let mut fixed = f64_to_i64_saturating(round_half_away(scale_by_pow2(q, 31)));
+    if fixed == 1 << 31 {
+        fixed /= 2;
+        shift += 1;
+    }
+    if shift < -31 {
+        return Ok((0, 0));
+    }
+    if shift > 30 {
+        return Ok((i32::MAX, 30));
+    }
+    Ok((i32::try_from(fixed).unwrap_or(i32::MAX), shift))
 }
 
 /// What the driver calls for every output element, with the corrected exact sum.
