@@ -158,6 +158,23 @@ fn check<A: Operand>(c: &Case, scale_b: &[f32], mult: &[f32], fixed: (i32, i32))
                 })
                 .collect();
             prop_assert_eq!(out, q, "requant fixed point {}", what);
+            // Per column, the pairs made by quantize_multiplier from the float multipliers.
+            let pairs: Vec<(i32, i32)> =
+                mult.iter().map(|&r| quant_matmul::quantize_multiplier(f64::from(r)).expect("positive")).collect();
+            let (ms, ss): (Vec<i32>, Vec<i32>) = pairs.iter().copied().unzip();
+            let mut out = vec![0i8; m * n];
+            let r = Requant::FixedPointPerColumn { multipliers: &ms, shifts: &ss, zero_point: -5 };
+            g.requant(&ops, r, MatMut::row_major(&mut out, m, n).expect("view")).expect("runs");
+            let q: Vec<i8> = want
+                .iter()
+                .enumerate()
+                .map(|(x, &acc)| {
+                    let (mj, sj) = pairs[x % n];
+                    let acc = i32::try_from(acc).expect("fits i32 at these depths");
+                    (multiply_by_quantized_multiplier(acc, mj, sj) - 5).clamp(-128, 127) as i8
+                })
+                .collect();
+            prop_assert_eq!(out, q, "requant fixed point per column {}", what);
         }
     }
     Ok(())
@@ -242,4 +259,36 @@ proptest! {
             prop_assert!((got - exact).abs() <= 1.0, "{acc} * {real:e}: {got} against {exact}");
         }
     }
+}
+
+/// Per-column fixed-point parameters: the wrong count and any column's pair out of range are
+/// refused before anything is written.
+#[test]
+fn per_column_fixed_point_parameters_are_checked() {
+    use quant_matmul::{Gemm, QuantError};
+    let (a, b) = ([1u8, 2, 3, 4], [1i8, -1, 2, 0]);
+    let ops = Operands::new(
+        MatRef::row_major(&a, 2, 2).expect("view"),
+        ZeroPoint::None,
+        MatRef::row_major(&b, 2, 2).expect("view"),
+        ZeroPoint::None,
+    )
+    .expect("operands");
+    let g = Gemm::new();
+    let run = |ms: &[i32], ss: &[i32]| {
+        let mut c = [7i8; 4];
+        let r = Requant::FixedPointPerColumn { multipliers: ms, shifts: ss, zero_point: 0 };
+        (g.requant(&ops, r, MatMut::row_major(&mut c, 2, 2).expect("view")), c)
+    };
+    let good = 1 << 30;
+    assert!(matches!(run(&[good], &[0, 0]).0, Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(run(&[good, good], &[0]).0, Err(QuantError::LengthMismatch { .. })));
+    let (got, c) = run(&[good, 5], &[0, 0]);
+    assert_eq!(got, Err(QuantError::InvalidFixedPoint { multiplier: 5, shift: 0 }));
+    assert_eq!(c, [7; 4], "nothing written");
+    assert_eq!(run(&[good, good], &[0, 31]).0, Err(QuantError::InvalidFixedPoint { multiplier: good, shift: 31 }));
+    // In range: column 0 halves (ties towards +inf: 2.5 -> 3, 5.5 -> 6), column 1 doubles.
+    // A·B = [[5, -1], [11, -3]].
+    let (got, c) = run(&[good, good], &[0, 2]);
+    assert_eq!((got, c), (Ok(()), [3, -2, 6, -6]));
 }

@@ -172,8 +172,9 @@ impl Gemm {
     /// # Errors
     /// [`QuantError::InvalidScale`] for a float multiplier that is not finite and positive;
     /// [`QuantError::DepthTooLarge`] for [`Requant::FixedPoint`] beyond the `i32` depth;
-    /// [`QuantError::InvalidFixedPoint`] for its multiplier or shift out of range;
-    /// [`QuantError::LengthMismatch`] for per-column multipliers not `N` long or `c` not `M x N`.
+    /// [`QuantError::InvalidFixedPoint`] for its multiplier or shift out of range (any column's);
+    /// [`QuantError::LengthMismatch`] for per-column multipliers or shifts not `N` long or `c`
+    /// not `M x N`.
     pub fn requant<A: Operand, O: Operand>(
         &self,
         ops: &Operands<'_, A>,
@@ -184,6 +185,13 @@ impl Gemm {
             Requant::Float { multiplier, .. } => multiplier.check("multiplier (one per column)", ops.dims().2)?,
             Requant::FixedPoint { multiplier, shift, .. } => {
                 output::check_fixed_point(multiplier, shift)?;
+                ops.check_i32_depth()?;
+            }
+            Requant::FixedPointPerColumn { multipliers, shifts, .. } => {
+                let n = ops.dims().2;
+                QuantError::check_length("fixed-point multipliers (one per column)", n, multipliers.len())?;
+                QuantError::check_length("fixed-point shifts (one per column)", n, shifts.len())?;
+                multipliers.iter().zip(shifts).try_for_each(|(&m, &s)| output::check_fixed_point(m, s))?;
                 ops.check_i32_depth()?;
             }
         }

@@ -72,6 +72,17 @@ pub enum Requant<'a> {
         /// The output's zero point.
         zero_point: i32,
     },
+    /// [`Requant::FixedPoint`] with a multiplier and shift per output column (TFLite's
+    /// per-channel requantization; [`quantize_multiplier`] makes each pair from
+    /// `scale_a · scale_b[j] / scale_out`). Every pair is checked up front.
+    FixedPointPerColumn {
+        /// Q31 multipliers, one per output column.
+        multipliers: &'a [i32],
+        /// Power-of-two exponents, one per output column.
+        shifts: &'a [i32],
+        /// The output's zero point.
+        zero_point: i32,
+    },
 }
 
 /// gemmlowp's `SaturatingRoundingDoublingHighMul`: `round(a * b / 2^31)` with ties towards
@@ -237,6 +248,10 @@ impl<O: Operand> Stage for RequantOut<'_, O> {
             Requant::FixedPoint { multiplier, shift, zero_point } => {
                 let acc = i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX });
                 i64::from(multiply_by_quantized_multiplier(acc, multiplier, shift)) + i64::from(zero_point)
+            }
+            Requant::FixedPointPerColumn { multipliers, shifts, zero_point } => {
+                let acc = i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX });
+                i64::from(multiply_by_quantized_multiplier(acc, multipliers[col], shifts[col])) + i64::from(zero_point)
             }
         };
         O::narrow(clamp_i64(q, lo, hi))
