@@ -292,3 +292,60 @@ fn per_column_fixed_point_parameters_are_checked() {
     let (got, c) = run(&[good, good], &[0, 2]);
     assert_eq!((got, c), (Ok(()), [3, -2, 6, -6]));
 }
+
+/// `u8` weights (ONNX `MatMulInteger` / `QLinearMatMul` with `u8 x u8`): packed once with
+/// `pack_b_u8`, any `u8` zero point form, equal to the reference on every tier.
+fn check_u8_weights<A: Operand>(c: &Case) -> Result<(), TestCaseError> {
+    let a: Vec<A> = c.a.iter().map(|&v| A::narrow(i64::from(v))).collect();
+    let b: Vec<u8> = c.b.iter().map(|&v| u8::try_from(v).expect("u8 range")).collect();
+    let av = MatRef::new(&a, c.m, c.k, c.k + c.pad_a).expect("view");
+    let bv = MatRef::new(&b, c.k, c.n, c.n + c.pad_b).expect("view");
+    let want = c.reference();
+    for g in settings() {
+        let packed = g.pack_b_u8(bv).expect("packs");
+        prop_assert!(packed.is_u8());
+        let ops = Operands::packed(av, c.za.view(), &packed, c.zb.view()).expect("operands");
+        let mut out = vec![0i32; c.m * c.n];
+        g.i32(&ops, MatMut::row_major(&mut out, c.m, c.n).expect("view")).expect("runs");
+        prop_assert_eq!(out.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(), want.clone(), "{:?}", g);
+    }
+    Ok(())
+}
+
+/// A case with `u8` weights and `u8` zero points for them.
+fn case_u8_weights(a_lo: i32, a_hi: i32) -> impl Strategy<Value = Case> {
+    (dim(), dim(), dim(), 0usize..4, 0usize..4).prop_flat_map(move |(m, k, n, pad_a, pad_b)| {
+        let len_a = if m == 0 { 0 } else { (m - 1) * (k + pad_a) + k };
+        let len_b = if k == 0 { 0 } else { (k - 1) * (n + pad_b) + n };
+        (values(len_a, a_lo, a_hi), values(len_b, 0, 255), zero_point(m, a_lo, a_hi), zero_point(n, 0, 255))
+            .prop_map(move |(a, b, za, zb)| Case { m, k, n, pad_a, pad_b, a, b, za, zb })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn u8_weights_match_the_reference_u8(c in case_u8_weights(0, 255)) { check_u8_weights::<u8>(&c)?; }
+
+    #[test]
+    fn u8_weights_match_the_reference_i8(c in case_u8_weights(-128, 127)) { check_u8_weights::<i8>(&c)?; }
+}
+
+/// `u8` weights take `u8` zero points: 255 is accepted, -1 and 256 are refused naming `u8`.
+#[test]
+fn u8_weights_take_u8_zero_points() {
+    use quant_matmul::{Gemm, QuantError};
+    let (a, b) = ([1u8, 2], [200u8, 255]);
+    let packed = Gemm::new().pack_b_u8(MatRef::row_major(&b, 2, 1).expect("view")).expect("packs");
+    let av = MatRef::row_major(&a, 1, 2).expect("view");
+    let ops = Operands::packed(av, ZeroPoint::None, &packed, ZeroPoint::PerTensor(255)).expect("a u8 zero point");
+    let mut c = [0i32; 1];
+    Gemm::new().i32(&ops, MatMut::row_major(&mut c, 1, 1).expect("view")).expect("runs");
+    // (A - 0)·(B - 255) = 1 · (200 - 255) + 2 · (255 - 255).
+    assert_eq!(c[0], -55);
+    for bad in [-1, 256] {
+        let err = Operands::packed(av, ZeroPoint::None, &packed, ZeroPoint::PerTensor(bad)).map(|_| ());
+        assert!(matches!(err, Err(QuantError::ZeroPointOutOfRange { operand: "u8", .. })), "{bad}: {err:?}");
+    }
+}

@@ -49,7 +49,7 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
         let mut cols = Columns { j0, zb: [0; MAX_NR], col_sum: [0; MAX_NR], k_zb: [0; MAX_NR], fixed: None };
         let k = self.k as i32; // wraps for huge K, consistently with the rest of the i32 path
         for (c, &s) in col_sums.iter().enumerate().take(MAX_NR) {
-            let zb = self.ops.b_zero.get(j0 + c);
+            let zb = self.ops.zb(j0 + c);
             cols.zb[c] = zb;
             cols.col_sum[c] = s as i32;
             cols.k_zb[c] = k.wrapping_mul(zb);
@@ -136,7 +136,7 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
         let k = i64::try_from(self.k).unwrap_or(i64::MAX);
         for (c, o) in out.iter_mut().enumerate() {
             let j = j0 + c;
-            let zb = i64::from(self.ops.b_zero.get(j));
+            let zb = i64::from(self.ops.zb(j));
             let acc = raw[c] - zb * row_sum - za * col_sums[c] + k * za * zb;
             *o = self.stage.apply(j, acc);
         }

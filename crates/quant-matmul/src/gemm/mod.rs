@@ -123,6 +123,15 @@ impl Gemm {
         Ok(PackedB::pack_for(self.tier()?, b))
     }
 
+    /// Packs a `K x N` `u8` weight matrix (see [`PackedB::from_u8`]) for the kernel these
+    /// settings run.
+    ///
+    /// # Errors
+    /// As [`Gemm::tier`].
+    pub fn pack_b_u8(&self, b: MatRef<'_, u8>) -> Result<PackedB, QuantError> {
+        Ok(PackedB::from_u8_for(self.tier()?, b))
+    }
+
     /// Packs a `K x N` matrix of signed 4-bit codes (see [`PackedB::from_i4`]) for the kernel
     /// these settings run.
     ///
@@ -233,7 +242,7 @@ impl Gemm {
         }
         // Row sums of A as the kernel sees it (quad kernels shift i8 by +128), for B's zero
         // point; not needed without one.
-        let row_sums = if ops.b_zero == ZeroPoint::None {
+        let row_sums = if ops.b_zero == ZeroPoint::None && ops.b_offset == 0 {
             Vec::new()
         } else {
             let shift = if K::A_WORDS == AWords::Pairs { 0 } else { i64::from(pack::quad_shift::<A>()) };

@@ -258,6 +258,9 @@ pub struct PackedB {
     layout: &'static str,
     data: Vec<i8>,
     col_sums: Vec<i64>,
+    /// What was subtracted from every weight while packing: 128 for `u8` weights (stored as
+    /// `b - 128`, an `i8`), 0 for `i8`.
+    offset: i32,
 }
 
 impl PackedB {
@@ -285,6 +288,39 @@ impl PackedB {
         dispatch!(tier, K => {
             let mut packed = PackedB::zeroed::<K>(b.rows(), b.cols());
             pack_b_into::<K>(&b, 0, b.cols(), &mut packed.data, &mut packed.col_sums);
+            packed
+        })
+    }
+
+    /// Packs a `K x N` `u8` weight matrix for the default kernel: stored as `b - 128` (exact in
+    /// `i8`), with the shift corrected like a zero point (`B - zb = (B - 128) - (zb - 128)`), so
+    /// `u8 x u8` (ONNX `MatMulInteger`, `QLinearMatMul`) runs the same kernels exactly. The zero
+    /// point given with these weights is a `u8` value.
+    ///
+    /// # Errors
+    /// As [`PackedB::new`].
+    pub fn from_u8(b: MatRef<'_, u8>) -> Result<Self, QuantError> {
+        crate::Gemm::new().pack_b_u8(b)
+    }
+
+    pub(crate) fn from_u8_for(tier: Tier, b: MatRef<'_, u8>) -> Self {
+        let (k, n) = (b.rows(), b.cols());
+        dispatch!(tier, K => {
+            let mut packed = PackedB::zeroed::<K>(k, n);
+            packed.offset = 128;
+            let mut buf = alloc::vec![0i8; K::GROUP * n];
+            let kg = groups(k, K::GROUP);
+            for g in 0..kg {
+                let live = K::GROUP.min(k - g * K::GROUP);
+                for t in 0..live {
+                    for (d, &v) in buf[t * n..(t + 1) * n].iter_mut().zip(b.row(g * K::GROUP + t)) {
+                        // v - 128, exact in i8: flipping the top bit.
+                        *d = i8::from_ne_bytes([v ^ 0x80]);
+                    }
+                }
+                let rows: [Option<&[i8]>; 4] = core::array::from_fn(|t| (t < live).then(|| &buf[t * n..(t + 1) * n]));
+                pack_group::<K>(&rows, g, kg, 0, n, &mut packed.data, &mut packed.col_sums);
+            }
             packed
         })
     }
@@ -320,7 +356,19 @@ impl PackedB {
             layout: K::LAYOUT,
             data: alloc::vec![0; n.div_ceil(K::NR) * kg * K::NR * K::GROUP],
             col_sums: alloc::vec![0; n],
+            offset: 0,
         }
+    }
+
+    /// Whether the weights were `u8` ([`PackedB::from_u8`]); their zero point is then a `u8`.
+    #[must_use]
+    pub fn is_u8(&self) -> bool {
+        self.offset != 0
+    }
+
+    /// What packing subtracted from every weight (128 for `u8`, else 0).
+    pub(crate) fn offset(&self) -> i32 {
+        self.offset
     }
 
     /// Depth `K`.
