@@ -86,7 +86,7 @@ fn drive<K: MicroKernel, A: Operand, S: Stage>(
     // A pair kernel's 7-bit quad tiles (a quad kernel's normal path already takes u8 quads).
     let quads = seven_bit && pair_kernel && m > 1;
     // What packing adds to A, corrected as a zero point by the epilogue.
-    let shift = if pair_kernel { 0 } else { i32::from(crate::gemm::pack::quad_shift::<A>()) };
+    let shift = i32::from(crate::gemm::pack::a_shift::<K, A>());
     let kg = groups(k, group);
     // Largest run of depth groups whose raw tile sums are exact in i32 (the kernel's bound
     // for its A values); on the 7-bit path in pairs, even, so runs start on whole quads.

@@ -43,7 +43,7 @@ use alloc::vec::Vec;
 
 use quant_traits::{I4x2, QuantError};
 
-use crate::kernels::{dispatch, AWords, Cpu, KernelChoice, MicroKernel, Tier};
+use crate::kernels::{dispatch, Cpu, KernelChoice, MicroKernel, Tier};
 use crate::view::{MatMut, MatRef};
 use operand::{Operand, ZeroPoint};
 pub use operands::Operands;
@@ -242,10 +242,10 @@ impl Gemm {
         }
         // Row sums of A as the kernel sees it (quad kernels shift i8 by +128), for B's zero
         // point; not needed without one.
-        let row_sums = if ops.b_zero == ZeroPoint::None && ops.b_offset == 0 {
+        let row_sums = if ops.b_zero == ZeroPoint::None && ops.b_offset() == 0 {
             Vec::new()
         } else {
-            let shift = if K::A_WORDS == AWords::Pairs { 0 } else { i64::from(pack::quad_shift::<A>()) };
+            let shift = i64::from(pack::a_shift::<K, A>());
             let extra = shift * i64::try_from(k).unwrap_or(i64::MAX);
             pack::row_sums(&ops.a).into_iter().map(|s| s + extra).collect()
         };

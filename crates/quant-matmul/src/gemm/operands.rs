@@ -24,9 +24,6 @@ pub struct Operands<'a, A> {
     pub(crate) a_zero: ZeroPoint<'a>,
     pub(crate) b: Weights<'a>,
     pub(crate) b_zero: ZeroPoint<'a>,
-    /// What packing subtracted from B (128 for `u8` weights): B's zero point as the kernels
-    /// see it is `b_zero - b_offset`.
-    pub(crate) b_offset: i32,
 }
 
 impl<'a, A: Operand> Operands<'a, A> {
@@ -72,22 +69,28 @@ impl<'a, A: Operand> Operands<'a, A> {
             return Err(QuantError::InnerDimensionMismatch { a_rows: a.rows(), a_cols: a.cols(), b_rows, b_cols });
         }
         a_zero.check::<A>("A zero points (one per row)", a.rows())?;
-        let b_offset = match b {
-            Weights::Packed(p) => p.offset(),
-            Weights::Matrix(_) => 0,
-        };
-        if b_offset == 0 {
+        let ops = Operands { a, a_zero, b, b_zero };
+        if ops.b_offset() == 0 {
             b_zero.check::<i8>("B zero points (one per column)", b_cols)?;
         } else {
             b_zero.check::<u8>("B zero points (one per column)", b_cols)?;
         }
-        Ok(Operands { a, a_zero, b, b_zero, b_offset })
+        Ok(ops)
+    }
+
+    /// What packing subtracted from B: 128 for `u8` weights ([`PackedB::from_u8`]), else 0.
+    #[inline(always)]
+    pub(crate) fn b_offset(&self) -> i32 {
+        match self.b {
+            Weights::Packed(p) => p.offset(),
+            Weights::Matrix(_) => 0,
+        }
     }
 
     /// B's zero point for column `j` as the kernels see B (after packing's offset).
     #[inline(always)]
     pub(crate) fn zb(&self, j: usize) -> i32 {
-        self.b_zero.get(j) - self.b_offset
+        self.b_zero.get(j) - self.b_offset()
     }
 
     /// `M`, `K`, `N`.
@@ -104,7 +107,7 @@ impl<'a, A: Operand> Operands<'a, A> {
     #[must_use]
     pub fn max_i32_depth(&self) -> usize {
         // |B - zb| is the same before and after packing's offset.
-        let b = if self.b_offset == 0 { self.b_zero.max_centered::<i8>() } else { self.b_zero.max_centered::<u8>() };
+        let b = if self.b_offset() == 0 { self.b_zero.max_centered::<i8>() } else { self.b_zero.max_centered::<u8>() };
         let per = self.a_zero.max_centered::<A>() * b;
         usize::try_from(i32::MAX as u64 / per.max(1)).unwrap_or(usize::MAX)
     }

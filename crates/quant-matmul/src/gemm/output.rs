@@ -167,12 +167,9 @@ pub fn quantize_multiplier(real: f64) -> Result<(i32, i32), QuantError> {
     if real == 0.0 {
         return Ok((0, 0));
     }
-    // frexp: real = q · 2^shift, q in [0.5, 1). Subnormals (exponent -1023) land far below
-    // -31 and give (0, 0) like every other multiplier under 2^-33.
+    // frexp: real = q · 2^shift, q in [0.5, 1). (Subnormals report exponent -1023: their q is
+    // below 0.5, but the shift puts them under -31 all the same.)
     let mut shift = exponent(real) + 1;
-    if shift < -32 {
-        return Ok((0, 0));
-    }
     let q = scale_by_pow2(real, -shift);
     // q · 2^31 is exact (a power of two); TFLite rounds it half away from zero (std::round).
     let mut fixed = f64_to_i64_saturating(round_half_away(scale_by_pow2(q, 31)));
@@ -187,6 +184,14 @@ pub fn quantize_multiplier(real: f64) -> Result<(i32, i32), QuantError> {
         return Ok((i32::MAX, 30));
     }
     Ok((i32::try_from(fixed).unwrap_or(i32::MAX), shift))
+}
+
+/// TFLite's fixed-point requantization of one sum (exact in `i32` by the depth check), plus the
+/// zero point, before clamping.
+#[inline(always)]
+fn fixed_point(acc: i64, multiplier: i32, shift: i32, zero_point: i32) -> i64 {
+    let acc = i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX });
+    i64::from(multiply_by_quantized_multiplier(acc, multiplier, shift)) + i64::from(zero_point)
 }
 
 /// What the driver calls for every output element, with the corrected exact sum.
@@ -245,13 +250,9 @@ impl<O: Operand> Stage for RequantOut<'_, O> {
                 let steps = f64_to_i64_saturating(round_ties_even(i64_to_f64(acc) * multiplier.get(col)));
                 steps.saturating_add(i64::from(zero_point))
             }
-            Requant::FixedPoint { multiplier, shift, zero_point } => {
-                let acc = i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX });
-                i64::from(multiply_by_quantized_multiplier(acc, multiplier, shift)) + i64::from(zero_point)
-            }
+            Requant::FixedPoint { multiplier, shift, zero_point } => fixed_point(acc, multiplier, shift, zero_point),
             Requant::FixedPointPerColumn { multipliers, shifts, zero_point } => {
-                let acc = i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX });
-                i64::from(multiply_by_quantized_multiplier(acc, multipliers[col], shifts[col])) + i64::from(zero_point)
+                fixed_point(acc, multipliers[col], shifts[col], zero_point)
             }
         };
         O::narrow(clamp_i64(q, lo, hi))

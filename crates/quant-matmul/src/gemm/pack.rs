@@ -47,9 +47,32 @@ pub(crate) fn pack_a<K: MicroKernel, T: Operand>(
 ) {
     match K::A_WORDS {
         AWords::Pairs => pack_a_pairs(a, r0, rows, mr, out),
-        AWords::Quads => pack_a_quads(a, r0, rows, mr, quad_shift::<T>(), out),
-        AWords::QuadRows => pack_a_quad_rows(a, r0, rows, mr, quad_shift::<T>(), out),
+        AWords::Quads => pack_a_quads(a, r0, rows, mr, a_shift::<K, T>(), out),
+        AWords::QuadRows => pack_a_quad_rows(a, r0, rows, mr, a_shift::<K, T>(), out),
     }
+}
+
+/// What packing A for kernel `K` adds to every value of `T`, which the epilogue corrects as a
+/// zero point: [`quad_shift`] on quad kernels, 0 on pair kernels (they take `i16`).
+#[inline]
+pub(crate) fn a_shift<K: MicroKernel, T: Operand>() -> i16 {
+    if K::A_WORDS == AWords::Pairs {
+        0
+    } else {
+        quad_shift::<T>()
+    }
+}
+
+/// One quad word: the bytes `v + shift` of up to four values (zero past them), the first in
+/// the lowest byte. `v + shift` is in `0..=255` (`u8` unshifted, `i8` shifted by 128, or 7-bit
+/// values).
+#[inline(always)]
+fn quad_word<T: Operand>(four: &[T], shift: i16) -> i32 {
+    let mut q = [0u8; 4];
+    for (l, v) in q.iter_mut().zip(four) {
+        *l = (v.widen() + shift) as u8;
+    }
+    i32::from_le_bytes(q)
 }
 
 /// What quad packing adds to a value of `T` to make it a byte `0..=255`: 128 for `i8`.
@@ -129,18 +152,8 @@ pub(crate) fn pack_a_quads<T: Operand>(
         }
         for r in 0..live {
             let row = a.row(r0 + panel * mr + r);
-            // `v + shift` is in 0..=255 (u8 unshifted, i8 shifted by 128).
-            let byte = |v: &T| (v.widen() + shift) as u8;
-            let (full, tail) = row.split_at(row.len() - row.len() % 4);
-            for (d, four) in dst.iter_mut().skip(r).step_by(mr).zip(full.chunks_exact(4)) {
-                *d = i32::from_le_bytes([byte(&four[0]), byte(&four[1]), byte(&four[2]), byte(&four[3])]);
-            }
-            if !tail.is_empty() {
-                let mut last = [0u8; 4];
-                for (l, v) in last.iter_mut().zip(tail) {
-                    *l = byte(v);
-                }
-                dst[(kq - 1) * mr + r] = i32::from_le_bytes(last);
+            for (d, four) in dst.iter_mut().skip(r).step_by(mr).zip(row.chunks(4)) {
+                *d = quad_word(four, shift);
             }
         }
     }
@@ -164,8 +177,6 @@ pub(crate) fn pack_a_quad_rows<T: Operand>(
     let kq = groups(k, 4);
     let panels = rows.div_ceil(mr);
     out.resize(panels * kq * mr, 0);
-    // `v + shift` is in 0..=255 (u8 unshifted, i8 shifted by 128).
-    let byte = |v: &T| (v.widen() + shift) as u8;
     for panel in 0..panels {
         let dst = &mut out[panel * kq * mr..(panel + 1) * kq * mr];
         let live = mr.min(rows - panel * mr);
@@ -178,11 +189,7 @@ pub(crate) fn pack_a_quad_rows<T: Operand>(
                 let w = (kq - b * QUAD_ROW_BLOCK).min(QUAD_ROW_BLOCK);
                 let at = b * QUAD_ROW_BLOCK * mr + r * w;
                 for (d, four) in dst[at..at + w].iter_mut().zip(blk.chunks(4)) {
-                    let mut q = [0u8; 4];
-                    for (l, v) in q.iter_mut().zip(four) {
-                        *l = byte(v);
-                    }
-                    *d = i32::from_le_bytes(q);
+                    *d = quad_word(four, shift);
                 }
             }
         }
