@@ -19,12 +19,12 @@
 //! thread count is set with `OPENBLAS_NUM_THREADS` (one peer server per thread count).
 
 use std::collections::BTreeMap;
-
-use quant_analysis::median;
-use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use quant_analysis::median;
+use serde_json::{json, Map, Value};
 
 /// (case, shape, threads) -> seconds, one entry per round.
 type Samples = BTreeMap<(String, String, usize), Vec<f64>>;
@@ -38,39 +38,39 @@ struct Record {
 }
 
 /// One line of a producer's output as a JSON object (`None` for any other line).
-fn json_line(line: &str) -> Option<serde_json::Map<String, Value>> {
+fn json_line(line: &str) -> Option<Map<String, Value>> {
     match serde_json::from_str::<Value>(line.trim()) {
         Ok(Value::Object(m)) => Some(m),
         _ => None,
     }
 }
 
-/// The text of `key` in a one-line JSON object: a string's characters, or a number's digits.
-fn json_field(line: &str, key: &str) -> Option<String> {
-    match json_line(line)?.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        v => Some(v.to_string()),
-    }
+/// The string at `key`.
+fn text<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    obj.get(key).and_then(Value::as_str)
+}
+
+/// The number at `key`.
+fn number(obj: &Map<String, Value>, key: &str) -> Option<f64> {
+    obj.get(key).and_then(Value::as_f64)
 }
 
 /// Parses one JSON line of `quant-bench` or `peers.py` (an object with these keys).
 fn parse(line: &str) -> Option<Record> {
     let m = json_line(line)?;
-    let text = |key: &str| m.get(key).and_then(Value::as_str).map(str::to_string);
-    let number = |key: &str| m.get(key).and_then(Value::as_f64);
     Some(Record {
-        case: text("case")?,
-        shape: text("shape")?,
+        case: text(&m, "case")?.to_string(),
+        shape: text(&m, "shape")?.to_string(),
         threads: usize::try_from(m.get("threads")?.as_u64()?).ok()?,
-        seconds: number("seconds")?,
-        work: number("work")?,
+        seconds: number(&m, "seconds")?,
+        work: number(&m, "work")?,
     })
 }
 
-/// `x` to three decimals, for the summary's figures.
-fn r3(x: f64) -> f64 {
-    (x * 1000.0).round_ties_even() / 1000.0
+/// `x` to `decimals` decimals, for the summary's figures.
+fn rounded(x: f64, decimals: i32) -> f64 {
+    let p = 10f64.powi(decimals);
+    (x * p).round_ties_even() / p
 }
 
 use crate::root;
@@ -250,7 +250,8 @@ impl Machine {
         if !out.status.success() {
             return Err(format!("quant-bench --peak: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
-        let get = |key: &str| json_field(&line, key).unwrap_or_default();
+        let obj = json_line(&line).unwrap_or_default();
+        let get = |key: &str| text(&obj, key).unwrap_or_default().to_string();
         Ok(Machine { model, flags, kernel: get("kernel"), instruction: get("instruction") })
     }
 
@@ -265,7 +266,7 @@ impl Machine {
             "flags": self.flags,
             "kernel": self.kernel,
             "inner_instruction": self.instruction,
-            "peak_gops_one_core": peak.map(|p| (p * 10.0).round_ties_even() / 10.0),
+            "peak_gops_one_core": peak.map(|p| rounded(p, 1)),
         })
         .to_string()
     }
@@ -470,17 +471,16 @@ fn errors(ours_bin: &Path, python: &Path, script: &Path) -> Result<Vec<String>, 
     let mut json = Vec::new();
     for l in ours.lines().chain(theirs.lines()) {
         let Some(obj) = json_line(l) else { continue };
-        let text = |key: &str| obj.get(key).and_then(Value::as_str);
-        let Some(case) = text("case") else {
+        let Some(case) = text(&obj, "case") else {
             if let Some(e) = obj.get("error") {
                 println!("peer error: {e}");
             }
             continue;
         };
-        let Some(err) = obj.get("error").and_then(Value::as_f64) else { continue };
-        let format = text("format").unwrap_or_else(|| case.trim_start_matches("group_"));
-        let mode = text("mode").unwrap_or(if case.ends_with("acc0") { "float" } else { "int8" });
-        let note = text("note").unwrap_or("");
+        let Some(err) = number(&obj, "error") else { continue };
+        let format = text(&obj, "format").unwrap_or_else(|| case.trim_start_matches("group_"));
+        let mode = text(&obj, "mode").unwrap_or(if case.ends_with("acc0") { "float" } else { "int8" });
+        let note = text(&obj, "note").unwrap_or("");
         println!("{case:<22} {format:<8} {mode:<8} {err:>12.3e}  {note}");
         json.push(
             json!({"name": "relative_error", "case": case, "format": format, "mode": mode, "error": err}).to_string(),
@@ -558,10 +558,11 @@ fn ggml_run(
     }
     let o = cmd.output().map_err(|e| format!("could not run peers.py: {e}"))?;
     let line = String::from_utf8_lossy(&o.stdout);
-    if let Some(e) = json_field(&line, "error") {
-        return Err(e);
+    let obj = json_line(&line).unwrap_or_default();
+    if let Some(e) = obj.get("error") {
+        return Err(text(&obj, "error").map_or_else(|| e.to_string(), str::to_string));
     }
-    let field = |k: &str| json_field(&line, k).and_then(|v| v.parse::<f64>().ok());
+    let field = |k: &str| number(&obj, k);
     let (Some(seconds), Some(mb)) = (field("seconds"), field("mb")) else {
         return Err(format!("peers.py --quantize-chunk: {line}{}", String::from_utf8_lossy(&o.stderr)));
     };
@@ -618,7 +619,7 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
         .iter()
         .map(|(label, _, kind, rate, peak)| {
             let name = if *kind == "q4_k" { "quant_quantize_file_q4_k" } else { "quant_quantize_file" };
-            json!({"name": name, "shape": label, "threads": 2, "ours": r3(*rate), "unit": "MB/s", "peak_rss_mib": (peak * 10.0).round_ties_even() / 10.0})
+            json!({"name": name, "shape": label, "threads": 2, "ours": rounded(*rate, 3), "unit": "MB/s", "peak_rss_mib": rounded(*peak, 1)})
                 .to_string()
         })
         .collect();
@@ -664,8 +665,8 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
             json.push(
                 json!({
                     "name": "quant_quantize_file_q4_k", "peer": "ggml_quantize_chunk", "shape": "64MiB",
-                    "threads": threads, "ours": r3(ours), "theirs": r3(theirs), "unit": "MB/s",
-                    "ratio": r3(ratio), "target": 1.5,
+                    "threads": threads, "ours": rounded(ours, 3), "theirs": rounded(theirs, 3), "unit": "MB/s",
+                    "ratio": rounded(ratio, 3), "target": 1.5,
                 })
                 .to_string(),
             );
@@ -699,8 +700,8 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
         json.push(
             json!({
                 "name": "quant_quantize_file_super_search", "peer": "the same format by min-max",
-                "shape": format!("64MiB {format}"), "threads": 2, "ours": r3(q), "theirs": r3(p), "unit": "MB/s",
-                "ratio": r3(ratio), "target": 0.333,
+                "shape": format!("64MiB {format}"), "threads": 2, "ours": rounded(q, 3), "theirs": rounded(p, 3), "unit": "MB/s",
+                "ratio": rounded(ratio, 3), "target": 0.333,
             })
             .to_string(),
         );
@@ -796,7 +797,7 @@ fn report(
             if let (Some(one), Some(two)) = (rate(samples, work, case, shape, 1), rate(samples, work, case, shape, 2)) {
                 println!("{case} {shape}: 2 threads / 1 thread = {:.2}", two.0 / one.0);
                 json.push(
-                    json!({"name": "thread_scaling", "case": case, "shape": shape, "ratio": r3(two.0 / one.0)})
+                    json!({"name": "thread_scaling", "case": case, "shape": shape, "ratio": rounded(two.0 / one.0, 3)})
                         .to_string(),
                 );
             }
@@ -814,8 +815,8 @@ fn report(
         );
         json.push(
             json!({
-                "name": "gemv_weight_bandwidth", "shape": gemv_shape, "threads": 1, "ours": r3(weight_gbs),
-                "peer": r3(bw), "ratio": r3(weight_gbs / bw),
+                "name": "gemv_weight_bandwidth", "shape": gemv_shape, "threads": 1, "ours": rounded(weight_gbs, 3),
+                "peer": rounded(bw, 3), "ratio": rounded(weight_gbs / bw, 3),
             })
             .to_string(),
         );
@@ -847,7 +848,7 @@ fn report(
             json.push(
                 json!({
                     "name": "stream_weight_bandwidth", "case": case, "shape": STREAM[0], "threads": t,
-                    "ours": r3(gbs), "peer": r3(bw), "ratio": r3(gbs / bw),
+                    "ours": rounded(gbs, 3), "peer": rounded(bw, 3), "ratio": rounded(gbs / bw, 3),
                 })
                 .to_string(),
             );
@@ -914,8 +915,8 @@ fn report(
                     );
                     json.push(
                         json!({
-                            "name": c.ours, "peer_name": c.peer, "shape": shape, "threads": t, "ours": r3(o.0),
-                            "peer": r3(p.0), "ratio": r3(ratio), "ratio_min": r3(lo), "ratio_max": r3(hi),
+                            "name": c.ours, "peer_name": c.peer, "shape": shape, "threads": t, "ours": rounded(o.0, 3),
+                            "peer": rounded(p.0, 3), "ratio": rounded(ratio, 3), "ratio_min": rounded(lo, 3), "ratio_max": rounded(hi, 3),
                             "target": target,
                         })
                         .to_string(),
@@ -972,8 +973,9 @@ mod tests {
         assert!(parse("creating venv").is_none());
         // quant-bench --peak's line.
         let peak = r#"{"kernel": "avx2", "instruction": "vpmaddwd+vpaddd ymm"}"#;
-        assert_eq!(json_field(peak, "instruction").as_deref(), Some("vpmaddwd+vpaddd ymm"));
-        assert_eq!(json_field(peak, "kernel").as_deref(), Some("avx2"));
+        let obj = json_line(peak).expect("an object");
+        assert_eq!(text(&obj, "instruction"), Some("vpmaddwd+vpaddd ymm"));
+        assert_eq!(text(&obj, "kernel"), Some("avx2"));
         // Any spacing, any key order, escapes.
         let compact = r#"{"work":12,"seconds":2e-3,"threads":1,"shape":"a\"b","case":"c"}"#;
         let r = parse(compact).expect("parses");
