@@ -107,8 +107,14 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every `.rs` file of the workspace's own code (crates, benches, xtask), relative paths.
-fn workspace_files() -> Vec<(String, String)> {
+/// Every `.rs` file of the workspace's own code (crates, benches, xtask, fuzz), relative paths
+/// with their text: read once for all the rules.
+fn workspace_files() -> &'static [(String, String)] {
+    static FILES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    FILES.get_or_init(read_workspace_files)
+}
+
+fn read_workspace_files() -> Vec<(String, String)> {
     let root = root();
     let mut files = Vec::new();
     for dir in ["crates", "benches", "xtask", "fuzz"] {
@@ -223,7 +229,7 @@ fn every_unsafe_fn_documents_its_safety() {
 fn simd_intrinsics_live_under_kernels() {
     let mut problems = Vec::new();
     for (rel, text) in workspace_files() {
-        if rel.contains("/kernels/") || is_test_file(&rel) || rel.starts_with("benches/") || rel.starts_with("xtask/") {
+        if rel.contains("/kernels/") || is_test_file(rel) || rel.starts_with("benches/") || rel.starts_with("xtask/") {
             continue;
         }
         let uses = text.lines().enumerate().find(|(_, l)| {
