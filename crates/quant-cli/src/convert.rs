@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::model::{dtype_from_name, dtype_name, Entry, Model};
 use crate::scheme::{dequantize_2d, quantize_2d, Bytes, Gran, Plan};
 use crate::writer::{Planned, Writer};
-use crate::{with_floats, with_storage, CliError, LeBytes, Progress};
+use crate::{read_le, with_floats, with_storage, write_le, CliError, LeBytes, Progress};
 
 /// The shape of a tensor's parameter sets under `gran`.
 fn param_shape(gran: Gran, rows: usize, cols: usize) -> Vec<usize> {
@@ -171,18 +171,12 @@ fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
         .map_err(|err| CliError::file(model.path(), format!("tensor {:?}: {err}", e.name)))?;
     let bytes: Vec<u8> = codes.iter().map(|&u| u.byte()).collect();
     w.write(&bytes)?;
-    let mut scales = Vec::with_capacity(params.len() * 8);
-    for p in &params {
-        p.scale().put_le(&mut scales);
-    }
-    w.write(&scales)?;
+    let scales: Vec<F> = params.iter().map(|p| p.scale()).collect();
+    w.write(&write_le(&scales))?;
     if plan.spec.scheme() == Scheme::Asymmetric {
-        let mut zps = Vec::with_capacity(params.len() * 4);
-        for p in &params {
-            // Zero points of at most 8-bit codes fit i32.
-            zps.extend_from_slice(&i32::try_from(p.zero_point()).unwrap_or(i32::MAX).to_le_bytes());
-        }
-        w.write(&zps)?;
+        // Zero points of at most 8-bit codes fit i32.
+        let zps: Vec<i32> = params.iter().map(|p| i32::try_from(p.zero_point()).unwrap_or(i32::MAX)).collect();
+        w.write(&write_le(&zps))?;
     }
     Ok(())
 }
@@ -330,7 +324,7 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             return Err(CliError::file(input, format!("tensor {:?}.scale is not {}", e.name, dtype_name(s.dtype))));
         }
         let zps: Vec<i64> = match zp {
-            Some(z) => model.bytes(z).chunks_exact(4).map(|c| i64::from(<i32 as crate::LeBytes>::from_le(c))).collect(),
+            Some(z) => read_le::<i32>(model.bytes(z)).into_iter().map(i64::from).collect(),
             None => vec![0; scale.elements()],
         };
         let scales = model.floats(scale)?;
@@ -361,9 +355,5 @@ fn restore<F: QuantFloat + LeBytes, Q: Bytes>(
         .map_err(|err| fail(err.to_string()))?;
     let codes: Vec<Q> = model.bytes(e).iter().map(|&b| Q::from_byte(b)).collect();
     let back = dequantize_2d::<F, Q>(&codes, rows, cols, gran, &params).map_err(|err| fail(err.to_string()))?;
-    let mut out = Vec::with_capacity(back.len() * 8);
-    for v in back {
-        v.put_le(&mut out);
-    }
-    Ok(out)
+    Ok(write_le(&back))
 }

@@ -30,7 +30,7 @@ use crate::input::{Input, Kind};
 use crate::model::{dtype_name, Model};
 use crate::scheme::{parse_super, quantize_super_2d, super_name};
 use crate::writer::{Planned, Writer};
-use crate::{with_floats, CliError, LeBytes, Progress};
+use crate::{read_le, with_floats, write_le, CliError, Progress};
 
 /// The part names and dtypes, in file order.
 const PARTS: [(&str, Dtype); 5] = [
@@ -149,8 +149,8 @@ pub fn quantize(
                     "" => w.write(q.codes())?,
                     ".scales" => w.write(q.scales())?,
                     ".offsets" => w.write(q.offsets())?,
-                    ".super_scales" => w.write(&halves(q.super_scales()))?,
-                    _ => w.write(&halves(q.super_offsets()))?,
+                    ".super_scales" => w.write(&write_le(q.super_scales()))?,
+                    _ => w.write(&write_le(q.super_offsets()))?,
                 }
             }
             progress.advance(t.bytes.len() as u64);
@@ -174,10 +174,6 @@ fn present(spec: SuperSpec, suffix: &str) -> bool {
         ".super_offsets" => sup && offsets,
         _ => true,
     }
-}
-
-fn halves(h: &[f16]) -> Vec<u8> {
-    crate::write_le(h)
 }
 
 /// Whether `meta` is a two-level file's.
@@ -237,13 +233,12 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             progress.message(&e.name);
             let q = read_parts(&model, &entries, &by_name, input, &e.name, spec, shape, false)?
                 .ok_or_else(|| CliError::file(input, format!("tensor {:?}: parts missing", e.name)))?;
-            let mut out = Vec::with_capacity(shape.rows * shape.cols * float_size(dtype));
-            match dtype {
-                Dtype::F64 => put_all(&q.dequantize::<f64>(), &mut out),
-                Dtype::F16 => put_all(&q.dequantize::<f16>(), &mut out),
-                Dtype::BF16 => put_all(&q.dequantize::<quant_traits::half::bf16>(), &mut out),
-                _ => put_all(&q.dequantize::<f32>(), &mut out),
-            }
+            let out = match dtype {
+                Dtype::F64 => write_le(&q.dequantize::<f64>()),
+                Dtype::F16 => write_le(&q.dequantize::<f16>()),
+                Dtype::BF16 => write_le(&q.dequantize::<quant_traits::half::bf16>()),
+                _ => write_le(&q.dequantize::<f32>()),
+            };
             w.write(&out)?;
             progress.advance(e.bytes() as u64);
         } else if !part_of(&e.name) {
@@ -253,12 +248,6 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     }
     progress.finish();
     w.finish()
-}
-
-fn put_all<T: LeBytes>(v: &[T], out: &mut Vec<u8>) {
-    for &x in v {
-        x.put_le(out);
-    }
 }
 
 /// The parts of tensor `base`, checked against `spec` and `shape` (sizes first, from the
@@ -301,15 +290,14 @@ fn read_parts(
     if check_only {
         return Ok(None);
     }
-    let halves = |b: &[u8]| -> Vec<f16> { crate::read_le(b) };
     SuperMatrix::from_parts(
         spec,
         shape,
         bytes[0].to_vec(),
         bytes[1].to_vec(),
         bytes[2].to_vec(),
-        halves(bytes[3]),
-        halves(bytes[4]),
+        read_le::<f16>(bytes[3]),
+        read_le::<f16>(bytes[4]),
     )
     .map(Some)
     .map_err(|e| fail(e.to_string()))
