@@ -124,6 +124,12 @@ fn slices_equal_per_tensor<Q: Storage>(
     Ok(())
 }
 
+/// Tensors of 1..=64 elements at ordinary magnitudes (`10^-3 ..= 10^3`): for properties about
+/// `F`'s rounding of the result rather than overflow.
+fn ordinary<F: QuantFloat>() -> BoxedStrategy<Vec<F>> {
+    (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<F>(10f64.powf(e)), 1..65)).boxed()
+}
+
 /// Tensors of 1..=64 elements.
 fn tensors<F: QuantFloat>() -> BoxedStrategy<Vec<F>> {
     tensor::<F>(1..65)
@@ -141,27 +147,14 @@ proptest! {
     #[test]
     fn within_half_a_step_bf16(x in tensors::<bf16>(), b in bits()) { bound_holds(&x, b); }
 
-    // Ordinary magnitudes: here the interest is F's rounding of the result, not overflow.
     #[test]
-    fn dequantize_round_trip_f32(
-        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<f32>(10f64.powf(e)), 1..65)),
-        b in bits(),
-    ) { round_trip_holds(&x, b); }
+    fn dequantize_round_trip_f32(x in ordinary::<f32>(), b in bits()) { round_trip_holds(&x, b); }
     #[test]
-    fn dequantize_round_trip_f64(
-        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<f64>(10f64.powf(e)), 1..65)),
-        b in bits(),
-    ) { round_trip_holds(&x, b); }
+    fn dequantize_round_trip_f64(x in ordinary::<f64>(), b in bits()) { round_trip_holds(&x, b); }
     #[test]
-    fn dequantize_round_trip_f16(
-        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<f16>(10f64.powf(e)), 1..65)),
-        b in bits(),
-    ) { round_trip_holds(&x, b); }
+    fn dequantize_round_trip_f16(x in ordinary::<f16>(), b in bits()) { round_trip_holds(&x, b); }
     #[test]
-    fn dequantize_round_trip_bf16(
-        x in (-3.0..=3.0f64).prop_flat_map(|e| proptest::collection::vec(element::<bf16>(10f64.powf(e)), 1..65)),
-        b in bits(),
-    ) { round_trip_holds(&x, b); }
+    fn dequantize_round_trip_bf16(x in ordinary::<bf16>(), b in bits()) { round_trip_holds(&x, b); }
 
     #[test]
     fn per_channel_equals_per_tensor_f32(m in matrix::<f32>(), b in bits()) { per_channel_matches_per_tensor(&m, b); }

@@ -74,11 +74,12 @@ struct Case {
     zb: Zp,
 }
 
-fn case(a_lo: i32, a_hi: i32) -> impl Strategy<Value = Case> {
+/// A case with A's values and zero points in `a_lo..=a_hi`, B's in `b_lo..=b_hi`.
+fn case(a_lo: i32, a_hi: i32, b_lo: i32, b_hi: i32) -> impl Strategy<Value = Case> {
     (dim(), dim(), dim(), 0usize..4, 0usize..4).prop_flat_map(move |(m, k, n, pad_a, pad_b)| {
         let len_a = if m == 0 { 0 } else { (m - 1) * (k + pad_a) + k };
         let len_b = if k == 0 { 0 } else { (k - 1) * (n + pad_b) + n };
-        (values(len_a, a_lo, a_hi), values(len_b, -128, 127), zero_point(m, a_lo, a_hi), zero_point(n, -128, 127))
+        (values(len_a, a_lo, a_hi), values(len_b, b_lo, b_hi), zero_point(m, a_lo, a_hi), zero_point(n, b_lo, b_hi))
             .prop_map(move |(a, b, za, zb)| Case { m, k, n, pad_a, pad_b, a, b, za, zb })
     })
 }
@@ -194,14 +195,14 @@ proptest! {
 
     #[test]
     fn every_stage_matches_the_reference_u8(
-        (c, (sb, mult, fixed)) in case(0, 255).prop_flat_map(|c| { let n = c.n; (Just(c), stage_parameters(n)) })
+        (c, (sb, mult, fixed)) in case(0, 255, -128, 127).prop_flat_map(|c| { let n = c.n; (Just(c), stage_parameters(n)) })
     ) {
         check::<u8>(&c, &sb, &mult, fixed)?;
     }
 
     #[test]
     fn every_stage_matches_the_reference_i8(
-        (c, (sb, mult, fixed)) in case(-128, 127).prop_flat_map(|c| { let n = c.n; (Just(c), stage_parameters(n)) })
+        (c, (sb, mult, fixed)) in case(-128, 127, -128, 127).prop_flat_map(|c| { let n = c.n; (Just(c), stage_parameters(n)) })
     ) {
         check::<i8>(&c, &sb, &mult, fixed)?;
     }
@@ -312,24 +313,14 @@ fn check_u8_weights<A: Operand>(c: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// A case with `u8` weights and `u8` zero points for them.
-fn case_u8_weights(a_lo: i32, a_hi: i32) -> impl Strategy<Value = Case> {
-    (dim(), dim(), dim(), 0usize..4, 0usize..4).prop_flat_map(move |(m, k, n, pad_a, pad_b)| {
-        let len_a = if m == 0 { 0 } else { (m - 1) * (k + pad_a) + k };
-        let len_b = if k == 0 { 0 } else { (k - 1) * (n + pad_b) + n };
-        (values(len_a, a_lo, a_hi), values(len_b, 0, 255), zero_point(m, a_lo, a_hi), zero_point(n, 0, 255))
-            .prop_map(move |(a, b, za, zb)| Case { m, k, n, pad_a, pad_b, a, b, za, zb })
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn u8_weights_match_the_reference_u8(c in case_u8_weights(0, 255)) { check_u8_weights::<u8>(&c)?; }
+    fn u8_weights_match_the_reference_u8(c in case(0, 255, 0, 255)) { check_u8_weights::<u8>(&c)?; }
 
     #[test]
-    fn u8_weights_match_the_reference_i8(c in case_u8_weights(-128, 127)) { check_u8_weights::<i8>(&c)?; }
+    fn u8_weights_match_the_reference_i8(c in case(-128, 127, 0, 255)) { check_u8_weights::<i8>(&c)?; }
 }
 
 /// `u8` weights take `u8` zero points: 255 is accepted, -1 and 256 are refused naming `u8`.
