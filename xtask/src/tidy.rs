@@ -55,7 +55,6 @@ const CAST_ALLOWANCE: &[(&str, usize, &str)] = &[
         1,
         "the seed API's i32 codes narrowed; a value out of range drops the whole buffer",
     ),
-    ("crates/quant-matmul/src/kernels/x86_64/amx.rs", 1, "the chunk bound's i32::MAX as u64"),
     (
         "crates/quant-matmul/src/kernels/portable.rs",
         1,

@@ -91,14 +91,18 @@ pub(crate) trait MicroKernel {
     const KC: usize;
     /// The packed B layout's name, as errors report it.
     const LAYOUT: &'static str;
+    /// Runs of depth start on multiples of this many groups (a kernel whose packed A is
+    /// blocked along the depth, as AMX's row blocks of 16 quads); 1 for the others.
+    const RUN_GROUPS: usize = 1;
 
     /// The largest depth, in groups, whose raw sums are exact in `i32` when A's values are at
     /// most `a_max` in magnitude (B's at most 128): `i32::MAX / (a_max · 128)` values, rounded
-    /// down to whole groups, capped at `KC`.
+    /// down to whole groups, capped at `KC`, and rounded down to whole runs of `RUN_GROUPS`.
     fn chunk_groups(a_max: u32) -> usize {
         let per = u64::from(a_max.max(1)) * 128;
         let depth = usize::try_from(i32::MAX as u64 / per).unwrap_or(usize::MAX);
-        (depth / Self::GROUP).clamp(1, Self::KC)
+        let groups = (depth / Self::GROUP).clamp(1, Self::KC);
+        (groups / Self::RUN_GROUPS * Self::RUN_GROUPS).max(Self::RUN_GROUPS)
     }
 
     /// `tile[r * NR + c] = Σ_g Σ_t a(r, g, t) · b[(g * NR + c) * GROUP + t]` over `kg` groups:
@@ -250,5 +254,11 @@ mod tests {
     fn chunk_bound_in_groups() {
         assert_eq!(portable::Portable::chunk_groups(255), 65_793 / 4);
         assert_eq!(portable::Portable::chunk_groups(128), 131_071 / 4);
+        // AMX: whole blocks of 16 quads (16 448 quads is already 1 028 blocks).
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(x86_64::amx::Amx::chunk_groups(255), 16_448);
+            assert_eq!(x86_64::amx::Amx::chunk_groups(128), 131_071 / 4 / 16 * 16);
+        }
     }
 }

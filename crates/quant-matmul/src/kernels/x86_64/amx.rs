@@ -66,13 +66,8 @@ impl MicroKernel for Amx {
     const NC: usize = 512;
     const KC: usize = usize::MAX;
     const LAYOUT: &'static str = "quads x32 (avx512vnni, amx)";
-
-    fn chunk_groups(a_max: u32) -> usize {
-        let per = u64::from(a_max.max(1)) * 128;
-        let quads = usize::try_from(i32::MAX as u64 / per).unwrap_or(usize::MAX) / 4;
-        // Whole blocks, so that every run of depth starts on a block of the A panel.
-        (quads / BLK * BLK).max(BLK)
-    }
+    // Whole blocks, so that every run of depth starts on a block of the A panel.
+    const RUN_GROUPS: usize = BLK;
 
     unsafe fn tile(rows: usize, kq: usize, a: &[i32], b: &[i8], _ahead: &[i8], tile: &mut [i32]) {
         let (blocks, rem) = (kq / BLK, kq % BLK);
