@@ -246,13 +246,10 @@ pub fn quantize_matrix_into<F: QuantFloat, Q: Storage>(
                 && shape.cols.is_multiple_of(Q::CODES_PER_UNIT)
                 && size % Q::CODES_PER_UNIT == 0 =>
         {
-            let packed = match spec.scheme() {
-                crate::scheme::Scheme::Symmetric => {
-                    quantize_packed::<F, Q, i8>(x, shape, size, count, params, lo, hi, out)
-                }
-                crate::scheme::Scheme::Asymmetric => {
-                    quantize_packed::<F, Q, u8>(x, shape, size, count, params, lo, hi, out)
-                }
+            let packed = if spec.is_signed() {
+                quantize_packed::<F, Q, i8>(x, shape, size, count, params, lo, hi, out)
+            } else {
+                quantize_packed::<F, Q, u8>(x, shape, size, count, params, lo, hi, out)
             };
             packed.map_err(|i| non_finite(x, shape, i))?;
         }

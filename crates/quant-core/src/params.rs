@@ -9,7 +9,9 @@
 //!   `lo = min(min x, 0)`, `hi = max(max x, 0)` (as PyTorch and ONNX do, so 0.0 is always exactly
 //!   representable and an all-positive tensor does not collapse onto one code);
 //!   `scale = (hi - lo) / (2^b - 1)` and `zero_point = round_ties_even(-lo / scale)` clamped to
-//!   `[0, 2^b - 1]`. `hi - lo` may overflow `f64` (`f64::MAX` and `-f64::MAX`); the scale is
+//!   `[0, 2^b - 1]`; with signed codes ([`QuantSpec::asymmetric_signed`]) the zero point is
+//!   that minus `2^(b-1)` (ONNX Runtime's `qmin - round(lo / scale)` for `int8`: the same value,
+//!   since `qmin` is even). `hi - lo` may overflow `f64` (`f64::MAX` and `-f64::MAX`); the scale is
 //!   then computed from the halves, which gives the same correctly rounded value.
 //! * **All-zero or empty input**: scale 1.0, zero point 0 (every code is then 0).
 //! * **Rounding the scale to `F`**: to nearest, ties to even, unless that rounding makes an
@@ -40,8 +42,8 @@ impl<F: QuantFloat> QuantParams<F> {
     ///
     /// # Errors
     /// [`QuantError::InvalidScale`] unless `scale` is finite and positive;
-    /// [`QuantError::InvalidZeroPoint`] unless `zero_point` is 0 (symmetric) or inside
-    /// `0..=2^b - 1` (asymmetric).
+    /// [`QuantError::InvalidZeroPoint`] unless `zero_point` is 0 (symmetric) or inside the
+    /// code range (asymmetric: `0..=2^b - 1`, or `-2^(b-1)..=2^(b-1) - 1` for signed codes).
     pub fn new(spec: QuantSpec, scale: F, zero_point: i64) -> Result<Self, QuantError> {
         QuantError::check_scale(scale.to_f64_exact())?;
         let (min, max) = match spec.scheme() {
@@ -101,7 +103,7 @@ impl<F: QuantFloat> QuantParams<F> {
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
             return Err(QuantError::InvalidRange { lo, hi });
         }
-        let qmax = i64_to_f64(spec.code_max());
+        let qmax = i64_to_f64(spec.steps());
         match spec.scheme() {
             Scheme::Symmetric => {
                 let amax = abs(lo).max(abs(hi));
@@ -133,8 +135,8 @@ impl<F: QuantFloat> QuantParams<F> {
                     z <= qmax + 0.5 && hi / s <= qmax - zero_point_for(z, qmax) + 0.5
                 })
                 .ok_or(QuantError::ScaleOverflow { lo, hi, float: F::NAME })?;
-                let zero_point = f64_to_i64_saturating(zero_point_for(-lo / scale.to_f64_exact(), qmax));
-                Ok(QuantParams { scale, zero_point })
+                let unsigned = f64_to_i64_saturating(zero_point_for(-lo / scale.to_f64_exact(), qmax));
+                Ok(QuantParams { scale, zero_point: unsigned + spec.code_min() })
             }
         }
     }
@@ -194,6 +196,29 @@ mod tests {
     fn asymmetric_ranges_include_zero(#[case] lo: f64, #[case] hi: f64, #[case] scale: f64, #[case] zp: i64) {
         let p = QuantParams::<f64>::from_range(asym(8), lo, hi).expect("ok");
         assert_eq!((p.scale(), p.zero_point()), (scale, zp));
+    }
+
+    #[test]
+    fn signed_asymmetric_zero_points_are_the_unsigned_ones_shifted() {
+        // ONNX Runtime's int8 formula: zp = round(-128 - lo / scale) = 64 - 128 for (-1, 3).
+        for (lo, hi) in [(-1.0, 3.0), (-2.0, -1.0), (1.0, 2.0), (-1.0, 1.0), (0.0, 0.0)] {
+            for bits in [2, 4, 8, 16, 32] {
+                let u = QuantParams::<f32>::from_range(asym(bits), lo, hi).expect("ok");
+                let s = QuantParams::<f32>::from_range(QuantSpec::asymmetric_signed(bits).expect("ok"), lo, hi);
+                let shift = if lo == hi { 0 } else { 1i64 << (bits - 1) };
+                assert_eq!(
+                    s,
+                    Ok(QuantParams { scale: u.scale(), zero_point: u.zero_point() - shift }),
+                    "{lo} {hi} {bits}"
+                );
+            }
+        }
+        let s8 = QuantSpec::asymmetric_signed(8).expect("ok");
+        assert_eq!(QuantParams::new(s8, 1.0f32, -128).map(|p| p.zero_point()), Ok(-128));
+        assert_eq!(
+            QuantParams::new(s8, 1.0f32, 128),
+            Err(QuantError::InvalidZeroPoint { zero_point: 128, min: -128, max: 127 })
+        );
     }
 
     #[rstest]

@@ -208,6 +208,27 @@ proptest! {
         prop_assert_eq!(quantize::<f32, i16>(&x, spec).expect("finite").iter_codes().collect::<Vec<_>>(), want);
     }
 
+    /// Signed asymmetric codes (ONNX `int8`, `int4`, ... with a zero point) are the unsigned
+    /// ones minus `2^(b-1)`, zero point included: the same scale, every element within
+    /// `scale / 2`, 0.0 exact, codes in the signed range.
+    #[test]
+    fn signed_asymmetric_codes_are_the_unsigned_ones_shifted(x in ordinary::<f32>(), b in bits()) {
+        let signed = QuantSpec::asymmetric_signed(b).expect("width");
+        let s = quantize::<f32, i32>(&x, signed).expect("finite");
+        let u = quantize::<f32, u32>(&x, QuantSpec::asymmetric(b).expect("width")).expect("finite");
+        // An all-zero tensor gets the identity parameters (zero point 0) whatever the codes.
+        let shift = if x.iter().all(|&v| v == 0.0) { 0 } else { 1i64 << (b - 1) };
+        prop_assert_eq!(s.params().scale(), u.params().scale());
+        prop_assert_eq!(s.params().zero_point(), u.params().zero_point() - shift);
+        let (scale, zp) = (f64::from(s.params().scale()), s.params().zero_point());
+        for (i, (code, ucode)) in s.iter_codes().zip(u.iter_codes()).enumerate() {
+            prop_assert!((signed.code_min()..=signed.code_max()).contains(&code));
+            prop_assert_eq!(code, ucode - shift);
+            assert_within_half_step(f64::from(x[i]), code, scale, zp, "signed asymmetric");
+        }
+        prop_assert_eq!(quant_core::dequantize_code(zp, s.params().scale(), zp), 0.0);
+    }
+
     /// Codes stay inside their range; with f64 (no rounding of the scale) the element of
     /// largest magnitude lands exactly on the top code (symmetric), and the range ends on 0 and
     /// within one code of 2^b - 1 (asymmetric, data straddling 0).
