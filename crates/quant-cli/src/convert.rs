@@ -10,7 +10,7 @@
 //!
 //! and every other tensor (1-D biases and norms, integer tensors) unchanged. The header's
 //! `__metadata__` records `quant.format = "quant"`, `quant.version = "1"`, `quant.scheme`
-//! (`sym`/`asym`), `quant.bits`, `quant.granularity`, `quant.convention` (`onnx`) and, for each
+//! (`sym`/`asym`), `quant.bits`, `quant.granularity`, `quant.convention` (`exact`: `quant_core::Convention::Exact`) and, for each
 //! quantized tensor, `quant.tensor.W = {"dtype": .., "shape": [..], "storage": ..}` (JSON).
 
 use std::collections::{BTreeMap, HashMap};
@@ -72,7 +72,7 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
     meta.insert("quant.scheme".to_string(), plan.scheme_name().to_string());
     meta.insert("quant.bits".to_string(), plan.spec.bits().to_string());
     meta.insert("quant.granularity".to_string(), plan.gran.to_string());
-    meta.insert("quant.convention".to_string(), "onnx".to_string());
+    meta.insert("quant.convention".to_string(), quant_core::Convention::Exact.name().to_string());
     let mut work = 0;
     let mut quantized = std::collections::HashSet::new();
     for e in &entries {

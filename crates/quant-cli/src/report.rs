@@ -27,7 +27,7 @@
 //!   "file": "model.safetensors",
 //!   "reconstructed": null | "back.safetensors",
 //!   "reference": null | "original.safetensors",
-//!   "schemes": [{"scheme": "sym", "bits": 8, "granularity": "channel", "convention": "onnx"},
+//!   "schemes": [{"scheme": "sym", "bits": 8, "granularity": "channel", "convention": "exact"},
 //!               {"format": "Q4_K", "bits_per_weight": 4.5, "convention": "ggml"}, ...],
 //!   "tensors": [{"name": "w", "dtype": "F32", "shape": [768, 768], "scheme": 0, "stored": null,
 //!                "mse": 1.2e-7, "max_error": 3.1e-4, "snr_db": 39.4,
@@ -106,7 +106,7 @@ impl Method {
     fn json(self) -> Value {
         match self {
             Method::Plan(p) => {
-                json!({"scheme": p.scheme_name(), "bits": p.spec.bits(), "granularity": p.gran.to_string(), "convention": "onnx"})
+                json!({"scheme": p.scheme_name(), "bits": p.spec.bits(), "granularity": p.gran.to_string(), "convention": quant_core::Convention::Exact.name()})
             }
             Method::Format(f) => {
                 json!({"format": f.name(), "bits_per_weight": f.bits_per_weight(), "convention": "ggml"})

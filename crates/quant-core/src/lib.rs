@@ -20,8 +20,9 @@
 //! * **Calibration** ([`calibrate`]): observers that see activations in batches and give their
 //!   range: [`MinMax`], [`MovingAverageMinMax`], [`Percentile`], [`MseOptimal`], per tensor or
 //!   per channel ([`ChannelObserver`]).
-//! * **Named conventions** ([`Convention`]): ONNX (this crate's arithmetic, the default), ONNX
-//!   with an `f32` division (as its reference evaluator and ONNX Runtime compute), PyTorch.
+//! * **Named conventions** ([`Convention`]): exact (this crate's arithmetic, the default), ONNX
+//!   (the division in the input's float type, as its reference evaluator and ONNX Runtime
+//!   compute; `DynamicQuantizeLinear`'s parameters), PyTorch, llama.cpp.
 //!
 //! # Conventions (each tested)
 //! * Arithmetic in `f64` whatever the element type; the scale is rounded to `F` once

@@ -204,6 +204,11 @@ pub struct Quantized<F, Q> {
 }
 
 impl<F: QuantFloat, Q: Storage> Quantized<F, Q> {
+    /// Assembles a quantized tensor from parts that agree (checked by the callers).
+    pub(crate) fn from_parts(codes: Vec<Q>, len: usize, spec: QuantSpec, params: QuantParams<F>) -> Self {
+        Quantized { codes, len, spec, params }
+    }
+
     /// The storage units, `Q::CODES_PER_UNIT` codes to a unit.
     #[must_use]
     pub fn codes(&self) -> &[Q] {
