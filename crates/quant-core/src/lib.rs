@@ -73,6 +73,7 @@ pub mod convention;
 pub mod ggml;
 mod granularity;
 mod kernels;
+pub mod minifloat;
 pub mod params;
 mod quantize;
 mod range;
@@ -88,6 +89,7 @@ pub use granularity::{
     dequantize_matrix_into, matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix,
 };
 pub use kernels::selected_kernel;
+pub use minifloat::MiniFloat;
 pub use params::QuantParams;
 pub use quantize::{dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes, Quantized};
 pub use range::{check_finite, range_of, Range};
