@@ -18,7 +18,7 @@
 //!   neither).
 //! * **NaN** becomes the format's NaN, keeping the sign where the format has one (`0x7f`/`0xff`
 //!   in `E4M3Fn`, `0x7e`/`0xfe` in `E5M2`, `0x80` in the `fnuz` formats). `E2M1` has no NaN:
-//!   quantizing one is an error ([`QuantError::NonFinite`]) rather than `ml_dtypes`' sign-flipped
+//!   quantizing one is an error ([`QuantError::NonFinite`](crate::QuantError::NonFinite)) rather than `ml_dtypes`' sign-flipped
 //!   zero.
 //! * **Decoding** is exact (every value of these formats is an `f32`); NaN codes decode to NaN.
 //!
@@ -26,7 +26,6 @@
 //! saturating and not (`xtask/fixtures/minifloat.py`).
 
 use quant_traits::cast::{copysign, f64_to_i64_saturating, i64_to_f64, round_to_format, scale_by_pow2};
-use quant_traits::QuantError;
 
 /// A small floating-point format (see the module docs).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
