@@ -81,6 +81,7 @@ mod scalar;
 mod scheme;
 mod seed;
 pub mod superblock;
+pub mod tensor;
 
 pub use calibrate::{ChannelObserver, MinMax, MovingAverageMinMax, MseOptimal, Observer, Percentile};
 pub use convention::Convention;
@@ -97,6 +98,7 @@ pub use scheme::{QuantSpec, Scheme};
 pub use seed::{
     dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel, quantize_symmetric,
 };
+pub use tensor::TensorLayout;
 
 /// The shared traits and error type, re-exported so a user of the core needs one dependency.
 pub use quant_traits::{self, MatrixShape, QuantError, QuantFloat, Storage};

@@ -235,6 +235,35 @@ pub enum QuantError {
         value: f64,
     },
 
+    /// An N-D tensor's quantization axis outside `-rank..rank`.
+    #[error("axis {axis} does not exist in a tensor of rank {rank}: use -{rank} up to {rank} (excluded)")]
+    InvalidTensorAxis {
+        /// The axis asked for (negative counts from the end, as in ONNX).
+        axis: isize,
+        /// The tensor's number of dimensions.
+        rank: usize,
+    },
+
+    /// Batched matrix-multiply operands whose batch dimensions do not broadcast.
+    #[error("batch dimensions clash: {a} against {b} at batch axis {axis}: each pair must be equal or one of them 1")]
+    BatchMismatch {
+        /// A's size along that axis.
+        a: usize,
+        /// B's size along that axis.
+        b: usize,
+        /// The batch axis, counted from the left of the broadcast batch shape.
+        axis: usize,
+    },
+
+    /// An N-D shape whose element count does not fit in `usize`.
+    #[error("a tensor with dimension {dim} after {before} elements has more elements than fit in memory")]
+    TensorTooLarge {
+        /// The product of the dimensions before it.
+        before: usize,
+        /// The dimension whose product overflows.
+        dim: usize,
+    },
+
     /// A shape whose element count does not fit in `usize`.
     #[error("shape {rows}x{cols} has more elements than fit in memory")]
     ShapeOverflow {
