@@ -56,6 +56,7 @@
 
 extern crate alloc;
 
+mod batch;
 mod exact;
 pub mod gemm;
 pub mod group;
@@ -64,11 +65,12 @@ mod scaled;
 mod threads;
 mod view;
 
+pub use batch::{Batch, BatchedShape};
 pub use exact::{matmul_exact, Accumulator, GemmShape};
 pub use gemm::operand::{Operand, ZeroPoint};
 pub use gemm::output::{
     check_fixed_point, multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
-    saturating_rounding_doubling_high_mul, Requant, Scale,
+    saturating_rounding_doubling_high_mul, Requant, Scale, ScaleType,
 };
 pub use gemm::pack::PackedB;
 pub use gemm::{Gemm, Operands};

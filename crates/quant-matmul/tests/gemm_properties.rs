@@ -5,7 +5,10 @@
 //! threads, raw and packed weights.
 
 use proptest::prelude::*;
-use quant_matmul::{multiply_by_quantized_multiplier, MatMut, MatRef, Operand, Operands, Requant, Scale, ZeroPoint};
+use quant_matmul::{
+    multiply_by_quantized_multiplier, MatMut, MatRef, Operand, Operands, Requant, Scale, ScaleType, ZeroPoint,
+};
+use quant_traits::half::f16;
 
 mod common;
 use common::settings;
@@ -176,6 +179,31 @@ fn check<A: Operand>(c: &Case, scale_b: &[f32], mult: &[f32], fixed: (i32, i32))
                 })
                 .collect();
             prop_assert_eq!(out, q, "requant fixed point per column {}", what);
+            // ONNX QLinearMatMul: a scale per row of A and per column of B, the multiplier
+            // rounded to the scales' type after each operation (here computed in f32, and in f16
+            // through f32, whose double rounding is innocuous), the zero point added before
+            // rounding.
+            for precision in [ScaleType::F32, ScaleType::F16] {
+                let to_p = |v: f32| match precision {
+                    ScaleType::F16 => f16::from_f32(v).to_f32(),
+                    _ => v,
+                };
+                let a_scale: Vec<f32> = (0..m).map(|i| to_p(0.01 + i as f32 * 0.003)).collect();
+                let b_scale: Vec<f32> = scale_b.iter().map(|&v| to_p(v)).collect();
+                let y_scale = to_p(0.37);
+                let mut out = vec![0u8; m * n];
+                let r = Requant::QLinear { a_scale: &a_scale, b_scale: &b_scale, y_scale, zero_point: 7, precision };
+                g.requant(&ops, r, MatMut::row_major(&mut out, m, n).expect("view")).expect("runs");
+                let q: Vec<u8> = want
+                    .iter()
+                    .enumerate()
+                    .map(|(x, &acc)| {
+                        let mult = to_p(to_p(a_scale[x / n] * b_scale[x % n]) / y_scale);
+                        (acc as f64 * f64::from(mult) + 7.0).round_ties_even().clamp(0.0, 255.0) as u8
+                    })
+                    .collect();
+                prop_assert_eq!(out, q, "requant qlinear {:?} {}", precision, what);
+            }
         }
     }
     Ok(())

@@ -105,14 +105,14 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
         match &cols.fixed {
             Some(fixed) if row_sum == 0 => {
                 for (c, (o, (&r, &f))) in out.iter_mut().zip(raw.iter().zip(&fixed[c0..c0 + n])).enumerate() {
-                    *o = self.stage.apply_i32(j0 + c, r.wrapping_add(f));
+                    *o = self.stage.apply_i32(i, j0 + c, r.wrapping_add(f));
                 }
             }
             Some(fixed) => {
                 for (c, (o, (&r, (&f, &z)))) in
                     out.iter_mut().zip(raw.iter().zip(fixed[c0..c0 + n].iter().zip(zb))).enumerate()
                 {
-                    *o = self.stage.apply_i32(j0 + c, r.wrapping_add(f).wrapping_sub(z.wrapping_mul(row_sum)));
+                    *o = self.stage.apply_i32(i, j0 + c, r.wrapping_add(f).wrapping_sub(z.wrapping_mul(row_sum)));
                 }
             }
             None => {
@@ -122,7 +122,7 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
                         .wrapping_sub(zb[c].wrapping_mul(row_sum))
                         .wrapping_sub(za.wrapping_mul(col_sum[c]))
                         .wrapping_add(za.wrapping_mul(k_zb[c]));
-                    *o = self.stage.apply_i32(j0 + c, acc);
+                    *o = self.stage.apply_i32(i, j0 + c, acc);
                 }
             }
         }
@@ -138,7 +138,7 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
             let j = j0 + c;
             let zb = i64::from(self.ops.zb(j));
             let acc = raw[c] - zb * row_sum - za * col_sums[c] + k * za * zb;
-            *o = self.stage.apply(j, acc);
+            *o = self.stage.apply(i, j, acc);
         }
     }
 }

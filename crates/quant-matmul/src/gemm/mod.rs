@@ -182,6 +182,9 @@ impl Gemm {
     /// [`QuantError::InvalidScale`] for a float multiplier that is not finite and positive;
     /// [`QuantError::DepthTooLarge`] for [`Requant::FixedPoint`] beyond the `i32` depth;
     /// [`QuantError::InvalidFixedPoint`] for its multiplier or shift out of range (any column's);
+    /// for [`Requant::QLinear`], [`QuantError::InvalidScale`] for a scale that is not finite,
+    /// positive and a value of its type, and [`QuantError::LengthMismatch`] for scales neither
+    /// one nor one per row (A) or column (B);
     /// [`QuantError::LengthMismatch`] for per-column multipliers or shifts not `N` long or `c`
     /// not `M x N`.
     pub fn requant<A: Operand, O: Operand>(
@@ -202,6 +205,12 @@ impl Gemm {
                 QuantError::check_length("fixed-point shifts (one per column)", n, shifts.len())?;
                 multipliers.iter().zip(shifts).try_for_each(|(&m, &s)| output::check_fixed_point(m, s))?;
                 ops.check_i32_depth()?;
+            }
+            Requant::QLinear { a_scale, b_scale, y_scale, precision, .. } => {
+                let (m, _, n) = ops.dims();
+                output::check_qlinear_scales("a_scale (one per row of A)", a_scale, m, precision)?;
+                output::check_qlinear_scales("b_scale (one per column of B)", b_scale, n, precision)?;
+                output::check_qlinear_scales("y_scale", &[y_scale], 1, precision)?;
             }
         }
         self.run(ops, &RequantOut { requant, _out: core::marker::PhantomData::<O> }, c)

@@ -6,6 +6,7 @@
 //! | `f32` | `acc * scale_a * scale_b[j] + bias[j]` | in `f64`, rounded once to `f32` (nearest, ties to even) |
 //! | requantize, float | `clamp(round_ties_even(acc * multiplier[j]) + zero_point)` | in `f64`, ties to even |
 //! | requantize, fixed point | `clamp(rdbpot(srdhm(acc << left, m), right) + zero_point)` | TFLite's `MultiplyByQuantizedMultiplier`: two roundings, ties towards +inf then away from zero |
+//! | requantize, ONNX `QLinearMatMul` | `clamp(round_ties_even(acc * m[i][j] + zero_point))`, `m[i][j] = P(P(a_scale[i] * b_scale[j]) / y_scale)` | the multiplier rounded to the scales' type `P` after each operation, the rest in `f64`, ties to even |
 
 use quant_traits::cast::{
     clamp_i64, exponent, f64_to_i64_saturating, i64_to_f64, round_half_away, round_ties_even, scale_by_pow2,
@@ -83,6 +84,79 @@ pub enum Requant<'a> {
         /// The output's zero point.
         zero_point: i32,
     },
+    /// ONNX `QLinearMatMul` (opset 10 and 21) exactly as its reference computes it: each output's
+    /// multiplier `m[i][j] = P(P(a_scale[i] · b_scale[j]) / y_scale)`, rounded to the scales'
+    /// type `P` after each operation, then `clamp(round_ties_even(acc · m[i][j] + zero_point))`
+    /// in `f64`: the zero point is added *before* rounding (unlike [`Requant::Float`], which
+    /// rounds first; the two differ only on an exact tie with an odd zero point).
+    ///
+    /// ONNX Runtime's CPU kernel (MLAS) differs: it multiplies in `f32`, then rounds, then adds
+    /// the zero point, so it disagrees at such ties and where `|acc| > 2^24` makes the `f32`
+    /// product inexact.
+    ///
+    /// `a_scale` has one value or one per row of A (`M`); `b_scale` one or one per column (`N`).
+    QLinear {
+        /// A's scale: 1 or `M` values, each a value of `precision`.
+        a_scale: &'a [f32],
+        /// B's scale: 1 or `N` values.
+        b_scale: &'a [f32],
+        /// The output's scale.
+        y_scale: f32,
+        /// The output's zero point.
+        zero_point: i32,
+        /// The scales' float type.
+        precision: ScaleType,
+    },
+}
+
+/// Checks [`Requant::QLinear`]'s scales: lengths 1 or `len`, every value finite, positive and
+/// a value of `precision`.
+pub(crate) fn check_qlinear_scales(
+    what: &'static str,
+    scales: &[f32],
+    len: usize,
+    precision: ScaleType,
+) -> Result<(), QuantError> {
+    if scales.len() != 1 {
+        QuantError::check_length(what, len, scales.len())?;
+    }
+    for &s in scales {
+        QuantError::check_scale(f64::from(s))?;
+        if !precision.holds(s) {
+            return Err(QuantError::InvalidScale { value: f64::from(s) });
+        }
+    }
+    Ok(())
+}
+
+/// The float type of [`Requant::QLinear`]'s scales, in which ONNX computes the multiplier.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ScaleType {
+    /// `float` scales.
+    F32,
+    /// `float16` scales (QLinearMatMul opset 21).
+    F16,
+    /// `bfloat16` scales (QLinearMatMul opset 21).
+    Bf16,
+}
+
+impl ScaleType {
+    /// `v` rounded to this type (to nearest, ties to even), as an `f64`.
+    #[inline(always)]
+    fn round(self, v: f64) -> f64 {
+        use quant_traits::half::{bf16, f16};
+        use quant_traits::QuantFloat;
+        match self {
+            ScaleType::F32 => f32::from_f64_nearest(v).to_f64_exact(),
+            ScaleType::F16 => f16::from_f64_nearest(v).to_f64_exact(),
+            ScaleType::Bf16 => bf16::from_f64_nearest(v).to_f64_exact(),
+        }
+    }
+
+    /// Whether `v` is a value of this type.
+    fn holds(self, v: f32) -> bool {
+        self.round(f64::from(v)) == f64::from(v)
+    }
 }
 
 /// gemmlowp's `SaturatingRoundingDoublingHighMul`: `round(a * b / 2^31)` with ties towards
@@ -197,11 +271,11 @@ fn fixed_point(acc: i64, multiplier: i32, shift: i32, zero_point: i32) -> i64 {
 /// What the driver calls for every output element, with the corrected exact sum.
 pub(crate) trait Stage: Sync {
     type Out: Copy + Send;
-    fn apply(&self, col: usize, acc: i64) -> Self::Out;
+    fn apply(&self, row: usize, col: usize, acc: i64) -> Self::Out;
     /// The same for a sum known to be exact in `i32`.
     #[inline(always)]
-    fn apply_i32(&self, col: usize, acc: i32) -> Self::Out {
-        self.apply(col, i64::from(acc))
+    fn apply_i32(&self, row: usize, col: usize, acc: i32) -> Self::Out {
+        self.apply(row, col, i64::from(acc))
     }
 }
 
@@ -210,11 +284,11 @@ pub(crate) struct I32Out;
 impl Stage for I32Out {
     type Out = i32;
     #[inline(always)]
-    fn apply_i32(&self, _col: usize, acc: i32) -> i32 {
+    fn apply_i32(&self, _row: usize, _col: usize, acc: i32) -> i32 {
         acc
     }
     #[inline(always)]
-    fn apply(&self, _col: usize, acc: i64) -> i32 {
+    fn apply(&self, _row: usize, _col: usize, acc: i64) -> i32 {
         // The depth was checked so that every result fits.
         i32::try_from(acc).unwrap_or(if acc < 0 { i32::MIN } else { i32::MAX })
     }
@@ -229,7 +303,7 @@ pub(crate) struct F32Out<'a> {
 impl Stage for F32Out<'_> {
     type Out = f32;
     #[inline(always)]
-    fn apply(&self, col: usize, acc: i64) -> f32 {
+    fn apply(&self, _row: usize, col: usize, acc: i64) -> f32 {
         let bias = self.bias.map_or(0.0, |b| f64::from(b[col]));
         (i64_to_f64(acc) * (self.scale_a * self.scale_b.get(col)) + bias) as f32
     }
@@ -243,7 +317,7 @@ pub(crate) struct RequantOut<'a, O> {
 impl<O: Operand> Stage for RequantOut<'_, O> {
     type Out = O;
     #[inline(always)]
-    fn apply(&self, col: usize, acc: i64) -> O {
+    fn apply(&self, row: usize, col: usize, acc: i64) -> O {
         let (lo, hi) = (i64::from(O::MIN), i64::from(O::MAX));
         let q = match self.requant {
             Requant::Float { multiplier, zero_point } => {
@@ -253,6 +327,12 @@ impl<O: Operand> Stage for RequantOut<'_, O> {
             Requant::FixedPoint { multiplier, shift, zero_point } => fixed_point(acc, multiplier, shift, zero_point),
             Requant::FixedPointPerColumn { multipliers, shifts, zero_point } => {
                 fixed_point(acc, multipliers[col], shifts[col], zero_point)
+            }
+            Requant::QLinear { a_scale, b_scale, y_scale, zero_point, precision } => {
+                let a = f64::from(a_scale[if a_scale.len() == 1 { 0 } else { row }]);
+                let b = f64::from(b_scale[if b_scale.len() == 1 { 0 } else { col }]);
+                let m = precision.round(precision.round(a * b) / f64::from(y_scale));
+                f64_to_i64_saturating(round_ties_even(i64_to_f64(acc) * m + f64::from(zero_point)))
             }
         };
         O::narrow(clamp_i64(q, lo, hi))
