@@ -203,6 +203,20 @@ pub fn dequantize_tensor_into<F: QuantFloat, Q: Storage>(
     Ok(())
 }
 
+/// Checks float zero points: one per parameter set, each a code of value zero.
+fn check_float_zero_points(
+    layout: &TensorLayout,
+    format: MiniFloat,
+    zero_points: Option<&[u8]>,
+) -> Result<(), QuantError> {
+    let Some(zps) = zero_points else { return Ok(()) };
+    check_param_count(layout, zps.len())?;
+    match zps.iter().find(|&&z| format.decode(z) != 0.0) {
+        Some(&z) => Err(QuantError::InvalidZeroPoint { zero_point: i64::from(z), min: 0, max: 0 }),
+        None => Ok(()),
+    }
+}
+
 /// Bytes that hold `len` codes of `format`: `len`, or `ceil(len / 2)` for 4-bit `E2M1`.
 #[must_use]
 pub fn minifloat_bytes(format: MiniFloat, len: usize) -> usize {
@@ -214,8 +228,13 @@ pub fn minifloat_bytes(format: MiniFloat, len: usize) -> usize {
 }
 
 /// Quantizes an N-D tensor into float8 or float4 codes: `code = format(x / scale)` with one
-/// scale per [`TensorLayout::param_of`] (ONNX `QuantizeLinear` with a float8/float4 output;
-/// ONNX's zero point for these types is 0, so there is none here). `Convention::Onnx` rounds
+/// scale per [`TensorLayout::param_of`] (ONNX `QuantizeLinear` with a float8/float4 output).
+///
+/// `zero_points` are codes of `format`, one per parameter set, or `None` (ONNX's optional
+/// input). For float8 ONNX requires them to be zero and does not use them; for `float4e2m1` its
+/// reference adds the zero point's value to the quotient, so a given `+0` zero point turns a
+/// `-0` quotient into `+0` (and only a zero one is accepted here, as for float8).
+/// `Convention::Onnx` rounds
 /// the quotient to `F` before converting it (ONNX's arithmetic: two roundings);
 /// `Convention::Exact` converts the exact quotient. `saturate` is ONNX's attribute (see
 /// [`crate::minifloat`]). Codes of `E2M1` pack two to a byte, the first in the low nibble.
@@ -225,13 +244,16 @@ pub fn minifloat_bytes(format: MiniFloat, len: usize) -> usize {
 ///
 /// # Errors
 /// [`QuantError::LengthMismatch`], [`QuantError::InvalidScale`] naming no index but the value,
+/// [`QuantError::InvalidZeroPoint`] for a zero point that is not zero (its code),
 /// [`QuantError::NonFinite`] for NaN into `E2M1`, [`QuantError::UnsupportedByConvention`] for
 /// `PyTorch` and `Ggml`; all before anything is written.
+#[allow(clippy::too_many_arguments)] // ONNX's inputs and attributes, one each
 pub fn quantize_minifloat_into<F: QuantFloat>(
     x: &[F],
     layout: &TensorLayout,
     format: MiniFloat,
     scales: &[F],
+    zero_points: Option<&[u8]>,
     saturate: bool,
     convention: Convention,
     out: &mut [u8],
@@ -244,7 +266,10 @@ pub fn quantize_minifloat_into<F: QuantFloat>(
     for s in scales {
         QuantError::check_scale(s.to_f64_exact())?;
     }
+    check_float_zero_points(layout, format, zero_points)?;
     QuantError::check_length("output bytes", minifloat_bytes(format, x.len()), out.len())?;
+    // float4e2m1 adds its (zero) zero point: -0 + 0 = +0.
+    let add_zero = zero_points.is_some() && format == MiniFloat::E2M1;
     if !format.has_nan() {
         if let Some(index) = x.iter().position(|v| v.to_f64_exact().is_nan()) {
             return Err(QuantError::NonFinite { index, value: f64::NAN });
@@ -253,7 +278,7 @@ pub fn quantize_minifloat_into<F: QuantFloat>(
     let code = |i: usize, v: F| {
         let q = v.to_f64_exact() / scales[layout.param_of(i)].to_f64_exact();
         let q = if convention == Convention::Onnx { F::from_f64_nearest(q).to_f64_exact() } else { q };
-        format.encode(q, saturate)
+        format.encode(if add_zero { q + 0.0 } else { q }, saturate)
     };
     if format.bits() == 4 {
         for (b, (pair, o)) in x.chunks(2).zip(out.iter_mut()).enumerate() {
@@ -271,17 +296,20 @@ pub fn quantize_minifloat_into<F: QuantFloat>(
 
 /// Dequantizes float8 or float4 codes (as [`quantize_minifloat_into`] writes them):
 /// `value(code) · scale`, rounded once to `F` (ONNX `DequantizeLinear`); NaN codes give NaN,
-/// infinities infinity.
+/// infinities infinity. `zero_points`, ONNX's optional input, must be zero codes.
 ///
 /// # Errors
-/// [`QuantError::LengthMismatch`], [`QuantError::InvalidScale`], before anything is written.
+/// [`QuantError::LengthMismatch`], [`QuantError::InvalidScale`],
+/// [`QuantError::InvalidZeroPoint`], before anything is written.
 pub fn dequantize_minifloat_into<F: QuantFloat>(
     codes: &[u8],
     layout: &TensorLayout,
     format: MiniFloat,
     scales: &[F],
+    zero_points: Option<&[u8]>,
     out: &mut [F],
 ) -> Result<(), QuantError> {
+    check_float_zero_points(layout, format, zero_points)?;
     QuantError::check_length("output", layout.len(), out.len())?;
     QuantError::check_length("codes", minifloat_bytes(format, out.len()), codes.len())?;
     check_param_count(layout, scales.len())?;
