@@ -65,6 +65,8 @@ impl Tensor {
 struct Case {
     name: String,
     op: String,
+    /// ONNX Runtime's verdict on the same model, as the script recorded it.
+    ort: String,
     attrs: Value,
     inputs: Vec<Tensor>,
     outputs: Vec<Tensor>,
@@ -87,6 +89,7 @@ fn cases() -> Vec<Case> {
         .map(|c| Case {
             name: c["name"].as_str().expect("name").to_string(),
             op: c["op"].as_str().expect("op").to_string(),
+            ort: c["ort"].as_str().unwrap_or("not run").to_string(),
             attrs: c["attrs"].clone(),
             inputs: tensors(&c["inputs"]),
             outputs: tensors(&c["outputs"]),
@@ -405,6 +408,17 @@ fn every_onnx_node_test_of_the_quantization_operators_matches_bit_for_bit() {
         run(case);
         *per_op.entry(case.op.as_str()).or_insert(0) += 1;
     }
+    // What the README says of ONNX Runtime 1.32: it agrees with every vector except the two
+    // float4e2m1 ones, whose types its QuantizeLinear and DequantizeLinear do not take.
+    let not_agreeing: Vec<(&str, &str)> = cases
+        .iter()
+        .filter(|c| !c.ort.starts_with("agrees"))
+        .map(|c| (c.name.as_str(), c.ort.split(':').next().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        not_agreeing,
+        [("test_dequantizelinear_float4e2m1", "unsupported"), ("test_quantizelinear_float4e2m1", "unsupported")]
+    );
     let counts: Vec<(&str, i32)> = per_op.into_iter().collect();
     assert_eq!(
         counts,
