@@ -74,6 +74,7 @@ pub mod ggml;
 mod granularity;
 mod kernels;
 pub mod minifloat;
+pub mod mxfp4;
 pub mod params;
 mod quantize;
 mod range;
