@@ -9,7 +9,7 @@
 
 use quant_matmul::{
     multiply_by_quantized_multiplier, rounding_divide_by_pot, selected_kernel, Gemm, KernelChoice, MatMut, MatRef,
-    Operand, Operands, PackedB, QuantError, Requant, Scale, Tier, ZeroPoint,
+    Operand, Operands, PackedB, QuantError, Requant, Scale, ScaleType, Tier, ZeroPoint,
 };
 use quant_testkit::Rng;
 
@@ -684,5 +684,33 @@ fn seven_bit_path_chunks_deep_sums_and_checks_its_promise() -> Res {
         Gemm::new().seven_bit_activations(true).i32(&ops, MatMut::row_major(&mut c, 2, 2)?),
         Err(QuantError::ActivationOutOfRange { row: 1, col: 0, value: 128 })
     );
+    Ok(())
+}
+
+#[test]
+fn qlinear_scales_are_checked_before_anything_is_written() -> Res {
+    let a = [1u8; 8];
+    let b = [1i8; 12];
+    let ops =
+        Operands::new(MatRef::row_major(&a, 2, 4)?, ZeroPoint::None, MatRef::row_major(&b, 4, 3)?, ZeroPoint::None)?;
+    let run = |a_scale: &[f32], b_scale: &[f32], y_scale: f32, precision: ScaleType| {
+        let mut out = [7u8; 6];
+        let r = Requant::QLinear { a_scale, b_scale, y_scale, zero_point: 0, precision };
+        let result = Gemm::new().requant(&ops, r, MatMut::row_major(&mut out, 2, 3).expect("view"));
+        (result, out)
+    };
+    // One scale per row of A (2), not 3.
+    let (r, out) = run(&[0.5; 3], &[0.5], 1.0, ScaleType::F32);
+    assert_eq!(r, Err(QuantError::LengthMismatch { what: "a_scale (one per row of A)", expected: 2, found: 3 }));
+    assert_eq!(out, [7; 6]);
+    // 0.1 is no f16: an f16 multiplier computed from it would not be ONNX's.
+    let (r, out) = run(&[0.5], &[0.5, 0.1, 0.5], 1.0, ScaleType::F16);
+    assert_eq!(r, Err(QuantError::InvalidScale { value: f64::from(0.1f32) }));
+    assert_eq!(out, [7; 6]);
+    let (r, _) = run(&[0.5], &[0.5], 0.0, ScaleType::F32);
+    assert_eq!(r, Err(QuantError::InvalidScale { value: 0.0 }));
+    // Valid: 4 · 0.5 · 0.25 / 0.125 = 4 everywhere.
+    let (r, out) = run(&[0.5, 0.5], &[0.25], 0.125, ScaleType::Bf16);
+    assert_eq!((r, out), (Ok(()), [4; 6]));
     Ok(())
 }
