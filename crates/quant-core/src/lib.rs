@@ -12,8 +12,11 @@
 //!   [`quantize_into`], [`dequantize_into`], [`quantize`], and for matrices with a
 //!   [`Granularity`] (per tensor, per channel, per group) [`quantize_matrix`] /
 //!   [`quantize_matrix_into`].
-//! * **Interchange formats**: llama.cpp's `Q8_0`, `Q4_0` and `Q4_1` blocks, byte for byte
-//!   ([`BlockFormat`], module [`ggml`]).
+//! * **Interchange formats**: llama.cpp's blocks, byte for byte ([`BlockFormat`], module
+//!   [`ggml`]; `MXFP4` in [`mxfp4`]); ONNX's float8 and float4 types ([`MiniFloat`]).
+//! * **N-D tensors** as ONNX's `QuantizeLinear`/`DequantizeLinear` see them ([`tensor`]): an
+//!   `axis` and a `block_size` over a flat slice with its dimensions ([`TensorLayout`]), into
+//!   integer, float8 or float4 codes.
 //! * **Two-level weight formats of our own** ([`superblock`]): codes in sub-blocks with
 //!   few-bit scales under an `f16` per super-block, symmetric, offset or non-uniform levels,
 //!   fitted by an error-minimizing search, optionally weighted by per-column importance.
@@ -30,7 +33,8 @@
 //! * Rounding is **ties to even** everywhere (Python `round`, NumPy `rint`, PyTorch, ONNX):
 //!   [`quant_traits::cast::round_ties_even`].
 //! * Asymmetric codes are `clamp(round(x / scale) + zero_point)`: round first, then add the
-//!   zero point (ONNX and PyTorch order).
+//!   zero point (ONNX and PyTorch order). They are unsigned unless asked for signed
+//!   ([`QuantSpec::asymmetric_signed`], [`QuantSpec::for_storage`]).
 //! * Symmetric: `scale = max|x| / (2^(b-1) - 1)`, codes `-2^(b-1) ..= 2^(b-1) - 1`.
 //!   Asymmetric: range widened to include 0, `scale = (hi - lo) / (2^b - 1)`,
 //!   `zero_point = round(-lo / scale)` in `0 ..= 2^b - 1`, codes `0 ..= 2^b - 1`.

@@ -8,16 +8,17 @@
 //!
 //! Two tiers:
 //! * **The engine** ([`Gemm`], [`Operands`]): 8-bit operands (`u8` or `i8` activations with a
-//!   zero point per tensor or per row, `i8` weights with a zero point per tensor or per column,
-//!   optionally packed once with [`PackedB`] in the running kernel's layout, also from 4-bit
-//!   codes), packed and blocked, one micro-kernel per CPU tier chosen at run time ([`Tier`]:
+//!   zero point per tensor or per row, `i8` or `u8` weights with a zero point per tensor or per
+//!   column, optionally packed once with [`PackedB`] in the running kernel's layout, also from
+//!   4-bit codes), packed and blocked, one micro-kernel per CPU tier chosen at run time ([`Tier`]:
 //!   AVX-512 VNNI and AVX-VNNI `vpdpbusd`, AVX2 `vpmaddwd`, portable; [`KernelChoice`] or
 //!   `QUANT_KERNEL` forces one, an unavailable one is an error; [`selected_kernel`] says which
 //!   runs), a 7-bit `vpmaddubsw` path for activations in `0..=127` on AVX2, threads with
 //!   rayon, an `M = 1`
 //!   path for decoding, and output stages: raw `i32`, `f32` with per-tensor or per-column
-//!   scales and a bias, or requantized `i8`/`u8` (float or fixed-point multiplier). Exact: see
-//!   [`gemm`].
+//!   scales and a bias, or requantized `i8`/`u8` (float or TFLite fixed-point multiplier, or
+//!   ONNX `QLinearMatMul`'s per-row × per-column scales: [`Requant`]). Exact: see [`gemm`].
+//!   N-D operands with ONNX's (NumPy's) batch broadcasting: [`BatchedShape`].
 //! * **Group-quantized weights** ([`group`]): `y = x · Wᵀ + bias` with `W` in 4 or 8 bits and
 //!   one scale per group of inputs ([`GroupWeights`], from our codes or llama.cpp's `Q4_0`,
 //!   `Q4_1`, `Q8_0` blocks), in two modes: activations quantized to `i8` per group on the fly
