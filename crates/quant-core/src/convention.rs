@@ -335,7 +335,7 @@ fn onnx_params<F: QuantFloat>(spec: QuantSpec, values: &[F]) -> Result<QuantPara
             if amax == 0.0 {
                 return Ok(QuantParams::identity());
             }
-            QuantParams::new(spec, F::from_f64_nearest(amax / i64_to_f64(spec.steps())), 0)
+            QuantParams::new(spec, F::from_f64_nearest(amax / r(i64_to_f64(spec.steps()))), 0)
         }
         Scheme::Asymmetric => {
             let width = if hi == lo { 1.0 } else { r(hi - lo) };
