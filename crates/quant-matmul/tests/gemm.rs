@@ -714,3 +714,24 @@ fn qlinear_scales_are_checked_before_anything_is_written() -> Res {
     assert_eq!((r, out), (Ok(()), [4; 6]));
     Ok(())
 }
+
+#[test]
+fn qlinear_adds_the_zero_point_before_rounding_and_float_after() -> Res {
+    // Sums 1, 3, 5 times 0.5 are ties; with an odd output zero point the order shows. The ONNX
+    // reference evaluator gives [2, 2, 4] (rint(x + 1)); ONNX Runtime 1.32's QLinearMatMul
+    // gives [1, 3, 3] (rint(x) + 1), which is Requant::Float's order.
+    let a = [1u8, 0];
+    let b = [1i8, 3, 5, 0, 0, 0];
+    let ops =
+        Operands::new(MatRef::row_major(&a, 1, 2)?, ZeroPoint::None, MatRef::row_major(&b, 2, 3)?, ZeroPoint::None)?;
+    let mut onnx = [0u8; 3];
+    let r =
+        Requant::QLinear { a_scale: &[1.0], b_scale: &[1.0], y_scale: 2.0, zero_point: 1, precision: ScaleType::F32 };
+    Gemm::new().requant(&ops, r, MatMut::row_major(&mut onnx, 1, 3)?)?;
+    assert_eq!(onnx, [2, 2, 4]);
+    let mut ort = [0u8; 3];
+    let r = Requant::Float { multiplier: Scale::PerTensor(0.5), zero_point: 1 };
+    Gemm::new().requant(&ops, r, MatMut::row_major(&mut ort, 1, 3)?)?;
+    assert_eq!(ort, [1, 3, 3]);
+    Ok(())
+}
