@@ -12,7 +12,8 @@ use std::process::Command;
 use crate::root;
 
 /// The targets, as `fuzz/Cargo.toml` names them.
-pub const TARGETS: [&str; 5] = ["safetensors_reader", "block_decoder", "quantize_matrix", "gemm", "observers"];
+pub const TARGETS: [&str; 6] =
+    ["safetensors_reader", "block_decoder", "quantize_matrix", "gemm", "observers", "onnx_tensor"];
 
 /// `cargo xtask fuzz`'s options.
 #[derive(clap::Parser, Debug)]
