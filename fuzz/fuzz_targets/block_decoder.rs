@@ -1,5 +1,5 @@
 //! llama.cpp's block decoder on arbitrary bytes, every format. Oracle: whole blocks decode to
-//! `blocks · block_len` values and anything else is `NotABlockMultiple`; Q8_0, Q4_0 and Q4_1
+//! `blocks · block_len` values and anything else is `NotABlockMultiple`; Q8_0, Q4_0, Q4_1 and MXFP4
 //! equal a direct reading of ggml's block layout (f16 scale, then the codes).
 #![no_main]
 
@@ -27,6 +27,17 @@ fn direct(format: BlockFormat, bytes: &[u8]) -> Option<Vec<f32>> {
                 let (d, m) = (f16_at(b, 0), f16_at(b, 2));
                 let lo = b[4..20].iter().map(|&q| f32::from(q & 15) * d + m);
                 let hi = b[4..20].iter().map(|&q| f32::from(q >> 4) * d + m);
+                out.extend(lo.chain(hi));
+            }
+            BlockFormat::MXFP4 => {
+                // OCP's E8M0 scale 2^(e - 127) times the E2M1 value (ggml stores both halved/doubled;
+                // its table's code 8 is +0, not E2M1's -0, hence the `+ 0.0`).
+                let scale = 2f64.powi(i32::from(b[0]) - 127);
+                let e2m1 = |c: u8| {
+                    [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0][usize::from(c & 7)] * if c & 8 != 0 { -1.0 } else { 1.0 }
+                };
+                let lo = b[1..17].iter().map(|&q| (e2m1(q & 15) * scale + 0.0) as f32);
+                let hi = b[1..17].iter().map(|&q| (e2m1(q >> 4) * scale + 0.0) as f32);
                 out.extend(lo.chain(hi));
             }
             _ => return None,

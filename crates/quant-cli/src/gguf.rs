@@ -141,6 +141,7 @@ const TYPES: &[GgmlType] = &[
     plain(27, "I64", 8, Dtype::I64),
     plain(28, "F64", 8, Dtype::F64),
     plain(30, "BF16", 2, Dtype::BF16),
+    blocks(39, BlockFormat::MXFP4),
 ];
 
 impl GgmlType {

@@ -20,6 +20,9 @@
 //!   `d = 2^-128` still represents such values to within half a level.
 //! * NaN or infinite values are an error naming the element; lengths must be whole blocks.
 //!
+//! Also [`BlockFormat::MXFP4`](crate::BlockFormat::MXFP4), so the `quant` tool writes it into
+//! GGUF files (type 39).
+//!
 //! Golden-tested against the `gguf` package (`xtask/fixtures/mxfp4.py`): every byte and every
 //! dequantized bit, on blocks built to hit every tie, the `log2f` rounding, zeros and both ends
 //! of `f32`'s range.
@@ -90,6 +93,26 @@ fn check_blocks(what: &'static str, len: usize, block: usize) -> Result<(), Quan
     }
 }
 
+/// One block of 32 finite values into 17 bytes.
+pub(crate) fn quantize_block(block: &[f32], bytes: &mut [u8]) {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let e = if amax > 0.0 { (floor_log2f(f64::from(amax)) - 2 + 127).clamp(0, 254) } else { 0 };
+    let d = scale_by_pow2(1.0, e - 128);
+    bytes[0] = u8::try_from(e).unwrap_or(0);
+    for j in 0..BLOCK / 2 {
+        bytes[1 + j] = code(block[j], d) | (code(block[j + BLOCK / 2], d) << 4);
+    }
+}
+
+/// One block of 17 bytes into 32 values.
+pub(crate) fn dequantize_block(b: &[u8], o: &mut [f32]) {
+    let d = scale_by_pow2(1.0, i32::from(b[0]) - 128);
+    for (j, &q) in b[1..BLOCK_BYTES].iter().enumerate() {
+        o[j] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q & 0xf)]));
+        o[j + BLOCK / 2] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q >> 4)]));
+    }
+}
+
 /// Quantizes `x` (whole blocks of 32) into `out` (17 bytes per block).
 ///
 /// # Errors
@@ -118,13 +141,7 @@ pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
         return Err(QuantError::NonFinite { index, value: f64::from(x[index]) });
     }
     for (block, bytes) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let e = if amax > 0.0 { (floor_log2f(f64::from(amax)) - 2 + 127).clamp(0, 254) } else { 0 };
-        let d = scale_by_pow2(1.0, e - 128);
-        bytes[0] = u8::try_from(e).unwrap_or(0);
-        for j in 0..BLOCK / 2 {
-            bytes[1 + j] = code(block[j], d) | (code(block[j + BLOCK / 2], d) << 4);
-        }
+        quantize_block(block, bytes);
     }
     Ok(())
 }
@@ -148,11 +165,7 @@ pub fn dequantize_into(bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> 
     check_blocks("bytes", bytes.len(), BLOCK_BYTES)?;
     QuantError::check_length("dequantized values", bytes.len() / BLOCK_BYTES * BLOCK, out.len())?;
     for (b, o) in bytes.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
-        let d = scale_by_pow2(1.0, i32::from(b[0]) - 128);
-        for (j, &q) in b[1..].iter().enumerate() {
-            o[j] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q & 0xf)]));
-            o[j + BLOCK / 2] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q >> 4)]));
-        }
+        dequantize_block(b, o);
     }
     Ok(())
 }

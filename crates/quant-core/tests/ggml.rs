@@ -338,7 +338,9 @@ fn every_format_matches_ggml_on_half_a_million_values() {
     assert_eq!(floats(&x), want["values"]["input"], "the generator drifted from the script's");
     assert_eq!(floats(&w), want["values"]["importance"]);
     let mut checked = 0;
-    for format in BlockFormat::ALL {
+    // MXFP4 is not in this fixture: the ggml that ggml-python builds predates it. Its golden
+    // data comes from the gguf package (tests/mxfp4.rs).
+    for format in BlockFormat::ALL.into_iter().filter(|&f| f != BlockFormat::MXFP4) {
         let name = format.name().to_ascii_lowercase();
         for (key, q) in [
             (name.clone(), format.quantize(&x).expect("finite")),

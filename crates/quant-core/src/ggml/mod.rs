@@ -1,6 +1,6 @@
 //! llama.cpp's block formats, byte for byte: the legacy `Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`,
-//! `Q5_1` (blocks of 32) and the k-quants `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K`, `Q6_K` (super-blocks
-//! of 256).
+//! `Q5_1` (blocks of 32), the k-quants `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K`, `Q6_K` (super-blocks
+//! of 256) and `MXFP4` (blocks of 32).
 //!
 //! A row of `f32` values is cut into blocks; each block becomes a fixed number of bytes, exactly
 //! as llama.cpp's reference row quantizers (`quantize_row_q8_0_ref` and friends in
@@ -20,6 +20,7 @@
 //! | `Q4_K` | 144 per 256 | `d`, `dmin`, 6-bit sub-block scales and mins, 4-bit codes | searched per sub-block of 32 (see `kquants`) |
 //! | `Q5_K` | 176 per 256 | as `Q4_K` with a fifth bit per code | searched per sub-block of 32 |
 //! | `Q6_K` | 210 per 256 | 6-bit codes, 8-bit scales per 16 values, `d` | searched per sub-block of 16 |
+//! | `MXFP4` | 17 | `e: E8M0`, `qs: [u8; 16]` (E2M1) | `e = floor(log2f(amax)) - 2 + 127`, nearest level, see [`crate::mxfp4`] |
 //!
 //! * Every product, sum and quotient is one `f32` operation, rounded to nearest even, in ggml's
 //!   order, with no fused multiply-add (ggml's reference quantizers live in `ggml-base`, which
@@ -88,11 +89,14 @@ pub enum BlockFormat {
     Q5_K,
     /// k-quant, 6 bits with an 8-bit scale per 16 values (210 bytes per 256).
     Q6_K,
+    /// OCP microscaling FP4: an E8M0 exponent and 32 E2M1 codes (17 bytes per 32), with
+    /// llama.cpp's arithmetic ([`crate::mxfp4`]).
+    MXFP4,
 }
 
 impl BlockFormat {
     /// Every format, legacy first.
-    pub const ALL: [BlockFormat; 10] = [
+    pub const ALL: [BlockFormat; 11] = [
         BlockFormat::Q8_0,
         BlockFormat::Q4_0,
         BlockFormat::Q4_1,
@@ -103,6 +107,7 @@ impl BlockFormat {
         BlockFormat::Q4_K,
         BlockFormat::Q5_K,
         BlockFormat::Q6_K,
+        BlockFormat::MXFP4,
     ];
 
     /// The format's name as llama.cpp spells it (`"Q8_0"`, `"Q4_K"`, ...).
@@ -119,6 +124,7 @@ impl BlockFormat {
             BlockFormat::Q4_K => "Q4_K",
             BlockFormat::Q5_K => "Q5_K",
             BlockFormat::Q6_K => "Q6_K",
+            BlockFormat::MXFP4 => "MXFP4",
         }
     }
 
@@ -147,6 +153,7 @@ impl BlockFormat {
             BlockFormat::Q4_K => 144,
             BlockFormat::Q5_K => 176,
             BlockFormat::Q6_K => 210,
+            BlockFormat::MXFP4 => crate::mxfp4::BLOCK_BYTES,
         }
     }
 
@@ -192,6 +199,7 @@ impl BlockFormat {
                     BlockFormat::Q4_0 => q4_0(block, bytes),
                     BlockFormat::Q4_1 => q4_1(block, bytes),
                     BlockFormat::Q5_0 => q5_0(block, bytes),
+                    BlockFormat::MXFP4 => crate::mxfp4::quantize_block(block, bytes),
                     _ => q5_1(block, bytes),
                 }
             } else if let Some(block) = block.first_chunk::<{ kquants::QK_K }>() {
@@ -280,7 +288,9 @@ impl BlockFormat {
                         BlockFormat::Q4_1 => q4_1_weighted(block, sigma2, qw, bytes, 15),
                         BlockFormat::Q5_0 => q5_0_weighted(block, sigma2, qw, bytes),
                         BlockFormat::Q5_1 => q4_1_weighted(block, sigma2, qw, bytes, 31),
+                        // ggml's quantize_q8_0 and quantize_mxfp4 ignore the weights.
                         BlockFormat::Q8_0 => q8_0(block, bytes),
+                        BlockFormat::MXFP4 => crate::mxfp4::quantize_block(block, bytes),
                         _ => {}
                     }
                 }
@@ -378,6 +388,7 @@ impl BlockFormat {
                 BlockFormat::Q4_K => kquants::dequantize_q45_k(b, false, o),
                 BlockFormat::Q5_K => kquants::dequantize_q45_k(b, true, o),
                 BlockFormat::Q6_K => kquants::dequantize_q6_k(b, o),
+                BlockFormat::MXFP4 => crate::mxfp4::dequantize_block(b, o),
             }
         }
         Ok(())
@@ -547,8 +558,8 @@ mod tests {
 
     #[test]
     fn sizes_and_names() {
-        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_bytes), [34, 18, 20, 22, 24, 84, 110, 144, 176, 210]);
-        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_len), [32, 32, 32, 32, 32, 256, 256, 256, 256, 256]);
+        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_bytes), [34, 18, 20, 22, 24, 84, 110, 144, 176, 210, 17]);
+        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_len), [32, 32, 32, 32, 32, 256, 256, 256, 256, 256, 32]);
         assert_eq!(BlockFormat::Q2_K.bits_per_weight(), 2.625);
         assert_eq!(BlockFormat::Q3_K.bits_per_weight(), 3.4375);
         assert_eq!(BlockFormat::Q4_K.bits_per_weight(), 4.5);
