@@ -62,9 +62,10 @@ use quant_traits::{MatrixShape, QuantError, QuantFloat, Storage};
 
 use crate::granularity::{matrix_params, quantize_matrix, quantize_matrix_into, Granularity, QuantizedMatrix};
 use crate::params::QuantParams;
-use crate::quantize::{check_params, check_units, quantize_value, write_codes, Quantized};
-use crate::range::{check_finite, check_finite_matrix};
+use crate::quantize::{quantize_value, Quantized};
+use crate::range::check_finite_matrix;
 use crate::scheme::{QuantSpec, Scheme};
+use crate::tensor::{quantize_tensor_into, TensorLayout};
 
 /// Which framework's arithmetic to reproduce (see the module docs).
 ///
@@ -165,8 +166,12 @@ impl Convention {
     /// # Ok::<(), quant_core::QuantError>(())
     /// ```
     pub fn params<F: QuantFloat>(self, x: &[F], spec: QuantSpec) -> Result<QuantParams<F>, QuantError> {
-        check_finite(x)?;
-        let mut all = self.matrix_params(x, MatrixShape::new(1, x.len()), spec, Granularity::PerTensor)?;
+        // One row: the matrix's finiteness check names the column, which is the flat index.
+        let mut all =
+            self.matrix_params(x, MatrixShape::new(1, x.len()), spec, Granularity::PerTensor).map_err(|e| match e {
+                QuantError::NonFiniteInMatrix { col, value, .. } => QuantError::NonFinite { index: col, value },
+                other => other,
+            })?;
         Ok(all.pop().unwrap_or_else(QuantParams::identity))
     }
 
@@ -223,13 +228,8 @@ impl Convention {
         if self == Convention::Exact {
             return crate::quantize_into(x, spec, params, out);
         }
-        spec.check_storage::<Q>()?;
-        check_params(spec, params)?;
-        check_units::<Q>("output codes", x.len(), out.len())?;
-        check_finite(x)?;
-        let (scale, zp, lo, hi) = (params.scale(), params.zero_point(), spec.code_min(), spec.code_max());
-        write_codes(out, x.iter().map(|&v| self.quantize_value(v, scale, zp, lo, hi)));
-        Ok(())
+        let layout = TensorLayout::per_tensor(&[x.len()])?;
+        quantize_tensor_into(x, &layout, spec, core::slice::from_ref(params), self, out)
     }
 
     /// Quantizes a flat tensor per tensor, parameters from the data ([`Convention::params`]),
