@@ -31,7 +31,7 @@
 //! # Ok::<(), quant_core::QuantError>(())
 //! ```
 
-use quant_traits::{QuantError, QuantFloat, Storage};
+use quant_traits::{QuantError, QuantFloat, Storage, U4x2};
 
 use crate::convention::Convention;
 use crate::minifloat::MiniFloat;
@@ -143,6 +143,12 @@ fn split(dims: &[usize], axis: isize) -> Result<(usize, usize, usize), QuantErro
 /// Checks a parameter-set count against a layout.
 fn check_param_count(layout: &TensorLayout, found: usize) -> Result<(), QuantError> {
     QuantError::check_length("parameter sets", layout.param_count(), found)
+}
+
+/// Checks float8/float4 scales: one per parameter set, each finite and positive.
+fn check_scales<F: QuantFloat>(layout: &TensorLayout, scales: &[F]) -> Result<(), QuantError> {
+    check_param_count(layout, scales.len())?;
+    scales.iter().try_for_each(|s| QuantError::check_scale(s.to_f64_exact()).map(|_| ()))
 }
 
 /// Quantizes an N-D tensor into integer codes with explicit parameters, one set per
@@ -262,10 +268,7 @@ pub fn quantize_minifloat_into<F: QuantFloat>(
         return Err(QuantError::UnsupportedByConvention { convention: convention.name(), what: "float8/float4 codes" });
     }
     QuantError::check_length("input", layout.len(), x.len())?;
-    check_param_count(layout, scales.len())?;
-    for s in scales {
-        QuantError::check_scale(s.to_f64_exact())?;
-    }
+    check_scales(layout, scales)?;
     check_float_zero_points(layout, format, zero_points)?;
     QuantError::check_length("output bytes", minifloat_bytes(format, x.len()), out.len())?;
     // float4e2m1 adds its (zero) zero point: -0 + 0 = +0.
@@ -281,10 +284,14 @@ pub fn quantize_minifloat_into<F: QuantFloat>(
         format.encode(if add_zero { q + 0.0 } else { q }, saturate)
     };
     if format.bits() == 4 {
+        // Float4 codes pack as unsigned 4-bit codes do (U4x2: first in the low nibble, a last
+        // odd one with a zero high nibble).
         for (b, (pair, o)) in x.chunks(2).zip(out.iter_mut()).enumerate() {
-            let lo = code(2 * b, pair[0]);
-            let hi = pair.get(1).map_or(0, |&v| code(2 * b + 1, v));
-            *o = lo | (hi << 4);
+            let mut lanes = [0i64; 2];
+            for (l, (lane, &v)) in lanes.iter_mut().zip(pair).enumerate() {
+                *lane = i64::from(code(2 * b + l, v));
+            }
+            *o = U4x2::pack(&lanes[..pair.len()]).0;
         }
     } else {
         for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
@@ -312,13 +319,11 @@ pub fn dequantize_minifloat_into<F: QuantFloat>(
     check_float_zero_points(layout, format, zero_points)?;
     QuantError::check_length("output", layout.len(), out.len())?;
     QuantError::check_length("codes", minifloat_bytes(format, out.len()), codes.len())?;
-    check_param_count(layout, scales.len())?;
-    for s in scales {
-        QuantError::check_scale(s.to_f64_exact())?;
-    }
+    check_scales(layout, scales)?;
     let four = format.bits() == 4;
     for (i, o) in out.iter_mut().enumerate() {
-        let code = if four { (codes[i / 2] >> (4 * (i % 2))) & 0xf } else { codes[i] };
+        // Float4 codes pack as unsigned 4-bit codes do (U4x2: first in the low nibble).
+        let code = if four { u8::try_from(U4x2(codes[i / 2]).lane(i % 2)).unwrap_or(0) } else { codes[i] };
         *o = F::from_f64_nearest(format.decode(code) * scales[layout.param_of(i)].to_f64_exact());
     }
     Ok(())
