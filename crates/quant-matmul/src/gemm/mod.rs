@@ -213,7 +213,7 @@ impl Gemm {
                 output::check_qlinear_scales("y_scale", &[y_scale], 1, precision)?;
             }
         }
-        self.run(ops, &RequantOut { requant, _out: core::marker::PhantomData::<O> }, c)
+        self.run(ops, &RequantOut::<O>::new(requant), c)
     }
 
     fn run<A: Operand, S: Stage>(

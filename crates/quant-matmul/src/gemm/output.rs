@@ -8,6 +8,8 @@
 //! | requantize, fixed point | `clamp(rdbpot(srdhm(acc << left, m), right) + zero_point)` | TFLite's `MultiplyByQuantizedMultiplier`: two roundings, ties towards +inf then away from zero |
 //! | requantize, ONNX `QLinearMatMul` | `clamp(round_ties_even(acc * m[i][j] + zero_point))`, `m[i][j] = P(P(a_scale[i] * b_scale[j]) / y_scale)` | the multiplier rounded to the scales' type `P` after each operation, the rest in `f64`, ties to even |
 
+use alloc::vec::Vec;
+
 use quant_traits::cast::{
     clamp_i64, exponent, f64_to_i64_saturating, i64_to_f64, round_half_away, round_ties_even, scale_by_pow2,
 };
@@ -310,8 +312,34 @@ impl Stage for F32Out<'_> {
 }
 
 pub(crate) struct RequantOut<'a, O> {
-    pub(crate) requant: Requant<'a>,
-    pub(crate) _out: core::marker::PhantomData<O>,
+    requant: Requant<'a>,
+    /// [`Requant::QLinear`]'s multipliers when one side's scale is shared: one per column when
+    /// A's scale is per tensor (one in all when B's is too), else one per row when B's is;
+    /// empty when both vary, and then each output computes its own.
+    qlinear: Vec<f64>,
+    _out: core::marker::PhantomData<O>,
+}
+
+/// ONNX `QLinearMatMul`'s multiplier `P(P(a · b) / y)`.
+#[inline(always)]
+fn qlinear_multiplier(a: f32, b: f32, y: f32, precision: ScaleType) -> f64 {
+    precision.round(precision.round(f64::from(a) * f64::from(b)) / f64::from(y))
+}
+
+impl<'a, O> RequantOut<'a, O> {
+    /// The stage for `requant` (checked), with QLinear's shared multipliers computed once.
+    pub(crate) fn new(requant: Requant<'a>) -> Self {
+        let qlinear = match requant {
+            Requant::QLinear { a_scale: &[a], b_scale, y_scale, precision, .. } => {
+                b_scale.iter().map(|&b| qlinear_multiplier(a, b, y_scale, precision)).collect()
+            }
+            Requant::QLinear { a_scale, b_scale: &[b], y_scale, precision, .. } => {
+                a_scale.iter().map(|&a| qlinear_multiplier(a, b, y_scale, precision)).collect()
+            }
+            _ => Vec::new(),
+        };
+        RequantOut { requant, qlinear, _out: core::marker::PhantomData }
+    }
 }
 
 impl<O: Operand> Stage for RequantOut<'_, O> {
@@ -329,9 +357,12 @@ impl<O: Operand> Stage for RequantOut<'_, O> {
                 fixed_point(acc, multipliers[col], shifts[col], zero_point)
             }
             Requant::QLinear { a_scale, b_scale, y_scale, zero_point, precision } => {
-                let a = f64::from(a_scale[if a_scale.len() == 1 { 0 } else { row }]);
-                let b = f64::from(b_scale[if b_scale.len() == 1 { 0 } else { col }]);
-                let m = precision.round(precision.round(a * b) / f64::from(y_scale));
+                let m = match (a_scale.len(), b_scale.len()) {
+                    (1, 1) => self.qlinear[0],
+                    (1, _) => self.qlinear[col],
+                    (_, 1) => self.qlinear[row],
+                    _ => qlinear_multiplier(a_scale[row], b_scale[col], y_scale, precision),
+                };
                 f64_to_i64_saturating(round_ties_even(i64_to_f64(acc) * m + f64::from(zero_point)))
             }
         };
