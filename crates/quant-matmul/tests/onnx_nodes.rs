@@ -134,19 +134,15 @@ fn units<Q: Storage>(codes: &[i64]) -> Vec<Q> {
     u
 }
 
-/// The packed bytes of 4- and 2-bit units.
+/// The bytes of packed 4- and 2-bit units, rebuilt from their lanes (first lane in the low
+/// bits); `None` for one code per unit.
 fn unit_bytes<Q: Storage>(units: &[Q]) -> Option<Vec<u8>> {
-    let any: &dyn std::any::Any = &units.to_vec();
-    if let Some(u) = any.downcast_ref::<Vec<I4x2>>() {
-        return Some(u.iter().map(|x| x.0).collect());
+    if Q::CODES_PER_UNIT == 1 {
+        return None;
     }
-    if let Some(u) = any.downcast_ref::<Vec<U4x2>>() {
-        return Some(u.iter().map(|x| x.0).collect());
-    }
-    if let Some(u) = any.downcast_ref::<Vec<I2x4>>() {
-        return Some(u.iter().map(|x| x.0).collect());
-    }
-    any.downcast_ref::<Vec<U2x4>>().map(|u| u.iter().map(|x| x.0).collect())
+    let mask = (1i64 << Q::BITS) - 1;
+    let byte = |u: &Q| (0..Q::CODES_PER_UNIT).fold(0i64, |b, l| b | (u.lane(l) & mask) << (l * Q::BITS as usize));
+    Some(units.iter().map(|u| u8::try_from(byte(u)).expect("one byte")).collect())
 }
 
 /// QuantizeLinear into integer codes of storage `Q`.
