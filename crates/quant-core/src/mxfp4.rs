@@ -20,8 +20,8 @@
 //!   `d = 2^-128` still represents such values to within half a level.
 //! * NaN or infinite values are an error naming the element; lengths must be whole blocks.
 //!
-//! Also [`BlockFormat::MXFP4`](crate::BlockFormat::MXFP4), so the `quant` tool writes it into
-//! GGUF files (type 39).
+//! The functions here are [`BlockFormat::MXFP4`]'s (the `quant` tool writes it into GGUF files as
+//! type 39); this module holds its arithmetic.
 //!
 //! Golden-tested against the `gguf` package (`xtask/fixtures/mxfp4.py`): every byte and every
 //! dequantized bit, on blocks built to hit every tie, the `log2f` rounding, zeros and both ends
@@ -32,7 +32,7 @@ use alloc::vec::Vec;
 use quant_traits::cast::{exponent, floor, i64_to_f64, scale_by_pow2};
 use quant_traits::{QuantError, QuantFloat};
 
-use crate::scalar::first_non_finite;
+use crate::ggml::BlockFormat;
 
 /// Values per block.
 pub const BLOCK: usize = 32;
@@ -84,15 +84,6 @@ fn code(x: f32, d: f64) -> u8 {
     best.1
 }
 
-/// Checks that `len` values are whole blocks.
-fn check_blocks(what: &'static str, len: usize, block: usize) -> Result<(), QuantError> {
-    if len.is_multiple_of(block) {
-        Ok(())
-    } else {
-        Err(QuantError::NotABlockMultiple { what, format: "MXFP4", len, block })
-    }
-}
-
 /// One block of 32 finite values into 17 bytes.
 pub(crate) fn quantize_block(block: &[f32], bytes: &mut [u8]) {
     let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -135,15 +126,7 @@ pub(crate) fn dequantize_block(b: &[u8], o: &mut [f32]) {
 /// # Ok::<(), quant_core::QuantError>(())
 /// ```
 pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
-    check_blocks("values", x.len(), BLOCK)?;
-    QuantError::check_length("MXFP4 bytes", x.len() / BLOCK * BLOCK_BYTES, out.len())?;
-    if let Some(index) = first_non_finite(x) {
-        return Err(QuantError::NonFinite { index, value: f64::from(x[index]) });
-    }
-    for (block, bytes) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        quantize_block(block, bytes);
-    }
-    Ok(())
+    BlockFormat::MXFP4.quantize_into(x, out)
 }
 
 /// Quantizes `x` (whole blocks of 32) into a new vector.
@@ -151,9 +134,7 @@ pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
 /// # Errors
 /// As [`quantize_into`].
 pub fn quantize(x: &[f32]) -> Result<Vec<u8>, QuantError> {
-    let mut out = alloc::vec![0u8; x.len() / BLOCK * BLOCK_BYTES];
-    quantize_into(x, &mut out)?;
-    Ok(out)
+    BlockFormat::MXFP4.quantize(x)
 }
 
 /// Dequantizes whole blocks: `x = 2^(e - 128) · k`.
@@ -162,12 +143,7 @@ pub fn quantize(x: &[f32]) -> Result<Vec<u8>, QuantError> {
 /// [`QuantError::NotABlockMultiple`] if `bytes` is not whole blocks;
 /// [`QuantError::LengthMismatch`] if `out` is not 32 values per block.
 pub fn dequantize_into(bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
-    check_blocks("bytes", bytes.len(), BLOCK_BYTES)?;
-    QuantError::check_length("dequantized values", bytes.len() / BLOCK_BYTES * BLOCK, out.len())?;
-    for (b, o) in bytes.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
-        dequantize_block(b, o);
-    }
-    Ok(())
+    BlockFormat::MXFP4.dequantize_into(bytes, out)
 }
 
 /// Dequantizes whole blocks into a new vector.
@@ -175,9 +151,7 @@ pub fn dequantize_into(bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> 
 /// # Errors
 /// As [`dequantize_into`].
 pub fn dequantize(bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
-    let mut out = alloc::vec![0f32; bytes.len() / BLOCK_BYTES * BLOCK];
-    dequantize_into(bytes, &mut out)?;
-    Ok(out)
+    BlockFormat::MXFP4.dequantize(bytes)
 }
 
 #[cfg(test)]
