@@ -196,6 +196,19 @@ impl<'a, T: Copy> Block<'a, T> {
         self.cols
     }
 
+    /// The `rows x cols` tile at row `i` (a row of the parent view) and column `c` (relative
+    /// to this block), for a kernel: a pointer to its first element and the row stride. The
+    /// kernel may read and write elements `(r, j)` at `ptr + r * stride + j` for `r < rows`,
+    /// `j < cols`, all inside this block.
+    #[inline]
+    pub(crate) fn tile_ptr(&mut self, i: usize, c: usize, rows: usize, cols: usize) -> (*mut T, usize) {
+        assert!(
+            i >= self.row0 && i + rows <= self.row0 + self.rows && c + cols <= self.cols,
+            "block access out of bounds"
+        );
+        (self.data.wrapping_add(i * self.row_stride + self.col0 + c), self.row_stride)
+    }
+
     /// Columns `[c, c + n)` (relative to this block) of row `i` (a row of the parent view,
     /// inside this block).
     #[inline]

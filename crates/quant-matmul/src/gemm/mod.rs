@@ -249,9 +249,11 @@ impl Gemm {
         if self.seven_bit {
             check_seven_bit(&ops.a)?;
         }
+        let path = driver::Path::of(ops, stage);
         // Row sums of A as the kernel sees it (quad kernels shift i8 by +128), for B's zero
-        // point; not needed without one.
-        let row_sums = if ops.b_zero == ZeroPoint::None && ops.b_offset() == 0 {
+        // point in the element-by-element epilogue; not needed without one (the register path
+        // computes its own per row block).
+        let row_sums = if !path.needs_wide_row_sums() || (ops.b_zero == ZeroPoint::None && ops.b_offset() == 0) {
             Vec::new()
         } else {
             let shift = i64::from(pack::a_shift::<K, A>());
@@ -260,7 +262,7 @@ impl Gemm {
         };
         // At least one NR panel per thread.
         let threads = crate::threads::thread_count(self.threads, n.div_ceil(K::NR));
-        driver::drive_all(cpu, self.seven_bit, ops, &row_sums, stage, c.into_block(), threads);
+        driver::drive_all(cpu, self.seven_bit, path, ops, &row_sums, stage, c.into_block(), threads);
         Ok(())
     }
 }

@@ -25,6 +25,8 @@ pub trait Operand: Copy + Send + Sync + 'static + sealed::Sealed {
     fn widen(self) -> i16;
     /// The value of an `i64` already clamped into `MIN..=MAX`.
     fn narrow(v: i64) -> Self;
+    /// The values' bytes (two's complement for `i8`), for packing.
+    fn bytes(values: &[Self]) -> &[u8];
 }
 
 impl Operand for u8 {
@@ -40,6 +42,10 @@ impl Operand for u8 {
     fn narrow(v: i64) -> Self {
         quant_traits::cast::narrow::to_u8(v)
     }
+    #[inline(always)]
+    fn bytes(values: &[Self]) -> &[u8] {
+        values
+    }
 }
 
 impl Operand for i8 {
@@ -54,6 +60,12 @@ impl Operand for i8 {
     #[inline(always)]
     fn narrow(v: i64) -> Self {
         quant_traits::cast::narrow::to_i8(v)
+    }
+    #[inline(always)]
+    fn bytes(values: &[Self]) -> &[u8] {
+        // SAFETY: `i8` and `u8` have the same size and alignment and every bit pattern is a
+        // valid `u8`; the new slice borrows the same memory for the same lifetime.
+        unsafe { core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len()) }
     }
 }
 

@@ -28,7 +28,7 @@ pub enum Scale<'a> {
 
 impl Scale<'_> {
     #[inline(always)]
-    fn get(&self, j: usize) -> f64 {
+    pub(crate) fn get(&self, j: usize) -> f64 {
         match *self {
             Scale::PerTensor(s) => f64::from(s),
             Scale::PerColumn(s) => f64::from(s[j]),
@@ -270,10 +270,37 @@ fn fixed_point(acc: i64, multiplier: i32, shift: i32, zero_point: i32) -> i64 {
     i64::from(multiply_by_quantized_multiplier(acc, multiplier, shift)) + i64::from(zero_point)
 }
 
+/// An output stage the kernels apply in registers ([`crate::kernels::Finish`]).
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum RegisterStage<'a> {
+    /// The corrected `i32` sum as it is.
+    I32,
+    /// `acc · (scale_a · scale_b[j]) + bias[j]` in `f64`, rounded once to `f32`.
+    F32 { scale_a: f64, scale_b: Scale<'a>, bias: Option<&'a [f32]> },
+}
+
+impl RegisterStage<'_> {
+    /// Column `j`'s `f64` scale and bias (`F32` only; `(1, 0)` for `I32`).
+    #[inline]
+    pub(crate) fn column(&self, j: usize) -> (f64, f64) {
+        match *self {
+            RegisterStage::I32 => (1.0, 0.0),
+            RegisterStage::F32 { scale_a, scale_b, bias } => {
+                (scale_a * scale_b.get(j), bias.map_or(0.0, |b| f64::from(b[j])))
+            }
+        }
+    }
+}
+
 /// What the driver calls for every output element, with the corrected exact sum.
 pub(crate) trait Stage: Sync {
     type Out: Copy + Send;
     fn apply(&self, row: usize, col: usize, acc: i64) -> Self::Out;
+    /// The stage as kernels apply it in registers, when they can (its output is then a 4-byte
+    /// word, `i32` or `f32`, which also holds the `i32` sums between depth blocks).
+    fn registers(&self) -> Option<RegisterStage<'_>> {
+        None
+    }
     /// The same for a sum known to be exact in `i32`.
     #[inline(always)]
     fn apply_i32(&self, row: usize, col: usize, acc: i32) -> Self::Out {
@@ -285,6 +312,9 @@ pub(crate) struct I32Out;
 
 impl Stage for I32Out {
     type Out = i32;
+    fn registers(&self) -> Option<RegisterStage<'_>> {
+        Some(RegisterStage::I32)
+    }
     #[inline(always)]
     fn apply_i32(&self, _row: usize, _col: usize, acc: i32) -> i32 {
         acc
@@ -304,6 +334,9 @@ pub(crate) struct F32Out<'a> {
 
 impl Stage for F32Out<'_> {
     type Out = f32;
+    fn registers(&self) -> Option<RegisterStage<'_>> {
+        Some(RegisterStage::F32 { scale_a: self.scale_a, scale_b: self.scale_b, bias: self.bias })
+    }
     #[inline(always)]
     fn apply(&self, _row: usize, col: usize, acc: i64) -> f32 {
         let bias = self.bias.map_or(0.0, |b| f64::from(b[col]));

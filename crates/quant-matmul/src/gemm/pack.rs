@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use quant_traits::{I4x2, QuantError, Storage};
 
 use crate::gemm::operand::Operand;
-use crate::kernels::{dispatch, AWords, MicroKernel, Tier};
+use crate::kernels::{dispatch, AWords, MicroKernel, Tier, QUAD_ROW_BLOCK};
 use crate::view::MatRef;
 
 /// One word from two `i16` values: `lo` in bits 0..16, `hi` in bits 16..32.
@@ -61,18 +61,6 @@ pub(crate) fn a_shift<K: MicroKernel, T: Operand>() -> i16 {
     } else {
         quad_shift::<T>()
     }
-}
-
-/// One quad word: the bytes `v + shift` of up to four values (zero past them), the first in
-/// the lowest byte. `v + shift` is in `0..=255` (`u8` unshifted, `i8` shifted by 128, or 7-bit
-/// values).
-#[inline(always)]
-fn quad_word<T: Operand>(four: &[T], shift: i16) -> i32 {
-    let mut q = [0u8; 4];
-    for (l, v) in q.iter_mut().zip(four) {
-        *l = (v.widen() + shift) as u8;
-    }
-    i32::from_le_bytes(q)
 }
 
 /// What quad packing adds to a value of `T` to make it a byte `0..=255`: 128 for `i8`.
@@ -127,6 +115,37 @@ fn pack_a_pairs<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize
     }
 }
 
+/// What quad packing XORs into each byte: `v + 128` of an `i8` is its bits with the top bit
+/// flipped; `shift` is 0 or 128.
+#[inline]
+fn quad_xor(shift: i16) -> u32 {
+    debug_assert!(shift == 0 || shift == 128, "quad shift {shift}");
+    if shift == 0 {
+        0
+    } else {
+        0x8080_8080
+    }
+}
+
+/// The word of four bytes (the first lowest) with `xor` applied.
+#[inline(always)]
+fn word(four: &[u8], xor: u32) -> i32 {
+    let mut q = [0u8; 4];
+    q.copy_from_slice(&four[..4]);
+    i32::from_ne_bytes((u32::from_le_bytes(q) ^ xor).to_ne_bytes())
+}
+
+/// The last, partial quad of a row (`1..=3` bytes): the bytes with the shift, zero past them.
+#[inline]
+fn tail_word(bytes: &[u8], xor: u32) -> i32 {
+    let mut q = [0u8; 4];
+    let mask = xor.to_le_bytes();
+    for ((d, &b), &x) in q.iter_mut().zip(bytes).zip(&mask) {
+        *d = b ^ x;
+    }
+    i32::from_le_bytes(q)
+}
+
 /// Packs rows `[r0, r0 + rows)` of A (all of K) into panels of `mr` rows of *quads*: word
 /// `q * mr + r` holds the bytes `a[r][4q .. 4q + 4] + shift` (zero past K), lowest address in
 /// the lowest byte. The layout of the quad kernels (`shift` 128 for `i8`, else 0) and of the
@@ -141,9 +160,14 @@ pub(crate) fn pack_a_quads<T: Operand>(
 ) {
     let k = a.cols();
     let kq = groups(k, 4);
+    let xor = quad_xor(shift);
     let panels = rows.div_ceil(mr);
-    // Every word is written below (padding rows zeroed), so the buffer is only grown.
+    // Every word of a live row is written below (padding rows zeroed), so the buffer is only
+    // grown.
     out.resize(panels * kq * mr, 0);
+    if kq == 0 {
+        return;
+    }
     for panel in 0..panels {
         let dst = &mut out[panel * kq * mr..(panel + 1) * kq * mr];
         let live = mr.min(rows - panel * mr);
@@ -151,9 +175,16 @@ pub(crate) fn pack_a_quads<T: Operand>(
             dst.fill(0); // padding rows
         }
         for r in 0..live {
-            let row = a.row(r0 + panel * mr + r);
-            for (d, four) in dst.iter_mut().skip(r).step_by(mr).zip(row.chunks(4)) {
-                *d = quad_word(four, shift);
+            let row = T::bytes(a.row(r0 + panel * mr + r));
+            let quads = row.chunks_exact(4);
+            let rest = quads.remainder();
+            let mut words = dst[r..].iter_mut().step_by(mr);
+            // The quads first: `zip` stops on them without taking a word past the last.
+            for (four, d) in quads.zip(words.by_ref()) {
+                *d = word(four, xor);
+            }
+            if let (Some(d), false) = (words.next(), rest.is_empty()) {
+                *d = tail_word(rest, xor);
             }
         }
     }
@@ -163,8 +194,8 @@ pub(crate) fn pack_a_quads<T: Operand>(
 /// ([`AWords::QuadRows`]): the depth in blocks of [`QUAD_ROW_BLOCK`] quads; within block `b`
 /// (`w` quads wide, the last one possibly narrower) word `b * QUAD_ROW_BLOCK * mr + r * w + i`
 /// holds row `r`'s quad `b * QUAD_ROW_BLOCK + i` (bytes plus `shift`, zero past K), so a block
-/// of a row is `4 w` contiguous bytes. A panel is `kq * mr` words, as for [`AWords::Quads`],
-/// and with `mr = 1` the two layouts are the same.
+/// of a row is `4 w` contiguous bytes: a copy of the row's bytes. A panel is `kq * mr` words,
+/// as for [`AWords::Quads`], and with `mr = 1` the two layouts are the same.
 pub(crate) fn pack_a_quad_rows<T: Operand>(
     a: &MatRef<'_, T>,
     r0: usize,
@@ -173,31 +204,56 @@ pub(crate) fn pack_a_quad_rows<T: Operand>(
     shift: i16,
     out: &mut Vec<i32>,
 ) {
+    const BLOCK: usize = QUAD_ROW_BLOCK * 4;
     let k = a.cols();
     let kq = groups(k, 4);
+    let xor = quad_xor(shift);
     let panels = rows.div_ceil(mr);
     out.resize(panels * kq * mr, 0);
     for panel in 0..panels {
         let dst = &mut out[panel * kq * mr..(panel + 1) * kq * mr];
         let live = mr.min(rows - panel * mr);
-        if live < mr || !k.is_multiple_of(4) {
-            dst.fill(0); // padding rows, and the zero bytes past K
+        if live < mr {
+            dst.fill(0); // padding rows
         }
         for r in 0..live {
-            let row = a.row(r0 + panel * mr + r);
-            for (b, blk) in row.chunks(QUAD_ROW_BLOCK * 4).enumerate() {
+            let row = T::bytes(a.row(r0 + panel * mr + r));
+            for (b, blk) in row.chunks(BLOCK).enumerate() {
                 let w = (kq - b * QUAD_ROW_BLOCK).min(QUAD_ROW_BLOCK);
                 let at = b * QUAD_ROW_BLOCK * mr + r * w;
-                for (d, four) in dst[at..at + w].iter_mut().zip(blk.chunks(4)) {
-                    *d = quad_word(four, shift);
+                let d = &mut dst[at..at + w];
+                if let (Ok(blk), Ok(d)) =
+                    (<&[u8; BLOCK]>::try_from(blk), <&mut [i32; QUAD_ROW_BLOCK]>::try_from(&mut *d))
+                {
+                    // A whole block: 64 bytes copied with the shift.
+                    for (dw, four) in d.iter_mut().zip(blk.chunks_exact(4)) {
+                        *dw = word(four, xor);
+                    }
+                    continue;
+                }
+                let quads = blk.chunks_exact(4);
+                let rest = quads.remainder();
+                let mut words = d.iter_mut();
+                for (four, dw) in quads.zip(words.by_ref()) {
+                    *dw = word(four, xor);
+                }
+                if let (Some(dw), false) = (words.next(), rest.is_empty()) {
+                    *dw = tail_word(rest, xor);
                 }
             }
         }
     }
 }
 
-/// Quads per row block of [`AWords::QuadRows`]: 64 bytes, one AMX tile row.
-pub(crate) const QUAD_ROW_BLOCK: usize = 16;
+/// `Σ_k (a[k] + shift)` over one row in wrapping `i32`: the row sum the zero-point correction
+/// of B needs, as a quad kernel sees the row (exact whenever the corrected result fits `i32`).
+#[inline]
+pub(crate) fn row_sum_wrapping<T: Operand>(row: &[T], shift: i16) -> i32 {
+    let sum = row.iter().fold(0i32, |s, v| s.wrapping_add(i32::from(v.widen())));
+    let k = row.len().to_le_bytes();
+    let k = i32::from_le_bytes([k[0], k[1], k[2], k[3]]);
+    sum.wrapping_add(i32::from(shift).wrapping_mul(k))
+}
 
 /// Columns of the pair panels that [`quads_from_pairs`] regroups.
 const NR: usize = 16;

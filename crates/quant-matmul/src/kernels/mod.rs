@@ -64,6 +64,96 @@ pub(crate) enum AWords {
     QuadRows,
 }
 
+/// Quads per row block of [`AWords::QuadRows`]: 64 bytes, one AMX tile row.
+pub(crate) const QUAD_ROW_BLOCK: usize = 16;
+
+/// Where a kernel applies the output stage.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    /// In registers: the tile starts from the correction ([`Start::terms`]) and ends in the
+    /// output stage ([`Finish`]), so C is written once per depth block.
+    Registers,
+    /// Partly after the tile: the accumulators cannot take the `f32` stage (AMX's live in tile
+    /// registers, which only load and store), so tiles start from the correction and store
+    /// `i32` sums into C, and [`MicroKernel::epilogue`] converts a whole column panel of a row
+    /// block once its tiles are done (when those stores have long left the core). Such a
+    /// kernel may also be given its start as a tile in memory ([`Start::load`]) the driver
+    /// built once for a panel.
+    Deferred,
+}
+
+/// The zero-point correction a tile starts from: `col[c] + row[r]`, plus
+/// `x[r] · y[c]` for each rank-one term `(x, y)` in `mul`, in wrapping `i32`.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Terms {
+    /// `NR` values (one per tile column, padded).
+    pub(crate) col: *const i32,
+    /// One value per tile row ([`TileIo::rows`] of them).
+    pub(crate) row: *const i32,
+    /// Rank-one terms: a value per row and a value per column (`NR`, padded).
+    pub(crate) mul: [Option<(*const i32, *const i32)>; 2],
+}
+
+/// How a tile's accumulators start: the `i32` values at `load` (sums of earlier depth blocks),
+/// or zero, plus `terms` when set.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Start {
+    /// `(src, ld)`: element `(r, c)` at `src + r * ld + c`.
+    pub(crate) load: Option<(*const i32, usize)>,
+    /// The correction, added before the first product.
+    pub(crate) terms: Option<Terms>,
+}
+
+impl Start {
+    /// From zero: the tile ends as the raw sums.
+    pub(crate) const ZERO: Start = Start { load: None, terms: None };
+}
+
+/// Where a tile's accumulators go.
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Finish {
+    /// `dst[r * ld + c] = acc` (`i32`).
+    I32 { dst: *mut i32, ld: usize },
+    /// `dst[r * ld + c] = (acc as f64 * scale[c] + bias[c]) as f32`: the `f32` output stage
+    /// in registers, each operation in `f64` and one rounding to `f32` (ties to even), the
+    /// same operations as [`crate::gemm::output`]'s scalar stage. `scale` and `bias` hold
+    /// `NR` values (padded).
+    F32 { dst: *mut f32, ld: usize, scale: *const f64, bias: *const f64 },
+}
+
+/// One call's tile: which rows and columns are live, how it starts and where it goes. The
+/// driver builds it from checked slices ([`crate::gemm::driver`]); the kernels read and write
+/// only rows `< rows` and columns `< cols` through its pointers.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct TileIo {
+    /// Live rows, `1..=MR` for a tile ([`MicroKernel::epilogue`] takes any number).
+    pub(crate) rows: usize,
+    /// Live columns, `1..=NR`.
+    pub(crate) cols: usize,
+    pub(crate) start: Start,
+    pub(crate) finish: Finish,
+}
+
+impl TileIo {
+    /// Rows `r .. r + n` of this tile as a tile of `n` rows (pointers moved to row `r`; valid
+    /// to use whenever `r + n <= rows`).
+    pub(crate) fn rows_from(&self, r: usize, n: usize) -> TileIo {
+        let start = Start {
+            load: self.start.load.map(|(src, ld)| (src.wrapping_add(r * ld), ld)),
+            terms: self.start.terms.map(|t| Terms {
+                row: t.row.wrapping_add(r),
+                mul: t.mul.map(|m| m.map(|(x, y)| (x.wrapping_add(r), y))),
+                ..t
+            }),
+        };
+        let finish = match self.finish {
+            Finish::I32 { dst, ld } => Finish::I32 { dst: dst.wrapping_add(r * ld), ld },
+            Finish::F32 { dst, ld, scale, bias } => Finish::F32 { dst: dst.wrapping_add(r * ld), ld, scale, bias },
+        };
+        TileIo { rows: n, cols: self.cols, start, finish }
+    }
+}
+
 /// The contract every micro-kernel implements.
 ///
 /// Packed panels (see [`crate::gemm`]'s `pack` module):
@@ -71,6 +161,14 @@ pub(crate) enum AWords {
 ///   ([`AWords`]). Rows past the matrix are zero.
 /// * B: a panel of `NR` columns is `kg * NR * GROUP` bytes; byte `(g * NR + c) * GROUP + t`
 ///   holds `b[GROUP * g + t][c]`. Columns past the matrix and depths past `K` are zero.
+///
+/// **Exactness.** Every step of a tile is arithmetic modulo `2^32` (`vpdpbusd`, `vpmaddwd`,
+/// `vpaddd`, `vpmulld`'s low half, `tdpbusd` all wrap), so a tile's `i32` values equal the
+/// true values modulo `2^32`. When the true corrected result fits `i32`, the tile's value is
+/// that result, whatever the depth; the driver uses the correction in registers only then
+/// (the depth is within [`crate::Operands::max_i32_depth`]). Beyond it, tiles start from zero,
+/// run at most [`MicroKernel::chunk_groups`] deep (raw sums exact in `i32`), and the driver
+/// carries them in `i64`.
 pub(crate) trait MicroKernel {
     /// The tier this kernel is written for.
     const TIER: Tier;
@@ -82,41 +180,66 @@ pub(crate) trait MicroKernel {
     const GROUP: usize;
     /// How A words hold a group.
     const A_WORDS: AWords;
-    /// Rows of A packed at a time (one row block, all of its depth).
+    /// Rows of A packed at a time (one row block, all of its depth); a multiple of `MR`.
     const MC: usize;
-    /// Columns of unpacked B packed at a time.
+    /// Columns of unpacked B packed at a time; a multiple of `NR`.
     const NC: usize;
-    /// Depth groups one tile runs before its sums are folded into `i64`, at most: the chunk
-    /// bound caps it further ([`MicroKernel::chunk_groups`]).
+    /// Depth groups per depth block: a tile runs this deep, then its sums wait in C for the
+    /// next block. Chosen so that a B panel of a block (`KC · NR · GROUP` bytes) stays in L1
+    /// while the row block's tiles use it; a multiple of `RUN_GROUPS`.
     const KC: usize;
     /// The packed B layout's name, as errors report it.
     const LAYOUT: &'static str;
     /// Runs of depth start on multiples of this many groups (a kernel whose packed A is
     /// blocked along the depth, as AMX's row blocks of 16 quads); 1 for the others.
     const RUN_GROUPS: usize = 1;
+    /// Where the correction and the output stage run.
+    const EPILOGUE: Epilogue = Epilogue::Registers;
 
     /// The largest depth, in groups, whose raw sums are exact in `i32` when A's values are at
     /// most `a_max` in magnitude (B's at most 128): `i32::MAX / (a_max · 128)` values, rounded
-    /// down to whole groups, capped at `KC`, and rounded down to whole runs of `RUN_GROUPS`.
+    /// down to whole groups and to whole runs of `RUN_GROUPS`.
     fn chunk_groups(a_max: u32) -> usize {
         let per = u64::from(a_max.max(1)) * 128;
         let depth = usize::try_from(i32::MAX as u64 / per).unwrap_or(usize::MAX);
-        let groups = (depth / Self::GROUP).clamp(1, Self::KC);
+        let groups = (depth / Self::GROUP).max(1);
         (groups / Self::RUN_GROUPS * Self::RUN_GROUPS).max(Self::RUN_GROUPS)
     }
 
-    /// `tile[r * NR + c] = Σ_g Σ_t a(r, g, t) · b[(g * NR + c) * GROUP + t]` over `kg` groups:
-    /// the raw `MR x NR` tile. Only rows `< rows` need be right (a kernel may skip the others).
-    /// `ahead` is memory the caller reads next (the next B panel, or empty): a kernel may
-    /// prefetch it; it does not change the result.
+    /// Prepares the CPU for this kernel's tiles on the calling thread (AMX: loads the tile
+    /// configuration); the driver calls it once per call and thread, through [`Session`].
     ///
     /// # Safety
-    /// `a` holds `kg * MR` words, `b` `kg * NR * GROUP` bytes, `tile` `MR * NR` words; the CPU
-    /// has the kernel's tier; the caller keeps `kg` within [`MicroKernel::chunk_groups`].
-    unsafe fn tile(rows: usize, kg: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]);
+    /// The CPU has the kernel's tier.
+    unsafe fn begin() {}
 
-    /// The same for one row of A (`a` holds `kg` words, `out` `NR` words): the `M = 1` path,
-    /// which streams the packed weights once.
+    /// Undoes [`MicroKernel::begin`] (AMX: releases the tile state).
+    ///
+    /// # Safety
+    /// As [`MicroKernel::begin`], after it on the same thread.
+    unsafe fn end() {}
+
+    /// One tile over `kg` groups: `acc[r][c] = start[r][c] + Σ_g Σ_t a(r, g, t) ·
+    /// b[(g * NR + c) * GROUP + t]`, then `io.finish`. Only rows `< io.rows` and columns
+    /// `< io.cols` are read from `start` and written. `ahead` is memory the caller reads next
+    /// (the next B panel, or empty): a kernel may prefetch it; it does not change the result.
+    ///
+    /// # Safety
+    /// `a` holds `kg * MR` words, `b` `kg * NR * GROUP` bytes; `io`'s pointers are valid for
+    /// its rows and columns ([`TileIo`]); the CPU has the kernel's tier and [`Session`] began
+    /// it.
+    unsafe fn tile(kg: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo);
+
+    /// Applies `io` with no depth (`acc = start`, then `finish`) to `io.rows` rows, any number:
+    /// the deferred epilogue of [`Epilogue::Deferred`] kernels (and the same arithmetic as a
+    /// tile's start and finish for the others).
+    ///
+    /// # Safety
+    /// As [`MicroKernel::tile`] for `io` (any `terms`, any `finish`).
+    unsafe fn epilogue(io: &TileIo);
+
+    /// The same for one row of A (`a` holds `kg` words, `out` `NR` words, raw sums): the
+    /// `M = 1` path, which streams the packed weights once.
     ///
     /// # Safety
     /// As [`MicroKernel::tile`], with `a` holding `kg` words.
@@ -128,16 +251,16 @@ pub(crate) trait MicroKernel {
     /// path already takes `u8` quads), so the default forwards to [`MicroKernel::tile`].
     ///
     /// # Safety
-    /// `a` holds `kq * MR` words with every byte `<= 127`, `b` `kq * NR * 4` bytes; the CPU
-    /// has the kernel's tier.
-    unsafe fn tile_u7(rows: usize, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]) {
+    /// `a` holds `kq * MR` words with every byte `<= 127`, `b` `kq * NR * 4` bytes; otherwise
+    /// as [`MicroKernel::tile`].
+    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo) {
         // SAFETY: forwarded; for a quad kernel the quad layout is its own.
-        unsafe { Self::tile(rows, kq, a, b, ahead, tile) }
+        unsafe { Self::tile(kq, a, b, ahead, io) }
     }
 }
 
-/// Proof that this CPU runs kernel `K`: made only by [`Cpu::check`], it lets the safe
-/// wrappers below call the kernel's `unsafe` functions.
+/// Proof that this CPU runs kernel `K`: made only by [`Cpu::check`], it lets [`Session`] call
+/// the kernel's `unsafe` functions.
 pub(crate) struct Cpu<K>(PhantomData<fn() -> K>);
 
 impl<K> Clone for Cpu<K> {
@@ -156,35 +279,112 @@ impl<K: MicroKernel> Cpu<K> {
         K::TIER.require().map(|_| Cpu(PhantomData))
     }
 
-    /// Runs `K::tile` after checking the panel lengths.
+    /// Begins the kernel on this thread ([`MicroKernel::begin`]); the session ends it when
+    /// dropped.
+    pub(crate) fn session(self) -> Session<K> {
+        // SAFETY: `self` proves the CPU has the tier.
+        unsafe { K::begin() };
+        Session(PhantomData)
+    }
+}
+
+/// Kernel `K` begun on this thread: the safe wrappers of its calls. Not `Send`: the tile
+/// configuration belongs to the thread that loaded it.
+pub(crate) struct Session<K: MicroKernel>(PhantomData<*const K>);
+
+impl<K: MicroKernel> Drop for Session<K> {
+    fn drop(&mut self) {
+        // SAFETY: begun by `Cpu::session` on this thread (a Session never leaves it).
+        unsafe { K::end() }
+    }
+}
+
+impl<K: MicroKernel> Session<K> {
+    /// Runs `K::tile` after checking the panel lengths. `io` is the caller's promise (the
+    /// driver builds it from bounds-checked views).
     #[inline]
-    pub(crate) fn tile(self, rows: usize, kg: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]) {
+    pub(crate) fn tile(&self, kg: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo) {
         assert!(
-            a.len() >= kg * K::MR && b.len() >= kg * K::NR * K::GROUP && tile.len() >= K::MR * K::NR,
+            a.len() >= kg * K::MR && b.len() >= kg * K::NR * K::GROUP && io.rows <= K::MR && io.cols <= K::NR,
             "packed panels too short"
         );
-        // SAFETY: lengths asserted above; `self` proves the CPU has the tier; the driver keeps
-        // `kg` within the chunk bound.
-        unsafe { K::tile(rows, kg, a, b, ahead, tile) }
+        // SAFETY: lengths asserted above; the session proves the CPU has the tier and began
+        // it; `io` was built from checked views (driver).
+        unsafe { K::tile(kg, a, b, ahead, io) }
     }
 
     /// Runs `K::tile_u7` after checking the panel lengths (the caller checked the 7-bit bound).
     #[inline]
-    pub(crate) fn tile_u7(self, rows: usize, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]) {
+    pub(crate) fn tile_u7(&self, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo) {
         assert!(
-            a.len() >= kq * K::MR && b.len() >= kq * K::NR * 4 && tile.len() >= K::MR * K::NR,
+            a.len() >= kq * K::MR && b.len() >= kq * K::NR * 4 && io.rows <= K::MR && io.cols <= K::NR,
             "packed panels too short"
         );
         // SAFETY: as above; the driver checked every A value is in 0..=127.
-        unsafe { K::tile_u7(rows, kq, a, b, ahead, tile) }
+        unsafe { K::tile_u7(kq, a, b, ahead, io) }
+    }
+
+    /// Runs `K::epilogue`.
+    #[inline]
+    pub(crate) fn epilogue(&self, io: &TileIo) {
+        assert!(io.cols <= K::NR, "epilogue wider than a panel");
+        // SAFETY: as above.
+        unsafe { K::epilogue(io) }
     }
 
     /// Runs `K::row` after checking the panel lengths.
     #[inline]
-    pub(crate) fn row(self, kg: usize, a: &[i32], b: &[i8], out: &mut [i32]) {
+    pub(crate) fn row(&self, kg: usize, a: &[i32], b: &[i8], out: &mut [i32]) {
         assert!(a.len() >= kg && b.len() >= kg * K::NR * K::GROUP && out.len() >= K::NR, "packed panels too short");
-        // SAFETY: lengths asserted above; `self` proves the CPU has the tier.
+        // SAFETY: lengths asserted above; the session proves the CPU has the tier.
         unsafe { K::row(kg, a, b, out) }
+    }
+}
+
+/// The start and finish of a tile in plain Rust, for any kernel: `acc[r][c]` from `io.start`
+/// (row `r < io.rows`, column `c < io.cols`), handed to `body`, then written by `io.finish`.
+/// The portable kernel's epilogue, and the definition the SIMD ones are tested against.
+///
+/// # Safety
+/// `io`'s pointers are valid for its rows and columns; `acc` holds `io.rows` rows.
+pub(crate) unsafe fn apply_scalar<const NR: usize>(io: &TileIo, acc: &mut [[i32; NR]]) {
+    let (rows, cols) = (io.rows, io.cols.min(NR));
+    for (r, row) in acc.iter_mut().enumerate().take(rows) {
+        for (c, v) in row.iter_mut().enumerate().take(cols) {
+            // SAFETY: r < rows, c < cols (caller's contract for `io`).
+            unsafe {
+                if let Some(t) = io.start.terms {
+                    *v = v.wrapping_add(*t.col.add(c)).wrapping_add(*t.row.add(r));
+                    for (x, y) in t.mul.iter().flatten() {
+                        *v = v.wrapping_add((*x.add(r)).wrapping_mul(*y.add(c)));
+                    }
+                }
+                match io.finish {
+                    Finish::I32 { dst, ld } => *dst.add(r * ld + c) = *v,
+                    Finish::F32 { dst, ld, scale, bias } => {
+                        let x = quant_traits::cast::i64_to_f64(i64::from(*v)) * *scale.add(c) + *bias.add(c);
+                        *dst.add(r * ld + c) = <f32 as quant_traits::QuantFloat>::from_f64_nearest(x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The accumulators a tile starts from, in plain Rust (`io.start.load`, or zero; the terms
+/// are added by [`apply_scalar`]).
+///
+/// # Safety
+/// As [`apply_scalar`].
+pub(crate) unsafe fn load_scalar<const NR: usize>(io: &TileIo, acc: &mut [[i32; NR]]) {
+    for (r, row) in acc.iter_mut().enumerate().take(io.rows) {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = match io.start.load {
+                // SAFETY: r < rows, c < cols (caller's contract).
+                Some((src, ld)) if c < io.cols => unsafe { *src.add(r * ld + c) },
+                _ => 0,
+            };
+        }
     }
 }
 

@@ -2,12 +2,13 @@
 //!
 //! It computes what `vpdpbusd` computes (unsigned bytes of A times signed bytes of B, four at
 //! a time, into `i32`), in the quad layout the VNNI kernels use, so the `i8` shift of A and
-//! the quad packing are exercised on every CPU. Tile 4 x 16.
+//! the quad packing are exercised on every CPU. Tile 4 x 16; its start and finish are
+//! [`super::load_scalar`] and [`super::apply_scalar`], the definition of every kernel's.
 //!
 //! Chunk bound: A bytes are at most 255 (the `i8` shift included), B at most 128 in magnitude,
 //! so `Σ a·b` over `d` values is exact in `i32` for `d <= i32::MAX / (255 · 128) = 65 793`.
 
-use super::{AWords, MicroKernel, Tier};
+use super::{apply_scalar, load_scalar, AWords, MicroKernel, Tier, TileIo};
 
 pub(crate) struct Portable;
 
@@ -15,44 +16,66 @@ pub(crate) struct Portable;
 #[inline(always)]
 fn quad(aw: i32, b: &[i8]) -> i32 {
     let a = (aw as u32).to_le_bytes();
-    a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
+    a.iter().zip(b).fold(0i32, |s, (&x, &y)| s.wrapping_add(i32::from(x) * i32::from(y)))
 }
+
+const MR: usize = 4;
+const NR: usize = 16;
 
 impl MicroKernel for Portable {
     const TIER: Tier = Tier::Portable;
-    const MR: usize = 4;
-    const NR: usize = 16;
+    const MR: usize = MR;
+    const NR: usize = NR;
     const GROUP: usize = 4;
     const A_WORDS: AWords = AWords::Quads;
     const MC: usize = 64;
     const NC: usize = 256;
-    const KC: usize = usize::MAX;
+    const KC: usize = 256;
     const LAYOUT: &'static str = "quads x16 (portable, avxvnni)";
 
-    unsafe fn tile(rows: usize, kg: usize, a: &[i32], b: &[i8], _ahead: &[i8], tile: &mut [i32]) {
-        const MR: usize = Portable::MR;
-        const NR: usize = Portable::NR;
+    unsafe fn tile(kg: usize, a: &[i32], b: &[i8], _ahead: &[i8], io: &TileIo) {
         let mut acc = [[0i32; NR]; MR];
+        // SAFETY: forwarded from the trait contract for `io`.
+        unsafe { load_scalar(io, &mut acc) };
         for (ag, bg) in a[..kg * MR].chunks_exact(MR).zip(b[..kg * NR * 4].chunks_exact(NR * 4)) {
-            for (row, &aw) in acc.iter_mut().zip(ag).take(rows) {
+            for (row, &aw) in acc.iter_mut().zip(ag).take(io.rows) {
                 for (cell, four) in row.iter_mut().zip(bg.chunks_exact(4)) {
-                    *cell += quad(aw, four);
+                    *cell = cell.wrapping_add(quad(aw, four));
                 }
             }
         }
-        for (dst, row) in tile.chunks_exact_mut(NR).zip(&acc) {
-            dst.copy_from_slice(row);
-        }
+        // SAFETY: as above.
+        unsafe { apply_scalar(io, &mut acc) };
+    }
+
+    unsafe fn epilogue(io: &TileIo) {
+        // SAFETY: forwarded from the trait contract.
+        unsafe { epilogue_rows::<NR>(io) }
     }
 
     unsafe fn row(kg: usize, a: &[i32], b: &[i8], out: &mut [i32]) {
-        const NR: usize = Portable::NR;
         let mut acc = [0i32; NR];
         for (&aw, bg) in a[..kg].iter().zip(b[..kg * NR * 4].chunks_exact(NR * 4)) {
             for (cell, four) in acc.iter_mut().zip(bg.chunks_exact(4)) {
-                *cell += quad(aw, four);
+                *cell = cell.wrapping_add(quad(aw, four));
             }
         }
         out[..NR].copy_from_slice(&acc);
+    }
+}
+
+/// [`MicroKernel::epilogue`] in plain Rust for panels of `W` columns, a row at a time.
+///
+/// # Safety
+/// As [`MicroKernel::epilogue`].
+pub(crate) unsafe fn epilogue_rows<const W: usize>(io: &TileIo) {
+    for r in 0..io.rows {
+        let row = io.rows_from(r, 1);
+        let mut acc = [[0i32; W]; 1];
+        // SAFETY: row `r` of `io` (caller's contract), as a one-row tile.
+        unsafe {
+            load_scalar(&row, &mut acc);
+            apply_scalar(&row, &mut acc);
+        }
     }
 }

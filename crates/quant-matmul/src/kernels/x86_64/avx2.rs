@@ -4,14 +4,18 @@
 //! columns of i8 pairs) sign-extended to two vectors of 8 i16 pairs (`vpmovsxbw`), six
 //! broadcasts of A, twelve `vpmaddwd` and twelve `vpaddd`. `vpmaddwd` multiplies i16 x i16 and
 //! adds adjacent products into i32 without saturation (its one saturating case, two pairs of
-//! `-32768 * -32768`, cannot occur with widened 8-bit operands), so the tile is exact.
+//! `-32768 * -32768`, cannot occur with widened 8-bit operands), and `vpaddd` wraps, so the
+//! tile is exact modulo `2^32` (see the kernel contract). The tile starts from the zero-point
+//! correction and ends in the output stage, both in registers ([`super::ymm`]); fewer rows
+//! than 6 run a copy of the loop with only those rows.
 //!
 //! Row kernel (1 x 16, for `M = 1`): the same per depth pair with one A broadcast, unrolled
 //! four pairs deep with independent accumulators so the weights stream at memory speed.
 
 use core::arch::x86_64::*;
 
-use super::super::{AWords, MicroKernel, Tier};
+use super::super::{AWords, MicroKernel, Tier, TileIo};
+use super::ymm;
 
 pub(crate) struct Avx2;
 
@@ -28,20 +32,43 @@ impl MicroKernel for Avx2 {
     const A_WORDS: AWords = AWords::Pairs;
     const MC: usize = 48;
     const NC: usize = 256;
-    // Pair sums are at most 2 · 255 · 128 in magnitude; the chunk bound decides.
-    const KC: usize = usize::MAX;
+    // A B panel of a depth block: 512 pairs x 32 bytes = 16 KiB.
+    const KC: usize = 512;
     const LAYOUT: &'static str = "pairs x16 (avx2)";
 
-    unsafe fn tile(_rows: usize, kp: usize, a: &[i32], b: &[i8], _ahead: &[i8], tile: &mut [i32]) {
-        let Some(tile) = tile.first_chunk_mut::<{ MR * NR }>() else { return };
-        // SAFETY: forwarded from the trait contract: lengths checked by the caller, AVX2 present.
-        unsafe { tile_avx2(kp, a.as_ptr(), b.as_ptr(), tile) }
+    unsafe fn tile(kp: usize, a: &[i32], b: &[i8], _ahead: &[i8], io: &TileIo) {
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        // SAFETY: forwarded from the trait contract: lengths checked by the caller, AVX2
+        // present, `io` valid for its rows and columns.
+        unsafe {
+            match io.rows {
+                1 => tile_avx2::<1>(kp, a, b, io),
+                2 => tile_avx2::<2>(kp, a, b, io),
+                3 => tile_avx2::<3>(kp, a, b, io),
+                4 => tile_avx2::<4>(kp, a, b, io),
+                5 => tile_avx2::<5>(kp, a, b, io),
+                _ => tile_avx2::<MR>(kp, a, b, io),
+            }
+        }
     }
 
-    unsafe fn tile_u7(_rows: usize, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]) {
-        let Some(tile) = tile.first_chunk_mut::<{ MR * NR }>() else { return };
+    unsafe fn tile_u7(kq: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo) {
         // SAFETY: forwarded from the trait contract.
-        unsafe { tile_u7_avx2(kq, a.as_ptr(), b.as_ptr(), ahead, tile) }
+        unsafe {
+            match io.rows {
+                1 => tile_u7_avx2::<1>(kq, a.as_ptr(), b.as_ptr(), ahead, io),
+                2 => tile_u7_avx2::<2>(kq, a.as_ptr(), b.as_ptr(), ahead, io),
+                3 => tile_u7_avx2::<3>(kq, a.as_ptr(), b.as_ptr(), ahead, io),
+                4 => tile_u7_avx2::<4>(kq, a.as_ptr(), b.as_ptr(), ahead, io),
+                5 => tile_u7_avx2::<5>(kq, a.as_ptr(), b.as_ptr(), ahead, io),
+                _ => tile_u7_avx2::<MR>(kq, a.as_ptr(), b.as_ptr(), ahead, io),
+            }
+        }
+    }
+
+    unsafe fn epilogue(io: &TileIo) {
+        // SAFETY: forwarded from the trait contract.
+        unsafe { ymm::epilogue(&io.start, &io.finish, io.rows, io.cols) }
     }
 
     unsafe fn row(kp: usize, a: &[i32], b: &[i8], out: &mut [i32]) {
@@ -51,24 +78,25 @@ impl MicroKernel for Avx2 {
     }
 }
 
-/// The 7-bit tile: per depth quad and row of A, one broadcast of the row's four bytes, two
-/// `vpmaddubsw` against the quad panel read straight from memory (u8 x i8 -> i16 pair sums,
-/// exact for `a <= 127`), two `vpmaddwd` against ones (-> i32, the quad's sum per column) and
-/// two `vpaddd`. 12 accumulators, the ones, a broadcast and a product: 15 registers, no spill.
+/// The 7-bit tile over `R` rows: per depth quad and row of A, one broadcast of the row's four
+/// bytes, two `vpmaddubsw` against the quad panel read straight from memory (u8 x i8 -> i16
+/// pair sums, exact for `a <= 127`), two `vpmaddwd` against ones (-> i32, the quad's sum per
+/// column) and two `vpaddd`. 12 accumulators, the ones, a broadcast and a product: 15
+/// registers, no spill.
 ///
 /// # Safety
-/// `a` points to `kq * MR` words with every byte `<= 127`, `b` to `kq * NR * 4` bytes; the CPU
-/// supports AVX2.
+/// `a` points to `kq * MR` words with every byte `<= 127`, `b` to `kq * NR * 4` bytes; `io` is
+/// valid for `R` rows; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn tile_u7_avx2(kq: usize, a: *const i32, b: *const i8, ahead: &[i8], tile: &mut [i32; MR * NR]) {
+unsafe fn tile_u7_avx2<const R: usize>(kq: usize, a: *const i32, b: *const i8, ahead: &[i8], io: &TileIo) {
     // Two copies of the loop: the prefetching one costs a few percent when there is nothing
     // to fetch.
     // SAFETY: forwarded (same contract).
     unsafe {
         if ahead.len() >= kq * 64 {
-            tile_u7_loop::<true>(kq, a, b, ahead.as_ptr(), tile);
+            tile_u7_loop::<R, true>(kq, a, b, ahead.as_ptr(), io);
         } else {
-            tile_u7_loop::<false>(kq, a, b, ahead.as_ptr(), tile);
+            tile_u7_loop::<R, false>(kq, a, b, ahead.as_ptr(), io);
         }
     }
 }
@@ -77,15 +105,16 @@ unsafe fn tile_u7_avx2(kq: usize, a: *const i32, b: *const i8, ahead: &[i8], til
 /// As [`tile_u7_avx2`]; with `FETCH`, `ahead` points to `kq * 64` bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_u7_loop<const FETCH: bool>(
+unsafe fn tile_u7_loop<const R: usize, const FETCH: bool>(
     kq: usize,
     a: *const i32,
     b: *const i8,
     ahead: *const i8,
-    tile: &mut [i32; MR * NR],
+    io: &TileIo,
 ) {
     let ones = _mm256_set1_epi16(1);
-    let mut c = [_mm256_setzero_si256(); 12];
+    // SAFETY: `io` is valid for R rows (caller).
+    let mut c = unsafe { ymm::start::<R>(&io.start, io.cols, 0) };
     let mut ap = a;
     let mut bp = b;
     let mut fp = ahead;
@@ -98,22 +127,19 @@ unsafe fn tile_u7_loop<const FETCH: bool>(
         // SAFETY: for quad q < kq, `bp` points at bytes q*64 .. q*64 + 64 and `ap` at words
         // q*6 .. q*6 + 6, inside the panels (caller's contract).
         unsafe {
-            for r in 0..MR {
+            for (r, acc) in c.iter_mut().enumerate() {
                 let av = _mm256_set1_epi32(*ap.add(r));
                 let lo = maddubs_mem(av, bp);
                 let hi = maddubs_mem(av, bp.add(32));
-                c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(lo, ones));
-                c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(hi, ones));
+                acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(lo, ones));
+                acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(hi, ones));
             }
             ap = ap.add(MR);
             bp = bp.add(NR * 4);
         }
     }
-    let out = tile.as_mut_ptr();
-    for (i, v) in c.iter().enumerate() {
-        // SAFETY: `tile` holds 96 words; vector i covers words i*8 .. i*8 + 8.
-        unsafe { _mm256_storeu_si256(out.add(8 * i).cast(), *v) };
-    }
+    // SAFETY: as above.
+    unsafe { ymm::finish::<R>(&c, &io.finish, io.cols, 0) };
 }
 
 /// `vpmaddubsw a, [p]`: `a`'s unsigned bytes times the 32 signed bytes at `p`, adjacent
@@ -153,11 +179,15 @@ unsafe fn load_b(b: *const i8) -> (__m256i, __m256i) {
     }
 }
 
+/// `R` rows of the pair tile, from `io.start` to `io.finish`.
+///
 /// # Safety
-/// `a` points to `kp * MR` words, `b` to `kp * NR * 2` bytes; the CPU supports AVX2.
+/// `a` points to `kp * MR` words, `b` to `kp * NR * 2` bytes; `io` is valid for `R` rows; the
+/// CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(kp: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR * NR]) {
-    let mut c = [_mm256_setzero_si256(); 12];
+unsafe fn tile_avx2<const R: usize>(kp: usize, a: *const i32, b: *const i8, io: &TileIo) {
+    // SAFETY: `io` is valid for R rows (caller).
+    let mut c = unsafe { ymm::start::<R>(&io.start, io.cols, 0) };
     let mut ap = a;
     let mut bp = b;
     // The next panel, when B is a sequence of panels (packed weights): fetched into L2 while
@@ -169,20 +199,17 @@ unsafe fn tile_avx2(kp: usize, a: *const i32, b: *const i8, tile: &mut [i32; MR 
         // p*6 .. p*6 + 6, inside the panels (caller's contract).
         unsafe {
             let (b0, b1) = load_b(bp);
-            for r in 0..MR {
+            for (r, acc) in c.iter_mut().enumerate() {
                 let av = _mm256_set1_epi32(*ap.add(r));
-                c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(av, b0));
-                c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(av, b1));
+                acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(av, b0));
+                acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(av, b1));
             }
             ap = ap.add(MR);
             bp = bp.add(NR * 2);
         }
     }
-    let out = tile.as_mut_ptr();
-    for (i, v) in c.iter().enumerate() {
-        // SAFETY: `tile` holds 96 words; vector i covers words i*8 .. i*8 + 8.
-        unsafe { _mm256_storeu_si256(out.add(8 * i).cast(), *v) };
-    }
+    // SAFETY: as above.
+    unsafe { ymm::finish::<R>(&c, &io.finish, io.cols, 0) };
 }
 
 /// # Safety

@@ -4,12 +4,14 @@
 //! `vpdpbusd acc, a, b` multiplies four unsigned bytes of `a` by the four signed bytes of `b`
 //! in the same 32-bit lane and adds the four products to `acc`'s `i32` lane: no `i16` step,
 //! so unlike `vpmaddubsw` it is exact for full-range `u8 x i8`. The accumulation wraps like
-//! `vpaddd`; the driver keeps each run within the chunk bound, so it never does.
+//! `vpaddd`, so every tile is exact modulo `2^32` (see the kernel contract).
 //!
 //! Tile kernel (6 x 16, 12 ymm accumulators), per depth quad: two 32-byte loads of B (16
 //! columns x 4 bytes), one broadcast of each row's quad of A, twelve `vpdpbusd`. 12
 //! accumulators + 2 B vectors + 1 broadcast = 15 of 16 registers. Fewer rows than 6 (the last
-//! row panel, small `M`) run a copy of the loop with only those rows.
+//! row panel, small `M`) run a copy of the loop with only those rows. The tile starts from the
+//! zero-point correction and ends in the output stage (`i32`, or `f32` with its scale and
+//! bias), both in registers ([`super::ymm`]).
 //!
 //! Row kernel (1 x 16, `M = 1`): per quad one broadcast and two `vpdpbusd`, unrolled four
 //! quads deep with independent accumulators, the weights prefetched 1 KiB ahead.
@@ -19,7 +21,8 @@
 
 use core::arch::x86_64::*;
 
-use super::super::{AWords, MicroKernel, Tier};
+use super::super::{AWords, MicroKernel, Tier, TileIo};
+use super::ymm;
 
 pub(crate) struct AvxVnni;
 
@@ -34,25 +37,31 @@ impl MicroKernel for AvxVnni {
     const A_WORDS: AWords = AWords::Quads;
     const MC: usize = 96;
     const NC: usize = 256;
-    const KC: usize = usize::MAX;
+    // A B panel of a depth block: 256 quads x 64 bytes = 16 KiB.
+    const KC: usize = 256;
     const LAYOUT: &'static str = "quads x16 (portable, avxvnni)";
 
-    unsafe fn tile(rows: usize, kq: usize, a: &[i32], b: &[i8], ahead: &[i8], tile: &mut [i32]) {
+    unsafe fn tile(kq: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo) {
         // Prefetch `ahead` (the next panel) only when it is a whole panel.
         let fetch = if ahead.len() >= kq * NR * 4 { ahead.as_ptr() } else { core::ptr::null() };
-        let (a, b, t) = (a.as_ptr(), b.as_ptr(), tile.as_mut_ptr());
+        let (a, b) = (a.as_ptr(), b.as_ptr());
         // SAFETY: forwarded from the trait contract (lengths checked by the caller, AVX-VNNI
-        // present); `tile` holds MR * NR words.
+        // present, `io` valid for its rows and columns).
         unsafe {
-            match rows {
-                1 => tile_rows::<1>(kq, a, b, fetch, t),
-                2 => tile_rows::<2>(kq, a, b, fetch, t),
-                3 => tile_rows::<3>(kq, a, b, fetch, t),
-                4 => tile_rows::<4>(kq, a, b, fetch, t),
-                5 => tile_rows::<5>(kq, a, b, fetch, t),
-                _ => tile_rows::<MR>(kq, a, b, fetch, t),
+            match io.rows {
+                1 => tile_rows::<1>(kq, a, b, fetch, io),
+                2 => tile_rows::<2>(kq, a, b, fetch, io),
+                3 => tile_rows::<3>(kq, a, b, fetch, io),
+                4 => tile_rows::<4>(kq, a, b, fetch, io),
+                5 => tile_rows::<5>(kq, a, b, fetch, io),
+                _ => tile_rows::<MR>(kq, a, b, fetch, io),
             }
         }
+    }
+
+    unsafe fn epilogue(io: &TileIo) {
+        // SAFETY: forwarded from the trait contract; AVX2 is part of the tier.
+        unsafe { ymm::epilogue(&io.start, &io.finish, io.rows, io.cols) }
     }
 
     unsafe fn row(kq: usize, a: &[i32], b: &[i8], out: &mut [i32]) {
@@ -61,16 +70,17 @@ impl MicroKernel for AvxVnni {
     }
 }
 
-/// `R` rows of the tile over `kq` quads; unless `fetch` is null, the
-/// `kq * NR * 4` bytes there (the next panel) are prefetched into L2 meanwhile.
+/// `R` rows of the tile over `kq` quads, from `io.start` to `io.finish`; unless `fetch` is
+/// null, the `kq * NR * 4` bytes there (the next panel) are prefetched into L2 meanwhile.
 ///
 /// # Safety
-/// `a` points to `kq * MR` words, `b` to `kq * NR * 4` bytes, `tile` to `MR * NR` words
-/// (rows `R..` are left alone); AVX2 and AVX-VNNI present.
+/// `a` points to `kq * MR` words, `b` to `kq * NR * 4` bytes; `io` is valid for `R` rows; AVX2
+/// and AVX-VNNI present.
 #[inline]
 #[target_feature(enable = "avx2,avxvnni")]
-unsafe fn tile_rows<const R: usize>(kq: usize, a: *const i32, b: *const i8, fetch: *const i8, tile: *mut i32) {
-    let mut c = [[_mm256_setzero_si256(); 2]; R];
+unsafe fn tile_rows<const R: usize>(kq: usize, a: *const i32, b: *const i8, fetch: *const i8, io: &TileIo) {
+    // SAFETY: `io` is valid for R rows (caller).
+    let mut c = unsafe { ymm::start::<R>(&io.start, io.cols, 0) };
     for q in 0..kq {
         if !fetch.is_null() {
             _mm_prefetch::<_MM_HINT_T1>(fetch.wrapping_add(q * NR * 4));
@@ -88,13 +98,8 @@ unsafe fn tile_rows<const R: usize>(kq: usize, a: *const i32, b: *const i8, fetc
             }
         }
     }
-    for (r, acc) in c.iter().enumerate() {
-        // SAFETY: row r < R <= MR of the MR x NR tile: words r*NR .. r*NR + 16.
-        unsafe {
-            _mm256_storeu_si256(tile.add(r * NR).cast(), acc[0]);
-            _mm256_storeu_si256(tile.add(r * NR + 8).cast(), acc[1]);
-        }
-    }
+    // SAFETY: as above.
+    unsafe { ymm::finish::<R>(&c, &io.finish, io.cols, 0) };
 }
 
 /// # Safety
