@@ -16,6 +16,9 @@ Usage:
                              JSON line (seconds, MB of input); with OURS.gguf, also whether each
                              tensor's bytes equal the ones `quant quantize --type q4_k` wrote
 
+With `--deny-amx`, the process may not use AMX (see `deny_amx`): ONNX Runtime then runs its
+AVX-512 VNNI kernels, as on an AVX-512 VNNI CPU without AMX.
+
 llama.cpp's ggml comes from PyPI's ggml-python (a source package; xtask builds it with
 CMAKE_ARGS=-DGGML_NATIVE=ON). Without it the ggml cases answer with an error line and the
 rest still runs.
@@ -29,6 +32,53 @@ import time
 
 import ctypes
 import os
+
+
+def deny_amx():
+    """Makes this process's request for the AMX tile state fail (a seccomp filter answers
+    arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) with EPERM). ONNX Runtime's MLAS asks
+    for the tile state before it uses AMX and falls back to its AVX-512 VNNI kernels when the
+    kernel says no, so on an AMX CPU this measures ONNX Runtime as it runs on an AVX-512 VNNI
+    CPU without AMX. Must run before onnxruntime is imported. Returns whether the request is
+    now refused (checked by making it)."""
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    ld_w_abs, jeq_k, ret_k = 0x20, 0x15, 0x06
+    allow, errno_eperm = 0x7FFF0000, 0x00050000 | 1
+    audit_arch_x86_64, sys_arch_prctl, arch_req_xcomp_perm = 0xC000003E, 158, 0x1023
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    # seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low 32 bits on little-endian).
+    program = [
+        (ld_w_abs, 0, 0, 4),
+        (jeq_k, 0, 5, audit_arch_x86_64),
+        (ld_w_abs, 0, 0, 0),
+        (jeq_k, 0, 3, sys_arch_prctl),
+        (ld_w_abs, 0, 0, 16),
+        (jeq_k, 0, 1, arch_req_xcomp_perm),
+        (ret_k, 0, 0, errno_eperm),
+        (ret_k, 0, 0, allow),
+    ]
+    filters = (SockFilter * len(program))(*[SockFilter(*f) for f in program])
+    prog = SockFprog(len(program), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        return False
+    if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(prog), 0, 0) != 0:
+        return False
+    return libc.syscall(sys_arch_prctl, arch_req_xcomp_perm, 18) != 0 and ctypes.get_errno() == 1
+
+
+# `--deny-amx` (anywhere on the command line) is applied before onnxruntime is imported.
+if "--deny-amx" in sys.argv:
+    sys.argv.remove("--deny-amx")
+    if not deny_amx():
+        print(json.dumps({"error": "could not deny the AMX tile state (seccomp)"}), flush=True)
+        sys.exit(1)
 
 import numpy as np
 import onnx

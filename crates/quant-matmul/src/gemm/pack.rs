@@ -174,11 +174,16 @@ pub(crate) fn pack_a_quads<T: Operand>(
         if live < mr {
             dst.fill(0); // padding rows
         }
+        // Groups of four rows: their whole quads four at a time (SIMD where there is some).
+        let done = interleave_groups(a, r0 + panel * mr, live, k / 4 / 4 * 4, xor, dst, mr);
         for r in 0..live {
             let row = T::bytes(a.row(r0 + panel * mr + r));
-            let quads = row.chunks_exact(4);
+            let from = if r < live / 4 * 4 { done } else { 0 };
+            let quads = row[4 * from..].chunks_exact(4);
             let rest = quads.remainder();
-            let mut words = dst[r..].iter_mut().step_by(mr);
+            // Nothing left when the interleave took every quad.
+            let Some(left) = dst.get_mut(from * mr + r..) else { continue };
+            let mut words = left.iter_mut().step_by(mr);
             // The quads first: `zip` stops on them without taking a word past the last.
             for (four, d) in quads.zip(words.by_ref()) {
                 *d = word(four, xor);
@@ -188,6 +193,31 @@ pub(crate) fn pack_a_quads<T: Operand>(
             }
         }
     }
+}
+
+/// Quads `0 .. quads` (a multiple of 4) of rows `[first, first + live / 4 * 4)` interleaved
+/// into a quad panel (`dst`, row stride `mr` words) four rows at a time; returns how many
+/// quads of those rows it wrote (0 where there is no SIMD interleave).
+#[allow(unused_variables)]
+fn interleave_groups<T: Operand>(
+    a: &MatRef<'_, T>,
+    first: usize,
+    live: usize,
+    quads: usize,
+    xor: u32,
+    dst: &mut [i32],
+    mr: usize,
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        for g in 0..live / 4 {
+            let rows: [&[u8]; 4] = core::array::from_fn(|j| T::bytes(a.row(first + 4 * g + j)));
+            crate::kernels::x86_64::pack::interleave4(rows, quads, xor, &mut dst[4 * g..], mr);
+        }
+        quads
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
 }
 
 /// Packs rows `[r0, r0 + rows)` of A into panels of `mr` rows of quads in row blocks

@@ -31,9 +31,10 @@ impl MicroKernel for Avx2 {
     const GROUP: usize = 2;
     const A_WORDS: AWords = AWords::Pairs;
     const MC: usize = 48;
-    const NC: usize = 256;
-    // A B panel of a depth block: 512 pairs x 32 bytes = 16 KiB.
-    const KC: usize = 512;
+    const NC: usize = 2048;
+    // The whole depth; wide column blocks, so that A (i16 pairs, twice the bytes of B)
+    // streams from memory as few times as possible.
+    const KC: usize = 1 << 20;
     const LAYOUT: &'static str = "pairs x16 (avx2)";
 
     unsafe fn tile(kp: usize, a: &[i32], b: &[i8], _ahead: &[i8], io: &TileIo) {

@@ -41,8 +41,9 @@ impl MicroKernel for Avx512Vnni {
     const A_WORDS: AWords = AWords::Quads;
     const MC: usize = 96;
     const NC: usize = 512;
-    // A B panel of a depth block: 128 quads x 128 bytes = 16 KiB.
-    const KC: usize = 128;
+    // The whole depth: its A and B are prefetched into L1 sixteen quads ahead, so a tile
+    // runs over all of it and C is written once.
+    const KC: usize = 1 << 20;
     const LAYOUT: &'static str = "quads x32 (avx512vnni, amx)";
 
     unsafe fn tile(kq: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo) {
@@ -96,6 +97,10 @@ unsafe fn tile_rows<const R: usize>(kq: usize, a: *const i32, b: *const i8, fetc
             _mm_prefetch::<_MM_HINT_T1>(fetch.wrapping_add(q * NR * 4));
             _mm_prefetch::<_MM_HINT_T1>(fetch.wrapping_add(q * NR * 4 + 64));
         }
+        // This tile's A and B sixteen quads ahead, into L1 (hints: harmless past the panels).
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((q + 16) * NR * 4));
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((q + 16) * NR * 4 + 64));
+        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((q + 16) * MR).cast::<i8>());
         // SAFETY: quad q < kq: bytes q*128 .. q*128 + 128 of `b` and words q*MR .. q*MR + R
         // of `a` lie inside the panels (caller's contract).
         unsafe {

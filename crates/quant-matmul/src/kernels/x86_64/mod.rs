@@ -4,4 +4,5 @@ pub(crate) mod amx;
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod avxvnni;
+pub(crate) mod pack;
 mod ymm;

@@ -1,0 +1,39 @@
+//! Packing help for the quad layouts on x86-64: four rows of A interleaved word by word with
+//! SSE2 (the x86-64 baseline, so every tier can use it).
+
+use core::arch::x86_64::*;
+
+/// `dst[q * stride + j] = word q of rows[j] ^ xor` for `j < 4` and `q < quads` (`quads` a
+/// multiple of 4): four rows of quads interleaved, four quads at a time by a 4 x 4 transpose of
+/// 32-bit words (word `q` of a row is its bytes `4q .. 4q + 4`, the first lowest).
+///
+/// # Panics
+/// When a row has fewer than `4 * quads` bytes, `quads` is not a multiple of 4, or `dst` is
+/// shorter than `(quads - 1) * stride + 4` words.
+pub(crate) fn interleave4(rows: [&[u8]; 4], quads: usize, xor: u32, dst: &mut [i32], stride: usize) {
+    if quads == 0 {
+        return;
+    }
+    assert!(
+        quads.is_multiple_of(4) && rows.iter().all(|r| r.len() >= 4 * quads) && dst.len() >= (quads - 1) * stride + 4,
+        "interleave4 bounds"
+    );
+    let x = i32::from_ne_bytes(xor.to_ne_bytes());
+    // SAFETY: SSE2 is part of the x86-64 baseline; every load reads 16 bytes at `4q` of a row
+    // with `q + 4 <= quads`, inside the row (asserted); every store writes 4 words at
+    // `(q + i) * stride`, `q + i < quads`, inside `dst` (asserted).
+    unsafe {
+        let xv = _mm_set1_epi32(x);
+        let d = dst.as_mut_ptr();
+        for q in (0..quads).step_by(4) {
+            let load = |j: usize| _mm_xor_si128(_mm_loadu_si128(rows[j].as_ptr().add(4 * q).cast()), xv);
+            let (r0, r1, r2, r3) = (load(0), load(1), load(2), load(3));
+            let (t0, t1) = (_mm_unpacklo_epi32(r0, r1), _mm_unpacklo_epi32(r2, r3));
+            let (t2, t3) = (_mm_unpackhi_epi32(r0, r1), _mm_unpackhi_epi32(r2, r3));
+            _mm_storeu_si128(d.add(q * stride).cast(), _mm_unpacklo_epi64(t0, t1));
+            _mm_storeu_si128(d.add((q + 1) * stride).cast(), _mm_unpackhi_epi64(t0, t1));
+            _mm_storeu_si128(d.add((q + 2) * stride).cast(), _mm_unpacklo_epi64(t2, t3));
+            _mm_storeu_si128(d.add((q + 3) * stride).cast(), _mm_unpackhi_epi64(t2, t3));
+        }
+    }
+}
