@@ -6,9 +6,10 @@
 //! Usage:
 //! - `quant-bench THREADS [CASE_FILTER]`: every case (or those whose name contains the filter)
 //!   on every shape, once.
-//! - `quant-bench --serve`: reads `CASE SHAPE THREADS` lines on stdin and answers each with one
-//!   JSON line (inputs are built once per case and shape, then kept). `cargo xtask bench` drives
-//!   it this way to interleave our measurements with the peers' one by one.
+//! - `quant-bench --serve`: reads `CASE SHAPE THREADS [SECONDS]` lines on stdin and answers each
+//!   with one JSON line (inputs are built once per case and shape, then kept; the case is timed
+//!   for about SECONDS, 0.3 by default). `cargo xtask bench` drives it this way to interleave
+//!   our measurements with the peers' one by one, and to profile one case with `perf`.
 //! - `quant-bench --list`: the `CASE SHAPE` pairs, one per line.
 //! - `quant-bench --errors DIR`: writes activations and weights to `DIR` and prints the
 //!   relative error of the group multiply's modes on them (see `errors.rs`).
@@ -58,7 +59,9 @@ fn median_seconds(budget: f64, mut f: impl FnMut()) -> f64 {
     f();
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 5 || (start.elapsed().as_secs_f64() < budget && times.len() < 200) {
+    // At most 200 repetitions for the usual short budgets; a long budget (a profile) runs on.
+    let cap = if budget > 1.0 { usize::MAX } else { 200 };
+    while times.len() < 5 || (start.elapsed().as_secs_f64() < budget && times.len() < cap) {
         let t = Instant::now();
         f();
         times.push(t.elapsed().as_secs_f64());
@@ -336,12 +339,15 @@ fn serve() -> Result<(), String> {
         let request = request.map_err(|e| format!("reading stdin: {e}"))?;
         let words: Vec<&str> = request.split_whitespace().collect();
         let reply = match words[..] {
-            [case, shape, threads] => match threads.parse() {
-                Ok(t) => bench.run(case, shape, t, 0.3),
-                Err(_) => Err(format!("bad thread count {threads}")),
-            },
+            [case, shape, threads] | [case, shape, threads, _] => {
+                let budget = words.get(3).map_or(Ok(0.3), |b| b.parse::<f64>());
+                match (threads.parse(), budget) {
+                    (Ok(t), Ok(b)) if b > 0.0 => bench.run(case, shape, t, b),
+                    _ => Err(format!("bad thread count or seconds in {request:?}")),
+                }
+            }
             [] => continue,
-            _ => Err(format!("want CASE SHAPE THREADS, got {request:?}")),
+            _ => Err(format!("want CASE SHAPE THREADS [SECONDS], got {request:?}")),
         };
         // A failed request answers with an error line, so the driver never waits forever.
         let text = reply.unwrap_or_else(|e| serde_json::json!({"error": e}).to_string());

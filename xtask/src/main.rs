@@ -14,6 +14,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod profile;
 mod quality;
 #[cfg(test)]
 mod tidy;
@@ -37,14 +38,19 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           emulator (PyPI bochscpu-python, venv under target/emulate), every result checked
           against an exact reference (correctness only: no timing); `test` runs it when this
           CPU lacks a tier, and skips it with the reason if the emulator cannot be installed
-  bench   [--peers] [--rounds N (5)] [--only CASE[,CASE..]] [--shapes SHAPE[,SHAPE..]]:
+  bench   [--peers] [--rounds N (5)] [--only CASE[,CASE..]] [--shapes SHAPE[,SHAPE..]]
+          [--profile CASE[:SHAPE][,..]]:
           throughput table of our kernels (release build); --peers also times ONNX Runtime,
           NumPy and llama.cpp's ggml (venv under target/; ggml-python is built from source
-          once) on the same shapes, interleaved, prints ratios, and the relative errors of
+          once) on the same shapes, interleaved with a settle pause between the sides, prints
+          ratios (one whose rounds spread over 1.5x is measured again, twice at most, then
+          marked unstable; on an AMX CPU measured on another tier the peers run with AMX
+          denied), and the relative errors of
           the group multiply and of the peers on the same data (--only errors runs just
           that); then `quant quantize` on generated 64 and 256 MiB models (MB/s, peak
           memory); --only quantize_file runs just that;
-          writes target/bench/summary.json
+          writes target/bench/summary.json. --profile instead prints where one thread's time
+          goes (micro-kernel, packing, epilogue, driver, OS) under perf record
   criterion  cargo bench -p quant-benches [criterion args]
   fuzz    [--seconds N (60)] [--only TARGET[,TARGET..]]: every cargo-fuzz target in fuzz/ (libFuzzer;
           needs the nightly toolchain and cargo-fuzz) for N seconds each on its corpus in

@@ -42,7 +42,7 @@ const CAST_ALLOWANCE: &[(&str, usize, &str)] = &[
         4,
         "i32 group dot products and codes (|v| < 2^24) to f32, exact; a clamped i8",
     ),
-    ("crates/quant-matmul/src/gemm/pack.rs", 2, "i8/u8 codes plus their documented shift, in 0..=255; an i16's bits"),
+    ("crates/quant-matmul/src/gemm/pack.rs", 1, "an i16's bits as u16, to pack it as the low half of a word"),
     ("crates/quant-matmul/src/gemm/epilogue.rs", 3, "wrapping i32 arithmetic, exact wherever the i32 path is taken"),
     ("crates/quant-matmul/src/exact.rs", 3, "widening to u128 for the overflow bound of the exact reference"),
     (

@@ -418,7 +418,7 @@ impl<K: MicroKernel, A: Operand, O: Copy> Blocks<'_, '_, '_, '_, K, A, O> {
         let padded = col_sums.len().div_ceil(nr) * nr;
         self.scales.clear();
         self.biases.clear();
-        for j in 0..padded {
+        for j in (0..padded).filter(|_| matches!(self.regs, RegisterStage::F32 { .. })) {
             let (s, b) = if j < col_sums.len() { self.regs.column(j0 + j) } else { (0.0, 0.0) };
             self.scales.push(s);
             self.biases.push(b);

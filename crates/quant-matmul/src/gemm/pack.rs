@@ -29,6 +29,16 @@ fn pair(lo: i16, hi: i16) -> i32 {
     i32::from(lo as u16) | (i32::from(hi) << 16)
 }
 
+/// Makes `out` `len` words long. A buffer that grows is allocated zeroed (fresh pages from the
+/// OS are zero already) rather than filled word by word, since the packers overwrite it.
+fn grow(out: &mut Vec<i32>, len: usize) {
+    if out.len() < len {
+        *out = alloc::vec![0; len];
+    } else {
+        out.truncate(len);
+    }
+}
+
 /// Number of K pairs for depth `k`.
 #[inline]
 pub(crate) fn pairs(k: usize) -> usize {
@@ -86,7 +96,7 @@ fn pack_a_pairs<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize
     let kp = pairs(k);
     let panels = rows.div_ceil(mr);
     // Every word is written below, so the buffer is only grown, never cleared.
-    out.resize(panels * kp * mr, 0);
+    grow(out, panels * kp * mr);
     for panel in 0..panels {
         let dst = &mut out[panel * kp * mr..(panel + 1) * kp * mr];
         let live = mr.min(rows - panel * mr);
@@ -164,7 +174,7 @@ pub(crate) fn pack_a_quads<T: Operand>(
     let panels = rows.div_ceil(mr);
     // Every word of a live row is written below (padding rows zeroed), so the buffer is only
     // grown.
-    out.resize(panels * kq * mr, 0);
+    grow(out, panels * kq * mr);
     if kq == 0 {
         return;
     }
@@ -220,6 +230,17 @@ fn interleave_groups<T: Operand>(
     0
 }
 
+/// One whole row block of [`AWords::QuadRows`]: 64 bytes as 16 words with the shift.
+#[inline]
+fn copy_block(src: &[u8; 64], xor: u32, dst: &mut [i32; 16]) {
+    #[cfg(target_arch = "x86_64")]
+    crate::kernels::x86_64::pack::copy_block(src, xor, dst);
+    #[cfg(not(target_arch = "x86_64"))]
+    for (dw, four) in dst.iter_mut().zip(src.chunks_exact(4)) {
+        *dw = word(four, xor);
+    }
+}
+
 /// Packs rows `[r0, r0 + rows)` of A into panels of `mr` rows of quads in row blocks
 /// ([`AWords::QuadRows`]): the depth in blocks of [`QUAD_ROW_BLOCK`] quads; within block `b`
 /// (`w` quads wide, the last one possibly narrower) word `b * QUAD_ROW_BLOCK * mr + r * w + i`
@@ -239,7 +260,7 @@ pub(crate) fn pack_a_quad_rows<T: Operand>(
     let kq = groups(k, 4);
     let xor = quad_xor(shift);
     let panels = rows.div_ceil(mr);
-    out.resize(panels * kq * mr, 0);
+    grow(out, panels * kq * mr);
     for panel in 0..panels {
         let dst = &mut out[panel * kq * mr..(panel + 1) * kq * mr];
         let live = mr.min(rows - panel * mr);
@@ -256,9 +277,7 @@ pub(crate) fn pack_a_quad_rows<T: Operand>(
                     (<&[u8; BLOCK]>::try_from(blk), <&mut [i32; QUAD_ROW_BLOCK]>::try_from(&mut *d))
                 {
                     // A whole block: 64 bytes copied with the shift.
-                    for (dw, four) in d.iter_mut().zip(blk.chunks_exact(4)) {
-                        *dw = word(four, xor);
-                    }
+                    copy_block(blk, xor, d);
                     continue;
                 }
                 let quads = blk.chunks_exact(4);

@@ -37,8 +37,8 @@ impl MicroKernel for AvxVnni {
     const A_WORDS: AWords = AWords::Quads;
     const MC: usize = 96;
     const NC: usize = 256;
-    // A B panel of a depth block: 256 quads x 64 bytes = 16 KiB.
-    const KC: usize = 256;
+    // The whole depth: a tile runs over all of it and C is written once.
+    const KC: usize = 1 << 20;
     const LAYOUT: &'static str = "quads x16 (portable, avxvnni)";
 
     unsafe fn tile(kq: usize, a: &[i32], b: &[i8], ahead: &[i8], io: &TileIo) {

@@ -37,3 +37,20 @@ pub(crate) fn interleave4(rows: [&[u8]; 4], quads: usize, xor: u32, dst: &mut [i
         }
     }
 }
+
+/// `dst[i] = word i of src ^ xor` for the 16 words of a 64-byte block: one row block of the
+/// AMX row-block layout (a copy, with the `i8` shift as an XOR), with SSE2.
+#[inline]
+pub(crate) fn copy_block(src: &[u8; 64], xor: u32, dst: &mut [i32; 16]) {
+    let x = i32::from_ne_bytes(xor.to_ne_bytes());
+    // SAFETY: SSE2 is part of the x86-64 baseline; the four loads read the 64 bytes of `src`
+    // and the four stores write the 64 bytes of `dst`, 16 at a time.
+    unsafe {
+        let xv = _mm_set1_epi32(x);
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        for i in 0..4 {
+            let v = _mm_xor_si128(_mm_loadu_si128(s.add(16 * i).cast()), xv);
+            _mm_storeu_si128(d.add(4 * i).cast(), v);
+        }
+    }
+}
