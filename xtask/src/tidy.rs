@@ -51,11 +51,6 @@ const CAST_ALLOWANCE: &[(&str, usize, &str)] = &[
         "a shuffle index (< 16) as i8; an i32 sum of 4-bit codes (< 2^24) to f32",
     ),
     (
-        "crates/quant-matmul/src/scaled.rs",
-        1,
-        "the seed API's i32 codes narrowed; a value out of range drops the whole buffer",
-    ),
-    (
         "crates/quant-matmul/src/kernels/portable.rs",
         1,
         "an i32 word's bits as u32, to read its four bytes as vpdpbusd does",

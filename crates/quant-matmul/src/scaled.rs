@@ -1,63 +1,62 @@
 //! Rescaling the exact integer product to floats: the seed's `quantized_matmul`.
+//!
+//! Codes that all fit `i8` run on the engine: B packed once straight from its rows, then A in
+//! blocks of rows (converted to `i8` into a block buffer, multiplied, the block's results
+//! converted into the output while they are still in cache), so no full-size intermediate is
+//! made. An `f32` result takes the engine's `f32` output stage, which computes
+//! `acc · (scale_a · scale_b)` in `f64` and rounds once, the arithmetic documented on
+//! [`quantized_matmul_flat`] (for `f32` scales `scale_a · scale_b` is always a normal `f64`);
+//! other float types rescale the engine's `i32` sums. With the `parallel` feature the
+//! conversions run on rayon's threads.
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::i128_to_f64;
+use quant_traits::cast::{i128_to_f64, i64_to_f64};
 use quant_traits::{MatrixShape, QuantError, QuantFloat};
 
 use crate::exact::{matmul_exact, GemmShape};
-use crate::{Gemm, MatMut, MatRef, Operands, ZeroPoint};
+use crate::{Gemm, MatMut, MatRef, Operands, PackedB, Scale, ZeroPoint};
 
 fn check_scale<F: QuantFloat>(scale: F) -> Result<f64, QuantError> {
     QuantError::check_scale(scale.to_f64_exact())
 }
 
-/// Rows of `cols` codes as one flat `i8` matrix, or `None` when a code does not fit `i8`
-/// (with the `parallel` feature, rows are converted on rayon's threads).
-fn to_i8<R: AsRef<[i32]> + Sync>(rows: &[R], cols: usize) -> Option<Vec<i8>> {
-    if cols == 0 {
-        return None;
+/// Whether `F` has `f32`'s format (the engine's `f32` stage then rounds exactly as
+/// [`rescale`] does).
+fn is_f32_format<F: QuantFloat>() -> bool {
+    F::DIGITS == f32::MANTISSA_DIGITS && F::MAX_FINITE == f64::from(f32::MAX)
+}
+
+/// Runs `f` on every pair of `rows` and `out` chunks (`width` long), on rayon's threads with
+/// the `parallel` feature; true when every call returned true.
+fn rows_all<R: Sync, T: Send>(
+    rows: &[R],
+    out: &mut [T],
+    width: usize,
+    f: impl Fn(usize, &R, &mut [T]) -> bool + Sync,
+) -> bool {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(width).zip(rows.par_iter()).enumerate().with_min_len(16).all(|(i, (o, r))| f(i, r, o))
     }
-    let mut out = alloc::vec![0i8; rows.len() * cols];
-    let convert = |(o, r): (&mut [i8], &R)| {
+    #[cfg(not(feature = "parallel"))]
+    out.chunks_mut(width).zip(rows.iter()).enumerate().all(|(i, (o, r))| f(i, r, o))
+}
+
+/// Rows of A (`cols` codes each) converted to `i8` into `out` (resized); false when a code
+/// does not fit `i8`.
+fn to_i8<R: AsRef<[i32]> + Sync>(rows: &[R], cols: usize, out: &mut Vec<i8>) -> bool {
+    out.resize(rows.len() * cols, 0);
+    rows_all(rows, out, cols, |_, r, o| {
         let mut ok = true;
         for (d, &v) in o.iter_mut().zip(r.as_ref()) {
             ok &= (-128..=127).contains(&v);
-            *d = v as i8; // wrong when out of range, but then `ok` is false and the buffer dropped
+            // The low byte: the value when it fits (else `ok` drops the whole buffer).
+            *d = i8::from_le_bytes([v.to_le_bytes()[0]]);
         }
         ok
-    };
-    #[cfg(feature = "parallel")]
-    let ok = {
-        use rayon::prelude::*;
-        out.par_chunks_mut(cols).zip(rows.par_iter()).with_min_len(16).all(convert)
-    };
-    #[cfg(not(feature = "parallel"))]
-    let ok = out.chunks_mut(cols).zip(rows.iter()).all(convert);
-    ok.then_some(out)
-}
-
-/// `A · B` through the engine when every code fits `i8` and the depth keeps `i32` results
-/// exact (`k <= 131 071`); `None` otherwise.
-fn engine_product<R: AsRef<[i32]> + Sync>(a: &[R], b: &[R], shape: GemmShape) -> Result<Option<Vec<i32>>, QuantError> {
-    let GemmShape { m, k, n } = shape;
-    if m == 0 || n == 0 {
-        return Ok(None);
-    }
-    let (Some(a8), Some(b8)) = (to_i8(a, k), to_i8(b, n)) else {
-        return Ok(None);
-    };
-    let (a8, b8) = (MatRef::row_major(&a8, m, k)?, MatRef::row_major(&b8, k, n)?);
-    if k > Operands::new(a8, ZeroPoint::None, b8, ZeroPoint::None)?.max_i32_depth() {
-        return Ok(None);
-    }
-    let gemm = Gemm::new();
-    // B packed once: the engine then takes its pre-packed path (rows split between threads).
-    let b = gemm.pack_b(b8)?;
-    let ops = Operands::packed(a8, ZeroPoint::None, &b, ZeroPoint::None)?;
-    let mut c = alloc::vec![0i32; m * n];
-    gemm.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
-    Ok(Some(c))
+    })
 }
 
 /// `scale_a * scale_b * acc`, rounded once to `F` (see [`quantized_matmul_flat`]), or the
@@ -74,25 +73,115 @@ fn rescale<F: QuantFloat>(acc: f64, sa: f64, sb: f64, row: usize, col: usize) ->
     }
 }
 
-/// The engine's `i32` sums (`m x n`) rescaled to `F`, one `Vec` per row (with the `parallel`
-/// feature, rows on rayon's threads); the error, if any, names the first overflow in row order.
-fn rescale_rows<F: QuantFloat>(acc: &[i32], n: usize, sa: f64, sb: f64) -> Result<Vec<Vec<F>>, QuantError> {
-    let row = |(i, r): (usize, &[i32])| -> Result<Vec<F>, QuantError> {
-        // Sized up front (collecting into a `Result` would grow the vector step by step).
-        let mut out = Vec::with_capacity(r.len());
-        for (j, &v) in r.iter().enumerate() {
-            out.push(rescale(f64::from(v), sa, sb, i, j)?);
-        }
-        Ok(out)
-    };
+/// `n`-long rows of `block`, one `Vec` each (on rayon's threads with the `parallel` feature).
+fn split_rows<F: QuantFloat>(block: &[F], n: usize) -> Vec<Vec<F>> {
     #[cfg(feature = "parallel")]
-    let rows: Vec<Result<Vec<F>, QuantError>> = {
+    {
         use rayon::prelude::*;
-        acc.par_chunks(n).enumerate().with_min_len(16).map(row).collect()
-    };
+        block.par_chunks(n).with_min_len(16).map(<[F]>::to_vec).collect()
+    }
     #[cfg(not(feature = "parallel"))]
-    let rows: Vec<Result<Vec<F>, QuantError>> = acc.chunks(n).enumerate().map(row).collect();
-    rows.into_iter().collect()
+    block.chunks(n).map(<[F]>::to_vec).collect()
+}
+
+/// Rows of A per engine call: the block's codes, results and their conversion stay in L2.
+const BLOCK_ROWS: usize = 256;
+
+/// The largest depth whose `i8 x i8` sums (no zero points) provably fit `i32`:
+/// `i32::MAX / (128 · 128)` ([`Operands::max_i32_depth`] of such operands; a test holds the two
+/// together).
+const I8_DEPTH: usize = 131_071;
+
+/// `A · B` rescaled to `F` through the engine, block of rows by block: `sink(i0, block)` gets
+/// rows `i0 ..` of the result (`n` values a row, row-major), in order. `Ok(false)` when some
+/// code does not fit `i8` (found as the blocks go: the caller then drops what the sink got) or,
+/// off `f32`, the depth is beyond the `i32` bound; the error of the first overflow in row
+/// order otherwise.
+fn engine_blocks<F: QuantFloat, R: AsRef<[i32]> + Sync>(
+    a: &[R],
+    b: &[R],
+    shape: GemmShape,
+    sa: f64,
+    sb: f64,
+    sink: &mut dyn FnMut(usize, &[F]),
+) -> Result<bool, QuantError> {
+    let GemmShape { m, k, n } = shape;
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(false);
+    }
+    let f32_stage = is_f32_format::<F>();
+    if !f32_stage && k > I8_DEPTH {
+        return Ok(false);
+    }
+    let gemm = Gemm::new();
+    let threads = crate::threads::thread_count(None, n.div_ceil(64));
+    let Some(packed) = PackedB::from_i32_rows_for(gemm.tier()?, b, n, threads) else {
+        return Ok(false);
+    };
+    let (mut a8, mut c32, mut ci, mut block) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i0 in (0..m).step_by(BLOCK_ROWS) {
+        let rows = BLOCK_ROWS.min(m - i0);
+        if !to_i8(&a[i0..i0 + rows], k, &mut a8) {
+            return Ok(false);
+        }
+        let ops = Operands::packed(MatRef::row_major(&a8, rows, k)?, ZeroPoint::None, &packed, ZeroPoint::None)?;
+        block.resize(rows * n, F::zero());
+        let ok = if f32_stage {
+            let (sa32, sb32) = (f32::from_f64_nearest(sa), f32::from_f64_nearest(sb)); // exact
+            c32.resize(rows * n, 0f32);
+            gemm.f32(&ops, sa32, Scale::PerTensor(sb32), None, MatMut::row_major(&mut c32, rows, n)?)?;
+            // Exact (F has f32's format); a non-finite value is an overflow.
+            let cr: Vec<&[f32]> = c32.chunks(n).collect();
+            rows_all(&cr, &mut block, n, |_, r, o| {
+                let mut ok = true;
+                for (d, &v) in o.iter_mut().zip(*r) {
+                    ok &= v.is_finite();
+                    *d = F::from_f64_nearest(f64::from(v));
+                }
+                ok
+            })
+        } else {
+            ci.resize(rows * n, 0i32);
+            gemm.i32(&ops, MatMut::row_major(&mut ci, rows, n)?)?;
+            let cr: Vec<&[i32]> = ci.chunks(n).collect();
+            rows_all(&cr, &mut block, n, |i, r, o| {
+                r.iter()
+                    .zip(o.iter_mut())
+                    .enumerate()
+                    .all(|(j, (&v, d))| rescale::<F>(f64::from(v), sa, sb, i0 + i, j).map(|x| *d = x).is_ok())
+            })
+        };
+        if !ok {
+            return Err(first_overflow::<F, R>(&a8, b, i0, rows, k, n, sa, sb));
+        }
+        sink(i0, &block);
+    }
+    Ok(true)
+}
+
+/// The error of the first result of rows `i0 .. i0 + rows` (A's codes `a8`, the block's) whose
+/// rescaled value is beyond `F`'s range, in row order; each element's exact sum recomputed.
+#[allow(clippy::too_many_arguments)]
+fn first_overflow<F: QuantFloat, R: AsRef<[i32]>>(
+    a8: &[i8],
+    b: &[R],
+    i0: usize,
+    rows: usize,
+    k: usize,
+    n: usize,
+    sa: f64,
+    sb: f64,
+) -> QuantError {
+    for r in 0..rows {
+        for col in 0..n {
+            let acc: i64 = (0..k).map(|p| i64::from(a8[r * k + p]) * i64::from(b[p].as_ref()[col])).sum();
+            if let Err(e) = rescale::<F>(i64_to_f64(acc), sa, sb, i0 + r, col) {
+                return e;
+            }
+        }
+    }
+    // Unreachable: the block had a non-finite result, so some element overflows.
+    QuantError::OutputOverflow { row: i0, col: 0, value: f64::INFINITY, float: F::NAME }
 }
 
 /// `C = scale_a * scale_b * (A · B)` for row-major `i32` codes, as `F`.
@@ -120,9 +209,11 @@ pub fn quantized_matmul_flat<F: QuantFloat>(
         MatrixShape::new(shape.k, shape.n).check_len("B (k x n)", b.len())?;
         let a_rows: Vec<&[i32]> = a.chunks(shape.k).collect();
         let b_rows: Vec<&[i32]> = b.chunks(shape.n).collect();
-        if let Some(acc) = engine_product(&a_rows, &b_rows, shape)? {
-            return Ok(rescale_rows::<F>(&acc, shape.n, sa, sb)?.into_iter().flatten().collect());
+        let mut out = Vec::with_capacity(shape.m * shape.n);
+        if engine_blocks::<F, _>(&a_rows, &b_rows, shape, sa, sb, &mut |_, block| out.extend_from_slice(block))? {
+            return Ok(out);
         }
+        // Codes wider than i8: the exact path below (whatever the engine wrote is dropped).
     }
     let acc = matmul_exact(a, b, shape)?;
     acc.iter()
@@ -181,9 +272,13 @@ pub fn quantized_matmul<F: QuantFloat>(
     // Codes of 8 bits: straight from the rows into the engine and back into rows (the
     // conversions on rayon's threads with the `parallel` feature).
     let (scale_a64, scale_b64) = (check_scale(scale_a)?, check_scale(scale_b)?);
-    if let Some(acc) = engine_product(a, b, shape)? {
-        return rescale_rows(&acc, shape.n, scale_a64, scale_b64);
+    let mut rows: Vec<Vec<F>> = Vec::with_capacity(shape.m);
+    let mut sink = |_, block: &[F]| rows.extend(split_rows(block, shape.n));
+    if engine_blocks::<F, _>(a, b, shape, scale_a64, scale_b64, &mut sink)? {
+        return Ok(rows);
     }
+    // Codes wider than i8: the exact path below (whatever the engine wrote is dropped).
+    drop(rows);
     let a_flat: Vec<i32> = a.iter().flatten().copied().collect();
     let b_flat: Vec<i32> = b.iter().flatten().copied().collect();
     let c = quantized_matmul_flat(&a_flat, &b_flat, shape, scale_a, scale_b)?;
@@ -191,4 +286,21 @@ pub fn quantized_matmul<F: QuantFloat>(
         return Ok(alloc::vec![Vec::new(); shape.m]);
     }
     Ok(c.chunks_exact(shape.n).map(<[F]>::to_vec).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The seed's engine bound is the engine's own for `i8 x i8`.
+    #[test]
+    fn i8_depth_is_the_engines() -> Result<(), crate::QuantError> {
+        let (a, b) = ([0i8; 1], [0i8; 1]);
+        let ops = crate::Operands::new(
+            crate::MatRef::row_major(&a, 1, 1)?,
+            crate::ZeroPoint::None,
+            crate::MatRef::row_major(&b, 1, 1)?,
+            crate::ZeroPoint::None,
+        )?;
+        assert_eq!(ops.max_i32_depth(), super::I8_DEPTH);
+        Ok(())
+    }
 }

@@ -458,6 +458,71 @@ impl PackedB {
         }))
     }
 
+    /// Packs `K` rows of `N` `i32` codes (the seed API's nested rows) for `tier`, checking that
+    /// every code fits `i8`: `None` (nothing packed) when one does not. With `threads > 1`
+    /// (feature `parallel`) the column panels are split between threads, each converting and
+    /// packing its own.
+    pub(crate) fn from_i32_rows_for<R: AsRef<[i32]> + Sync>(
+        tier: Tier,
+        rows: &[R],
+        n: usize,
+        threads: usize,
+    ) -> Option<Self> {
+        let k = rows.len();
+        if rows.iter().any(|r| r.as_ref().len() != n) {
+            return None;
+        }
+        dispatch!(tier, K => {
+            let mut packed = PackedB::zeroed::<K>(k, n);
+            let kg = groups(k, K::GROUP);
+            let panel_len = kg * K::NR * K::GROUP;
+            let panels = n.div_ceil(K::NR);
+            let parts = threads.clamp(1, panels.max(1));
+            // Whole panels per part, and the matching parts of the data and the sums.
+            let mut jobs = Vec::with_capacity(parts);
+            let (mut data, mut sums) = (&mut packed.data[..], &mut packed.col_sums[..]);
+            let mut first = 0;
+            for t in 0..parts {
+                let end = panels * (t + 1) / parts;
+                let cols = (end * K::NR).min(n) - first * K::NR;
+                let (d, rest_d) = data.split_at_mut((end - first) * panel_len);
+                let (s, rest_s) = sums.split_at_mut(cols);
+                jobs.push((first * K::NR, cols, d, s));
+                (data, sums, first) = (rest_d, rest_s, end);
+            }
+            let pack = |(c0, cols, data, sums): (usize, usize, &mut [i8], &mut [i64])| -> bool {
+                let mut buf = alloc::vec![0i8; K::GROUP * cols];
+                for g in 0..kg {
+                    let live = K::GROUP.min(k - g * K::GROUP);
+                    let mut ok = true;
+                    for t in 0..live {
+                        let src = &rows[g * K::GROUP + t].as_ref()[c0..c0 + cols];
+                        for (d, &v) in buf[t * cols..(t + 1) * cols].iter_mut().zip(src) {
+                            ok &= (-128..=127).contains(&v);
+                            // The low byte: the value when it fits (else `ok` drops it all).
+                            *d = i8::from_le_bytes([v.to_le_bytes()[0]]);
+                        }
+                    }
+                    if !ok {
+                        return false;
+                    }
+                    let group: [Option<&[i8]>; 4] =
+                        core::array::from_fn(|t| (t < live).then(|| &buf[t * cols..(t + 1) * cols]));
+                    pack_group::<K>(&group, g, kg, 0, cols, data, sums);
+                }
+                true
+            };
+            #[cfg(feature = "parallel")]
+            let ok = {
+                use rayon::prelude::*;
+                jobs.into_par_iter().map(pack).collect::<Vec<bool>>().into_iter().all(|b| b)
+            };
+            #[cfg(not(feature = "parallel"))]
+            let ok = jobs.into_iter().map(pack).fold(true, |a, b| a & b);
+            ok.then_some(packed)
+        })
+    }
+
     fn zeroed<K: MicroKernel>(k: usize, n: usize) -> Self {
         let kg = groups(k, K::GROUP);
         PackedB {
@@ -565,9 +630,26 @@ fn pack_group<K: MicroKernel>(
 ) {
     let (nr, group) = (K::NR, K::GROUP);
     let panel_len = kg * nr * group;
+    // Four rows of whole 16-column chunks: one SIMD interleave where there is one.
+    let full = if group == 4 && rows.iter().all(Option::is_some) { cols / 16 * 16 } else { 0 };
+    if let (true, [Some(r0), Some(r1), Some(r2), Some(r3)]) = (full > 0, rows) {
+        interleave_quads_into::<K>(rows, g, kg, c0, full, data);
+        // The four rows summed in i16 (at most 4 · 128) before the i64 column sums.
+        let cols = c0..c0 + full;
+        let four = r0[cols.clone()].iter().zip(&r1[cols.clone()]).zip(&r2[cols.clone()]).zip(&r3[cols]);
+        for (s, (((&a, &b), &c), &d)) in sums[..full].iter_mut().zip(four) {
+            *s += i64::from(i16::from(a) + i16::from(b) + i16::from(c) + i16::from(d));
+        }
+    }
     for (panel, start) in (0..cols).step_by(nr).enumerate() {
         let width = nr.min(cols - start);
         let dst = &mut data[panel * panel_len + g * nr * group..][..width * group];
+        // Columns `start .. start + skip` of this panel were interleaved above.
+        let skip = full.saturating_sub(start).min(width);
+        if skip == width {
+            continue;
+        }
+        let (dst, start, width) = (&mut dst[skip * group..], start + skip, width - skip);
         for (t, row) in rows.iter().enumerate().take(group) {
             let Some(row) = row else { continue };
             let src = &row[c0 + start..c0 + start + width];
@@ -576,6 +658,33 @@ fn pack_group<K: MicroKernel>(
             }
             for (s, &v) in sums[start..start + width].iter_mut().zip(src) {
                 *s += i64::from(v);
+            }
+        }
+    }
+}
+
+/// Columns `[c0, c0 + full)` (`full` a multiple of 16) of four rows of B (quad group `g`)
+/// interleaved into their panels.
+fn interleave_quads_into<K: MicroKernel>(
+    rows: &[Option<&[i8]>; 4],
+    g: usize,
+    kg: usize,
+    c0: usize,
+    full: usize,
+    data: &mut [i8],
+) {
+    let (nr, panel_len) = (K::NR, kg * K::NR * 4);
+    for start in (0..full).step_by(16) {
+        // 16 columns inside one panel (NR is a multiple of 16).
+        let (panel, at) = (start / nr, start % nr);
+        let dst = &mut data[panel * panel_len + (g * nr + at) * 4..][..64];
+        let src: [&[i8]; 4] = core::array::from_fn(|t| rows[t].map_or(&[][..], |r| &r[c0 + start..c0 + start + 16]));
+        #[cfg(target_arch = "x86_64")]
+        crate::kernels::x86_64::pack::interleave_quads(src, 1, dst);
+        #[cfg(not(target_arch = "x86_64"))]
+        for (c, four) in dst.chunks_exact_mut(4).enumerate() {
+            for (t, d) in four.iter_mut().enumerate() {
+                *d = src[t][c];
             }
         }
     }

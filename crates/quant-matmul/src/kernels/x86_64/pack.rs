@@ -54,3 +54,29 @@ pub(crate) fn copy_block(src: &[u8; 64], xor: u32, dst: &mut [i32; 16]) {
         }
     }
 }
+
+/// `dst[4 c + t] = rows[t][c]` for `c < 16 * chunks`: four rows of B interleaved byte by byte
+/// into depth quads (the quad panels' layout), sixteen columns at a time with SSE2 byte and
+/// word unpacks.
+///
+/// # Panics
+/// When a row has fewer than `16 * chunks` bytes or `dst` fewer than `64 * chunks`.
+pub(crate) fn interleave_quads(rows: [&[i8]; 4], chunks: usize, dst: &mut [i8]) {
+    assert!(rows.iter().all(|r| r.len() >= 16 * chunks) && dst.len() >= 64 * chunks, "interleave_quads bounds");
+    // SAFETY: SSE2 is part of the x86-64 baseline; chunk `i` loads bytes `16 i .. 16 i + 16` of
+    // each row and stores bytes `64 i .. 64 i + 64` of `dst`, inside them (asserted).
+    unsafe {
+        let d = dst.as_mut_ptr();
+        for i in 0..chunks {
+            let load = |t: usize| _mm_loadu_si128(rows[t].as_ptr().add(16 * i).cast());
+            let (r0, r1, r2, r3) = (load(0), load(1), load(2), load(3));
+            let (p01l, p01h) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+            let (p23l, p23h) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+            let out = d.add(64 * i);
+            _mm_storeu_si128(out.cast(), _mm_unpacklo_epi16(p01l, p23l));
+            _mm_storeu_si128(out.add(16).cast(), _mm_unpackhi_epi16(p01l, p23l));
+            _mm_storeu_si128(out.add(32).cast(), _mm_unpacklo_epi16(p01h, p23h));
+            _mm_storeu_si128(out.add(48).cast(), _mm_unpackhi_epi16(p01h, p23h));
+        }
+    }
+}
