@@ -47,8 +47,8 @@ const CAST_ALLOWANCE: &[(&str, usize, &str)] = &[
     ("crates/quant-matmul/src/exact.rs", 3, "widening to u128 for the overflow bound of the exact reference"),
     (
         "crates/quant-matmul/src/group/x86_64.rs",
-        2,
-        "a shuffle index (< 16) as i8; an i32 sum of 4-bit codes (< 2^24) to f32",
+        3,
+        "a shuffle index (< 16) as i8; an i32 sum of activation codes (< 2^24) to f32 (ymm and zmm kernels)",
     ),
     (
         "crates/quant-matmul/src/kernels/portable.rs",

@@ -358,6 +358,55 @@ fn both_modes_follow_the_documented_arithmetic() -> Res {
     Ok(())
 }
 
+/// The weights in both layouts: 8 channels (the portable kernel's) and 16 (built in place,
+/// whatever this CPU runs, so that every tier's reading of it is tested).
+fn layouts(w: &GroupWeights) -> Result<Vec<GroupWeights>, QuantError> {
+    let eight = w.for_kernel(KernelChoice::Portable)?;
+    let sixteen = if w.layout().starts_with("16") {
+        w.clone()
+    } else {
+        match Tier::ALL.into_iter().find(|t| t.is_available() && matches!(t, Tier::Avx512Vnni | Tier::Amx)) {
+            Some(t) => w.for_kernel(KernelChoice::of(t))?,
+            // No zmm tier here: the 8-channel weights stand in (the 16-channel reading is
+            // tested on CPUs that have one).
+            None => eight.clone(),
+        }
+    };
+    Ok(vec![eight, sixteen])
+}
+
+/// Weights in either layout hold the same values, and the 16-channel kernels refuse the
+/// 8-channel layout with a typed error naming both.
+#[test]
+fn layouts_hold_the_same_weights_and_are_checked() -> Res {
+    let mut rng = Rng::new(16);
+    let (n, k) = (21, 128);
+    let w = weights(&mut rng, n, k, true);
+    for gw in all_formats(&w, n, k, 32)? {
+        let [eight, sixteen]: [GroupWeights; 2] = layouts(&gw)?.try_into().expect("two layouts");
+        assert!(eight.layout().starts_with("8 channels"), "{}", eight.layout());
+        for r in 0..n {
+            for c in 0..k {
+                assert_eq!(eight.value(r, c).to_bits(), gw.value(r, c).to_bits(), "{r} {c}");
+                assert_eq!(sixteen.value(r, c).to_bits(), gw.value(r, c).to_bits(), "{r} {c}");
+            }
+        }
+        let x = activations(&mut rng, 2, k, false);
+        for tier in [Tier::Avx512Vnni, Tier::Amx].into_iter().filter(|t| t.is_available()) {
+            let mut y = vec![0f32; 2 * n];
+            let got = GroupGemm::new().kernel(KernelChoice::of(tier)).int8_activations(
+                MatRef::row_major(&x, 2, k)?,
+                &eight,
+                None,
+                MatMut::row_major(&mut y, 2, n)?,
+            );
+            assert_eq!(got, Err(QuantError::PackedForOtherKernel { packed: eight.layout(), kernel: tier.name() }));
+            assert!(sixteen.layout().starts_with("16 channels"), "{}", sixteen.layout());
+        }
+    }
+    Ok(())
+}
+
 /// The tiers under test: `QUANT_KERNEL`'s, or every tier this CPU has.
 fn tiers() -> Vec<Tier> {
     match quant_traits::cpu::requested_tier().expect("QUANT_KERNEL names a tier") {
@@ -397,15 +446,20 @@ fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
                     let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
                     run(reference, mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut want, m, n)?)?;
                     for tier in tiers() {
-                        for threads in [1, 2] {
+                        // The weights in the tier's own layout, and in the 16-channel one when
+                        // that differs (eight-channel kernels read its halves).
+                        let own = gw.for_kernel(KernelChoice::of(tier))?;
+                        let wide = layouts(&gw)?.pop().expect("two layouts");
+                        for (weights, threads) in [(&own, 1), (&own, 2), (&wide, 1), (&wide, 2)] {
                             let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
                             let mut y = vec![f32::NAN; m * n];
-                            run(g, mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut y, m, n)?)?;
+                            run(g, mode, MatRef::row_major(&x, m, k)?, weights, b, MatMut::row_major(&mut y, m, n)?)?;
                             let same = y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits());
                             assert!(
                                 same,
-                                "{mode:?} {tier} {threads}T {:?} {m}x{k}x{n} g{group} bias={}",
+                                "{mode:?} {tier} {threads}T {:?} {} {m}x{k}x{n} g{group} bias={}",
                                 gw.codes_kind(),
+                                weights.layout(),
                                 b.is_some()
                             );
                         }

@@ -6,7 +6,8 @@
 //! The weights ([`GroupWeights`], from our codes or from llama.cpp's block bytes) are packed
 //! once; two compute modes multiply them, each with a **reference** in plain Rust (the
 //! `portable` tier) that defines the result bit for bit, and SIMD kernels for the x86-64 tiers
-//! that reproduce it exactly, eight output channels at a time. The tier is chosen as for
+//! that reproduce it exactly, eight output channels at a time (ymm), or sixteen on the
+//! `avx512vnni` and `amx` tiers (zmm, int8 mode; see [`GroupWeights`] for the two layouts). The tier is chosen as for
 //! [`crate::Gemm`] ([`GroupGemm::kernel`], `QUANT_KERNEL`); threads split the output channels.
 //! The result is the same on every tier and for any thread count: every output element goes
 //! through the same sequence of `f32` operations everywhere.
@@ -311,6 +312,7 @@ impl GroupGemm {
     ) -> Result<(), QuantError> {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
+        w.check_layout(tier)?;
         let acts = Activations::quantize(&x, w.group_size());
         drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
@@ -331,6 +333,7 @@ impl GroupGemm {
     ) -> Result<(), QuantError> {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
+        w.check_layout(tier)?;
         let acts = FloatActivations::new(&x, w.group_size(), w.codes_kind() == GroupCodes::Min4);
         drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
@@ -372,9 +375,10 @@ fn drive<Mo: Mode>(
     y: Block<'_, f32>,
 ) {
     let threads = crate::threads::thread_count(threads, w.n().div_ceil(PANEL * 4));
+    // Whole panels of the layout per thread (a 16-channel panel is never split).
     #[cfg(feature = "parallel")]
     if threads > 1 {
-        let blocks = crate::threads::split(y, false, PANEL, threads);
+        let blocks = crate::threads::split(y, false, w.width(), threads);
         rayon::scope(|s| {
             for block in blocks {
                 s.spawn(move |_| channels(tier, w, mode, bias, block));
@@ -398,8 +402,9 @@ const SCRATCH_ROWS: usize = 4;
 pub(crate) trait Mode: Sync {
     /// Rows per kernel call at most (with a scratch buffer of converted weights or without).
     fn widest(&self, scratch: bool) -> usize;
-    /// Whether the kernel takes two panels at once (each broadcast activation then serves two).
-    fn pairs(&self, tier: Tier) -> bool;
+    /// Whether the kernel takes two lane groups at once (each broadcast activation then serves
+    /// both; for the zmm kernels, the two halves of a 16-channel panel).
+    fn pairs(&self, tier: Tier, w: &GroupWeights) -> bool;
     /// Whether this mode converts the weights into a scratch buffer for `rows` rows.
     fn uses_scratch(&self, tier: Tier, rows: usize) -> bool;
     /// Panels `p .. p + count` converted into `scratch`; `false` when this tier does not.
@@ -421,8 +426,8 @@ impl Mode for Activations {
         4
     }
 
-    fn pairs(&self, _: Tier) -> bool {
-        false
+    fn pairs(&self, tier: Tier, w: &GroupWeights) -> bool {
+        weights::width_for(tier) == weights::WIDE && w.width() == weights::WIDE
     }
 
     fn uses_scratch(&self, _: Tier, _: usize) -> bool {
@@ -441,6 +446,17 @@ impl Mode for Activations {
         p: usize,
         _: Option<&[f32]>,
     ) -> [[[f32; PANEL]; P]; R] {
+        // Two lane groups starting on an even one: the halves of a 16-channel panel.
+        #[cfg(target_arch = "x86_64")]
+        if P == 2 && p.is_multiple_of(2) {
+            if let Some(lanes) = x86_64::wide_i8(tier, w, self, rows, p / 2) {
+                let mut out = [[[0f32; PANEL]; P]; R];
+                for (o, l) in out.iter_mut().zip(lanes) {
+                    o.copy_from_slice(&l[..P]);
+                }
+                return out;
+            }
+        }
         each_panel(p, |p| {
             #[cfg(target_arch = "x86_64")]
             if let Some(lanes) = x86_64::panel_i8(tier, w, self, rows, p) {
@@ -461,7 +477,7 @@ impl Mode for FloatActivations {
         }
     }
 
-    fn pairs(&self, tier: Tier) -> bool {
+    fn pairs(&self, tier: Tier, _: &GroupWeights) -> bool {
         tier != Tier::Portable
     }
 
@@ -517,7 +533,7 @@ fn each_panel<const R: usize, const P: usize>(
 fn channels<Mo: Mode>(tier: Tier, w: &GroupWeights, mode: &Mo, bias: Option<&[f32]>, mut y: Block<'_, f32>) {
     let (c0, n) = (y.col0(), y.cols());
     let (first, end) = (y.row0(), y.row0() + y.rows());
-    let pairs = mode.pairs(tier);
+    let pairs = mode.pairs(tier, w);
     let mut scratch = Vec::new();
     if mode.uses_scratch(tier, y.rows()) {
         scratch = alloc::vec![0f32; w.k() * PANEL * if pairs { 2 } else { 1 }];
@@ -572,7 +588,7 @@ fn rows<Mo: Mode, const R: usize>(
     scratch: Option<&[f32]>,
 ) {
     let (c0, end) = (y.col0(), c + len);
-    let pairs = mode.pairs(tier);
+    let pairs = mode.pairs(tier, w);
     let mut at = c;
     while at < end {
         let lanes2;

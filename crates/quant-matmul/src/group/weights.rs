@@ -6,6 +6,8 @@ use alloc::vec::Vec;
 use quant_traits::half::f16;
 use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
 
+use crate::kernels::{KernelChoice, Tier};
+
 /// What a weight's code stands for (`s` the group's scale, `u` the stored code).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -37,16 +39,23 @@ impl GroupCodes {
 /// A weight matrix `W` (`N x K`: output channels by inputs) quantized in groups of `G`
 /// consecutive inputs, with one scale per group (and a zero point or a minimum, by format).
 ///
-/// Every constructor packs the weights once into the layout the kernels read (the same for
-/// every tier): output channels in panels of eight, and within a panel, group after group,
-/// the eight channels' codes interleaved four inputs at a time: 8-bit codes as `[quad][channel]
-/// [4 bytes]`, 4-bit codes (unsigned, `Sym4` stored as `q + 8`) as `[8 inputs][channel][4
-/// bytes]` with inputs `8p + j` in the low nibble of byte `j` and `8p + 4 + j` in its high
-/// nibble; then each group's eight scales (`f32`; `f16` and `bf16` convert exactly), zero
-/// points and minimums side by side. A kernel then finds, for one step of four inputs, the
-/// eight channels' codes in one 32-byte load, each channel's four in one 32-bit lane (what
-/// `vpdpbusd` and `vpmaddubsw` + `vpmaddwd` sum). Channels past `N` in the last panel are
-/// zero.
+/// Every constructor packs the weights once into the layout the kernels read: output
+/// channels in panels of `W` (8, or 16 where the kernel that runs has zmm registers: the
+/// `avx512vnni` and `amx` tiers), and within a panel, group after group, the channels' codes
+/// interleaved four inputs at a time: 8-bit codes as `[quad][channel][4 bytes]`, 4-bit codes
+/// (unsigned, `Sym4` stored as `q + 8`) as `[8 inputs][channel][4 bytes]` with inputs `8p + j`
+/// in the low nibble of byte `j` and `8p + 4 + j` in its high nibble; then each group's `W`
+/// scales (`f32`; `f16` and `bf16` convert exactly), zero points and minimums side by side. A
+/// kernel then finds, for one step of four inputs, the panel's codes in one `4 W`-byte load,
+/// each channel's four in one 32-bit lane (what `vpdpbusd` and `vpmaddubsw` + `vpmaddwd`
+/// sum). Channels past `N` in the last panel are zero.
+///
+/// **Layouts.** The constructors pack for the kernel that runs by default (`QUANT_KERNEL`, or
+/// this CPU's best tier); [`GroupWeights::layout`] names the layout, and
+/// [`GroupWeights::for_kernel`] repacks for another kernel. Eight-channel kernels read a
+/// 16-channel panel as its two halves (the first 32 bytes of each step are channels 0..8), so
+/// every tier takes the 16-channel layout; the 16-channel kernels refuse the 8-channel one
+/// ([`QuantError::PackedForOtherKernel`]).
 ///
 /// Group sizes: a multiple of 32 from 32 to 256, which keeps every per-group integer dot
 /// product of the int8-activation mode exact in `f32` (`127 · 128 · 256 < 2^24`).
@@ -56,9 +65,11 @@ pub struct GroupWeights {
     k: usize,
     group: usize,
     codes_kind: GroupCodes,
+    /// Channels per panel: 8 or 16.
+    width: usize,
     /// While building: row `r`'s codes at `r * row_bytes ..`; built: the panel layout.
     codes: Vec<u8>,
-    /// While building: one per group, row-major (`r * groups + g`); built: `[panel][group][8]`.
+    /// While building: one per group, row-major (`r * groups + g`); built: `[panel][group][W]`.
     scales: Vec<f32>,
     /// `Asym4`: one per group (as `scales`); empty otherwise.
     zeros: Vec<u8>,
@@ -66,12 +77,73 @@ pub struct GroupWeights {
     mins: Vec<f32>,
 }
 
-/// Output channels per panel.
+/// Output channels per lane group: the eight lanes of a ymm register, the unit the driver,
+/// the reference and the eight-channel kernels work in.
 pub(crate) const PANEL: usize = 8;
 
-/// One panel's codes and parameters ([`GroupWeights::panel`]).
+/// Output channels per panel of the 16-channel layout (the zmm kernels').
+pub(crate) const WIDE: usize = 16;
+
+/// The panel width the kernel of `tier` takes.
+pub(crate) fn width_for(tier: Tier) -> usize {
+    match tier {
+        Tier::Avx512Vnni | Tier::Amx => WIDE,
+        Tier::Portable | Tier::Avx2 | Tier::AvxVnni => PANEL,
+        // A tier of another architecture: eight-channel panels.
+        #[allow(unreachable_patterns)]
+        _ => PANEL,
+    }
+}
+
+/// The panel width of the kernel that runs by default (eight when `QUANT_KERNEL` names what
+/// cannot run: every call reports that error anyway).
+fn default_width() -> usize {
+    KernelChoice::Auto.resolve().map_or(PANEL, width_for)
+}
+
+/// One lane group's codes and parameters ([`GroupWeights::panel`]): eight channels, a panel
+/// of the 8-channel layout or half of one of the 16-channel layout.
 #[derive(Copy, Clone)]
 pub(crate) struct Panel<'a> {
+    /// From this lane group's first byte of group 0.
+    codes: &'a [u8],
+    /// The panel's parameters from this lane group's first, `width` per group.
+    scales: &'a [f32],
+    zeros: &'a [u8],
+    mins: &'a [f32],
+    group_bytes: usize,
+    /// Channels per panel: bytes between the steps of four inputs are `4 · width`.
+    width: usize,
+}
+
+impl<'a> Panel<'a> {
+    /// Group `g`'s codes: 32 bytes (eight channels' four inputs) every [`Panel::step`] bytes.
+    #[inline]
+    pub(crate) fn codes(&self, g: usize) -> &'a [u8] {
+        let steps = self.group_bytes / (4 * self.width);
+        &self.codes[g * self.group_bytes..][..(steps - 1) * self.step() + 32]
+    }
+
+    /// Bytes from one step of four inputs to the next.
+    #[inline]
+    pub(crate) fn step(&self) -> usize {
+        4 * self.width
+    }
+
+    /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`), the last two
+    /// empty for the formats without them.
+    #[inline]
+    pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
+        let at = g * self.width..g * self.width + PANEL;
+        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
+        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
+        (&self.scales[at], z, m)
+    }
+}
+
+/// One panel of the 16-channel layout ([`GroupWeights::wide_panel`]), for the zmm kernels.
+#[derive(Copy, Clone)]
+pub(crate) struct WidePanel<'a> {
     codes: &'a [u8],
     scales: &'a [f32],
     zeros: &'a [u8],
@@ -79,18 +151,18 @@ pub(crate) struct Panel<'a> {
     group_bytes: usize,
 }
 
-impl<'a> Panel<'a> {
-    /// Group `g`'s codes.
+impl<'a> WidePanel<'a> {
+    /// Group `g`'s codes: 64 bytes (sixteen channels' four inputs) a step.
     #[inline]
     pub(crate) fn codes(&self, g: usize) -> &'a [u8] {
         &self.codes[g * self.group_bytes..(g + 1) * self.group_bytes]
     }
 
-    /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`), the last two
-    /// empty for the formats without them.
+    /// Group `g`'s sixteen scales, zero points and minimums (the last two empty for the formats
+    /// without them).
     #[inline]
     pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
-        let at = g * PANEL..(g + 1) * PANEL;
+        let at = g * WIDE..(g + 1) * WIDE;
         let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
         let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
         (&self.scales[at], z, m)
@@ -265,6 +337,7 @@ impl GroupWeights {
             k,
             group: GGML_BLOCK,
             codes_kind: kind,
+            width: default_width(),
             codes: Vec::with_capacity(blocks * if kind == GroupCodes::Sym8 { 32 } else { 16 }),
             scales: Vec::with_capacity(blocks),
             zeros: Vec::new(),
@@ -319,6 +392,7 @@ impl GroupWeights {
             k,
             group,
             codes_kind: kind,
+            width: default_width(),
             codes: Vec::new(),
             scales: scales_f32("scale of group", scales)?,
             zeros: Vec::new(),
@@ -357,11 +431,11 @@ impl GroupWeights {
     }
 
     /// Rearranges the row-major codes and parameters the constructors collect into the
-    /// panel layout (see the type's docs).
+    /// panel layout of `self.width` (see the type's docs).
     fn into_panels(mut self) -> Self {
         let bits = self.codes_kind.bits() as usize;
-        let (groups, group, n) = (self.groups(), self.group, self.n);
-        let panels = n.div_ceil(PANEL);
+        let (groups, group, n, w) = (self.groups(), self.group, self.n, self.width);
+        let panels = n.div_ceil(w);
         let row_bytes = self.k * bits / 8;
         let rows = core::mem::take(&mut self.codes);
         // The code of (row r, input c) from the row-major bytes (4-bit: input pairs, low first).
@@ -376,24 +450,24 @@ impl GroupWeights {
                 (row[c / 2] >> (4 * (c % 2))) & 0x0f
             }
         };
-        let gbytes = group * PANEL * bits / 8;
+        let gbytes = group * w * bits / 8;
         let mut codes = alloc::vec![0u8; panels * groups * gbytes];
         for p in 0..panels {
             for g in 0..groups {
                 let dst = &mut codes[(p * groups + g) * gbytes..][..gbytes];
-                for (l, r) in (p * PANEL..(p + 1) * PANEL).enumerate() {
+                for (l, r) in (p * w..(p + 1) * w).enumerate() {
                     let first = g * group;
                     if bits == 8 {
                         for q in 0..group / 4 {
                             for j in 0..4 {
-                                dst[(q * PANEL + l) * 4 + j] = code(r, first + 4 * q + j);
+                                dst[(q * w + l) * 4 + j] = code(r, first + 4 * q + j);
                             }
                         }
                     } else {
                         for e in 0..group / 8 {
                             for j in 0..4 {
                                 let (lo, hi) = (code(r, first + 8 * e + j), code(r, first + 8 * e + 4 + j));
-                                dst[(e * PANEL + l) * 4 + j] = lo | (hi << 4);
+                                dst[(e * w + l) * 4 + j] = lo | (hi << 4);
                             }
                         }
                     }
@@ -401,50 +475,133 @@ impl GroupWeights {
             }
         }
         self.codes = codes;
-        let spread = |v: &[f32]| -> Vec<f32> {
-            let mut out = alloc::vec![0.0; panels * groups * PANEL];
+        fn spread<T: Copy + Default>(v: &[T], n: usize, groups: usize, w: usize) -> Vec<T> {
+            let mut out = alloc::vec![T::default(); n.div_ceil(w) * groups * w];
             for r in 0..n {
                 for g in 0..groups {
-                    out[((r / PANEL) * groups + g) * PANEL + r % PANEL] = v[r * groups + g];
+                    out[((r / w) * groups + g) * w + r % w] = v[r * groups + g];
                 }
             }
             out
-        };
-        self.scales = spread(&self.scales);
+        }
+        self.scales = spread(&self.scales, n, groups, w);
         if !self.mins.is_empty() {
-            self.mins = spread(&self.mins);
+            self.mins = spread(&self.mins, n, groups, w);
         }
         if !self.zeros.is_empty() {
-            let mut out = alloc::vec![0u8; panels * groups * PANEL];
-            for r in 0..n {
-                for g in 0..groups {
-                    out[((r / PANEL) * groups + g) * PANEL + r % PANEL] = self.zeros[r * groups + g];
-                }
-            }
-            self.zeros = out;
+            self.zeros = spread(&self.zeros, n, groups, w);
         }
         self
     }
 
+    /// The layout these weights are packed in: `"8 channels"` (every tier but `avx512vnni`
+    /// and `amx`) or `"16 channels"` (every tier).
+    #[must_use]
+    pub fn layout(&self) -> &'static str {
+        if self.width == WIDE {
+            "16 channels (portable, avx2, avxvnni, avx512vnni, amx)"
+        } else {
+            "8 channels (portable, avx2, avxvnni)"
+        }
+    }
+
+    /// Channels per panel (8 or 16).
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// `Ok` when the kernel of `tier` takes this layout, else
+    /// [`QuantError::PackedForOtherKernel`].
+    pub(crate) fn check_layout(&self, tier: Tier) -> Result<(), QuantError> {
+        if width_for(tier) <= self.width {
+            Ok(())
+        } else {
+            Err(QuantError::PackedForOtherKernel { packed: self.layout(), kernel: tier.name() })
+        }
+    }
+
+    /// The same weights packed in the layout of `kernel` (a copy; the values are unchanged).
+    ///
+    /// # Errors
+    /// [`QuantError::KernelUnavailable`] / [`QuantError::UnknownKernel`] as
+    /// [`crate::GroupGemm::kernel_name`].
+    pub fn for_kernel(&self, kernel: KernelChoice) -> Result<Self, QuantError> {
+        let width = width_for(kernel.resolve()?);
+        if width == self.width {
+            return Ok(self.clone());
+        }
+        let (n, k, groups) = (self.n, self.k, self.groups());
+        let bits = self.codes_kind.bits() as usize;
+        let row_bytes = k * bits / 8;
+        let mut rows = alloc::vec![0u8; n * row_bytes];
+        for r in 0..n {
+            for c in 0..k {
+                let u = self.stored_code(r, c);
+                if bits == 8 {
+                    rows[r * row_bytes + c] = u;
+                } else {
+                    rows[r * row_bytes + c / 2] |= u << (4 * (c % 2));
+                }
+            }
+        }
+        let gather =
+            |v: &[f32]| -> Vec<f32> { (0..n * groups).map(|i| v[self.param_index(i / groups, i % groups)]).collect() };
+        let w = GroupWeights {
+            n,
+            k,
+            group: self.group,
+            codes_kind: self.codes_kind,
+            width,
+            codes: rows,
+            scales: gather(&self.scales),
+            zeros: if self.zeros.is_empty() {
+                Vec::new()
+            } else {
+                (0..n * groups).map(|i| self.zeros[self.param_index(i / groups, i % groups)]).collect()
+            },
+            mins: if self.mins.is_empty() { Vec::new() } else { gather(&self.mins) },
+        };
+        Ok(w.into_panels())
+    }
+
+    /// Where channel `r`'s group `g` parameters are in the panel layout.
+    fn param_index(&self, r: usize, g: usize) -> usize {
+        ((r / self.width) * self.groups() + g) * self.width + r % self.width
+    }
+
     /// Bytes of one panel's codes for one group.
     pub(crate) fn group_bytes(&self) -> usize {
-        self.group * PANEL * self.codes_kind.bits() as usize / 8
+        self.group * self.width * self.codes_kind.bits() as usize / 8
     }
 
-    /// Panel `p`'s codes for group `g` (see the type's docs for the order).
-    pub(crate) fn panel_codes(&self, p: usize, g: usize) -> &[u8] {
-        let gb = self.group_bytes();
-        &self.codes[(p * self.groups() + g) * gb..][..gb]
-    }
-
-    /// Panel `p` whole: its codes, group after group ([`GroupWeights::group_bytes`] each), and
-    /// its scales, zero points and minimums, eight per group (empty for the formats without
-    /// them). Kernels index these with no division per group.
+    /// Lane group `p` (channels `8p .. 8p + 8`): its codes, group after group, and its scales,
+    /// zero points and minimums (empty for the formats without them). Kernels index these with
+    /// no division per group.
     #[inline]
     pub(crate) fn panel(&self, p: usize) -> Panel<'_> {
-        let (groups, gb) = (self.groups(), self.group_bytes());
-        let params = p * groups * PANEL..(p + 1) * groups * PANEL;
+        let (groups, gb, w) = (self.groups(), self.group_bytes(), self.width);
+        let (panel, half) = (p * PANEL / w, p * PANEL % w);
+        let params = panel * groups * w + half..(panel + 1) * groups * w;
         Panel {
+            codes: &self.codes[panel * groups * gb + half * 4..(panel + 1) * groups * gb],
+            scales: &self.scales[params.clone()],
+            zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
+            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
+            group_bytes: gb,
+            width: w,
+        }
+    }
+
+    /// Panel `p` of the 16-channel layout (channels `16p .. 16p + 16`).
+    ///
+    /// # Panics
+    /// When the weights are in the 8-channel layout.
+    #[inline]
+    pub(crate) fn wide_panel(&self, p: usize) -> WidePanel<'_> {
+        assert_eq!(self.width, WIDE, "a 16-channel panel of 8-channel weights");
+        let (groups, gb) = (self.groups(), self.group_bytes());
+        let params = p * groups * WIDE..(p + 1) * groups * WIDE;
+        WidePanel {
             codes: &self.codes[p * groups * gb..(p + 1) * groups * gb],
             scales: &self.scales[params.clone()],
             zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
@@ -463,7 +620,7 @@ impl GroupWeights {
     #[must_use]
     pub fn params(&self, r: usize, g: usize) -> (f32, i32, f32) {
         assert!(r < self.n && g < self.groups(), "group ({r}, {g}) outside {} x {}", self.n, self.groups());
-        let at = ((r / PANEL) * self.groups() + g) * PANEL + r % PANEL;
+        let at = self.param_index(r, g);
         let z = match self.codes_kind {
             GroupCodes::Sym4 => 8,
             GroupCodes::Asym4 => i32::from(self.zeros[at]),
@@ -473,19 +630,33 @@ impl GroupWeights {
         (self.scales[at], z, m)
     }
 
+    /// The stored code of input `c` of output channel `r`: a nibble `0..=15` for the 4-bit
+    /// formats, the byte of an `i8` for `Sym8`.
+    fn stored_code(&self, r: usize, c: usize) -> u8 {
+        let (g, j, w) = (c / self.group, c % self.group, self.width);
+        let codes = &self.codes[((r / w) * self.groups() + g) * self.group_bytes()..][..self.group_bytes()];
+        let l = r % w;
+        match self.codes_kind {
+            GroupCodes::Sym8 => codes[((j / 4) * w + l) * 4 + j % 4],
+            _ => {
+                let byte = codes[((j / 8) * w + l) * 4 + j % 4];
+                if j % 8 < 4 {
+                    byte & 0x0f
+                } else {
+                    byte >> 4
+                }
+            }
+        }
+    }
+
     /// The code of input `c` of output channel `r`, as the integer the format multiplies: `u`
     /// for the 4-bit formats (`0..=15`), `q` for `Sym8`.
     #[inline]
     pub(crate) fn code(&self, r: usize, c: usize) -> i32 {
-        let (g, j) = (c / self.group, c % self.group);
-        let codes = self.panel_codes(r / PANEL, g);
-        let l = r % PANEL;
+        let u = self.stored_code(r, c);
         match self.codes_kind {
-            GroupCodes::Sym8 => i32::from(codes[((j / 4) * PANEL + l) * 4 + j % 4] as i8),
-            _ => {
-                let byte = codes[((j / 8) * PANEL + l) * 4 + j % 4];
-                i32::from(if j % 8 < 4 { byte & 0x0f } else { byte >> 4 })
-            }
+            GroupCodes::Sym8 => i32::from(i8::from_ne_bytes([u])),
+            _ => i32::from(u),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The group multiply's kernels on x86-64, one panel of eight output channels for up to four
+//! The group multiply's kernels on x86-64, one lane group of eight output channels (ymm) or
+//! one 16-channel panel (zmm, the int8 mode of the `avx512vnni` and `amx` tiers) for up to four
 //! rows at a time (each load of codes serves every row), the same bits as the references
 //! ([`super::reference_panel_i8`], [`super::reference_panel_f32`]): the int8-activation mode
 //! for each tier, and the float mode's one kernel (AVX2 + FMA) for all of them.
@@ -21,10 +22,18 @@
 //! From there every lane does the reference's `f32` operations in the reference's order
 //! (`t = s_x · s_w; acc = acc + t · d`, no fused multiply-add), so the result is the same on
 //! every tier.
+//!
+//! The zmm kernel does the same on sixteen lanes, one 64-byte load a step; AVX-512 has no
+//! `vpsignb`, so the 8-bit codes' `x · sign(w)` is `x` negated where `w < 0` (a masked
+//! `vpsubb`; where `w = 0` the magnitude is 0 either way). Each row keeps two integer chains
+//! (exact, so summing them at the end changes nothing), and the codes are prefetched 2 KiB
+//! ahead: with one row they stream from memory once. The eight-channel kernels read a
+//! 16-channel panel as its two halves (each step's first or last 32 bytes).
 
 use core::arch::x86_64::*;
 
 use super::weights::Panel;
+use super::weights::WIDE;
 use super::{Activations, FloatActivations, GroupCodes, GroupWeights, PANEL};
 use crate::kernels::Tier;
 
@@ -44,11 +53,180 @@ pub(super) fn panel_i8<const R: usize>(
         match tier {
             Tier::Avx2 => Some(panel_avx2(w, a, rows, p)),
             Tier::AvxVnni => Some(panel_avxvnni(w, a, rows, p)),
-            // No AMX group kernel yet: the AMX tier decodes with AVX-512 VNNI.
+            // A lone lane group on the zmm tiers (one that is not half of a 16-channel panel
+            // run by `wide_i8`): the ymm kernel with their VNNI.
             Tier::Avx512Vnni | Tier::Amx => Some(panel_avx512vnni(w, a, rows, p)),
             _ => None,
         }
     }
+}
+
+/// The int8-activation kernel of the zmm tiers (`avx512vnni`, and `amx`, whose tiles cannot
+/// take a dot product this short) for 16-channel panel `p` (lane groups `2p` and `2p + 1`) and
+/// `rows`, before the bias, as two lane groups; `None` on other tiers or for weights in the
+/// 8-channel layout.
+pub(super) fn wide_i8<const R: usize>(
+    tier: Tier,
+    w: &GroupWeights,
+    a: &Activations,
+    rows: [usize; R],
+    p: usize,
+) -> Option<[[[f32; PANEL]; 2]; R]> {
+    if !matches!(tier, Tier::Avx512Vnni | Tier::Amx) || w.width() != WIDE {
+        return None;
+    }
+    assert!(rows.iter().all(|&r| (r + 1) * a.k <= a.q.len()), "rows of the activations");
+    // SAFETY: the tier was resolved by `KernelChoice::resolve`, which checked that this CPU
+    // has AVX-512 F/BW and VNNI; the rows were checked above; the weights are 16-channel.
+    let lanes = unsafe { wide_avx512vnni(w, a, rows, p) };
+    Some(lanes.map(|l| {
+        let mut halves = [[0f32; PANEL]; 2];
+        halves[0].copy_from_slice(&l[..PANEL]);
+        halves[1].copy_from_slice(&l[PANEL..]);
+        halves
+    }))
+}
+
+/// Four activation codes broadcast to every 32-bit lane of a zmm register.
+///
+/// # Safety
+/// `x` points to 4 readable bytes; AVX-512 F present.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn quad_zmm(x: *const i8) -> __m512i {
+    // SAFETY: 4 readable bytes (caller); unaligned read.
+    _mm512_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
+}
+
+/// One group's sixteen dot products for each of `R` rows, 4-bit weights: per step of eight
+/// inputs one 64-byte load split into its low and high nibbles and two `vpdpbusd` a row.
+///
+/// # Safety
+/// `codes` holds the panel's `group * 8` bytes; each `xs[i]` points to the group's `group`
+/// activation codes (`group` a multiple of 32); AVX-512 F/BW and VNNI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
+    let nibble = _mm512_set1_epi8(0x0f);
+    // Two chains a row (low and high nibbles), summed at the end (exact integers).
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    for e in 0..group / 8 {
+        // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
+        unsafe {
+            let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
+            let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
+            for i in 0..R {
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], lo, quad_zmm(xs[i].add(8 * e)));
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], hi, quad_zmm(xs[i].add(8 * e + 4)));
+            }
+        }
+    }
+    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+}
+
+/// One group's sixteen dot products for each of `R` rows, 8-bit weights: `|w| · (x · sign(w))`
+/// as the ymm kernels compute it (AVX-512 has no `vpsignb`: `x` is negated where `w < 0`, and
+/// where `w = 0` the magnitude is 0 either way).
+///
+/// # Safety
+/// `codes` holds the panel's `group * 16` bytes; each `xs[i]` the group's `group` codes;
+/// AVX-512 F/BW and VNNI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
+    let zero = _mm512_setzero_si512();
+    // Two chains a row (even and odd steps), summed at the end: the sums are exact integers,
+    // so the split does not change them, and a single row keeps two dot products in flight.
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // `group / 4` is even (`group` a multiple of 32): steps in pairs.
+    for q in (0..group / 4).step_by(2) {
+        for (chain, q) in [q, q + 1].into_iter().enumerate() {
+            // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
+            unsafe {
+                let v = _mm512_loadu_si512(codes.as_ptr().add(q * 64).cast());
+                let (magnitude, negative) = (_mm512_abs_epi8(v), _mm512_movepi8_mask(v));
+                for i in 0..R {
+                    let x = quad_zmm(xs[i].add(4 * q));
+                    let c = &mut acc[i][chain];
+                    *c = _mm512_dpbusd_epi32(*c, magnitude, _mm512_mask_sub_epi8(x, negative, zero, x));
+                }
+            }
+        }
+    }
+    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+}
+
+/// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
+/// operations lane by lane (see the module docs), on sixteen lanes.
+///
+/// # Safety
+/// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout; every row of
+/// `rows` is a row of `a`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn wide_avx512vnni<const R: usize>(
+    w: &GroupWeights,
+    a: &Activations,
+    rows: [usize; R],
+    p: usize,
+) -> [[f32; WIDE]; R] {
+    let (k, group, groups) = (a.k, a.group, a.groups());
+    let kind = w.codes_kind();
+    let panel = w.wide_panel(p);
+    let gb = panel.codes(0).len();
+    let mut acc = [_mm512_setzero_ps(); R];
+    for g in 0..groups {
+        let codes = panel.codes(g);
+        // The codes stream once (few rows): those 2 KiB ahead are asked for now, a line at a
+        // time (hints; harmless past the panel).
+        for line in (0..gb).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + line).cast());
+        }
+        let mut xs = [core::ptr::null::<i8>(); R];
+        for (x, &r) in xs.iter_mut().zip(&rows) {
+            // SAFETY: every row holds `k` codes (caller), so group `g` starts inside it.
+            *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
+        }
+        // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
+        // group's activations (`group` a multiple of 32); CPU features as above.
+        let raw = unsafe {
+            if kind.bits() == 4 {
+                four_zmm(codes, xs, group)
+            } else {
+                eight_zmm(codes, xs, group)
+            }
+        };
+        let (sw, z, mn) = panel.params(g);
+        // SAFETY: the slices hold 16 values (or are empty for the formats without them, which
+        // never read them).
+        unsafe {
+            let swv = _mm512_loadu_ps(sw.as_ptr());
+            for i in 0..R {
+                let at = rows[i] * groups + g;
+                let sum = a.sums[at];
+                let d = match kind {
+                    GroupCodes::Sym4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(8 * sum)),
+                    GroupCodes::Asym4 => {
+                        let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
+                        _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(sum)))
+                    }
+                    _ => raw[i],
+                };
+                let sxv = _mm512_set1_ps(a.scales[at]);
+                let t = _mm512_mul_ps(sxv, swv);
+                acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_cvtepi32_ps(d)));
+                if kind == GroupCodes::Min4 {
+                    let t = _mm512_mul_ps(sxv, _mm512_loadu_ps(mn.as_ptr()));
+                    acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_set1_ps(sum as f32)));
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; WIDE]; R];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: a write of a 16-element array.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
 }
 
 /// Four activation codes broadcast to every 32-bit lane.
@@ -67,13 +245,13 @@ unsafe fn quad(x: *const i8) -> __m256i {
 /// `0..=15`.
 ///
 /// # Safety
-/// `codes` has 32 readable bytes at `e * 32`; AVX2 present.
+/// `codes` has 32 readable bytes at `e * step`; AVX2 present.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn nibbles(codes: *const u8, e: usize) -> (__m256i, __m256i) {
+unsafe fn nibbles(codes: *const u8, e: usize, step: usize) -> (__m256i, __m256i) {
     let nibble = _mm256_set1_epi8(0x0f);
     // SAFETY: 32 readable bytes (caller); unaligned load.
-    let v = unsafe { _mm256_loadu_si256(codes.add(e * 32).cast()) };
+    let v = unsafe { _mm256_loadu_si256(codes.add(e * step).cast()) };
     (_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble))
 }
 
@@ -85,15 +263,15 @@ unsafe fn nibbles(codes: *const u8, e: usize) -> (__m256i, __m256i) {
 /// activation codes (`group` a multiple of 32).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn four_avx2<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
+unsafe fn four_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_si256(); R];
     for b in 0..group / 32 {
         let mut t = [_mm256_setzero_si256(); R];
         for e in 4 * b..4 * b + 4 {
-            // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
+            // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
             unsafe {
-                let (lo, hi) = nibbles(codes.as_ptr(), e);
+                let (lo, hi) = nibbles(codes.as_ptr(), e, step);
                 for i in 0..R {
                     t[i] = _mm256_add_epi16(t[i], _mm256_maddubs_epi16(lo, quad(xs[i].add(8 * e))));
                     t[i] = _mm256_add_epi16(t[i], _mm256_maddubs_epi16(hi, quad(xs[i].add(8 * e + 4))));
@@ -113,13 +291,13 @@ unsafe fn four_avx2<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
 /// `codes` holds the panel's `group * 8` bytes; each `xs[i]` the group's `group` codes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn eight_avx2<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
+unsafe fn eight_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_si256(); R];
     for q in 0..group / 4 {
-        // SAFETY: 32 code bytes at `q * 32` and 4 activation codes at `q * 4` (caller).
+        // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
         unsafe {
-            let v = _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast());
+            let v = _mm256_loadu_si256(codes.as_ptr().add(q * step).cast());
             let magnitude = _mm256_abs_epi8(v);
             for i in 0..R {
                 let signed = _mm256_sign_epi8(quad(xs[i].add(4 * q)), v);
@@ -138,12 +316,12 @@ macro_rules! vnni_steps {
         /// As [`four_avx2`]; the CPU has the features in `target_feature`.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $four<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
+        unsafe fn $four<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
             let mut acc = [_mm256_setzero_si256(); R];
             for e in 0..group / 8 {
-                // SAFETY: 32 code bytes at `e * 32` and 8 activation codes at `e * 8` (caller).
+                // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
                 unsafe {
-                    let (lo, hi) = nibbles(codes.as_ptr(), e);
+                    let (lo, hi) = nibbles(codes.as_ptr(), e, step);
                     for i in 0..R {
                         acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
                         acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
@@ -159,12 +337,12 @@ macro_rules! vnni_steps {
         /// As [`eight_avx2`]; the CPU has the features in `target_feature`.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $eight<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m256i; R] {
+        unsafe fn $eight<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
             let mut acc = [_mm256_setzero_si256(); R];
             for q in 0..group / 4 {
-                // SAFETY: 32 code bytes at `q * 32` and 4 activation codes at `q * 4` (caller).
+                // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
                 unsafe {
-                    let v = _mm256_loadu_si256(codes.as_ptr().add(q * 32).cast());
+                    let v = _mm256_loadu_si256(codes.as_ptr().add(q * step).cast());
                     let magnitude = _mm256_abs_epi8(v);
                     for i in 0..R {
                         acc[i] = $dpbusd(acc[i], magnitude, _mm256_sign_epi8(quad(xs[i].add(4 * q)), v));
@@ -208,9 +386,9 @@ macro_rules! group_kernel {
                 // group's activations (`group` a multiple of 32); CPU features as above.
                 let raw = unsafe {
                     if kind.bits() == 4 {
-                        $four(codes, xs, group)
+                        $four(codes, panel.step(), xs, group)
                     } else {
-                        $eight(codes, xs, group)
+                        $eight(codes, panel.step(), xs, group)
                     }
                 };
                 let (sw, z, mn) = panel.params(g);
@@ -330,6 +508,7 @@ unsafe fn group_values<const P: usize>(
         unsafe { _mm256_loadu_si256(lane_byte_masks(j, t).as_ptr().cast()) }
     };
     let codes = panels.map(|pl| pl.codes(g).as_ptr());
+    let steps = panels.map(|pl| pl.step());
     if kind.bits() == 4 {
         let low = [mask(0, false), mask(1, false), mask(2, false), mask(3, false)];
         let mut zf = [_mm256_setzero_ps(); P];
@@ -348,7 +527,7 @@ unsafe fn group_values<const P: usize>(
             let mut hi = [_mm256_setzero_si256(); P];
             for q in 0..P {
                 // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
-                (lo[q], hi[q]) = unsafe { nibbles(codes[q], e) };
+                (lo[q], hi[q]) = unsafe { nibbles(codes[q], e, steps[q]) };
             }
             for (half, src) in [lo, hi].into_iter().enumerate() {
                 for (j, m) in low.iter().enumerate() {
@@ -366,7 +545,7 @@ unsafe fn group_values<const P: usize>(
             let mut raw = [_mm256_setzero_si256(); P];
             for q in 0..P {
                 // SAFETY: the group's codes are `group * 8` bytes, 32 per step of 4 inputs.
-                raw[q] = unsafe { _mm256_loadu_si256(codes[q].add(s * 32).cast()) };
+                raw[q] = unsafe { _mm256_loadu_si256(codes[q].add(s * steps[q]).cast()) };
             }
             for (j, m) in top.iter().enumerate() {
                 let mut v = [_mm256_setzero_ps(); P];
