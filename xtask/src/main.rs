@@ -3,7 +3,7 @@
 //! ```text
 //! cargo xtask demo     the main job: `quant demo` (a synthetic transformer block), then the engine demo
 //! cargo xtask test     every test of the workspace, doc tests included
-//! cargo xtask check    fmt, clippy -D warnings, docs, and the no_std builds of traits/core/matmul
+//! cargo xtask check    fmt, clippy -D warnings, docs, the no_std builds of traits/core/matmul, and an aarch64 check
 //! cargo xtask ci       check + test (what CI runs)
 //! cargo xtask emulate  the AVX-512 VNNI / AVX-VNNI kernels on an emulated CPU (Bochs), checked
 //! cargo xtask bench    our kernels' throughput table; --peers adds ONNX Runtime and NumPy ratios
@@ -32,7 +32,9 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           suites once per kernel tier this CPU has (QUANT_KERNEL=portable, avx2, avxvnni,
           avx512vnni, amx); prints which tiers ran and which this CPU lacks
   check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
-          and the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul
+          the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul, and
+          cargo check of the library crates for aarch64-unknown-linux-gnu (the portable tier;
+          skipped with the reason when rustup cannot add that target)
   ci      check, then test: passing locally means CI is green
   emulate the avxvnni and avx512vnni kernels and the AVX-512 quantizers under Bochs's CPU
           emulator (PyPI bochscpu-python, venv under target/emulate), every result checked
@@ -267,7 +269,37 @@ fn check() -> Result<(), String> {
     for krate in NO_STD_CRATES {
         cargo(&["build", "--quiet", "-p", krate, "--no-default-features"])?;
     }
-    no_std_dependencies()
+    no_std_dependencies()?;
+    check_other_arch()
+}
+
+/// The target the library crates are also checked for: a CPU with none of the x86-64 tiers,
+/// where only the portable kernels (and whatever tiers that architecture gets) compile.
+const OTHER_ARCH: &str = "aarch64-unknown-linux-gnu";
+
+/// `cargo check` of the library crates for [`OTHER_ARCH`] (with and without their default
+/// features), warnings denied: the `arch/` trees must build with no x86-64 module. The target's
+/// standard library comes from `rustup target add`; when it cannot be installed (no rustup, or
+/// no network to its server) the check is skipped with the reason.
+fn check_other_arch() -> Result<(), String> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let has =
+        installed.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == OTHER_ARCH));
+    if !has {
+        let added = Command::new("rustup").args(["target", "add", OTHER_ARCH]).status();
+        if !added.is_ok_and(|s| s.success()) {
+            eprintln!("xtask check: the {OTHER_ARCH} check is skipped: `rustup target add {OTHER_ARCH}` failed");
+            return Ok(());
+        }
+    }
+    let crates = ["-p", "quant-traits", "-p", "quant-core", "-p", "quant-matmul", "-p", "quant-analysis"];
+    let flags = [("RUSTFLAGS", "-D warnings")];
+    let mut args = vec!["check", "--quiet", "--target", OTHER_ARCH];
+    args.extend(crates);
+    cargo_env(&args, &flags)?;
+    args.truncate(4);
+    args.extend(["-p", "quant-traits", "-p", "quant-core", "-p", "quant-matmul", "--no-default-features"]);
+    cargo_env(&args, &flags)
 }
 
 /// Without default features, nothing in the embeddable crates' dependency tree may turn on a

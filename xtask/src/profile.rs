@@ -7,7 +7,7 @@
 //!
 //! | part | functions |
 //! |---|---|
-//! | micro-kernel | the kernels' tile and row functions (`quant_matmul::kernels`), their in-register correction and output stage included |
+//! | micro-kernel | the kernels' tile and row functions (`quant_matmul::arch`), their in-register correction and output stage included |
 //! | packing | `gemm::pack` and the kernels' packing help (A and B into panels) |
 //! | epilogue | the element-by-element correction and stages (`gemm::epilogue`, `gemm::output`) and the kernels' deferred epilogue |
 //! | driver | the rest of quant-matmul (blocking, correction terms, the call's checks), and the allocator |
@@ -36,12 +36,17 @@ pub(crate) fn part(dso: &str, symbol: &str) -> &'static str {
     let has = |s: &str| symbol.contains(s);
     if dso.starts_with("[kernel") || has("futex") || has("rayon_core") || has("sched_yield") || has("__lll_lock") {
         "OS"
-    } else if has("gemm::pack") || has("kernels::x86_64::pack") || has("interleave4") || has("pack_a") || has("pack_b")
+    } else if has("gemm::pack")
+        || has("arch::pack")
+        || has("arch::x86_64::pack")
+        || has("interleave4")
+        || has("pack_a")
+        || has("pack_b")
     {
         "packing"
     } else if has("epilogue") || has("gemm::output") {
         "epilogue"
-    } else if has("quant_matmul::kernels") || has("as quant_matmul::kernels::MicroKernel") {
+    } else if has("quant_matmul::arch") || has("as quant_matmul::arch::MicroKernel") {
         "micro-kernel"
     } else if has("quant_matmul") || has("malloc") || has("free") || has("memcpy") || has("memset") || has("memmove") {
         "driver"
@@ -154,16 +159,12 @@ mod tests {
     #[test]
     fn samples_go_to_their_parts() {
         let cases = [
-            ("quant-bench", "quant_matmul::kernels::x86_64::avx512::tile_rows", "micro-kernel"),
-            (
-                "quant-bench",
-                "<quant_matmul::kernels::x86_64::amx::Amx as quant_matmul::kernels::MicroKernel>::tile",
-                "micro-kernel",
-            ),
-            ("quant-bench", "quant_matmul::kernels::x86_64::avx512::epilogue_zmm", "epilogue"),
+            ("quant-bench", "quant_matmul::arch::x86_64::avx512::tile_rows", "micro-kernel"),
+            ("quant-bench", "<quant_traits::cpu::Amx as quant_matmul::arch::MicroKernel>::tile", "micro-kernel"),
+            ("quant-bench", "quant_matmul::arch::x86_64::avx512::epilogue_zmm", "epilogue"),
             ("quant-bench", "quant_matmul::gemm::epilogue::Epilogue<A,S>::full_run", "epilogue"),
             ("quant-bench", "quant_matmul::gemm::pack::pack_a_quads", "packing"),
-            ("quant-bench", "quant_matmul::kernels::x86_64::pack::interleave4", "packing"),
+            ("quant-bench", "quant_matmul::arch::x86_64::pack::interleave4", "packing"),
             ("quant-bench", "quant_matmul::gemm::driver::drive", "driver"),
             ("libc.so.6", "__memset_avx512_unaligned_erms", "driver"),
             ("[kernel.kallsyms]", "clear_page_erms", "OS"),

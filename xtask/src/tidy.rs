@@ -8,8 +8,8 @@
 //!   down (a file with fewer casts than granted fails too, so the table is kept exact).
 //! * **Every `unsafe fn` has a `# Safety` section** in its doc comment (trait-impl methods
 //!   inherit the trait's).
-//! * **SIMD intrinsics** (`_mm*_` calls) only in files under a `kernels/` directory, or in
-//!   [`SIMD_ELSEWHERE`] with the reason.
+//! * **SIMD intrinsics** (`_mm*_` calls) only in files under an `arch/` directory: each
+//!   crate's one tree of per-tier modules, with no exception.
 //! * **No hand-written JSON or argument parsing:** JSON is written and read with `serde_json`,
 //!   arguments with `clap` (the CLI) or the xtask's one `Args` helper; `std::env::args` only
 //!   where [`ARGS_READERS`] says.
@@ -29,49 +29,46 @@ const CAST_ALLOWANCE: &[(&str, usize, &str)] = &[
         8,
         "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above",
     ),
-    ("crates/quant-core/src/ggml/lanes.rs", 2, "codes already clamped to 0..=63 stored as bytes, as ggml does"),
+    ("crates/quant-core/src/ggml/lanes.rs", 1, "codes already clamped to 0..=63 stored as bytes, as ggml does"),
     ("crates/quant-core/src/superblock/fit.rs", 5, "small integer level tables (|v| <= 127) to i32/f32, exact"),
-    ("crates/quant-core/src/kernels/x86_64/avx2.rs", 3, "i8/u8 code bounds (|v| <= 255) to f32, exact"),
-    ("crates/quant-core/src/kernels/x86_64/avx512.rs", 3, "i8/u8 code bounds (|v| <= 255) to f32, exact"),
+    (
+        "crates/quant-core/src/arch/x86_64/avx2.rs",
+        5,
+        "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does",
+    ),
+    ("crates/quant-core/src/arch/x86_64/avx512.rs", 3, "i8/u8 code bounds (|v| <= 255) to f32, exact"),
     ("crates/quant-traits/src/float.rs", 4, "the float trait's own conversions, which cast.rs builds on"),
     ("crates/quant-traits/src/storage.rs", 2, "a storage type's MIN/MAX widened to i64 in a const, exact"),
     ("crates/quant-traits/src/cpu.rs", 1, "a tier's index into Tier::ALL (< 5) as the cached u8"),
-    ("crates/quant-matmul/src/group/weights.rs", 4, "i8 codes to their u8 bits and back, bit widths (<= 8) as usize"),
+    ("crates/quant-matmul/src/group/weights.rs", 2, "i8 codes to their u8 bits, bit widths (<= 8) as usize"),
     (
-        "crates/quant-matmul/src/group/mod.rs",
-        4,
-        "i32 group dot products and codes (|v| < 2^24) to f32, exact; a clamped i8",
+        "crates/quant-matmul/src/arch/decode.rs",
+        5,
+        "bit widths (<= 8) as usize; the references' i32 group dot products and codes (|v| < 2^24) to f32, exact",
+    ),
+    ("crates/quant-matmul/src/group/mod.rs", 1, "an activation code clamped to -127..=127, to i8"),
+    (
+        "crates/quant-matmul/src/arch/x86_64/avx512.rs",
+        1,
+        "the zmm decode kernel's i32 sum of activation codes (< 2^24) to f32",
     ),
     ("crates/quant-matmul/src/gemm/pack.rs", 1, "an i16's bits as u16, to pack it as the low half of a word"),
     ("crates/quant-matmul/src/gemm/epilogue.rs", 3, "wrapping i32 arithmetic, exact wherever the i32 path is taken"),
     ("crates/quant-matmul/src/exact.rs", 3, "widening to u128 for the overflow bound of the exact reference"),
     (
-        "crates/quant-matmul/src/group/x86_64.rs",
-        3,
+        "crates/quant-matmul/src/arch/x86_64/decode.rs",
+        2,
         "a shuffle index (< 16) as i8; an i32 sum of activation codes (< 2^24) to f32 (ymm and zmm kernels)",
     ),
     (
-        "crates/quant-matmul/src/kernels/portable.rs",
+        "crates/quant-matmul/src/arch/portable.rs",
         1,
         "an i32 word's bits as u32, to read its four bytes as vpdpbusd does",
     ),
-    ("crates/quant-matmul/src/kernels/mod.rs", 1, "the chunk bound's i32::MAX as u64"),
+    ("crates/quant-matmul/src/arch/mod.rs", 1, "the chunk bound's i32::MAX as u64"),
     ("crates/quant-matmul/src/gemm/output.rs", 1, "the f32 stage's one documented rounding of its f64 value"),
     ("crates/quant-matmul/src/gemm/operands.rs", 1, "the i32 depth bound as usize"),
     ("crates/quant-matmul/src/gemm/driver.rs", 1, "the chunk bound's i32::MAX as usize"),
-];
-
-/// Files outside `kernels/` allowed SIMD intrinsics, and why.
-const SIMD_ELSEWHERE: &[(&str, &str)] = &[
-    (
-        "crates/quant-core/src/ggml/lanes.rs",
-        "the k-quant scale search in eight lanes, written next to the ggml port it must match byte for byte",
-    ),
-    ("crates/quant-matmul/src/gemm/pack.rs", "one SSE2 (x86-64 baseline) interleave while regrouping B panels"),
-    (
-        "crates/quant-matmul/src/group/x86_64.rs",
-        "the decode kernels, kept with the group weight layout they read (the group module's kernels)",
-    ),
 ];
 
 /// Files that may read `std::env::args`, and why.
@@ -220,10 +217,10 @@ fn every_unsafe_fn_documents_its_safety() {
 }
 
 #[test]
-fn simd_intrinsics_live_under_kernels() {
+fn simd_intrinsics_live_under_arch() {
     let mut problems = Vec::new();
     for (rel, text) in workspace_files() {
-        if rel.contains("/kernels/") || is_test_file(rel) || rel.starts_with("benches/") || rel.starts_with("xtask/") {
+        if rel.contains("/arch/") || is_test_file(rel) || rel.starts_with("benches/") || rel.starts_with("xtask/") {
             continue;
         }
         let uses = text.lines().enumerate().find(|(_, l)| {
@@ -236,11 +233,7 @@ fn simd_intrinsics_live_under_kernels() {
             })
         });
         if let Some((n, l)) = uses {
-            if !SIMD_ELSEWHERE.iter().any(|(f, _)| *f == rel) {
-                problems.push(format!("{rel}:{}: SIMD intrinsic outside kernels/: {}", n + 1, l.trim()));
-            }
-        } else if SIMD_ELSEWHERE.iter().any(|(f, _)| *f == rel) {
-            problems.push(format!("{rel}: in SIMD_ELSEWHERE but has no intrinsic: remove its line"));
+            problems.push(format!("{rel}:{}: SIMD intrinsic outside arch/: {}", n + 1, l.trim()));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -325,7 +325,7 @@ fn check_call<F: QuantFloat, Q: Storage>(
     for p in params {
         check_params(spec, p)?;
     }
-    crate::kernels::check()?;
+    crate::arch::check()?;
     check_units::<Q>("output codes", x.len(), out_units)
 }
 
@@ -366,7 +366,7 @@ pub fn dequantize_matrix_into<F: QuantFloat, Q: Storage>(
     shape.check_len("output", out.len())?;
     check_units::<Q>("codes", out.len(), codes.len())?;
     QuantError::check_length("parameter sets", granularity.channels(shape), params.len())?;
-    crate::kernels::check()?;
+    crate::arch::check()?;
     dequantize_codes(codes, shape, granularity.layout(shape), params, out);
     Ok(())
 }

@@ -72,11 +72,11 @@
 
 extern crate alloc;
 
+mod arch;
 pub mod calibrate;
 pub mod convention;
 pub mod ggml;
 mod granularity;
-mod kernels;
 pub mod minifloat;
 pub mod mxfp4;
 pub mod params;
@@ -88,13 +88,13 @@ mod seed;
 pub mod superblock;
 pub mod tensor;
 
+pub use arch::selected_kernel;
 pub use calibrate::{ChannelObserver, MinMax, MovingAverageMinMax, MseOptimal, Observer, Percentile};
 pub use convention::Convention;
 pub use ggml::BlockFormat;
 pub use granularity::{
     dequantize_matrix_into, matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix,
 };
-pub use kernels::selected_kernel;
 pub use minifloat::MiniFloat;
 pub use params::QuantParams;
 pub use quantize::{dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes, Quantized};

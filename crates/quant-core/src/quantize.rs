@@ -93,7 +93,7 @@ pub fn quantize_into<F: QuantFloat, Q: Storage>(
     spec.check_storage::<Q>()?;
     check_params(spec, params)?;
     check_units::<Q>("output codes", x.len(), out.len())?;
-    crate::kernels::check()?;
+    crate::arch::check()?;
     let (scale, zp) = (params.scale().to_f64_exact(), params.zero_point());
     quantize_slice(x, scale, zp, spec.code_min(), spec.code_max(), out)
         .map_err(|index| QuantError::NonFinite { index, value: x[index].to_f64_exact() })
@@ -143,7 +143,7 @@ fn quantize_serial<F: QuantFloat, Q: Storage>(
     hi: i64,
     out: &mut [Q],
 ) -> Result<(), usize> {
-    if let Some(result) = crate::kernels::quantize(x, scale, zp, lo, hi, out) {
+    if let Some(result) = crate::arch::quantize(x, scale, zp, lo, hi, out) {
         return result;
     }
     if let Some(i) = first_non_finite(x) {
@@ -166,7 +166,7 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
 ) -> Result<(), QuantError> {
     check_units::<Q>("input codes", len, codes.len())?;
     QuantError::check_length("output values", len, out.len())?;
-    crate::kernels::check()?;
+    crate::arch::check()?;
     let (scale, zp) = (params.scale(), params.zero_point());
     #[cfg(feature = "parallel")]
     if let Some(parts) = parallel_parts::<Q>(len) {
@@ -184,7 +184,7 @@ pub fn dequantize_into<F: QuantFloat, Q: Storage>(
 
 /// Dequantizes `out.len()` codes from `codes` (validated lengths).
 fn dequantize_serial<F: QuantFloat, Q: Storage>(codes: &[Q], scale: F, zp: i64, out: &mut [F]) {
-    if !crate::kernels::dequantize(codes, scale.to_f64_exact(), zp, out) {
+    if !crate::arch::dequantize(codes, scale.to_f64_exact(), zp, out) {
         let len = out.len();
         for (o, q) in out.iter_mut().zip(read_codes(codes, len)) {
             *o = dequantize_code(q, scale, zp);

@@ -57,15 +57,16 @@
 
 extern crate alloc;
 
+mod arch;
 mod batch;
 mod exact;
 pub mod gemm;
 pub mod group;
-mod kernels;
 mod scaled;
 mod threads;
 mod view;
 
+pub use arch::{selected_kernel, KernelChoice};
 pub use batch::{Batch, BatchedShape};
 pub use exact::{matmul_exact, Accumulator, GemmShape};
 pub use gemm::operand::{Operand, ZeroPoint};
@@ -76,7 +77,6 @@ pub use gemm::output::{
 pub use gemm::pack::PackedB;
 pub use gemm::{Gemm, Operands};
 pub use group::{GroupCodes, GroupGemm, GroupWeights};
-pub use kernels::{selected_kernel, KernelChoice};
 pub use quant_traits::cpu::Tier;
 pub use scaled::{quantized_matmul, quantized_matmul_flat};
 pub use view::{MatMut, MatRef};

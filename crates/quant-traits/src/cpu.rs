@@ -25,6 +25,13 @@
 //! `cpuid` and the OS). Without `std` there is no environment and no run-time detection: a tier
 //! is available when the build enables its features (`-C target-feature` / `target-cpu`).
 //!
+//! **One dispatch.** Each tier also has a type here ([`Portable`], [`Avx2`], [`AvxVnni`],
+//! [`Avx512Vnni`], [`Amx`]), on which every crate implements its own kernel traits, in one
+//! module per tier (`arch/x86_64/avx512.rs` holds everything a crate runs on `avx512vnni`);
+//! [`dispatch!`](crate::dispatch) turns a [`Tier`] into that type, for every crate. Adding a tier
+//! is a variant and a type here, one line in `dispatch!`, and one module in each crate that has
+//! kernels for it.
+//!
 //! **AMX** has one more condition: its tile registers are 8 KiB of state that Linux gives a
 //! process only when asked (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). The first
 //! time `amx_tile` or `amx_int8` is asked about, with `std` on Linux x86-64, this module reads
@@ -127,6 +134,89 @@ impl core::fmt::Display for Tier {
         f.write_str(self.name())
     }
 }
+
+/// A tier's type, on which crates implement their kernels: [`dispatch!`](crate::dispatch)
+/// names it for a [`Tier`].
+pub trait TierKernels: 'static {
+    /// The tier.
+    const TIER: Tier;
+}
+
+macro_rules! tier_types {
+    ($($(#[$doc:meta])* $name:ident,)*) => {$(
+        $(#[$doc])*
+        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+        pub struct $name;
+
+        impl TierKernels for $name {
+            const TIER: Tier = Tier::$name;
+        }
+    )*};
+}
+
+tier_types! {
+    /// The [`Tier::Portable`] kernels' type.
+    Portable,
+    /// The [`Tier::Avx2`] kernels' type.
+    Avx2,
+    /// The [`Tier::AvxVnni`] kernels' type.
+    AvxVnni,
+    /// The [`Tier::Avx512Vnni`] kernels' type.
+    Avx512Vnni,
+    /// The [`Tier::Amx`] kernels' type.
+    Amx,
+}
+
+/// `dispatch!(tier, K => expr)`: evaluates `expr` with the type alias `K` naming `tier`'s type
+/// ([`TierKernels`]), on which the calling crate implements its kernels. The one table of tiers
+/// for every crate: a new tier is one line here.
+///
+/// A tier of another architecture than the one compiled for is never available, so
+/// [`Tier::require`] refused it before any dispatch; it falls into the portable arm.
+///
+/// ```
+/// use quant_traits::cpu::{Tier, TierKernels};
+///
+/// fn name(tier: Tier) -> Tier {
+///     quant_traits::dispatch!(tier, K => K::TIER)
+/// }
+/// assert_eq!(name(Tier::Portable), Tier::Portable);
+/// ```
+#[macro_export]
+macro_rules! dispatch {
+    ($tier:expr, $k:ident => $body:expr) => {{
+        #[allow(unreachable_patterns)]
+        match $tier {
+            #[cfg(target_arch = "x86_64")]
+            $crate::cpu::Tier::Amx => {
+                type $k = $crate::cpu::Amx;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::cpu::Tier::Avx512Vnni => {
+                type $k = $crate::cpu::Avx512Vnni;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::cpu::Tier::AvxVnni => {
+                type $k = $crate::cpu::AvxVnni;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::cpu::Tier::Avx2 => {
+                type $k = $crate::cpu::Avx2;
+                $body
+            }
+            // Portable, and any tier this architecture has no kernels for (never available
+            // here, so `Tier::require` refused it before any dispatch).
+            _ => {
+                type $k = $crate::cpu::Portable;
+                $body
+            }
+        }
+    }};
+}
+pub use crate::dispatch;
 
 /// Which kernel tier to run.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
@@ -364,6 +454,14 @@ mod amx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `dispatch!` names each available tier's own type.
+    #[test]
+    fn dispatch_names_each_tiers_type() {
+        for t in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+            assert_eq!(crate::dispatch!(t, K => K::TIER), t);
+        }
+    }
 
     #[test]
     fn names_round_trip() {

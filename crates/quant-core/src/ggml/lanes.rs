@@ -17,9 +17,9 @@
 //! as 0); every candidate then has codes 0, `d = 0` (or NaN), and never wins. The tests hold
 //! constant and all-zero lanes to the scalar search.
 //!
-//! The loops are plain Rust over `[f32; 8]`; the same function is compiled twice, for the
-//! x86-64 baseline and with AVX2 enabled (chosen at run time by the tier in use, as the other
-//! kernels of the crate; `QUANT_KERNEL=portable` takes the baseline build). Rust never
+//! The loops are plain Rust over `[f32; 8]` (the portable build); the x86-64 tiers run the
+//! same operations in AVX2 intrinsics (`arch/x86_64/avx2.rs`), chosen at run time by the tier
+//! in use as the other kernels of the crate (`QUANT_KERNEL=portable` takes the portable build). Rust never
 //! contracts `a * b + c` into a fused multiply-add, so both builds round as the scalar code.
 
 // The loops mirror the scalar search index by index.
@@ -27,28 +27,8 @@
 
 use super::kquants::{f, nearest_int};
 
-/// Lanes per call: the sub-blocks searched together.
-pub(super) const LANES: usize = 8;
-
-type V = [f32; LANES];
-
-/// The search parameters of `make_qkx2_quants` (see there).
-#[derive(Copy, Clone, Debug)]
-pub(super) struct Search {
-    pub nmax: i32,
-    pub rmin: f32,
-    pub rdelta: f32,
-    pub nstep: i32,
-    pub use_mad: bool,
-}
-
-impl Search {
-    /// The candidate indices `is` tried after the first guess: `0..=nstep`, none when
-    /// `nstep < 1` (ggml returns the first guess then).
-    fn candidates(self) -> core::ops::Range<i32> {
-        0..if self.nstep < 1 { 0 } else { self.nstep + 1 }
-    }
-}
+use crate::arch::lanes::V;
+pub(super) use crate::arch::lanes::{Search, LANES};
 
 /// Runs the search of each lane: codes into `l[i][k]`, and `(scale, -min)` per lane, as
 /// `make_qkx2_quants(s.nmax, x[..][k], w[..][k], ..)` returns them.
@@ -58,100 +38,7 @@ pub(super) fn make_qkx2_quants_x8<const N: usize>(
     w: &[V; N],
     l: &mut [[u8; LANES]; N],
 ) -> (V, V) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::has_avx2() {
-        // SAFETY: the tier in use has AVX2 (checked just above).
-        return unsafe { search_avx2(s, x, w, l) };
-    }
-    search(s, x, w, l)
-}
-
-/// [`search`] in AVX2 intrinsics, the same operations on the same lanes in the same order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn search_avx2<const N: usize>(s: Search, x: &[V; N], w: &[V; N], l: &mut [[u8; LANES]; N]) -> (V, V) {
-    use core::arch::x86_64::*;
-    // SAFETY: a `V` is eight `f32`s, what an unaligned 256-bit load reads.
-    let load = |v: &V| unsafe { _mm256_loadu_ps(v.as_ptr()) };
-    let store = |v: __m256| {
-        let mut out = [0.0f32; LANES];
-        // SAFETY: `out` is eight `f32`s, what an unaligned 256-bit store writes.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-        out
-    };
-    let magic = _mm256_set1_ps(12_582_912.0);
-    let low = _mm256_set1_epi32(0x007f_ffff);
-    let half = _mm256_set1_epi32(0x0040_0000);
-    let (zero_i, nmax_i) = (_mm256_setzero_si256(), _mm256_set1_epi32(s.nmax));
-    let zero = _mm256_setzero_ps();
-    let sign = _mm256_set1_ps(-0.0);
-    // nearest_int(v) clamped to 0..=nmax, as f32 (see `code`).
-    let code = |v: __m256| {
-        let bits = _mm256_and_si256(_mm256_castps_si256(_mm256_add_ps(v, magic)), low);
-        let q = _mm256_sub_epi32(bits, half);
-        _mm256_cvtepi32_ps(_mm256_min_epi32(_mm256_max_epi32(q, zero_i), nmax_i))
-    };
-    let err = |diff: __m256| if s.use_mad { _mm256_andnot_ps(sign, diff) } else { _mm256_mul_ps(diff, diff) };
-    let (mut min, mut max) = (load(&x[0]), load(&x[0]));
-    let mut sum_w = load(&w[0]);
-    let mut sum_x = _mm256_mul_ps(sum_w, min);
-    for i in 1..N {
-        let (xi, wi) = (load(&x[i]), load(&w[i]));
-        // min_ps(a, b) is `a < b ? a : b`, the scalar `if x < min { min = x }`.
-        min = _mm256_min_ps(xi, min);
-        max = _mm256_max_ps(xi, max);
-        sum_w = _mm256_add_ps(sum_w, wi);
-        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(wi, xi));
-    }
-    min = _mm256_blendv_ps(min, zero, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero));
-    let mut iscale = _mm256_div_ps(_mm256_set1_ps(f(s.nmax)), _mm256_sub_ps(max, min));
-    let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
-    let mut best = zero;
-    for i in 0..N {
-        let (xi, wi) = (load(&x[i]), load(&w[i]));
-        let q = code(_mm256_mul_ps(iscale, _mm256_sub_ps(xi, min)));
-        let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, q), min), xi);
-        best = _mm256_add_ps(best, _mm256_mul_ps(wi, err(diff)));
-    }
-    let (mut win_iscale, mut win_min) = (iscale, min);
-    let mut laux = [zero; N];
-    for is in s.candidates() {
-        iscale = _mm256_div_ps(_mm256_set1_ps(s.rmin + s.rdelta * f(is) + f(s.nmax)), _mm256_sub_ps(max, min));
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
-        for i in 0..N {
-            let (xi, wi) = (load(&x[i]), load(&w[i]));
-            let q = code(_mm256_mul_ps(iscale, _mm256_sub_ps(xi, min)));
-            laux[i] = q;
-            let wq = _mm256_mul_ps(wi, q);
-            sum_l = _mm256_add_ps(sum_l, wq);
-            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wq, q));
-            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wq, xi));
-        }
-        let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
-        let ok = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
-        let ts = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), d);
-        let tm = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), d);
-        let clamp = _mm256_cmp_ps::<_CMP_GT_OQ>(tm, zero);
-        let this_min = _mm256_blendv_ps(tm, zero, clamp);
-        let this_scale = _mm256_blendv_ps(ts, _mm256_div_ps(sum_xl, sum_l2), clamp);
-        let mut cur = zero;
-        for i in 0..N {
-            let (xi, wi) = (load(&x[i]), load(&w[i]));
-            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), xi);
-            cur = _mm256_add_ps(cur, _mm256_mul_ps(wi, err(diff)));
-        }
-        let win = _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LT_OQ>(cur, best));
-        best = _mm256_blendv_ps(best, cur, win);
-        scale = _mm256_blendv_ps(scale, this_scale, win);
-        win_iscale = _mm256_blendv_ps(win_iscale, iscale, win);
-        win_min = _mm256_blendv_ps(win_min, min, win);
-        min = _mm256_blendv_ps(min, this_min, win);
-    }
-    for i in 0..N {
-        let q = store(code(_mm256_mul_ps(win_iscale, _mm256_sub_ps(load(&x[i]), win_min))));
-        l[i] = q.map(|v| v as u8);
-    }
-    (store(scale), store(_mm256_xor_ps(min, sign)))
+    crate::arch::qkx2_search(s, x, w, l).unwrap_or_else(|| search(s, x, w, l))
 }
 
 /// ggml's `nearest_int` (see [`super::kquants::nearest_int`]) clamped to `0..=nmax`, as `f32`.

@@ -32,12 +32,12 @@
 
 use alloc::vec::Vec;
 
+use crate::arch::{self, AWords, Cpu, Finish, MicroKernel, Session, Start, Terms, TileIo, MAX_MR, MAX_NR};
 use crate::gemm::epilogue::Epilogue;
 use crate::gemm::operand::{Operand, ZeroPoint};
 use crate::gemm::operands::{Operands, Weights};
 use crate::gemm::output::{RegisterStage, Stage};
 use crate::gemm::pack::{groups, pack_a, pack_a_quads, pack_b_block, quads_from_pairs, row_sum_wrapping};
-use crate::kernels::{self, AWords, Cpu, Finish, MicroKernel, Session, Start, Terms, TileIo, MAX_MR, MAX_NR};
 use crate::view::Block;
 
 /// Rows per block on a pair kernel's 7-bit path, whose packed A is half as large (bytes, not
@@ -424,7 +424,7 @@ impl<K: MicroKernel, A: Operand, O: Copy> Blocks<'_, '_, '_, '_, K, A, O> {
             self.biases.push(b);
         }
         self.starts.clear();
-        if K::EPILOGUE == kernels::Epilogue::Deferred && self.correction.same_for_every_row() {
+        if K::EPILOGUE == arch::Epilogue::Deferred && self.correction.same_for_every_row() {
             for panel in self.cols.col.chunks_exact(nr) {
                 for _ in 0..K::MR {
                     self.starts.extend_from_slice(panel);
@@ -452,7 +452,7 @@ impl<K: MicroKernel, A: Operand, O: Copy> Blocks<'_, '_, '_, '_, K, A, O> {
         let (mr, nr, group) = (K::MR, K::NR, K::GROUP);
         let (kg, kc) = (self.kg, self.kc);
         // A deferred epilogue converts to f32 after the tiles; an i32 output needs none.
-        let deferred = K::EPILOGUE == kernels::Epilogue::Deferred;
+        let deferred = K::EPILOGUE == arch::Epilogue::Deferred;
         let convert_later = deferred && matches!(self.regs, RegisterStage::F32 { .. });
         let row0 = self.c.row0();
         let npanels = nc.div_ceil(nr);

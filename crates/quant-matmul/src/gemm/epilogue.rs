@@ -5,10 +5,10 @@
 //! `+128`; the shift is one more zero point: `za` becomes `za + 128` and `rowsum_A` the sum of
 //! the shifted values (the driver passes those row sums).
 
+use crate::arch::MAX_NR;
 use crate::gemm::operand::{Operand, ZeroPoint};
 use crate::gemm::operands::Operands;
 use crate::gemm::output::Stage;
-use crate::kernels::MAX_NR;
 
 /// Columns of a tile row corrected through fixed-length arrays (vector code) at a time.
 const LANE: usize = 16;

@@ -43,7 +43,7 @@ use alloc::vec::Vec;
 
 use quant_traits::{I4x2, QuantError};
 
-use crate::kernels::{dispatch, Cpu, KernelChoice, MicroKernel, Tier};
+use crate::arch::{dispatch, Cpu, KernelChoice, MicroKernel, Tier};
 use crate::view::{MatMut, MatRef};
 use operand::{Operand, ZeroPoint};
 pub use operands::Operands;

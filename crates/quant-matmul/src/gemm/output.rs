@@ -270,7 +270,7 @@ fn fixed_point(acc: i64, multiplier: i32, shift: i32, zero_point: i32) -> i64 {
     i64::from(multiply_by_quantized_multiplier(acc, multiplier, shift)) + i64::from(zero_point)
 }
 
-/// An output stage the kernels apply in registers ([`crate::kernels::Finish`]).
+/// An output stage the kernels apply in registers ([`crate::arch::Finish`]).
 #[derive(Copy, Clone, Debug)]
 pub(crate) enum RegisterStage<'a> {
     /// The corrected `i32` sum as it is.

@@ -1,5 +1,5 @@
 //! Packing operands into a micro-kernel's panel layout (the layouts are described on
-//! `kernels::MicroKernel`).
+//! `arch::MicroKernel`).
 //!
 //! Everything here is generic over the kernel `K`: its tile (`K::MR`, `K::NR`) and depth
 //! grouping (`K::GROUP`: pairs for `vpmaddwd`, quads for `vpdpbusd`). Depths past `K` are
@@ -19,8 +19,8 @@ use alloc::vec::Vec;
 
 use quant_traits::{I4x2, QuantError, Storage};
 
+use crate::arch::{dispatch, AWords, MicroKernel, Tier, QUAD_ROW_BLOCK};
 use crate::gemm::operand::Operand;
-use crate::kernels::{dispatch, AWords, MicroKernel, Tier, QUAD_ROW_BLOCK};
 use crate::view::MatRef;
 
 /// One word from two `i16` values: `lo` in bits 0..16, `hi` in bits 16..32.
@@ -206,9 +206,7 @@ pub(crate) fn pack_a_quads<T: Operand>(
 }
 
 /// Quads `0 .. quads` (a multiple of 4) of rows `[first, first + live / 4 * 4)` interleaved
-/// into a quad panel (`dst`, row stride `mr` words) four rows at a time; returns how many
-/// quads of those rows it wrote (0 where there is no SIMD interleave).
-#[allow(unused_variables)]
+/// into a quad panel (`dst`, row stride `mr` words) four rows at a time; returns `quads`.
 fn interleave_groups<T: Operand>(
     a: &MatRef<'_, T>,
     first: usize,
@@ -218,27 +216,11 @@ fn interleave_groups<T: Operand>(
     dst: &mut [i32],
     mr: usize,
 ) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        for g in 0..live / 4 {
-            let rows: [&[u8]; 4] = core::array::from_fn(|j| T::bytes(a.row(first + 4 * g + j)));
-            crate::kernels::x86_64::pack::interleave4(rows, quads, xor, &mut dst[4 * g..], mr);
-        }
-        quads
+    for g in 0..live / 4 {
+        let rows: [&[u8]; 4] = core::array::from_fn(|j| T::bytes(a.row(first + 4 * g + j)));
+        crate::arch::pack::interleave4(rows, quads, xor, &mut dst[4 * g..], mr);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    0
-}
-
-/// One whole row block of [`AWords::QuadRows`]: 64 bytes as 16 words with the shift.
-#[inline]
-fn copy_block(src: &[u8; 64], xor: u32, dst: &mut [i32; 16]) {
-    #[cfg(target_arch = "x86_64")]
-    crate::kernels::x86_64::pack::copy_block(src, xor, dst);
-    #[cfg(not(target_arch = "x86_64"))]
-    for (dw, four) in dst.iter_mut().zip(src.chunks_exact(4)) {
-        *dw = word(four, xor);
-    }
+    quads
 }
 
 /// Packs rows `[r0, r0 + rows)` of A into panels of `mr` rows of quads in row blocks
@@ -277,7 +259,7 @@ pub(crate) fn pack_a_quad_rows<T: Operand>(
                     (<&[u8; BLOCK]>::try_from(blk), <&mut [i32; QUAD_ROW_BLOCK]>::try_from(&mut *d))
                 {
                     // A whole block: 64 bytes copied with the shift.
-                    copy_block(blk, xor, d);
+                    crate::arch::pack::copy_block(blk, xor, d);
                     continue;
                 }
                 let quads = blk.chunks_exact(4);
@@ -320,35 +302,7 @@ pub(crate) fn quads_from_pairs(panel: &[i8], kp: usize, out: &mut Vec<i8>) {
         // Pairs 2q and 2q + 1; past `kp` (odd depth), zeros.
         let p0 = rows.next().unwrap_or(&zeros);
         let p1 = rows.next().unwrap_or(&zeros);
-        interleave_pairs(p0, p1, dst);
-    }
-}
-
-/// `dst` holds, per column `c`, `p0`'s pair `c` then `p1`'s pair `c`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn interleave_pairs(p0: &[i8; NR * 2], p1: &[i8; NR * 2], dst: &mut [i8; NR * 4]) {
-    use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128, _mm_unpackhi_epi16, _mm_unpacklo_epi16};
-    const _: () = assert!(NR == 16);
-    // SAFETY: SSE2 is part of the x86-64 baseline; every load reads 16 bytes inside a 32-byte
-    // array (offsets 0 and 16) and every store writes 16 bytes inside the 64-byte `dst`.
-    unsafe {
-        let (p0, p1, d) =
-            (p0.as_ptr().cast::<__m128i>(), p1.as_ptr().cast::<__m128i>(), dst.as_mut_ptr().cast::<__m128i>());
-        for half in 0..2 {
-            let (x, y) = (_mm_loadu_si128(p0.add(half)), _mm_loadu_si128(p1.add(half)));
-            _mm_storeu_si128(d.add(2 * half), _mm_unpacklo_epi16(x, y));
-            _mm_storeu_si128(d.add(2 * half + 1), _mm_unpackhi_epi16(x, y));
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn interleave_pairs(p0: &[i8; NR * 2], p1: &[i8; NR * 2], dst: &mut [i8; NR * 4]) {
-    for c in 0..NR {
-        dst[4 * c..4 * c + 2].copy_from_slice(&p0[2 * c..2 * c + 2]);
-        dst[4 * c + 2..4 * c + 4].copy_from_slice(&p1[2 * c..2 * c + 2]);
+        crate::arch::pack::interleave_pairs(p0, p1, dst);
     }
 }
 
@@ -679,14 +633,7 @@ fn interleave_quads_into<K: MicroKernel>(
         let (panel, at) = (start / nr, start % nr);
         let dst = &mut data[panel * panel_len + (g * nr + at) * 4..][..64];
         let src: [&[i8]; 4] = core::array::from_fn(|t| rows[t].map_or(&[][..], |r| &r[c0 + start..c0 + start + 16]));
-        #[cfg(target_arch = "x86_64")]
-        crate::kernels::x86_64::pack::interleave_quads(src, 1, dst);
-        #[cfg(not(target_arch = "x86_64"))]
-        for (c, four) in dst.chunks_exact_mut(4).enumerate() {
-            for (t, d) in four.iter_mut().enumerate() {
-                *d = src[t][c];
-            }
-        }
+        crate::arch::pack::interleave_quads(src, 1, dst);
     }
 }
 

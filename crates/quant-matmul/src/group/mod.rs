@@ -69,17 +69,15 @@
 //! random data and on data with outliers; the relative error on such data is about `10^-6`.
 
 mod weights;
-#[cfg(target_arch = "x86_64")]
-mod x86_64;
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::{fma_f32, round_ties_even};
+use quant_traits::cast::round_ties_even;
 use quant_traits::{QuantError, QuantFloat};
 
-use crate::kernels::{KernelChoice, Tier};
+use crate::arch::decode::{DecodeKernel, FloatRows, QuantizedRows, PANEL, WIDE};
+use crate::arch::{dispatch, KernelChoice, Tier};
 use crate::view::{Block, MatMut, MatRef};
-use weights::PANEL;
 pub use weights::{GroupCodes, GroupWeights};
 
 /// Settings of the group-quantized multiply: which kernel tier and how many threads.
@@ -127,8 +125,9 @@ impl Activations {
         a
     }
 
-    fn groups(&self) -> usize {
-        self.k / self.group
+    /// The view the kernels read.
+    fn view(&self) -> QuantizedRows<'_> {
+        QuantizedRows { k: self.k, group: self.group, q: &self.q, scales: &self.scales, sums: &self.sums }
     }
 }
 
@@ -145,41 +144,6 @@ fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
         *o = r as i8;
     }
     s
-}
-
-/// The int8 mode's reference (portable) kernel: panel `p`'s eight output channels for each of
-/// `rows`, before the bias (steps 2 and 3 of the module docs). Channels past `N` come out as 0.
-pub(crate) fn reference_panel_i8<const R: usize>(
-    w: &GroupWeights,
-    a: &Activations,
-    rows: [usize; R],
-    p: usize,
-) -> [[f32; PANEL]; R] {
-    let (k, group, groups) = (a.k, a.group, a.groups());
-    let mut out = [[0f32; PANEL]; R];
-    for (o, &r) in out.iter_mut().zip(&rows) {
-        let q = &a.q[r * k..(r + 1) * k];
-        let (sx, sums) = (&a.scales[r * groups..(r + 1) * groups], &a.sums[r * groups..(r + 1) * groups]);
-        for (l, y) in o.iter_mut().enumerate() {
-            let c = p * PANEL + l;
-            if c >= w.n() {
-                break;
-            }
-            let mut acc = 0.0f32;
-            for g in 0..groups {
-                let (s_w, z, min) = w.params(c, g);
-                let qg = &q[g * group..(g + 1) * group];
-                let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
-                let d = raw - z * sums[g];
-                acc += (sx[g] * s_w) * d as f32;
-                if w.codes_kind() == GroupCodes::Min4 {
-                    acc += (sx[g] * min) * sums[g] as f32;
-                }
-            }
-            *y = acc;
-        }
-    }
-    out
 }
 
 /// Every row of `x` converted to `f32`, and for `Q4_1` the per-group sums the minimums
@@ -204,16 +168,9 @@ impl FloatActivations {
         FloatActivations { k, group, x: xf, sums }
     }
 
-    /// Row `r` of `x`.
-    #[inline]
-    pub(crate) fn row(&self, r: usize) -> &[f32] {
-        &self.x[r * self.k..(r + 1) * self.k]
-    }
-
-    /// `σ_g` of row `r`, group `g` (`Min4` only).
-    #[inline]
-    pub(crate) fn sum(&self, r: usize, g: usize) -> f32 {
-        self.sums[r * (self.k / self.group) + g]
+    /// The view the kernels read.
+    fn view(&self) -> FloatRows<'_> {
+        FloatRows { k: self.k, group: self.group, x: &self.x, sums: &self.sums }
     }
 }
 
@@ -224,43 +181,6 @@ fn group_sum(x: &[f32]) -> f32 {
         s[i % 2] += v;
     }
     s[0] + s[1]
-}
-
-/// The float mode's reference (portable) kernel: panel `p`'s eight output channels for each of
-/// `rows`, before the bias (steps 1 to 3 of the module docs). Channels past `N` come out as 0.
-pub(crate) fn reference_panel_f32<const R: usize>(
-    w: &GroupWeights,
-    a: &FloatActivations,
-    rows: [usize; R],
-    p: usize,
-) -> [[f32; PANEL]; R] {
-    let (group, groups) = (w.group_size(), w.groups());
-    let mut out = [[0f32; PANEL]; R];
-    for (o, &r) in out.iter_mut().zip(&rows) {
-        let x = a.row(r);
-        for (l, y) in o.iter_mut().enumerate() {
-            let c = p * PANEL + l;
-            if c >= w.n() {
-                break;
-            }
-            let mut acc = 0f32;
-            for g in 0..groups {
-                let (s_w, z, min) = w.params(c, g);
-                let mut part = [0f32; 2];
-                for j in 0..group {
-                    let k = g * group + j;
-                    let v = (w.code(c, k) - z) as f32; // exact: |v| <= 128
-                    part[j % 2] = fma_f32(x[k], v, part[j % 2]);
-                }
-                acc = fma_f32(s_w, part[0] + part[1], acc);
-                if w.codes_kind() == GroupCodes::Min4 {
-                    acc = fma_f32(min, a.sum(r, g), acc);
-                }
-            }
-            *y = acc;
-        }
-    }
-    out
 }
 
 impl GroupGemm {
@@ -427,7 +347,7 @@ impl Mode for Activations {
     }
 
     fn pairs(&self, tier: Tier, w: &GroupWeights) -> bool {
-        weights::width_for(tier) == weights::WIDE && w.width() == weights::WIDE
+        crate::arch::decode::width_for(tier) == WIDE && w.width() == WIDE
     }
 
     fn uses_scratch(&self, _: Tier, _: usize) -> bool {
@@ -446,24 +366,25 @@ impl Mode for Activations {
         p: usize,
         _: Option<&[f32]>,
     ) -> [[[f32; PANEL]; P]; R] {
-        // Two lane groups starting on an even one: the halves of a 16-channel panel.
-        #[cfg(target_arch = "x86_64")]
-        if P == 2 && p.is_multiple_of(2) {
-            if let Some(lanes) = x86_64::wide_i8(tier, w, self, rows, p / 2) {
-                let mut out = [[[0f32; PANEL]; P]; R];
-                for (o, l) in out.iter_mut().zip(lanes) {
-                    o.copy_from_slice(&l[..P]);
+        let (wv, a) = (w.view(), self.view());
+        assert!(rows.iter().all(|&r| (r + 1) * a.k <= a.q.len()), "rows of the activations");
+        assert!((p + P) * PANEL <= w.n().next_multiple_of(w.width()), "lane groups {p}..{} of {}", p + P, w.n());
+        dispatch!(tier, K => {
+            // Two lane groups starting on an even one: the halves of a 16-channel panel.
+            if P == 2 && p.is_multiple_of(2) {
+                // SAFETY: the tier was resolved by `KernelChoice::resolve`, which checked that
+                // this CPU has its features, and `check_layout` that it takes `w`'s layout; the
+                // rows and lane groups were checked above.
+                if let Some(lanes) = unsafe { K::wide_i8(&wv, &a, rows, p / 2) } {
+                    let mut out = [[[0f32; PANEL]; P]; R];
+                    for (o, l) in out.iter_mut().zip(lanes) {
+                        o.copy_from_slice(&l[..P]);
+                    }
+                    return out;
                 }
-                return out;
             }
-        }
-        each_panel(p, |p| {
-            #[cfg(target_arch = "x86_64")]
-            if let Some(lanes) = x86_64::panel_i8(tier, w, self, rows, p) {
-                return lanes;
-            }
-            let _ = tier;
-            reference_panel_i8(w, self, rows, p)
+            // SAFETY: as above.
+            each_panel(p, |p| unsafe { K::panel_i8(&wv, &a, rows, p) })
         })
     }
 }
@@ -478,21 +399,24 @@ impl Mode for FloatActivations {
     }
 
     fn pairs(&self, tier: Tier, _: &GroupWeights) -> bool {
-        tier != Tier::Portable
+        dispatch!(tier, K => K::FLOAT_SIMD)
     }
 
     fn uses_scratch(&self, tier: Tier, rows: usize) -> bool {
-        rows >= SCRATCH_ROWS && tier != Tier::Portable
+        rows >= SCRATCH_ROWS && dispatch!(tier, K => K::FLOAT_SIMD)
     }
 
     fn convert(&self, tier: Tier, w: &GroupWeights, p: usize, count: usize, scratch: &mut [f32]) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return x86_64::dequantize(tier, w, p, count, scratch);
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (tier, w, p, count, scratch);
-            false
-        }
+        assert!(
+            (p + count) * PANEL <= w.n().next_multiple_of(w.width()),
+            "lane groups {p}..{} of {}",
+            p + count,
+            w.n()
+        );
+        assert!(scratch.len() >= w.k() * PANEL * count, "scratch of {} for {} inputs", scratch.len(), w.k());
+        // SAFETY: the tier was resolved by `KernelChoice::resolve` (the CPU has its features);
+        // the lane groups and the scratch were checked above.
+        dispatch!(tier, K => unsafe { K::dequantize(&w.view(), p, count, scratch) })
     }
 
     fn panels<const R: usize, const P: usize>(
@@ -503,12 +427,16 @@ impl Mode for FloatActivations {
         p: usize,
         scratch: Option<&[f32]>,
     ) -> [[[f32; PANEL]; P]; R] {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(lanes) = x86_64::panels_f32::<R, P>(tier, w, self, rows, p, scratch) {
-            return lanes;
+        let (wv, a) = (w.view(), self.view());
+        assert!((p + P) * PANEL <= w.n().next_multiple_of(w.width()), "lane groups {p}..{} of {}", p + P, w.n());
+        assert!(rows.iter().all(|&r| a.row(r).len() == w.k()), "activation rows of K values");
+        if let Some(v) = scratch {
+            assert!(v.len() >= w.k() * PANEL * P, "scratch of {} for {} inputs", v.len(), w.k());
         }
-        let _ = (tier, scratch);
-        each_panel(p, |p| reference_panel_f32(w, self, rows, p))
+        // SAFETY: the tier was resolved by `KernelChoice::resolve` (the CPU has its features)
+        // and `check_layout` checked the layout; the lane groups, rows and scratch were checked
+        // above.
+        dispatch!(tier, K => unsafe { K::panels_f32::<R, P>(&wv, &a, rows, p, scratch) })
     }
 }
 

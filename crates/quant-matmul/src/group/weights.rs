@@ -6,35 +6,9 @@ use alloc::vec::Vec;
 use quant_traits::half::f16;
 use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
 
-use crate::kernels::{KernelChoice, Tier};
-
-/// What a weight's code stands for (`s` the group's scale, `u` the stored code).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum GroupCodes {
-    /// Signed 4-bit codes `q` in `-8..=7`: `w = s · q`. Our symmetric 4-bit ([`I4x2`]), ONNX
-    /// `INT4`, llama.cpp `Q4_0` (which stores `q + 8`).
-    Sym4,
-    /// Unsigned 4-bit codes `u` in `0..=15` with an integer zero point `z` per group:
-    /// `w = s · (u - z)`. Our asymmetric 4-bit ([`U4x2`]), ONNX Runtime's `MatMulNBits`.
-    Asym4,
-    /// Unsigned 4-bit codes `u` in `0..=15` with a float minimum `m` per group:
-    /// `w = s · u + m`. llama.cpp `Q4_1`.
-    Min4,
-    /// Signed 8-bit codes `q`: `w = s · q`. Our symmetric `i8`, llama.cpp `Q8_0`.
-    Sym8,
-}
-
-impl GroupCodes {
-    /// Bits per code.
-    #[must_use]
-    pub fn bits(self) -> u32 {
-        match self {
-            GroupCodes::Sym8 => 8,
-            _ => 4,
-        }
-    }
-}
+pub use crate::arch::decode::GroupCodes;
+use crate::arch::decode::{pack_codes, pack_params, width_for, Panels, WIDE};
+use crate::arch::{KernelChoice, Tier};
 
 /// A weight matrix `W` (`N x K`: output channels by inputs) quantized in groups of `G`
 /// consecutive inputs, with one scale per group (and a zero point or a minimum, by format).
@@ -77,96 +51,10 @@ pub struct GroupWeights {
     mins: Vec<f32>,
 }
 
-/// Output channels per lane group: the eight lanes of a ymm register, the unit the driver,
-/// the reference and the eight-channel kernels work in.
-pub(crate) const PANEL: usize = 8;
-
-/// Output channels per panel of the 16-channel layout (the zmm kernels').
-pub(crate) const WIDE: usize = 16;
-
-/// The panel width the kernel of `tier` takes.
-pub(crate) fn width_for(tier: Tier) -> usize {
-    match tier {
-        Tier::Avx512Vnni | Tier::Amx => WIDE,
-        Tier::Portable | Tier::Avx2 | Tier::AvxVnni => PANEL,
-        // A tier of another architecture: eight-channel panels.
-        #[allow(unreachable_patterns)]
-        _ => PANEL,
-    }
-}
-
 /// The panel width of the kernel that runs by default (eight when `QUANT_KERNEL` names what
 /// cannot run: every call reports that error anyway).
 fn default_width() -> usize {
-    KernelChoice::Auto.resolve().map_or(PANEL, width_for)
-}
-
-/// One lane group's codes and parameters ([`GroupWeights::panel`]): eight channels, a panel
-/// of the 8-channel layout or half of one of the 16-channel layout.
-#[derive(Copy, Clone)]
-pub(crate) struct Panel<'a> {
-    /// From this lane group's first byte of group 0.
-    codes: &'a [u8],
-    /// The panel's parameters from this lane group's first, `width` per group.
-    scales: &'a [f32],
-    zeros: &'a [u8],
-    mins: &'a [f32],
-    group_bytes: usize,
-    /// Channels per panel: bytes between the steps of four inputs are `4 · width`.
-    width: usize,
-}
-
-impl<'a> Panel<'a> {
-    /// Group `g`'s codes: 32 bytes (eight channels' four inputs) every [`Panel::step`] bytes.
-    #[inline]
-    pub(crate) fn codes(&self, g: usize) -> &'a [u8] {
-        let steps = self.group_bytes / (4 * self.width);
-        &self.codes[g * self.group_bytes..][..(steps - 1) * self.step() + 32]
-    }
-
-    /// Bytes from one step of four inputs to the next.
-    #[inline]
-    pub(crate) fn step(&self) -> usize {
-        4 * self.width
-    }
-
-    /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`), the last two
-    /// empty for the formats without them.
-    #[inline]
-    pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
-        let at = g * self.width..g * self.width + PANEL;
-        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
-        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
-        (&self.scales[at], z, m)
-    }
-}
-
-/// One panel of the 16-channel layout ([`GroupWeights::wide_panel`]), for the zmm kernels.
-#[derive(Copy, Clone)]
-pub(crate) struct WidePanel<'a> {
-    codes: &'a [u8],
-    scales: &'a [f32],
-    zeros: &'a [u8],
-    mins: &'a [f32],
-    group_bytes: usize,
-}
-
-impl<'a> WidePanel<'a> {
-    /// Group `g`'s codes: 64 bytes (sixteen channels' four inputs) a step.
-    #[inline]
-    pub(crate) fn codes(&self, g: usize) -> &'a [u8] {
-        &self.codes[g * self.group_bytes..(g + 1) * self.group_bytes]
-    }
-
-    /// Group `g`'s sixteen scales, zero points and minimums (the last two empty for the formats
-    /// without them).
-    #[inline]
-    pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
-        let at = g * WIDE..(g + 1) * WIDE;
-        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
-        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
-        (&self.scales[at], z, m)
-    }
+    KernelChoice::Auto.resolve().map_or(8, width_for)
 }
 
 /// llama.cpp's block size.
@@ -431,67 +319,35 @@ impl GroupWeights {
     }
 
     /// Rearranges the row-major codes and parameters the constructors collect into the
-    /// panel layout of `self.width` (see the type's docs).
+    /// panel layout of `self.width` (see the type's docs; the layout is the kernels',
+    /// `arch::decode`).
     fn into_panels(mut self) -> Self {
-        let bits = self.codes_kind.bits() as usize;
-        let (groups, group, n, w) = (self.groups(), self.group, self.n, self.width);
-        let panels = n.div_ceil(w);
-        let row_bytes = self.k * bits / 8;
-        let rows = core::mem::take(&mut self.codes);
-        // The code of (row r, input c) from the row-major bytes (4-bit: input pairs, low first).
-        let code = |r: usize, c: usize| -> u8 {
-            if r >= n {
-                return 0;
-            }
-            let row = &rows[r * row_bytes..(r + 1) * row_bytes];
-            if bits == 8 {
-                row[c]
-            } else {
-                (row[c / 2] >> (4 * (c % 2))) & 0x0f
-            }
-        };
-        let gbytes = group * w * bits / 8;
-        let mut codes = alloc::vec![0u8; panels * groups * gbytes];
-        for p in 0..panels {
-            for g in 0..groups {
-                let dst = &mut codes[(p * groups + g) * gbytes..][..gbytes];
-                for (l, r) in (p * w..(p + 1) * w).enumerate() {
-                    let first = g * group;
-                    if bits == 8 {
-                        for q in 0..group / 4 {
-                            for j in 0..4 {
-                                dst[(q * w + l) * 4 + j] = code(r, first + 4 * q + j);
-                            }
-                        }
-                    } else {
-                        for e in 0..group / 8 {
-                            for j in 0..4 {
-                                let (lo, hi) = (code(r, first + 8 * e + j), code(r, first + 8 * e + 4 + j));
-                                dst[(e * w + l) * 4 + j] = lo | (hi << 4);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        self.codes = codes;
-        fn spread<T: Copy + Default>(v: &[T], n: usize, groups: usize, w: usize) -> Vec<T> {
-            let mut out = alloc::vec![T::default(); n.div_ceil(w) * groups * w];
-            for r in 0..n {
-                for g in 0..groups {
-                    out[((r / w) * groups + g) * w + r % w] = v[r * groups + g];
-                }
-            }
-            out
-        }
-        self.scales = spread(&self.scales, n, groups, w);
+        let (n, k, group, groups, w) = (self.n, self.k, self.group, self.groups(), self.width);
+        self.codes = pack_codes(self.codes_kind, n, k, group, w, &self.codes);
+        self.scales = pack_params(&self.scales, n, groups, w);
         if !self.mins.is_empty() {
-            self.mins = spread(&self.mins, n, groups, w);
+            self.mins = pack_params(&self.mins, n, groups, w);
         }
         if !self.zeros.is_empty() {
-            self.zeros = spread(&self.zeros, n, groups, w);
+            self.zeros = pack_params(&self.zeros, n, groups, w);
         }
         self
+    }
+
+    /// The packed weights as the kernels read them.
+    #[inline]
+    pub(crate) fn view(&self) -> Panels<'_> {
+        Panels {
+            n: self.n,
+            k: self.k,
+            group: self.group,
+            kind: self.codes_kind,
+            width: self.width,
+            codes: &self.codes,
+            scales: &self.scales,
+            zeros: &self.zeros,
+            mins: &self.mins,
+        }
     }
 
     /// The layout these weights are packed in: `"8 channels"` (every tier but `avx512vnni`
@@ -536,7 +392,7 @@ impl GroupWeights {
         let mut rows = alloc::vec![0u8; n * row_bytes];
         for r in 0..n {
             for c in 0..k {
-                let u = self.stored_code(r, c);
+                let u = self.view().stored_code(r, c);
                 if bits == 8 {
                     rows[r * row_bytes + c] = u;
                 } else {
@@ -544,8 +400,9 @@ impl GroupWeights {
                 }
             }
         }
-        let gather =
-            |v: &[f32]| -> Vec<f32> { (0..n * groups).map(|i| v[self.param_index(i / groups, i % groups)]).collect() };
+        let gather = |v: &[f32]| -> Vec<f32> {
+            (0..n * groups).map(|i| v[self.view().param_index(i / groups, i % groups)]).collect()
+        };
         let w = GroupWeights {
             n,
             k,
@@ -557,57 +414,11 @@ impl GroupWeights {
             zeros: if self.zeros.is_empty() {
                 Vec::new()
             } else {
-                (0..n * groups).map(|i| self.zeros[self.param_index(i / groups, i % groups)]).collect()
+                (0..n * groups).map(|i| self.zeros[self.view().param_index(i / groups, i % groups)]).collect()
             },
             mins: if self.mins.is_empty() { Vec::new() } else { gather(&self.mins) },
         };
         Ok(w.into_panels())
-    }
-
-    /// Where channel `r`'s group `g` parameters are in the panel layout.
-    fn param_index(&self, r: usize, g: usize) -> usize {
-        ((r / self.width) * self.groups() + g) * self.width + r % self.width
-    }
-
-    /// Bytes of one panel's codes for one group.
-    pub(crate) fn group_bytes(&self) -> usize {
-        self.group * self.width * self.codes_kind.bits() as usize / 8
-    }
-
-    /// Lane group `p` (channels `8p .. 8p + 8`): its codes, group after group, and its scales,
-    /// zero points and minimums (empty for the formats without them). Kernels index these with
-    /// no division per group.
-    #[inline]
-    pub(crate) fn panel(&self, p: usize) -> Panel<'_> {
-        let (groups, gb, w) = (self.groups(), self.group_bytes(), self.width);
-        let (panel, half) = (p * PANEL / w, p * PANEL % w);
-        let params = panel * groups * w + half..(panel + 1) * groups * w;
-        Panel {
-            codes: &self.codes[panel * groups * gb + half * 4..(panel + 1) * groups * gb],
-            scales: &self.scales[params.clone()],
-            zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
-            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
-            group_bytes: gb,
-            width: w,
-        }
-    }
-
-    /// Panel `p` of the 16-channel layout (channels `16p .. 16p + 16`).
-    ///
-    /// # Panics
-    /// When the weights are in the 8-channel layout.
-    #[inline]
-    pub(crate) fn wide_panel(&self, p: usize) -> WidePanel<'_> {
-        assert_eq!(self.width, WIDE, "a 16-channel panel of 8-channel weights");
-        let (groups, gb) = (self.groups(), self.group_bytes());
-        let params = p * groups * WIDE..(p + 1) * groups * WIDE;
-        WidePanel {
-            codes: &self.codes[p * groups * gb..(p + 1) * groups * gb],
-            scales: &self.scales[params.clone()],
-            zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
-            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
-            group_bytes: gb,
-        }
     }
 
     /// The scale, integer zero point and float minimum of output channel `r`, group `g`, as the
@@ -620,44 +431,7 @@ impl GroupWeights {
     #[must_use]
     pub fn params(&self, r: usize, g: usize) -> (f32, i32, f32) {
         assert!(r < self.n && g < self.groups(), "group ({r}, {g}) outside {} x {}", self.n, self.groups());
-        let at = self.param_index(r, g);
-        let z = match self.codes_kind {
-            GroupCodes::Sym4 => 8,
-            GroupCodes::Asym4 => i32::from(self.zeros[at]),
-            _ => 0,
-        };
-        let m = if self.codes_kind == GroupCodes::Min4 { self.mins[at] } else { 0.0 };
-        (self.scales[at], z, m)
-    }
-
-    /// The stored code of input `c` of output channel `r`: a nibble `0..=15` for the 4-bit
-    /// formats, the byte of an `i8` for `Sym8`.
-    fn stored_code(&self, r: usize, c: usize) -> u8 {
-        let (g, j, w) = (c / self.group, c % self.group, self.width);
-        let codes = &self.codes[((r / w) * self.groups() + g) * self.group_bytes()..][..self.group_bytes()];
-        let l = r % w;
-        match self.codes_kind {
-            GroupCodes::Sym8 => codes[((j / 4) * w + l) * 4 + j % 4],
-            _ => {
-                let byte = codes[((j / 8) * w + l) * 4 + j % 4];
-                if j % 8 < 4 {
-                    byte & 0x0f
-                } else {
-                    byte >> 4
-                }
-            }
-        }
-    }
-
-    /// The code of input `c` of output channel `r`, as the integer the format multiplies: `u`
-    /// for the 4-bit formats (`0..=15`), `q` for `Sym8`.
-    #[inline]
-    pub(crate) fn code(&self, r: usize, c: usize) -> i32 {
-        let u = self.stored_code(r, c);
-        match self.codes_kind {
-            GroupCodes::Sym8 => i32::from(i8::from_ne_bytes([u])),
-            _ => i32::from(u),
-        }
+        self.view().params(r, g)
     }
 
     /// Weight `(r, c)` exactly, in `f64`: `s · (u - z) + m` (every product and sum of an `f32`
@@ -665,7 +439,7 @@ impl GroupWeights {
     #[must_use]
     pub fn value(&self, r: usize, c: usize) -> f64 {
         let (s, z, m) = self.params(r, c / self.group);
-        f64::from(s) * f64::from(self.code(r, c) - z) + f64::from(m)
+        f64::from(s) * f64::from(self.view().code(r, c) - z) + f64::from(m)
     }
 
     /// Bytes this form holds: the codes, `f32` scales and minimums, one byte per zero point.

@@ -26,15 +26,16 @@
 
 use core::arch::x86_64::*;
 
-use super::super::{AWords, Finish, MicroKernel, Start, Tier, TileIo};
+use quant_traits::cpu::Avx512Vnni;
 
-pub(crate) struct Avx512Vnni;
+use super::super::decode::{DecodeKernel, FloatRows, GroupCodes, Panels, QuantizedRows, PANEL, WIDE};
+use super::super::{AWords, Finish, MicroKernel, Start, TileIo};
+use super::decode;
 
 const MR: usize = 12;
 const NR: usize = 32;
 
 impl MicroKernel for Avx512Vnni {
-    const TIER: Tier = Tier::Avx512Vnni;
     const MR: usize = MR;
     const NR: usize = NR;
     const GROUP: usize = 4;
@@ -79,6 +80,200 @@ impl MicroKernel for Avx512Vnni {
         // SAFETY: as above; `out` holds NR words.
         unsafe { row_vnni(kq, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) }
     }
+}
+
+/// The decode product: 16-channel zmm panels for the int8 mode (a lone lane group, the last of
+/// an odd count, takes the ymm kernel with this tier's VNNI), the shared AVX2 + FMA float mode.
+impl DecodeKernel for Avx512Vnni {
+    const WIDTH: usize = WIDE;
+    const FLOAT_SIMD: bool = true;
+
+    unsafe fn panel_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> [[f32; PANEL]; R] {
+        // SAFETY: forwarded from the trait contract (the tier has AVX2 and AVX-512 VL/VNNI).
+        unsafe { decode::panel_avx512vnni(w, a, rows, p) }
+    }
+
+    unsafe fn wide_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> Option<[[[f32; PANEL]; 2]; R]> {
+        if w.width() != WIDE {
+            return None;
+        }
+        // SAFETY: forwarded from the trait contract; the weights are in the 16-channel layout.
+        let lanes = unsafe { wide_avx512vnni(w, a, rows, p) };
+        Some(lanes.map(|l| {
+            let mut halves = [[0f32; PANEL]; 2];
+            halves[0].copy_from_slice(&l[..PANEL]);
+            halves[1].copy_from_slice(&l[PANEL..]);
+            halves
+        }))
+    }
+
+    unsafe fn panels_f32<const R: usize, const P: usize>(
+        w: &Panels<'_>,
+        a: &FloatRows<'_>,
+        rows: [usize; R],
+        p: usize,
+        scratch: Option<&[f32]>,
+    ) -> [[[f32; PANEL]; P]; R] {
+        // SAFETY: forwarded from the trait contract (the tier has AVX2 and FMA).
+        unsafe { decode::panels_f32(w, a, rows, p, scratch) }
+    }
+
+    unsafe fn dequantize(w: &Panels<'_>, p: usize, count: usize, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { decode::dequantize(w, p, count, out) }
+    }
+}
+
+/// Four activation codes broadcast to every 32-bit lane of a zmm register.
+///
+/// # Safety
+/// `x` points to 4 readable bytes; AVX-512 F present.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn quad_zmm(x: *const i8) -> __m512i {
+    // SAFETY: 4 readable bytes (caller); unaligned read.
+    _mm512_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
+}
+
+/// One group's sixteen dot products for each of `R` rows, 4-bit weights: per step of eight
+/// inputs one 64-byte load split into its low and high nibbles and two `vpdpbusd` a row.
+///
+/// # Safety
+/// `codes` holds the panel's `group * 8` bytes; each `xs[i]` points to the group's `group`
+/// activation codes (`group` a multiple of 32); AVX-512 F/BW and VNNI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
+    let nibble = _mm512_set1_epi8(0x0f);
+    // Two chains a row (low and high nibbles), summed at the end (exact integers).
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    for e in 0..group / 8 {
+        // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
+        unsafe {
+            let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
+            let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
+            for i in 0..R {
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], lo, quad_zmm(xs[i].add(8 * e)));
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], hi, quad_zmm(xs[i].add(8 * e + 4)));
+            }
+        }
+    }
+    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+}
+
+/// One group's sixteen dot products for each of `R` rows, 8-bit weights: `|w| · (x · sign(w))`
+/// as the ymm kernels compute it (AVX-512 has no `vpsignb`: `x` is negated where `w < 0`, and
+/// where `w = 0` the magnitude is 0 either way).
+///
+/// # Safety
+/// `codes` holds the panel's `group * 16` bytes; each `xs[i]` the group's `group` codes;
+/// AVX-512 F/BW and VNNI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
+    let zero = _mm512_setzero_si512();
+    // Two chains a row (even and odd steps), summed at the end: the sums are exact integers,
+    // so the split does not change them, and a single row keeps two dot products in flight.
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // `group / 4` is even (`group` a multiple of 32): steps in pairs.
+    for q in (0..group / 4).step_by(2) {
+        for (chain, q) in [q, q + 1].into_iter().enumerate() {
+            // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
+            unsafe {
+                let v = _mm512_loadu_si512(codes.as_ptr().add(q * 64).cast());
+                let (magnitude, negative) = (_mm512_abs_epi8(v), _mm512_movepi8_mask(v));
+                for i in 0..R {
+                    let x = quad_zmm(xs[i].add(4 * q));
+                    let c = &mut acc[i][chain];
+                    *c = _mm512_dpbusd_epi32(*c, magnitude, _mm512_mask_sub_epi8(x, negative, zero, x));
+                }
+            }
+        }
+    }
+    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+}
+
+/// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
+/// operations lane by lane (see the module docs), on sixteen lanes.
+///
+/// # Safety
+/// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout; every row of
+/// `rows` is a row of `a`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn wide_avx512vnni<const R: usize>(
+    w: &Panels<'_>,
+    a: &QuantizedRows<'_>,
+    rows: [usize; R],
+    p: usize,
+) -> [[f32; WIDE]; R] {
+    let (k, group, groups) = (a.k, a.group, a.groups());
+    let kind = w.codes_kind();
+    let panel = w.wide_panel(p);
+    let gb = panel.codes(0).len();
+    let mut acc = [_mm512_setzero_ps(); R];
+    for g in 0..groups {
+        let codes = panel.codes(g);
+        // The codes stream once (few rows): those 2 KiB ahead are asked for now, a line at a
+        // time (hints; harmless past the panel).
+        for line in (0..gb).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + line).cast());
+        }
+        let mut xs = [core::ptr::null::<i8>(); R];
+        for (x, &r) in xs.iter_mut().zip(&rows) {
+            // SAFETY: every row holds `k` codes (caller), so group `g` starts inside it.
+            *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
+        }
+        // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
+        // group's activations (`group` a multiple of 32); CPU features as above.
+        let raw = unsafe {
+            if kind.bits() == 4 {
+                four_zmm(codes, xs, group)
+            } else {
+                eight_zmm(codes, xs, group)
+            }
+        };
+        let (sw, z, mn) = panel.params(g);
+        // SAFETY: the slices hold 16 values (or are empty for the formats without them, which
+        // never read them).
+        unsafe {
+            let swv = _mm512_loadu_ps(sw.as_ptr());
+            for i in 0..R {
+                let at = rows[i] * groups + g;
+                let sum = a.sums[at];
+                let d = match kind {
+                    GroupCodes::Sym4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(8 * sum)),
+                    GroupCodes::Asym4 => {
+                        let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
+                        _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(sum)))
+                    }
+                    _ => raw[i],
+                };
+                let sxv = _mm512_set1_ps(a.scales[at]);
+                let t = _mm512_mul_ps(sxv, swv);
+                acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_cvtepi32_ps(d)));
+                if kind == GroupCodes::Min4 {
+                    let t = _mm512_mul_ps(sxv, _mm512_loadu_ps(mn.as_ptr()));
+                    acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_set1_ps(sum as f32)));
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; WIDE]; R];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: a write of a 16-element array.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
 }
 
 /// `R` rows of the tile over `kq` quads, from `io.start` to `io.finish`; unless `fetch` is

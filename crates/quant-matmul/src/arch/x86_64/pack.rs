@@ -1,5 +1,6 @@
-//! Packing help for the quad layouts on x86-64: four rows of A interleaved word by word with
-//! SSE2 (the x86-64 baseline, so every tier can use it).
+//! Packing help for the panel layouts on x86-64, in SSE2 (the x86-64 baseline, so every tier
+//! can use it): A's rows interleaved word by word into quads, B's rows byte by byte into
+//! quads, and pair panels regrouped into quad panels.
 
 use core::arch::x86_64::*;
 
@@ -77,6 +78,23 @@ pub(crate) fn interleave_quads(rows: [&[i8]; 4], chunks: usize, dst: &mut [i8]) 
             _mm_storeu_si128(out.add(16).cast(), _mm_unpackhi_epi16(p01l, p23l));
             _mm_storeu_si128(out.add(32).cast(), _mm_unpacklo_epi16(p01h, p23h));
             _mm_storeu_si128(out.add(48).cast(), _mm_unpackhi_epi16(p01h, p23h));
+        }
+    }
+}
+
+/// `dst` holds, per column `c` of 16, `p0`'s pair `c` then `p1`'s pair `c`: two depth pairs of a
+/// 16-column pair panel regrouped into one depth quad (the AVX2 kernel's 7-bit path).
+#[inline(always)]
+pub(crate) fn interleave_pairs(p0: &[i8; 32], p1: &[i8; 32], dst: &mut [i8; 64]) {
+    // SAFETY: SSE2 is part of the x86-64 baseline; every load reads 16 bytes inside a 32-byte
+    // array (offsets 0 and 16) and every store writes 16 bytes inside the 64-byte `dst`.
+    unsafe {
+        let (p0, p1, d) =
+            (p0.as_ptr().cast::<__m128i>(), p1.as_ptr().cast::<__m128i>(), dst.as_mut_ptr().cast::<__m128i>());
+        for half in 0..2 {
+            let (x, y) = (_mm_loadu_si128(p0.add(half)), _mm_loadu_si128(p1.add(half)));
+            _mm_storeu_si128(d.add(2 * half), _mm_unpacklo_epi16(x, y));
+            _mm_storeu_si128(d.add(2 * half + 1), _mm_unpackhi_epi16(x, y));
         }
     }
 }

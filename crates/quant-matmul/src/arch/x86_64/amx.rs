@@ -39,9 +39,12 @@
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use super::super::{AWords, Epilogue, Finish, MicroKernel, Start, Tier, TileIo, QUAD_ROW_BLOCK};
+use quant_traits::cpu::Amx;
 
-pub(crate) struct Amx;
+use quant_traits::cpu::Avx512Vnni;
+
+use super::super::decode::{DecodeKernel, FloatRows, Panels, QuantizedRows, PANEL, WIDE};
+use super::super::{AWords, Epilogue, Finish, MicroKernel, Start, TileIo, QUAD_ROW_BLOCK};
 
 const MR: usize = 32;
 const NR: usize = 32;
@@ -69,7 +72,6 @@ static CONFIG: TileConfig = TileConfig {
 };
 
 impl MicroKernel for Amx {
-    const TIER: Tier = Tier::Amx;
     const MR: usize = MR;
     const NR: usize = NR;
     const GROUP: usize = 4;
@@ -133,6 +135,49 @@ impl MicroKernel for Amx {
         // SAFETY: as above; with one row the `QuadRows` layout is the quad layout, and `out`
         // holds NR words.
         unsafe { super::avx512::row_vnni(kq, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) }
+    }
+}
+
+/// The decode product: the AVX-512 VNNI tier's kernels (a dot product over a group of 32 to 256
+/// inputs is too short for a tile).
+impl DecodeKernel for Amx {
+    const WIDTH: usize = WIDE;
+    const FLOAT_SIMD: bool = true;
+
+    unsafe fn panel_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> [[f32; PANEL]; R] {
+        // SAFETY: forwarded from the trait contract (the tier includes AVX-512 VNNI's features).
+        unsafe { Avx512Vnni::panel_i8(w, a, rows, p) }
+    }
+
+    unsafe fn wide_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> Option<[[[f32; PANEL]; 2]; R]> {
+        // SAFETY: as above.
+        unsafe { Avx512Vnni::wide_i8(w, a, rows, p) }
+    }
+
+    unsafe fn panels_f32<const R: usize, const P: usize>(
+        w: &Panels<'_>,
+        a: &FloatRows<'_>,
+        rows: [usize; R],
+        p: usize,
+        scratch: Option<&[f32]>,
+    ) -> [[[f32; PANEL]; P]; R] {
+        // SAFETY: as above.
+        unsafe { Avx512Vnni::panels_f32(w, a, rows, p, scratch) }
+    }
+
+    unsafe fn dequantize(w: &Panels<'_>, p: usize, count: usize, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { Avx512Vnni::dequantize(w, p, count, out) }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The group multiply's kernels on x86-64, one lane group of eight output channels (ymm) or
+//! The decode product's shared x86-64 kernels (each tier's module picks its own), one lane group of eight output channels (ymm) or
 //! one 16-channel panel (zmm, the int8 mode of the `avx512vnni` and `amx` tiers) for up to four
 //! rows at a time (each load of codes serves every row), the same bits as the references
 //! ([`super::reference_panel_i8`], [`super::reference_panel_f32`]): the int8-activation mode
@@ -32,202 +32,7 @@
 
 use core::arch::x86_64::*;
 
-use super::weights::Panel;
-use super::weights::WIDE;
-use super::{Activations, FloatActivations, GroupCodes, GroupWeights, PANEL};
-use crate::kernels::Tier;
-
-/// The int8-activation kernel of `tier` for panel `p` and `rows`, before the bias; `None` for a
-/// tier without one here (portable).
-pub(super) fn panel_i8<const R: usize>(
-    tier: Tier,
-    w: &GroupWeights,
-    a: &Activations,
-    rows: [usize; R],
-    p: usize,
-) -> Option<[[f32; PANEL]; R]> {
-    assert!(rows.iter().all(|&r| (r + 1) * a.k <= a.q.len()), "rows of the activations");
-    // SAFETY: the tier was resolved by `KernelChoice::resolve`, which checked that this CPU
-    // has its features; the rows were checked above.
-    unsafe {
-        match tier {
-            Tier::Avx2 => Some(panel_avx2(w, a, rows, p)),
-            Tier::AvxVnni => Some(panel_avxvnni(w, a, rows, p)),
-            // A lone lane group on the zmm tiers (one that is not half of a 16-channel panel
-            // run by `wide_i8`): the ymm kernel with their VNNI.
-            Tier::Avx512Vnni | Tier::Amx => Some(panel_avx512vnni(w, a, rows, p)),
-            _ => None,
-        }
-    }
-}
-
-/// The int8-activation kernel of the zmm tiers (`avx512vnni`, and `amx`, whose tiles cannot
-/// take a dot product this short) for 16-channel panel `p` (lane groups `2p` and `2p + 1`) and
-/// `rows`, before the bias, as two lane groups; `None` on other tiers or for weights in the
-/// 8-channel layout.
-pub(super) fn wide_i8<const R: usize>(
-    tier: Tier,
-    w: &GroupWeights,
-    a: &Activations,
-    rows: [usize; R],
-    p: usize,
-) -> Option<[[[f32; PANEL]; 2]; R]> {
-    if !matches!(tier, Tier::Avx512Vnni | Tier::Amx) || w.width() != WIDE {
-        return None;
-    }
-    assert!(rows.iter().all(|&r| (r + 1) * a.k <= a.q.len()), "rows of the activations");
-    // SAFETY: the tier was resolved by `KernelChoice::resolve`, which checked that this CPU
-    // has AVX-512 F/BW and VNNI; the rows were checked above; the weights are 16-channel.
-    let lanes = unsafe { wide_avx512vnni(w, a, rows, p) };
-    Some(lanes.map(|l| {
-        let mut halves = [[0f32; PANEL]; 2];
-        halves[0].copy_from_slice(&l[..PANEL]);
-        halves[1].copy_from_slice(&l[PANEL..]);
-        halves
-    }))
-}
-
-/// Four activation codes broadcast to every 32-bit lane of a zmm register.
-///
-/// # Safety
-/// `x` points to 4 readable bytes; AVX-512 F present.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn quad_zmm(x: *const i8) -> __m512i {
-    // SAFETY: 4 readable bytes (caller); unaligned read.
-    _mm512_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
-}
-
-/// One group's sixteen dot products for each of `R` rows, 4-bit weights: per step of eight
-/// inputs one 64-byte load split into its low and high nibbles and two `vpdpbusd` a row.
-///
-/// # Safety
-/// `codes` holds the panel's `group * 8` bytes; each `xs[i]` points to the group's `group`
-/// activation codes (`group` a multiple of 32); AVX-512 F/BW and VNNI present.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
-    let nibble = _mm512_set1_epi8(0x0f);
-    // Two chains a row (low and high nibbles), summed at the end (exact integers).
-    let mut acc = [[_mm512_setzero_si512(); 2]; R];
-    for e in 0..group / 8 {
-        // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
-        unsafe {
-            let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
-            let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
-            for i in 0..R {
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], lo, quad_zmm(xs[i].add(8 * e)));
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], hi, quad_zmm(xs[i].add(8 * e + 4)));
-            }
-        }
-    }
-    acc.map(|[a, b]| _mm512_add_epi32(a, b))
-}
-
-/// One group's sixteen dot products for each of `R` rows, 8-bit weights: `|w| · (x · sign(w))`
-/// as the ymm kernels compute it (AVX-512 has no `vpsignb`: `x` is negated where `w < 0`, and
-/// where `w = 0` the magnitude is 0 either way).
-///
-/// # Safety
-/// `codes` holds the panel's `group * 16` bytes; each `xs[i]` the group's `group` codes;
-/// AVX-512 F/BW and VNNI present.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
-    let zero = _mm512_setzero_si512();
-    // Two chains a row (even and odd steps), summed at the end: the sums are exact integers,
-    // so the split does not change them, and a single row keeps two dot products in flight.
-    let mut acc = [[_mm512_setzero_si512(); 2]; R];
-    // `group / 4` is even (`group` a multiple of 32): steps in pairs.
-    for q in (0..group / 4).step_by(2) {
-        for (chain, q) in [q, q + 1].into_iter().enumerate() {
-            // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
-            unsafe {
-                let v = _mm512_loadu_si512(codes.as_ptr().add(q * 64).cast());
-                let (magnitude, negative) = (_mm512_abs_epi8(v), _mm512_movepi8_mask(v));
-                for i in 0..R {
-                    let x = quad_zmm(xs[i].add(4 * q));
-                    let c = &mut acc[i][chain];
-                    *c = _mm512_dpbusd_epi32(*c, magnitude, _mm512_mask_sub_epi8(x, negative, zero, x));
-                }
-            }
-        }
-    }
-    acc.map(|[a, b]| _mm512_add_epi32(a, b))
-}
-
-/// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
-/// operations lane by lane (see the module docs), on sixteen lanes.
-///
-/// # Safety
-/// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout; every row of
-/// `rows` is a row of `a`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn wide_avx512vnni<const R: usize>(
-    w: &GroupWeights,
-    a: &Activations,
-    rows: [usize; R],
-    p: usize,
-) -> [[f32; WIDE]; R] {
-    let (k, group, groups) = (a.k, a.group, a.groups());
-    let kind = w.codes_kind();
-    let panel = w.wide_panel(p);
-    let gb = panel.codes(0).len();
-    let mut acc = [_mm512_setzero_ps(); R];
-    for g in 0..groups {
-        let codes = panel.codes(g);
-        // The codes stream once (few rows): those 2 KiB ahead are asked for now, a line at a
-        // time (hints; harmless past the panel).
-        for line in (0..gb).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + line).cast());
-        }
-        let mut xs = [core::ptr::null::<i8>(); R];
-        for (x, &r) in xs.iter_mut().zip(&rows) {
-            // SAFETY: every row holds `k` codes (caller), so group `g` starts inside it.
-            *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
-        }
-        // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
-        // group's activations (`group` a multiple of 32); CPU features as above.
-        let raw = unsafe {
-            if kind.bits() == 4 {
-                four_zmm(codes, xs, group)
-            } else {
-                eight_zmm(codes, xs, group)
-            }
-        };
-        let (sw, z, mn) = panel.params(g);
-        // SAFETY: the slices hold 16 values (or are empty for the formats without them, which
-        // never read them).
-        unsafe {
-            let swv = _mm512_loadu_ps(sw.as_ptr());
-            for i in 0..R {
-                let at = rows[i] * groups + g;
-                let sum = a.sums[at];
-                let d = match kind {
-                    GroupCodes::Sym4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(8 * sum)),
-                    GroupCodes::Asym4 => {
-                        let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
-                        _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(sum)))
-                    }
-                    _ => raw[i],
-                };
-                let sxv = _mm512_set1_ps(a.scales[at]);
-                let t = _mm512_mul_ps(sxv, swv);
-                acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_cvtepi32_ps(d)));
-                if kind == GroupCodes::Min4 {
-                    let t = _mm512_mul_ps(sxv, _mm512_loadu_ps(mn.as_ptr()));
-                    acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_set1_ps(sum as f32)));
-                }
-            }
-        }
-    }
-    let mut out = [[0f32; WIDE]; R];
-    for (o, v) in out.iter_mut().zip(acc) {
-        // SAFETY: a write of a 16-element array.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-    out
-}
+use crate::arch::decode::{FloatRows, GroupCodes, Panel, Panels, QuantizedRows, PANEL};
 
 /// Four activation codes broadcast to every 32-bit lane.
 ///
@@ -365,9 +170,9 @@ macro_rules! group_kernel {
         /// The CPU has the features in `target_feature`; `p` is a panel of `w`; every row of
         /// `rows` is a row of `a`.
         #[target_feature(enable = $features)]
-        unsafe fn $name<const R: usize>(
-            w: &GroupWeights,
-            a: &Activations,
+        pub(super) unsafe fn $name<const R: usize>(
+            w: &Panels<'_>,
+            a: &QuantizedRows<'_>,
             rows: [usize; R],
             p: usize,
         ) -> [[f32; PANEL]; R] {
@@ -432,44 +237,36 @@ group_kernel!(panel_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
 group_kernel!(panel_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
 
 /// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): `P`
-/// panels from `p` for `rows`, their weights converted on the fly or read from `scratch`
-/// (filled by [`dequantize`] for exactly these panels); `None` on the portable tier.
-pub(super) fn panels_f32<const R: usize, const P: usize>(
-    tier: Tier,
-    w: &GroupWeights,
-    a: &FloatActivations,
+/// lane groups from `p` for `rows`, their weights converted on the fly or read from `scratch`
+/// (filled by [`dequantize`] for exactly these lane groups).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; lane groups `p .. p + P` are in `w`; every row of `rows` is a row
+/// of `a` (`K` values); a scratch holds these lane groups' `8 K P` values.
+#[inline]
+pub(super) unsafe fn panels_f32<const R: usize, const P: usize>(
+    w: &Panels<'_>,
+    a: &FloatRows<'_>,
     rows: [usize; R],
     p: usize,
     scratch: Option<&[f32]>,
-) -> Option<[[[f32; PANEL]; P]; R]> {
-    if tier == Tier::Portable {
-        return None;
-    }
-    assert!(p + P <= w.n().div_ceil(PANEL), "panels {p}..{} of {}", p + P, w.n().div_ceil(PANEL));
-    assert!(rows.iter().all(|&r| a.row(r).len() == w.k()), "activation rows of K values");
+) -> [[[f32; PANEL]; P]; R] {
     let values = match scratch {
-        Some(v) => {
-            assert!(v.len() >= w.k() * PANEL * P, "scratch of {} for {} inputs", v.len(), w.k());
-            Values::Scratch(v)
-        }
+        Some(v) => Values::Scratch(v),
         None => Values::Codes,
     };
-    // SAFETY: every x86-64 tier past portable has AVX2 and FMA, and the tier was resolved by
-    // `KernelChoice::resolve`, which checked that this CPU has its features; the panels, rows
-    // and scratch were checked above.
-    Some(unsafe { panels_fma::<R, P>(w, a, rows, p, values) })
+    // SAFETY: forwarded (the caller's contract).
+    unsafe { panels_fma::<R, P>(w, a, rows, p, values) }
 }
 
-/// Panels `p .. p + count`'s weights dequantized to `v_k` (`[K][count][8]`) into `out`;
-/// `false` on the portable tier (nothing written).
-pub(super) fn dequantize(tier: Tier, w: &GroupWeights, p: usize, count: usize, out: &mut [f32]) -> bool {
-    if tier == Tier::Portable {
-        return false;
-    }
-    assert!(p + count <= w.n().div_ceil(PANEL), "panels {p}..{} of {}", p + count, w.n().div_ceil(PANEL));
-    assert!(out.len() >= w.k() * PANEL * count, "scratch of {} for {} inputs", out.len(), w.k());
+/// Lane groups `p .. p + count`'s weights dequantized to `v_k` (`[K][count][8]`) into `out`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; lane groups `p .. p + count` are in `w`; `out` holds `8 K count`
+/// values.
+pub(super) unsafe fn dequantize(w: &Panels<'_>, p: usize, count: usize, out: &mut [f32]) -> bool {
     for q in 0..count {
-        // SAFETY: as in `panels_f32`; `out` and the panels were checked above.
+        // SAFETY: as this function's.
         unsafe { dequantize_panel(w, p + q, q, count, out) };
     }
     true
@@ -573,7 +370,7 @@ enum Values<'a> {
 /// The CPU has AVX2 and FMA; `p` is a panel of `w`; `q < count`; `out` holds `8 K count`
 /// values.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dequantize_panel(w: &GroupWeights, p: usize, q: usize, count: usize, out: &mut [f32]) {
+unsafe fn dequantize_panel(w: &Panels<'_>, p: usize, q: usize, count: usize, out: &mut [f32]) {
     let (group, kind, panel) = (w.group_size(), w.codes_kind(), [w.panel(p)]);
     for g in 0..w.groups() {
         let dst = &mut out[g * group * PANEL * count..(g + 1) * group * PANEL * count];
@@ -597,8 +394,8 @@ unsafe fn dequantize_panel(w: &GroupWeights, p: usize, q: usize, count: usize, o
 /// row of `a` (`K` values); a `Scratch` holds these panels' `8 K P` values.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn panels_fma<const R: usize, const P: usize>(
-    w: &GroupWeights,
-    a: &FloatActivations,
+    w: &Panels<'_>,
+    a: &FloatRows<'_>,
     rows: [usize; R],
     p: usize,
     values: Values<'_>,

@@ -14,10 +14,12 @@
 
 use core::arch::x86_64::*;
 
-use super::super::{AWords, MicroKernel, Tier, TileIo};
-use super::ymm;
+use quant_traits::cpu::Avx2;
 
-pub(crate) struct Avx2;
+use super::super::decode::{DecodeKernel, FloatRows, Panels, QuantizedRows, PANEL};
+use super::super::{AWords, MicroKernel, TileIo};
+use super::decode;
+use super::ymm;
 
 /// Rows of a tile.
 const MR: usize = 6;
@@ -25,7 +27,6 @@ const MR: usize = 6;
 const NR: usize = 16;
 
 impl MicroKernel for Avx2 {
-    const TIER: Tier = Tier::Avx2;
     const MR: usize = MR;
     const NR: usize = NR;
     const GROUP: usize = 2;
@@ -76,6 +77,39 @@ impl MicroKernel for Avx2 {
         let Some(out) = out.first_chunk_mut::<NR>() else { return };
         // SAFETY: as above.
         unsafe { row_avx2(kp, a.as_ptr(), b.as_ptr(), out) }
+    }
+}
+
+/// The decode product: the eight-channel ymm kernels (either layout), the shared AVX2 + FMA
+/// float mode.
+impl DecodeKernel for Avx2 {
+    const WIDTH: usize = PANEL;
+    const FLOAT_SIMD: bool = true;
+
+    unsafe fn panel_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> [[f32; PANEL]; R] {
+        // SAFETY: forwarded from the trait contract (the tier's features present).
+        unsafe { decode::panel_avx2(w, a, rows, p) }
+    }
+
+    unsafe fn panels_f32<const R: usize, const P: usize>(
+        w: &Panels<'_>,
+        a: &FloatRows<'_>,
+        rows: [usize; R],
+        p: usize,
+        scratch: Option<&[f32]>,
+    ) -> [[[f32; PANEL]; P]; R] {
+        // SAFETY: forwarded from the trait contract (the tier has AVX2 and FMA).
+        unsafe { decode::panels_f32(w, a, rows, p, scratch) }
+    }
+
+    unsafe fn dequantize(w: &Panels<'_>, p: usize, count: usize, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { decode::dequantize(w, p, count, out) }
     }
 }
 

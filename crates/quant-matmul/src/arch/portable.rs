@@ -8,9 +8,10 @@
 //! Chunk bound: A bytes are at most 255 (the `i8` shift included), B at most 128 in magnitude,
 //! so `Σ a·b` over `d` values is exact in `i32` for `d <= i32::MAX / (255 · 128) = 65 793`.
 
-use super::{apply_scalar, load_scalar, AWords, MicroKernel, Tier, TileIo};
+use quant_traits::cpu::Portable;
 
-pub(crate) struct Portable;
+use super::decode::{reference_panel_f32, reference_panel_i8, DecodeKernel, FloatRows, Panels, QuantizedRows, PANEL};
+use super::{apply_scalar, load_scalar, AWords, MicroKernel, TileIo};
 
 /// `Σ_t a_t · b_t` over one quad: A's four unsigned bytes (lowest first) times four signed bytes.
 #[inline(always)]
@@ -23,7 +24,6 @@ const MR: usize = 4;
 const NR: usize = 16;
 
 impl MicroKernel for Portable {
-    const TIER: Tier = Tier::Portable;
     const MR: usize = MR;
     const NR: usize = NR;
     const GROUP: usize = 4;
@@ -63,6 +63,41 @@ impl MicroKernel for Portable {
             }
         }
         out[..NR].copy_from_slice(&acc);
+    }
+}
+
+/// The decode product's references: every other tier's results are these, bit for bit.
+impl DecodeKernel for Portable {
+    const WIDTH: usize = PANEL;
+    const FLOAT_SIMD: bool = false;
+
+    unsafe fn panel_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> [[f32; PANEL]; R] {
+        reference_panel_i8(w, a, rows, p)
+    }
+
+    unsafe fn panels_f32<const R: usize, const P: usize>(
+        w: &Panels<'_>,
+        a: &FloatRows<'_>,
+        rows: [usize; R],
+        p: usize,
+        _scratch: Option<&[f32]>,
+    ) -> [[[f32; PANEL]; P]; R] {
+        let mut out = [[[0f32; PANEL]; P]; R];
+        for q in 0..P {
+            for (o, l) in out.iter_mut().zip(reference_panel_f32(w, a, rows, p + q)) {
+                o[q] = l;
+            }
+        }
+        out
+    }
+
+    unsafe fn dequantize(_w: &Panels<'_>, _p: usize, _count: usize, _out: &mut [f32]) -> bool {
+        false
     }
 }
 

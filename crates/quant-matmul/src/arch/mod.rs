@@ -1,19 +1,24 @@
-//! Micro-kernels, one per CPU tier, and the run-time choice between them.
+//! The kernels, one module per CPU tier, each implementing both of this crate's kernel
+//! traits for its tier's type (`quant_traits::cpu`): [`MicroKernel`] (the GEMM) and
+//! [`decode::DecodeKernel`] (the decode product), chosen by the workspace's one
+//! [`dispatch!`](quant_traits::dispatch). The kernels own their layouts: the GEMM's panels
+//! are described by each kernel's constants, the decode product's in [`decode`], and the
+//! packing moves that have faster forms on an architecture in [`pack`].
 //!
 //! **The kernel is the unit of extension.** Each micro-kernel declares its own shape as
 //! associated constants of [`MicroKernel`]: its tile (`MR` rows by `NR` columns), its depth
 //! grouping (`GROUP`: pairs for `vpmaddwd`, quads for `vpdpbusd`), its blocking (`MC`, `NC`,
 //! `KC`) and so its packed layouts. The driver, the packing and the epilogue
-//! ([`crate::gemm`]) are generic over it and monomorphised per kernel; adding an ISA is one new
-//! file under `kernels/<arch>/` and one line in [`dispatch!`].
+//! ([`crate::gemm`]) are generic over it and monomorphised per kernel. Adding a tier is one new
+//! module under `arch/<arch>/` implementing both traits, and its line in `dispatch!`.
 //!
-//! | tier | file | tile | depth | inner instruction | exact because |
-//! |---|---|---|---|---|---|
-//! | `portable` | `portable.rs` | 4 x 16 | quads | plain Rust (`u8 · i8` quads) | `i32` sums below the chunk bound |
-//! | `avx2` | `x86_64/avx2.rs` | 6 x 16 | pairs | `vpmaddwd` (ymm) | `i16 · i16` pair sums fit `i32` |
-//! | `avxvnni` | `x86_64/avxvnni.rs` | 6 x 16 | quads | `vpdpbusd` (ymm, VEX) | no `i16` step: four `u8 · i8` products into `i32` |
-//! | `avx512vnni` | `x86_64/avx512.rs` | 12 x 32 | quads | `vpdpbusd` (zmm) | as above |
-//! | `amx` | `x86_64/amx.rs` | 32 x 32 | quads (row blocks) | `tdpbusd` (2 x 2 tiles of 16 x 16) | as above, in `i32` tile elements |
+//! | tier | module | GEMM tile | depth | inner instruction | exact because | decode panels |
+//! |---|---|---|---|---|---|---|
+//! | `portable` | `portable.rs` | 4 x 16 | quads | plain Rust (`u8 · i8` quads) | `i32` sums below the chunk bound | the references |
+//! | `avx2` | `x86_64/avx2.rs` | 6 x 16 | pairs | `vpmaddwd` (ymm) | `i16 · i16` pair sums fit `i32` | 8 channels, `vpmaddubsw` |
+//! | `avxvnni` | `x86_64/avxvnni.rs` | 6 x 16 | quads | `vpdpbusd` (ymm, VEX) | no `i16` step: four `u8 · i8` products into `i32` | 8 channels, `vpdpbusd` |
+//! | `avx512vnni` | `x86_64/avx512.rs` | 12 x 32 | quads | `vpdpbusd` (zmm) | as above | 16 channels, `vpdpbusd` (zmm) |
+//! | `amx` | `x86_64/amx.rs` | 32 x 32 | quads (row blocks) | `tdpbusd` (2 x 2 tiles of 16 x 16) | as above, in `i32` tile elements | as `avx512vnni` |
 //!
 //! Quad kernels multiply unsigned bytes of A by signed bytes of B; `i8` activations are
 //! shifted by +128 while A is packed and the shift is corrected like a zero point
@@ -22,7 +27,8 @@
 //! **Layouts.** A kernel's packed B layout is `(GROUP, NR)`: panels of `NR` columns, depth in
 //! groups of `GROUP` rows, bytes `(g * NR + c) * GROUP + t` holding `b[GROUP * g + t][c]`.
 //! [`crate::PackedB`] records the layout it holds; a kernel refuses weights packed in another
-//! (`QuantError::PackedForOtherKernel`).
+//! (`QuantError::PackedForOtherKernel`). [`crate::GroupWeights`] does the same for the decode
+//! panels.
 //!
 //! **The chunk bound.** A kernel's raw sums `Σ a·b` are exact in `i32` while
 //! `depth · max|a| · max|b| <= i32::MAX`; [`MicroKernel::chunk_groups`] is that depth in
@@ -31,17 +37,22 @@
 //! The tier is chosen by `quant_traits::cpu` (`QUANT_KERNEL`, cached); a tier this CPU lacks
 //! is an error, never a silent fallback.
 //!
-//! **A new architecture** (say aarch64 with `sdot` / `i8mm`): a `Tier` variant and its features
-//! in `quant_traits::cpu`, a file `kernels/aarch64/<tier>.rs` implementing [`MicroKernel`]
-//! (quads of `i8 · i8` fit `sdot`; a `u8` operand would shift like the quad kernels here), and
-//! its line in [`dispatch!`]; nothing in the driver, packing or epilogue changes.
+//! **A new architecture** (say aarch64 with `sdot` / `i8mm`): a `Tier` variant, its type and
+//! its features in `quant_traits::cpu` with its line in `dispatch!`, and a module
+//! `arch/aarch64/<tier>.rs` implementing [`MicroKernel`] (quads of `i8 · i8` fit `sdot`; a `u8`
+//! operand would shift like the quad kernels here) and [`decode::DecodeKernel`]; nothing in the
+//! drivers, packing or epilogue changes. The crates already build for aarch64 with the
+//! portable tier (`cargo xtask check`).
 
+pub(crate) mod decode;
+pub(crate) mod pack;
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
 use core::marker::PhantomData;
 
+use quant_traits::cpu::TierKernels;
 pub use quant_traits::cpu::{KernelChoice, Tier};
 
 /// The widest tile any kernel has: buffers for one tile are sized by these.
@@ -61,6 +72,7 @@ pub(crate) enum AWords {
     /// row's block is contiguous (64 bytes: one row of an AMX tile). Word
     /// `b * 16 * MR + r * w + i` holds row `r`'s quad `16 b + i`, `w` the block's width (16,
     /// or what is left in the last block). Runs of depth must start on a block.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the AMX kernel's
     QuadRows,
 }
 
@@ -169,9 +181,7 @@ impl TileIo {
 /// (the depth is within [`crate::Operands::max_i32_depth`]). Beyond it, tiles start from zero,
 /// run at most [`MicroKernel::chunk_groups`] deep (raw sums exact in `i32`), and the driver
 /// carries them in `i64`.
-pub(crate) trait MicroKernel {
-    /// The tier this kernel is written for.
-    const TIER: Tier;
+pub(crate) trait MicroKernel: TierKernels {
     /// Rows of a tile.
     const MR: usize;
     /// Columns of a tile.
@@ -388,42 +398,7 @@ pub(crate) unsafe fn load_scalar<const NR: usize>(io: &TileIo, acc: &mut [[i32; 
     }
 }
 
-/// `dispatch!(tier, K => expr)`: evaluates `expr` with the type alias `K` naming the tier's
-/// micro-kernel. The one table of kernels: a new tier is one line here.
-macro_rules! dispatch {
-    ($tier:expr, $k:ident => $body:expr) => {{
-        #[allow(unreachable_patterns)]
-        match $tier {
-            #[cfg(target_arch = "x86_64")]
-            $crate::kernels::Tier::Amx => {
-                type $k = $crate::kernels::x86_64::amx::Amx;
-                $body
-            }
-            #[cfg(target_arch = "x86_64")]
-            $crate::kernels::Tier::Avx512Vnni => {
-                type $k = $crate::kernels::x86_64::avx512::Avx512Vnni;
-                $body
-            }
-            #[cfg(target_arch = "x86_64")]
-            $crate::kernels::Tier::AvxVnni => {
-                type $k = $crate::kernels::x86_64::avxvnni::AvxVnni;
-                $body
-            }
-            #[cfg(target_arch = "x86_64")]
-            $crate::kernels::Tier::Avx2 => {
-                type $k = $crate::kernels::x86_64::avx2::Avx2;
-                $body
-            }
-            // Portable, and any tier this architecture has no kernel for (such a tier is never
-            // available here, so `Tier::require` refused it before we got here).
-            _ => {
-                type $k = $crate::kernels::portable::Portable;
-                $body
-            }
-        }
-    }};
-}
-pub(crate) use dispatch;
+pub(crate) use quant_traits::dispatch;
 
 /// The name of the kernel tier [`KernelChoice::Auto`] runs in this process (`"avx512vnni"`,
 /// `"avxvnni"`, `"avx2"` or `"portable"`).
@@ -452,13 +427,13 @@ mod tests {
     /// The chunk bound for `u8 x i8` (`255 · 128` per product) is 65 793 values.
     #[test]
     fn chunk_bound_in_groups() {
-        assert_eq!(portable::Portable::chunk_groups(255), 65_793 / 4);
-        assert_eq!(portable::Portable::chunk_groups(128), 131_071 / 4);
+        assert_eq!(quant_traits::cpu::Portable::chunk_groups(255), 65_793 / 4);
+        assert_eq!(quant_traits::cpu::Portable::chunk_groups(128), 131_071 / 4);
         // AMX: whole blocks of 16 quads (16 448 quads is already 1 028 blocks).
         #[cfg(target_arch = "x86_64")]
         {
-            assert_eq!(x86_64::amx::Amx::chunk_groups(255), 16_448);
-            assert_eq!(x86_64::amx::Amx::chunk_groups(128), 131_071 / 4 / 16 * 16);
+            assert_eq!(quant_traits::cpu::Amx::chunk_groups(255), 16_448);
+            assert_eq!(quant_traits::cpu::Amx::chunk_groups(128), 131_071 / 4 / 16 * 16);
         }
     }
 }

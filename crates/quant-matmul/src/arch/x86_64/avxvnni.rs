@@ -21,16 +21,17 @@
 
 use core::arch::x86_64::*;
 
-use super::super::{AWords, MicroKernel, Tier, TileIo};
-use super::ymm;
+use quant_traits::cpu::AvxVnni;
 
-pub(crate) struct AvxVnni;
+use super::super::decode::{DecodeKernel, FloatRows, Panels, QuantizedRows, PANEL};
+use super::super::{AWords, MicroKernel, TileIo};
+use super::decode;
+use super::ymm;
 
 const MR: usize = 6;
 const NR: usize = 16;
 
 impl MicroKernel for AvxVnni {
-    const TIER: Tier = Tier::AvxVnni;
     const MR: usize = MR;
     const NR: usize = NR;
     const GROUP: usize = 4;
@@ -67,6 +68,39 @@ impl MicroKernel for AvxVnni {
     unsafe fn row(kq: usize, a: &[i32], b: &[i8], out: &mut [i32]) {
         // SAFETY: as above; `out` holds NR words.
         unsafe { row_vnni(kq, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) }
+    }
+}
+
+/// The decode product: the eight-channel ymm kernels (either layout), the shared AVX2 + FMA
+/// float mode.
+impl DecodeKernel for AvxVnni {
+    const WIDTH: usize = PANEL;
+    const FLOAT_SIMD: bool = true;
+
+    unsafe fn panel_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> [[f32; PANEL]; R] {
+        // SAFETY: forwarded from the trait contract (the tier's features present).
+        unsafe { decode::panel_avxvnni(w, a, rows, p) }
+    }
+
+    unsafe fn panels_f32<const R: usize, const P: usize>(
+        w: &Panels<'_>,
+        a: &FloatRows<'_>,
+        rows: [usize; R],
+        p: usize,
+        scratch: Option<&[f32]>,
+    ) -> [[[f32; PANEL]; P]; R] {
+        // SAFETY: forwarded from the trait contract (the tier has AVX2 and FMA).
+        unsafe { decode::panels_f32(w, a, rows, p, scratch) }
+    }
+
+    unsafe fn dequantize(w: &Panels<'_>, p: usize, count: usize, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { decode::dequantize(w, p, count, out) }
     }
 }
 

@@ -13,7 +13,11 @@
 
 use core::arch::x86_64::*;
 
+use quant_traits::cpu::{Amx, Avx2, Avx512Vnni};
 use quant_traits::QuantFloat;
+
+use super::super::lanes::{Search, LANES, V};
+use super::super::CoreKernels;
 
 /// Broadcast constants of one quantization.
 struct Consts {
@@ -158,3 +162,103 @@ macro_rules! dequantize_fn {
 
 dequantize_fn!(dequantize_i8_f32, i8, _mm512_cvtepi8_epi32);
 dequantize_fn!(dequantize_u8_f32, u8, _mm512_cvtepu8_epi32);
+
+/// The AVX-512 tier's fast paths (the k-quant search runs the AVX2 code).
+impl CoreKernels for Avx512Vnni {
+    const CODE: &'static str = "avx512";
+
+    unsafe fn quantize_f32_i8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [i8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: the tier has AVX-512 F/BW (caller); lengths are equal (caller).
+        Some(unsafe { quantize_f32_i8(x, scale, zp, lo, hi, out) })
+    }
+
+    unsafe fn quantize_f32_u8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [u8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: as above.
+        Some(unsafe { quantize_f32_u8(x, scale, zp, lo, hi, out) })
+    }
+
+    unsafe fn dequantize_i8_f32(codes: &[i8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { dequantize_i8_f32(codes, scale, zp, out) };
+        true
+    }
+
+    unsafe fn dequantize_u8_f32(codes: &[u8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { dequantize_u8_f32(codes, scale, zp, out) };
+        true
+    }
+
+    unsafe fn qkx2_search<const N: usize>(
+        s: Search,
+        x: &[V; N],
+        w: &[V; N],
+        l: &mut [[u8; LANES]; N],
+    ) -> Option<(V, V)> {
+        // SAFETY: the tier includes AVX2 (caller).
+        unsafe { Avx2::qkx2_search(s, x, w, l) }
+    }
+}
+
+/// The AMX tier's quantizers are the AVX-512 ones (tiles do not quantize).
+impl CoreKernels for Amx {
+    const CODE: &'static str = "avx512";
+
+    unsafe fn quantize_f32_i8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [i8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: forwarded (the tier includes AVX-512's features).
+        unsafe { Avx512Vnni::quantize_f32_i8(x, scale, zp, lo, hi, out) }
+    }
+
+    unsafe fn quantize_f32_u8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [u8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: as above.
+        unsafe { Avx512Vnni::quantize_f32_u8(x, scale, zp, lo, hi, out) }
+    }
+
+    unsafe fn dequantize_i8_f32(codes: &[i8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { Avx512Vnni::dequantize_i8_f32(codes, scale, zp, out) }
+    }
+
+    unsafe fn dequantize_u8_f32(codes: &[u8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { Avx512Vnni::dequantize_u8_f32(codes, scale, zp, out) }
+    }
+
+    unsafe fn qkx2_search<const N: usize>(
+        s: Search,
+        x: &[V; N],
+        w: &[V; N],
+        l: &mut [[u8; LANES]; N],
+    ) -> Option<(V, V)> {
+        // SAFETY: as above.
+        unsafe { Avx2::qkx2_search(s, x, w, l) }
+    }
+}

@@ -1,8 +1,13 @@
-//! AVX2 quantize/dequantize, 8 elements per step, in `f64` lanes like the scalar path.
+//! The AVX2 tier's fast paths (the AVX-VNNI tier runs them too): quantize/dequantize, 8
+//! elements per step, in `f64` lanes like the scalar path, and the eight-lane k-quant search.
 
 use core::arch::x86_64::*;
 
+use quant_traits::cpu::{Avx2, AvxVnni};
 use quant_traits::QuantFloat;
+
+use super::super::lanes::{Search, LANES, V};
+use super::super::CoreKernels;
 
 /// 4 codes for 4 `f32` values: `clamp(round_ties_even(x / scale) + zp, lo, hi)` as `i32`,
 /// bit-identical to the scalar division.
@@ -258,3 +263,205 @@ macro_rules! dequantize_fn {
 
 dequantize_fn!(dequantize_i8_f32, i8, _mm256_cvtepi8_epi32);
 dequantize_fn!(dequantize_u8_f32, u8, _mm256_cvtepu8_epi32);
+
+/// The AVX2 tier's fast paths.
+impl CoreKernels for Avx2 {
+    const CODE: &'static str = "avx2";
+
+    unsafe fn quantize_f32_i8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [i8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: the tier has AVX2 and FMA (caller); lengths are equal (caller).
+        Some(unsafe { quantize_f32_i8(x, scale, zp, lo, hi, out) })
+    }
+
+    unsafe fn quantize_f32_u8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [u8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: as above.
+        Some(unsafe { quantize_f32_u8(x, scale, zp, lo, hi, out) })
+    }
+
+    unsafe fn dequantize_i8_f32(codes: &[i8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { dequantize_i8_f32(codes, scale, zp, out) };
+        true
+    }
+
+    unsafe fn dequantize_u8_f32(codes: &[u8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { dequantize_u8_f32(codes, scale, zp, out) };
+        true
+    }
+
+    unsafe fn qkx2_search<const N: usize>(
+        s: Search,
+        x: &[V; N],
+        w: &[V; N],
+        l: &mut [[u8; LANES]; N],
+    ) -> Option<(V, V)> {
+        // SAFETY: the tier has AVX2 (caller).
+        Some(unsafe { search_avx2(s, x, w, l) })
+    }
+}
+
+/// The AVX-VNNI tier has no quantizer of its own: it runs the AVX2 code (its CPUs have AVX2
+/// and FMA).
+impl CoreKernels for AvxVnni {
+    const CODE: &'static str = "avx2";
+
+    unsafe fn quantize_f32_i8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [i8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: forwarded (the tier includes AVX2's features).
+        unsafe { Avx2::quantize_f32_i8(x, scale, zp, lo, hi, out) }
+    }
+
+    unsafe fn quantize_f32_u8(
+        x: &[f32],
+        scale: f64,
+        zp: i64,
+        lo: i64,
+        hi: i64,
+        out: &mut [u8],
+    ) -> Option<Result<(), usize>> {
+        // SAFETY: as above.
+        unsafe { Avx2::quantize_f32_u8(x, scale, zp, lo, hi, out) }
+    }
+
+    unsafe fn dequantize_i8_f32(codes: &[i8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { Avx2::dequantize_i8_f32(codes, scale, zp, out) }
+    }
+
+    unsafe fn dequantize_u8_f32(codes: &[u8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+        // SAFETY: as above.
+        unsafe { Avx2::dequantize_u8_f32(codes, scale, zp, out) }
+    }
+
+    unsafe fn qkx2_search<const N: usize>(
+        s: Search,
+        x: &[V; N],
+        w: &[V; N],
+        l: &mut [[u8; LANES]; N],
+    ) -> Option<(V, V)> {
+        // SAFETY: as above.
+        unsafe { Avx2::qkx2_search(s, x, w, l) }
+    }
+}
+
+/// `i` as ggml's `(float)i` for the search's small integers (exact).
+#[inline(always)]
+fn f(i: i32) -> f32 {
+    i as f32
+}
+
+/// ggml's `make_qkx2_quants` in eight lanes (`crate::ggml::lanes::search`) in AVX2 intrinsics,
+/// the same operations on the same lanes in the same order.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn search_avx2<const N: usize>(
+    s: Search,
+    x: &[V; N],
+    w: &[V; N],
+    l: &mut [[u8; LANES]; N],
+) -> (V, V) {
+    // SAFETY: a `V` is eight `f32`s, what an unaligned 256-bit load reads.
+    let load = |v: &V| unsafe { _mm256_loadu_ps(v.as_ptr()) };
+    let store = |v: __m256| {
+        let mut out = [0.0f32; LANES];
+        // SAFETY: `out` is eight `f32`s, what an unaligned 256-bit store writes.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        out
+    };
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let low = _mm256_set1_epi32(0x007f_ffff);
+    let half = _mm256_set1_epi32(0x0040_0000);
+    let (zero_i, nmax_i) = (_mm256_setzero_si256(), _mm256_set1_epi32(s.nmax));
+    let zero = _mm256_setzero_ps();
+    let sign = _mm256_set1_ps(-0.0);
+    // nearest_int(v) clamped to 0..=nmax, as f32 (see `code`).
+    let code = |v: __m256| {
+        let bits = _mm256_and_si256(_mm256_castps_si256(_mm256_add_ps(v, magic)), low);
+        let q = _mm256_sub_epi32(bits, half);
+        _mm256_cvtepi32_ps(_mm256_min_epi32(_mm256_max_epi32(q, zero_i), nmax_i))
+    };
+    let err = |diff: __m256| if s.use_mad { _mm256_andnot_ps(sign, diff) } else { _mm256_mul_ps(diff, diff) };
+    let (mut min, mut max) = (load(&x[0]), load(&x[0]));
+    let mut sum_w = load(&w[0]);
+    let mut sum_x = _mm256_mul_ps(sum_w, min);
+    for i in 1..N {
+        let (xi, wi) = (load(&x[i]), load(&w[i]));
+        // min_ps(a, b) is `a < b ? a : b`, the scalar `if x < min { min = x }`.
+        min = _mm256_min_ps(xi, min);
+        max = _mm256_max_ps(xi, max);
+        sum_w = _mm256_add_ps(sum_w, wi);
+        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(wi, xi));
+    }
+    min = _mm256_blendv_ps(min, zero, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero));
+    let mut iscale = _mm256_div_ps(_mm256_set1_ps(f(s.nmax)), _mm256_sub_ps(max, min));
+    let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
+    let mut best = zero;
+    for i in 0..N {
+        let (xi, wi) = (load(&x[i]), load(&w[i]));
+        let q = code(_mm256_mul_ps(iscale, _mm256_sub_ps(xi, min)));
+        let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, q), min), xi);
+        best = _mm256_add_ps(best, _mm256_mul_ps(wi, err(diff)));
+    }
+    let (mut win_iscale, mut win_min) = (iscale, min);
+    let mut laux = [zero; N];
+    for is in s.candidates() {
+        iscale = _mm256_div_ps(_mm256_set1_ps(s.rmin + s.rdelta * f(is) + f(s.nmax)), _mm256_sub_ps(max, min));
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+        for i in 0..N {
+            let (xi, wi) = (load(&x[i]), load(&w[i]));
+            let q = code(_mm256_mul_ps(iscale, _mm256_sub_ps(xi, min)));
+            laux[i] = q;
+            let wq = _mm256_mul_ps(wi, q);
+            sum_l = _mm256_add_ps(sum_l, wq);
+            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wq, q));
+            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wq, xi));
+        }
+        let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+        let ok = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
+        let ts = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), d);
+        let tm = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), d);
+        let clamp = _mm256_cmp_ps::<_CMP_GT_OQ>(tm, zero);
+        let this_min = _mm256_blendv_ps(tm, zero, clamp);
+        let this_scale = _mm256_blendv_ps(ts, _mm256_div_ps(sum_xl, sum_l2), clamp);
+        let mut cur = zero;
+        for i in 0..N {
+            let (xi, wi) = (load(&x[i]), load(&w[i]));
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), xi);
+            cur = _mm256_add_ps(cur, _mm256_mul_ps(wi, err(diff)));
+        }
+        let win = _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LT_OQ>(cur, best));
+        best = _mm256_blendv_ps(best, cur, win);
+        scale = _mm256_blendv_ps(scale, this_scale, win);
+        win_iscale = _mm256_blendv_ps(win_iscale, iscale, win);
+        win_min = _mm256_blendv_ps(win_min, min, win);
+        min = _mm256_blendv_ps(min, this_min, win);
+    }
+    for i in 0..N {
+        let q = store(code(_mm256_mul_ps(win_iscale, _mm256_sub_ps(load(&x[i]), win_min))));
+        l[i] = q.map(|v| v as u8);
+    }
+    (store(scale), store(_mm256_xor_ps(min, sign)))
+}

@@ -1,0 +1,496 @@
+//! The decode product's kernel contract and the weight layout its kernels read: the panels of
+//! [`crate::GroupWeights`] (8 or 16 output channels, codes interleaved four inputs at a time;
+//! see that type's docs), the views the kernels take of weights and activations, and the
+//! portable references that define every result bit for bit (the arithmetic is written out in
+//! [`crate::group`]'s docs).
+//!
+//! Each tier implements [`DecodeKernel`] in its own module, beside its GEMM micro-kernel:
+//! `WIDTH`, the panel width its kernels take, and the int8- and float-mode kernels.
+
+use alloc::vec::Vec;
+
+use quant_traits::cast::fma_f32;
+use quant_traits::cpu::TierKernels;
+
+use super::{dispatch, Tier};
+
+/// What a weight's code stands for (`s` the group's scale, `u` the stored code).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GroupCodes {
+    /// Signed 4-bit codes `q` in `-8..=7`: `w = s · q`. Our symmetric 4-bit ([`I4x2`](quant_traits::I4x2)), ONNX
+    /// `INT4`, llama.cpp `Q4_0` (which stores `q + 8`).
+    Sym4,
+    /// Unsigned 4-bit codes `u` in `0..=15` with an integer zero point `z` per group:
+    /// `w = s · (u - z)`. Our asymmetric 4-bit ([`U4x2`](quant_traits::U4x2)), ONNX Runtime's `MatMulNBits`.
+    Asym4,
+    /// Unsigned 4-bit codes `u` in `0..=15` with a float minimum `m` per group:
+    /// `w = s · u + m`. llama.cpp `Q4_1`.
+    Min4,
+    /// Signed 8-bit codes `q`: `w = s · q`. Our symmetric `i8`, llama.cpp `Q8_0`.
+    Sym8,
+}
+
+impl GroupCodes {
+    /// Bits per code.
+    #[must_use]
+    pub fn bits(self) -> u32 {
+        match self {
+            GroupCodes::Sym8 => 8,
+            _ => 4,
+        }
+    }
+}
+
+/// Output channels per lane group: the eight lanes of a ymm register, the unit the driver,
+/// the reference and the eight-channel kernels work in.
+pub(crate) const PANEL: usize = 8;
+
+/// Output channels per panel of the 16-channel layout (the zmm kernels').
+pub(crate) const WIDE: usize = 16;
+
+/// The panel width the kernels of `tier` take ([`DecodeKernel::WIDTH`]).
+pub(crate) fn width_for(tier: Tier) -> usize {
+    dispatch!(tier, K => <K as DecodeKernel>::WIDTH)
+}
+
+/// The layout's codes: row-major codes (`row_bytes` per output channel; 4-bit codes as input
+/// pairs, low nibble first) rearranged into panels of `width` channels, group after group,
+/// four inputs at a time (see [`crate::GroupWeights`]); channels past `n` are zero.
+pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, width: usize, rows: &[u8]) -> Vec<u8> {
+    let bits = kind.bits() as usize;
+    let (groups, panels, row_bytes) = (k / group, n.div_ceil(width), k * bits / 8);
+    // The code of (row r, input c) from the row-major bytes.
+    let code = |r: usize, c: usize| -> u8 {
+        if r >= n {
+            return 0;
+        }
+        let row = &rows[r * row_bytes..(r + 1) * row_bytes];
+        if bits == 8 {
+            row[c]
+        } else {
+            (row[c / 2] >> (4 * (c % 2))) & 0x0f
+        }
+    };
+    let gbytes = group * width * bits / 8;
+    let mut codes = alloc::vec![0u8; panels * groups * gbytes];
+    for p in 0..panels {
+        for g in 0..groups {
+            let dst = &mut codes[(p * groups + g) * gbytes..][..gbytes];
+            for (l, r) in (p * width..(p + 1) * width).enumerate() {
+                let first = g * group;
+                if bits == 8 {
+                    for q in 0..group / 4 {
+                        for j in 0..4 {
+                            dst[(q * width + l) * 4 + j] = code(r, first + 4 * q + j);
+                        }
+                    }
+                } else {
+                    for e in 0..group / 8 {
+                        for j in 0..4 {
+                            let (lo, hi) = (code(r, first + 8 * e + j), code(r, first + 8 * e + 4 + j));
+                            dst[(e * width + l) * 4 + j] = lo | (hi << 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    codes
+}
+
+/// The layout's parameters: one value per (channel, group), row-major (`channel * groups +
+/// group`), rearranged as `[panel][group][width]`; channels past `n` get the default.
+pub(crate) fn pack_params<T: Copy + Default>(v: &[T], n: usize, groups: usize, width: usize) -> Vec<T> {
+    let mut out = alloc::vec![T::default(); n.div_ceil(width) * groups * width];
+    for r in 0..n {
+        for g in 0..groups {
+            out[((r / width) * groups + g) * width + r % width] = v[r * groups + g];
+        }
+    }
+    out
+}
+
+/// Weights in the panel layout, as the kernels read them.
+#[derive(Copy, Clone)]
+pub(crate) struct Panels<'a> {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) group: usize,
+    pub(crate) kind: GroupCodes,
+    /// Channels per panel: 8 or 16.
+    pub(crate) width: usize,
+    pub(crate) codes: &'a [u8],
+    pub(crate) scales: &'a [f32],
+    pub(crate) zeros: &'a [u8],
+    pub(crate) mins: &'a [f32],
+}
+
+impl<'a> Panels<'a> {
+    /// Output channels `N`.
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs per group.
+    pub(crate) fn group_size(&self) -> usize {
+        self.group
+    }
+
+    /// Groups per output channel.
+    pub(crate) fn groups(&self) -> usize {
+        self.k / self.group
+    }
+
+    /// The code format.
+    pub(crate) fn codes_kind(&self) -> GroupCodes {
+        self.kind
+    }
+
+    /// Channels per panel.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Bytes of one panel's codes for one group.
+    pub(crate) fn group_bytes(&self) -> usize {
+        self.group * self.width * self.kind.bits() as usize / 8
+    }
+
+    /// Where channel `r`'s group `g` parameters are.
+    pub(crate) fn param_index(&self, r: usize, g: usize) -> usize {
+        ((r / self.width) * self.groups() + g) * self.width + r % self.width
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+    /// Lane group `p` (channels `8p .. 8p + 8`): its codes, group after group, and its scales,
+    /// zero points and minimums (empty for the formats without them).
+    #[inline]
+    pub(crate) fn panel(&self, p: usize) -> Panel<'a> {
+        let (groups, gb, w) = (self.groups(), self.group_bytes(), self.width);
+        let (panel, half) = (p * PANEL / w, p * PANEL % w);
+        let params = panel * groups * w + half..(panel + 1) * groups * w;
+        Panel {
+            codes: &self.codes[panel * groups * gb + half * 4..(panel + 1) * groups * gb],
+            scales: &self.scales[params.clone()],
+            zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
+            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
+            group_bytes: gb,
+            width: w,
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+    /// Panel `p` of the 16-channel layout (channels `16p .. 16p + 16`).
+    ///
+    /// # Panics
+    /// When the weights are in the 8-channel layout.
+    #[inline]
+    pub(crate) fn wide_panel(&self, p: usize) -> WidePanel<'a> {
+        assert_eq!(self.width, WIDE, "a 16-channel panel of 8-channel weights");
+        let (groups, gb) = (self.groups(), self.group_bytes());
+        let params = p * groups * WIDE..(p + 1) * groups * WIDE;
+        WidePanel {
+            codes: &self.codes[p * groups * gb..(p + 1) * groups * gb],
+            scales: &self.scales[params.clone()],
+            zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
+            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
+            group_bytes: gb,
+        }
+    }
+
+    /// The scale, integer zero point and float minimum of output channel `r`, group `g`:
+    /// weight `= scale · (u - zero point) + minimum` for the stored code `u` (zero point 8 for
+    /// `Sym4`, stored as `q + 8`; 0 where the format has none; minimum 0 except for `Min4`).
+    pub(crate) fn params(&self, r: usize, g: usize) -> (f32, i32, f32) {
+        let at = self.param_index(r, g);
+        let z = match self.kind {
+            GroupCodes::Sym4 => 8,
+            GroupCodes::Asym4 => i32::from(self.zeros[at]),
+            GroupCodes::Min4 | GroupCodes::Sym8 => 0,
+        };
+        let m = if self.kind == GroupCodes::Min4 { self.mins[at] } else { 0.0 };
+        (self.scales[at], z, m)
+    }
+
+    /// The stored code of input `c` of output channel `r`: a nibble `0..=15` for the 4-bit
+    /// formats, the byte of an `i8` for `Sym8`.
+    pub(crate) fn stored_code(&self, r: usize, c: usize) -> u8 {
+        let (g, j, w, gb) = (c / self.group, c % self.group, self.width, self.group_bytes());
+        let codes = &self.codes[((r / w) * self.groups() + g) * gb..][..gb];
+        let l = r % w;
+        match self.kind {
+            GroupCodes::Sym8 => codes[((j / 4) * w + l) * 4 + j % 4],
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => {
+                let byte = codes[((j / 8) * w + l) * 4 + j % 4];
+                if j % 8 < 4 {
+                    byte & 0x0f
+                } else {
+                    byte >> 4
+                }
+            }
+        }
+    }
+
+    /// The code of input `c` of output channel `r`, as the integer the format multiplies: `u`
+    /// for the 4-bit formats (`0..=15`), `q` for `Sym8`.
+    #[inline]
+    pub(crate) fn code(&self, r: usize, c: usize) -> i32 {
+        let u = self.stored_code(r, c);
+        match self.kind {
+            GroupCodes::Sym8 => i32::from(i8::from_ne_bytes([u])),
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => i32::from(u),
+        }
+    }
+}
+
+/// One lane group's codes and parameters ([`Panels::panel`]): eight channels, a panel
+/// of the 8-channel layout or half of one of the 16-channel layout.
+#[derive(Copy, Clone)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+pub(crate) struct Panel<'a> {
+    /// From this lane group's first byte of group 0.
+    codes: &'a [u8],
+    /// The panel's parameters from this lane group's first, `width` per group.
+    scales: &'a [f32],
+    zeros: &'a [u8],
+    mins: &'a [f32],
+    group_bytes: usize,
+    /// Channels per panel: bytes between the steps of four inputs are `4 · width`.
+    width: usize,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+impl<'a> Panel<'a> {
+    /// Group `g`'s codes: 32 bytes (eight channels' four inputs) every [`Panel::step`] bytes.
+    #[inline]
+    pub(crate) fn codes(&self, g: usize) -> &'a [u8] {
+        let steps = self.group_bytes / (4 * self.width);
+        &self.codes[g * self.group_bytes..][..(steps - 1) * self.step() + 32]
+    }
+
+    /// Bytes from one step of four inputs to the next.
+    #[inline]
+    pub(crate) fn step(&self) -> usize {
+        4 * self.width
+    }
+
+    /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`), the last two
+    /// empty for the formats without them.
+    #[inline]
+    pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
+        let at = g * self.width..g * self.width + PANEL;
+        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
+        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
+        (&self.scales[at], z, m)
+    }
+}
+
+/// One panel of the 16-channel layout ([`Panels::wide_panel`]), for the zmm kernels.
+#[derive(Copy, Clone)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+pub(crate) struct WidePanel<'a> {
+    codes: &'a [u8],
+    scales: &'a [f32],
+    zeros: &'a [u8],
+    mins: &'a [f32],
+    group_bytes: usize,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+impl<'a> WidePanel<'a> {
+    /// Group `g`'s codes: 64 bytes (sixteen channels' four inputs) a step.
+    #[inline]
+    pub(crate) fn codes(&self, g: usize) -> &'a [u8] {
+        &self.codes[g * self.group_bytes..(g + 1) * self.group_bytes]
+    }
+
+    /// Group `g`'s sixteen scales, zero points and minimums (the last two empty for the formats
+    /// without them).
+    #[inline]
+    pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
+        let at = g * WIDE..(g + 1) * WIDE;
+        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
+        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
+        (&self.scales[at], z, m)
+    }
+}
+
+/// Activations quantized to `i8` per group (step 1 of the int8 mode), as the kernels read them.
+#[derive(Copy, Clone)]
+pub(crate) struct QuantizedRows<'a> {
+    pub(crate) k: usize,
+    pub(crate) group: usize,
+    /// Codes in input order, row after row.
+    pub(crate) q: &'a [i8],
+    /// Scale per group, row after row.
+    pub(crate) scales: &'a [f32],
+    /// `Σ q` per group, row after row.
+    pub(crate) sums: &'a [i32],
+}
+
+impl QuantizedRows<'_> {
+    /// Groups per row.
+    pub(crate) fn groups(&self) -> usize {
+        self.k / self.group
+    }
+}
+
+/// Activations in `f32` (the float mode), as the kernels read them.
+#[derive(Copy, Clone)]
+pub(crate) struct FloatRows<'a> {
+    pub(crate) k: usize,
+    pub(crate) group: usize,
+    /// Row after row.
+    pub(crate) x: &'a [f32],
+    /// `σ_g` per group, row after row (`Min4` only; empty otherwise).
+    pub(crate) sums: &'a [f32],
+}
+
+impl<'a> FloatRows<'a> {
+    /// Row `r`.
+    #[inline]
+    pub(crate) fn row(&self, r: usize) -> &'a [f32] {
+        &self.x[r * self.k..(r + 1) * self.k]
+    }
+
+    /// `σ_g` of row `r`, group `g` (`Min4` only).
+    #[inline]
+    pub(crate) fn sum(&self, r: usize, g: usize) -> f32 {
+        self.sums[r * (self.k / self.group) + g]
+    }
+}
+
+/// A tier's decode-product kernels (see [`crate::group`]): every result is the reference's
+/// ([`reference_panel_i8`], [`reference_panel_f32`]) bit for bit.
+pub(crate) trait DecodeKernel: TierKernels {
+    /// Channels per panel of the layout this tier's kernels take: 16 for the zmm tiers (which
+    /// refuse the 8-channel layout), 8 for the others (which take either).
+    const WIDTH: usize;
+
+    /// Whether the float mode has SIMD kernels here: they take two lane groups at once and,
+    /// for many rows, convert the weights once into a scratch buffer
+    /// ([`DecodeKernel::dequantize`]). The portable reference does neither.
+    const FLOAT_SIMD: bool;
+
+    /// The int8 mode's lane group `p` (eight channels) for `rows`, before the bias.
+    ///
+    /// # Safety
+    /// The CPU has the tier; `p` is a lane group of `w`, whose layout the tier takes; every row
+    /// of `rows` is a row of `a`; `a` and `w` have the same `K` and group size.
+    unsafe fn panel_i8<const R: usize>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> [[f32; PANEL]; R];
+
+    /// The int8 mode's 16-channel panel `p` (lane groups `2p`, `2p + 1`) at once, as two lane
+    /// groups, where the tier has such a kernel and `w` is in the 16-channel layout; `None`
+    /// otherwise (the caller then takes the lane groups one by one).
+    ///
+    /// # Safety
+    /// As [`DecodeKernel::panel_i8`].
+    unsafe fn wide_i8<const R: usize>(
+        _w: &Panels<'_>,
+        _a: &QuantizedRows<'_>,
+        _rows: [usize; R],
+        _p: usize,
+    ) -> Option<[[[f32; PANEL]; 2]; R]> {
+        None
+    }
+
+    /// The float mode's lane groups `p .. p + P` for `rows`, before the bias, their weights
+    /// converted on the fly or read from `scratch` (filled by [`DecodeKernel::dequantize`] for
+    /// exactly these lane groups).
+    ///
+    /// # Safety
+    /// As [`DecodeKernel::panel_i8`], for `P` lane groups; `a` has `K` values a row.
+    unsafe fn panels_f32<const R: usize, const P: usize>(
+        w: &Panels<'_>,
+        a: &FloatRows<'_>,
+        rows: [usize; R],
+        p: usize,
+        scratch: Option<&[f32]>,
+    ) -> [[[f32; PANEL]; P]; R];
+
+    /// Lane groups `p .. p + count`'s weights dequantized to `v_k` (`[K][count][8]`) into
+    /// `out`; `false` (nothing written) for a tier that only converts on the fly.
+    ///
+    /// # Safety
+    /// The CPU has the tier; lane groups `p .. p + count` are in `w`.
+    unsafe fn dequantize(w: &Panels<'_>, p: usize, count: usize, out: &mut [f32]) -> bool;
+}
+
+/// The int8 mode's reference (portable) kernel: panel `p`'s eight output channels for each of
+/// `rows`, before the bias (steps 2 and 3 of the `group` module's docs). Channels past `N` come out as 0.
+pub(crate) fn reference_panel_i8<const R: usize>(
+    w: &Panels<'_>,
+    a: &QuantizedRows<'_>,
+    rows: [usize; R],
+    p: usize,
+) -> [[f32; PANEL]; R] {
+    let (k, group, groups) = (a.k, a.group, a.groups());
+    let mut out = [[0f32; PANEL]; R];
+    for (o, &r) in out.iter_mut().zip(&rows) {
+        let q = &a.q[r * k..(r + 1) * k];
+        let (sx, sums) = (&a.scales[r * groups..(r + 1) * groups], &a.sums[r * groups..(r + 1) * groups]);
+        for (l, y) in o.iter_mut().enumerate() {
+            let c = p * PANEL + l;
+            if c >= w.n() {
+                break;
+            }
+            let mut acc = 0.0f32;
+            for g in 0..groups {
+                let (s_w, z, min) = w.params(c, g);
+                let qg = &q[g * group..(g + 1) * group];
+                let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
+                let d = raw - z * sums[g];
+                acc += (sx[g] * s_w) * d as f32;
+                if w.codes_kind() == GroupCodes::Min4 {
+                    acc += (sx[g] * min) * sums[g] as f32;
+                }
+            }
+            *y = acc;
+        }
+    }
+    out
+}
+
+/// The float mode's reference (portable) kernel: panel `p`'s eight output channels for each of
+/// `rows`, before the bias (steps 1 to 3 of the `group` module's docs). Channels past `N` come out as 0.
+pub(crate) fn reference_panel_f32<const R: usize>(
+    w: &Panels<'_>,
+    a: &FloatRows<'_>,
+    rows: [usize; R],
+    p: usize,
+) -> [[f32; PANEL]; R] {
+    let (group, groups) = (w.group_size(), w.groups());
+    let mut out = [[0f32; PANEL]; R];
+    for (o, &r) in out.iter_mut().zip(&rows) {
+        let x = a.row(r);
+        for (l, y) in o.iter_mut().enumerate() {
+            let c = p * PANEL + l;
+            if c >= w.n() {
+                break;
+            }
+            let mut acc = 0f32;
+            for g in 0..groups {
+                let (s_w, z, min) = w.params(c, g);
+                let mut part = [0f32; 2];
+                for j in 0..group {
+                    let k = g * group + j;
+                    let v = (w.code(c, k) - z) as f32; // exact: |v| <= 128
+                    part[j % 2] = fma_f32(x[k], v, part[j % 2]);
+                }
+                acc = fma_f32(s_w, part[0] + part[1], acc);
+                if w.codes_kind() == GroupCodes::Min4 {
+                    acc = fma_f32(min, a.sum(r, g), acc);
+                }
+            }
+            *y = acc;
+        }
+    }
+    out
+}
