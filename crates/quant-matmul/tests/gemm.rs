@@ -153,6 +153,58 @@ fn fixed_case<A: Operand>(rng: &mut Rng, m: usize, k: usize, n: usize, fill: Fil
     Ok(())
 }
 
+/// Depths around the portable kernel's depth blocks (1 024 values: the sums of earlier blocks
+/// wait in C, in an `f32` output's words as `i32`), every zero-point form on both sides, the
+/// `i32` and the `f32` stage (per-column scales and a bias), raw and packed B, every tier and
+/// thread count.
+#[test]
+fn depth_blocks_with_every_zero_point_and_stage() -> Res {
+    let mut rng = Rng::new(23);
+    for (k, m, n) in [(1023, 5, 17), (1024, 13, 33), (1025, 33, 70), (2049, 7, 40), (3100, 3, 16)] {
+        for forms in 0..9 {
+            let a = Strided::<u8>::random(&mut rng, m, k, Fill::Random);
+            let b = Strided::<i8>::random(&mut rng, k, n, Fill::Random);
+            let pick = |form: usize, count: usize, rng: &mut Rng, lo: i64, hi: i64| -> (Option<i32>, Vec<i32>) {
+                let z = |rng: &mut Rng| i32::try_from(rng.int(lo, hi)).expect("fits");
+                match form {
+                    0 => (None, vec![]),
+                    1 => (Some(z(rng)), vec![]),
+                    _ => (None, (0..count).map(|_| z(rng)).collect()),
+                }
+            };
+            let (zat, zap) = pick(forms / 3, m, &mut rng, 0, 255);
+            let (zbt, zbp) = pick(forms % 3, n, &mut rng, -128, 127);
+            let (za, zb) = (zp(zat, &zap), zp(zbt, &zbp));
+            let want = reference(&a, &za, &b, &zb);
+            let sb: Vec<f32> = (0..n).map(|_| rng.uniform(1e-3, 1e-1) as f32).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+            let sa = 0.0375f32;
+            let want_f: Vec<f32> = want
+                .iter()
+                .enumerate()
+                .map(|(idx, &acc)| {
+                    (acc as f64 * (f64::from(sa) * f64::from(sb[idx % n])) + f64::from(bias[idx % n])) as f32
+                })
+                .collect();
+            for g in settings() {
+                let packed = g.pack_b(b.view())?;
+                let raw = Operands::new(a.view(), za, b.view(), zb)?;
+                let pre = Operands::packed(a.view(), za, &packed, zb)?;
+                for (ops, how) in [(raw, "raw B"), (pre, "packed B")] {
+                    let what = format!("{m}x{k}x{n} {} {how} {za:?} {zb:?}", name(&g));
+                    let mut c = vec![0i32; m * n];
+                    g.i32(&ops, MatMut::row_major(&mut c, m, n)?)?;
+                    assert!(c.iter().zip(&want).all(|(x, y)| i64::from(*x) == *y), "i32 {what}");
+                    let mut cf = vec![0f32; m * n];
+                    g.f32(&ops, sa, Scale::PerColumn(&sb), Some(&bias), MatMut::row_major(&mut cf, m, n)?)?;
+                    assert!(cf.iter().zip(&want_f).all(|(x, y)| x.to_bits() == y.to_bits()), "f32 {what}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// 4-bit weights unpacked while packing give the same product as the same codes in i8.
 #[test]
 fn int4_weights_match_their_i8_codes() -> Res {

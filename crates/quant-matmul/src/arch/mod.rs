@@ -424,6 +424,123 @@ mod tests {
         }
     }
 
+    /// A deterministic byte stream for the tests below.
+    fn bytes(seed: u64, len: usize) -> alloc::vec::Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[3]
+            })
+            .collect()
+    }
+
+    /// Every start (zero, loaded, the terms with none, one or two rank-one products, loaded
+    /// plus terms) and every finish (`i32`, `f32`) of kernel `K`'s tile and epilogue, on every
+    /// live row and column count at the edges, against the plain-Rust definition
+    /// ([`load_scalar`], a naive dot product, [`apply_scalar`]).
+    fn starts_and_finishes<K: MicroKernel>() {
+        use crate::gemm::pack::{pack_a, pack_b_block};
+        use crate::view::MatRef;
+        let Ok(cpu) = Cpu::<K>::check() else { return };
+        let session = cpu.session();
+        let (mr, nr, k) = (K::MR, K::NR, 37);
+        let a: alloc::vec::Vec<u8> = bytes(1, mr * k);
+        let b: alloc::vec::Vec<i8> = bytes(2, k * nr).into_iter().map(|v| i8::from_ne_bytes([v])).collect();
+        let (mut ap, mut bp, mut sums) = (alloc::vec::Vec::new(), alloc::vec::Vec::new(), alloc::vec::Vec::new());
+        pack_a::<K, u8>(&MatRef::row_major(&a, mr, k).expect("view"), 0, mr, mr, &mut ap);
+        pack_b_block::<K>(&MatRef::row_major(&b, k, nr).expect("view"), 0, nr, &mut bp, &mut sums);
+        let kg = k.div_ceil(K::GROUP);
+        let dot = |r: usize, c: usize| (0..k).fold(0i32, |s, p| s + i32::from(a[r * k + p]) * i32::from(b[p * nr + c]));
+        let word = |seed: u64, n: usize| -> alloc::vec::Vec<i32> {
+            bytes(seed, 4 * n).chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8).collect()
+        };
+        let (col, row, x0, y0, x1, y1) = (word(3, nr), word(4, mr), word(5, mr), word(6, nr), word(7, mr), word(8, nr));
+        let loaded = word(9, mr * nr);
+        let scale: alloc::vec::Vec<f64> = (0..nr).map(|c| 0.5 + c as f64 / 7.0).collect();
+        let bias: alloc::vec::Vec<f64> = (0..nr).map(|c| c as f64 - 3.25).collect();
+        let terms = |muls: usize| Terms {
+            col: col.as_ptr(),
+            row: row.as_ptr(),
+            mul: [(muls > 0).then_some((x0.as_ptr(), y0.as_ptr())), (muls > 1).then_some((x1.as_ptr(), y1.as_ptr()))],
+        };
+        let starts = [
+            Start::ZERO,
+            Start { load: Some((loaded.as_ptr(), nr)), terms: None },
+            Start { load: None, terms: Some(terms(0)) },
+            Start { load: None, terms: Some(terms(1)) },
+            Start { load: Some((loaded.as_ptr(), nr)), terms: Some(terms(2)) },
+        ];
+        for (si, start) in starts.iter().enumerate() {
+            for rows in [1, mr - 1, mr] {
+                for cols in [1, nr - 1, nr] {
+                    for f32_out in [false, true] {
+                        let (mut got_i, mut want_i) = (alloc::vec![7i32; mr * nr], alloc::vec![7i32; mr * nr]);
+                        let (mut got_f, mut want_f) = (alloc::vec![7f32; mr * nr], alloc::vec![7f32; mr * nr]);
+                        let finish = |i: &mut [i32], f: &mut [f32]| {
+                            if f32_out {
+                                Finish::F32 { dst: f.as_mut_ptr(), ld: nr, scale: scale.as_ptr(), bias: bias.as_ptr() }
+                            } else {
+                                Finish::I32 { dst: i.as_mut_ptr(), ld: nr }
+                            }
+                        };
+                        let io = TileIo { rows, cols, start: *start, finish: finish(&mut got_i, &mut got_f) };
+                        session.tile(kg, &ap, &bp, &[], &io);
+                        // The definition: start, plus the dot products, then the terms and finish.
+                        let want_io = TileIo { rows, cols, start: *start, finish: finish(&mut want_i, &mut want_f) };
+                        let mut acc = alloc::vec![[0i32; MAX_NR]; rows];
+                        // SAFETY: the pointers are valid for `rows` x `cols` (the buffers above).
+                        unsafe { load_scalar(&want_io, &mut acc) };
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            for (c, v) in row.iter_mut().enumerate().take(cols) {
+                                *v = v.wrapping_add(dot(r, c));
+                            }
+                        }
+                        // SAFETY: as above.
+                        unsafe { apply_scalar(&want_io, &mut acc) };
+                        let what = alloc::format!("{} start {si} rows {rows} cols {cols} f32 {f32_out}", K::TIER);
+                        assert_eq!(got_i, want_i, "{what}");
+                        assert_eq!(got_f.map_bits(), want_f.map_bits(), "{what}");
+                        // The epilogue alone (no depth) gives the start and finish.
+                        let (mut e_i, mut e_f) = (alloc::vec![7i32; mr * nr], alloc::vec![7f32; mr * nr]);
+                        let io = TileIo { rows, cols, start: *start, finish: finish(&mut e_i, &mut e_f) };
+                        session.epilogue(&io);
+                        let mut acc = alloc::vec![[0i32; MAX_NR]; rows];
+                        let (mut w_i, mut w_f) = (alloc::vec![7i32; mr * nr], alloc::vec![7f32; mr * nr]);
+                        let want_io = TileIo { rows, cols, start: *start, finish: finish(&mut w_i, &mut w_f) };
+                        // SAFETY: as above.
+                        unsafe {
+                            load_scalar(&want_io, &mut acc);
+                            apply_scalar(&want_io, &mut acc);
+                        }
+                        assert_eq!((e_i, e_f.map_bits()), (w_i, w_f.map_bits()), "epilogue {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `f32` values by their bits (so that the comparison also tells `-0.0` from `0.0`).
+    trait Bits {
+        fn map_bits(&self) -> alloc::vec::Vec<u32>;
+    }
+
+    impl Bits for alloc::vec::Vec<f32> {
+        fn map_bits(&self) -> alloc::vec::Vec<u32> {
+            self.iter().map(|v| v.to_bits()).collect()
+        }
+    }
+
+    /// [`starts_and_finishes`] on every tier this CPU has.
+    #[test]
+    fn every_kernel_starts_and_finishes_as_defined() {
+        for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+            dispatch!(tier, K => starts_and_finishes::<K>());
+        }
+    }
+
     /// The chunk bound for `u8 x i8` (`255 · 128` per product) is 65 793 values.
     #[test]
     fn chunk_bound_in_groups() {
