@@ -1,7 +1,8 @@
 //! `quant-bench`: times our kernels on the shapes `cargo xtask bench` compares, and prints one
 //! JSON object per measurement: `{"case": .., "shape": .., "threads": .., "seconds": ..,
 //! "work": ..}` (`seconds` is the median of the repetitions; `work` is operations for a GEMM,
-//! elements for (de)quantization, bytes for the bandwidth probe).
+//! elements for (de)quantization, bytes for the bandwidth probes: `read_bandwidth` the bytes
+//! read, `copy_bandwidth` the bytes read plus the bytes written).
 //!
 //! Usage:
 //! - `quant-bench THREADS [CASE_FILTER]`: every case (or those whose name contains the filter)
@@ -104,6 +105,7 @@ fn all_cases() -> Vec<(String, String)> {
     // The seed API on int8-range codes, nested `Vec`s in and out, beside the engine's figure.
     v.push(("seed_matmul".to_string(), "1024x1024x1024".to_string()));
     v.push(("read_bandwidth".to_string(), "512MiB".to_string()));
+    v.push(("copy_bandwidth".to_string(), "512MiB".to_string()));
     v.push(("peak_inner".to_string(), "registers".to_string()));
     v
 }
@@ -124,6 +126,7 @@ enum Prepared {
     Quantize { x: Vec<f32>, q: Vec<i8> },
     Dequantize { q: Vec<i8>, params: QuantParams<f32>, back: Vec<f32> },
     Bandwidth { buf: Vec<u64> },
+    Copy { src: Vec<u64>, dst: Vec<u64> },
     Seed { a: Vec<Vec<i32>>, b: Vec<Vec<i32>>, m: usize, k: usize, n: usize },
     Peak,
     Group { x: Vec<f32>, w: GroupWeights, y: Vec<f32>, float: bool },
@@ -170,6 +173,9 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             }
         }
         "read_bandwidth" => Prepared::Bandwidth { buf: (0..64u64 << 20).collect() },
+        // 256 MiB read and 256 MiB written: the yardstick of (de)quantization, which reads one
+        // array and writes another.
+        "copy_bandwidth" => Prepared::Copy { src: (0..32u64 << 20).collect(), dst: vec![0; 32 << 20] },
         "seed_matmul" => {
             let (m, k, n) = gemm_dims()?;
             let mut codes = |rows: usize, cols: usize| -> Vec<Vec<i32>> {
@@ -279,6 +285,19 @@ fn measure(p: &mut Prepared, threads: usize, budget: f64) -> (f64, f64) {
             let mut ops = 0.0;
             let s = median_seconds(budget, || ops = peak::run(tier, black_box(iters)).unwrap_or(0.0));
             (s, ops)
+        }
+        Prepared::Copy { src, dst } => {
+            // Each thread copies its own contiguous part (memcpy).
+            let part = src.len().div_ceil(threads);
+            let s = median_seconds(budget, || {
+                rayon::scope(|sc| {
+                    for (d, s) in dst.chunks_mut(part).zip(black_box(&src[..]).chunks(part)) {
+                        sc.spawn(move |_| d.copy_from_slice(s));
+                    }
+                });
+                black_box(&mut *dst);
+            });
+            (s, (src.len() * 16) as f64)
         }
         Prepared::Bandwidth { buf } => {
             // Eight independent lanes the compiler turns into vector adds: bound by memory.

@@ -946,6 +946,29 @@ fn report(
             );
         }
     }
+    // (De)quantization streams one array in and another out: bytes read plus bytes written
+    // per second (`f32` and one-byte codes: 5 bytes an element) against a copy's (memcpy).
+    for (case, t) in
+        [("quantize_f32_i8", 1usize), ("quantize_f32_i8", 2), ("dequantize_i8_f32", 1), ("dequantize_i8_f32", 2)]
+    {
+        let (Some(r), Some(copy)) =
+            (rate(samples, work, case, "16777216", t), rate(samples, work, "copy_bandwidth", "512MiB", t).map(|r| r.0))
+        else {
+            continue;
+        };
+        let moved = r.0 * 5.0;
+        println!(
+            "{case} 16777216, {t} thread(s): {moved:.1} GB/s read + written against a copy's {copy:.1}: ratio {:.2} (target >= 0.85)",
+            moved / copy
+        );
+        json.push(
+            json!({
+                "name": "stream_bandwidth", "case": case, "threads": t, "ours": rounded(moved, 3),
+                "peer": rounded(copy, 3), "ratio": rounded(moved / copy, 3), "target": 0.85,
+            })
+            .to_string(),
+        );
+    }
     for case in ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"] {
         if let Some(fraction) = work.get(&(case.to_string(), "256x256x256".to_string())) {
             println!(

@@ -9,8 +9,13 @@ use crate::view::Block;
 
 /// Threads for `units` independent units of work (panels, row tiles): the requested count
 /// (default: rayon's pool), no more than the pool has, at least one unit each, at least one.
+/// One thread asked for (or one unit of work) is one thread without asking rayon anything, so
+/// such a call never starts or touches its pool.
 #[cfg(feature = "parallel")]
 pub(crate) fn thread_count(requested: Option<usize>, units: usize) -> usize {
+    if requested == Some(1) || units <= 1 {
+        return 1;
+    }
     let available = rayon::current_num_threads();
     requested.unwrap_or(available).min(available.max(1)).min(units).max(1)
 }

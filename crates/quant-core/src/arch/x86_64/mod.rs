@@ -3,7 +3,7 @@
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 
-use core::arch::x86_64::{__m128i, _mm_sfence, _mm_storeu_si128, _mm_stream_si128};
+use core::arch::x86_64::{__m128i, _mm_prefetch, _mm_sfence, _mm_storeu_si128, _mm_stream_si128, _MM_HINT_T0};
 
 use quant_traits::Storage;
 
@@ -12,6 +12,11 @@ use crate::scalar::{dequantize_code, first_non_finite, quantize_value};
 /// Outputs of at least this many elements (16 MiB of `f32` when dequantizing, 4 MiB of codes
 /// when quantizing) are written with non-temporal stores.
 pub(crate) const STREAM_MIN: usize = 1 << 22;
+
+/// How far ahead of the current 16 floats the quantize loop asks for its input (4 KiB, about
+/// a page). When `x` comes from memory the hardware prefetcher alone does not keep one core's
+/// loop fed: without the hint it runs at about three quarters of the rate it reaches with it.
+const PREFETCH_AHEAD: usize = 1024;
 
 /// The loop of the 8-bit quantize kernels: `codes16` turns 16 floats into 16 code bytes (or
 /// `None` when one of them is not finite), the scalar reference does the elements before a
@@ -47,6 +52,8 @@ pub(crate) unsafe fn quantize_loop<T: Storage>(
         // SAFETY: i + 16 <= n: 16 floats readable, 16 one-byte codes writable; when streaming,
         // out[i] is 16-byte aligned (aligned start, steps of 16 bytes).
         unsafe {
+            // A hint, never dereferenced: an address past the end is harmless.
+            _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(i + PREFETCH_AHEAD).cast());
             let Some(bytes) = codes16(x.as_ptr().add(i)) else {
                 if stream {
                     _mm_sfence();
