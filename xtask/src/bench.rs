@@ -146,7 +146,7 @@ const ALL: &[&str] = &[
     "1x4096x11008",
 ];
 /// The shapes of the VNNI targets against ONNX Runtime's default `u8 x i8`: square and
-/// 128 rows (>= 1.05), 16 rows (>= 1.3), one row (>= 1.2).
+/// 128 rows (>= 1.0), 16 rows and one row (>= 1.3).
 const SQUARE: &[&str] = &["256x256x256", "512x512x512", "1024x1024x1024", "2048x2048x2048", "128x4096x4096"];
 const SIXTEEN: &[&str] = &["16x4096x4096"];
 const ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
@@ -181,7 +181,7 @@ const GROUP: &[&str] = &[
 const QUANT: &[&str] = &["16777216"];
 
 const COMPARISONS: &[Compare] = &[
-    Compare::new("gemm_i8i8", "ort_i8i8", Some(4.0), Some(15.0), BIG),
+    Compare::new("gemm_i8i8", "ort_i8i8", Some(4.0), Some(12.0), BIG),
     Compare::new("seed_matmul", "ort_i8i8", None, Some(8.0), SEED),
     // 4-bit decoding (weights in llama.cpp's Q4_0 blocks) against our 8-bit engine: streaming
     // weights from memory (the target), and in cache.
@@ -204,16 +204,18 @@ const COMPARISONS: &[Compare] = &[
     Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
     Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
     Compare::new("gemm_u8i8", "ort_u8i8_saturating", Some(0.85), None, ALL),
-    Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.05), SQUARE),
+    Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.0), SQUARE),
     Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.3), SIXTEEN),
-    Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.2), ONE_ROW),
-    Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.05), SQUARE),
+    Compare::new("gemm_u8i8", "ort_u8i8_saturating", None, Some(1.3), ONE_ROW),
+    Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.0), SQUARE),
     Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.3), SIXTEEN),
-    Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.2), ONE_ROW),
+    Compare::new("gemm_i8i8", "ort_u8i8_saturating", None, Some(1.3), ONE_ROW),
     Compare::new("gemm_u8i8", "numpy_f32", Some(1.2), Some(3.5), ALL),
     Compare::new("gemm_u7i8", "ort_u8i8_saturating", Some(1.0), None, ALL),
-    Compare::new("quantize_f32_i8", "ort_quantize_f32_i8", Some(1.0), Some(1.5), QUANT),
-    Compare::new("dequantize_i8_f32", "ort_dequantize_i8_f32", Some(1.0), Some(1.5), QUANT),
+    // Both sides stream memory: the target is the fraction of a copy's bandwidth
+    // (`stream_bandwidth` in the report); the ratio to ONNX Runtime is listed for scale.
+    Compare::new("quantize_f32_i8", "ort_quantize_f32_i8", None, None, QUANT),
+    Compare::new("dequantize_i8_f32", "ort_dequantize_i8_f32", None, None, QUANT),
 ];
 
 /// What `cargo xtask bench` prints above its table and writes first into `summary.json`:
