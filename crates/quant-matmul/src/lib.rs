@@ -57,6 +57,7 @@
 
 extern crate alloc;
 
+mod aligned;
 mod arch;
 mod batch;
 mod exact;

@@ -13,6 +13,7 @@ use quant_traits::cast::fma_f32;
 use quant_traits::cpu::TierKernels;
 
 use super::{dispatch, Tier};
+use crate::aligned::Aligned;
 
 /// What a weight's code stands for (`s` the group's scale, `u` the stored code).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -57,7 +58,7 @@ pub(crate) fn width_for(tier: Tier) -> usize {
 /// The layout's codes: row-major codes (`row_bytes` per output channel; 4-bit codes as input
 /// pairs, low nibble first) rearranged into panels of `width` channels, group after group,
 /// four inputs at a time (see [`crate::GroupWeights`]); channels past `n` are zero.
-pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, width: usize, rows: &[u8]) -> Vec<u8> {
+pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, width: usize, rows: &[u8]) -> Aligned<u8> {
     let bits = kind.bits() as usize;
     let (groups, panels, row_bytes) = (k / group, n.div_ceil(width), k * bits / 8);
     // The code of (row r, input c) from the row-major bytes.
@@ -73,7 +74,7 @@ pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, wid
         }
     };
     let gbytes = group * width * bits / 8;
-    let mut codes = alloc::vec![0u8; panels * groups * gbytes];
+    let mut codes = Aligned::zeroed(panels * groups * gbytes);
     for p in 0..panels {
         for g in 0..groups {
             let dst = &mut codes[(p * groups + g) * gbytes..][..gbytes];

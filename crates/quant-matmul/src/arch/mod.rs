@@ -205,6 +205,13 @@ pub(crate) trait MicroKernel: TierKernels {
     const RUN_GROUPS: usize = 1;
     /// Where the correction and the output stage run.
     const EPILOGUE: Epilogue = Epilogue::Registers;
+    /// The order of a row block's tiles within a depth block: column panel after column panel,
+    /// each B panel used by every row tile in turn (`false`), or, when `true` and the row block
+    /// is at least as tall as the column block is wide, row tile after row tile, each A panel
+    /// used by every column panel in turn (the tiles' stores then run along rows of C). The
+    /// 7-bit path of a pair kernel always goes panel by panel (it regroups each B panel once
+    /// for the row block).
+    const ROWS_OUTER: bool = false;
 
     /// The largest depth, in groups, whose raw sums are exact in `i32` when A's values are at
     /// most `a_max` in magnitude (B's at most 128): `i32::MAX / (a_max · 128)` values, rounded
@@ -442,6 +449,7 @@ mod tests {
     /// live row and column count at the edges, against the plain-Rust definition
     /// ([`load_scalar`], a naive dot product, [`apply_scalar`]).
     fn starts_and_finishes<K: MicroKernel>() {
+        use crate::aligned::Aligned;
         use crate::gemm::pack::{pack_a, pack_b_block};
         use crate::view::MatRef;
         let Ok(cpu) = Cpu::<K>::check() else { return };
@@ -449,7 +457,7 @@ mod tests {
         let (mr, nr, k) = (K::MR, K::NR, 37);
         let a: alloc::vec::Vec<u8> = bytes(1, mr * k);
         let b: alloc::vec::Vec<i8> = bytes(2, k * nr).into_iter().map(|v| i8::from_ne_bytes([v])).collect();
-        let (mut ap, mut bp, mut sums) = (alloc::vec::Vec::new(), alloc::vec::Vec::new(), alloc::vec::Vec::new());
+        let (mut ap, mut bp, mut sums) = (Aligned::new(), Aligned::new(), alloc::vec::Vec::new());
         pack_a::<K, u8>(&MatRef::row_major(&a, mr, k).expect("view"), 0, mr, mr, &mut ap);
         pack_b_block::<K>(&MatRef::row_major(&b, k, nr).expect("view"), 0, nr, &mut bp, &mut sums);
         let kg = k.div_ceil(K::GROUP);

@@ -32,6 +32,7 @@
 
 use alloc::vec::Vec;
 
+use crate::aligned::Aligned;
 use crate::arch::{self, AWords, Cpu, Finish, MicroKernel, Session, Start, Terms, TileIo, MAX_MR, MAX_NR};
 use crate::gemm::epilogue::Epilogue;
 use crate::gemm::operand::{Operand, ZeroPoint};
@@ -158,7 +159,7 @@ fn weights_block<'b, K: MicroKernel>(
     b: Weights<'b>,
     c0: usize,
     cols: usize,
-    data: &'b mut Vec<i8>,
+    data: &'b mut Aligned<i8>,
     sums: &'b mut Vec<i64>,
 ) -> (&'b [i8], &'b [i64]) {
     let kg = groups(b_rows(b), K::GROUP);
@@ -348,17 +349,17 @@ fn drive_registers<K: MicroKernel, A: Operand, O: Copy>(
         kc,
         a_panel: if quads { kg.div_ceil(2) * K::MR } else { kg * K::MR },
         c,
-        apack: Vec::new(),
-        bquads: Vec::new(),
+        apack: Aligned::new(),
+        bquads: Aligned::new(),
         cols: ColumnTerms::default(),
         rows: RowTerms::default(),
         scales: Vec::new(),
         biases: Vec::new(),
-        starts: Vec::new(),
+        starts: Aligned::new(),
     };
     let (row0, m, col0, ncols) = (run.c.row0(), run.c.rows(), run.c.col0(), run.c.cols());
     let mc_block = if quads { MC_QUADS } else { K::MC };
-    let (mut bdata, mut bsums) = (Vec::new(), Vec::new());
+    let (mut bdata, mut bsums) = (Aligned::new(), Vec::new());
     run.pack_rows(row0, m);
     for jc in (0..ncols).step_by(K::NC) {
         let nc = K::NC.min(ncols - jc);
@@ -387,8 +388,8 @@ struct Blocks<'s, 'o, 'a, 'c, K: MicroKernel, A, O> {
     a_panel: usize,
     c: Block<'c, O>,
     /// This thread's rows of A, packed.
-    apack: Vec<i32>,
-    bquads: Vec<i8>,
+    apack: Aligned<i32>,
+    bquads: Aligned<i8>,
     cols: ColumnTerms,
     rows: RowTerms,
     scales: Vec<f64>,
@@ -396,7 +397,7 @@ struct Blocks<'s, 'o, 'a, 'c, K: MicroKernel, A, O> {
     /// For a kernel with a deferred epilogue and a correction that is the same for every row:
     /// each panel's start tile (`MR x NR`, every row the panel's column terms), built once
     /// per column block; empty otherwise.
-    starts: Vec<i32>,
+    starts: Aligned<i32>,
 }
 
 impl<K: MicroKernel, A: Operand, O: Copy> Blocks<'_, '_, '_, '_, K, A, O> {
@@ -423,11 +424,14 @@ impl<K: MicroKernel, A: Operand, O: Copy> Blocks<'_, '_, '_, '_, K, A, O> {
             self.scales.push(s);
             self.biases.push(b);
         }
-        self.starts.clear();
+        self.starts.reset(0);
         if K::EPILOGUE == arch::Epilogue::Deferred && self.correction.same_for_every_row() {
-            for panel in self.cols.col.chunks_exact(nr) {
-                for _ in 0..K::MR {
-                    self.starts.extend_from_slice(panel);
+            let panels = self.cols.col.chunks_exact(nr);
+            // Every word is written: MR copies of each panel's column terms.
+            self.starts.reset(panels.len() * K::MR * nr);
+            for (tile, panel) in self.starts.chunks_exact_mut(K::MR * nr).zip(panels) {
+                for row in tile.chunks_exact_mut(nr) {
+                    row.copy_from_slice(panel);
                 }
             }
         }
@@ -447,69 +451,117 @@ impl<K: MicroKernel, A: Operand, O: Copy> Blocks<'_, '_, '_, '_, K, A, O> {
     }
 
     /// Rows `[ic, ic + mc)` by columns `[jc, jc + nc)` of the block (`panels`), every depth
-    /// block.
+    /// block, in the kernel's tile order ([`MicroKernel::ROWS_OUTER`]).
     fn block(&mut self, ic: usize, mc: usize, jc: usize, nc: usize, panels: &[i8]) {
-        let (mr, nr, group) = (K::MR, K::NR, K::GROUP);
         let (kg, kc) = (self.kg, self.kc);
+        let npanels = nc.div_ceil(K::NR);
+        let ntiles = mc.div_ceil(K::MR);
         // A deferred epilogue converts to f32 after the tiles; an i32 output needs none.
-        let deferred = K::EPILOGUE == arch::Epilogue::Deferred;
-        let convert_later = deferred && matches!(self.regs, RegisterStage::F32 { .. });
-        let row0 = self.c.row0();
-        let npanels = nc.div_ceil(nr);
-        let panel_bytes = kg * nr * group;
-        let panel = |jr: usize| &panels[jr * panel_bytes..(jr + 1) * panel_bytes];
+        let convert_later = K::EPILOGUE == arch::Epilogue::Deferred && matches!(self.regs, RegisterStage::F32 { .. });
         // At least one depth block, so that a depth of 0 still writes the correction.
         for block in 0..kg.div_ceil(kc).max(1) {
             let g0 = block * kc;
             let len = kc.min(kg - g0);
-            let (first, last) = (g0 == 0, g0 + len == kg);
-            for jr in 0..npanels {
-                let cols = nr.min(nc - jr * nr);
-                let cj = jc + jr * nr;
-                let mut bpanel = &panel(jr)[g0 * nr * group..];
-                if self.quads {
-                    // This depth block of the panel regrouped once for the row block's tiles.
-                    quads_from_pairs(bpanel, len, &mut self.bquads);
-                    bpanel = &self.bquads;
-                }
-                // The first tile of each panel prefetches the next panel's depth block.
-                let next = if jr + 1 < npanels { &panel(jr + 1)[g0 * nr * group..] } else { &[][..] };
-                for ir in 0..mc.div_ceil(mr) {
-                    let rows = mr.min(mc - ir * mr);
-                    // This tile's rows among the packed ones (panels of MR from the first row).
-                    let (apanel_at, at) = ((ic - row0) / mr + ir, ic - row0 + ir * mr);
-                    let (ptr, ld) = self.c.tile_ptr(ic + ir * mr, cj, rows, cols);
-                    let start = if !first {
-                        Start { load: Some((ptr.cast_const().cast(), ld)), terms: None }
-                    } else if !self.starts.is_empty() {
-                        Start { load: Some((self.starts[jr * mr * nr..].as_ptr(), nr)), terms: None }
-                    } else {
-                        let terms = self.correction.terms(&self.cols, jr * nr, &self.rows, at);
-                        Start { load: None, terms: Some(terms) }
-                    };
-                    let finish =
-                        if last && !deferred { self.finish(ptr, ld, jr) } else { Finish::I32 { dst: ptr.cast(), ld } };
-                    let io = TileIo { rows, cols, start, finish };
-                    let ahead = if ir == 0 { next } else { &[][..] };
-                    let apanel = &self.apack[apanel_at * self.a_panel..(apanel_at + 1) * self.a_panel];
-                    if self.quads {
-                        let ahead = ahead.get(..len * nr * 2).unwrap_or(&[]);
-                        self.session.tile_u7(len.div_ceil(2), &apanel[g0 / 2 * mr..], bpanel, ahead, &io);
-                    } else {
-                        self.session.tile(len, &apanel[g0 * mr..], bpanel, ahead, &io);
+            let last = g0 + len == kg;
+            if K::ROWS_OUTER && !self.quads && mc >= nc {
+                for ir in 0..ntiles {
+                    for jr in 0..npanels {
+                        self.tile_at(ic, mc, jc, nc, panels, (g0, len), (jr, ir));
+                    }
+                    // The previous row tile's sums converted in place: a row tile late, so
+                    // that its tile stores have left the core.
+                    if convert_later && last {
+                        if ir > 0 {
+                            self.convert_rows(ic, mc, jc, nc, ir - 1);
+                        }
+                        if ir + 1 == ntiles {
+                            self.convert_rows(ic, mc, jc, nc, ir);
+                        }
                     }
                 }
-                if convert_later && last {
+            } else {
+                for jr in 0..npanels {
+                    for ir in 0..ntiles {
+                        self.tile_at(ic, mc, jc, nc, panels, (g0, len), (jr, ir));
+                    }
                     // The previous panel's sums converted in place: a panel late, so that its
                     // tile stores have left the core.
-                    if jr > 0 {
-                        self.convert(ic, mc, jc, nc, jr - 1);
-                    }
-                    if jr + 1 == npanels {
-                        self.convert(ic, mc, jc, nc, jr);
+                    if convert_later && last {
+                        if jr > 0 {
+                            self.convert(ic, mc, jc, nc, jr - 1);
+                        }
+                        if jr + 1 == npanels {
+                            self.convert(ic, mc, jc, nc, jr);
+                        }
                     }
                 }
             }
+        }
+    }
+
+    /// Tile `ir` of panel `jr` of the block at rows `[ic, ic + mc)`, columns `[jc, jc + nc)`,
+    /// over the depth block of `len` groups from group `g0`.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_at(
+        &mut self,
+        ic: usize,
+        mc: usize,
+        jc: usize,
+        nc: usize,
+        panels: &[i8],
+        (g0, len): (usize, usize),
+        (jr, ir): (usize, usize),
+    ) {
+        let (mr, nr, group) = (K::MR, K::NR, K::GROUP);
+        let kg = self.kg;
+        let (first, last) = (g0 == 0, g0 + len == kg);
+        let deferred = K::EPILOGUE == arch::Epilogue::Deferred;
+        let row0 = self.c.row0();
+        let npanels = nc.div_ceil(nr);
+        let panel_bytes = kg * nr * group;
+        let panel = |jr: usize| &panels[jr * panel_bytes..(jr + 1) * panel_bytes];
+        let cols = nr.min(nc - jr * nr);
+        let cj = jc + jr * nr;
+        let mut bpanel = &panel(jr)[g0 * nr * group..];
+        if self.quads {
+            // This depth block of the panel regrouped once for the row block's tiles.
+            if ir == 0 {
+                quads_from_pairs(bpanel, len, &mut self.bquads);
+            }
+            bpanel = &self.bquads;
+        }
+        // The first tile of each panel prefetches the next panel's depth block.
+        let ahead = if ir == 0 && jr + 1 < npanels { &panel(jr + 1)[g0 * nr * group..] } else { &[][..] };
+        let rows = mr.min(mc - ir * mr);
+        // This tile's rows among the packed ones (panels of MR from the first row).
+        let (apanel_at, at) = ((ic - row0) / mr + ir, ic - row0 + ir * mr);
+        let (ptr, ld) = self.c.tile_ptr(ic + ir * mr, cj, rows, cols);
+        let start = if !first {
+            Start { load: Some((ptr.cast_const().cast(), ld)), terms: None }
+        } else if !self.starts.is_empty() {
+            Start { load: Some((self.starts[jr * mr * nr..].as_ptr(), nr)), terms: None }
+        } else {
+            let terms = self.correction.terms(&self.cols, jr * nr, &self.rows, at);
+            Start { load: None, terms: Some(terms) }
+        };
+        let finish = if last && !deferred { self.finish(ptr, ld, jr) } else { Finish::I32 { dst: ptr.cast(), ld } };
+        let io = TileIo { rows, cols, start, finish };
+        let apanel = &self.apack[apanel_at * self.a_panel..(apanel_at + 1) * self.a_panel];
+        if self.quads {
+            let ahead = ahead.get(..len * nr * 2).unwrap_or(&[]);
+            self.session.tile_u7(len.div_ceil(2), &apanel[g0 / 2 * mr..], bpanel, ahead, &io);
+        } else {
+            self.session.tile(len, &apanel[g0 * mr..], bpanel, ahead, &io);
+        }
+    }
+
+    /// The deferred `f32` stage of row tile `ir` of the block at rows `[ic, ic + mc)`, columns
+    /// `[jc, jc + nc)`: every panel's corrected `i32` sums in those rows converted in place.
+    fn convert_rows(&mut self, ic: usize, mc: usize, jc: usize, nc: usize, ir: usize) {
+        let r0 = ic + ir * K::MR;
+        let rows = K::MR.min(mc - ir * K::MR);
+        for jr in 0..nc.div_ceil(K::NR) {
+            self.convert(r0, rows, jc, nc, jr);
         }
     }
 
@@ -584,10 +636,10 @@ fn drive_memory<K: MicroKernel, A: Operand, S: Stage>(
     let narrow = path != Path::Wide;
     let (col0, ncols) = (c.col0(), c.cols());
     let epi = Epilogue { ops, row_sums, stage, k, shift };
-    let mut apack = Vec::new();
-    let mut bquads = Vec::new();
+    let mut apack = Aligned::new();
+    let mut bquads = Aligned::new();
     let mc_block = if quads { MC_QUADS } else { K::MC };
-    let (mut bdata, mut bsums) = (Vec::new(), Vec::new());
+    let (mut bdata, mut bsums) = (Aligned::new(), Vec::new());
     // Cache-line aligned: the AMX kernel stores 64-byte tile rows here.
     let mut tile_buf = TileBuf([0i32; MAX_MR * MAX_NR]);
     let tile = &mut tile_buf.0;

@@ -19,6 +19,7 @@ use alloc::vec::Vec;
 
 use quant_traits::{I4x2, QuantError, Storage};
 
+use crate::aligned::Aligned;
 use crate::arch::{dispatch, AWords, MicroKernel, Tier, QUAD_ROW_BLOCK};
 use crate::gemm::operand::Operand;
 use crate::view::MatRef;
@@ -29,14 +30,10 @@ fn pair(lo: i16, hi: i16) -> i32 {
     i32::from(lo as u16) | (i32::from(hi) << 16)
 }
 
-/// Makes `out` `len` words long. A buffer that grows is allocated zeroed (fresh pages from the
+/// Makes `out` `len` words long: a buffer that grows is allocated zeroed (fresh pages from the
 /// OS are zero already) rather than filled word by word, since the packers overwrite it.
-fn grow(out: &mut Vec<i32>, len: usize) {
-    if out.len() < len {
-        *out = alloc::vec![0; len];
-    } else {
-        out.truncate(len);
-    }
+fn grow(out: &mut Aligned<i32>, len: usize) {
+    out.reset(len);
 }
 
 /// Number of K pairs for depth `k`.
@@ -53,7 +50,7 @@ pub(crate) fn pack_a<K: MicroKernel, T: Operand>(
     r0: usize,
     rows: usize,
     mr: usize,
-    out: &mut Vec<i32>,
+    out: &mut Aligned<i32>,
 ) {
     match K::A_WORDS {
         AWords::Pairs => pack_a_pairs(a, r0, rows, mr, out),
@@ -90,7 +87,7 @@ pub(crate) fn groups(k: usize, group: usize) -> usize {
 }
 
 /// Pair words: see [`pack_a`].
-fn pack_a_pairs<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize, out: &mut Vec<i32>) {
+fn pack_a_pairs<T: Operand>(a: &MatRef<'_, T>, r0: usize, rows: usize, mr: usize, out: &mut Aligned<i32>) {
     const MR: usize = 6; // the unrolled fast case below: the AVX2 tile's rows
     let k = a.cols();
     let kp = pairs(k);
@@ -166,7 +163,7 @@ pub(crate) fn pack_a_quads<T: Operand>(
     rows: usize,
     mr: usize,
     shift: i16,
-    out: &mut Vec<i32>,
+    out: &mut Aligned<i32>,
 ) {
     let k = a.cols();
     let kq = groups(k, 4);
@@ -235,7 +232,7 @@ pub(crate) fn pack_a_quad_rows<T: Operand>(
     rows: usize,
     mr: usize,
     shift: i16,
-    out: &mut Vec<i32>,
+    out: &mut Aligned<i32>,
 ) {
     const BLOCK: usize = QUAD_ROW_BLOCK * 4;
     let k = a.cols();
@@ -292,10 +289,11 @@ const NR: usize = 16;
 /// Regroups one B panel of `kp` depth pairs into quads for the 7-bit kernels: bytes
 /// `(q * NR + c) * 4 .. + 4` of `out` (resized) hold column `c` at depths `4q .. 4q + 4`,
 /// that is pair `2q` then pair `2q + 1` (zero past `kp`).
-pub(crate) fn quads_from_pairs(panel: &[i8], kp: usize, out: &mut Vec<i8>) {
+pub(crate) fn quads_from_pairs(panel: &[i8], kp: usize, out: &mut Aligned<i8>) {
     // Only the AVX2 pair kernel (16 columns) has a 7-bit quad tile.
     let kq = kp.div_ceil(2);
-    out.resize(kq * NR * 4, 0);
+    // Every byte is written below.
+    out.reset(kq * NR * 4);
     let zeros = [0i8; NR * 2];
     let mut rows = panel[..kp * NR * 2].chunks_exact(NR * 2).filter_map(<[i8]>::first_chunk::<{ NR * 2 }>);
     for dst in out.chunks_exact_mut(NR * 4).filter_map(<[i8]>::first_chunk_mut::<{ NR * 4 }>) {
@@ -322,7 +320,7 @@ pub struct PackedB {
     group: usize,
     nr: usize,
     layout: &'static str,
-    data: Vec<i8>,
+    data: Aligned<i8>,
     col_sums: Vec<i64>,
     /// What was subtracted from every weight while packing: 128 for `u8` weights (stored as
     /// `b - 128`, an `i8`), 0 for `i8`.
@@ -485,7 +483,7 @@ impl PackedB {
             group: K::GROUP,
             nr: K::NR,
             layout: K::LAYOUT,
-            data: alloc::vec![0; n.div_ceil(K::NR) * kg * K::NR * K::GROUP],
+            data: Aligned::zeroed(n.div_ceil(K::NR) * kg * K::NR * K::GROUP),
             col_sums: alloc::vec![0; n],
             offset: 0,
         }
@@ -548,12 +546,11 @@ pub(crate) fn pack_b_block<K: MicroKernel>(
     b: &MatRef<'_, i8>,
     c0: usize,
     cols: usize,
-    data: &mut Vec<i8>,
+    data: &mut Aligned<i8>,
     sums: &mut Vec<i64>,
 ) {
     let kg = groups(b.rows(), K::GROUP);
-    data.clear();
-    data.resize(cols.div_ceil(K::NR) * kg * K::NR * K::GROUP, 0);
+    data.reset_zeroed(cols.div_ceil(K::NR) * kg * K::NR * K::GROUP);
     sums.clear();
     sums.resize(cols, 0);
     pack_b_into::<K>(b, c0, cols, data, sums);

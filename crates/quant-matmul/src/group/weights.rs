@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use quant_traits::half::f16;
 use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
 
+use crate::aligned::Aligned;
 pub use crate::arch::decode::GroupCodes;
 use crate::arch::decode::{pack_codes, pack_params, width_for, Panels, WIDE};
 use crate::arch::{KernelChoice, Tier};
@@ -41,8 +42,10 @@ pub struct GroupWeights {
     codes_kind: GroupCodes,
     /// Channels per panel: 8 or 16.
     width: usize,
-    /// While building: row `r`'s codes at `r * row_bytes ..`; built: the panel layout.
+    /// While building: row `r`'s codes at `r * row_bytes ..`; empty once built.
     codes: Vec<u8>,
+    /// Built: the codes in the panel layout, from a cache line (a 16-channel step is one).
+    panels: Aligned<u8>,
     /// While building: one per group, row-major (`r * groups + g`); built: `[panel][group][W]`.
     scales: Vec<f32>,
     /// `Asym4`: one per group (as `scales`); empty otherwise.
@@ -227,6 +230,7 @@ impl GroupWeights {
             codes_kind: kind,
             width: default_width(),
             codes: Vec::with_capacity(blocks * if kind == GroupCodes::Sym8 { 32 } else { 16 }),
+            panels: Aligned::new(),
             scales: Vec::with_capacity(blocks),
             zeros: Vec::new(),
             mins: Vec::new(),
@@ -282,6 +286,7 @@ impl GroupWeights {
             codes_kind: kind,
             width: default_width(),
             codes: Vec::new(),
+            panels: Aligned::new(),
             scales: scales_f32("scale of group", scales)?,
             zeros: Vec::new(),
             mins: Vec::new(),
@@ -323,7 +328,8 @@ impl GroupWeights {
     /// `arch::decode`).
     fn into_panels(mut self) -> Self {
         let (n, k, group, groups, w) = (self.n, self.k, self.group, self.groups(), self.width);
-        self.codes = pack_codes(self.codes_kind, n, k, group, w, &self.codes);
+        self.panels = pack_codes(self.codes_kind, n, k, group, w, &self.codes);
+        self.codes = Vec::new();
         self.scales = pack_params(&self.scales, n, groups, w);
         if !self.mins.is_empty() {
             self.mins = pack_params(&self.mins, n, groups, w);
@@ -343,7 +349,7 @@ impl GroupWeights {
             group: self.group,
             kind: self.codes_kind,
             width: self.width,
-            codes: &self.codes,
+            codes: &self.panels,
             scales: &self.scales,
             zeros: &self.zeros,
             mins: &self.mins,
@@ -410,6 +416,7 @@ impl GroupWeights {
             codes_kind: self.codes_kind,
             width,
             codes: rows,
+            panels: Aligned::new(),
             scales: gather(&self.scales),
             zeros: if self.zeros.is_empty() {
                 Vec::new()
@@ -445,6 +452,6 @@ impl GroupWeights {
     /// Bytes this form holds: the codes, `f32` scales and minimums, one byte per zero point.
     #[must_use]
     pub fn bytes(&self) -> usize {
-        self.codes.len() + 4 * self.scales.len() + self.zeros.len() + 4 * self.mins.len()
+        self.panels.len() + 4 * self.scales.len() + self.zeros.len() + 4 * self.mins.len()
     }
 }

@@ -12,9 +12,12 @@
 //! [`AWords::QuadRows`] panel) and two B tiles (columns 0..16 and 16..32 of the
 //! `quads x32` panel, a 64-byte row every 128 bytes) are loaded and multiplied 2 x 2. Up to 16
 //! rows use one A tile and two accumulators. A tile load that misses L1 stalls the tiles that
-//! wait for it, so each block prefetches the A and B blocks two steps ahead into L1; with that,
-//! a tile runs over the whole depth at once (`KC`), and C is written once. The depth left over
-//! after whole blocks (fewer than 16 quads) is added with AVX-512 VNNI to the stored tile.
+//! wait for it, so each block prefetches the B block two steps ahead into L1 (the driver runs a
+//! row block's tiles row tile after row tile, [`MicroKernel::ROWS_OUTER`], so the B panel is the
+//! one that changes from tile to tile); with that, a tile runs over the whole depth at once
+//! (`KC`), and C is written once. Tile rows are cache lines: the packed panels start on one
+//! (`crate::aligned`). The depth left over after whole blocks (fewer than 16 quads) is added
+//! with AVX-512 VNNI to the stored tile.
 //!
 //! **The tile configuration** is loaded once per call and thread ([`MicroKernel::begin`]) and
 //! released at its end ([`MicroKernel::end`]), so no tile state outlives a call.
@@ -84,6 +87,7 @@ impl MicroKernel for Amx {
     // Whole blocks, so that every run of depth starts on a block of the A panel.
     const RUN_GROUPS: usize = BLK;
     const EPILOGUE: Epilogue = Epilogue::Deferred;
+    const ROWS_OUTER: bool = true;
 
     unsafe fn begin() {
         // SAFETY: the CPU has AMX (the tier was checked) and the OS granted the tile state
@@ -322,38 +326,6 @@ unsafe fn blocks_32(
                 "prefetcht0 [{b} + 6080]",
                 "tdpbusd tmm2, tmm5, tmm6",
                 "tdpbusd tmm3, tmm5, tmm7",
-                "prefetcht0 [{a} + 4096]",
-                "prefetcht0 [{a} + 4160]",
-                "prefetcht0 [{a} + 4224]",
-                "prefetcht0 [{a} + 4288]",
-                "prefetcht0 [{a} + 4352]",
-                "prefetcht0 [{a} + 4416]",
-                "prefetcht0 [{a} + 4480]",
-                "prefetcht0 [{a} + 4544]",
-                "prefetcht0 [{a} + 4608]",
-                "prefetcht0 [{a} + 4672]",
-                "prefetcht0 [{a} + 4736]",
-                "prefetcht0 [{a} + 4800]",
-                "prefetcht0 [{a} + 4864]",
-                "prefetcht0 [{a} + 4928]",
-                "prefetcht0 [{a} + 4992]",
-                "prefetcht0 [{a} + 5056]",
-                "prefetcht0 [{a} + 5120]",
-                "prefetcht0 [{a} + 5184]",
-                "prefetcht0 [{a} + 5248]",
-                "prefetcht0 [{a} + 5312]",
-                "prefetcht0 [{a} + 5376]",
-                "prefetcht0 [{a} + 5440]",
-                "prefetcht0 [{a} + 5504]",
-                "prefetcht0 [{a} + 5568]",
-                "prefetcht0 [{a} + 5632]",
-                "prefetcht0 [{a} + 5696]",
-                "prefetcht0 [{a} + 5760]",
-                "prefetcht0 [{a} + 5824]",
-                "prefetcht0 [{a} + 5888]",
-                "prefetcht0 [{a} + 5952]",
-                "prefetcht0 [{a} + 6016]",
-                "prefetcht0 [{a} + 6080]",
                 "add {a}, 2048",
                 "add {b}, 2048",
                 "dec {n}",
