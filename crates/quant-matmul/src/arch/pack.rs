@@ -4,7 +4,7 @@
 
 /// The word of four bytes (the first lowest) with `xor` applied.
 #[inline(always)]
-fn word(four: &[u8], xor: u32) -> i32 {
+pub(crate) fn word(four: &[u8], xor: u32) -> i32 {
     let mut q = [0u8; 4];
     q.copy_from_slice(&four[..4]);
     i32::from_ne_bytes((u32::from_le_bytes(q) ^ xor).to_ne_bytes())

@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use quant_traits::{I4x2, QuantError, Storage};
 
 use crate::aligned::Aligned;
+use crate::arch::pack::word;
 use crate::arch::{dispatch, AWords, MicroKernel, Tier, QUAD_ROW_BLOCK};
 use crate::gemm::operand::Operand;
 use crate::view::MatRef;
@@ -132,14 +133,6 @@ fn quad_xor(shift: i16) -> u32 {
     } else {
         0x8080_8080
     }
-}
-
-/// The word of four bytes (the first lowest) with `xor` applied.
-#[inline(always)]
-fn word(four: &[u8], xor: u32) -> i32 {
-    let mut q = [0u8; 4];
-    q.copy_from_slice(&four[..4]);
-    i32::from_ne_bytes((u32::from_le_bytes(q) ^ xor).to_ne_bytes())
 }
 
 /// The last, partial quad of a row (`1..=3` bytes): the bytes with the shift, zero past them.
