@@ -315,55 +315,9 @@ impl CoreKernels for Avx2 {
     }
 }
 
-/// The AVX-VNNI tier has no quantizer of its own: it runs the AVX2 code (its CPUs have AVX2
-/// and FMA).
-impl CoreKernels for AvxVnni {
-    const CODE: &'static str = "avx2";
-
-    unsafe fn quantize_f32_i8(
-        x: &[f32],
-        scale: f64,
-        zp: i64,
-        lo: i64,
-        hi: i64,
-        out: &mut [i8],
-    ) -> Option<Result<(), usize>> {
-        // SAFETY: forwarded (the tier includes AVX2's features).
-        unsafe { Avx2::quantize_f32_i8(x, scale, zp, lo, hi, out) }
-    }
-
-    unsafe fn quantize_f32_u8(
-        x: &[f32],
-        scale: f64,
-        zp: i64,
-        lo: i64,
-        hi: i64,
-        out: &mut [u8],
-    ) -> Option<Result<(), usize>> {
-        // SAFETY: as above.
-        unsafe { Avx2::quantize_f32_u8(x, scale, zp, lo, hi, out) }
-    }
-
-    unsafe fn dequantize_i8_f32(codes: &[i8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
-        // SAFETY: as above.
-        unsafe { Avx2::dequantize_i8_f32(codes, scale, zp, out) }
-    }
-
-    unsafe fn dequantize_u8_f32(codes: &[u8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
-        // SAFETY: as above.
-        unsafe { Avx2::dequantize_u8_f32(codes, scale, zp, out) }
-    }
-
-    unsafe fn qkx2_search<const N: usize>(
-        s: Search,
-        x: &[V; N],
-        w: &[V; N],
-        l: &mut [[u8; LANES]; N],
-    ) -> Option<(V, V)> {
-        // SAFETY: as above.
-        unsafe { Avx2::qkx2_search(s, x, w, l) }
-    }
-}
+// The AVX-VNNI tier has no quantizer of its own: it runs the AVX2 code (its CPUs have AVX2
+// and FMA).
+forward_core_kernels!(AvxVnni => Avx2);
 
 /// `i` as ggml's `(float)i` for the search's small integers (exact).
 #[inline(always)]

@@ -214,51 +214,5 @@ impl CoreKernels for Avx512Vnni {
     }
 }
 
-/// The AMX tier's quantizers are the AVX-512 ones (tiles do not quantize).
-impl CoreKernels for Amx {
-    const CODE: &'static str = "avx512";
-
-    unsafe fn quantize_f32_i8(
-        x: &[f32],
-        scale: f64,
-        zp: i64,
-        lo: i64,
-        hi: i64,
-        out: &mut [i8],
-    ) -> Option<Result<(), usize>> {
-        // SAFETY: forwarded (the tier includes AVX-512's features).
-        unsafe { Avx512Vnni::quantize_f32_i8(x, scale, zp, lo, hi, out) }
-    }
-
-    unsafe fn quantize_f32_u8(
-        x: &[f32],
-        scale: f64,
-        zp: i64,
-        lo: i64,
-        hi: i64,
-        out: &mut [u8],
-    ) -> Option<Result<(), usize>> {
-        // SAFETY: as above.
-        unsafe { Avx512Vnni::quantize_f32_u8(x, scale, zp, lo, hi, out) }
-    }
-
-    unsafe fn dequantize_i8_f32(codes: &[i8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
-        // SAFETY: as above.
-        unsafe { Avx512Vnni::dequantize_i8_f32(codes, scale, zp, out) }
-    }
-
-    unsafe fn dequantize_u8_f32(codes: &[u8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
-        // SAFETY: as above.
-        unsafe { Avx512Vnni::dequantize_u8_f32(codes, scale, zp, out) }
-    }
-
-    unsafe fn qkx2_search<const N: usize>(
-        s: Search,
-        x: &[V; N],
-        w: &[V; N],
-        l: &mut [[u8; LANES]; N],
-    ) -> Option<(V, V)> {
-        // SAFETY: as above.
-        unsafe { Avx2::qkx2_search(s, x, w, l) }
-    }
-}
+// The AMX tier's quantizers are the AVX-512 ones (tiles do not quantize).
+forward_core_kernels!(Amx => Avx512Vnni);

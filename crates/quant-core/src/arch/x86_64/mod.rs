@@ -1,5 +1,60 @@
 //! x86-64 quantize/dequantize kernels, one file per tier, and the loop they share.
 
+/// Implements `CoreKernels` for a tier with no quantizer of its own by running another tier's
+/// code: `forward_core_kernels!(Tier => Base)`, where every CPU with `Tier` has all the
+/// features `Base`'s code needs (so `Tier`'s callers meet `Base`'s safety contract).
+macro_rules! forward_core_kernels {
+    ($tier:ty => $base:ty) => {
+        impl $crate::arch::CoreKernels for $tier {
+            const CODE: &'static str = <$base as $crate::arch::CoreKernels>::CODE;
+
+            unsafe fn quantize_f32_i8(
+                x: &[f32],
+                scale: f64,
+                zp: i64,
+                lo: i64,
+                hi: i64,
+                out: &mut [i8],
+            ) -> Option<Result<(), usize>> {
+                // SAFETY: forwarded (the tier includes the base tier's features).
+                unsafe { <$base as $crate::arch::CoreKernels>::quantize_f32_i8(x, scale, zp, lo, hi, out) }
+            }
+
+            unsafe fn quantize_f32_u8(
+                x: &[f32],
+                scale: f64,
+                zp: i64,
+                lo: i64,
+                hi: i64,
+                out: &mut [u8],
+            ) -> Option<Result<(), usize>> {
+                // SAFETY: as above.
+                unsafe { <$base as $crate::arch::CoreKernels>::quantize_f32_u8(x, scale, zp, lo, hi, out) }
+            }
+
+            unsafe fn dequantize_i8_f32(codes: &[i8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+                // SAFETY: as above.
+                unsafe { <$base as $crate::arch::CoreKernels>::dequantize_i8_f32(codes, scale, zp, out) }
+            }
+
+            unsafe fn dequantize_u8_f32(codes: &[u8], scale: f64, zp: i64, out: &mut [f32]) -> bool {
+                // SAFETY: as above.
+                unsafe { <$base as $crate::arch::CoreKernels>::dequantize_u8_f32(codes, scale, zp, out) }
+            }
+
+            unsafe fn qkx2_search<const N: usize>(
+                s: $crate::arch::lanes::Search,
+                x: &[$crate::arch::lanes::V; N],
+                w: &[$crate::arch::lanes::V; N],
+                l: &mut [[u8; $crate::arch::lanes::LANES]; N],
+            ) -> Option<($crate::arch::lanes::V, $crate::arch::lanes::V)> {
+                // SAFETY: as above.
+                unsafe { <$base as $crate::arch::CoreKernels>::qkx2_search(s, x, w, l) }
+            }
+        }
+    };
+}
+
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 
