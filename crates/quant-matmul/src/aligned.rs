@@ -4,7 +4,8 @@
 //! halves of them. `malloc` only promises 16 bytes of alignment (a large block from `mmap` starts
 //! 16 bytes into its page), and a 64-byte row at 16 bytes past a line spans two lines: every
 //! load then costs two L1 accesses, and every AMX tile load touches 32 lines instead of 16. A
-//! buffer of whole cache lines puts panel `j` (a multiple of 64 bytes long) on a line too.
+//! buffer of whole cache lines also puts every later panel on a line when the panels' length is
+//! a multiple of 64 bytes.
 
 use alloc::alloc::{alloc_zeroed, handle_alloc_error, Layout};
 use alloc::vec::Vec;
@@ -18,21 +19,19 @@ struct Line([u8; 64]);
 
 const LINE: usize = core::mem::size_of::<Line>();
 
-/// The element types of an [`Aligned`] buffer.
+/// The element types of an [`Aligned`] buffer: the packed panels' bytes and words.
 ///
 /// # Safety
 /// Every bit pattern (all zeros included) is a valid value, the type has no padding, and its
 /// alignment divides 64.
 pub(crate) unsafe trait Word: Copy + 'static {}
 
-// SAFETY: primitive integers and floats: any bits, no padding, alignment at most 4.
+// SAFETY: primitive integers: any bits, no padding, alignment at most 4.
 unsafe impl Word for i8 {}
 // SAFETY: as above.
 unsafe impl Word for u8 {}
 // SAFETY: as above.
 unsafe impl Word for i32 {}
-// SAFETY: as above.
-unsafe impl Word for f32 {}
 
 /// A buffer of `len` plain words whose first word starts a 64-byte cache line.
 pub(crate) struct Aligned<T: Word> {
@@ -117,12 +116,6 @@ impl<T: Word> DerefMut for Aligned<T> {
     }
 }
 
-impl<T: Word> Default for Aligned<T> {
-    fn default() -> Self {
-        Aligned::new()
-    }
-}
-
 impl<T: Word> Clone for Aligned<T> {
     fn clone(&self) -> Self {
         Aligned { lines: self.lines.clone(), len: self.len, word: PhantomData }
@@ -142,14 +135,6 @@ impl<T: Word + PartialEq> PartialEq for Aligned<T> {
 }
 
 impl<T: Word + Eq> Eq for Aligned<T> {}
-
-impl<T: Word> From<&[T]> for Aligned<T> {
-    fn from(words: &[T]) -> Self {
-        let mut out = Aligned::zeroed(words.len());
-        out.copy_from_slice(words);
-        out
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -189,8 +174,5 @@ mod tests {
         assert_eq!(b.len(), 1000);
         assert!(b.iter().all(|&w| w == 0), "growing allocates zeroed lines");
         assert_eq!(b.as_ptr() as usize % 64, 0);
-        let from = Aligned::from(&[1u8, 2, 3][..]);
-        assert_eq!(&from[..], &[1, 2, 3]);
-        assert_eq!(from.as_ptr() as usize % 64, 0);
     }
 }
