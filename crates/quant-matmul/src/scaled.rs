@@ -2,8 +2,9 @@
 //!
 //! Codes that all fit `i8` run on the engine: B packed once straight from its rows, then A in
 //! blocks of rows (converted to `i8` into a block buffer, multiplied, the block's results
-//! converted into the output while they are still in cache), so no full-size intermediate is
-//! made. An `f32` result takes the engine's `f32` output stage, which computes
+//! converted into the output rows while they are still in cache), so no full-size
+//! intermediate is made; a flat `f32` result takes the engine's results in place. An `f32`
+//! result takes the engine's `f32` output stage, which computes
 //! `acc · (scale_a · scale_b)` in `f64` and rounds once, the arithmetic documented on
 //! [`quantized_matmul_flat`] (for `f32` scales `scale_a · scale_b` is always a normal `f64`);
 //! other float types rescale the engine's `i32` sums. With the `parallel` feature the
@@ -27,44 +28,42 @@ fn is_f32_format<F: QuantFloat>() -> bool {
     F::DIGITS == f32::MANTISSA_DIGITS && F::MAX_FINITE == f64::from(f32::MAX)
 }
 
-/// Runs `f` on every pair of `rows` and `out` chunks (`width` long), on rayon's threads with
-/// the `parallel` feature; true when every call returned true.
-fn rows_all<R: Sync, T: Send>(
-    rows: &[R],
-    out: &mut [T],
-    width: usize,
-    f: impl Fn(usize, &R, &mut [T]) -> bool + Sync,
-) -> bool {
+/// Runs `f(i, chunk)` on every `width`-long chunk `i` of `out`, on rayon's threads with the
+/// `parallel` feature; true when every call returned true.
+fn chunks_all<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) -> bool + Sync) -> bool {
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        out.par_chunks_mut(width).zip(rows.par_iter()).enumerate().with_min_len(16).all(|(i, (o, r))| f(i, r, o))
+        out.par_chunks_mut(width).enumerate().with_min_len(16).all(|(i, o)| f(i, o))
     }
     #[cfg(not(feature = "parallel"))]
-    out.chunks_mut(width).zip(rows.iter()).enumerate().all(|(i, (o, r))| f(i, r, o))
+    out.chunks_mut(width).enumerate().all(|(i, o)| f(i, o))
 }
 
 /// Rows of A (`cols` codes each) converted to `i8` into `out` (resized); false when a code
 /// does not fit `i8`.
 fn to_i8<R: AsRef<[i32]> + Sync>(rows: &[R], cols: usize, out: &mut Vec<i8>) -> bool {
     out.resize(rows.len() * cols, 0);
-    rows_all(rows, out, cols, |_, r, o| {
-        let mut ok = true;
-        for (d, &v) in o.iter_mut().zip(r.as_ref()) {
-            ok &= (-128..=127).contains(&v);
-            // The low byte: the value when it fits (else `ok` drops the whole buffer).
-            *d = i8::from_le_bytes([v.to_le_bytes()[0]]);
-        }
-        ok
-    })
+    chunks_all(out, cols, |i, o| crate::gemm::pack::narrow_i8(rows[i].as_ref(), o))
+}
+
+/// `scale_a * scale_b * acc` in `f64` (see [`quantized_matmul_flat`]): one product by
+/// `scale_a * scale_b`, or by each scale in turn when that product is not a normal `f64`.
+#[inline]
+fn scaled(acc: f64, sa: f64, sb: f64) -> f64 {
+    let s = sa * sb;
+    if s.is_normal() {
+        acc * s
+    } else {
+        acc * sa * sb
+    }
 }
 
 /// `scale_a * scale_b * acc`, rounded once to `F` (see [`quantized_matmul_flat`]), or the
 /// overflow error naming the element at `(row, col)`.
 #[inline]
 fn rescale<F: QuantFloat>(acc: f64, sa: f64, sb: f64, row: usize, col: usize) -> Result<F, QuantError> {
-    let s = sa * sb;
-    let exact = if s.is_normal() { acc * s } else { acc * sa * sb };
+    let exact = scaled(acc, sa, sb);
     let out = F::from_f64_nearest(exact);
     if out.is_finite() {
         Ok(out)
@@ -73,18 +72,81 @@ fn rescale<F: QuantFloat>(acc: f64, sa: f64, sb: f64, row: usize, col: usize) ->
     }
 }
 
-/// `n`-long rows of `block`, one `Vec` each (on rayon's threads with the `parallel` feature).
-fn split_rows<F: QuantFloat>(block: &[F], n: usize) -> Vec<Vec<F>> {
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        block.par_chunks(n).with_min_len(16).map(<[F]>::to_vec).collect()
-    }
-    #[cfg(not(feature = "parallel"))]
-    block.chunks(n).map(<[F]>::to_vec).collect()
+/// One block of the engine's results, row-major: the `f32` stage's (already rescaled, for an
+/// `F` of `f32`'s format) or the `i32` sums with the two scales.
+#[derive(Clone, Copy)]
+enum Sums<'a> {
+    F32(&'a [f32]),
+    I32(&'a [i32], f64, f64),
 }
 
-/// Rows of A per engine call: the block's codes, results and their conversion stay in L2.
+impl Sums<'_> {
+    /// Row `r` (`n` values) rescaled to `F` into `dst`; false when a value is beyond `F`'s range.
+    #[inline]
+    fn fill_row<F: QuantFloat>(self, r: usize, n: usize, dst: &mut [F]) -> bool {
+        match self {
+            // Exact: F has f32's format.
+            Self::F32(c) => {
+                for (d, &v) in dst.iter_mut().zip(&c[r * n..(r + 1) * n]) {
+                    *d = F::from_f64_nearest(f64::from(v));
+                }
+            }
+            Self::I32(c, sa, sb) => {
+                for (d, &v) in dst.iter_mut().zip(&c[r * n..(r + 1) * n]) {
+                    *d = F::from_f64_nearest(scaled(f64::from(v), sa, sb));
+                }
+            }
+        }
+        // The finite inputs and scales make every value finite unless it overflowed.
+        dst.iter().fold(true, |ok, v| ok & v.is_finite())
+    }
+}
+
+/// Where [`engine_blocks`] puts the rescaled results: appended to one row-major `Vec`, or
+/// one `Vec` per row.
+enum Out<'a, F> {
+    Flat(&'a mut Vec<F>),
+    Rows(&'a mut Vec<Vec<F>>),
+}
+
+impl<F: QuantFloat> Out<'_, F> {
+    /// Appends the `rows` rows of `sums` (`n` values each), rescaled to `F`; false when a value
+    /// is beyond `F`'s range. The rows are filled on rayon's threads with the `parallel` feature.
+    fn append(&mut self, sums: Sums<'_>, rows: usize, n: usize) -> bool {
+        match self {
+            Self::Flat(out) => {
+                let start = out.len();
+                out.resize(start + rows * n, F::zero());
+                chunks_all(&mut out[start..], n, |r, o| sums.fill_row(r, n, o))
+            }
+            Self::Rows(out) => {
+                let row = |r: usize| {
+                    let mut v = alloc::vec![F::zero(); n];
+                    sums.fill_row(r, n, &mut v).then_some(v)
+                };
+                #[cfg(feature = "parallel")]
+                let block: Option<Vec<Vec<F>>> = {
+                    use rayon::prelude::*;
+                    (0..rows).into_par_iter().with_min_len(16).map(row).collect()
+                };
+                #[cfg(not(feature = "parallel"))]
+                let block: Option<Vec<Vec<F>>> = (0..rows).map(row).collect();
+                block.map(|b| out.extend(b)).is_some()
+            }
+        }
+    }
+
+    /// The `f32` slice of a flat `f32` output, to take the engine's results in place.
+    fn flat_f32(&mut self) -> Option<&mut Vec<f32>> {
+        match self {
+            Self::Flat(out) => (&mut **out as &mut dyn core::any::Any).downcast_mut::<Vec<f32>>(),
+            Self::Rows(_) => None,
+        }
+    }
+}
+
+/// Rows of A per engine call and thread: each thread's share of the block's codes, results
+/// and their conversion stays in its L2.
 const BLOCK_ROWS: usize = 256;
 
 /// The largest depth whose `i8 x i8` sums (no zero points) provably fit `i32`:
@@ -92,18 +154,17 @@ const BLOCK_ROWS: usize = 256;
 /// together).
 const I8_DEPTH: usize = 131_071;
 
-/// `A · B` rescaled to `F` through the engine, block of rows by block: `sink(i0, block)` gets
-/// rows `i0 ..` of the result (`n` values a row, row-major), in order. `Ok(false)` when some
-/// code does not fit `i8` (found as the blocks go: the caller then drops what the sink got) or,
-/// off `f32`, the depth is beyond the `i32` bound; the error of the first overflow in row
-/// order otherwise.
+/// `A · B` rescaled to `F` through the engine, block of rows by block, appended to `out` in
+/// row order. `Ok(false)` when some code does not fit `i8` (found as the blocks go: the caller
+/// then drops what `out` got) or, off `f32`, the depth is beyond the `i32` bound; the error of
+/// the first overflow in row order otherwise.
 fn engine_blocks<F: QuantFloat, R: AsRef<[i32]> + Sync>(
     a: &[R],
     b: &[R],
     shape: GemmShape,
     sa: f64,
     sb: f64,
-    sink: &mut dyn FnMut(usize, &[F]),
+    mut out: Out<'_, F>,
 ) -> Result<bool, QuantError> {
     let GemmShape { m, k, n } = shape;
     if m == 0 || n == 0 || k == 0 {
@@ -118,43 +179,34 @@ fn engine_blocks<F: QuantFloat, R: AsRef<[i32]> + Sync>(
     let Some(packed) = PackedB::from_i32_rows_for(gemm.tier()?, b, n, threads) else {
         return Ok(false);
     };
-    let (mut a8, mut c32, mut ci, mut block) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i0 in (0..m).step_by(BLOCK_ROWS) {
-        let rows = BLOCK_ROWS.min(m - i0);
+    // Exact: for f32 scales `sa · sb` is a normal f64, the product the f32 stage rounds.
+    let (sa32, sb32) = (f32::from_f64_nearest(sa), f32::from_f64_nearest(sb));
+    let (mut a8, mut c32, mut ci) = (Vec::new(), Vec::new(), Vec::new());
+    let block_rows = BLOCK_ROWS * crate::threads::thread_count(None, m.div_ceil(BLOCK_ROWS));
+    for i0 in (0..m).step_by(block_rows) {
+        let rows = block_rows.min(m - i0);
         if !to_i8(&a[i0..i0 + rows], k, &mut a8) {
             return Ok(false);
         }
         let ops = Operands::packed(MatRef::row_major(&a8, rows, k)?, ZeroPoint::None, &packed, ZeroPoint::None)?;
-        block.resize(rows * n, F::zero());
-        let ok = if f32_stage {
-            let (sa32, sb32) = (f32::from_f64_nearest(sa), f32::from_f64_nearest(sb)); // exact
+        let ok = if let (true, Some(flat)) = (f32_stage, out.flat_f32()) {
+            // An f32 result: the engine writes straight into the output.
+            let start = flat.len();
+            flat.resize(start + rows * n, 0.0);
+            gemm.f32(&ops, sa32, Scale::PerTensor(sb32), None, MatMut::row_major(&mut flat[start..], rows, n)?)?;
+            flat[start..].iter().fold(true, |ok, v| ok & v.is_finite())
+        } else if f32_stage {
             c32.resize(rows * n, 0f32);
             gemm.f32(&ops, sa32, Scale::PerTensor(sb32), None, MatMut::row_major(&mut c32, rows, n)?)?;
-            // Exact (F has f32's format); a non-finite value is an overflow.
-            let cr: Vec<&[f32]> = c32.chunks(n).collect();
-            rows_all(&cr, &mut block, n, |_, r, o| {
-                let mut ok = true;
-                for (d, &v) in o.iter_mut().zip(*r) {
-                    ok &= v.is_finite();
-                    *d = F::from_f64_nearest(f64::from(v));
-                }
-                ok
-            })
+            out.append(Sums::F32(&c32), rows, n)
         } else {
             ci.resize(rows * n, 0i32);
             gemm.i32(&ops, MatMut::row_major(&mut ci, rows, n)?)?;
-            let cr: Vec<&[i32]> = ci.chunks(n).collect();
-            rows_all(&cr, &mut block, n, |i, r, o| {
-                r.iter()
-                    .zip(o.iter_mut())
-                    .enumerate()
-                    .all(|(j, (&v, d))| rescale::<F>(f64::from(v), sa, sb, i0 + i, j).map(|x| *d = x).is_ok())
-            })
+            out.append(Sums::I32(&ci, sa, sb), rows, n)
         };
         if !ok {
             return Err(first_overflow::<F, R>(&a8, b, i0, rows, k, n, sa, sb));
         }
-        sink(i0, &block);
     }
     Ok(true)
 }
@@ -210,7 +262,7 @@ pub fn quantized_matmul_flat<F: QuantFloat>(
         let a_rows: Vec<&[i32]> = a.chunks(shape.k).collect();
         let b_rows: Vec<&[i32]> = b.chunks(shape.n).collect();
         let mut out = Vec::with_capacity(shape.m * shape.n);
-        if engine_blocks::<F, _>(&a_rows, &b_rows, shape, sa, sb, &mut |_, block| out.extend_from_slice(block))? {
+        if engine_blocks::<F, _>(&a_rows, &b_rows, shape, sa, sb, Out::Flat(&mut out))? {
             return Ok(out);
         }
         // Codes wider than i8: the exact path below (whatever the engine wrote is dropped).
@@ -273,8 +325,7 @@ pub fn quantized_matmul<F: QuantFloat>(
     // conversions on rayon's threads with the `parallel` feature).
     let (scale_a64, scale_b64) = (check_scale(scale_a)?, check_scale(scale_b)?);
     let mut rows: Vec<Vec<F>> = Vec::with_capacity(shape.m);
-    let mut sink = |_, block: &[F]| rows.extend(split_rows(block, shape.n));
-    if engine_blocks::<F, _>(a, b, shape, scale_a64, scale_b64, &mut sink)? {
+    if engine_blocks::<F, _>(a, b, shape, scale_a64, scale_b64, Out::Rows(&mut rows))? {
         return Ok(rows);
     }
     // Codes wider than i8: the exact path below (whatever the engine wrote is dropped).

@@ -184,6 +184,47 @@ fn eight_bit_overflow_names_the_first_element_in_row_order() {
     assert_eq!(err, Err(QuantError::OutputOverflow { row: 1, col: 1, value: 80_645.0, float: "f16" }));
 }
 
+/// More rows than one engine block (256 per thread), in every float type and both APIs: the
+/// blocks land in order, and a code wider than `i8` in the last block still gives the exact
+/// result (the engine's earlier blocks are dropped).
+#[rstest]
+fn results_span_several_engine_blocks<F: QuantFloat>(
+    #[values(0.0f32, 0.0f64, f16::ZERO, bf16::ZERO)] _ty: F,
+    #[values(false, true)] wide_last: bool,
+) -> Res {
+    let mut rng = Rng::new(7);
+    let (m, k, n) = (1100, 9, 5);
+    let mut a: Vec<i32> = (0..m * k).map(|_| rng.int(-128, 127) as i32).collect();
+    if wide_last {
+        a[(m - 1) * k] = 1000;
+    }
+    let b: Vec<i32> = (0..k * n).map(|_| rng.int(-128, 127) as i32).collect();
+    let (sa, sb) = (F::from_f64_nearest(1.0 / 64.0), F::from_f64_nearest(1.0 / 128.0));
+    let s = sa.to_f64_exact() * sb.to_f64_exact();
+    let want: Vec<F> = reference(&a, &b, m, k, n).iter().map(|&v| F::from_f64_nearest(v as f64 * s)).collect();
+    assert_eq!(quantized_matmul_flat(&a, &b, GemmShape::new(m, k, n), sa, sb)?, want, "{}", F::NAME);
+    let nested = quantized_matmul(&rows(&a, k), &rows(&b, n), sa, sb)?;
+    assert_eq!(nested.len(), m);
+    assert_eq!(nested.concat(), want, "{}", F::NAME);
+    Ok(())
+}
+
+/// An `f32` overflow in a later engine block (the flat API takes the engine's results in
+/// place, the nested one converts them into rows) names its element.
+#[test]
+fn f32_overflow_in_a_later_block_names_the_element() {
+    let (m, k, n) = (700, 3, 4);
+    let mut a = vec![1i32; m * k];
+    a[(613 * k)..(614 * k)].fill(127);
+    let b = vec![127i32; k * n];
+    // 127 * 127 * 3 * 1e34 = 4.8e38 > f32::MAX; the other rows give 381e34.
+    let (sa, sb) = (1e30f32, 1e4f32);
+    let value = 48_387.0 * f64::from(sa) * f64::from(sb);
+    let want = QuantError::OutputOverflow { row: 613, col: 0, value, float: "f32" };
+    assert_eq!(quantized_matmul_flat(&a, &b, GemmShape::new(m, k, n), sa, sb), Err(want.clone()));
+    assert_eq!(quantized_matmul(&rows(&a, k), &rows(&b, n), sa, sb), Err(want));
+}
+
 #[rstest]
 #[case(0.0)]
 #[case(-1.0)]

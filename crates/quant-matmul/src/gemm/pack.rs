@@ -320,6 +320,18 @@ pub struct PackedB {
     offset: i32,
 }
 
+/// `dst[i] = src[i] as i8` (the low byte) for `i < min(len)`; true when every `src[i]` fits
+/// `i8` (otherwise `dst` holds low bytes the caller drops): the seed API's `i32` codes narrowed.
+#[inline]
+pub(crate) fn narrow_i8(src: &[i32], dst: &mut [i8]) -> bool {
+    let mut ok = true;
+    for (d, &v) in dst.iter_mut().zip(src) {
+        ok &= (-128..=127).contains(&v);
+        // The low byte: the value when it fits (else `ok` drops it all).
+        *d = i8::from_le_bytes([v.to_le_bytes()[0]]);
+    }
+    ok
+}
 impl PackedB {
     /// Packs a `K x N` `i8` matrix for the default kernel (`Gemm::new().pack_b(b)`).
     ///
@@ -442,11 +454,7 @@ impl PackedB {
                     let mut ok = true;
                     for t in 0..live {
                         let src = &rows[g * K::GROUP + t].as_ref()[c0..c0 + cols];
-                        for (d, &v) in buf[t * cols..(t + 1) * cols].iter_mut().zip(src) {
-                            ok &= (-128..=127).contains(&v);
-                            // The low byte: the value when it fits (else `ok` drops it all).
-                            *d = i8::from_le_bytes([v.to_le_bytes()[0]]);
-                        }
+                        ok &= narrow_i8(src, &mut buf[t * cols..(t + 1) * cols]);
                     }
                     if !ok {
                         return false;
