@@ -449,7 +449,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let mut json = report(&samples, &work, peers, &machine, &unstable)?;
+    let mut md = Vec::new();
+    let mut json = report(&samples, &work, peers, &machine, &unstable, &mut md)?;
+    write_page(&machine, args, &md)?;
     if let Some(python) = python.as_ref().filter(|_| only.is_empty() || only.split(',').any(|o| "errors".contains(o))) {
         json.extend(errors(&ours_bin, python, &script)?);
     }
@@ -804,6 +806,84 @@ fn quantize_file(rounds: usize, python: Option<&Path>) -> Result<Vec<String>, St
     Ok(json)
 }
 
+/// The page the tables go to, one section per CPU, kernel tier and command line.
+const PERFORMANCE_PAGE: &str = "docs/performance.md";
+
+/// Writes the run's tables into [`PERFORMANCE_PAGE`] as a section headed by the CPU, the kernel
+/// tier, the date and the commit, after the command that made them. A section of the same CPU,
+/// tier and command is replaced; the others stay.
+fn write_page(machine: &Machine, args: &[String], md: &[String]) -> Result<(), String> {
+    let git = |a: &[&str]| {
+        Command::new("git")
+            .args(a)
+            .current_dir(root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=10", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let date = Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let kernel_env = std::env::var("QUANT_KERNEL").map(|k| format!("QUANT_KERNEL={k} ")).unwrap_or_default();
+    let command = format!("{kernel_env}cargo xtask bench {}", args.join(" ")).trim_end().to_string();
+    let key = format!("## {}, kernel `{}`", machine.model, machine.kernel);
+    let flags = if machine.flags.is_empty() { "none of them".to_string() } else { machine.flags.join(" ") };
+    let mut section = vec![
+        format!("{key} ({date}, commit {commit}{})", if dirty { " with changes" } else { "" }),
+        String::new(),
+        format!("`{command}`; CPU flags: {flags}."),
+        String::new(),
+    ];
+    section.extend(md.iter().cloned());
+    let path = root().join(PERFORMANCE_PAGE);
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let page = replace_section(&old, &key, &format!("`{command}`;"), &section.join("\n"));
+    std::fs::write(&path, page).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!("\nwrote the tables to {PERFORMANCE_PAGE} ({key})");
+    Ok(())
+}
+
+/// `page` with the `## ` section whose heading starts with `key` and whose body starts with
+/// `command` replaced by `section`, or `section` appended when there is none.
+fn replace_section(page: &str, key: &str, command: &str, section: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for line in page.lines() {
+        if line.starts_with("## ") || parts.is_empty() {
+            parts.push(String::new());
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    let same = |p: &String| {
+        p.starts_with(key)
+            && p.lines().find(|l| !l.starts_with("## ") && !l.is_empty()).is_some_and(|l| l.starts_with(command))
+    };
+    let body = format!("{}\n\n", section.trim_end());
+    match parts.iter().position(same) {
+        Some(i) => parts[i] = body,
+        None => {
+            if let Some(last) = parts.last_mut() {
+                if !last.ends_with("\n\n") {
+                    last.push('\n');
+                }
+            }
+            parts.push(body);
+        }
+    }
+    let mut out = parts.concat();
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    out
+}
+
 /// Writes `target/bench/summary.json`.
 fn write_summary(json: &[String]) -> Result<(), String> {
     let dir = root().join("target/bench");
@@ -862,9 +942,15 @@ fn report(
     peers: bool,
     machine: &Machine,
     unstable: &[(String, String, usize)],
+    md: &mut Vec<String>,
 ) -> Result<Vec<String>, String> {
     let peak = rate(samples, work, "peak_inner", "registers", 1).map(|r| r.0).filter(|&p| p > 0.0);
     let mut json = vec![machine.json(peak)];
+    if let Some(p) = peak {
+        md.push(format!("Peak of `{}` on one core, operands in registers: {p:.1} GOPS.\n", machine.instruction));
+    }
+    md.push("| ours | shape | threads | median | min..max | % of peak |".into());
+    md.push("|---|---|---:|---:|---:|---:|".into());
     println!("\nCPU: {}; flags: {}; kernel: {}", machine.model, machine.flags.join(" "), machine.kernel);
     if let Some(p) = peak {
         println!("peak of {} on one core, operands in registers: {p:.1} GOPS", machine.instruction);
@@ -883,6 +969,7 @@ fn report(
                 _ => String::new(),
             };
             println!("{case:<20} {shape:<16} {t:>7} {med:>10.2} {:>18} {pct:>8}", format!("{lo:.1}..{hi:.1}"));
+            md.push(format!("| {case} | {shape} | {t} | {med:.2} | {lo:.1}..{hi:.1} | {pct} |"));
         }
     }
     // Two threads against one, for the square GEMMs.
@@ -989,6 +1076,9 @@ fn report(
             "{:<18} {:<22} {:<16} {:>7} {:>9} {:>9} {:>7} {:>12} {:>7}",
             "ours", "peer", "shape", "threads", "ours", "peer", "ratio", "min..max", "target"
         );
+        md.push(String::new());
+        md.push("| ours | peer | shape | threads | ours | peer | ratio | min..max | target |".into());
+        md.push("|---|---|---|---:|---:|---:|---:|---:|---:|".into());
         // A pair (ours, peer) at a shape is listed once: with this CPU's target when some
         // comparison gives one there.
         let targeted: Vec<(&str, &str, &str)> = COMPARISONS
@@ -1022,6 +1112,14 @@ fn report(
                         _ => "",
                     };
                     let shown = target.map_or("-".to_string(), |x| format!("{x:.2}"));
+                    md.push(format!(
+                        "| {} | {} | {shape} | {t} | {:.2} | {:.2} | {ratio:.2} | {lo:.2}..{hi:.2} | {shown}{} |",
+                        c.ours,
+                        c.peer,
+                        o.0,
+                        p.0,
+                        if shaky { " (unstable)" } else { "" }
+                    ));
                     println!(
                         "{:<18} {:<22} {:<16} {:>7} {:>9.2} {:>9.2} {:>7.2} {:>12} {:>7}{mark}",
                         c.ours,
@@ -1065,6 +1163,25 @@ mod tests {
         assert_eq!((w.shape(), st.tensor("layer0.b").expect("bias").shape()), (&[2048, 4096][..], &[2048][..]));
         let first = f32::from_le_bytes(w.data()[..4].try_into().expect("4 bytes"));
         assert!(first.is_finite() && first.abs() < 0.1, "{first}");
+    }
+
+    #[test]
+    fn a_section_of_the_same_cpu_and_command_is_replaced() {
+        let page = "# Performance\n\nIntro.\n\n## CPU A, kernel `avx2` (2026-01-01, commit 1)\n\n`cargo xtask bench`; flags.\n\n| old |\n\n## CPU B, kernel `amx` (2026-01-02, commit 2)\n\n`cargo xtask bench`; flags.\n\n| b |\n";
+        let new = "## CPU A, kernel `avx2` (2026-02-01, commit 3)\n\n`cargo xtask bench`; flags.\n\n| new |";
+        let out = super::replace_section(page, "## CPU A, kernel `avx2`", "`cargo xtask bench`;", new);
+        assert_eq!(out.matches("## CPU A").count(), 1);
+        assert!(
+            out.contains("| new |")
+                && !out.contains("| old |")
+                && out.contains("| b |")
+                && out.starts_with("# Performance\n\nIntro.")
+        );
+        // Another command on the same CPU gets its own section, at the end.
+        let other = new.replace("`cargo xtask bench`", "`cargo xtask bench --peers`");
+        let out2 = super::replace_section(&out, "## CPU A, kernel `avx2`", "`cargo xtask bench --peers`;", &other);
+        assert_eq!(out2.matches("## CPU A").count(), 2);
+        assert!(out2.trim_end().ends_with("| new |") && out2.contains("--peers"));
     }
 
     #[test]

