@@ -1,28 +1,13 @@
-//! The `quant` CLI's safetensors reader (`crates/quant-cli/src/model.rs`, compiled in here as
-//! it is) on arbitrary files: headers, dtypes, shapes, offsets, truncation. Oracle: a file it
-//! opens lists tensors whose byte ranges lie inside the file and hold exactly
-//! `elements · dtype size` bytes, and the float ones decode to one value per element; a file it
-//! refuses gets a one-line message naming the file.
+//! quant-io's safetensors reader on arbitrary files: headers, dtypes, shapes, offsets,
+//! truncation. Oracle: a file it opens lists tensors whose byte ranges lie inside the file and
+//! hold exactly `elements · dtype size` bytes, and the float ones decode to one value per
+//! element; a file it refuses gets a one-line message naming the file.
 #![no_main]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-
-#[allow(dead_code)]
-#[path = "../../crates/quant-cli/src/model.rs"]
-mod model;
-
-/// The CLI's error type, as `model.rs` uses it.
-#[derive(Debug)]
-pub struct CliError(String);
-
-impl CliError {
-    /// A problem with `path`.
-    pub fn file(path: &Path, message: String) -> Self {
-        CliError(format!("{}: {message}", path.display()))
-    }
-}
+use quant_io::safetensors::SafetensorsFile;
 
 fn scratch() -> PathBuf {
     std::env::temp_dir().join(format!("quant-fuzz-{}.safetensors", std::process::id()))
@@ -31,7 +16,7 @@ fn scratch() -> PathBuf {
 fuzz_target!(|bytes: &[u8]| {
     let path = scratch();
     std::fs::write(&path, bytes).expect("scratch file");
-    match model::Model::open(&path) {
+    match SafetensorsFile::open(&path) {
         Ok(m) => {
             assert_eq!(m.file_bytes(), bytes.len());
             for e in m.entries() {
@@ -48,7 +33,8 @@ fuzz_target!(|bytes: &[u8]| {
             }
         }
         Err(e) => {
-            assert!(e.0.starts_with(&path.display().to_string()) && !e.0.contains('\n'), "{}", e.0);
+            let text = e.to_string();
+            assert!(text.starts_with(&path.display().to_string()) && !text.contains('\n'), "{text}");
         }
     }
 });

@@ -12,8 +12,8 @@ use std::process::Command;
 use crate::root;
 
 /// The targets, as `fuzz/Cargo.toml` names them.
-pub const TARGETS: [&str; 6] =
-    ["safetensors_reader", "block_decoder", "quantize_matrix", "gemm", "observers", "onnx_tensor"];
+pub const TARGETS: [&str; 7] =
+    ["safetensors_reader", "gguf_reader", "block_decoder", "quantize_matrix", "gemm", "observers", "onnx_tensor"];
 
 /// `cargo xtask fuzz`'s options.
 #[derive(clap::Parser, Debug)]

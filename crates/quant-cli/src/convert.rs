@@ -20,10 +20,12 @@ use quant_core::{QuantFloat, QuantParams, QuantSpec, Scheme};
 use safetensors::tensor::Dtype;
 use serde_json::json;
 
-use crate::model::{dtype_from_name, dtype_name, Entry, Model};
 use crate::scheme::{dequantize_2d, quantize_2d, Bytes, Gran, Plan};
-use crate::writer::{Planned, Writer};
-use crate::{read_le, with_floats, with_storage, write_le, CliError, LeBytes, Progress};
+use crate::{with_storage, CliError, Progress};
+use quant_io::le::{read_le, write_le, LeBytes};
+use quant_io::safetensors::{dtype_from_name, dtype_name, Entry, SafetensorsFile};
+use quant_io::with_floats;
+use quant_io::writer::{Planned, Writer};
 
 /// The shape of a tensor's parameter sets under `gran`.
 fn param_shape(gran: Gran, rows: usize, cols: usize) -> Vec<usize> {
@@ -44,7 +46,7 @@ pub fn float_size(d: Dtype) -> usize {
 }
 
 /// Whether `e` is quantized: a 2-D floating tensor we can read.
-pub fn quantizable(model: &Model, e: &Entry) -> Result<bool, CliError> {
+pub fn quantizable(model: &SafetensorsFile, e: &Entry) -> Result<bool, CliError> {
     if e.shape.len() != 2 {
         return Ok(false);
     }
@@ -60,7 +62,7 @@ pub fn quantizable(model: &Model, e: &Entry) -> Result<bool, CliError> {
 
 /// `quant quantize`.
 pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) -> Result<(), CliError> {
-    let model = Model::open(input)?;
+    let model = SafetensorsFile::open(input)?;
     let Some(storage) = plan.file_storage() else {
         return Err(CliError::usage(format!("--bits {}: files hold 2 to 8 bits", plan.spec.bits())));
     };
@@ -134,7 +136,7 @@ enum Step {
 /// tensor); the progress bar counts the converted input bytes (`work` in all).
 #[allow(clippy::too_many_arguments)]
 fn stream(
-    model: &Model,
+    model: &SafetensorsFile,
     entries: &[Entry],
     mut w: Writer,
     progress: &Progress,
@@ -157,11 +159,11 @@ fn stream(
         model.release(e);
     }
     progress.finish();
-    w.finish()
+    Ok(w.finish()?)
 }
 
 fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
-    model: &Model,
+    model: &SafetensorsFile,
     e: &Entry,
     x: &[F],
     plan: Plan,
@@ -220,7 +222,7 @@ pub fn parse_stored(path: &Path, name: &str, text: &str) -> Result<Stored, CliEr
 
 /// `quant dequantize`.
 pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
-    let model = Model::open(input)?;
+    let model = SafetensorsFile::open(input)?;
     let meta = model.metadata();
     if meta.get("quant.format").map(String::as_str) != Some("quant") {
         return Err(CliError::file(input, "not a file written by `quant quantize` (no quant.format metadata)".into()));
@@ -329,12 +331,12 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
         };
         let scales = model.floats(scale)?;
         let out: Vec<u8> = with_floats!(scales, sc => with_storage!(s.storage, Q => restore::<_, Q>(&model, e, s, spec, gran, &sc, &zps)))?;
-        w.write(&out)
+        Ok(w.write(&out)?)
     })
 }
 
 fn restore<F: QuantFloat + LeBytes, Q: Bytes>(
-    model: &Model,
+    model: &SafetensorsFile,
     e: &Entry,
     s: &Stored,
     spec: QuantSpec,

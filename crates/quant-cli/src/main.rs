@@ -24,14 +24,10 @@
 mod convert;
 mod demo;
 mod gguf;
-mod importance;
-mod input;
 mod mix;
-mod model;
 mod report;
 mod scheme;
 mod superfile;
-mod writer;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -43,7 +39,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use quant_core::{QuantSpec, Scheme};
 
-pub use crate::model::{read_le, write_le, LeBytes};
 use crate::report::Format;
 use crate::scheme::{Gran, Plan};
 
@@ -63,6 +58,12 @@ impl CliError {
     /// A problem with the command line.
     pub fn usage(message: String) -> Self {
         CliError { message, usage: true }
+    }
+}
+
+impl From<quant_io::IoError> for CliError {
+    fn from(e: quant_io::IoError) -> Self {
+        CliError { message: e.to_string(), usage: false }
     }
 }
 
@@ -289,7 +290,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let progress = Progress::new(cli.quiet);
     match cli.command {
         Command::Demo => print!("{}", demo::run().map_err(|e| CliError::usage(e.to_string()))?),
-        Command::Inspect { model } if gguf::is_gguf(&model) => print!("{}", gguf::inspect(&model)?),
+        Command::Inspect { model } if quant_io::gguf::is_gguf(&model) => print!("{}", gguf::inspect(&model)?),
         Command::Inspect { model } => print!("{}", report::inspect(&model)?),
         Command::Report {
             model,
@@ -333,7 +334,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 (_, Some(p)) => Some(report::Against::Reference(p)),
                 _ => None,
             };
-            let imp = importance.as_deref().map(importance::Importance::load).transpose()?;
+            let imp = importance.as_deref().map(quant_io::imatrix::Importance::load).transpose()?;
             let imp = importance.as_deref().zip(imp.as_ref());
             let r = report::report(&model, &methods, against, format, sort, imp, &progress)?;
             print!("{}", r.text);
@@ -348,7 +349,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if let Some(name) = super_format {
                 let spec =
                     scheme::parse_super(&name, fit.fit()).map_err(|e| CliError::usage(format!("--super {e}")))?;
-                let imp = importance.as_deref().map(importance::Importance::load).transpose()?;
+                let imp = importance.as_deref().map(quant_io::imatrix::Importance::load).transpose()?;
                 let imp = importance.as_deref().zip(imp.as_ref());
                 superfile::quantize(&model, &output, spec, imp, &progress)?;
             } else {
@@ -377,7 +378,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
-        Command::Dequantize { model, output } if gguf::is_gguf(&model) => gguf::dequantize(&model, &output, &progress)?,
+        Command::Dequantize { model, output } if quant_io::gguf::is_gguf(&model) => {
+            gguf::dequantize(&model, &output, &progress)?
+        }
         Command::Dequantize { model, output } => convert::dequantize(&model, &output, &progress)?,
     }
     Ok(())

@@ -53,12 +53,12 @@ use quant_analysis::{error_stats, median, ErrorStats};
 use quant_core::{BlockFormat, QuantFloat};
 use serde_json::{json, Value};
 
-use crate::importance::Importance;
-use crate::input::{Input, Kind, Tensor};
-use crate::model::{dtype_name, Floats, Model};
 use crate::scheme::{dequantize_2d, file_bytes, quantize_2d, quantize_super_2d, super_name, Plan};
-use crate::{with_floats, CliError, Progress};
+use crate::{CliError, Progress};
 use quant_core::superblock::SuperSpec;
+use quant_io::imatrix::Importance;
+use quant_io::safetensors::{dtype_name, Floats, SafetensorsFile};
+use quant_io::{with_floats, Kind, ModelFile, Tensor};
 
 /// Output format of `report`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -224,7 +224,7 @@ fn compare(x: &Floats, y: &Floats) -> Result<ErrorStats, String> {
 }
 
 /// The values of a floating tensor (dequantized if in blocks), or an error naming it.
-fn values(input: &Input, t: &Tensor) -> Result<Floats, CliError> {
+fn values(input: &ModelFile, t: &Tensor) -> Result<Floats, CliError> {
     let fail = |msg: String| CliError::file(input.path(), format!("tensor {:?}: {msg}", t.name));
     match t.floats() {
         Some(v) => v.map_err(fail),
@@ -234,11 +234,11 @@ fn values(input: &Input, t: &Tensor) -> Result<Floats, CliError> {
 
 /// Whether a measuring report quantizes tensor `i` (`t`): 2-D, plain floating point (a type
 /// quant cannot read, such as `F8_E4M3`, is an error naming it).
-fn measurable(input: &Input, i: usize, t: &Tensor) -> Result<bool, CliError> {
+fn measurable(input: &ModelFile, i: usize, t: &Tensor) -> Result<bool, CliError> {
     if t.shape.len() != 2 {
         return Ok(false);
     }
-    if let Input::Safetensors(m, entries) = input {
+    if let ModelFile::Safetensors(m, entries) = input {
         crate::convert::quantizable(m, &entries[i])?;
     }
     Ok(matches!(t.kind, Kind::Plain(_)) && t.kind.is_float())
@@ -254,7 +254,7 @@ pub fn report(
     importance: Option<(&Path, &Importance)>,
     progress: &Progress,
 ) -> Result<Report, CliError> {
-    let input = Input::open(path)?;
+    let input = ModelFile::open(path)?;
     let mut rows = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut notes = Vec::new();
@@ -264,11 +264,11 @@ pub fn report(
             measure_all(&input, methods, importance, &mut rows, &mut notes, progress)?;
         }
         Some(Against::Reconstructed(other)) => {
-            let back = Input::open(other)?;
+            let back = ModelFile::open(other)?;
             compare_files(&input, &back, false, &mut rows, &mut groups, progress)?;
         }
         Some(Against::Reference(other)) => {
-            let original = Input::open(other)?;
+            let original = ModelFile::open(other)?;
             compare_files(&original, &input, true, &mut rows, &mut groups, progress)?;
         }
     }
@@ -278,7 +278,7 @@ pub fn report(
 
 /// Measures every 2-D floating tensor of `input` under every method.
 fn measure_all(
-    input: &Input,
+    input: &ModelFile,
     methods: &[Method],
     importance: Option<(&Path, &Importance)>,
     rows: &mut Vec<Row>,
@@ -378,8 +378,8 @@ fn measure_all(
 /// not) is looked up in `original`; otherwise every 2-D floating tensor of `original` is looked
 /// up in `candidate`. Rows are grouped by the candidate tensor's stored type.
 fn compare_files(
-    original: &Input,
-    candidate: &Input,
+    original: &ModelFile,
+    candidate: &ModelFile,
     from_candidate: bool,
     rows: &mut Vec<Row>,
     groups: &mut Vec<Group>,
@@ -682,7 +682,7 @@ fn render(
 
 /// `quant inspect`: every tensor with dtype, shape, elements and bytes.
 pub fn inspect(input: &Path) -> Result<String, CliError> {
-    let model = Model::open(input)?;
+    let model = SafetensorsFile::open(input)?;
     let entries = model.entries();
     let mut out = format!("{}: {} tensors, {} bytes\n", input.display(), entries.len(), model.file_bytes());
     let meta = model.metadata();
@@ -714,7 +714,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::gguf::tests::Builder;
+    use quant_testkit::gguf::Builder;
 
     fn json_report(path: &Path, methods: &[Method], against: Option<Against>) -> Result<Value, CliError> {
         let r = report(path, methods, against, Format::Json, Sort::Given, None, &Progress::new(true))?;

@@ -25,12 +25,13 @@ use safetensors::tensor::Dtype;
 use serde_json::json;
 
 use crate::convert::{float_size, parse_stored};
-use crate::importance::Importance;
-use crate::input::{Input, Kind};
-use crate::model::{dtype_name, Model};
 use crate::scheme::{parse_super, quantize_super_2d, super_name};
-use crate::writer::{Planned, Writer};
-use crate::{read_le, with_floats, write_le, CliError, Progress};
+use crate::{CliError, Progress};
+use quant_io::imatrix::Importance;
+use quant_io::le::{read_le, write_le};
+use quant_io::safetensors::{dtype_name, SafetensorsFile};
+use quant_io::writer::{Planned, Writer};
+use quant_io::{with_floats, Kind, ModelFile};
 
 /// The part names and dtypes, in file order.
 const PARTS: [(&str, Dtype); 5] = [
@@ -56,7 +57,7 @@ pub fn quantize(
     importance: Option<(&Path, &Importance)>,
     progress: &Progress,
 ) -> Result<(), CliError> {
-    let source = Input::open(input)?;
+    let source = ModelFile::open(input)?;
     let mut planned = Vec::new();
     let mut meta = BTreeMap::new();
     meta.insert("quant.format".to_string(), "quant".to_string());
@@ -160,7 +161,7 @@ pub fn quantize(
         source.release(i);
     }
     progress.finish();
-    w.finish()
+    Ok(w.finish()?)
 }
 
 /// Whether part `suffix` exists in `spec`'s files.
@@ -183,7 +184,7 @@ pub fn is_super(meta: &HashMap<String, String>) -> bool {
 
 /// `quant dequantize` of a two-level file: every quantized tensor back in its original dtype.
 pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
-    let model = Model::open(input)?;
+    let model = SafetensorsFile::open(input)?;
     let meta = model.metadata();
     let name = meta.get("quant.super").cloned().unwrap_or_default();
     let spec =
@@ -247,15 +248,15 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
         model.release(e);
     }
     progress.finish();
-    w.finish()
+    Ok(w.finish()?)
 }
 
 /// The parts of tensor `base`, checked against `spec` and `shape` (sizes first, from the
 /// header alone); with `check_only`, nothing is built.
 #[allow(clippy::too_many_arguments)]
 fn read_parts(
-    model: &Model,
-    entries: &[crate::model::Entry],
+    model: &SafetensorsFile,
+    entries: &[quant_io::safetensors::Entry],
     by_name: &HashMap<&str, usize>,
     input: &Path,
     base: &str,

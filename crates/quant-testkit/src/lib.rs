@@ -4,6 +4,8 @@
 //! few distributions the tests need: uniform, normal (Box-Muller), random bit patterns of each
 //! float type, and shapes that include the `0` and `1` edges.
 
+pub mod gguf;
+
 use quant_traits::QuantFloat;
 
 /// A SplitMix64 pseudo-random generator: tiny, fast, and the same sequence everywhere.

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::Dtype;
+use ::safetensors::tensor::Dtype;
 use serde_json::{json, Map, Value};
 
-use crate::model::dtype_name;
-use crate::CliError;
+use crate::safetensors::dtype_name;
+use crate::IoError;
 
 /// One tensor to be written: name, dtype, shape and byte count (checked when written).
 #[derive(Clone, Debug)]
@@ -37,7 +37,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts `dest` with the given tensors (written later in this order) and metadata.
-    pub fn create(dest: &Path, plan: Vec<Planned>, metadata: BTreeMap<String, String>) -> Result<Self, CliError> {
+    pub fn create(dest: &Path, plan: Vec<Planned>, metadata: BTreeMap<String, String>) -> Result<Self, IoError> {
         let mut header = Map::new();
         if !metadata.is_empty() {
             header.insert("__metadata__".into(), json!(metadata));
@@ -45,7 +45,7 @@ impl Writer {
         let mut offset = 0usize;
         for t in &plan {
             if header.contains_key(&t.name) {
-                return Err(CliError::file(dest, format!("two tensors would be named {:?}", t.name)));
+                return Err(IoError::plan(dest, format!("two tensors would be named {:?}", t.name)));
             }
             header.insert(
                 t.name.clone(),
@@ -66,7 +66,7 @@ impl Writer {
 
     /// Starts `dest` with `header` (already serialized, any format) followed by the tensors of
     /// `plan` (their bytes written later, in this order, each exactly as long as planned).
-    pub fn with_header(dest: &Path, header: &[u8], plan: Vec<Planned>) -> Result<Self, CliError> {
+    pub fn with_header(dest: &Path, header: &[u8], plan: Vec<Planned>) -> Result<Self, IoError> {
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         let prefix = format!(".{file_name}.");
@@ -77,7 +77,7 @@ impl Writer {
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
         let file = builder
             .tempfile_in(dir)
-            .map_err(|e| CliError::file(dest, format!("cannot create a temporary file in {}: {e}", dir.display())))?;
+            .map_err(|e| IoError::os(dest, format!("cannot create a temporary file in {}", dir.display()), e))?;
         let mut w = Writer {
             dest: dest.to_path_buf(),
             out: Some(BufWriter::with_capacity(1 << 20, file)),
@@ -89,21 +89,21 @@ impl Writer {
         Ok(w)
     }
 
-    fn raw(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+    fn raw(&mut self, bytes: &[u8]) -> Result<(), IoError> {
         let dest = self.dest.clone();
         match self.out.as_mut() {
-            Some(out) => out.write_all(bytes).map_err(|e| CliError::file(&dest, format!("write failed: {e}"))),
-            None => Err(CliError::file(&dest, "write after finish".into())),
+            Some(out) => out.write_all(bytes).map_err(|e| IoError::os(&dest, "write failed", e)),
+            None => Err(IoError::plan(&dest, "write after finish")),
         }
     }
 
     /// Appends bytes of the current tensor; moves to the next one when it is complete.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), IoError> {
         let Some(t) = self.plan.get(self.next) else {
-            return Err(CliError::file(&self.dest, "more data than planned".into()));
+            return Err(IoError::plan(&self.dest, "more data than planned"));
         };
         if self.written + bytes.len() > t.bytes {
-            return Err(CliError::file(&self.dest, format!("tensor {:?}: more bytes than its shape holds", t.name)));
+            return Err(IoError::plan(&self.dest, format!("tensor {:?}: more bytes than its shape holds", t.name)));
         }
         self.raw(bytes)?;
         self.written += bytes.len();
@@ -115,17 +115,15 @@ impl Writer {
     }
 
     /// Flushes, syncs and renames the temporary file over the destination.
-    pub fn finish(mut self) -> Result<(), CliError> {
+    pub fn finish(mut self) -> Result<(), IoError> {
         if self.next != self.plan.len() {
             let name = self.plan[self.next].name.clone();
-            return Err(CliError::file(&self.dest, format!("tensor {name:?} was not written")));
+            return Err(IoError::plan(&self.dest, format!("tensor {name:?} was not written")));
         }
-        let out = self.out.take().ok_or_else(|| CliError::file(&self.dest, "finished twice".into()))?;
+        let out = self.out.take().ok_or_else(|| IoError::plan(&self.dest, "finished twice"))?;
         // On any failure the temporary file is dropped, which deletes it.
-        let file = out.into_inner().map_err(|e| CliError::file(&self.dest, format!("write failed: {}", e.error())))?;
-        file.as_file().sync_all().map_err(|e| CliError::file(&self.dest, format!("sync failed: {e}")))?;
-        file.persist(&self.dest)
-            .map(|_| ())
-            .map_err(|e| CliError::file(&self.dest, format!("cannot rename into place: {}", e.error)))
+        let file = out.into_inner().map_err(|e| IoError::os(&self.dest, "write failed", e.into_error()))?;
+        file.as_file().sync_all().map_err(|e| IoError::os(&self.dest, "sync failed", e))?;
+        file.persist(&self.dest).map(|_| ()).map_err(|e| IoError::os(&self.dest, "cannot rename into place", e.error))
     }
 }

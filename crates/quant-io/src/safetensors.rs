@@ -1,20 +1,22 @@
 //! Reading safetensors files: a memory map, a validated header, tensors in file order, and
-//! floating tensors converted to our float types one at a time.
+//! floating tensors converted to our float types one at a time. (Writing them:
+//! [`crate::writer`].)
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use ::safetensors::tensor::{Dtype, Metadata, SafeTensorError};
+use ::safetensors::SafeTensors;
 use memmap2::Mmap;
 use quant_traits::half::{bf16, f16};
 use quant_traits::QuantFloat;
-use safetensors::tensor::{Dtype, Metadata, SafeTensorError};
-use safetensors::SafeTensors;
 
-use crate::CliError;
+use crate::le::read_le;
+use crate::IoError;
 
 /// An open safetensors file.
-pub struct Model {
+pub struct SafetensorsFile {
     path: PathBuf,
     map: Mmap,
     header_len: usize,
@@ -97,10 +99,10 @@ impl Floats {
 macro_rules! with_floats {
     ($floats:expr, $v:ident => $body:expr) => {
         match $floats {
-            $crate::model::Floats::F32($v) => $body,
-            $crate::model::Floats::F16($v) => $body,
-            $crate::model::Floats::BF16($v) => $body,
-            $crate::model::Floats::F64($v) => $body,
+            $crate::safetensors::Floats::F32($v) => $body,
+            $crate::safetensors::Floats::F16($v) => $body,
+            $crate::safetensors::Floats::BF16($v) => $body,
+            $crate::safetensors::Floats::F64($v) => $body,
         }
     };
 }
@@ -132,17 +134,21 @@ fn describe(e: &SafeTensorError) -> String {
     }
 }
 
-impl Model {
+impl SafetensorsFile {
     /// Opens and validates `path`.
-    pub fn open(path: &Path) -> Result<Self, CliError> {
-        let fail = |msg: String| CliError::file(path, msg);
-        let file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    ///
+    /// # Errors
+    /// [`IoError::Os`] when the file cannot be opened or mapped; [`IoError::Malformed`] naming
+    /// what is wrong with its header.
+    pub fn open(path: &Path) -> Result<Self, IoError> {
+        let file = File::open(path).map_err(|e| IoError::os(path, "cannot open", e))?;
         // SAFETY: the map is read-only and private to this process. Another process truncating
         // or rewriting the file while we read it could change the bytes under us; that is the
         // usual contract of memory-mapped model loaders (safetensors' own examples do this).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| fail(format!("cannot map into memory: {e}")))?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| fail(describe(&e)))?;
-        Ok(Model { path: path.to_path_buf(), map, header_len, metadata })
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| IoError::os(path, "cannot map into memory", e))?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| IoError::malformed(path, describe(&e)))?;
+        Ok(SafetensorsFile { path: path.to_path_buf(), map, header_len, metadata })
     }
 
     /// The file's path.
@@ -180,9 +186,12 @@ impl Model {
     }
 
     /// The values of a floating tensor, converted from little-endian bytes.
-    pub fn floats(&self, entry: &Entry) -> Result<Floats, CliError> {
+    ///
+    /// # Errors
+    /// [`IoError::Unsupported`] for a tensor that is not `F32`, `F16`, `BF16` or `F64`.
+    pub fn floats(&self, entry: &Entry) -> Result<Floats, IoError> {
         decode_floats(entry.dtype, self.bytes(entry)).ok_or_else(|| {
-            CliError::file(
+            IoError::unsupported(
                 &self.path,
                 format!(
                     "tensor {:?} has dtype {:?}; only F32, F16, BF16 and F64 are quantized",
@@ -237,52 +246,4 @@ pub fn dtype_from_name(s: &str) -> Option<Dtype> {
         "I32" => Dtype::I32,
         _ => return None,
     })
-}
-
-/// Values stored little-endian in files (safetensors, GGUF, our parts): the one place their
-/// bytes are converted. (A byte-casting crate such as bytemuck would read native order, which
-/// is wrong for these little-endian formats on a big-endian host.)
-pub trait LeBytes: Copy {
-    /// Bytes per value.
-    const SIZE: usize;
-    /// Appends the value's bytes.
-    fn put_le(self, out: &mut Vec<u8>);
-    /// The value in `b` (exactly [`LeBytes::SIZE`] bytes).
-    fn from_le(b: &[u8]) -> Self;
-}
-
-macro_rules! le_bytes {
-    ($t:ty, $n:expr, $to:expr, $from:expr) => {
-        impl LeBytes for $t {
-            const SIZE: usize = $n;
-            fn put_le(self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&$to(self));
-            }
-            fn from_le(b: &[u8]) -> Self {
-                let mut a = [0u8; $n];
-                a.copy_from_slice(b);
-                $from(a)
-            }
-        }
-    };
-}
-
-le_bytes!(f32, 4, f32::to_le_bytes, f32::from_le_bytes);
-le_bytes!(f64, 8, f64::to_le_bytes, f64::from_le_bytes);
-le_bytes!(i32, 4, i32::to_le_bytes, i32::from_le_bytes);
-le_bytes!(f16, 2, |v: f16| v.to_bits().to_le_bytes(), |a| f16::from_bits(u16::from_le_bytes(a)));
-le_bytes!(bf16, 2, |v: bf16| v.to_bits().to_le_bytes(), |a| bf16::from_bits(u16::from_le_bytes(a)));
-
-/// The little-endian values in `b` (a trailing partial value is ignored).
-pub fn read_le<T: LeBytes>(b: &[u8]) -> Vec<T> {
-    b.chunks_exact(T::SIZE).map(T::from_le).collect()
-}
-
-/// The values' little-endian bytes.
-pub fn write_le<T: LeBytes>(values: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * T::SIZE);
-    for &v in values {
-        v.put_le(&mut out);
-    }
-    out
 }

@@ -1,19 +1,20 @@
 //! A model file read tensor by tensor, safetensors or GGUF (told apart by GGUF's magic number):
-//! what `report` and `quantize --type` read.
+//! every tensor's name, shape, what its bytes hold, and the bytes themselves, borrowed from the
+//! file's memory map (an engine hands them to `quant_matmul::GroupWeights` without a copy).
 
 use std::path::Path;
 
+use ::safetensors::tensor::Dtype;
 use quant_core::BlockFormat;
-use safetensors::tensor::Dtype;
 
 use crate::gguf::{is_gguf, GgufFile};
-use crate::model::{decode_floats, dtype_name, Entry, Floats, Model};
-use crate::CliError;
+use crate::safetensors::{decode_floats, dtype_name, Entry, Floats, SafetensorsFile};
+use crate::IoError;
 
 /// An open safetensors or GGUF file.
-pub enum Input {
+pub enum ModelFile {
     /// A safetensors file and its tensors in file order.
-    Safetensors(Model, Vec<Entry>),
+    Safetensors(SafetensorsFile, Vec<Entry>),
     /// A GGUF file (its tensors in the header).
     Gguf(GgufFile),
 }
@@ -42,7 +43,7 @@ impl Kind {
     }
 }
 
-/// One tensor of an [`Input`].
+/// One tensor of a [`ModelFile`].
 pub struct Tensor<'a> {
     /// Its name.
     pub name: &'a str,
@@ -70,52 +71,60 @@ impl Tensor<'_> {
     }
 }
 
-impl Input {
+impl ModelFile {
     /// Opens `path`, a GGUF file when it starts with GGUF's magic, safetensors otherwise.
-    pub fn open(path: &Path) -> Result<Input, CliError> {
+    ///
+    /// # Errors
+    /// Those of [`GgufFile::open`] and [`SafetensorsFile::open`].
+    pub fn open(path: &Path) -> Result<ModelFile, IoError> {
         if is_gguf(path) {
-            return Ok(Input::Gguf(GgufFile::open(path)?));
+            return Ok(ModelFile::Gguf(GgufFile::open(path)?));
         }
-        let m = Model::open(path)?;
+        let m = SafetensorsFile::open(path)?;
         let entries = m.entries();
-        Ok(Input::Safetensors(m, entries))
+        Ok(ModelFile::Safetensors(m, entries))
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         match self {
-            Input::Safetensors(m, _) => m.path(),
-            Input::Gguf(f) => f.path(),
+            ModelFile::Safetensors(m, _) => m.path(),
+            ModelFile::Gguf(f) => f.path(),
         }
     }
 
     /// Number of tensors.
     pub fn len(&self) -> usize {
         match self {
-            Input::Safetensors(_, e) => e.len(),
-            Input::Gguf(f) => f.header.tensors.len(),
+            ModelFile::Safetensors(_, e) => e.len(),
+            ModelFile::Gguf(f) => f.header.tensors.len(),
         }
+    }
+
+    /// Whether the file holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Tensor `i` (in file order).
     pub fn tensor(&self, i: usize) -> Tensor<'_> {
         match self {
-            Input::Safetensors(m, entries) => {
+            ModelFile::Safetensors(m, entries) => {
                 let e = &entries[i];
                 Tensor { name: &e.name, shape: e.shape.clone(), kind: Kind::Plain(e.dtype), bytes: m.bytes(e) }
             }
-            Input::Gguf(f) => {
+            ModelFile::Gguf(f) => {
                 let t = &f.header.tensors[i];
                 Tensor { name: &t.name, shape: t.shape(), kind: t.ty.kind, bytes: f.data(t) }
             }
         }
     }
 
-    /// Tells the kernel that tensor `i`'s pages are done with (see [`Model::release`]).
+    /// Tells the kernel that tensor `i`'s pages are done with (see [`SafetensorsFile::release`]).
     pub fn release(&self, i: usize) {
         match self {
-            Input::Safetensors(m, entries) => m.release(&entries[i]),
-            Input::Gguf(f) => f.release(&f.header.tensors[i]),
+            ModelFile::Safetensors(m, entries) => m.release(&entries[i]),
+            ModelFile::Gguf(f) => f.release(&f.header.tensors[i]),
         }
     }
 }

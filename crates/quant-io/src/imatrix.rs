@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use ::safetensors::tensor::Dtype;
+
 use crate::gguf::{is_gguf, GgufFile};
-use crate::input::Kind;
-use crate::CliError;
-use safetensors::tensor::Dtype;
+use crate::model::Kind;
+use crate::{IoError, Malformed};
 
 /// One importance vector per tensor name.
 pub struct Importance {
@@ -28,14 +29,18 @@ pub struct Importance {
 
 impl Importance {
     /// Reads an imatrix file (GGUF or legacy `.dat`, told apart by GGUF's magic).
-    pub fn load(path: &Path) -> Result<Importance, CliError> {
+    ///
+    /// # Errors
+    /// [`IoError::Os`] when it cannot be read; [`IoError::Malformed`] for a file that is not an
+    /// imatrix, holds no entries, or an importance that is not finite and `>= 0`.
+    pub fn load(path: &Path) -> Result<Importance, IoError> {
         let by_name = if is_gguf(path) { load_gguf(path)? } else { load_dat(path)? };
         if by_name.is_empty() {
-            return Err(CliError::file(path, "the importance file holds no entries".into()));
+            return Err(IoError::malformed(path, "the importance file holds no entries"));
         }
         for (name, v) in &by_name {
             if let Some(j) = v.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
-                return Err(CliError::file(
+                return Err(IoError::malformed(
                     path,
                     format!("importance of {name:?} column {j} is {}: it must be finite and >= 0", v[j]),
                 ));
@@ -45,11 +50,15 @@ impl Importance {
     }
 
     /// The weights of `name` for a `cols`-wide tensor, or `None` when the file has no entry.
-    pub fn of(&self, path: &Path, name: &str, cols: usize) -> Result<Option<&[f32]>, CliError> {
+    ///
+    /// # Errors
+    /// [`IoError::Malformed`] (naming `path`, the imatrix file) when the entry's length is not
+    /// `cols`.
+    pub fn of(&self, path: &Path, name: &str, cols: usize) -> Result<Option<&[f32]>, IoError> {
         match self.by_name.get(name) {
             None => Ok(None),
             Some(v) if v.len() == cols => Ok(Some(v)),
-            Some(v) => Err(CliError::file(
+            Some(v) => Err(IoError::malformed(
                 path,
                 format!("importance of {name:?} has {} values but the tensor has {cols} columns", v.len()),
             )),
@@ -85,13 +94,21 @@ impl Reader<'_> {
     }
 }
 
-fn load_dat(path: &Path) -> Result<HashMap<String, Vec<f32>>, CliError> {
-    let bytes = std::fs::read(path).map_err(|e| CliError::file(path, e.to_string()))?;
-    parse_dat(&bytes).map_err(|e| CliError::file(path, format!("not a llama.cpp imatrix file: {e}")))
+fn load_dat(path: &Path) -> Result<HashMap<String, Vec<f32>>, IoError> {
+    let bytes = std::fs::read(path).map_err(|e| IoError::os(path, "cannot read", e))?;
+    parse_dat(&bytes).map_err(|e| IoError::malformed(path, format!("not a llama.cpp imatrix file: {e}")))
 }
 
 /// Parses the legacy format (see the module docs).
-pub fn parse_dat(bytes: &[u8]) -> Result<HashMap<String, Vec<f32>>, String> {
+///
+/// # Errors
+/// [`Malformed`] naming the first problem: a truncation, a negative count, a name that is not
+/// UTF-8.
+pub fn parse_dat(bytes: &[u8]) -> Result<HashMap<String, Vec<f32>>, Malformed> {
+    parse_entries(bytes).map_err(Malformed)
+}
+
+fn parse_entries(bytes: &[u8]) -> Result<HashMap<String, Vec<f32>>, String> {
     let mut r = Reader { bytes, at: 0 };
     let n = r.count("the entry count")?;
     let mut out = HashMap::new();
@@ -109,7 +126,7 @@ pub fn parse_dat(bytes: &[u8]) -> Result<HashMap<String, Vec<f32>>, String> {
     Ok(out)
 }
 
-fn load_gguf(path: &Path) -> Result<HashMap<String, Vec<f32>>, CliError> {
+fn load_gguf(path: &Path) -> Result<HashMap<String, Vec<f32>>, IoError> {
     let f = GgufFile::open(path)?;
     let mut sums: HashMap<&str, (&[u8], Vec<usize>)> = HashMap::new();
     let mut counts: HashMap<&str, &[u8]> = HashMap::new();
@@ -128,7 +145,7 @@ fn load_gguf(path: &Path) -> Result<HashMap<String, Vec<f32>>, CliError> {
     let mut out = HashMap::new();
     for (base, (data, shape)) in sums {
         let Some(c) = counts.get(base) else {
-            return Err(CliError::file(path, format!("{base}.in_sum2 has no {base}.counts")));
+            return Err(IoError::malformed(path, format!("{base}.in_sum2 has no {base}.counts")));
         };
         let cols = shape.last().copied().unwrap_or(0);
         let s = floats(data);
@@ -173,18 +190,18 @@ mod tests {
     #[test]
     fn truncated_legacy_files_are_named_errors() {
         let b = dat(&[("blk.0.attn_q.weight", 4, &[8.0, 2.0, 0.0])]);
-        let e = parse_dat(&b[..40]).expect_err("truncated");
+        let e = parse_dat(&b[..40]).expect_err("truncated").0;
         assert!(e.contains("truncated") && e.contains("the values"), "{e}");
         let mut neg = b.clone();
         neg[0..4].copy_from_slice(&(-1i32).to_le_bytes());
-        assert_eq!(parse_dat(&neg).expect_err("negative"), "the entry count is -1");
+        assert_eq!(parse_dat(&neg).expect_err("negative").0, "the entry count is -1");
     }
 
     #[test]
     fn gguf_files_give_sums_over_counts() {
         let path = std::env::temp_dir().join(format!("quant-imatrix-{}.gguf", std::process::id()));
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let b = crate::gguf::tests::Builder {
+        let b = quant_testkit::gguf::Builder {
             version: 3,
             kv: vec![],
             tensors: vec![
