@@ -28,9 +28,10 @@ const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criter
   demo    `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
           included), then the engine demo: a weight matrix and an activation vector with each
           scheme at 8 and 4 bits, the seed's matmul example and an int8 GEMV
-  test    run every test of the workspace (unit, integration, doc tests), and the kernel
-          suites once per kernel tier this CPU has (QUANT_KERNEL=portable, avx2, avxvnni,
-          avx512vnni, amx); prints which tiers ran and which this CPU lacks
+  test    run every test of the workspace (unit, integration, doc tests), then quant-core's and
+          quant-matmul's test binaries once more per other kernel tier this CPU has
+          (QUANT_KERNEL=portable, avx2, avxvnni, avx512vnni, amx); prints which tiers ran and
+          which this CPU lacks
   check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
           the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul, and
           cargo check of the library crates for aarch64-unknown-linux-gnu (the portable tier;
@@ -118,18 +119,23 @@ fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    // The kernel suites (quant-core's quantizers, quant-matmul's GEMM) once per tier this CPU
-    // has, through QUANT_KERNEL: each run tests that tier against the portable reference, and
-    // `the_requested_kernel_runs` / `the_requested_implementation_runs` fail unless that tier
-    // really ran.
-    let (ran, lacking) = kernel_tiers();
-    for tier in &ran {
-        cargo_env(&["test", "--quiet", "-p", "quant-core", "-p", "quant-matmul"], &[("QUANT_KERNEL", tier.name())])?;
-    }
-    // quant-core's optional thread split (off by default) against the serial path.
-    cargo(&["test", "--quiet", "-p", "quant-core", "--features", "parallel", "--test", "kernels"])?;
-    // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests.
+    // One build of every test target, with the workspace's features: the per-tier runs below
+    // reuse its binaries instead of building the kernel crates again.
+    let kernel_suites = test_binaries(&KERNEL_CRATES)?;
+    // `--workspace` without `--all-targets` runs lib, bin, integration and doc tests, on the
+    // tier this CPU runs by default.
     cargo(&["test", "--workspace"])?;
+    // The kernel crates' test binaries once more per other tier this CPU has, through
+    // QUANT_KERNEL: each run tests that tier against the portable reference, and
+    // `the_requested_kernel_runs` / `the_requested_implementation_runs` fail unless that tier
+    // really ran. (Doc tests and the other crates do not depend on the tier.)
+    let (ran, lacking) = kernel_tiers();
+    let default = quant_traits::cpu::best_tier();
+    for tier in ran.iter().filter(|t| **t != default) {
+        for (binary, dir) in &kernel_suites {
+            run_test_binary(binary, dir, tier.name())?;
+        }
+    }
     // llama.cpp's Python reader on every GGUF file `quant quantize --type` writes.
     let readback = gguf_readback()?;
     // The tiers this CPU lacks, on an emulated CPU that has them (Bochs has no AMX: that tier
@@ -144,6 +150,62 @@ fn test() -> Result<(), String> {
         ),
     }
     Ok(())
+}
+
+/// The crates whose results depend on the kernel tier (their quantizers and GEMM kernels).
+const KERNEL_CRATES: [&str; 2] = ["quant-core", "quant-matmul"];
+
+/// Builds every test target of the workspace (`cargo test --workspace --no-run`) and returns
+/// the unit and integration test binaries of `crates`, each with its package's directory
+/// (where cargo runs it).
+fn test_binaries(crates: &[&str]) -> Result<Vec<(std::path::PathBuf, std::path::PathBuf)>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let args = ["test", "--workspace", "--no-run", "--message-format=json-render-diagnostics"];
+    eprintln!("$ cargo {}", args.join(" "));
+    let out = Command::new(&cargo)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`cargo {}` failed ({})", args.join(" "), out.status));
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let (Some(exe), Some(manifest)) = (msg["executable"].as_str(), msg["manifest_path"].as_str()) else {
+            continue;
+        };
+        let package = msg["package_id"].as_str().unwrap_or_default();
+        // Package ids end in `name@version` (path sources: `path+file:///…/crates/NAME#…`).
+        let ours = crates.iter().any(|c| package.contains(&format!("/{c}#")) || package.contains(&format!("{c}@")));
+        if ours && msg["profile"]["test"].as_bool() == Some(true) {
+            let dir = std::path::Path::new(manifest).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            binaries.push((std::path::PathBuf::from(exe), dir));
+        }
+    }
+    if binaries.is_empty() {
+        return Err(format!("cargo test --no-run listed no test binary of {}", crates.join(", ")));
+    }
+    Ok(binaries)
+}
+
+/// Runs one test binary (quietly) in its package's directory with `QUANT_KERNEL=tier`.
+fn run_test_binary(binary: &std::path::Path, dir: &std::path::Path, tier: &str) -> Result<(), String> {
+    let name = binary.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    eprintln!("$ QUANT_KERNEL={tier} {name} --quiet");
+    let status = Command::new(binary)
+        .arg("--quiet")
+        .current_dir(dir)
+        .env("QUANT_KERNEL", tier)
+        .env("CARGO_MANIFEST_DIR", dir)
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", binary.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed with QUANT_KERNEL={tier} ({status})"))
+    }
 }
 
 /// The workspace root.
