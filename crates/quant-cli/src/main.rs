@@ -21,13 +21,14 @@
 //! the destination's folder that replaces the destination only once complete. Errors are one line
 //! naming the file and the problem, with exit code 1 (2 for a bad command line).
 
-mod convert;
 mod demo;
 mod gguf;
 mod mix;
+mod one_level;
 mod report;
 mod scheme;
-mod superfile;
+mod stored;
+mod two_level;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -351,7 +352,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     scheme::parse_super(&name, fit.fit()).map_err(|e| CliError::usage(format!("--super {e}")))?;
                 let imp = importance.as_deref().map(quant_io::imatrix::Importance::load).transpose()?;
                 let imp = importance.as_deref().zip(imp.as_ref());
-                superfile::quantize(&model, &output, spec, imp, &progress)?;
+                two_level::quantize(&model, &output, spec, imp, &progress)?;
             } else {
                 match ty {
                     Some(name) => {
@@ -364,7 +365,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         };
                         gguf::quantize(&model, &output, target, &progress)?;
                     }
-                    None => convert::quantize(&model, &output, plan(scheme, bits, &granularity)?, &progress)?,
+                    None => one_level::quantize(&model, &output, plan(scheme, bits, &granularity)?, &progress)?,
                 }
             }
             if stats {
@@ -381,7 +382,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dequantize { model, output } if quant_io::gguf::is_gguf(&model) => {
             gguf::dequantize(&model, &output, &progress)?
         }
-        Command::Dequantize { model, output } => convert::dequantize(&model, &output, &progress)?,
+        Command::Dequantize { model, output } => {
+            let meta = quant_io::safetensors::SafetensorsFile::open(&model)?.metadata();
+            stored::written_by_quant(&model, &meta)?;
+            if two_level::is_super(&meta) {
+                two_level::dequantize(&model, &output, &progress)?
+            } else {
+                one_level::dequantize(&model, &output, &progress)?
+            }
+        }
     }
     Ok(())
 }

@@ -239,7 +239,7 @@ fn measurable(input: &ModelFile, i: usize, t: &Tensor) -> Result<bool, CliError>
         return Ok(false);
     }
     if let ModelFile::Safetensors(m, entries) = input {
-        crate::convert::quantizable(m, &entries[i])?;
+        crate::one_level::quantizable(m, &entries[i])?;
     }
     Ok(matches!(t.kind, Kind::Plain(_)) && t.kind.is_float())
 }

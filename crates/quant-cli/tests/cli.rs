@@ -338,7 +338,7 @@ fn the_demo_needs_no_files() {
     assert_eq!(cols[4], "5.000", "{row}");
 }
 
-/// A GGUF file written by the `gguf` package's own writer (`xtask/fixtures/gguf_small.py`; the
+/// A GGUF file written by the `gguf` package's own writer (`crates/quant-cli/tests/fixtures/gguf_small.py`; the
 /// quantized tensors by ggml itself): `inspect` lists its metadata and tensors, and
 /// `dequantize` gives, tensor by tensor, exactly the values the `gguf` package's reader gives.
 #[test]

@@ -40,7 +40,7 @@
 //!   at `eps = 2^-23` (so an all-zero tensor gets scale `2^-23`, not 1). The code multiplies by
 //!   the reciprocal `1 / scale` rounded to `f32`, rounds ties to even (`nearbyint`), adds the
 //!   zero point in `f32` and clamps. PyTorch cannot be installed here, so its tests compare with
-//!   fixtures written from these published formulas (`xtask/fixtures/conventions.py`).
+//!   fixtures written from these published formulas (`crates/quant-core/tests/fixtures/conventions.py`).
 //! * `Ggml` is llama.cpp's `Q8_0` arithmetic generalized to any symmetric width and
 //!   granularity: with 8 bits and groups of 32 along the rows its codes are exactly the `qs`
 //!   bytes of [`BlockFormat::Q8_0`](crate::BlockFormat::Q8_0) (tested on the `gguf` fixtures).
@@ -65,7 +65,6 @@ use crate::params::QuantParams;
 use crate::quantize::{quantize_value, Quantized};
 use crate::range::check_finite_matrix;
 use crate::scheme::{QuantSpec, Scheme};
-use crate::tensor::{quantize_tensor_into, TensorLayout};
 
 /// Which framework's arithmetic to reproduce (see the module docs).
 ///
@@ -210,26 +209,6 @@ impl Convention {
                 _ => in_f32(spec, &values, torch_params),
             })
             .collect()
-    }
-
-    /// Quantizes a flat tensor with explicit parameters into `out` (`Q::units_for(x.len())`
-    /// units), under this convention.
-    ///
-    /// # Errors
-    /// As [`crate::quantize_into`]; under any convention but `Exact`, a non-finite element is
-    /// found before anything is written.
-    pub fn quantize_into<F: QuantFloat, Q: Storage>(
-        self,
-        x: &[F],
-        spec: QuantSpec,
-        params: &QuantParams<F>,
-        out: &mut [Q],
-    ) -> Result<(), QuantError> {
-        if self == Convention::Exact {
-            return crate::quantize_into(x, spec, params, out);
-        }
-        let layout = TensorLayout::per_tensor(&[x.len()])?;
-        quantize_tensor_into(x, &layout, spec, core::slice::from_ref(params), self, out)
     }
 
     /// Quantizes a flat tensor per tensor, parameters from the data ([`Convention::params`]),

@@ -78,15 +78,15 @@ pub mod convention;
 pub mod ggml;
 mod granularity;
 pub mod minifloat;
-pub mod mxfp4;
+pub use ggml::mxfp4;
 pub mod params;
 mod quantize;
 mod range;
 mod scalar;
 mod scheme;
-mod seed;
 pub mod superblock;
 pub mod tensor;
+mod vec_api;
 
 pub use arch::selected_kernel;
 pub use calibrate::{ChannelObserver, MinMax, MovingAverageMinMax, MseOptimal, Observer, Percentile};
@@ -100,10 +100,10 @@ pub use params::QuantParams;
 pub use quantize::{dequantize_code, dequantize_into, quantize, quantize_into, quantize_value, read_codes, Quantized};
 pub use range::{check_finite, range_of, Range};
 pub use scheme::{QuantSpec, Scheme};
-pub use seed::{
+pub use tensor::TensorLayout;
+pub use vec_api::{
     dequantize_asymmetric, dequantize_symmetric, quantize_asymmetric, quantize_per_channel, quantize_symmetric,
 };
-pub use tensor::TensorLayout;
 
 /// The shared traits and error type, re-exported so a user of the core needs one dependency.
 pub use quant_traits::{self, MatrixShape, QuantError, QuantFloat, Storage};

@@ -23,7 +23,7 @@
 //! * **Decoding** is exact (every value of these formats is an `f32`); NaN codes decode to NaN.
 //!
 //! Tested against `ml_dtypes` on every code and on values around every rounding boundary, both
-//! saturating and not (`xtask/fixtures/minifloat.py`).
+//! saturating and not (`crates/quant-core/tests/fixtures/minifloat.py`).
 
 use quant_traits::cast::{copysign, f64_to_i64_saturating, i64_to_f64, round_to_format, scale_by_pow2};
 

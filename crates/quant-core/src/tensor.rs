@@ -329,6 +329,29 @@ pub fn dequantize_minifloat_into<F: QuantFloat>(
     Ok(())
 }
 
+/// The flat case of a convention's quantizer is the one-dimensional tensor.
+impl Convention {
+    /// Quantizes a flat tensor with explicit parameters into `out` (`Q::units_for(x.len())`
+    /// units), under this convention.
+    ///
+    /// # Errors
+    /// As [`crate::quantize_into`]; under any convention but `Exact`, a non-finite element is
+    /// found before anything is written.
+    pub fn quantize_into<F: QuantFloat, Q: Storage>(
+        self,
+        x: &[F],
+        spec: QuantSpec,
+        params: &QuantParams<F>,
+        out: &mut [Q],
+    ) -> Result<(), QuantError> {
+        if self == Convention::Exact {
+            return crate::quantize_into(x, spec, params, out);
+        }
+        let layout = TensorLayout::per_tensor(&[x.len()])?;
+        quantize_tensor_into(x, &layout, spec, core::slice::from_ref(params), self, out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

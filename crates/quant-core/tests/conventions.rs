@@ -1,4 +1,4 @@
-//! The named conventions against fixtures (`xtask/fixtures/conventions.py`): ONNX codes from
+//! The named conventions against fixtures (`crates/quant-core/tests/fixtures/conventions.py`): ONNX codes from
 //! `onnx`'s reference evaluator (QuantizeLinear opset 28, default and `DOUBLE` precision), per
 //! tensor, per row and blocked along either axis, into int8, uint8 and int4; ONNX Runtime's own
 //! QuantizeLinear codes (which `Onnx` must match); PyTorch parameters and codes from its

@@ -1,5 +1,5 @@
 //! llama.cpp's `Q8_0`, `Q4_0` and `Q4_1` against fixtures made by the `gguf` Python package
-//! (the llama.cpp project's NumPy port of its reference quantizers; `xtask/fixtures/ggml.py`
+//! (the llama.cpp project's NumPy port of its reference quantizers; `crates/quant-core/tests/fixtures/ggml.py`
 //! regenerates them): every byte of the blocks and every bit of the dequantized values. Then
 //! the conventions those formats pin, and their errors.
 
@@ -7,7 +7,7 @@ use quant_core::{BlockFormat, QuantError};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml");
 
-/// The fixtures made by ggml itself (`xtask/fixtures/ggml_k.py`).
+/// The fixtures made by ggml itself (`crates/quant-core/tests/fixtures/ggml_k.py`).
 const DIR_K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml_k");
 
 fn read(dir: &str, name: &str) -> Vec<u8> {
@@ -106,7 +106,7 @@ fn bad_rows_are_errors_and_nothing_is_written() {
     }
 }
 
-/// `Q5_0`, `Q5_1` and the k-quants against ggml itself (`xtask/fixtures/ggml_k.py`: bytes from
+/// `Q5_0`, `Q5_1` and the k-quants against ggml itself (`crates/quant-core/tests/fixtures/ggml_k.py`: bytes from
 /// `ggml_quantize_chunk`, values from ggml's `to_float`), 28 rows of 256 values that reach each
 /// format's corners (see the fixtures' README).
 fn golden_k(format: BlockFormat, file: &str) {
@@ -273,7 +273,7 @@ fn importance_weighted_quantization_checks_its_inputs() {
     assert_eq!(BlockFormat::Q8_0.quantize_weighted(&y, 512, &w), BlockFormat::Q8_0.quantize(&y));
 }
 
-/// The generator of `xtask/fixtures/ggml_bulk.py`, bit for bit: SplitMix64 draws, four summed
+/// The generator of `crates/quant-core/tests/fixtures/ggml_bulk.py`, bit for bit: SplitMix64 draws, four summed
 /// per value in f64, a power-of-two scale per row, every 211th value times 16, a zero row and a
 /// constant row in every 64.
 fn bulk_values(rows: usize, n: usize) -> Vec<f32> {
@@ -326,7 +326,7 @@ fn fnv(bytes: impl IntoIterator<Item = u8>) -> String {
 
 /// Half a million generated values (2048 rows) in every format, without and with an importance
 /// matrix: the hash of our bytes is the hash of ggml's, and so is the hash of the values we
-/// dequantize them to (`xtask/fixtures/ggml_bulk.py` made the hashes with ggml itself).
+/// dequantize them to (`crates/quant-core/tests/fixtures/ggml_bulk.py` made the hashes with ggml itself).
 #[test]
 fn every_format_matches_ggml_on_half_a_million_values() {
     let text = read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"), "ggml_bulk.json");

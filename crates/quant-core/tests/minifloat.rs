@@ -1,5 +1,5 @@
 //! float8 and float4 conversions against `ml_dtypes` as ONNX drives it
-//! (`xtask/fixtures/minifloat.py`): every code's value, and the code of 15 750 `f32` inputs at
+//! (`crates/quant-core/tests/fixtures/minifloat.py`): every code's value, and the code of 15 750 `f32` inputs at
 //! and around every rounding boundary, saturating and not.
 
 use quant_core::MiniFloat;

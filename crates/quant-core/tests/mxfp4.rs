@@ -1,4 +1,4 @@
-//! MXFP4 against the `gguf` package (`xtask/fixtures/mxfp4.py`): every byte of every block and
+//! MXFP4 against the `gguf` package (`crates/quant-core/tests/fixtures/mxfp4.py`): every byte of every block and
 //! every bit of the dequantized values.
 
 use quant_core::{mxfp4, BlockFormat};

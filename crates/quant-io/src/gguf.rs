@@ -25,7 +25,7 @@ use ::safetensors::tensor::Dtype;
 use memmap2::Mmap;
 use quant_core::BlockFormat;
 
-use crate::model::Kind;
+use crate::kind::Kind;
 use crate::{IoError, Malformed};
 
 /// The magic number at the start of every GGUF file.

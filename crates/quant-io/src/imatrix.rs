@@ -18,7 +18,7 @@ use std::path::Path;
 use ::safetensors::tensor::Dtype;
 
 use crate::gguf::{is_gguf, GgufFile};
-use crate::model::Kind;
+use crate::kind::Kind;
 use crate::{IoError, Malformed};
 
 /// One importance vector per tensor name.

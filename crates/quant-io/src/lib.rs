@@ -38,6 +38,7 @@
 pub mod error;
 pub mod gguf;
 pub mod imatrix;
+pub mod kind;
 pub mod le;
 pub mod model;
 pub mod safetensors;
@@ -45,4 +46,5 @@ pub mod writer;
 
 pub use ::safetensors::Dtype;
 pub use error::{IoError, Malformed};
-pub use model::{Kind, ModelFile, Tensor};
+pub use kind::Kind;
+pub use model::{ModelFile, Tensor};

@@ -4,11 +4,9 @@
 
 use std::path::Path;
 
-use ::safetensors::tensor::Dtype;
-use quant_core::BlockFormat;
-
 use crate::gguf::{is_gguf, GgufFile};
-use crate::safetensors::{decode_floats, dtype_name, Entry, Floats, SafetensorsFile};
+use crate::kind::Kind;
+use crate::safetensors::{decode_floats, Entry, Floats, SafetensorsFile};
 use crate::IoError;
 
 /// An open safetensors or GGUF file.
@@ -17,30 +15,6 @@ pub enum ModelFile {
     Safetensors(SafetensorsFile, Vec<Entry>),
     /// A GGUF file (its tensors in the header).
     Gguf(GgufFile),
-}
-
-/// What a tensor's bytes hold.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Plain values of a safetensors dtype (GGUF's plain types map to these).
-    Plain(Dtype),
-    /// llama.cpp blocks.
-    Blocks(BlockFormat),
-}
-
-impl Kind {
-    /// The type as the file names it: a safetensors dtype (`"F16"`) or a ggml type (`"Q4_K"`).
-    pub fn name(self) -> String {
-        match self {
-            Kind::Plain(d) => dtype_name(d),
-            Kind::Blocks(f) => f.name().to_string(),
-        }
-    }
-
-    /// Whether the values are floating point (stored plainly or in blocks of a float format).
-    pub fn is_float(self) -> bool {
-        matches!(self, Kind::Blocks(_) | Kind::Plain(Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64))
-    }
 }
 
 /// One tensor of a [`ModelFile`].

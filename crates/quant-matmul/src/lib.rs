@@ -63,14 +63,14 @@ mod batch;
 mod exact;
 pub mod gemm;
 pub mod group;
-mod scaled;
+mod quantized_matmul;
 mod threads;
 mod view;
 
 pub use arch::{selected_kernel, KernelChoice};
 pub use batch::{Batch, BatchedShape};
 pub use exact::{matmul_exact, Accumulator, GemmShape};
-pub use gemm::operand::{Operand, ZeroPoint};
+pub use gemm::element::{Operand, ZeroPoint};
 pub use gemm::output::{
     check_fixed_point, multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul, Requant, Scale, ScaleType,
@@ -79,7 +79,7 @@ pub use gemm::pack::PackedB;
 pub use gemm::{Gemm, Operands};
 pub use group::{GroupCodes, GroupGemm, GroupWeights};
 pub use quant_traits::cpu::Tier;
-pub use scaled::{quantized_matmul, quantized_matmul_flat};
+pub use quantized_matmul::{quantized_matmul, quantized_matmul_flat};
 pub use view::{MatMut, MatRef};
 
 pub use quant_traits::{QuantError, QuantFloat};

@@ -33,22 +33,11 @@
 use quant_traits::cast::sqrt_f32;
 
 use super::lanes::{make_qkx2_quants_x8, Search, LANES};
+use super::round::{float_of, nearest_int};
 use super::{half_at, half_bytes};
 
 /// Values per super-block.
 pub(super) const QK_K: usize = 256;
-
-/// ggml's `nearest_int`: `v + 12582912` in `f32`, whose low 23 bits minus `2^22` are `v` rounded
-/// to nearest, ties to even, for `|v| <= 4194303` (and ggml's value, whatever it is, beyond).
-pub(super) fn nearest_int(v: f32) -> i32 {
-    let bits = (v + 12_582_912.0).to_bits();
-    (bits & 0x007f_ffff) as i32 - 0x0040_0000
-}
-
-/// `i` as ggml's `(float)i` for the small integers here (exact).
-pub(super) fn f(i: i32) -> f32 {
-    i as f32
-}
 
 /// ggml's `make_qkx2_quants`: codes `0..=nmax` in `l` for `x` with a scale and a minimum that
 /// minimise `Σ w · |scale · l + min - x|^p` (`p = 1` with `use_mad`, else 2) over `nstep + 1`
@@ -89,28 +78,28 @@ pub(super) fn make_qkx2_quants<const N: usize>(
         l.fill(0);
         return (0.0, -min);
     }
-    let mut iscale = f(nmax) / (max - min);
+    let mut iscale = float_of(nmax) / (max - min);
     let mut scale = 1.0 / iscale;
     let mut best_error = 0.0f32;
     for i in 0..N {
         let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         l[i] = q as u8;
-        best_error += weights[i] * err(scale * f(q) + min - x[i]);
+        best_error += weights[i] * err(scale * float_of(q) + min - x[i]);
     }
     if nstep < 1 {
         return (scale, -min);
     }
     let mut laux = [0u8; N];
     for is in 0..=nstep {
-        iscale = (rmin + rdelta * f(is) + f(nmax)) / (max - min);
+        iscale = (rmin + rdelta * float_of(is) + float_of(nmax)) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
         for i in 0..N {
             let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
             laux[i] = q as u8;
             let w = weights[i];
-            sum_l += w * f(q);
-            sum_l2 += w * f(q) * f(q);
-            sum_xl += w * f(q) * x[i];
+            sum_l += w * float_of(q);
+            sum_l2 += w * float_of(q) * float_of(q);
+            sum_xl += w * float_of(q) * x[i];
         }
         let d = sum_w * sum_l2 - sum_l * sum_l;
         if d > 0.0 {
@@ -122,7 +111,7 @@ pub(super) fn make_qkx2_quants<const N: usize>(
             }
             let mut cur_error = 0.0f32;
             for i in 0..N {
-                cur_error += weights[i] * err(this_scale * f(i32::from(laux[i])) + this_min - x[i]);
+                cur_error += weights[i] * err(this_scale * float_of(i32::from(laux[i])) + this_min - x[i]);
             }
             if cur_error < best_error {
                 l.copy_from_slice(&laux);
@@ -153,14 +142,14 @@ pub(super) fn make_qx_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [i
     }
     let weight = |i: usize| qw.map_or(x[i] * x[i], |q| q[i]);
     let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
-    let mut iscale = f(-nmax) / max;
+    let mut iscale = float_of(-nmax) / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
     for i in 0..N {
         let q = code(iscale, x[i]);
         l[i] = (q + nmax) as i8;
         let w = weight(i);
-        sumlx += w * x[i] * f(q);
-        suml2 += w * f(q) * f(q);
+        sumlx += w * x[i] * float_of(q);
+        suml2 += w * float_of(q) * float_of(q);
     }
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
@@ -168,14 +157,14 @@ pub(super) fn make_qx_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [i
         if is == 0 {
             continue;
         }
-        iscale = -(f(nmax) + 0.1 * f(is)) / max;
+        iscale = -(float_of(nmax) + 0.1 * float_of(is)) / max;
         sumlx = 0.0;
         suml2 = 0.0;
         for i in 0..N {
             let q = code(iscale, x[i]);
             let w = weight(i);
-            sumlx += w * x[i] * f(q);
-            suml2 += w * f(q) * f(q);
+            sumlx += w * x[i] * float_of(q);
+            suml2 += w * float_of(q) * float_of(q);
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for (o, &v) in l.iter_mut().zip(x) {
@@ -212,7 +201,7 @@ fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8]
         (None, 15) => (-1.0, 0.1, 20),
         (None, _) => (-0.5, 0.1, 15),
     };
-    let sigma2 = qw.map(|_| 2.0 * sum_squares(x) / f(QK_K as i32));
+    let sigma2 = qw.map(|_| 2.0 * sum_squares(x) / float_of(QK_K as i32));
     // Sub-block j in lane j: xt[i][j] = x[32j + i].
     let (mut xt, mut wt) = ([[0f32; LANES]; 32], [[0f32; LANES]; 32]);
     for j in 0..8 {
@@ -406,26 +395,26 @@ fn make_q3_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
         l.fill(0);
         return 0.0;
     }
-    let iscale = f(-nmax) / max;
+    let iscale = float_of(-nmax) / max;
     let mut q = [0i32; 16];
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
     for i in 0..16 {
         q[i] = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
         let w = x[i] * x[i];
-        sumlx += w * x[i] * f(q[i]);
-        suml2 += w * f(q[i]) * f(q[i]);
+        sumlx += w * x[i] * float_of(q[i]);
+        suml2 += w * float_of(q[i]) * float_of(q[i]);
     }
     for _ in 0..5 {
         let mut changed = 0;
         for i in 0..16 {
             let w = x[i] * x[i];
-            let mut slx = sumlx - w * x[i] * f(q[i]);
+            let mut slx = sumlx - w * x[i] * float_of(q[i]);
             if slx > 0.0 {
-                let mut sl2 = suml2 - w * f(q[i]) * f(q[i]);
+                let mut sl2 = suml2 - w * float_of(q[i]) * float_of(q[i]);
                 let new_l = nearest_int(x[i] * sl2 / slx).clamp(-nmax, nmax - 1);
                 if new_l != q[i] {
-                    slx += w * x[i] * f(new_l);
-                    sl2 += w * f(new_l) * f(new_l);
+                    slx += w * x[i] * float_of(new_l);
+                    sl2 += w * float_of(new_l) * float_of(new_l);
                     if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
                         q[i] = new_l;
                         sumlx = slx;
@@ -468,7 +457,7 @@ pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l = [0u8; QK_K];
     let (mut scales, mut mins, mut sw) = ([0f32; 16], [0f32; 16], [0f32; 16]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
-    let sigma2 = sum_squares(x) / f(QK_K as i32);
+    let sigma2 = sum_squares(x) / float_of(QK_K as i32);
     let search = match qw {
         Some(_) => Search { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false },
         None => Search { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true },
@@ -565,7 +554,7 @@ pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l8 = [0i8; QK_K];
     let (mut scales, mut sw) = ([0f32; 16], [0f32; 16]);
     let (mut max_scale, mut amax) = (0f32, 0f32);
-    let sigma2 = 2.0 * sum_squares(x) / f(QK_K as i32);
+    let sigma2 = 2.0 * sum_squares(x) / float_of(QK_K as i32);
     for (j, s) in scales.iter_mut().enumerate() {
         let (Some(sub), Some(lj)) = (x[16 * j..].first_chunk::<16>(), l8[16 * j..].first_chunk_mut::<16>()) else {
             continue;
@@ -615,7 +604,7 @@ pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     d_bytes.copy_from_slice(&half_bytes(d));
     let d16 = half_at(d_bytes, 0);
     for j in 0..16 {
-        let d = d16 * f(q3_scale(j, sc));
+        let d = d16 * float_of(q3_scale(j, sc));
         if d == 0.0 {
             continue;
         }
@@ -643,7 +632,7 @@ pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u
         l.fill(0);
         return 0.0;
     }
-    let mut iscale = f(nmax) / max;
+    let mut iscale = float_of(nmax) / max;
     for (o, &v) in l.iter_mut().zip(x) {
         *o = nearest_int(iscale * v) as u8;
     }
@@ -657,12 +646,12 @@ pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u
         if is == 0 {
             continue;
         }
-        let iscale_is = (0.1 * f(is) + f(nmax)) / max;
+        let iscale_is = (0.1 * float_of(is) + float_of(nmax)) / max;
         let scale_is = 1.0 / iscale_is;
         let mut mse = 0.0f32;
         for i in 0..N {
             let q = nearest_int(iscale_is * x[i]).min(nmax);
-            let diff = x[i] - scale_is * f(q);
+            let diff = x[i] - scale_is * float_of(q);
             mse += qw[i] * diff * diff;
         }
         if mse < best_mse {
@@ -675,8 +664,8 @@ pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u
         let q = nearest_int(iscale * x[i]).min(nmax);
         l[i] = q as u8;
         let w = qw[i];
-        sumlx += w * x[i] * f(q);
-        suml2 += w * f(q) * f(q);
+        sumlx += w * x[i] * float_of(q);
+        suml2 += w * float_of(q) * float_of(q);
     }
     for _ in 0..5 {
         let mut changed = 0;
@@ -688,8 +677,8 @@ pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u
             if slx > 0.0 && sl2 > 0.0 {
                 let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
                 if new_l != i32::from(l[i]) {
-                    slx += w * x[i] * f(new_l);
-                    sl2 += w * f(new_l) * f(new_l);
+                    slx += w * x[i] * float_of(new_l);
+                    sl2 += w * float_of(new_l) * float_of(new_l);
                     if slx * slx * suml2 > sumlx * sumlx * sl2 {
                         l[i] = new_l as u8;
                         sumlx = slx;
@@ -741,13 +730,13 @@ pub(super) fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
         for shift in [0, 2, 4, 6] {
             let m = 1u8 << (4 * h + shift / 2);
             for half in 0..2 {
-                let dl = d_all * f(q3_scale(is, sc));
+                let dl = d_all * float_of(q3_scale(is, sc));
                 is += 1;
                 let at = 128 * h + 32 * (shift / 2) + 16 * half;
                 for i in 0..16 {
                     let k = 16 * half + i;
                     let v = i32::from((q[k] >> shift) & 3) - if hm[k] & m != 0 { 0 } else { 4 };
-                    y[at + i] = dl * f(v);
+                    y[at + i] = dl * float_of(v);
                 }
             }
         }

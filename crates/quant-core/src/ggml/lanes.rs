@@ -25,7 +25,7 @@
 // The loops mirror the scalar search index by index.
 #![allow(clippy::needless_range_loop)]
 
-use super::kquants::{f, nearest_int};
+use super::round::{float_of, nearest_int};
 
 use crate::arch::lanes::V;
 pub(super) use crate::arch::lanes::{Search, LANES};
@@ -41,10 +41,10 @@ pub(super) fn make_qkx2_quants_x8<const N: usize>(
     crate::arch::qkx2_search(s, x, w, l).unwrap_or_else(|| search(s, x, w, l))
 }
 
-/// ggml's `nearest_int` (see [`super::kquants::nearest_int`]) clamped to `0..=nmax`, as `f32`.
+/// ggml's `nearest_int` (see [`super::round::nearest_int`]) clamped to `0..=nmax`, as `f32`.
 #[inline(always)]
 fn code(v: f32, nmax: i32) -> f32 {
-    f(nearest_int(v).clamp(0, nmax))
+    float_of(nearest_int(v).clamp(0, nmax))
 }
 
 /// The search itself, in every lane.
@@ -67,7 +67,7 @@ pub(super) fn search<const N: usize>(s: Search, x: &[V; N], w: &[V; N], l: &mut 
         min[k] = if min[k] > 0.0 { 0.0 } else { min[k] };
     }
     // The first guess: the min-max scale.
-    let mut iscale: V = core::array::from_fn(|k| f(nmax) / (max[k] - min[k]));
+    let mut iscale: V = core::array::from_fn(|k| float_of(nmax) / (max[k] - min[k]));
     let mut scale: V = core::array::from_fn(|k| 1.0 / iscale[k]);
     let mut best = [0.0f32; LANES];
     for i in 0..N {
@@ -81,7 +81,7 @@ pub(super) fn search<const N: usize>(s: Search, x: &[V; N], w: &[V; N], l: &mut 
     let mut laux = [[0.0f32; LANES]; N];
     for is in s.candidates() {
         for k in 0..LANES {
-            iscale[k] = (s.rmin + s.rdelta * f(is) + f(nmax)) / (max[k] - min[k]);
+            iscale[k] = (s.rmin + s.rdelta * float_of(is) + float_of(nmax)) / (max[k] - min[k]);
         }
         let (mut sum_l, mut sum_l2, mut sum_xl) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
         for i in 0..N {

@@ -43,13 +43,15 @@
 //! does.
 //!
 //! Golden tests compare every byte and every dequantized bit: the legacy `Q8_0`/`Q4_0`/`Q4_1`
-//! with fixtures made by the `gguf` package (`xtask/fixtures/ggml.py`), `Q5_0`, `Q5_1` and the
-//! k-quants with fixtures made by ggml itself (`xtask/fixtures/ggml_k.py`, ggml-python built
+//! with fixtures made by the `gguf` package (`crates/quant-core/tests/fixtures/ggml.py`), `Q5_0`, `Q5_1` and the
+//! k-quants with fixtures made by ggml itself (`crates/quant-core/tests/fixtures/ggml_k.py`, ggml-python built
 //! from source; `gguf`'s dequantizers agree with ggml's on all of them). Rows whose length is
 //! not a whole number of blocks and NaN or infinite values are errors, not silently encoded.
 
 mod kquants;
 mod lanes;
+pub mod mxfp4;
+mod round;
 
 use alloc::vec::Vec;
 
@@ -153,7 +155,7 @@ impl BlockFormat {
             BlockFormat::Q4_K => 144,
             BlockFormat::Q5_K => 176,
             BlockFormat::Q6_K => 210,
-            BlockFormat::MXFP4 => crate::mxfp4::BLOCK_BYTES,
+            BlockFormat::MXFP4 => mxfp4::BLOCK_BYTES,
         }
     }
 
@@ -199,7 +201,7 @@ impl BlockFormat {
                     BlockFormat::Q4_0 => q4_0(block, bytes),
                     BlockFormat::Q4_1 => q4_1(block, bytes),
                     BlockFormat::Q5_0 => q5_0(block, bytes),
-                    BlockFormat::MXFP4 => crate::mxfp4::quantize_block(block, bytes),
+                    BlockFormat::MXFP4 => mxfp4::quantize_block(block, bytes),
                     _ => q5_1(block, bytes),
                 }
             } else if let Some(block) = block.first_chunk::<{ kquants::QK_K }>() {
@@ -290,7 +292,7 @@ impl BlockFormat {
                         BlockFormat::Q5_1 => q4_1_weighted(block, sigma2, qw, bytes, 31),
                         // ggml's quantize_q8_0 and quantize_mxfp4 ignore the weights.
                         BlockFormat::Q8_0 => q8_0(block, bytes),
-                        BlockFormat::MXFP4 => crate::mxfp4::quantize_block(block, bytes),
+                        BlockFormat::MXFP4 => mxfp4::quantize_block(block, bytes),
                         _ => {}
                     }
                 }
@@ -388,7 +390,7 @@ impl BlockFormat {
                 BlockFormat::Q4_K => kquants::dequantize_q45_k(b, false, o),
                 BlockFormat::Q5_K => kquants::dequantize_q45_k(b, true, o),
                 BlockFormat::Q6_K => kquants::dequantize_q6_k(b, o),
-                BlockFormat::MXFP4 => crate::mxfp4::dequantize_block(b, o),
+                BlockFormat::MXFP4 => mxfp4::dequantize_block(b, o),
             }
         }
         Ok(())

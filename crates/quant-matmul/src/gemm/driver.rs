@@ -34,8 +34,8 @@ use alloc::vec::Vec;
 
 use crate::aligned::Aligned;
 use crate::arch::{self, AWords, Cpu, Finish, MicroKernel, Session, Start, Terms, TileIo, MAX_MR, MAX_NR};
+use crate::gemm::element::{Operand, ZeroPoint};
 use crate::gemm::epilogue::Epilogue;
-use crate::gemm::operand::{Operand, ZeroPoint};
 use crate::gemm::operands::{Operands, Weights};
 use crate::gemm::output::{RegisterStage, Stage};
 use crate::gemm::pack::{groups, pack_a, pack_a_quads, pack_b_block, quads_from_pairs, row_sum_wrapping};

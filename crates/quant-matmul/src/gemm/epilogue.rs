@@ -6,7 +6,7 @@
 //! the shifted values (the driver passes those row sums).
 
 use crate::arch::MAX_NR;
-use crate::gemm::operand::{Operand, ZeroPoint};
+use crate::gemm::element::{Operand, ZeroPoint};
 use crate::gemm::operands::Operands;
 use crate::gemm::output::Stage;
 

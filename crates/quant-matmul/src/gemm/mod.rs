@@ -33,8 +33,8 @@
 //!   any thread count.
 
 pub(crate) mod driver;
+pub(crate) mod element;
 pub(crate) mod epilogue;
-pub(crate) mod operand;
 pub(crate) mod operands;
 pub(crate) mod output;
 pub(crate) mod pack;
@@ -45,7 +45,7 @@ use quant_traits::{I4x2, QuantError};
 
 use crate::arch::{dispatch, Cpu, KernelChoice, MicroKernel, Tier};
 use crate::view::{MatMut, MatRef};
-use operand::{Operand, ZeroPoint};
+use element::{Operand, ZeroPoint};
 pub use operands::Operands;
 use operands::Weights;
 use output::{F32Out, I32Out, Requant, RequantOut, Scale, Stage};

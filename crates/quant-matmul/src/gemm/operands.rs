@@ -2,7 +2,7 @@
 
 use quant_traits::QuantError;
 
-use crate::gemm::operand::{Operand, ZeroPoint};
+use crate::gemm::element::{Operand, ZeroPoint};
 use crate::gemm::pack::PackedB;
 use crate::view::MatRef;
 

@@ -15,7 +15,7 @@ use quant_traits::cast::{
 };
 use quant_traits::QuantError;
 
-use crate::gemm::operand::Operand;
+use crate::gemm::element::Operand;
 
 /// A per-tensor or per-output-column factor.
 #[derive(Copy, Clone, Debug, PartialEq)]

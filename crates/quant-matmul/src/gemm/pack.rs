@@ -22,7 +22,7 @@ use quant_traits::{I4x2, QuantError, Storage};
 use crate::aligned::Aligned;
 use crate::arch::pack::word;
 use crate::arch::{dispatch, AWords, MicroKernel, Tier, QUAD_ROW_BLOCK};
-use crate::gemm::operand::Operand;
+use crate::gemm::element::Operand;
 use crate::view::MatRef;
 
 /// One word from two `i16` values: `lo` in bits 0..16, `hi` in bits 16..32.

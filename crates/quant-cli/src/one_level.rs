@@ -1,4 +1,5 @@
-//! `quant quantize` and `quant dequantize`: safetensors in, safetensors out, tensor by tensor.
+//! `quant quantize` and `quant dequantize` of our one-level files: safetensors in, safetensors out,
+//! tensor by tensor.
 //!
 //! A quantized file holds, for each 2-D floating tensor `W` of the input:
 //! * `W`: the codes, `I8`/`U8` of `W`'s shape (5..=8 bits), or packed `U8` bytes, one dimension
@@ -21,9 +22,10 @@ use safetensors::tensor::Dtype;
 use serde_json::json;
 
 use crate::scheme::{dequantize_2d, quantize_2d, Bytes, Gran, Plan};
+use crate::stored::{float_size, parse_stored, Stored};
 use crate::{with_storage, CliError, Progress};
 use quant_io::le::{read_le, write_le, LeBytes};
-use quant_io::safetensors::{dtype_from_name, dtype_name, Entry, SafetensorsFile};
+use quant_io::safetensors::{dtype_name, Entry, SafetensorsFile};
 use quant_io::with_floats;
 use quant_io::writer::{Planned, Writer};
 
@@ -33,15 +35,6 @@ fn param_shape(gran: Gran, rows: usize, cols: usize) -> Vec<usize> {
         Gran::Tensor => vec![1],
         Gran::Channel => vec![rows],
         Gran::Group(g) => vec![rows, cols.div_ceil(g)],
-    }
-}
-
-/// Bytes per element of a floating dtype.
-pub fn float_size(d: Dtype) -> usize {
-    match d {
-        Dtype::F64 => 8,
-        Dtype::F32 => 4,
-        _ => 2,
     }
 }
 
@@ -183,54 +176,10 @@ fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
     Ok(())
 }
 
-/// What the metadata says about one quantized tensor.
-pub struct Stored {
-    /// The original dtype.
-    pub dtype: Dtype,
-    /// The original shape (2-D).
-    pub shape: Vec<usize>,
-    /// How the codes are stored: a storage type, or `super` (a two-level format's parts).
-    pub storage: &'static str,
-}
-
-/// Parses `quant.tensor.NAME`'s JSON.
-pub fn parse_stored(path: &Path, name: &str, text: &str) -> Result<Stored, CliError> {
-    let bad = |what: &str| CliError::file(path, format!("metadata of tensor {name:?}: {what}"));
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad("not JSON"))?;
-    let dtype = v["dtype"]
-        .as_str()
-        .and_then(dtype_from_name)
-        .filter(|d| matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64))
-        .ok_or_else(|| bad("dtype is not F32, F16, BF16 or F64"))?;
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
-        .filter(|s: &Vec<usize>| s.len() == 2)
-        .ok_or_else(|| bad("shape is not 2-D"))?;
-    let storage = match v["storage"].as_str() {
-        Some("i8") => "i8",
-        Some("u8") => "u8",
-        Some("i4x2") => "i4x2",
-        Some("u4x2") => "u4x2",
-        Some("i2x4") => "i2x4",
-        Some("u2x4") => "u2x4",
-        Some("super") => "super",
-        _ => return Err(bad("unknown storage")),
-    };
-    Ok(Stored { dtype, shape, storage })
-}
-
-/// `quant dequantize`.
+/// `quant dequantize` of a one-level file (`stored::written_by_quant` checked).
 pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
     let model = SafetensorsFile::open(input)?;
     let meta = model.metadata();
-    if meta.get("quant.format").map(String::as_str) != Some("quant") {
-        return Err(CliError::file(input, "not a file written by `quant quantize` (no quant.format metadata)".into()));
-    }
-    if crate::superfile::is_super(&meta) {
-        drop(model);
-        return crate::superfile::dequantize(input, output, progress);
-    }
     let field = |k: &str| meta.get(k).cloned().ok_or_else(|| CliError::file(input, format!("metadata lacks {k}")));
     let bits: u32 = field("quant.bits")?
         .parse()

@@ -23,7 +23,7 @@
 //! The functions here are [`BlockFormat::MXFP4`]'s (the `quant` tool writes it into GGUF files as
 //! type 39); this module holds its arithmetic.
 //!
-//! Golden-tested against the `gguf` package (`xtask/fixtures/mxfp4.py`): every byte and every
+//! Golden-tested against the `gguf` package (`crates/quant-core/tests/fixtures/mxfp4.py`): every byte and every
 //! dequantized bit, on blocks built to hit every tie, the `log2f` rounding, zeros and both ends
 //! of `f32`'s range.
 
@@ -32,7 +32,7 @@ use alloc::vec::Vec;
 use quant_traits::cast::{exponent, floor, i64_to_f64, scale_by_pow2};
 use quant_traits::{QuantError, QuantFloat};
 
-use crate::ggml::BlockFormat;
+use super::BlockFormat;
 
 /// Values per block.
 pub const BLOCK: usize = 32;

@@ -1,4 +1,4 @@
-//! Operand element types and zero points.
+//! Operand element types (`u8`, `i8`) and zero points: what every other part of the GEMM builds on.
 
 use quant_traits::QuantError;
 

@@ -24,8 +24,8 @@ use quant_traits::half::f16;
 use safetensors::tensor::Dtype;
 use serde_json::json;
 
-use crate::convert::{float_size, parse_stored};
 use crate::scheme::{parse_super, quantize_super_2d, super_name};
+use crate::stored::{float_size, parse_stored};
 use crate::{CliError, Progress};
 use quant_io::imatrix::Importance;
 use quant_io::le::{read_le, write_le};
@@ -182,7 +182,8 @@ pub fn is_super(meta: &HashMap<String, String>) -> bool {
     meta.contains_key("quant.super")
 }
 
-/// `quant dequantize` of a two-level file: every quantized tensor back in its original dtype.
+/// `quant dequantize` of a two-level file (`stored::written_by_quant` checked): every quantized
+/// tensor back in its original dtype.
 pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
     let model = SafetensorsFile::open(input)?;
     let meta = model.metadata();

@@ -1,5 +1,5 @@
-//! The seed API: the functions of the original specification, with its names and shapes
-//! (`Vec<i32>` / `Vec<u32>` codes, `Vec<Vec<_>>` matrices).
+//! The `Vec` API ("the seed API"): the functions of the original specification, with its
+//! names and shapes (`Vec<i32>` / `Vec<u32>` codes, `Vec<Vec<_>>` matrices).
 //!
 //! Each is a thin layer over the generic engine ([`quantize`](crate::quantize),
 //! [`quantize_matrix`](crate::quantize_matrix), [`QuantParams`](crate::QuantParams)), so the
