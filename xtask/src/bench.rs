@@ -323,12 +323,8 @@ impl Drop for Server {
 }
 
 /// `cargo xtask bench`'s options.
-#[derive(clap::Parser, Debug)]
-#[command(
-    name = "cargo xtask bench",
-    about = "Throughput of our kernels, and with --peers ratios to ONNX Runtime, NumPy and ggml"
-)]
-struct Options {
+#[derive(clap::Args, Debug)]
+pub(crate) struct Options {
     /// Also time the peers (ONNX Runtime, NumPy, ggml) on the same shapes, interleaved.
     #[arg(long)]
     peers: bool,
@@ -348,10 +344,9 @@ struct Options {
     profile: Option<String>,
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    use clap::Parser;
-    let options = Options::try_parse_from(std::iter::once("cargo xtask bench").chain(args.iter().map(String::as_str)))
-        .map_err(|e| e.to_string())?;
+/// Runs `cargo xtask bench` with `options`; `args` is its command line as given (the label of
+/// the tables it records).
+pub(crate) fn run(options: Options, args: &[String]) -> Result<(), String> {
     let Options { peers, rounds, only, shapes, profile } = options;
     let rounds = rounds as usize;
 
@@ -1187,7 +1182,11 @@ mod tests {
     #[test]
     fn bench_options_are_checked() {
         use clap::Parser;
-        let parse = |a: &[&str]| Options::try_parse_from(std::iter::once("bench").chain(a.iter().copied()));
+        let parse = |a: &[&str]| match crate::Cli::try_parse_from(["xtask", "bench"].iter().chain(a)) {
+            Ok(crate::Cli { command: crate::Task::Bench(o) }) => Ok(o),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
         let o = parse(&["--peers", "--rounds", "3", "--only", "gemm"]).expect("valid");
         assert!(o.peers && o.rounds == 3 && o.only == "gemm" && o.shapes.is_empty());
         assert_eq!(parse(&[]).expect("valid").rounds, 5);

@@ -16,9 +16,8 @@ pub const TARGETS: [&str; 7] =
     ["safetensors_reader", "gguf_reader", "block_decoder", "quantize_matrix", "gemm", "observers", "onnx_tensor"];
 
 /// `cargo xtask fuzz`'s options.
-#[derive(clap::Parser, Debug)]
-#[command(name = "cargo xtask fuzz", about = "Every cargo-fuzz target for a while, on its corpus")]
-struct Options {
+#[derive(clap::Args, Debug)]
+pub(crate) struct Options {
     /// Seconds per target.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
@@ -27,10 +26,8 @@ struct Options {
     only: Vec<String>,
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    use clap::Parser;
-    let o = Options::try_parse_from(std::iter::once("cargo xtask fuzz").chain(args.iter().map(String::as_str)))
-        .map_err(|e| e.to_string())?;
+/// Runs `cargo xtask fuzz` with `o`.
+pub(crate) fn run(o: &Options) -> Result<(), String> {
     if let Some(bad) = o.only.iter().find(|t| !TARGETS.contains(&t.as_str())) {
         return Err(format!("no fuzz target `{bad}` (targets: {})", TARGETS.join(", ")));
     }

