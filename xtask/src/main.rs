@@ -15,7 +15,7 @@ use quant_traits::cpu::Tier;
 
 /// `cargo xtask`: the developer commands. The help is clap's, from these definitions.
 #[derive(clap::Parser, Debug)]
-#[command(name = "cargo xtask", about = "Developer commands for the quant workspace")]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer commands for the quant workspace")]
 struct Cli {
     #[command(subcommand)]
     command: Task,
