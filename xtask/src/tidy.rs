@@ -1,11 +1,8 @@
 //! The tidy test (as rust-analyzer's): rules about the source tree that no compiler lint
 //! checks, run by `cargo test --workspace` (so by `cargo xtask test` and CI).
 //!
-//! * **Numeric `as` casts** in the library crates (`quant-traits`, `quant-core`,
-//!   `quant-matmul`, `quant-analysis`) live in `quant-traits`' `cast` module, whose
-//!   conversions are exact, checked or documented. A file elsewhere may keep at most the casts
-//!   its line in [`CAST_ALLOWANCE`] grants, with the reason there; the allowance only goes
-//!   down (a file with fewer casts than granted fails too, so the table is kept exact).
+//! * **Sibling modules form no cycle** in any crate: a piece two modules need lives where both
+//!   can import it.
 //! * **Every `unsafe fn` has a `# Safety` section** in its doc comment (trait-impl methods
 //!   inherit the trait's).
 //! * **SIMD intrinsics** (`_mm*_` calls) only in files under an `arch/` directory: each
@@ -13,64 +10,12 @@
 //! * **No hand-written JSON or argument parsing:** JSON is written and read with `serde_json`,
 //!   arguments with `clap` (the CLI and the xtask); `std::env::args` only where
 //!   [`ARGS_READERS`] says.
+//!
+//! Numeric `as` casts are a lint's business: the library crates deny clippy's
+//! `as_conversions`, so a cast outside `quant_traits::cast` carries an
+//! `#[expect(clippy::as_conversions, reason = "...")]` where it is.
 
 use std::path::{Path, PathBuf};
-
-/// Files (relative to the workspace root) allowed numeric `as` casts outside `cast.rs`, how
-/// many, and why.
-const CAST_ALLOWANCE: &[(&str, usize, &str)] = &[
-    ("crates/quant-core/src/ggml/round.rs", 2, "ggml's nearest_int bit trick and (float)i, as ggml writes them"),
-    (
-        "crates/quant-core/src/ggml/kquants.rs",
-        28,
-        "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's",
-    ),
-    (
-        "crates/quant-core/src/ggml/mod.rs",
-        8,
-        "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above",
-    ),
-    ("crates/quant-core/src/ggml/lanes.rs", 1, "codes already clamped to 0..=63 stored as bytes, as ggml does"),
-    ("crates/quant-core/src/superblock/fit.rs", 5, "small integer level tables (|v| <= 127) to i32/f32, exact"),
-    (
-        "crates/quant-core/src/arch/x86_64/avx2.rs",
-        5,
-        "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does",
-    ),
-    ("crates/quant-core/src/arch/x86_64/avx512.rs", 3, "i8/u8 code bounds (|v| <= 255) to f32, exact"),
-    ("crates/quant-traits/src/float.rs", 4, "the float trait's own conversions, which cast.rs builds on"),
-    ("crates/quant-traits/src/storage.rs", 2, "a storage type's MIN/MAX widened to i64 in a const, exact"),
-    ("crates/quant-traits/src/cpu.rs", 1, "a tier's index into Tier::ALL (< 5) as the cached u8"),
-    ("crates/quant-matmul/src/group/weights.rs", 2, "i8 codes to their u8 bits, bit widths (<= 8) as usize"),
-    (
-        "crates/quant-matmul/src/arch/decode.rs",
-        5,
-        "bit widths (<= 8) as usize; the references' i32 group dot products and codes (|v| < 2^24) to f32, exact",
-    ),
-    ("crates/quant-matmul/src/group/mod.rs", 1, "an activation code clamped to -127..=127, to i8"),
-    (
-        "crates/quant-matmul/src/arch/x86_64/avx512.rs",
-        1,
-        "the zmm decode kernel's i32 sum of activation codes (< 2^24) to f32",
-    ),
-    ("crates/quant-matmul/src/gemm/pack.rs", 1, "an i16's bits as u16, to pack it as the low half of a word"),
-    ("crates/quant-matmul/src/gemm/epilogue.rs", 3, "wrapping i32 arithmetic, exact wherever the i32 path is taken"),
-    ("crates/quant-matmul/src/exact.rs", 3, "widening to u128 for the overflow bound of the exact reference"),
-    (
-        "crates/quant-matmul/src/arch/x86_64/decode.rs",
-        2,
-        "a shuffle index (< 16) as i8; an i32 sum of activation codes (< 2^24) to f32 (ymm and zmm kernels)",
-    ),
-    (
-        "crates/quant-matmul/src/arch/portable.rs",
-        1,
-        "an i32 word's bits as u32, to read its four bytes as vpdpbusd does",
-    ),
-    ("crates/quant-matmul/src/arch/mod.rs", 1, "the chunk bound's i32::MAX as u64"),
-    ("crates/quant-matmul/src/gemm/output.rs", 1, "the f32 stage's one documented rounding of its f64 value"),
-    ("crates/quant-matmul/src/gemm/operands.rs", 1, "the i32 depth bound as usize"),
-    ("crates/quant-matmul/src/gemm/driver.rs", 1, "the chunk bound's i32::MAX as usize"),
-];
 
 /// Files that may read `std::env::args`, and why.
 const ARGS_READERS: &[(&str, &str)] = &[
@@ -78,8 +23,6 @@ const ARGS_READERS: &[(&str, &str)] = &[
     ("benches/bin/quant_bench.rs", "the bench server's mode switch (--serve, --peak, --list)"),
     ("benches/examples/scaling.rs", "an example's positional sizes"),
 ];
-
-const LIBRARY_CRATES: [&str; 4] = ["quant-traits", "quant-core", "quant-matmul", "quant-analysis"];
 
 fn root() -> PathBuf {
     crate::root()
@@ -128,51 +71,8 @@ fn code(line: &str) -> &str {
     line.split("//").next().unwrap_or("")
 }
 
-/// Numeric `as` casts in a line's code.
-fn casts(line: &str) -> usize {
-    const TYPES: [&str; 14] =
-        ["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "u128", "i128", "usize", "isize", "f32", "f64"];
-    let words: Vec<&str> =
-        code(line).split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
-    words.windows(2).filter(|w| w[0] == "as" && TYPES.contains(&w[1])).count()
-}
-
 fn is_test_file(rel: &str) -> bool {
     rel.contains("/tests/")
-}
-
-#[test]
-fn numeric_casts_stay_in_the_cast_module() {
-    let mut problems = Vec::new();
-    for (rel, text) in workspace_files() {
-        let library = LIBRARY_CRATES.iter().any(|c| rel.starts_with(&format!("crates/{c}/src/")));
-        if !library || rel == "crates/quant-traits/src/cast.rs" {
-            continue;
-        }
-        // Unit tests at the end of a file (`#[cfg(test)]`) may cast freely.
-        let body = text.split("#[cfg(test)]").next().unwrap_or("");
-        let lines: Vec<(usize, &str)> =
-            body.lines().enumerate().filter(|(_, l)| casts(l) > 0).map(|(i, l)| (i + 1, l.trim())).collect();
-        let count: usize = body.lines().map(casts).sum();
-        let allowed = CAST_ALLOWANCE.iter().find(|(f, _, _)| *f == rel).map_or(0, |(_, n, _)| *n);
-        if count > allowed {
-            let at: Vec<String> = lines.iter().map(|(n, l)| format!("  {rel}:{n}: {l}")).collect();
-            problems.push(format!(
-                "{rel}: {count} numeric `as` casts, {allowed} allowed (use quant_traits::cast, or grant them in tidy.rs with a reason):\n{}",
-                at.join("\n")
-            ));
-        } else if count < allowed {
-            problems.push(format!(
-                "{rel}: {count} numeric `as` casts but {allowed} allowed: lower its allowance in tidy.rs"
-            ));
-        }
-    }
-    for (f, _, _) in CAST_ALLOWANCE {
-        if !root().join(f).exists() {
-            problems.push(format!("{f}: in CAST_ALLOWANCE but gone: remove its line"));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// Whether the `unsafe fn` on line `i` is a method of a trait impl (whose docs are the

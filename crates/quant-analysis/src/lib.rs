@@ -34,6 +34,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+// A numeric `as` cast outside `quant_traits::cast` states why it is right where it is.
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod stats;
 

@@ -69,6 +69,8 @@
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+// A numeric `as` cast outside `quant_traits::cast` states why it is right where it is.
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 extern crate alloc;
 

@@ -47,6 +47,7 @@ impl Accumulator {
     /// the largest magnitudes `max_abs_a` and `max_abs_b` of the operands: the bound is
     /// `max_abs_a * max_abs_b * k`, computed without overflow.
     #[must_use]
+    #[expect(clippy::as_conversions, reason = "widening to u128 for the overflow bound of the exact reference")]
     pub fn for_operands(max_abs_a: u64, max_abs_b: u64, k: usize) -> Self {
         let per_product = u128::from(max_abs_a) * u128::from(max_abs_b);
         let bound = per_product.checked_mul(k as u128);

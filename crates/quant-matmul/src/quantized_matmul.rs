@@ -139,7 +139,10 @@ impl<F: QuantFloat> Out<'_, F> {
     /// The `f32` slice of a flat `f32` output, to take the engine's results in place.
     fn flat_f32(&mut self) -> Option<&mut Vec<f32>> {
         match self {
-            Self::Flat(out) => (&mut **out as &mut dyn core::any::Any).downcast_mut::<Vec<f32>>(),
+            Self::Flat(out) => {
+                let any: &mut dyn core::any::Any = &mut **out;
+                any.downcast_mut::<Vec<f32>>()
+            }
             Self::Rows(_) => None,
         }
     }

@@ -16,6 +16,11 @@
 //! All functions work without `std` (no `libm`): they use bit manipulation and the classic
 //! `2^52` trick, which is exact under the default IEEE rounding mode that Rust guarantees.
 
+#![allow(
+    clippy::as_conversions,
+    reason = "this module is where the numeric casts live: each conversion here is exact, checked or documented"
+)]
+
 /// `2^52`: at and above this magnitude every `f64` is an integer.
 const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
 

@@ -306,6 +306,7 @@ const FAILED: u8 = u8::MAX;
 /// # Errors
 /// As [`KernelChoice::resolve`], when `QUANT_KERNEL` asks for what cannot run (every call
 /// returns the same error).
+#[expect(clippy::as_conversions, reason = "a tier's index into Tier::ALL (< 5) as the cached u8")]
 pub fn auto_tier() -> Result<Tier, QuantError> {
     use core::sync::atomic::Ordering;
     match AUTO.load(Ordering::Relaxed) {

@@ -6,6 +6,8 @@
 //! a dequantized value) is narrowed once with [`QuantFloat::from_f64_nearest`] (IEEE
 //! round-to-nearest, ties to even) or [`QuantFloat::from_f64_saturating`].
 
+#![allow(clippy::as_conversions, reason = "the float trait's own conversions, which the cast module builds on")]
+
 use core::fmt::{Debug, Display};
 
 use half::{bf16, f16};

@@ -32,6 +32,8 @@
 //! ```
 #![no_std]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+// A numeric `as` cast outside `quant_traits::cast` states why it is right where it is.
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod cast;
 pub mod cpu;

@@ -10,6 +10,8 @@
 //! Widths 3, 5, 6 and 7 have no packed type: their codes live in the next type that holds
 //! them (`i8`/`u8`), which the quantizers check ([`Storage::BITS`] against the scheme's width).
 
+#![allow(clippy::as_conversions, reason = "a storage type's MIN/MAX widened to i64 in a const, exact")]
+
 use core::fmt::Debug;
 
 use crate::cast::{clamp_i64, narrow};

@@ -49,6 +49,7 @@ fn code(v: f32, nmax: i32) -> f32 {
 
 /// The search itself, in every lane.
 #[inline(always)]
+#[expect(clippy::as_conversions, reason = "codes already clamped to 0..=63 stored as bytes, as ggml does")]
 pub(super) fn search<const N: usize>(s: Search, x: &[V; N], w: &[V; N], l: &mut [[u8; LANES]; N]) -> (V, V) {
     let nmax = s.nmax;
     let err = |diff: f32| if s.use_mad { diff.abs() } else { diff * diff };

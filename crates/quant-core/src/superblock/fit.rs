@@ -42,6 +42,7 @@ pub fn levels(bits: u32) -> &'static [i16] {
 /// `LUT[k + 256]` = the number of midpoints `<= (k - 1)/2`. Levels are integers, so midpoints lie
 /// on the half-integer grid and every `t` in `((k-1)/2, k/2]` has the same nearest level (the
 /// lower one on a tie, as `t > midpoint` decides).
+#[expect(clippy::as_conversions, reason = "small integer level tables (|v| <= 127) to i32/f32, exact")]
 const fn level_lut(levels: &[i16]) -> [u8; 513] {
     let mut lut = [0u8; 513];
     let mut k = 0;
@@ -146,6 +147,7 @@ fn rint_f(v: f32, lo: f32, hi: f32) -> f32 {
 }
 
 /// Midpoints between neighbouring [`LEVELS`] and the steps between them.
+#[expect(clippy::as_conversions, reason = "small integer level tables (|v| <= 127) to i32/f32, exact")]
 const MIDS: [f32; 15] = {
     let mut m = [0.0f32; 15];
     let mut i = 0;
@@ -155,6 +157,7 @@ const MIDS: [f32; 15] = {
     }
     m
 };
+#[expect(clippy::as_conversions, reason = "small integer level tables (|v| <= 127) to i32/f32, exact")]
 const STEPS: [f32; 15] = {
     let mut m = [0.0f32; 15];
     let mut i = 0;

@@ -216,6 +216,7 @@ pub(crate) trait MicroKernel: TierKernels {
     /// The largest depth, in groups, whose raw sums are exact in `i32` when A's values are at
     /// most `a_max` in magnitude (B's at most 128): `i32::MAX / (a_max · 128)` values, rounded
     /// down to whole groups and to whole runs of `RUN_GROUPS`.
+    #[expect(clippy::as_conversions, reason = "the chunk bound's i32::MAX as u64")]
     fn chunk_groups(a_max: u32) -> usize {
         let per = u64::from(a_max.max(1)) * 128;
         let depth = usize::try_from(i32::MAX as u64 / per).unwrap_or(usize::MAX);

@@ -15,6 +15,7 @@ use super::{apply_scalar, load_scalar, AWords, MicroKernel, TileIo};
 
 /// `Σ_t a_t · b_t` over one quad: A's four unsigned bytes (lowest first) times four signed bytes.
 #[inline(always)]
+#[expect(clippy::as_conversions, reason = "an i32 word's bits as u32, to read its four bytes as vpdpbusd does")]
 fn quad(aw: i32, b: &[i8]) -> i32 {
     let a = (aw as u32).to_le_bytes();
     a.iter().zip(b).fold(0i32, |s, (&x, &y)| s.wrapping_add(i32::from(x) * i32::from(y)))

@@ -582,6 +582,7 @@ impl<K: MicroKernel, A: Operand, O: Copy> Blocks<'_, '_, '_, '_, K, A, O> {
 }
 
 /// The `M = 1`, wide and requantizing paths (module docs) over one thread's block.
+#[expect(clippy::as_conversions, reason = "the chunk bound's i32::MAX as usize")]
 fn drive_memory<K: MicroKernel, A: Operand, S: Stage>(
     session: &Session<K>,
     seven_bit: bool,

@@ -45,6 +45,7 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
 
     /// The column terms for columns `j0 ..` (wrapping `i32`: only used when every corrected
     /// result fits `i32`, where modular arithmetic gives the exact value).
+    #[expect(clippy::as_conversions, reason = "wrapping i32 arithmetic, exact wherever the i32 path is taken")]
     pub(crate) fn columns(&self, j0: usize, col_sums: &[i64]) -> Columns {
         let mut cols = Columns { j0, zb: [0; MAX_NR], col_sum: [0; MAX_NR], k_zb: [0; MAX_NR], fixed: None };
         let k = self.k as i32; // wraps for huge K, consistently with the rest of the i32 path
@@ -92,6 +93,7 @@ impl<A: Operand, S: Stage> Epilogue<'_, '_, A, S> {
 
     /// Columns `c0 .. c0 + raw.len()` of the tile row.
     #[inline(always)]
+    #[expect(clippy::as_conversions, reason = "wrapping i32 arithmetic, exact wherever the i32 path is taken")]
     fn correct_run<R, O>(&self, i: usize, cols: &Columns, c0: usize, raw: &R, out: &mut O)
     where
         R: AsRef<[i32]> + ?Sized,

@@ -105,6 +105,7 @@ impl<'a, A: Operand> Operands<'a, A> {
 
     /// Largest depth whose corrected results `(A - za)·(B - zb)` provably fit `i32`.
     #[must_use]
+    #[expect(clippy::as_conversions, reason = "the i32 depth bound as usize")]
     pub fn max_i32_depth(&self) -> usize {
         // |B - zb| is the same before and after packing's offset.
         let b = if self.b_offset() == 0 { self.b_zero.max_centered::<i8>() } else { self.b_zero.max_centered::<u8>() };

@@ -338,6 +338,7 @@ impl Stage for F32Out<'_> {
         Some(RegisterStage::F32 { scale_a: self.scale_a, scale_b: self.scale_b, bias: self.bias })
     }
     #[inline(always)]
+    #[expect(clippy::as_conversions, reason = "the f32 stage's one documented rounding of its f64 value")]
     fn apply(&self, _row: usize, col: usize, acc: i64) -> f32 {
         let bias = self.bias.map_or(0.0, |b| f64::from(b[col]));
         (i64_to_f64(acc) * (self.scale_a * self.scale_b.get(col)) + bias) as f32

@@ -27,6 +27,7 @@ use crate::view::MatRef;
 
 /// One word from two `i16` values: `lo` in bits 0..16, `hi` in bits 16..32.
 #[inline(always)]
+#[expect(clippy::as_conversions, reason = "an i16's bits as u16, to pack it as the low half of a word")]
 fn pair(lo: i16, hi: i16) -> i32 {
     i32::from(lo as u16) | (i32::from(hi) << 16)
 }

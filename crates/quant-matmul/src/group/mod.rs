@@ -132,6 +132,7 @@ impl Activations {
 }
 
 /// One row's group of activations quantized to `i8`: the scale and the codes.
+#[expect(clippy::as_conversions, reason = "an activation code clamped to -127..=127, to i8")]
 fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     if amax == 0.0 {

@@ -160,6 +160,7 @@ impl GroupWeights {
     ///
     /// # Errors
     /// As [`GroupWeights::sym4`].
+    #[expect(clippy::as_conversions, reason = "i8 codes to their u8 bits, bit widths (<= 8) as usize")]
     pub fn sym8<S: QuantFloat>(
         codes: &[i8],
         scales: &[S],
@@ -387,6 +388,7 @@ impl GroupWeights {
     /// # Errors
     /// [`QuantError::KernelUnavailable`] / [`QuantError::UnknownKernel`] as
     /// [`crate::GroupGemm::kernel_name`].
+    #[expect(clippy::as_conversions, reason = "i8 codes to their u8 bits, bit widths (<= 8) as usize")]
     pub fn for_kernel(&self, kernel: KernelChoice) -> Result<Self, QuantError> {
         let width = width_for(kernel.resolve()?);
         if width == self.width {

@@ -159,6 +159,7 @@ macro_rules! quantize_fn {
         /// # Safety
         /// AVX2 and FMA present; `out.len() == x.len()`.
         #[target_feature(enable = "avx2,fma")]
+        #[expect(clippy::as_conversions, reason = "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does")]
         pub(crate) unsafe fn $name(
             x: &[f32],
             scale: f64,
@@ -321,6 +322,10 @@ forward_core_kernels!(AvxVnni => Avx2);
 
 /// `i` as ggml's `(float)i` for the search's small integers (exact).
 #[inline(always)]
+#[expect(
+    clippy::as_conversions,
+    reason = "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does"
+)]
 fn f(i: i32) -> f32 {
     i as f32
 }
@@ -331,6 +336,10 @@ fn f(i: i32) -> f32 {
 /// # Safety
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
+#[expect(
+    clippy::as_conversions,
+    reason = "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does"
+)]
 pub(super) unsafe fn search_avx2<const N: usize>(
     s: Search,
     x: &[V; N],

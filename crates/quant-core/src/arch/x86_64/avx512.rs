@@ -85,6 +85,7 @@ macro_rules! quantize_fn {
         /// # Safety
         /// AVX-512 F/BW, AVX2 and FMA present; `out.len() == x.len()`.
         #[target_feature(enable = "avx512f,avx512bw,fma,avx2")]
+        #[expect(clippy::as_conversions, reason = "i8/u8 code bounds (|v| <= 255) to f32, exact")]
         pub(crate) unsafe fn $name(
             x: &[f32],
             scale: f64,

@@ -210,6 +210,7 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
 /// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout; every row of
 /// `rows` is a row of `a`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[expect(clippy::as_conversions, reason = "the zmm decode kernel's i32 sum of activation codes (< 2^24) to f32")]
 unsafe fn wide_avx512vnni<const R: usize>(
     w: &Panels<'_>,
     a: &QuantizedRows<'_>,
