@@ -13,38 +13,6 @@ use quant_io::{Dtype, Kind, ModelFile};
 use crate::mix::{self, Mix, ModelInfo, TensorRef};
 use crate::{CliError, Progress};
 
-/// `quant inspect` on a GGUF file: the header, every key/value, every tensor.
-pub fn inspect(path: &Path) -> Result<String, CliError> {
-    let f = GgufFile::open(path)?;
-    let h = &f.header;
-    let mut out = format!(
-        "{}: GGUF version {}, {} tensors, {} key/values, {} bytes (data at {}, alignment {})\n",
-        path.display(),
-        h.version,
-        h.tensors.len(),
-        h.kv.len(),
-        f.file_bytes(),
-        h.data_start,
-        h.alignment
-    );
-    for (k, v) in &h.kv {
-        out.push_str(&format!("metadata {k} = {v}\n"));
-    }
-    out.push_str(&format!("{:<48} {:<6} {:<20} {:>12} {:>12}\n", "tensor", "type", "shape", "elements", "bytes"));
-    for t in &h.tensors {
-        let shape: Vec<String> = t.shape().iter().map(ToString::to_string).collect();
-        out.push_str(&format!(
-            "{:<48} {:<6} {:<20} {:>12} {:>12}\n",
-            t.name,
-            t.ty.name,
-            format!("[{}]", shape.join(", ")),
-            t.elements(),
-            t.bytes
-        ));
-    }
-    Ok(out)
-}
-
 /// `quant dequantize` on a GGUF file: a safetensors file with every tensor, the quantized ones
 /// dequantized to `F32` (bit for bit as ggml's `dequantize_row_*`), the others copied in their
 /// own type, shapes outermost first; the scalar metadata (not arrays such as the vocabulary) as

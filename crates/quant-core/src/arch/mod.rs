@@ -134,10 +134,7 @@ pub(crate) fn qkx2_search<const N: usize>(
 }
 
 /// Reinterprets `&[A]` as `&[B]` when they are the same type.
-#[expect(
-    clippy::as_conversions,
-    reason = "a slice's pointer reinterpreted as the type it is (the caller checked that the types are the same)"
-)]
+#[expect(clippy::as_conversions, reason = "a slice pointer cast to the type it is (checked by the caller)")]
 fn same<A: 'static, B: 'static>(x: &[A]) -> Option<&[B]> {
     if TypeId::of::<A>() == TypeId::of::<B>() {
         // SAFETY: A and B are the same type, so the slice is a valid `&[B]` as it is.
@@ -148,10 +145,7 @@ fn same<A: 'static, B: 'static>(x: &[A]) -> Option<&[B]> {
 }
 
 /// Like [`same`], for a mutable slice.
-#[expect(
-    clippy::as_conversions,
-    reason = "a slice's pointer reinterpreted as the type it is (the caller checked that the types are the same)"
-)]
+#[expect(clippy::as_conversions, reason = "a slice pointer cast to the type it is (checked by the caller)")]
 fn same_mut<A: 'static, B: 'static>(x: &mut [A]) -> Option<&mut [B]> {
     if TypeId::of::<A>() == TypeId::of::<B>() {
         // SAFETY: A and B are the same type, so the slice is a valid `&mut [B]` as it is.

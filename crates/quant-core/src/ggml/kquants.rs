@@ -46,10 +46,7 @@ pub(super) const QK_K: usize = 256;
 /// `max == min` (the same here: `max >= min` always) and in defaulting absent weights to `x²`
 /// (its callers always pass weights).
 #[allow(clippy::too_many_arguments)]
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn make_qkx2_quants<const N: usize>(
     nmax: i32,
     x: &[f32; N],
@@ -131,10 +128,7 @@ pub(super) fn make_qkx2_quants<const N: usize>(
 /// ggml's `make_qx_quants` with `rmse_type = 1`: codes `-nmax..nmax` stored as `l + nmax`, the
 /// scale of the best of 19 candidates under the weights `qw` (ggml's importance weights) or,
 /// without them, `x²`.
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn make_qx_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [i8; N], qw: Option<&[f32; N]>) -> f32 {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
@@ -201,10 +195,7 @@ pub(super) fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 /// `quantize_row_q*_K_ref` (weights `sqrt(mean(x²)) + |x|`, scales to 6 bits by `63 / max`);
 /// with them, its `quantize_row_q*_K_impl` (weights `qw · sqrt(σ² + x²)` with
 /// `σ² = 2 · Σx² / 256`, 37 candidate scales, 6-bit scales by `make_qp_quants`).
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 fn k_front(x: &[f32; QK_K], nmax: i32, qw: Option<&[f32; QK_K]>, head: &mut [u8], l: &mut [u8; QK_K]) {
     let mut sw = [0f32; 8];
     let (mut max_scale, mut max_min) = (0f32, 0f32);
@@ -345,10 +336,7 @@ pub(super) fn q5_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
 
 /// One `Q6_K` super-block (210 bytes: `ql[128]`, `qh[64]`, `scales[16]`, `d`); importance
 /// weights `qw`, if given, weigh the per-16 scale searches as they are (ggml's `_impl`).
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
@@ -399,10 +387,7 @@ pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
 /// ggml's `make_q3_quants` with `do_rmse`: 16 values, codes `-nmax..nmax` refined by five
 /// passes of coordinate descent on the weighted (`x²`) error, stored as `l + nmax`; returns the
 /// scale. An all-zero sub-block gives codes 0 (not `nmax`) and scale 0, as ggml's does.
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 fn make_q3_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
@@ -473,10 +458,7 @@ pub(super) fn pack2(l: &[u8; QK_K], qs: &mut [u8]) {
 /// `d`, `dmin`). Without importance weights ggml's `quantize_row_q2_K_ref` (weights `|x|`,
 /// absolute error, 4-bit scales by `15 / max`); with them its `quantize_row_q2_K_impl`
 /// (weights `qw · sqrt(σ² + x²)`, `σ² = Σx² / 256`, squared error, scales by `make_qp_quants`).
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn q2_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l = [0u8; QK_K];
     let (mut scales, mut mins, mut sw) = ([0f32; 16], [0f32; 16], [0f32; 16]);
@@ -574,10 +556,7 @@ pub(super) fn q3_scale(j: usize, sc: &[u8]) -> i32 {
 /// importance weights ggml's `quantize_row_q3_K_ref` (`make_q3_quants`, scales to 6 bits by
 /// `-32 / max`); with them its `quantize_row_q3_K_impl` (`make_qx_quants` under weights
 /// `qw · sqrt(σ² + x²)`, `σ² = 2 · Σx² / 256`, and again for the 6-bit scales).
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
     let mut l8 = [0i8; QK_K];
     let (mut scales, mut sw) = ([0f32; 16], [0f32; 16]);
@@ -654,10 +633,7 @@ pub(super) fn q3_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
 /// `0..=nmax` in `l` against one scale, the best of 9 candidates under the weights `qw`, then
 /// refined by up to five passes of coordinate descent. Returns the scale. ggml keeps the codes
 /// in `uint8_t` while computing with the unclamped integers; so does this port.
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u8; N], qw: &[f32; N]) -> f32 {
     let max = x.iter().fold(0.0f32, |m, &v| if m > v { m } else { v }); // MAX(max, x[i])
     if max < 1e-15 {
@@ -798,10 +774,7 @@ pub(super) fn dequantize_q45_k(b: &[u8], fifth: bool, y: &mut [f32]) {
 }
 
 /// Dequantizes one `Q6_K` super-block.
-#[expect(
-    clippy::as_conversions,
-    reason = "ports of ggml's k-quant C code, casts kept operation for operation so the bytes match ggml's"
-)]
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn dequantize_q6_k(b: &[u8], y: &mut [f32]) {
     let d = half_at(b, 208);
     for h in 0..2 {

@@ -161,10 +161,7 @@ impl BlockFormat {
 
     /// Bits per weight, scales included (`Q4_0`: 4.5, `Q4_K`: 4.5, `Q6_K`: 6.5625).
     #[must_use]
-    #[expect(
-        clippy::as_conversions,
-        reason = "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above"
-    )]
+    #[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits), as ggml writes it")]
     pub fn bits_per_weight(self) -> f64 {
         (self.block_bytes() * 8) as f64 / self.block_len() as f64
     }
@@ -254,10 +251,7 @@ impl BlockFormat {
     /// is not `row_len` long or an `out` of the wrong length; [`QuantError::NonFinite`] naming
     /// the first NaN or infinite value and [`QuantError::NonFiniteParameter`] the first such
     /// weight. All are found before anything is written.
-    #[expect(
-        clippy::as_conversions,
-        reason = "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above"
-    )]
+    #[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits), as ggml writes it")]
     pub fn quantize_weighted_into(
         self,
         x: &[f32],
@@ -343,10 +337,7 @@ impl BlockFormat {
     /// # Errors
     /// [`QuantError::NotABlockMultiple`] if `bytes` is not whole blocks;
     /// [`QuantError::LengthMismatch`] if `out` has the wrong length.
-    #[expect(
-        clippy::as_conversions,
-        reason = "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above"
-    )]
+    #[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits), as ggml writes it")]
     pub fn dequantize_into(self, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
         let bb = self.block_bytes();
         if !bytes.len().is_multiple_of(bb) {
@@ -530,7 +521,7 @@ fn q5_1(x: &[f32; BLOCK], out: &mut [u8]) {
 }
 
 /// ggml's `quantize_row_q4_0_impl` for one block: `make_qx_quants` under the weights.
-#[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above")]
+#[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits), as ggml writes it")]
 fn q4_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8]) {
     let mut l = [0i8; BLOCK];
     let d = kquants::make_qx_quants(8, x, &mut l, Some(&kquants::importance(qw, x, sigma2)));
@@ -541,7 +532,7 @@ fn q4_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8
 }
 
 /// ggml's `quantize_row_q5_0_impl` for one block.
-#[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits) and its bits per weight, as above")]
+#[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits), as ggml writes it")]
 fn q5_0_weighted(x: &[f32; BLOCK], sigma2: f32, qw: &[f32; BLOCK], out: &mut [u8]) {
     let mut l = [0i8; BLOCK];
     let d = kquants::make_qx_quants(16, x, &mut l, Some(&kquants::importance(qw, x, sigma2)));

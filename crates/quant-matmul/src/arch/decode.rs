@@ -58,10 +58,7 @@ pub(crate) fn width_for(tier: Tier) -> usize {
 /// The layout's codes: row-major codes (`row_bytes` per output channel; 4-bit codes as input
 /// pairs, low nibble first) rearranged into panels of `width` channels, group after group,
 /// four inputs at a time (see [`crate::GroupWeights`]); channels past `n` are zero.
-#[expect(
-    clippy::as_conversions,
-    reason = "bit widths (<= 8) as usize; the references' i32 group dot products and codes (|v| < 2^24) to f32, exact"
-)]
+#[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize, sums and codes (< 2^24) to f32: exact")]
 pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, width: usize, rows: &[u8]) -> Aligned<u8> {
     let bits = kind.bits() as usize;
     let (groups, panels, row_bytes) = (k / group, n.div_ceil(width), k * bits / 8);
@@ -159,10 +156,7 @@ impl<'a> Panels<'a> {
     }
 
     /// Bytes of one panel's codes for one group.
-    #[expect(
-        clippy::as_conversions,
-        reason = "bit widths (<= 8) as usize; the references' i32 group dot products and codes (|v| < 2^24) to f32, exact"
-    )]
+    #[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize, sums and codes (< 2^24) to f32: exact")]
     pub(crate) fn group_bytes(&self) -> usize {
         self.group * self.width * self.kind.bits() as usize / 8
     }
@@ -434,10 +428,7 @@ pub(crate) trait DecodeKernel: TierKernels {
 
 /// The int8 mode's reference (portable) kernel: panel `p`'s eight output channels for each of
 /// `rows`, before the bias (steps 2 and 3 of the `group` module's docs). Channels past `N` come out as 0.
-#[expect(
-    clippy::as_conversions,
-    reason = "bit widths (<= 8) as usize; the references' i32 group dot products and codes (|v| < 2^24) to f32, exact"
-)]
+#[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize, sums and codes (< 2^24) to f32: exact")]
 pub(crate) fn reference_panel_i8<const R: usize>(
     w: &Panels<'_>,
     a: &QuantizedRows<'_>,
@@ -473,10 +464,7 @@ pub(crate) fn reference_panel_i8<const R: usize>(
 
 /// The float mode's reference (portable) kernel: panel `p`'s eight output channels for each of
 /// `rows`, before the bias (steps 1 to 3 of the `group` module's docs). Channels past `N` come out as 0.
-#[expect(
-    clippy::as_conversions,
-    reason = "bit widths (<= 8) as usize; the references' i32 group dot products and codes (|v| < 2^24) to f32, exact"
-)]
+#[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize, sums and codes (< 2^24) to f32: exact")]
 pub(crate) fn reference_panel_f32<const R: usize>(
     w: &Panels<'_>,
     a: &FloatRows<'_>,

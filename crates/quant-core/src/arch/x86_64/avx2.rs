@@ -159,7 +159,7 @@ macro_rules! quantize_fn {
         /// # Safety
         /// AVX2 and FMA present; `out.len() == x.len()`.
         #[target_feature(enable = "avx2,fma")]
-        #[expect(clippy::as_conversions, reason = "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does")]
+        #[expect(clippy::as_conversions, reason = "code bounds (|v| <= 255) to f32: exact")]
         pub(crate) unsafe fn $name(
             x: &[f32],
             scale: f64,
@@ -322,10 +322,7 @@ forward_core_kernels!(AvxVnni => Avx2);
 
 /// `i` as ggml's `(float)i` for the search's small integers (exact).
 #[inline(always)]
-#[expect(
-    clippy::as_conversions,
-    reason = "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does"
-)]
+#[expect(clippy::as_conversions, reason = "small integers (<= 255) to f32 and codes (0..=63) to bytes, as ggml")]
 fn f(i: i32) -> f32 {
     i as f32
 }
@@ -336,10 +333,7 @@ fn f(i: i32) -> f32 {
 /// # Safety
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
-#[expect(
-    clippy::as_conversions,
-    reason = "i8/u8 code bounds (|v| <= 255) to f32, exact; the k-quant search's small integers to f32 and its codes (0..=63) to bytes, as ggml does"
-)]
+#[expect(clippy::as_conversions, reason = "small integers (<= 255) to f32 and codes (0..=63) to bytes, as ggml")]
 pub(super) unsafe fn search_avx2<const N: usize>(
     s: Search,
     x: &[V; N],

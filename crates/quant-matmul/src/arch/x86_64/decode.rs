@@ -170,7 +170,7 @@ macro_rules! group_kernel {
         /// The CPU has the features in `target_feature`; `p` is a panel of `w`; every row of
         /// `rows` is a row of `a`.
         #[target_feature(enable = $features)]
-        #[expect(clippy::as_conversions, reason = "a shuffle index (< 16) as i8; an i32 sum of activation codes (< 2^24) to f32 (ymm and zmm kernels)")]
+        #[expect(clippy::as_conversions, reason = "shuffle indices (< 16) as i8, code sums (< 2^24) to f32: exact")]
         pub(super) unsafe fn $name<const R: usize>(
             w: &Panels<'_>,
             a: &QuantizedRows<'_>,
@@ -275,10 +275,7 @@ pub(super) unsafe fn dequantize(w: &Panels<'_>, p: usize, count: usize, out: &mu
 
 /// `vpshufb` masks that move byte `j` of every 32-bit lane to the lane's low byte (`top`:
 /// to its high byte), zeroing the other three.
-#[expect(
-    clippy::as_conversions,
-    reason = "a shuffle index (< 16) as i8; an i32 sum of activation codes (< 2^24) to f32 (ymm and zmm kernels)"
-)]
+#[expect(clippy::as_conversions, reason = "shuffle indices (< 16) as i8, code sums (< 2^24) to f32: exact")]
 fn lane_byte_masks(j: usize, top: bool) -> [i8; 32] {
     let mut m = [-128i8; 32]; // 0x80: zero
     for lane in 0..8 {

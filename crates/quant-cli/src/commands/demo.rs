@@ -10,7 +10,7 @@
 use quant_analysis::error_stats;
 use quant_core::{BlockFormat, QuantError, QuantSpec, Scheme};
 
-use crate::report::measure;
+use crate::measure::measure;
 use crate::scheme::{file_bytes, Gran, Plan};
 
 const HIDDEN: usize = 768;
