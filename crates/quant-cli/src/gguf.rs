@@ -8,9 +8,10 @@ use std::path::Path;
 use quant_core::BlockFormat;
 use quant_io::gguf::{padded_bytes, write_header, GgmlType, Gguf, GgufFile, TensorOut, Value, MAX_DIMS};
 use quant_io::writer::{Planned, Writer};
-use quant_io::{Dtype, Kind, ModelFile};
+use quant_io::{Dtype, Kind, ModelFile, Tensor};
 
 use crate::mix::{self, Mix, ModelInfo, TensorRef};
+use crate::pipeline::{write_all, Step, Written};
 use crate::{CliError, Progress};
 
 /// `quant dequantize` on a GGUF file: a safetensors file with every tensor, the quantized ones
@@ -119,7 +120,7 @@ fn model_info(h: &Gguf) -> Result<ModelInfo, String> {
 /// with `general.quantization_version = 2` and without `general.file_type` (llama.cpp then infers
 /// it from the tensors). Written through a temporary file renamed over the destination at the
 /// end; peak memory follows the largest tensor.
-pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress) -> Result<(), CliError> {
+pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress) -> Result<Written, CliError> {
     let fail = |msg: String| CliError::file(input, msg);
     let source = ModelFile::open(input)?;
     let mut kv: Vec<(String, Value)> = Vec::new();
@@ -225,37 +226,32 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
             Planned { name: o.name.clone(), dtype: Dtype::U8, shape: vec![padded], bytes: padded }
         })
         .collect();
-    let total: u64 = outs.iter().map(|o| o.bytes).sum();
-    let mut w = Writer::with_header(output, &head, plan)?;
-    progress.start(total, "quantize");
-    for (i, o) in outs.iter().enumerate() {
-        progress.message(&o.name);
-        let mut bytes = if o.ty == o.from {
-            source.tensor(i).bytes.to_vec()
-        } else {
-            let x = source
-                .tensor(i)
-                .floats()
-                .ok_or_else(|| fail(format!("cannot read {} values as floats", o.from.name)))?
-                .map_err(fail)?
-                .into_f32();
-            match o.ty.kind {
-                Kind::Blocks(format) => {
-                    quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
-                }
-                // F16, a mix's fallback: rounded to nearest even, as ggml_fp32_to_fp16_row.
-                Kind::Plain(_) => {
-                    x.iter().flat_map(|&v| quant_traits::half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
-                }
+    let w = Writer::with_header(output, &head, plan)?;
+    let steps: Vec<Step> = outs.iter().map(|o| if o.ty == o.from { Step::Copy } else { Step::Convert }).collect();
+    let pad = |mut bytes: Vec<u8>, w: &mut Writer| {
+        bytes.resize(padded_bytes(bytes.len() as u64) as usize, 0);
+        Ok::<(), CliError>(w.write(&bytes)?)
+    };
+    let convert = |i: usize, t: &Tensor<'_>, w: &mut Writer| {
+        let o = &outs[i];
+        let x = t
+            .floats()
+            .ok_or_else(|| fail(format!("cannot read {} values as floats", o.from.name)))?
+            .map_err(fail)?
+            .into_f32();
+        let bytes = match o.ty.kind {
+            Kind::Blocks(format) => {
+                quantize_rows(format, &x, o.dims[0] as usize).map_err(|e| fail(format!("{}: {e}", o.name)))?
+            }
+            // F16, a mix's fallback: rounded to nearest even, as ggml_fp32_to_fp16_row.
+            Kind::Plain(_) => {
+                x.iter().flat_map(|&v| quant_traits::half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
             }
         };
-        bytes.resize(padded_bytes(bytes.len() as u64) as usize, 0);
-        w.write(&bytes)?;
-        source.release(i);
-        progress.advance(o.bytes);
-    }
-    progress.finish();
-    Ok(w.finish()?)
+        pad(bytes, w)
+    };
+    let copy = |t: &Tensor<'_>, w: &mut Writer| pad(t.bytes.to_vec(), w);
+    write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy)
 }
 
 /// Rows of `row_len` values quantized to `format`, the rows spread over rayon's threads (each

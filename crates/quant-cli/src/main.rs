@@ -26,6 +26,7 @@ mod gguf;
 mod measure;
 mod mix;
 mod one_level;
+mod pipeline;
 mod render;
 mod scheme;
 mod stored;
@@ -71,15 +72,24 @@ impl fmt::Display for CliError {
     }
 }
 
-/// A progress bar on stderr, shown only on a terminal and without `--quiet`.
+/// A progress bar on stderr, shown only on a terminal and without `--quiet`, and the closing
+/// summary line (also without `--quiet`).
 pub struct Progress {
     bar: Option<ProgressBar>,
+    quiet: bool,
 }
 
 impl Progress {
     fn new(quiet: bool) -> Self {
         let show = !quiet && std::io::stderr().is_terminal();
-        Progress { bar: show.then(|| ProgressBar::new(0)) }
+        Progress { bar: show.then(|| ProgressBar::new(0)), quiet }
+    }
+
+    /// One line on stderr (`quant: ...`), unless `--quiet`.
+    pub fn note(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("quant: {line}");
+        }
     }
 
     /// Starts a phase of `total` bytes.
@@ -121,7 +131,7 @@ impl Progress {
 #[derive(Parser)]
 #[command(name = "quant", version, about = "Quantize safetensors model files and report the precision lost")]
 struct Cli {
-    /// No progress bar.
+    /// No progress bar and no summary line.
     #[arg(long, short, global = true)]
     quiet: bool,
     #[command(subcommand)]

@@ -21,13 +21,14 @@ use quant_core::{QuantFloat, QuantParams, QuantSpec, Scheme};
 use safetensors::tensor::Dtype;
 use serde_json::json;
 
+use crate::pipeline::{copy_bytes, write_all, Step, Written};
 use crate::scheme::{dequantize_2d, quantize_2d, Bytes, Gran, Plan};
 use crate::stored::{float_size, parse_stored, Stored};
 use crate::{with_storage, CliError, Progress};
 use quant_io::le::{read_le, write_le, LeBytes};
 use quant_io::safetensors::{dtype_name, Entry, SafetensorsFile};
-use quant_io::with_floats;
 use quant_io::writer::{Planned, Writer};
+use quant_io::{with_floats, ModelFile, Tensor};
 
 /// The shape of a tensor's parameter sets under `gran`.
 fn param_shape(gran: Gran, rows: usize, cols: usize) -> Vec<usize> {
@@ -53,13 +54,18 @@ pub fn quantizable(model: &SafetensorsFile, e: &Entry) -> Result<bool, CliError>
     Ok(e.is_float())
 }
 
-/// `quant quantize`.
-pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) -> Result<(), CliError> {
-    let model = SafetensorsFile::open(input)?;
+/// `quant quantize` into one of our one-level files: what it wrote.
+pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) -> Result<Written, CliError> {
+    let source = ModelFile::open(input)?;
+    let ModelFile::Safetensors(model, entries) = &source else {
+        return Err(CliError::file(
+            input,
+            "is a GGUF file: quantize it with --type (llama.cpp's formats) or --super (ours)".into(),
+        ));
+    };
     let Some(storage) = plan.file_storage() else {
         return Err(CliError::usage(format!("--bits {}: files hold 2 to 8 bits", plan.spec.bits())));
     };
-    let entries = model.entries();
     let mut planned = Vec::new();
     let mut meta = BTreeMap::new();
     meta.insert("quant.format".to_string(), "quant".to_string());
@@ -68,15 +74,14 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
     meta.insert("quant.bits".to_string(), plan.spec.bits().to_string());
     meta.insert("quant.granularity".to_string(), plan.gran.to_string());
     meta.insert("quant.convention".to_string(), quant_core::Convention::Exact.name().to_string());
-    let mut work = 0;
-    let mut quantized = std::collections::HashSet::new();
-    for e in &entries {
-        if !quantizable(&model, e)? {
+    let mut steps = Vec::with_capacity(entries.len());
+    for e in entries {
+        if !quantizable(model, e)? {
             planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
+            steps.push(Step::Copy);
             continue;
         }
-        work += e.bytes();
-        quantized.insert(e.name.clone());
+        steps.push(Step::Convert);
         let (rows, cols) = (e.shape[0], e.shape[1]);
         let units = with_storage!(storage, Q => <Q as quant_traits::Storage>::units_for(e.elements()));
         let (dtype, shape) = if matches!(storage, "i8" | "u8") {
@@ -107,52 +112,12 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
         );
     }
     let w = Writer::create(output, planned, meta)?;
-    let step = |e: &Entry| if quantized.contains(&e.name) { Step::Convert } else { Step::Copy };
-    stream(&model, &entries, w, progress, work, "quantizing", step, |e, w| {
+    let convert = |i: usize, _: &Tensor<'_>, w: &mut Writer| {
+        let e = &entries[i];
         let floats = model.floats(e)?;
-        with_floats!(floats, x => with_storage!(storage, Q => write_quantized::<_, Q>(&model, e, &x, plan, w)))
-    })
-}
-
-/// What happens to one input tensor when a file is rewritten.
-enum Step {
-    /// Written by the conversion.
-    Convert,
-    /// Copied as it is.
-    Copy,
-    /// Left out (consumed by another tensor's conversion).
-    Drop,
-}
-
-/// Writes every entry in file order: converted ones by `convert`, the others copied or
-/// dropped, releasing each tensor's pages after it (so the resident size stays near one
-/// tensor); the progress bar counts the converted input bytes (`work` in all).
-#[allow(clippy::too_many_arguments)]
-fn stream(
-    model: &SafetensorsFile,
-    entries: &[Entry],
-    mut w: Writer,
-    progress: &Progress,
-    work: usize,
-    what: &str,
-    step: impl Fn(&Entry) -> Step,
-    mut convert: impl FnMut(&Entry, &mut Writer) -> Result<(), CliError>,
-) -> Result<(), CliError> {
-    progress.start(work as u64, what);
-    for e in entries {
-        match step(e) {
-            Step::Convert => {
-                progress.message(&e.name);
-                convert(e, &mut w)?;
-                progress.advance(e.bytes() as u64);
-            }
-            Step::Copy => w.write(model.bytes(e))?,
-            Step::Drop => {}
-        }
-        model.release(e);
-    }
-    progress.finish();
-    Ok(w.finish()?)
+        with_floats!(floats, x => with_storage!(storage, Q => write_quantized::<_, Q>(model, e, &x, plan, w)))
+    };
+    write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy_bytes)
 }
 
 fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
@@ -177,8 +142,11 @@ fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
 }
 
 /// `quant dequantize` of a one-level file (`stored::written_by_quant` checked).
-pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
-    let model = SafetensorsFile::open(input)?;
+pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Written, CliError> {
+    let source = ModelFile::open(input)?;
+    let ModelFile::Safetensors(model, entries) = &source else {
+        return Err(CliError::file(input, "is a GGUF file, not one of ours".into()));
+    };
     let meta = model.metadata();
     let field = |k: &str| meta.get(k).cloned().ok_or_else(|| CliError::file(input, format!("metadata lacks {k}")));
     let bits: u32 = field("quant.bits")?
@@ -192,10 +160,9 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     let spec = QuantSpec::new(scheme, bits).map_err(|e| CliError::file(input, format!("metadata: {e}")))?;
     let gran =
         Gran::parse(&field("quant.granularity")?).map_err(|e| CliError::file(input, format!("metadata: {e}")))?;
-    let entries = model.entries();
     let by_name: HashMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
     let mut stored = HashMap::new();
-    for e in &entries {
+    for e in entries {
         if let Some(text) = meta.get(&format!("quant.tensor.{}", e.name)) {
             let st = parse_stored(input, &e.name, text)?;
             if st.storage == "super" {
@@ -230,12 +197,10 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
         [".scale", ".zero_point"].iter().any(|s| name.strip_suffix(s).is_some_and(|base| stored.contains_key(base)))
     };
     let mut planned = Vec::new();
-    let mut work = 0;
-    for e in &entries {
+    for e in entries {
         if let Some(s) = stored.get(&e.name) {
             let bytes = s.shape.iter().product::<usize>() * float_size(s.dtype);
             planned.push(Planned { name: e.name.clone(), dtype: s.dtype, shape: s.shape.clone(), bytes });
-            work += e.bytes();
         } else if !aux(&e.name) {
             planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
         }
@@ -247,16 +212,20 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
         }
     }
     let w = Writer::create(output, planned, keep)?;
-    let step = |e: &Entry| {
-        if stored.contains_key(&e.name) {
-            Step::Convert
-        } else if aux(&e.name) {
-            Step::Drop
-        } else {
-            Step::Copy
-        }
-    };
-    stream(&model, &entries, w, progress, work, "dequantizing", step, |e, w| {
+    let steps: Vec<Step> = entries
+        .iter()
+        .map(|e| {
+            if stored.contains_key(&e.name) {
+                Step::Convert
+            } else if aux(&e.name) {
+                Step::Drop
+            } else {
+                Step::Copy
+            }
+        })
+        .collect();
+    let convert = |i: usize, _: &Tensor<'_>, w: &mut Writer| {
+        let e = &entries[i];
         let Some(s) = stored.get(&e.name) else { return Ok(()) };
         let find = |suffix: &str| by_name.get(format!("{}{suffix}", e.name).as_str()).copied();
         let scale =
@@ -279,9 +248,10 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             None => vec![0; scale.elements()],
         };
         let scales = model.floats(scale)?;
-        let out: Vec<u8> = with_floats!(scales, sc => with_storage!(s.storage, Q => restore::<_, Q>(&model, e, s, spec, gran, &sc, &zps)))?;
+        let out: Vec<u8> = with_floats!(scales, sc => with_storage!(s.storage, Q => restore::<_, Q>(model, e, s, spec, gran, &sc, &zps)))?;
         Ok(w.write(&out)?)
-    })
+    };
+    write_all(&source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
 }
 
 fn restore<F: QuantFloat + LeBytes, Q: Bytes>(

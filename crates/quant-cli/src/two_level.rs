@@ -24,6 +24,7 @@ use quant_traits::half::f16;
 use safetensors::tensor::Dtype;
 use serde_json::json;
 
+use crate::pipeline::{copy_bytes, write_all, Step, Written};
 use crate::scheme::{parse_super, quantize_super_2d, super_name};
 use crate::stored::{float_size, parse_stored};
 use crate::{CliError, Progress};
@@ -31,7 +32,7 @@ use quant_io::imatrix::Importance;
 use quant_io::le::{read_le, write_le};
 use quant_io::safetensors::{dtype_name, SafetensorsFile};
 use quant_io::writer::{Planned, Writer};
-use quant_io::{with_floats, Kind, ModelFile};
+use quant_io::{with_floats, Kind, ModelFile, Tensor};
 
 /// The part names and dtypes, in file order.
 const PARTS: [(&str, Dtype); 5] = [
@@ -56,7 +57,7 @@ pub fn quantize(
     spec: SuperSpec,
     importance: Option<(&Path, &Importance)>,
     progress: &Progress,
-) -> Result<(), CliError> {
+) -> Result<Written, CliError> {
     let source = ModelFile::open(input)?;
     let mut planned = Vec::new();
     let mut meta = BTreeMap::new();
@@ -70,10 +71,9 @@ pub fn quantize(
             p.file_name().map_or(String::new(), |n| n.to_string_lossy().into()),
         );
     }
-    let mut work = 0u64;
-    let mut convert = vec![false; source.len()];
+    let mut steps = vec![Step::Copy; source.len()];
     let (mut weighted, mut unweighted) = (0usize, 0usize);
-    for (i, c) in convert.iter_mut().enumerate() {
+    for (i, step) in steps.iter_mut().enumerate() {
         let t = source.tensor(i);
         match t.kind {
             Kind::Blocks(f) => {
@@ -103,8 +103,7 @@ pub fn quantize(
                         None => unweighted += 1,
                     }
                 }
-                work += t.bytes.len() as u64;
-                *c = true;
+                *step = Step::Convert;
             }
             Kind::Plain(d) => planned.push(Planned {
                 name: t.name.to_string(),
@@ -128,40 +127,31 @@ pub fn quantize(
             );
         }
     }
-    let mut w = Writer::create(output, planned, meta)?;
-    progress.start(work, "quantizing");
-    for (i, &conv) in convert.iter().enumerate() {
-        let t = source.tensor(i);
-        if conv {
-            progress.message(t.name);
-            let fail = |e: String| CliError::file(input, format!("tensor {:?}: {e}", t.name));
-            let floats = t.floats().ok_or_else(|| fail("not floating point".into()))?.map_err(fail)?;
-            let imp = match importance {
-                Some((p, imp)) => imp.of(p, t.name, t.shape[1])?,
-                None => None,
-            };
-            let q = with_floats!(&floats, x => quantize_super_2d(x, t.shape[0], t.shape[1], spec, imp))
-                .map_err(|e| fail(e.to_string()))?;
-            for suffix in PARTS.map(|(s, _)| s) {
-                if !present(spec, suffix) {
-                    continue;
-                }
-                match suffix {
-                    "" => w.write(q.codes())?,
-                    ".scales" => w.write(q.scales())?,
-                    ".offsets" => w.write(q.offsets())?,
-                    ".super_scales" => w.write(&write_le(q.super_scales()))?,
-                    _ => w.write(&write_le(q.super_offsets()))?,
-                }
+    let w = Writer::create(output, planned, meta)?;
+    let convert = |_: usize, t: &Tensor<'_>, w: &mut Writer| {
+        let fail = |e: String| CliError::file(input, format!("tensor {:?}: {e}", t.name));
+        let floats = t.floats().ok_or_else(|| fail("not floating point".into()))?.map_err(fail)?;
+        let imp = match importance {
+            Some((p, imp)) => imp.of(p, t.name, t.shape[1])?,
+            None => None,
+        };
+        let q = with_floats!(&floats, x => quantize_super_2d(x, t.shape[0], t.shape[1], spec, imp))
+            .map_err(|e| fail(e.to_string()))?;
+        for suffix in PARTS.map(|(s, _)| s) {
+            if !present(spec, suffix) {
+                continue;
             }
-            progress.advance(t.bytes.len() as u64);
-        } else {
-            w.write(t.bytes)?;
+            match suffix {
+                "" => w.write(q.codes())?,
+                ".scales" => w.write(q.scales())?,
+                ".offsets" => w.write(q.offsets())?,
+                ".super_scales" => w.write(&write_le(q.super_scales()))?,
+                _ => w.write(&write_le(q.super_offsets()))?,
+            }
         }
-        source.release(i);
-    }
-    progress.finish();
-    Ok(w.finish()?)
+        Ok(())
+    };
+    write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy_bytes)
 }
 
 /// Whether part `suffix` exists in `spec`'s files.

@@ -714,3 +714,26 @@ fn importance_files_weight_the_search() {
     let (ep, ew) = (err(&back(&plain)), err(&back(&weighted)));
     assert!(ew < 0.5 * ep, "weighted columns' error {ew} against {ep} unweighted");
 }
+
+/// Every `quantize` ends with one line saying what it wrote (not with `--quiet`): tensors
+/// converted and copied, and the two file sizes.
+#[test]
+fn quantize_says_what_it_wrote() {
+    let d = dir("summary");
+    let model = d.join("model.safetensors");
+    write_model(&model);
+    let out = d.join("q.safetensors");
+    let (ms, qs) = (model.to_str().expect("utf-8"), out.to_str().expect("utf-8"));
+    let r = quant(&["quantize", ms, "-o", qs, "--bits", "4", "--granularity", "group:16"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let bytes = |p: &Path| std::fs::metadata(p).expect("exists").len();
+    // Three float matrices quantized; the bias, the norm and the integer ids copied.
+    let want = format!(
+        "quant: wrote {qs}: 3 tensors quantized to sym int4 group:16, 3 copied as they are; {} bytes from {} bytes\n",
+        bytes(&out),
+        bytes(&model)
+    );
+    assert_eq!(String::from_utf8_lossy(&r.stderr), want);
+    let r = quant(&["quantize", ms, "-o", qs, "--bits", "4", "-q"]);
+    assert!(r.status.success() && r.stderr.is_empty(), "{}", String::from_utf8_lossy(&r.stderr));
+}

@@ -26,6 +26,6 @@ pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
     if two_level::is_super(&meta) {
         two_level::dequantize(&model, &output, progress)
     } else {
-        one_level::dequantize(&model, &output, progress)
+        one_level::dequantize(&model, &output, progress).map(|_| ())
     }
 }

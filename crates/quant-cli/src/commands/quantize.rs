@@ -47,17 +47,16 @@ pub struct Args {
     pub importance: Option<PathBuf>,
 }
 
-/// Runs `quant quantize` with `args`.
+/// Runs `quant quantize` with `args`: the file, then (unless `--quiet`) one line on stderr
+/// saying what was written.
 pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
     let Args { model, output, scheme, bits, granularity, stats, ty, super_format, fit, importance } = args;
-    let progress = &progress;
-
     let start = Instant::now();
-    if let Some(name) = super_format {
+    let (written, what) = if let Some(name) = super_format {
         let spec = crate::scheme::parse_super(&name, fit.fit()).map_err(|e| CliError::usage(format!("--super {e}")))?;
         let imp = importance.as_deref().map(quant_io::imatrix::Importance::load).transpose()?;
         let imp = importance.as_deref().zip(imp.as_ref());
-        two_level::quantize(&model, &output, spec, imp, progress)?;
+        (two_level::quantize(&model, &output, spec, imp, progress)?, crate::scheme::super_name(spec))
     } else {
         match ty {
             Some(name) => {
@@ -68,11 +67,19 @@ pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
                         CliError::usage(format!("{e}, or a mix: {}", mixes.join(", ")))
                     })?),
                 };
-                gguf::quantize(&model, &output, target, progress)?;
+                let what = match target {
+                    gguf::Target::Mix(m) => format!("{}'s per-tensor formats", m.name()),
+                    gguf::Target::Format(f) => f.name().to_string(),
+                };
+                (gguf::quantize(&model, &output, target, progress)?, what)
             }
-            None => one_level::quantize(&model, &output, plan(scheme, bits, &granularity)?, progress)?,
+            None => {
+                let plan = plan(scheme, bits, &granularity)?;
+                (one_level::quantize(&model, &output, plan, progress)?, plan.to_string())
+            }
         }
-    }
+    };
+    progress.note(&written.line(&output, &format!("quantized to {what}")));
     if stats {
         let secs = start.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
