@@ -11,7 +11,7 @@ use quant_io::writer::{Planned, Writer};
 use quant_io::{Dtype, Kind, ModelFile, Tensor};
 
 use crate::mix::{self, Mix, ModelInfo, TensorRef};
-use crate::pipeline::{write_all, Step, Written};
+use crate::pipeline::{write_all, Step, TypeTally, Written};
 use crate::{CliError, Progress};
 
 /// `quant dequantize` on a GGUF file: a safetensors file with every tensor, the quantized ones
@@ -165,21 +165,39 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
             }
         }
     }
+    let mut fallbacks = Vec::new();
     let types: Vec<GgmlType> = match target {
         Target::Format(format) => {
             let to = GgmlType::by_format(format)
                 .ok_or_else(|| CliError::usage(format!("--type {}: not a GGUF type", format.name())))?;
-            tensors
-                .iter()
-                .map(|(_, dims, from)| {
-                    let rows_fit = dims.len() >= 2 && dims[0].is_multiple_of(to.block_len);
-                    if from.is_plain_float() && rows_fit {
-                        to
-                    } else {
-                        *from
+            let mut types = Vec::with_capacity(tensors.len());
+            for (name, dims, from) in &tensors {
+                if !from.is_plain_float() || dims.len() < 2 {
+                    types.push(*from);
+                    continue;
+                }
+                // As llama-quantize: rows that are not whole blocks get the fallback format.
+                let ty = match mix::fallback(dims[0], format) {
+                    mix::Target::Blocks(f) if f == format => to,
+                    mix::Target::Blocks(f) => {
+                        GgmlType::by_format(f).ok_or_else(|| fail(format!("no GGUF type for {}", f.name())))?
                     }
-                })
-                .collect()
+                    mix::Target::F16 | mix::Target::Keep => {
+                        GgmlType::by_dtype(Dtype::F16).ok_or_else(|| fail("no F16 type".into()))?
+                    }
+                };
+                if ty != to {
+                    fallbacks.push(format!(
+                        "tensor {name:?}: rows of {} values are not whole {} blocks of {}: {} instead",
+                        dims[0],
+                        format.name(),
+                        format.block_len(),
+                        ty.name
+                    ));
+                }
+                types.push(ty);
+            }
+            types
         }
         Target::Mix(mix) => {
             let ModelFile::Gguf(f) = &source else {
@@ -251,7 +269,22 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
         pad(bytes, w)
     };
     let copy = |t: &Tensor<'_>, w: &mut Writer| pad(t.bytes.to_vec(), w);
-    write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy)
+    for note in &fallbacks {
+        progress.note(note);
+    }
+    let mut written = write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy)?;
+    for o in &outs {
+        let elements: u64 = o.dims.iter().product();
+        match written.types.iter_mut().find(|t| t.name == o.ty.name) {
+            Some(t) => {
+                t.tensors += 1;
+                t.bytes += o.bytes;
+                t.elements += elements;
+            }
+            None => written.types.push(TypeTally { name: o.ty.name.to_string(), tensors: 1, bytes: o.bytes, elements }),
+        }
+    }
+    Ok(written)
 }
 
 /// Rows of `row_len` values quantized to `format`, the rows spread over rayon's threads (each

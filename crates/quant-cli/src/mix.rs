@@ -366,8 +366,9 @@ impl Mix {
 }
 
 /// llama.cpp's `tensor_type_fallback`: a format whose blocks do not divide the rows (of `nx`
-/// values) becomes one whose blocks do, or `F16`.
-fn fallback(nx: u64, ty: BlockFormat) -> Target {
+/// values) becomes one whose blocks do, or `F16`. (llama.cpp sends `Q2_K` and `Q3_K` to
+/// `IQ4_NL`, which quant does not write yet: `Q4_0`, of the same size and block, instead.)
+pub fn fallback(nx: u64, ty: BlockFormat) -> Target {
     let fits = |f: BlockFormat| nx.is_multiple_of(f.block_len() as u64);
     if fits(ty) {
         return Target::Blocks(ty);

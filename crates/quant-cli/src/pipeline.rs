@@ -33,19 +33,40 @@ pub struct Written {
     pub read: u64,
     /// Bytes of the file written.
     pub written: u64,
+    /// Per stored type, what the output holds (filled by formats that mix types: GGUF).
+    pub types: Vec<TypeTally>,
+}
+
+/// The tensors of one stored type in an output file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeTally {
+    /// The type's name (`"Q4_K"`, `"F32"`).
+    pub name: String,
+    /// Tensors of that type.
+    pub tensors: usize,
+    /// Their bytes (before padding).
+    pub bytes: u64,
+    /// Their values.
+    pub elements: u64,
 }
 
 impl Written {
-    /// One line: how many tensors became what, and the sizes.
-    pub fn line(&self, output: &Path, converted_to: &str) -> String {
-        format!(
+    /// The summary: how many tensors became what and the sizes, then a line per stored type
+    /// (tensors, bytes, bits per weight) when the format records them.
+    pub fn lines(&self, output: &Path, converted_to: &str) -> Vec<String> {
+        let mut lines = vec![format!(
             "wrote {}: {} tensors {converted_to}, {} copied as they are; {} from {}",
             output.display(),
             self.converted,
             self.copied,
             size_text(self.written),
             size_text(self.read)
-        )
+        )];
+        for t in &self.types {
+            let bpw = 8.0 * t.bytes as f64 / t.elements.max(1) as f64;
+            lines.push(format!("  {}: {} tensors, {}, {bpw:.3} bpw", t.name, t.tensors, size_text(t.bytes)));
+        }
+        lines
     }
 }
 
@@ -96,7 +117,7 @@ pub fn write_all(
     progress.finish();
     w.finish()?;
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    Ok(Written { converted, copied, read: size(source.path()), written: size(output) })
+    Ok(Written { converted, copied, read: size(source.path()), written: size(output), types: Vec::new() })
 }
 
 /// Copies a tensor's bytes as they are.

@@ -405,8 +405,10 @@ fn gguf_files_inspect_and_dequantize_as_the_gguf_package_reads_them() {
 
 /// safetensors -> GGUF (`quantize --type`) -> safetensors (`dequantize`): every tensor whose rows
 /// are whole blocks comes back exactly as the library's quantize + dequantize of its `f32` values
-/// gives it in memory; the others come back byte for byte; bad `--type` and requantizing a
-/// quantized GGUF are one-line errors with no output.
+/// gives it in memory; a matrix whose rows are not falls back as llama-quantize does (a k-quant
+/// to its 32-value twin, with a note; rows of no whole 32 to `F16`); 1-D and integer tensors
+/// come back byte for byte; bad `--type` and requantizing a quantized GGUF are one-line errors
+/// with no output.
 #[test]
 fn safetensors_to_gguf_and_back_round_trips_exactly() {
     use quant_core::BlockFormat;
@@ -416,6 +418,7 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
     let b: Vec<f16> = values(4 * 256, 12).iter().map(|&v| f16::from_f32(v)).collect();
     let c: Vec<bf16> = values(2 * 256, 13).iter().map(|&v| bf16::from_f32(v)).collect();
     let odd = values(3 * 100, 14);
+    let fall = values(2 * 288, 16);
     let norm = values(512, 15);
     let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let (ba, bodd, bnorm) = (le(&a), le(&odd), le(&norm));
@@ -429,24 +432,43 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
         ("blk.b", t(Dtype::F16, vec![4, 256], leak(bb))),
         ("blk.c", t(Dtype::BF16, vec![2, 256], leak(bc))),
         ("blk.odd", t(Dtype::F32, vec![3, 100], leak(bodd.clone()))),
+        ("blk.fall", t(Dtype::F32, vec![2, 288], leak(le(&fall)))),
         ("blk.norm", t(Dtype::F32, vec![512], leak(bnorm.clone()))),
         ("ids", t(Dtype::I32, vec![2, 3], leak(ids.clone()))),
     ];
     std::fs::write(&model, safetensors::serialize(tensors, None).expect("serializes")).expect("written");
     let m = model.to_str().expect("utf-8");
-    for (ty, format) in [
-        ("q4_k", BlockFormat::Q4_K),
-        ("Q6_K", BlockFormat::Q6_K),
-        ("q4_0", BlockFormat::Q4_0),
-        ("q3_k", BlockFormat::Q3_K),
+    // Each format, and the one rows of 288 fall back to (llama-quantize's; Q3_K's IQ4_NL is Q4_0
+    // here).
+    for (ty, format, fallback) in [
+        ("q4_k", BlockFormat::Q4_K, BlockFormat::Q5_0),
+        ("Q6_K", BlockFormat::Q6_K, BlockFormat::Q8_0),
+        ("q4_0", BlockFormat::Q4_0, BlockFormat::Q4_0),
+        ("q3_k", BlockFormat::Q3_K, BlockFormat::Q4_0),
     ] {
         let g = d.join(format!("m.{ty}.gguf"));
         let back = d.join(format!("back.{ty}.safetensors"));
-        ok(&["quantize", m, "-o", g.to_str().expect("utf-8"), "--type", ty]);
+        let run = quant(&["quantize", m, "-o", g.to_str().expect("utf-8"), "--type", ty]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let said = String::from_utf8_lossy(&run.stderr);
+        let note =
+            format!("rows of 288 values are not whole {} blocks of 256: {} instead", format.name(), fallback.name());
+        assert_eq!(said.contains(&note), fallback != format, "{said}");
+        assert!(said.contains("rows of 100 values are not whole") && said.contains(": F16 instead"), "{said}");
+        // The summary: a line per stored type, with its tensors, bytes and bits per weight.
+        let n = 3 + usize::from(fallback == format);
+        let line = format!("quant:   {}: {n} tensors, ", format.name());
+        assert!(said.contains(&line) && said.contains(&format!("{:.3} bpw", format.bits_per_weight())), "{said}");
+        assert!(said.contains("quant:   F16: 1 tensors, 600 bytes, 16.000 bpw"), "{said}");
         let listing = ok(&["inspect", g.to_str().expect("utf-8")]);
         assert!(listing.contains("metadata general.quantization_version = 2"), "{listing}");
-        assert!(listing.lines().any(|l| l.starts_with("blk.a ") && l.contains(format.name())), "{listing}");
-        assert!(listing.lines().any(|l| l.starts_with("blk.odd ") && l.contains("F32")), "{listing}");
+        let bpw = format!("{:.3}", format.bits_per_weight());
+        assert!(
+            listing.lines().any(|l| l.starts_with("blk.a ") && l.contains(format.name()) && l.ends_with(&bpw)),
+            "{listing}"
+        );
+        assert!(listing.lines().any(|l| l.starts_with("blk.odd ") && l.contains("F16")), "{listing}");
+        assert!(listing.lines().any(|l| l.starts_with("blk.fall ") && l.contains(fallback.name())), "{listing}");
         ok(&["dequantize", g.to_str().expect("utf-8"), "-o", back.to_str().expect("utf-8")]);
         let bytes = std::fs::read(&back).expect("written");
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
@@ -465,7 +487,12 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
         same(floats("blk.a"), round(&a), "blk.a");
         same(floats("blk.b"), round(&b.iter().map(|v| v.to_f32()).collect::<Vec<_>>()), "blk.b");
         same(floats("blk.c"), round(&c.iter().map(|v| v.to_f32()).collect::<Vec<_>>()), "blk.c");
-        assert_eq!(st.tensor("blk.odd").expect("odd").data(), bodd.as_slice());
+        let fell = fallback.dequantize(&fallback.quantize(&fall).expect("whole blocks")).expect("bytes");
+        same(floats("blk.fall"), fell, "blk.fall");
+        // Rows of 100: F16, rounded to nearest even (as ggml_fp32_to_fp16_row).
+        let odd16: Vec<u8> = odd.iter().flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes()).collect();
+        let stored_odd = st.tensor("blk.odd").expect("odd");
+        assert_eq!((stored_odd.dtype(), stored_odd.data()), (Dtype::F16, odd16.as_slice()));
         assert_eq!(st.tensor("blk.norm").expect("norm").data(), bnorm.as_slice());
         assert_eq!(st.tensor("ids").expect("ids").data(), ids.as_slice());
         assert_eq!(st.tensor("blk.a").expect("a").shape(), [8, 512]);
@@ -493,12 +520,15 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
                 "{ty} {name}"
             );
         }
-        let odd = row(&against, "blk.odd");
-        assert_eq!((odd["stored"].as_str(), odd["mse"].as_f64()), (Some("F32"), Some(0.0)));
+        let odd16: Vec<f32> = odd.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        let want_odd = error_stats(&odd, &odd16).expect("finite");
+        let r_odd = row(&against, "blk.odd");
+        assert_eq!((r_odd["stored"].as_str(), r_odd["mse"].as_f64()), (Some("F16"), Some(want_odd.mse)));
         // Measuring: rows of 100 are not whole blocks, said in a note instead of a row.
         assert!(measured["tensors"].as_array().is_some_and(|t| t.iter().all(|r| r["name"] != "blk.odd")));
-        let note = format!("\"blk.odd\" (3 x 100) is not measured in {}", format.name());
-        assert!(measured["notes"][0].as_str().is_some_and(|n| n.contains(&note)), "{}", measured["notes"]);
+        let (named, why) = ("\"blk.odd\" (3 x 100)", format!("not measured in {}", format.name()));
+        let said = measured["notes"][0].as_str().unwrap_or_default();
+        assert!(said.contains(named) && said.contains(&why), "{}", measured["notes"]);
     }
     let gg = d.join("never.gguf");
     let r = quant(&["quantize", m, "-o", gg.to_str().expect("utf-8"), "--type", "q7_k"]);

@@ -75,11 +75,16 @@ fn gguf(path: &Path) -> Result<String, CliError> {
     for (k, v) in &h.kv {
         out.push_str(&format!("metadata {k} = {v}\n"));
     }
-    out.push_str(&format!("{:<48} {:<6} {:<20} {:>12} {:>12}\n", "tensor", "type", "shape", "elements", "bytes"));
+    out.push_str(&format!(
+        "{:<48} {:<6} {:<20} {:>12} {:>12} {:>7}\n",
+        "tensor", "type", "shape", "elements", "bytes", "bpw"
+    ));
     for t in &h.tensors {
         let shape: Vec<String> = t.shape().iter().map(ToString::to_string).collect();
+        // Bits per weight as stored: 8 · bytes / values.
+        let bpw = 8.0 * t.bytes as f64 / t.elements().max(1) as f64;
         out.push_str(&format!(
-            "{:<48} {:<6} {:<20} {:>12} {:>12}\n",
+            "{:<48} {:<6} {:<20} {:>12} {:>12} {bpw:>7.3}\n",
             t.name,
             t.ty.name,
             format!("[{}]", shape.join(", ")),

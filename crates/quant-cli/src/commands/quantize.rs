@@ -56,7 +56,10 @@ pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
         let spec = crate::scheme::parse_super(&name, fit.fit()).map_err(|e| CliError::usage(format!("--super {e}")))?;
         let imp = importance.as_deref().map(quant_io::imatrix::Importance::load).transpose()?;
         let imp = importance.as_deref().zip(imp.as_ref());
-        (two_level::quantize(&model, &output, spec, imp, progress)?, crate::scheme::super_name(spec))
+        (
+            two_level::quantize(&model, &output, spec, imp, progress)?,
+            format!("quantized to {}", crate::scheme::super_name(spec)),
+        )
     } else {
         match ty {
             Some(name) => {
@@ -67,19 +70,18 @@ pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
                         CliError::usage(format!("{e}, or a mix: {}", mixes.join(", ")))
                     })?),
                 };
-                let what = match target {
-                    gguf::Target::Mix(m) => format!("{}'s per-tensor formats", m.name()),
-                    gguf::Target::Format(f) => f.name().to_string(),
-                };
-                (gguf::quantize(&model, &output, target, progress)?, what)
+                // The per-type lines that follow say into what (fallbacks included).
+                (gguf::quantize(&model, &output, target, progress)?, "quantized".to_string())
             }
             None => {
                 let plan = plan(scheme, bits, &granularity)?;
-                (one_level::quantize(&model, &output, plan, progress)?, plan.to_string())
+                (one_level::quantize(&model, &output, plan, progress)?, format!("quantized to {plan}"))
             }
         }
     };
-    progress.note(&written.line(&output, &format!("quantized to {what}")));
+    for line in written.lines(&output, &what) {
+        progress.note(&line);
+    }
     if stats {
         let secs = start.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
