@@ -55,18 +55,27 @@ impl Written {
     /// (tensors, bytes, bits per weight) when the format records them.
     pub fn lines(&self, output: &Path, converted_to: &str) -> Vec<String> {
         let mut lines = vec![format!(
-            "wrote {}: {} tensors {converted_to}, {} copied as they are; {} from {}",
+            "wrote {}: {} {converted_to}, {} copied as they are; {} from {}",
             output.display(),
-            self.converted,
+            tensors(self.converted),
             self.copied,
             size_text(self.written),
             size_text(self.read)
         )];
         for t in &self.types {
             let bpw = 8.0 * t.bytes as f64 / t.elements.max(1) as f64;
-            lines.push(format!("  {}: {} tensors, {}, {bpw:.3} bpw", t.name, t.tensors, size_text(t.bytes)));
+            lines.push(format!("  {}: {}, {}, {bpw:.3} bpw", t.name, tensors(t.tensors), size_text(t.bytes)));
         }
         lines
+    }
+}
+
+/// `n tensors`, or `1 tensor`.
+fn tensors(n: usize) -> String {
+    if n == 1 {
+        "1 tensor".to_string()
+    } else {
+        format!("{n} tensors")
     }
 }
 

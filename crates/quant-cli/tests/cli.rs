@@ -459,7 +459,7 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
         let n = 3 + usize::from(fallback == format);
         let line = format!("quant:   {}: {n} tensors, ", format.name());
         assert!(said.contains(&line) && said.contains(&format!("{:.3} bpw", format.bits_per_weight())), "{said}");
-        assert!(said.contains("quant:   F16: 1 tensors, 600 bytes, 16.000 bpw"), "{said}");
+        assert!(said.contains("quant:   F16: 1 tensor, 600 bytes, 16.000 bpw"), "{said}");
         let listing = ok(&["inspect", g.to_str().expect("utf-8")]);
         assert!(listing.contains("metadata general.quantization_version = 2"), "{listing}");
         let bpw = format!("{:.3}", format.bits_per_weight());
