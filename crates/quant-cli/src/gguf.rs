@@ -168,8 +168,7 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
     let mut fallbacks = Vec::new();
     let types: Vec<GgmlType> = match target {
         Target::Format(format) => {
-            let to = GgmlType::by_format(format)
-                .ok_or_else(|| CliError::usage(format!("--type {}: not a GGUF type", format.name())))?;
+            let to = GgmlType::of_format(format);
             let mut types = Vec::with_capacity(tensors.len());
             for (name, dims, from) in &tensors {
                 if !from.is_plain_float() || dims.len() < 2 {
@@ -179,9 +178,7 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
                 // As llama-quantize: rows that are not whole blocks get the fallback format.
                 let ty = match mix::fallback(dims[0], format) {
                     mix::Target::Blocks(f) if f == format => to,
-                    mix::Target::Blocks(f) => {
-                        GgmlType::by_format(f).ok_or_else(|| fail(format!("no GGUF type for {}", f.name())))?
-                    }
+                    mix::Target::Blocks(f) => GgmlType::of_format(f),
                     mix::Target::F16 | mix::Target::Keep => {
                         GgmlType::by_dtype(Dtype::F16).ok_or_else(|| fail("no F16 type".into()))?
                     }
@@ -219,9 +216,7 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
                 .map(|(p, (_, _, from))| match p {
                     mix::Target::Keep => Ok(*from),
                     mix::Target::F16 => GgmlType::by_dtype(Dtype::F16).ok_or_else(|| fail("no F16 type".into())),
-                    mix::Target::Blocks(f) => {
-                        GgmlType::by_format(*f).ok_or_else(|| fail(format!("no GGUF type for {}", f.name())))
-                    }
+                    mix::Target::Blocks(f) => Ok(GgmlType::of_format(*f)),
                 })
                 .collect::<Result<_, _>>()?
         }

@@ -121,43 +121,38 @@ const fn blocks(id: u32, f: BlockFormat) -> GgmlType {
     }
 }
 
-/// Every ggml type by id that this tool can size (and so list, dequantize and copy).
-const TYPES: &[GgmlType] = &[
+/// The plain ggml types this crate reads (the block types come from
+/// [`BlockFormat::ALL`], each with its [`BlockFormat::ggml_type`]).
+const PLAIN: &[GgmlType] = &[
     plain(0, "F32", 4, Dtype::F32),
     plain(1, "F16", 2, Dtype::F16),
-    blocks(2, BlockFormat::Q4_0),
-    blocks(3, BlockFormat::Q4_1),
-    blocks(6, BlockFormat::Q5_0),
-    blocks(7, BlockFormat::Q5_1),
-    blocks(8, BlockFormat::Q8_0),
-    blocks(10, BlockFormat::Q2_K),
-    blocks(11, BlockFormat::Q3_K),
-    blocks(12, BlockFormat::Q4_K),
-    blocks(13, BlockFormat::Q5_K),
-    blocks(14, BlockFormat::Q6_K),
     plain(24, "I8", 1, Dtype::I8),
     plain(25, "I16", 2, Dtype::I16),
     plain(26, "I32", 4, Dtype::I32),
     plain(27, "I64", 8, Dtype::I64),
     plain(28, "F64", 8, Dtype::F64),
     plain(30, "BF16", 2, Dtype::BF16),
-    blocks(39, BlockFormat::MXFP4),
 ];
 
 impl GgmlType {
-    /// The type with ggml id `id`, if this tool knows it.
+    /// The type with ggml id `id`, if this crate knows it: a plain type, or one of the
+    /// library's block formats.
     pub fn by_id(id: u32) -> Option<GgmlType> {
-        TYPES.iter().copied().find(|t| t.id == id)
+        PLAIN
+            .iter()
+            .copied()
+            .find(|t| t.id == id)
+            .or_else(|| BlockFormat::ALL.into_iter().find(|f| f.ggml_type() == id).map(Self::of_format))
     }
 
     /// The plain type holding safetensors dtype `d`, if GGUF has one.
     pub fn by_dtype(d: Dtype) -> Option<GgmlType> {
-        TYPES.iter().copied().find(|t| t.kind == Kind::Plain(d))
+        PLAIN.iter().copied().find(|t| t.kind == Kind::Plain(d))
     }
 
-    /// The type holding `format`'s blocks, if GGUF has one.
-    pub fn by_format(f: BlockFormat) -> Option<GgmlType> {
-        TYPES.iter().copied().find(|t| t.kind == Kind::Blocks(f))
+    /// The type holding `format`'s blocks.
+    pub const fn of_format(format: BlockFormat) -> GgmlType {
+        blocks(format.ggml_type(), format)
     }
 
     /// Bytes of `elements` values (a whole number of blocks).
@@ -693,12 +688,26 @@ mod tests {
         assert!(Gguf::parse(&v).expect_err("past the end").0.contains("runs past the end"));
     }
 
+    /// Every block format has one ggml id, found again by it, and no plain type shares it.
+    #[test]
+    fn block_formats_and_plain_types_have_distinct_ids() {
+        for f in BlockFormat::ALL {
+            assert_eq!(GgmlType::by_id(f.ggml_type()), Some(GgmlType::of_format(f)), "{}", f.name());
+            assert!(PLAIN.iter().all(|t| t.id != f.ggml_type()), "{}", f.name());
+        }
+        let mut ids: Vec<u32> =
+            BlockFormat::ALL.iter().map(|f| f.ggml_type()).chain(PLAIN.iter().map(|t| t.id)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), BlockFormat::ALL.len() + PLAIN.len());
+    }
+
     /// What `write_header` lays out, `parse` reads back: the key/values, each tensor's shape,
     /// type and aligned offset, and the data section right after the header.
     #[test]
     fn written_headers_read_back() {
         let kv = vec![("general.name".to_string(), Value::Str("m".into())), ("n".to_string(), Value::Int(7, 4))];
-        let q4 = GgmlType::by_format(BlockFormat::Q4_0).expect("a GGUF type");
+        let q4 = GgmlType::of_format(BlockFormat::Q4_0);
         let f32t = GgmlType::by_dtype(Dtype::F32).expect("a GGUF type");
         let tensors = [TensorOut { name: "a", dims: &[64, 3], ty: q4 }, TensorOut { name: "b", dims: &[5], ty: f32t }];
         let mut file = write_header(&kv, &tensors);

@@ -130,6 +130,24 @@ impl BlockFormat {
         }
     }
 
+    /// The format's type id in ggml (`enum ggml_type`) and so in GGUF files.
+    #[must_use]
+    pub const fn ggml_type(self) -> u32 {
+        match self {
+            BlockFormat::Q4_0 => 2,
+            BlockFormat::Q4_1 => 3,
+            BlockFormat::Q5_0 => 6,
+            BlockFormat::Q5_1 => 7,
+            BlockFormat::Q8_0 => 8,
+            BlockFormat::Q2_K => 10,
+            BlockFormat::Q3_K => 11,
+            BlockFormat::Q4_K => 12,
+            BlockFormat::Q5_K => 13,
+            BlockFormat::Q6_K => 14,
+            BlockFormat::MXFP4 => 39,
+        }
+    }
+
     /// Values per block: 32, or 256 for the k-quants.
     #[must_use]
     pub const fn block_len(self) -> usize {
@@ -137,7 +155,12 @@ impl BlockFormat {
             BlockFormat::Q2_K | BlockFormat::Q3_K | BlockFormat::Q4_K | BlockFormat::Q5_K | BlockFormat::Q6_K => {
                 kquants::QK_K
             }
-            _ => BLOCK,
+            BlockFormat::Q8_0
+            | BlockFormat::Q4_0
+            | BlockFormat::Q4_1
+            | BlockFormat::Q5_0
+            | BlockFormat::Q5_1
+            | BlockFormat::MXFP4 => BLOCK,
         }
     }
 
@@ -202,8 +225,14 @@ impl BlockFormat {
                     BlockFormat::Q4_0 => q4_0(block, bytes),
                     BlockFormat::Q4_1 => q4_1(block, bytes),
                     BlockFormat::Q5_0 => q5_0(block, bytes),
+                    BlockFormat::Q5_1 => q5_1(block, bytes),
                     BlockFormat::MXFP4 => mxfp4::quantize_block(block, bytes),
-                    _ => q5_1(block, bytes),
+                    // Blocks of 256: the k-quant branch below.
+                    BlockFormat::Q2_K
+                    | BlockFormat::Q3_K
+                    | BlockFormat::Q4_K
+                    | BlockFormat::Q5_K
+                    | BlockFormat::Q6_K => {}
                 }
             } else if let Some(block) = block.first_chunk::<{ kquants::QK_K }>() {
                 self.k_block(block, bytes, None);
@@ -295,7 +324,12 @@ impl BlockFormat {
                         // ggml's quantize_q8_0 and quantize_mxfp4 ignore the weights.
                         BlockFormat::Q8_0 => q8_0(block, bytes),
                         BlockFormat::MXFP4 => mxfp4::quantize_block(block, bytes),
-                        _ => {}
+                        // Blocks of 256: the k-quant branch below.
+                        BlockFormat::Q2_K
+                        | BlockFormat::Q3_K
+                        | BlockFormat::Q4_K
+                        | BlockFormat::Q5_K
+                        | BlockFormat::Q6_K => {}
                     }
                 }
                 if let (Some(block), Some(qw)) =
@@ -327,7 +361,13 @@ impl BlockFormat {
             BlockFormat::Q4_K => kquants::q4_k(x, out, qw),
             BlockFormat::Q5_K => kquants::q5_k(x, out, qw),
             BlockFormat::Q6_K => kquants::q6_k(x, out, qw),
-            _ => {}
+            // Blocks of 32: quantized by the callers' own match, never here.
+            BlockFormat::Q8_0
+            | BlockFormat::Q4_0
+            | BlockFormat::Q4_1
+            | BlockFormat::Q5_0
+            | BlockFormat::Q5_1
+            | BlockFormat::MXFP4 => {}
         }
     }
 
