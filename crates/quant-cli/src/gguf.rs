@@ -11,7 +11,7 @@ use quant_io::writer::{Planned, Writer};
 use quant_io::{Dtype, Kind, ModelFile, Tensor};
 
 use crate::mix::{self, Mix, ModelInfo, TensorRef};
-use crate::pipeline::{write_all, Step, TypeTally, Written};
+use crate::pipeline::{write_all, Step, Tallies, Written};
 use crate::{CliError, Progress};
 
 /// `quant dequantize` on a GGUF file: a safetensors file with every tensor, the quantized ones
@@ -267,18 +267,12 @@ pub fn quantize(input: &Path, output: &Path, target: Target, progress: &Progress
     for note in &fallbacks {
         progress.note(note);
     }
-    let mut written = write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy)?;
+    let mut tallies = Tallies::default();
     for o in &outs {
-        let elements: u64 = o.dims.iter().product();
-        match written.types.iter_mut().find(|t| t.name == o.ty.name) {
-            Some(t) => {
-                t.tensors += 1;
-                t.bytes += o.bytes;
-                t.elements += elements;
-            }
-            None => written.types.push(TypeTally { name: o.ty.name.to_string(), tensors: 1, bytes: o.bytes, elements }),
-        }
+        tallies.add(o.ty.name, o.bytes, o.dims.iter().product());
     }
+    let mut written = write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy)?;
+    written.types = tallies.into_vec();
     Ok(written)
 }
 

@@ -21,7 +21,7 @@ use quant_core::{QuantFloat, QuantParams, QuantSpec, Scheme};
 use safetensors::tensor::Dtype;
 use serde_json::json;
 
-use crate::pipeline::{copy_bytes, write_all, Step, Written};
+use crate::pipeline::{copy_bytes, write_all, Step, Tallies, Written};
 use crate::scheme::{dequantize_2d, quantize_2d, Bytes, Gran, Plan};
 use crate::stored::{float_size, parse_stored, Stored};
 use crate::{with_storage, CliError, Progress};
@@ -75,13 +75,17 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
     meta.insert("quant.granularity".to_string(), plan.gran.to_string());
     meta.insert("quant.convention".to_string(), quant_core::Convention::Exact.name().to_string());
     let mut steps = Vec::with_capacity(entries.len());
+    let mut tallies = Tallies::default();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     for e in entries {
         if !quantizable(model, e)? {
             planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
             steps.push(Step::Copy);
+            tallies.add(&dtype_name(e.dtype), count(e.bytes()), count(e.elements()));
             continue;
         }
         steps.push(Step::Convert);
+        let first_part = planned.len();
         let (rows, cols) = (e.shape[0], e.shape[1]);
         let units = with_storage!(storage, Q => <Q as quant_traits::Storage>::units_for(e.elements()));
         let (dtype, shape) = if matches!(storage, "i8" | "u8") {
@@ -110,6 +114,9 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
             format!("quant.tensor.{}", e.name),
             json!({"dtype": dtype_name(e.dtype), "shape": e.shape, "storage": storage}).to_string(),
         );
+        // Codes, scales and zero points together.
+        let bytes: usize = planned[first_part..].iter().map(|p| p.bytes).sum();
+        tallies.add(&plan.to_string(), count(bytes), count(e.elements()));
     }
     let w = Writer::create(output, planned, meta)?;
     let convert = |i: usize, _: &Tensor<'_>, w: &mut Writer| {
@@ -117,7 +124,9 @@ pub fn quantize(input: &Path, output: &Path, plan: Plan, progress: &Progress) ->
         let floats = model.floats(e)?;
         with_floats!(floats, x => with_storage!(storage, Q => write_quantized::<_, Q>(model, e, &x, plan, w)))
     };
-    write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy_bytes)
+    let mut written = write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy_bytes)?;
+    written.types = tallies.into_vec();
+    Ok(written)
 }
 
 fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(

@@ -33,8 +33,31 @@ pub struct Written {
     pub read: u64,
     /// Bytes of the file written.
     pub written: u64,
-    /// Per stored type, what the output holds (filled by formats that mix types: GGUF).
+    /// Per stored type, what the output holds (set by the format from its plan).
     pub types: Vec<TypeTally>,
+}
+
+/// Per stored type, the tensors an output holds, added up while a format plans its file.
+#[derive(Clone, Debug, Default)]
+pub struct Tallies(Vec<TypeTally>);
+
+impl Tallies {
+    /// Counts one tensor of type `name`: its `bytes` in the output and its `elements` values.
+    pub fn add(&mut self, name: &str, bytes: u64, elements: u64) {
+        match self.0.iter_mut().find(|t| t.name == name) {
+            Some(t) => {
+                t.tensors += 1;
+                t.bytes += bytes;
+                t.elements += elements;
+            }
+            None => self.0.push(TypeTally { name: name.to_string(), tensors: 1, bytes, elements }),
+        }
+    }
+
+    /// The tallies, in the order their types first appeared.
+    pub fn into_vec(self) -> Vec<TypeTally> {
+        self.0
+    }
 }
 
 /// The tensors of one stored type in an output file.

@@ -24,7 +24,7 @@ use quant_traits::half::f16;
 use safetensors::tensor::Dtype;
 use serde_json::json;
 
-use crate::pipeline::{copy_bytes, write_all, Step, Written};
+use crate::pipeline::{copy_bytes, write_all, Step, Tallies, Written};
 use crate::scheme::{parse_super, quantize_super_2d, super_name};
 use crate::stored::{float_size, parse_stored};
 use crate::{CliError, Progress};
@@ -73,6 +73,8 @@ pub fn quantize(
     }
     let mut steps = vec![Step::Copy; source.len()];
     let (mut weighted, mut unweighted) = (0usize, 0usize);
+    let mut tallies = Tallies::default();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     for (i, step) in steps.iter_mut().enumerate() {
         let t = source.tensor(i);
         match t.kind {
@@ -86,6 +88,7 @@ pub fn quantize(
                 let shape = MatrixShape::new(t.shape[0], t.shape[1]);
                 let sizes =
                     spec.part_sizes(shape).map_err(|e| CliError::file(input, format!("tensor {:?}: {e}", t.name)))?;
+                let first_part = planned.len();
                 for ((suffix, dtype), n) in PARTS.iter().zip(sizes) {
                     if !present(spec, suffix) {
                         continue;
@@ -93,6 +96,8 @@ pub fn quantize(
                     let bytes = if *dtype == Dtype::F16 { 2 * n } else { n };
                     planned.push(Planned { name: format!("{}{suffix}", t.name), dtype: *dtype, shape: vec![n], bytes });
                 }
+                let bytes: usize = planned[first_part..].iter().map(|p| p.bytes).sum();
+                tallies.add(&super_name(spec), count(bytes), count(t.elements()));
                 meta.insert(
                     format!("quant.tensor.{}", t.name),
                     json!({"dtype": dtype_name(d), "shape": t.shape, "storage": "super"}).to_string(),
@@ -105,12 +110,15 @@ pub fn quantize(
                 }
                 *step = Step::Convert;
             }
-            Kind::Plain(d) => planned.push(Planned {
-                name: t.name.to_string(),
-                dtype: d,
-                shape: t.shape.clone(),
-                bytes: t.bytes.len(),
-            }),
+            Kind::Plain(d) => {
+                planned.push(Planned {
+                    name: t.name.to_string(),
+                    dtype: d,
+                    shape: t.shape.clone(),
+                    bytes: t.bytes.len(),
+                });
+                tallies.add(&dtype_name(d), count(t.bytes.len()), count(t.elements()));
+            }
         }
     }
     if let Some((p, _)) = importance {
@@ -151,7 +159,9 @@ pub fn quantize(
         }
         Ok(())
     };
-    write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy_bytes)
+    let mut written = write_all(&source, &steps, w, output, (progress, "quantizing"), convert, copy_bytes)?;
+    written.types = tallies.into_vec();
+    Ok(written)
 }
 
 /// Whether part `suffix` exists in `spec`'s files.

@@ -758,12 +758,29 @@ fn quantize_says_what_it_wrote() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let bytes = |p: &Path| std::fs::metadata(p).expect("exists").len();
     // Three float matrices quantized; the bias, the norm and the integer ids copied.
-    let want = format!(
+    let said = String::from_utf8_lossy(&r.stderr);
+    let first = format!(
         "quant: wrote {qs}: 3 tensors quantized to sym int4 group:16, 3 copied as they are; {} bytes from {} bytes\n",
         bytes(&out),
         bytes(&model)
     );
-    assert_eq!(String::from_utf8_lossy(&r.stderr), want);
+    assert!(said.starts_with(&first), "{said}");
+    // A line per stored type. A quantized matrix takes its 4-bit codes (two a byte) and a scale
+    // in its own float type per 16 values of a row.
+    let quantized =
+        |(rows, cols): (usize, usize), float: usize| (rows * cols).div_ceil(2) + rows * cols.div_ceil(16) * float;
+    let (q_bytes, q_values) =
+        (quantized(W32, 4) + quantized(W16, 2) + quantized(WB, 2), W32.0 * W32.1 + W16.0 * W16.1 + WB.0 * WB.1);
+    let bpw = 8.0 * q_bytes as f64 / q_values as f64;
+    for line in [
+        format!("quant:   sym int4 group:16: 3 tensors, {q_bytes} bytes, {bpw:.3} bpw\n"),
+        "quant:   F32: 1 tensor, 192 bytes, 32.000 bpw\n".to_string(),
+        "quant:   F16: 1 tensor, 128 bytes, 16.000 bpw\n".to_string(),
+        "quant:   I32: 1 tensor, 24 bytes, 32.000 bpw\n".to_string(),
+    ] {
+        assert!(said.contains(&line), "{line} in {said}");
+    }
+    assert_eq!(said.lines().count(), 5, "{said}");
     let r = quant(&["quantize", ms, "-o", qs, "--bits", "4", "-q"]);
     assert!(r.status.success() && r.stderr.is_empty(), "{}", String::from_utf8_lossy(&r.stderr));
 }
