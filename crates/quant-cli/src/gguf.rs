@@ -6,20 +6,23 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use quant_core::BlockFormat;
-use quant_io::gguf::{padded_bytes, write_header, GgmlType, Gguf, GgufFile, TensorOut, Value, MAX_DIMS};
+use quant_io::gguf::{padded_bytes, write_header, GgmlType, Gguf, TensorOut, Value, MAX_DIMS};
 use quant_io::writer::{Planned, Writer};
 use quant_io::{Dtype, Kind, ModelFile, Tensor};
 
 use crate::mix::{self, Mix, ModelInfo, TensorRef};
-use crate::pipeline::{write_all, Step, Tallies, Written};
+use crate::pipeline::{copy_bytes, write_all, Step, Tallies, Written};
 use crate::{CliError, Progress};
 
 /// `quant dequantize` on a GGUF file: a safetensors file with every tensor, the quantized ones
 /// dequantized to `F32` (bit for bit as ggml's `dequantize_row_*`), the others copied in their
 /// own type, shapes outermost first; the scalar metadata (not arrays such as the vocabulary) as
 /// `gguf.`-prefixed strings.
-pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
-    let f = GgufFile::open(input)?;
+pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Written, CliError> {
+    let source = ModelFile::open(input)?;
+    let ModelFile::Gguf(f) = &source else {
+        return Err(CliError::file(input, "is not a GGUF file".into()));
+    };
     let plan: Vec<Planned> = f
         .header
         .tensors
@@ -45,28 +48,23 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             }
         }
     }
-    let total: u64 = f.header.tensors.iter().map(|t| t.bytes).sum();
-    let mut w = Writer::create(output, plan, meta)?;
-    progress.start(total, "dequantize");
-    for t in &f.header.tensors {
-        progress.message(&t.name);
-        let data = f.data(t);
-        match t.ty.kind {
-            Kind::Blocks(format) => {
-                let values = format.dequantize(data).map_err(|e| CliError::file(input, format!("{}: {e}", t.name)))?;
-                let mut bytes = Vec::with_capacity(values.len() * 4);
-                for v in values {
-                    bytes.extend_from_slice(&v.to_le_bytes());
-                }
-                w.write(&bytes)?;
-            }
-            Kind::Plain(_) => w.write(data)?,
+    let w = Writer::create(output, plan, meta)?;
+    let steps: Vec<Step> = f
+        .header
+        .tensors
+        .iter()
+        .map(|t| if matches!(t.ty.kind, Kind::Blocks(_)) { Step::Convert } else { Step::Copy })
+        .collect();
+    let convert = |_: usize, t: &Tensor<'_>, w: &mut Writer| {
+        let Kind::Blocks(format) = t.kind else { return Ok(()) };
+        let values = format.dequantize(t.bytes).map_err(|e| CliError::file(input, format!("{}: {e}", t.name)))?;
+        let mut bytes = Vec::with_capacity(values.len() * 4);
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes());
         }
-        f.release(t);
-        progress.advance(t.bytes);
-    }
-    progress.finish();
-    Ok(w.finish()?)
+        Ok(w.write(&bytes)?)
+    };
+    write_all(&source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
 }
 
 /// One tensor to write: where its values come from and what it becomes.

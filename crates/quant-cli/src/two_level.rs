@@ -184,13 +184,15 @@ pub fn is_super(meta: &HashMap<String, String>) -> bool {
 
 /// `quant dequantize` of a two-level file (`stored::written_by_quant` checked): every quantized
 /// tensor back in its original dtype.
-pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<(), CliError> {
-    let model = SafetensorsFile::open(input)?;
+pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Written, CliError> {
+    let source = ModelFile::open(input)?;
+    let ModelFile::Safetensors(model, entries) = &source else {
+        return Err(CliError::file(input, "is a GGUF file, not one of ours".into()));
+    };
     let meta = model.metadata();
     let name = meta.get("quant.super").cloned().unwrap_or_default();
     let spec =
         parse_super(&name, Fit::Search).map_err(|e| CliError::file(input, format!("metadata quant.super: {e}")))?;
-    let entries = model.entries();
     let by_name: HashMap<&str, usize> = entries.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
     // Quantized tensors: (dtype, shape) from the metadata.
     let mut stored: HashMap<String, (Dtype, MatrixShape)> = HashMap::new();
@@ -206,21 +208,19 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
     let part_of =
         |name: &str| PARTS[1..].iter().any(|(s, _)| name.strip_suffix(s).is_some_and(|base| stored.contains_key(base)));
     let mut planned = Vec::new();
-    let mut work = 0u64;
-    for e in &entries {
+    for e in entries {
         if let Some((dtype, shape)) = stored.get(&e.name) {
             // Sizes come from the parts, checked below, before anything is allocated.
             let bytes = shape.rows.checked_mul(shape.cols).and_then(|n| n.checked_mul(float_size(*dtype)));
             let bytes = bytes.ok_or_else(|| CliError::file(input, format!("tensor {:?}: shape overflows", e.name)))?;
             planned.push(Planned { name: e.name.clone(), dtype: *dtype, shape: vec![shape.rows, shape.cols], bytes });
-            work += e.bytes() as u64;
         } else if !part_of(&e.name) {
             planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
         }
     }
     // Every quantized tensor's parts are checked before the output is created.
     for (base, &(_, shape)) in &stored {
-        read_parts(&model, &entries, &by_name, input, base, spec, shape, true)?;
+        read_parts(model, entries, &by_name, input, base, spec, shape, true)?;
     }
     let mut keep = BTreeMap::new();
     for (k, v) in &meta {
@@ -228,28 +228,33 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<()
             keep.insert(k.clone(), v.clone());
         }
     }
-    let mut w = Writer::create(output, planned, keep)?;
-    progress.start(work, "dequantizing");
-    for e in &entries {
-        if let Some(&(dtype, shape)) = stored.get(&e.name) {
-            progress.message(&e.name);
-            let q = read_parts(&model, &entries, &by_name, input, &e.name, spec, shape, false)?
-                .ok_or_else(|| CliError::file(input, format!("tensor {:?}: parts missing", e.name)))?;
-            let out = match dtype {
-                Dtype::F64 => write_le(&q.dequantize::<f64>()),
-                Dtype::F16 => write_le(&q.dequantize::<f16>()),
-                Dtype::BF16 => write_le(&q.dequantize::<quant_traits::half::bf16>()),
-                _ => write_le(&q.dequantize::<f32>()),
-            };
-            w.write(&out)?;
-            progress.advance(e.bytes() as u64);
-        } else if !part_of(&e.name) {
-            w.write(model.bytes(e))?;
-        }
-        model.release(e);
-    }
-    progress.finish();
-    Ok(w.finish()?)
+    let w = Writer::create(output, planned, keep)?;
+    let steps: Vec<Step> = entries
+        .iter()
+        .map(|e| {
+            if stored.contains_key(&e.name) {
+                Step::Convert
+            } else if part_of(&e.name) {
+                Step::Drop
+            } else {
+                Step::Copy
+            }
+        })
+        .collect();
+    let convert = |i: usize, _: &Tensor<'_>, w: &mut Writer| {
+        let e = &entries[i];
+        let Some(&(dtype, shape)) = stored.get(&e.name) else { return Ok(()) };
+        let q = read_parts(model, entries, &by_name, input, &e.name, spec, shape, false)?
+            .ok_or_else(|| CliError::file(input, format!("tensor {:?}: parts missing", e.name)))?;
+        let out = match dtype {
+            Dtype::F64 => write_le(&q.dequantize::<f64>()),
+            Dtype::F16 => write_le(&q.dequantize::<f16>()),
+            Dtype::BF16 => write_le(&q.dequantize::<quant_traits::half::bf16>()),
+            _ => write_le(&q.dequantize::<f32>()),
+        };
+        Ok(w.write(&out)?)
+    };
+    write_all(&source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
 }
 
 /// The parts of tensor `base`, checked against `spec` and `shape` (sizes first, from the

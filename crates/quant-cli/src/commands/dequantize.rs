@@ -19,12 +19,12 @@ pub struct Args {
 pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
     let Args { model, output } = args;
     if quant_io::gguf::is_gguf(&model) {
-        return gguf::dequantize(&model, &output, progress);
+        return gguf::dequantize(&model, &output, progress).map(|_| ());
     }
     let meta = quant_io::safetensors::SafetensorsFile::open(&model)?.metadata();
     stored::written_by_quant(&model, &meta)?;
     if two_level::is_super(&meta) {
-        two_level::dequantize(&model, &output, progress)
+        two_level::dequantize(&model, &output, progress).map(|_| ())
     } else {
         one_level::dequantize(&model, &output, progress).map(|_| ())
     }
