@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::pipeline::{copy_bytes, write_all, Step, Tallies, Written};
 use crate::scheme::{dequantize_2d, quantize_2d, Bytes, Gran, Plan};
-use crate::stored::{float_size, parse_stored, Stored};
+use crate::stored::{dequantize_steps, float_size, kept_metadata, parse_stored, Stored};
 use crate::{with_storage, CliError, Progress};
 use quant_io::le::{read_le, write_le, LeBytes};
 use quant_io::safetensors::{dtype_name, Entry, SafetensorsFile};
@@ -214,25 +214,8 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Wr
             planned.push(Planned { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), bytes: e.bytes() });
         }
     }
-    let mut keep = BTreeMap::new();
-    for (k, v) in &meta {
-        if !k.starts_with("quant.") {
-            keep.insert(k.clone(), v.clone());
-        }
-    }
-    let w = Writer::create(output, planned, keep)?;
-    let steps: Vec<Step> = entries
-        .iter()
-        .map(|e| {
-            if stored.contains_key(&e.name) {
-                Step::Convert
-            } else if aux(&e.name) {
-                Step::Drop
-            } else {
-                Step::Copy
-            }
-        })
-        .collect();
+    let w = Writer::create(output, planned, kept_metadata(&meta))?;
+    let steps = dequantize_steps(entries, |n| stored.contains_key(n), aux);
     let convert = |i: usize, _: &Tensor<'_>, w: &mut Writer| {
         let e = &entries[i];
         let Some(s) = stored.get(&e.name) else { return Ok(()) };

@@ -1,12 +1,13 @@
 //! What our quantized safetensors files say about themselves: the `quant.*` metadata that
 //! `quant quantize` writes (one-level and two-level alike) and `quant dequantize` reads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use quant_io::safetensors::dtype_from_name;
+use quant_io::safetensors::{dtype_from_name, Entry};
 use quant_io::Dtype;
 
+use crate::pipeline::Step;
 use crate::CliError;
 
 /// Whether `meta` is a file `quant quantize` wrote.
@@ -64,4 +65,26 @@ pub fn parse_stored(path: &Path, name: &str, text: &str) -> Result<Stored, CliEr
         _ => return Err(bad("unknown storage")),
     };
     Ok(Stored { dtype, shape, storage })
+}
+
+/// The metadata a dequantized file keeps: everything but our `quant.*` keys.
+pub fn kept_metadata(meta: &HashMap<String, String>) -> BTreeMap<String, String> {
+    meta.iter().filter(|(k, _)| !k.starts_with("quant.")).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The steps of dequantizing one of our files: each quantized tensor converted, the other parts
+/// of its format dropped, everything else copied.
+pub fn dequantize_steps(entries: &[Entry], quantized: impl Fn(&str) -> bool, part: impl Fn(&str) -> bool) -> Vec<Step> {
+    entries
+        .iter()
+        .map(|e| {
+            if quantized(&e.name) {
+                Step::Convert
+            } else if part(&e.name) {
+                Step::Drop
+            } else {
+                Step::Copy
+            }
+        })
+        .collect()
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::pipeline::{copy_bytes, write_all, Step, Tallies, Written};
 use crate::scheme::{parse_super, quantize_super_2d, super_name};
-use crate::stored::{float_size, parse_stored};
+use crate::stored::{dequantize_steps, float_size, kept_metadata, parse_stored};
 use crate::{CliError, Progress};
 use quant_io::imatrix::Importance;
 use quant_io::le::{read_le, write_le};
@@ -222,25 +222,8 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Wr
     for (base, &(_, shape)) in &stored {
         read_parts(model, entries, &by_name, input, base, spec, shape, true)?;
     }
-    let mut keep = BTreeMap::new();
-    for (k, v) in &meta {
-        if !k.starts_with("quant.") {
-            keep.insert(k.clone(), v.clone());
-        }
-    }
-    let w = Writer::create(output, planned, keep)?;
-    let steps: Vec<Step> = entries
-        .iter()
-        .map(|e| {
-            if stored.contains_key(&e.name) {
-                Step::Convert
-            } else if part_of(&e.name) {
-                Step::Drop
-            } else {
-                Step::Copy
-            }
-        })
-        .collect();
+    let w = Writer::create(output, planned, kept_metadata(&meta))?;
+    let steps = dequantize_steps(entries, |n| stored.contains_key(n), part_of);
     let convert = |i: usize, _: &Tensor<'_>, w: &mut Writer| {
         let e = &entries[i];
         let Some(&(dtype, shape)) = stored.get(&e.name) else { return Ok(()) };
