@@ -111,16 +111,6 @@ const fn plain(id: u32, name: &'static str, bytes: u64, dtype: Dtype) -> GgmlTyp
     GgmlType { id, name, block_len: 1, block_bytes: bytes, kind: Kind::Plain(dtype) }
 }
 
-const fn blocks(id: u32, f: BlockFormat) -> GgmlType {
-    GgmlType {
-        id,
-        name: f.name(),
-        block_len: f.block_len() as u64,
-        block_bytes: f.block_bytes() as u64,
-        kind: Kind::Blocks(f),
-    }
-}
-
 /// The plain ggml types this crate reads (the block types come from
 /// [`BlockFormat::ALL`], each with its [`BlockFormat::ggml_type`]).
 const PLAIN: &[GgmlType] = &[
@@ -150,9 +140,15 @@ impl GgmlType {
         PLAIN.iter().copied().find(|t| t.kind == Kind::Plain(d))
     }
 
-    /// The type holding `format`'s blocks.
+    /// The type holding `format`'s blocks (its id, name and sizes are the format's own).
     pub const fn of_format(format: BlockFormat) -> GgmlType {
-        blocks(format.ggml_type(), format)
+        GgmlType {
+            id: format.ggml_type(),
+            name: format.name(),
+            block_len: format.block_len() as u64,
+            block_bytes: format.block_bytes() as u64,
+            kind: Kind::Blocks(format),
+        }
     }
 
     /// Bytes of `elements` values (a whole number of blocks).

@@ -84,7 +84,7 @@ pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
     }
     if stats {
         let secs = start.elapsed().as_secs_f64();
-        let bytes = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
+        let bytes = written.read;
         let peak = peak_rss().map_or("unavailable".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
         eprintln!(
             "quant: read {:.1} MB in {secs:.2} s ({:.1} MB/s), peak resident memory {peak}",
