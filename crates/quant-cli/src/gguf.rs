@@ -18,9 +18,9 @@ use crate::{CliError, Progress};
 /// dequantized to `F32` (bit for bit as ggml's `dequantize_row_*`), the others copied in their
 /// own type, shapes outermost first; the scalar metadata (not arrays such as the vocabulary) as
 /// `gguf.`-prefixed strings.
-pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Written, CliError> {
-    let source = ModelFile::open(input)?;
-    let ModelFile::Gguf(f) = &source else {
+pub fn dequantize(source: &ModelFile, output: &Path, progress: &Progress) -> Result<Written, CliError> {
+    let input = source.path();
+    let ModelFile::Gguf(f) = source else {
         return Err(CliError::file(input, "is not a GGUF file".into()));
     };
     let plan: Vec<Planned> = f
@@ -64,7 +64,7 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Wr
         }
         Ok(w.write(&bytes)?)
     };
-    write_all(&source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
+    write_all(source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
 }
 
 /// One tensor to write: where its values come from and what it becomes.

@@ -151,9 +151,9 @@ fn write_quantized<F: QuantFloat + LeBytes, Q: Bytes>(
 }
 
 /// `quant dequantize` of a one-level file (`stored::written_by_quant` checked).
-pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Written, CliError> {
-    let source = ModelFile::open(input)?;
-    let ModelFile::Safetensors(model, entries) = &source else {
+pub fn dequantize(source: &ModelFile, output: &Path, progress: &Progress) -> Result<Written, CliError> {
+    let input = source.path();
+    let ModelFile::Safetensors(model, entries) = source else {
         return Err(CliError::file(input, "is a GGUF file, not one of ours".into()));
     };
     let meta = model.metadata();
@@ -243,7 +243,7 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Wr
         let out: Vec<u8> = with_floats!(scales, sc => with_storage!(s.storage, Q => restore::<_, Q>(model, e, s, spec, gran, &sc, &zps)))?;
         Ok(w.write(&out)?)
     };
-    write_all(&source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
+    write_all(source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
 }
 
 fn restore<F: QuantFloat + LeBytes, Q: Bytes>(

@@ -184,9 +184,9 @@ pub fn is_super(meta: &HashMap<String, String>) -> bool {
 
 /// `quant dequantize` of a two-level file (`stored::written_by_quant` checked): every quantized
 /// tensor back in its original dtype.
-pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Written, CliError> {
-    let source = ModelFile::open(input)?;
-    let ModelFile::Safetensors(model, entries) = &source else {
+pub fn dequantize(source: &ModelFile, output: &Path, progress: &Progress) -> Result<Written, CliError> {
+    let input = source.path();
+    let ModelFile::Safetensors(model, entries) = source else {
         return Err(CliError::file(input, "is a GGUF file, not one of ours".into()));
     };
     let meta = model.metadata();
@@ -237,7 +237,7 @@ pub fn dequantize(input: &Path, output: &Path, progress: &Progress) -> Result<Wr
         };
         Ok(w.write(&out)?)
     };
-    write_all(&source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
+    write_all(source, &steps, w, output, (progress, "dequantizing"), convert, copy_bytes)
 }
 
 /// The parts of tensor `base`, checked against `spec` and `shape` (sizes first, from the

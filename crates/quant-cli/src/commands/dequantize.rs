@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use quant_io::ModelFile;
+
 use crate::{gguf, one_level, stored, two_level, CliError, Progress};
 
 /// `quant dequantize`'s arguments.
@@ -18,14 +20,19 @@ pub struct Args {
 /// our files' tensors in their original dtype.
 pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
     let Args { model, output } = args;
-    if quant_io::gguf::is_gguf(&model) {
-        return gguf::dequantize(&model, &output, progress).map(|_| ());
-    }
-    let meta = quant_io::safetensors::SafetensorsFile::open(&model)?.metadata();
-    stored::written_by_quant(&model, &meta)?;
-    if two_level::is_super(&meta) {
-        two_level::dequantize(&model, &output, progress).map(|_| ())
-    } else {
-        one_level::dequantize(&model, &output, progress).map(|_| ())
-    }
+    // Opened once: each format reads the same map.
+    let source = ModelFile::open(&model)?;
+    match &source {
+        ModelFile::Gguf(_) => gguf::dequantize(&source, &output, progress)?,
+        ModelFile::Safetensors(file, _) => {
+            let meta = file.metadata();
+            stored::written_by_quant(&model, &meta)?;
+            if two_level::is_super(&meta) {
+                two_level::dequantize(&source, &output, progress)?
+            } else {
+                one_level::dequantize(&source, &output, progress)?
+            }
+        }
+    };
+    Ok(())
 }
