@@ -186,63 +186,61 @@ fn referenced_paths(module: &str, text: &str) -> Vec<Vec<String>> {
     let joined: String = body.lines().map(code).collect::<Vec<_>>().join(" ");
     let line = joined.as_str();
     let mut out = Vec::new();
-    {
-        for (start, _) in line.match_indices("crate::").chain(line.match_indices("super::")) {
-            // Only a path's first segment (not `foo::crate::`, not `$crate::`).
-            let before = line[..start].chars().last();
-            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '$') {
-                continue;
-            }
-            let mut base: Vec<String> = Vec::new();
-            let mut rest = &line[start..];
-            if let Some(r) = rest.strip_prefix("crate::") {
+    for (start, _) in line.match_indices("crate::").chain(line.match_indices("super::")) {
+        // Only a path's first segment (not `foo::crate::`, not `$crate::`).
+        let before = line[..start].chars().last();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '$') {
+            continue;
+        }
+        let mut base: Vec<String> = Vec::new();
+        let mut rest = &line[start..];
+        if let Some(r) = rest.strip_prefix("crate::") {
+            rest = r;
+        } else {
+            base = here.clone();
+            while let Some(r) = rest.strip_prefix("super::") {
+                base.pop();
                 rest = r;
-            } else {
-                base = here.clone();
-                while let Some(r) = rest.strip_prefix("super::") {
-                    base.pop();
-                    rest = r;
+            }
+        }
+        // `a::b::c` or a group `{a, b::c}` (its first level: commas outside inner braces).
+        let heads: Vec<String> = match rest.strip_prefix('{') {
+            Some(group) => {
+                let (mut depth, mut heads, mut cur) = (0usize, Vec::new(), String::new());
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            heads.push(std::mem::take(&mut cur));
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    if !c.is_whitespace() {
+                        cur.push(c);
+                    }
+                }
+                heads.push(cur);
+                heads.retain(|h| !h.is_empty());
+                heads
+            }
+            None => vec![rest.to_string()],
+        };
+        for h in heads {
+            let mut path = base.clone();
+            for seg in h.split("::") {
+                let id = ident(seg);
+                if id.is_empty() {
+                    break;
+                }
+                path.push(id);
+                if !seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    break;
                 }
             }
-            // `a::b::c` or a group `{a, b::c}` (its first level: commas outside inner braces).
-            let heads: Vec<String> = match rest.strip_prefix('{') {
-                Some(group) => {
-                    let (mut depth, mut heads, mut cur) = (0usize, Vec::new(), String::new());
-                    for c in group.chars() {
-                        match c {
-                            '{' => depth += 1,
-                            '}' if depth == 0 => break,
-                            '}' => depth -= 1,
-                            ',' if depth == 0 => {
-                                heads.push(std::mem::take(&mut cur));
-                                continue;
-                            }
-                            _ => {}
-                        }
-                        if !c.is_whitespace() {
-                            cur.push(c);
-                        }
-                    }
-                    heads.push(cur);
-                    heads.retain(|h| !h.is_empty());
-                    heads
-                }
-                None => vec![rest.to_string()],
-            };
-            for h in heads {
-                let mut path = base.clone();
-                for seg in h.split("::") {
-                    let id = ident(seg);
-                    if id.is_empty() {
-                        break;
-                    }
-                    path.push(id);
-                    if !seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        break;
-                    }
-                }
-                out.push(path);
-            }
+            out.push(path);
         }
     }
     out
