@@ -192,7 +192,7 @@ fn engine_blocks<F: QuantFloat, R: AsRef<[i32]> + Sync>(
             return Ok(false);
         }
         let ops = Operands::packed(MatRef::row_major(&a8, rows, k)?, ZeroPoint::None, &packed, ZeroPoint::None)?;
-        let ok = if let (true, Some(flat)) = (f32_stage, out.flat_f32()) {
+        let ok = if let Some(flat) = out.flat_f32() {
             // An f32 result: the engine writes straight into the output.
             let start = flat.len();
             flat.resize(start + rows * n, 0.0);
