@@ -93,7 +93,7 @@ mod vec_api;
 pub use arch::selected_kernel;
 pub use calibrate::{ChannelObserver, MinMax, MovingAverageMinMax, MseOptimal, Observer, Percentile};
 pub use convention::Convention;
-pub use ggml::BlockFormat;
+pub use ggml::{BlockCodes, BlockFormat};
 pub use granularity::{
     dequantize_matrix_into, matrix_params, quantize_matrix, quantize_matrix_into, Axis, Granularity, QuantizedMatrix,
 };

@@ -354,3 +354,75 @@ fn every_format_matches_ggml_on_half_a_million_values() {
     }
     assert_eq!(checked, 20);
 }
+
+/// Every format's exact integer form ([`BlockFormat::integer_form_into`]) rounds back to its
+/// dequantized values bit for bit, on ggml's own blocks (the `ggml_k` fixtures) and on blocks
+/// quantized here from data with outliers, zero and constant rows; its codes lie in the
+/// format's range, and a scale or minimum that is NaN or infinite names its block.
+#[test]
+fn integer_forms_are_the_dequantized_values_exactly() -> Result<(), QuantError> {
+    use quant_core::BlockCodes;
+    let fixtures = [
+        (BlockFormat::Q5_0, "q5_0"),
+        (BlockFormat::Q5_1, "q5_1"),
+        (BlockFormat::Q2_K, "q2_k"),
+        (BlockFormat::Q3_K, "q3_k"),
+        (BlockFormat::Q4_K, "q4_k"),
+        (BlockFormat::Q5_K, "q5_k"),
+        (BlockFormat::Q6_K, "q6_k"),
+    ];
+    let x = bulk_values(16, 512);
+    for format in BlockFormat::ALL {
+        let mut sets = vec![format.quantize(&x)?];
+        if let Some((_, file)) = fixtures.iter().find(|(f, _)| *f == format) {
+            sets.push(read(DIR_K, &format!("{file}.bin")));
+        }
+        for bytes in sets {
+            let values = bytes.len() / format.block_bytes() * format.block_len();
+            let subs = values / format.sub_block_len();
+            let (mut q, mut s, mut m) = (vec![0i8; values], vec![f32::NAN; subs], vec![f32::NAN; subs]);
+            format.integer_form_into(&bytes, &mut q, &mut s, &mut m)?;
+            let back = format.dequantize(&bytes)?;
+            let (lo, hi) = match format.codes() {
+                BlockCodes::Signed { bits } => (-(1i32 << (bits - 1)), (1i32 << (bits - 1)) - 1),
+                BlockCodes::Unsigned { bits } => (0, (1i32 << bits) - 1),
+                BlockCodes::Levels(l) => (i32::from(*l.iter().min().unwrap()), i32::from(*l.iter().max().unwrap())),
+                _ => unreachable!("a format this test does not know"),
+            };
+            let has_min = matches!(format.codes(), BlockCodes::Unsigned { .. });
+            for (i, (&c, &want)) in q.iter().zip(&back).enumerate() {
+                let sub = i / format.sub_block_len();
+                assert!((lo..=hi).contains(&i32::from(c)), "{} code {c} at {i}", format.name());
+                if !has_min {
+                    assert_eq!(m[sub], 0.0, "{} minimum of sub-block {sub}", format.name());
+                }
+                let exact = f64::from(s[sub]) * f64::from(c);
+                let got = if has_min { (exact + f64::from(m[sub])) as f32 } else { exact as f32 };
+                assert_eq!(got.to_bits(), want.to_bits(), "{} value {i}: {got:e} vs {want:e}", format.name());
+            }
+        }
+    }
+    // A NaN `d` (Q4_0, block 1) and an infinite `dmin` (Q4_K) are named.
+    let mut bytes = BlockFormat::Q4_0.quantize(&x[..64])?;
+    bytes[18..20].copy_from_slice(&0x7e00u16.to_le_bytes());
+    let (mut q, mut s, mut m) = (vec![0i8; 64], vec![0f32; 2], vec![0f32; 2]);
+    assert!(matches!(
+        BlockFormat::Q4_0.integer_form_into(&bytes, &mut q, &mut s, &mut m),
+        Err(QuantError::NonFiniteParameter { what: "scale of block", index: 1, .. })
+    ));
+    let mut bytes = BlockFormat::Q4_K.quantize(&x[..256])?;
+    bytes[2..4].copy_from_slice(&0x7c00u16.to_le_bytes());
+    let (mut q, mut s, mut m) = (vec![0i8; 256], vec![0f32; 8], vec![0f32; 8]);
+    let got = BlockFormat::Q4_K.integer_form_into(&bytes, &mut q, &mut s, &mut m);
+    // A sub-block minimum of 0 times an infinite dmin is NaN; either way block 0 is named.
+    assert!(matches!(got, Err(QuantError::NonFiniteParameter { what: "minimum of block", index: 0, .. })), "{got:?}");
+    assert_eq!(
+        BlockFormat::Q6_K.integer_form_into(&[0; 210], &mut [0; 255], &mut [0.0; 16], &mut [0.0; 16]),
+        Err(QuantError::LengthMismatch { what: "integer codes (one per value)", expected: 256, found: 255 })
+    );
+    assert_eq!(
+        BlockFormat::Q6_K.integer_form_into(&[0; 211], &mut [0; 256], &mut [0.0; 16], &mut [0.0; 16]),
+        Err(QuantError::NotABlockMultiple { what: "bytes", format: "Q6_K", len: 211, block: 210 })
+    );
+    Ok(())
+}

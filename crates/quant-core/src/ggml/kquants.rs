@@ -797,6 +797,100 @@ pub(super) fn dequantize_q6_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
+/// One `Q2_K` super-block's exact integer form (see `BlockFormat::integer_form_into`): per
+/// sub-block of 16, `d · sc` and `-(dmin · m)`; codes `0..=3`.
+pub(super) fn integer_q2_k(b: &[u8], codes: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {
+    let (sc, qs) = (&b[..16], &b[16..80]);
+    let (d, min) = (half_at(b, 80), half_at(b, 82));
+    let mut is = 0;
+    for h in 0..2 {
+        let q = &qs[32 * h..32 * h + 32];
+        for shift in [0, 2, 4, 6] {
+            for half in 0..2 {
+                let s = sc[is];
+                (scales[is], mins[is]) = (d * f32::from(s & 0xf), -(min * f32::from(s >> 4)));
+                for i in 0..16 {
+                    codes[16 * is + i] = i8::from_le_bytes([(q[16 * half + i] >> shift) & 3]);
+                }
+                is += 1;
+            }
+        }
+    }
+}
+
+/// One `Q3_K` super-block's exact integer form: per sub-block of 16, `d · (sc - 32)`; codes
+/// `-4..=3`.
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
+pub(super) fn integer_q3_k(b: &[u8], codes: &mut [i8], scales: &mut [f32]) {
+    let (hm, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
+    let d_all = half_at(b, 108);
+    let mut is = 0;
+    for h in 0..2 {
+        let q = &qs[32 * h..32 * h + 32];
+        for shift in [0, 2, 4, 6] {
+            let m = 1u8 << (4 * h + shift / 2);
+            for half in 0..2 {
+                scales[is] = d_all * float_of(q3_scale(is, sc));
+                for i in 0..16 {
+                    let k = 16 * half + i;
+                    codes[16 * is + i] = ((q[k] >> shift) & 3) as i8 - if hm[k] & m != 0 { 0 } else { 4 };
+                }
+                is += 1;
+            }
+        }
+    }
+}
+
+/// One `Q4_K` (`fifth = false`) or `Q5_K` super-block's exact integer form: per sub-block of
+/// 32, `d · sc` and `-(dmin · m)`; codes `0..=15` or `0..=31`.
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
+pub(super) fn integer_q45_k(b: &[u8], fifth: bool, codes: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {
+    let (d, min) = (half_at(b, 0), half_at(b, 2));
+    let sc = &b[4..16];
+    let (qh, qs) = if fifth { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+    for c in 0..4 {
+        for s in [2 * c, 2 * c + 1] {
+            let (l, m) = scale_min(s, sc);
+            (scales[s], mins[s]) = (d * f32::from(l), -(min * f32::from(m)));
+        }
+        let q = &qs[32 * c..32 * c + 32];
+        for i in 0..32 {
+            let (mut lo, mut hi) = (q[i] & 0xf, q[i] >> 4);
+            if fifth {
+                lo += if qh[i] & (1 << (2 * c)) != 0 { 16 } else { 0 };
+                hi += if qh[i] & (2 << (2 * c)) != 0 { 16 } else { 0 };
+            }
+            codes[64 * c + i] = lo as i8;
+            codes[64 * c + 32 + i] = hi as i8;
+        }
+    }
+}
+
+/// One `Q6_K` super-block's exact integer form: per sub-block of 16, `d · sc` (`sc` an `i8`);
+/// codes `-32..=31`.
+#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
+pub(super) fn integer_q6_k(b: &[u8], codes: &mut [i8], scales: &mut [f32]) {
+    let d = half_at(b, 208);
+    for h in 0..2 {
+        let (ql, qh) = (&b[64 * h..64 * h + 64], &b[128 + 32 * h..128 + 32 * h + 32]);
+        for (j, &s) in b[192 + 8 * h..192 + 8 * h + 8].iter().enumerate() {
+            scales[8 * h + j] = d * f32::from(s as i8);
+        }
+        let codes = &mut codes[128 * h..128 * h + 128];
+        for l in 0..32 {
+            let q = [
+                (ql[l] & 0xf) | (qh[l] & 3) << 4,
+                (ql[l + 32] & 0xf) | ((qh[l] >> 2) & 3) << 4,
+                (ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4,
+                (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4,
+            ];
+            for (k, &q) in q.iter().enumerate() {
+                codes[l + 32 * k] = q as i8 - 32;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::nearest_int;

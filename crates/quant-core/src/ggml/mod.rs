@@ -182,6 +182,39 @@ impl BlockFormat {
         }
     }
 
+    /// Values per sub-block: the span of one scale (and minimum) in
+    /// [`BlockFormat::integer_form_into`]: 16 for `Q2_K`, `Q3_K` and `Q6_K`, 32 for the others.
+    #[must_use]
+    pub const fn sub_block_len(self) -> usize {
+        match self {
+            BlockFormat::Q2_K | BlockFormat::Q3_K | BlockFormat::Q6_K => 16,
+            BlockFormat::Q8_0
+            | BlockFormat::Q4_0
+            | BlockFormat::Q4_1
+            | BlockFormat::Q5_0
+            | BlockFormat::Q5_1
+            | BlockFormat::Q4_K
+            | BlockFormat::Q5_K
+            | BlockFormat::MXFP4 => BLOCK,
+        }
+    }
+
+    /// What the format's integer codes stand for (see [`BlockFormat::integer_form_into`]).
+    #[must_use]
+    pub const fn codes(self) -> BlockCodes {
+        match self {
+            BlockFormat::Q8_0 => BlockCodes::Signed { bits: 8 },
+            BlockFormat::Q4_0 => BlockCodes::Signed { bits: 4 },
+            BlockFormat::Q5_0 => BlockCodes::Signed { bits: 5 },
+            BlockFormat::Q3_K => BlockCodes::Signed { bits: 3 },
+            BlockFormat::Q6_K => BlockCodes::Signed { bits: 6 },
+            BlockFormat::Q2_K => BlockCodes::Unsigned { bits: 2 },
+            BlockFormat::Q4_1 | BlockFormat::Q4_K => BlockCodes::Unsigned { bits: 4 },
+            BlockFormat::Q5_1 | BlockFormat::Q5_K => BlockCodes::Unsigned { bits: 5 },
+            BlockFormat::MXFP4 => BlockCodes::Levels(&mxfp4::LEVELS),
+        }
+    }
+
     /// Bits per weight, scales included (`Q4_0`: 4.5, `Q4_K`: 4.5, `Q6_K`: 6.5625).
     #[must_use]
     #[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits), as ggml writes it")]
@@ -439,6 +472,107 @@ impl BlockFormat {
         Ok(())
     }
 
+    /// Decodes `bytes` (whole blocks) into their exact integer form: for value `i`, in
+    /// sub-block `s = i / sub_block_len()`, `w_i = scales[s] · codes[i] + mins[s]` in real
+    /// arithmetic. This is what an integer kernel multiplies: the codes are the small integers
+    /// of [`BlockFormat::codes`] (`q - 8` for `Q4_0`, `q - 16` for `Q5_0`, `q - 32` for `Q6_K`,
+    /// the level `L[i]` for `MXFP4`), and every scale and minimum is an exact `f32`: a block's
+    /// `f16` `d` (or `dmin`) times its sub-block's integer scale (at most 8 bits, so at most 19
+    /// significant bits), negated for the k-quants' minimums (`- dmin · m`), or `MXFP4`'s
+    /// power of two. `mins` are 0 for the formats without a minimum ([`BlockCodes::Signed`],
+    /// [`BlockCodes::Levels`]).
+    ///
+    /// Rounded once to `f32`, `scales[s] · codes[i] + mins[s]` (`scales[s] · codes[i]` for the
+    /// formats without a minimum) is [`BlockFormat::dequantize_into`]'s value, bit for bit.
+    ///
+    /// # Errors
+    /// [`QuantError::NotABlockMultiple`] if `bytes` is not whole blocks;
+    /// [`QuantError::LengthMismatch`] for `codes` not one per value or `scales`/`mins` not one
+    /// per sub-block; [`QuantError::NonFiniteParameter`] naming the first block whose scale or
+    /// minimum is NaN or infinite (the outputs are then partly written).
+    ///
+    /// # Example
+    /// ```
+    /// use quant_core::BlockFormat;
+    ///
+    /// let x: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+    /// let bytes = BlockFormat::Q4_K.quantize(&x)?;
+    /// let (mut codes, mut scales, mut mins) = (vec![0i8; 256], vec![0f32; 8], vec![0f32; 8]);
+    /// BlockFormat::Q4_K.integer_form_into(&bytes, &mut codes, &mut scales, &mut mins)?;
+    /// let back = BlockFormat::Q4_K.dequantize(&bytes)?;
+    /// for i in 0..256 {
+    ///     let exact = f64::from(scales[i / 32]) * f64::from(codes[i]) + f64::from(mins[i / 32]);
+    ///     assert_eq!(exact as f32, back[i]);
+    /// }
+    /// # Ok::<(), quant_core::QuantError>(())
+    /// ```
+    pub fn integer_form_into(
+        self,
+        bytes: &[u8],
+        codes: &mut [i8],
+        scales: &mut [f32],
+        mins: &mut [f32],
+    ) -> Result<(), QuantError> {
+        let (bb, n, sub) = (self.block_bytes(), self.block_len(), self.sub_block_len());
+        if !bytes.len().is_multiple_of(bb) {
+            return Err(QuantError::NotABlockMultiple {
+                what: "bytes",
+                format: self.name(),
+                len: bytes.len(),
+                block: bb,
+            });
+        }
+        let blocks = bytes.len() / bb;
+        QuantError::check_length("integer codes (one per value)", blocks * n, codes.len())?;
+        QuantError::check_length("scales (one per sub-block)", blocks * (n / sub), scales.len())?;
+        QuantError::check_length("minimums (one per sub-block)", blocks * (n / sub), mins.len())?;
+        let subs = n / sub;
+        for (index, b) in bytes.chunks_exact(bb).enumerate() {
+            let (q, s, m) = (
+                &mut codes[index * n..(index + 1) * n],
+                &mut scales[index * subs..(index + 1) * subs],
+                &mut mins[index * subs..(index + 1) * subs],
+            );
+            m.fill(0.0);
+            match self {
+                BlockFormat::Q8_0 => {
+                    s[0] = half_at(b, 0);
+                    for (c, &v) in q.iter_mut().zip(&b[2..34]) {
+                        *c = i8::from_le_bytes([v]);
+                    }
+                }
+                BlockFormat::Q4_0 => {
+                    s[0] = half_at(b, 0);
+                    split_halves(&b[2..18], |j, u| q[j] = narrow::to_i8(i64::from(u) - 8));
+                }
+                BlockFormat::Q4_1 => {
+                    (s[0], m[0]) = (half_at(b, 0), half_at(b, 2));
+                    split_halves(&b[4..20], |j, u| q[j] = narrow::to_i8(i64::from(u)));
+                }
+                BlockFormat::Q5_0 => {
+                    s[0] = half_at(b, 0);
+                    fives(&b[2..22], |j, u| q[j] = narrow::to_i8(i64::from(u) - 16));
+                }
+                BlockFormat::Q5_1 => {
+                    (s[0], m[0]) = (half_at(b, 0), half_at(b, 2));
+                    fives(&b[4..24], |j, u| q[j] = narrow::to_i8(i64::from(u)));
+                }
+                BlockFormat::Q2_K => kquants::integer_q2_k(b, q, s, m),
+                BlockFormat::Q3_K => kquants::integer_q3_k(b, q, s),
+                BlockFormat::Q4_K => kquants::integer_q45_k(b, false, q, s, m),
+                BlockFormat::Q5_K => kquants::integer_q45_k(b, true, q, s, m),
+                BlockFormat::Q6_K => kquants::integer_q6_k(b, q, s),
+                BlockFormat::MXFP4 => mxfp4::integer_block(b, q, s),
+            }
+            for (what, v) in [("scale of block", &*s), ("minimum of block", &*m)] {
+                if let Some(&bad) = v.iter().find(|v| !v.is_finite()) {
+                    return Err(QuantError::NonFiniteParameter { what, index, value: f64::from(bad) });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Dequantizes `bytes` into a new vector.
     ///
     /// # Errors
@@ -448,6 +582,45 @@ impl BlockFormat {
         self.dequantize_into(bytes, &mut out)?;
         Ok(out)
     }
+}
+
+/// The 32 nibbles of a legacy block's 16 code bytes, handed to `each(j, u)` for value `j`:
+/// byte `j` holds value `j` in its low nibble and value `j + 16` in its high nibble.
+fn split_halves(qs: &[u8], mut each: impl FnMut(usize, u8)) {
+    for (j, &v) in qs.iter().enumerate() {
+        each(j, v & 0x0f);
+        each(j + BLOCK / 2, v >> 4);
+    }
+}
+
+/// The 32 five-bit codes of a `Q5` block's `qh` (4 bytes) and `qs` (16), handed to
+/// `each(j, u)` for value `j`.
+fn fives(b: &[u8], mut each: impl FnMut(usize, u8)) {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let fifth = |j: usize| if (qh >> j) & 1 == 1 { 16 } else { 0 };
+    split_halves(&b[4..20], |j, u| each(j, u | fifth(j)));
+}
+
+/// What the integer codes of a block format stand for, per sub-block `s` with scale `d_s`
+/// (and minimum `m_s`): see [`BlockFormat::integer_form_into`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BlockCodes {
+    /// Signed integers `q` of `bits` bits: `w = d_s · q` (`Q8_0`, `Q4_0`, `Q5_0`, `Q3_K`,
+    /// `Q6_K`).
+    Signed {
+        /// Bits per code.
+        bits: u32,
+    },
+    /// Unsigned integers `u` of `bits` bits with a minimum: `w = d_s · u + m_s` (`Q4_1`,
+    /// `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K`).
+    Unsigned {
+        /// Bits per code.
+        bits: u32,
+    },
+    /// 4-bit indices into 16 integer levels `L`: `w = d_s · L[i]`; the integer code is the
+    /// level (`MXFP4`: E2M1's values doubled).
+    Levels(&'static [i8; 16]),
 }
 
 /// The `f16` at `b[at..at + 2]` (little-endian), widened to `f32` (exact).

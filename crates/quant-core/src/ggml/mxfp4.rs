@@ -40,7 +40,7 @@ pub const BLOCK: usize = 32;
 pub const BLOCK_BYTES: usize = 17;
 
 /// The 16 levels, doubled (llama.cpp's `kvalues_mxfp4`), in code order.
-const LEVELS: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+pub(crate) const LEVELS: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// `ln(m)` for `m` in `[1, 2)`, to within a few `f64` ulps (`2 atanh((m - 1) / (m + 1))`).
 fn ln_1_2(m: f64) -> f64 {
@@ -101,6 +101,16 @@ pub(crate) fn dequantize_block(b: &[u8], o: &mut [f32]) {
     for (j, &q) in b[1..BLOCK_BYTES].iter().enumerate() {
         o[j] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q & 0xf)]));
         o[j + BLOCK / 2] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q >> 4)]));
+    }
+}
+
+/// One block's exact integer form: the levels and the scale `d = 2^(e - 128)` (an `f32`
+/// from `2^-128`, a subnormal, to `2^127`).
+pub(crate) fn integer_block(b: &[u8], codes: &mut [i8], scale: &mut [f32]) {
+    scale[0] = f32::from_f64_nearest(scale_by_pow2(1.0, i32::from(b[0]) - 128));
+    for (j, &q) in b[1..BLOCK_BYTES].iter().enumerate() {
+        codes[j] = LEVELS[usize::from(q & 0xf)];
+        codes[j + BLOCK / 2] = LEVELS[usize::from(q >> 4)];
     }
 }
 
