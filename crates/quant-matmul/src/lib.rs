@@ -19,9 +19,9 @@
 //!   scales and a bias, or requantized `i8`/`u8` (float or TFLite fixed-point multiplier, or
 //!   ONNX `QLinearMatMul`'s per-row × per-column scales: [`Requant`]). Exact: see [`gemm`].
 //!   N-D operands with ONNX's (NumPy's) batch broadcasting: [`BatchedShape`].
-//! * **Group-quantized weights** ([`group`]): `y = x · Wᵀ + bias` with `W` in 4 or 8 bits and
-//!   one scale per group of inputs ([`GroupWeights`], from our codes or llama.cpp's `Q4_0`,
-//!   `Q4_1`, `Q8_0` blocks), in two modes: activations quantized to `i8` per group on the fly
+//! * **Group-quantized weights** ([`group`]): `y = x · Wᵀ + bias` with `W` in a few bits and
+//!   one scale per group of inputs ([`GroupWeights`], from our codes or any of llama.cpp's block
+//!   formats, k-quants and `MXFP4` included), in two modes: activations quantized to `i8` per group on the fly
 //!   ([`GroupGemm::int8_activations`]) or kept in `f32` against weights dequantized in
 //!   registers ([`GroupGemm::float_activations`]). Each mode has a portable reference that
 //!   defines the bits and SIMD kernels for every x86-64 tier that reproduce them: the same

@@ -73,13 +73,17 @@ fn all_formats(w: &[f32], n: usize, k: usize, group: usize) -> Result<Vec<GroupW
         GroupWeights::sym8(s8.codes(), &scales(s8.params()), n, k, group)?,
     ];
     if group == 32 {
-        for (format, build) in [
-            (BlockFormat::Q4_0, GroupWeights::q4_0 as fn(&[u8], usize, usize) -> Result<GroupWeights, QuantError>),
-            (BlockFormat::Q4_1, GroupWeights::q4_1),
-            (BlockFormat::Q8_0, GroupWeights::q8_0),
-        ] {
-            v.push(build(&format.quantize(w)?, n, k)?);
-        }
+        v.extend(ggml_formats(w, n, k)?.into_iter().map(|(_, gw)| gw));
+    }
+    Ok(v)
+}
+
+/// Every llama.cpp block format whose blocks fit rows of `k`, built from `w` by quant-core's
+/// quantizer and read back with [`GroupWeights::from_blocks`].
+fn ggml_formats(w: &[f32], n: usize, k: usize) -> Result<Vec<(BlockFormat, GroupWeights)>, QuantError> {
+    let mut v = Vec::new();
+    for format in BlockFormat::ALL.into_iter().filter(|f| k.is_multiple_of(f.block_len())) {
+        v.push((format, GroupWeights::from_blocks(format, &format.quantize(w)?, n, k)?));
     }
     Ok(v)
 }
@@ -107,12 +111,39 @@ fn weights_decode_as_their_producers_do() -> Res {
             }
         }
     }
+    // Every llama.cpp format, through its exact integer form, is quant-core's (and ggml's)
+    // dequantized value once rounded to f32; the held form is the table of the type's docs.
+    let held = |f: BlockFormat| match f {
+        BlockFormat::Q4_0 | BlockFormat::Q3_K => (GroupCodes::Sym4, f.sub_block_len()),
+        BlockFormat::Q4_1 | BlockFormat::Q4_K | BlockFormat::Q2_K => (GroupCodes::Min4, f.sub_block_len()),
+        BlockFormat::Q8_0 | BlockFormat::Q5_0 | BlockFormat::Q6_K => (GroupCodes::Sym8, f.sub_block_len()),
+        BlockFormat::Q5_1 | BlockFormat::Q5_K => (GroupCodes::Min8, 32),
+        BlockFormat::MXFP4 => (GroupCodes::Levels4, 32),
+        _ => unreachable!("a format this test does not know"),
+    };
+    let (n2, k2) = (3, 512);
+    let w2 = weights(&mut rng, n2, k2, true);
+    let built = ggml_formats(&w2, n2, k2)?;
+    assert_eq!(built.len(), BlockFormat::ALL.len());
+    for (format, gw) in &built {
+        assert_eq!((gw.codes_kind(), gw.group_size()), held(*format), "{format:?}");
+        let back = format.dequantize(&format.quantize(&w2)?)?;
+        for r in 0..n2 {
+            for c in 0..k2 {
+                let want = back[r * k2 + c];
+                let min = f64::from(gw.params(r, c / gw.group_size()).2);
+                // Without a minimum the exact value is the f32 product; with one, one rounding
+                // (equal as numbers: `value` adds a zero minimum, so its zeros are +0).
+                let got = gw.value(r, c) as f32;
+                assert_eq!(got, want, "{format:?} ({r}, {c}) min {min}");
+            }
+        }
+    }
     // llama.cpp's blocks, decoded here from the bytes by their spec: Q4_0 `(q - 8)·d`, Q4_1
     // `q·d + m` (exact in f64), Q8_0 `q·d`; inputs j and j + 16 share byte j.
-    let formats = all_formats(&w, n, k, 32)?;
-    for (gw, (format, bb)) in
-        formats[3..].iter().zip([(BlockFormat::Q4_0, 18), (BlockFormat::Q4_1, 20), (BlockFormat::Q8_0, 34)])
-    {
+    let formats = ggml_formats(&w, n, k)?;
+    for (format, bb) in [(BlockFormat::Q4_0, 18), (BlockFormat::Q4_1, 20), (BlockFormat::Q8_0, 34)] {
+        let gw = &formats.iter().find(|(f, _)| *f == format).expect("a 32-value format").1;
         let bytes = format.quantize(&w)?;
         for r in 0..n {
             for c in 0..k {
@@ -173,7 +204,7 @@ fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize, 
                     dot += q * sx[gi] * wv;
                 }
                 act += sx[gi] * (0.5 + 2f64.powi(-17)) * wsum;
-                t += dot.abs() + if w.codes_kind() == GroupCodes::Min4 { dot.abs() } else { 0.0 };
+                t += dot.abs() + if w.codes_kind().has_min() { dot.abs() } else { 0.0 };
             }
             exact[i * n + c] = y;
             bound[i * n + c] = match mode {
@@ -220,7 +251,8 @@ fn check_bound(rng: &mut Rng, m: usize, n: usize, k: usize, group: usize, outlie
 fn both_modes_are_within_their_bounds_on_random_data() -> Res {
     let mut rng = Rng::new(11);
     for mode in MODES {
-        for (m, n, k, group) in [(1, 7, 256, 32), (3, 5, 512, 128), (16, 9, 256, 256), (2, 33, 192, 64), (1, 1, 32, 32)]
+        for (m, n, k, group) in
+            [(1, 7, 256, 32), (3, 5, 512, 128), (16, 9, 256, 256), (2, 33, 192, 64), (1, 1, 32, 32), (2, 9, 128, 16)]
         {
             check_bound(&mut rng, m, n, k, group, false, mode)?;
         }
@@ -435,6 +467,8 @@ fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
         (4, 41, 128, 32),
         (7, 56, 96, 32),
         (6, 20, 64, 32),
+        (3, 19, 512, 32),
+        (2, 40, 256, 32),
     ] {
         let w = weights(&mut rng, n, k, true);
         let x = activations(&mut rng, m, k, true);
@@ -501,7 +535,7 @@ fn half_precision_activations_convert_exactly() -> Res {
 fn bad_input_is_a_typed_error() -> Res {
     let scales = [1.0f32; 4];
     let codes = [I4x2(0); 64];
-    assert_eq!(GroupWeights::sym4(&codes, &scales, 2, 64, 48), Err(QuantError::GroupSizeUnsupported { size: 48 }));
+    assert_eq!(GroupWeights::sym4(&codes, &scales, 2, 64, 40), Err(QuantError::GroupSizeUnsupported { size: 40 }));
     assert_eq!(GroupWeights::sym4(&codes, &scales, 2, 64, 512), Err(QuantError::GroupSizeUnsupported { size: 512 }));
     assert_eq!(
         GroupWeights::sym4(&codes, &scales, 2, 96, 64),
@@ -547,6 +581,28 @@ fn bad_input_is_a_typed_error() -> Res {
     assert!(matches!(
         GroupWeights::q4_0(&nan_block, 1, 32),
         Err(QuantError::NonFiniteParameter { what: "scale of block", index: 0, .. })
+    ));
+    // k-quants take whole super-blocks of 256; a NaN `d` of Q6_K (its last two bytes) is
+    // named by its block, row-major.
+    assert_eq!(
+        GroupWeights::from_blocks(BlockFormat::Q4_K, &[0u8; 2 * 144], 1, 384),
+        Err(QuantError::NotABlockMultiple {
+            what: "K (inputs per output channel)",
+            format: "Q4_K",
+            len: 384,
+            block: 256
+        })
+    );
+    assert_eq!(
+        GroupWeights::from_blocks(BlockFormat::Q6_K, &[0u8; 3 * 210], 2, 512),
+        Err(QuantError::LengthMismatch { what: "block bytes", expected: 4 * 210, found: 3 * 210 })
+    );
+    let mut q6 = vec![0u8; 4 * 210];
+    q6[3 * 210 + 192] = 1; // a non-zero sub-block scale, so the NaN reaches a product
+    q6[3 * 210 + 208..3 * 210 + 210].copy_from_slice(&f16::NAN.to_le_bytes());
+    assert!(matches!(
+        GroupWeights::from_blocks(BlockFormat::Q6_K, &q6, 2, 512),
+        Err(QuantError::NonFiniteParameter { what: "scale of block", index: 3, .. })
     ));
     // Multiply, both modes: shapes, bias, a NaN activation named by row and column.
     let gw = GroupWeights::sym4(&codes, &scales, 2, 64, 32)?;

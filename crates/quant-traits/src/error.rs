@@ -218,10 +218,19 @@ pub enum QuantError {
     },
 
     /// A group size the group-quantized weight kernels cannot take.
-    #[error("group size {size} is not supported here: use a multiple of 32 from 32 to 256")]
+    #[error("group size {size} is not supported here: use a multiple of 16 from 16 to 256")]
     GroupSizeUnsupported {
         /// The group size given.
         size: usize,
+    },
+
+    /// A weight format a kernel does not take, with why.
+    #[error("{format} is not supported here: {reason}")]
+    FormatUnsupported {
+        /// The format, e.g. `"levels5"`.
+        format: &'static str,
+        /// Why, with the alternative.
+        reason: &'static str,
     },
 
     /// A parameter (a scale, a minimum) that is NaN or infinite.

@@ -20,25 +20,41 @@ use crate::aligned::Aligned;
 #[non_exhaustive]
 pub enum GroupCodes {
     /// Signed 4-bit codes `q` in `-8..=7`: `w = s · q`. Our symmetric 4-bit ([`I4x2`](quant_traits::I4x2)), ONNX
-    /// `INT4`, llama.cpp `Q4_0` (which stores `q + 8`).
+    /// `INT4`, llama.cpp `Q4_0` (which stores `q + 8`) and `Q3_K` (`q` in `-4..=3`).
     Sym4,
     /// Unsigned 4-bit codes `u` in `0..=15` with an integer zero point `z` per group:
     /// `w = s · (u - z)`. Our asymmetric 4-bit ([`U4x2`](quant_traits::U4x2)), ONNX Runtime's `MatMulNBits`.
     Asym4,
     /// Unsigned 4-bit codes `u` in `0..=15` with a float minimum `m` per group:
-    /// `w = s · u + m`. llama.cpp `Q4_1`.
+    /// `w = s · u + m`. llama.cpp `Q4_1`, `Q4_K` and `Q2_K` (`u` in `0..=3`).
     Min4,
-    /// Signed 8-bit codes `q`: `w = s · q`. Our symmetric `i8`, llama.cpp `Q8_0`.
+    /// Signed 8-bit codes `q`: `w = s · q`. Our symmetric `i8`, llama.cpp `Q8_0`, and the
+    /// signed formats of 5 and 6 bits held in a byte each (`Q5_0`, `Q6_K`).
     Sym8,
+    /// Unsigned codes `u` held in a byte each with a float minimum `m` per group:
+    /// `w = s · u + m`. llama.cpp `Q5_1` and `Q5_K` (`u` in `0..=31`).
+    Min8,
+    /// 4-bit indices `u` into 16 signed 8-bit levels `L` (one table for the whole matrix):
+    /// `w = s · L[u]`. llama.cpp `MXFP4` (its levels `0, ±1, ±2, ±3, ±4, ±6, ±8, ±12`).
+    Levels4,
 }
 
 impl GroupCodes {
-    /// Bits per code.
+    /// Bits per code as stored here.
     #[must_use]
     pub fn bits(self) -> u32 {
         match self {
-            GroupCodes::Sym8 => 8,
-            _ => 4,
+            GroupCodes::Sym8 | GroupCodes::Min8 => 8,
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Levels4 => 4,
+        }
+    }
+
+    /// Whether each group has a float minimum (`w = s · u + m`).
+    #[must_use]
+    pub fn has_min(self) -> bool {
+        match self {
+            GroupCodes::Min4 | GroupCodes::Min8 => true,
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Sym8 | GroupCodes::Levels4 => false,
         }
     }
 }
@@ -126,6 +142,8 @@ pub(crate) struct Panels<'a> {
     pub(crate) scales: &'a [f32],
     pub(crate) zeros: &'a [u8],
     pub(crate) mins: &'a [f32],
+    /// `Levels4`: the 16 levels (zeros otherwise).
+    pub(crate) levels: [i8; 16],
 }
 
 impl<'a> Panels<'a> {
@@ -211,9 +229,9 @@ impl<'a> Panels<'a> {
         let z = match self.kind {
             GroupCodes::Sym4 => 8,
             GroupCodes::Asym4 => i32::from(self.zeros[at]),
-            GroupCodes::Min4 | GroupCodes::Sym8 => 0,
+            GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => 0,
         };
-        let m = if self.kind == GroupCodes::Min4 { self.mins[at] } else { 0.0 };
+        let m = if self.kind.has_min() { self.mins[at] } else { 0.0 };
         (self.scales[at], z, m)
     }
 
@@ -224,8 +242,8 @@ impl<'a> Panels<'a> {
         let codes = &self.codes[((r / w) * self.groups() + g) * gb..][..gb];
         let l = r % w;
         match self.kind {
-            GroupCodes::Sym8 => codes[((j / 4) * w + l) * 4 + j % 4],
-            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => {
+            GroupCodes::Sym8 | GroupCodes::Min8 => codes[((j / 4) * w + l) * 4 + j % 4],
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Levels4 => {
                 let byte = codes[((j / 8) * w + l) * 4 + j % 4];
                 if j % 8 < 4 {
                     byte & 0x0f
@@ -237,13 +255,15 @@ impl<'a> Panels<'a> {
     }
 
     /// The code of input `c` of output channel `r`, as the integer the format multiplies: `u`
-    /// for the 4-bit formats (`0..=15`), `q` for `Sym8`.
+    /// for the linear 4-bit formats (`0..=15`), the byte as an `i8` for `Sym8` and `Min8`,
+    /// the level `L[u]` for `Levels4`.
     #[inline]
     pub(crate) fn code(&self, r: usize, c: usize) -> i32 {
         let u = self.stored_code(r, c);
         match self.kind {
-            GroupCodes::Sym8 => i32::from(i8::from_ne_bytes([u])),
+            GroupCodes::Sym8 | GroupCodes::Min8 => i32::from(i8::from_ne_bytes([u])),
             GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => i32::from(u),
+            GroupCodes::Levels4 => i32::from(self.levels[usize::from(u)]),
         }
     }
 }
@@ -279,7 +299,7 @@ impl<'a> Panel<'a> {
         4 * self.width
     }
 
-    /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`), the last two
+    /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`, `Min8`), the last two
     /// empty for the formats without them.
     #[inline]
     pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
@@ -347,7 +367,7 @@ pub(crate) struct FloatRows<'a> {
     pub(crate) group: usize,
     /// Row after row.
     pub(crate) x: &'a [f32],
-    /// `σ_g` per group, row after row (`Min4` only; empty otherwise).
+    /// `σ_g` per group, row after row (formats with minimums only; empty otherwise).
     pub(crate) sums: &'a [f32],
 }
 
@@ -358,7 +378,7 @@ impl<'a> FloatRows<'a> {
         &self.x[r * self.k..(r + 1) * self.k]
     }
 
-    /// `σ_g` of row `r`, group `g` (`Min4` only).
+    /// `σ_g` of row `r`, group `g` (formats with minimums only).
     #[inline]
     pub(crate) fn sum(&self, r: usize, g: usize) -> f32 {
         self.sums[r * (self.k / self.group) + g]
@@ -452,7 +472,7 @@ pub(crate) fn reference_panel_i8<const R: usize>(
                 let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
                 let d = raw - z * sums[g];
                 acc += (sx[g] * s_w) * d as f32;
-                if w.codes_kind() == GroupCodes::Min4 {
+                if w.codes_kind().has_min() {
                     acc += (sx[g] * min) * sums[g] as f32;
                 }
             }
@@ -490,7 +510,7 @@ pub(crate) fn reference_panel_f32<const R: usize>(
                     part[j % 2] = fma_f32(x[k], v, part[j % 2]);
                 }
                 acc = fma_f32(s_w, part[0] + part[1], acc);
-                if w.codes_kind() == GroupCodes::Min4 {
+                if w.codes_kind().has_min() {
                     acc = fma_f32(min, a.sum(r, g), acc);
                 }
             }

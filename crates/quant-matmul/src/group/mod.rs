@@ -1,7 +1,8 @@
 //! Matrix multiply on weights quantized in groups along their inputs: `y = x · Wᵀ + bias`, the
-//! decode-time product of a language model whose weights are 4 or 8 bits with one scale per
-//! group of inputs (llama.cpp's `Q4_0`/`Q4_1`/`Q8_0`, ONNX Runtime's `MatMulNBits`, our own
-//! per-group schemes).
+//! decode-time product of a language model whose weights have a few bits with one scale per
+//! group of inputs: every llama.cpp block format as a GGUF file stores it (`Q4_0` to `Q8_0`,
+//! the k-quants `Q2_K` to `Q6_K`, `MXFP4`; [`GroupWeights::from_blocks`]), ONNX Runtime's
+//! `MatMulNBits`, our own per-group schemes.
 //!
 //! The weights ([`GroupWeights`], from our codes or from llama.cpp's block bytes) are packed
 //! once; two compute modes multiply them, each with a **reference** in plain Rust (the
@@ -26,15 +27,22 @@
 //!
 //! # The int8-activation mode ([`GroupGemm::int8_activations`])
 //! For each row of `x` and each group `g` of `G` inputs (what llama.cpp does with `Q8_0`
-//! activations and ONNX Runtime with `accuracy_level = 4`, with ties to even):
+//! activations and ONNX Runtime with `accuracy_level = 4`, with ties to even). The activation
+//! groups are the weights' groups: 32 inputs for the legacy formats, `Q4_K`, `Q5_K` and
+//! `MXFP4`, 16 for `Q2_K`, `Q3_K` and `Q6_K`. That is finer than llama.cpp's `Q8_K` for the
+//! k-quants (one scale per 256 inputs, its sub-block products then scaled in integers): the
+//! activations' rounding error is that of their own group's maximum, and each group costs one
+//! `f32` scale and one multiply-add more.
 //! 1. `amax = max |x_k|` over the group; `s_x = amax / 127` (an `f32` division); the codes are
 //!    `q_k = clamp(round_ties_even(x_k / s_x), -127, 127)` (an `f32` division each), all zero
 //!    when `amax = 0`.
 //! 2. The integer dot product with the weight codes, exact in `i32`:
 //!    `d_g = Σ q_k · (u_k - z)` (the zero point enters through `z · Σ q_k`, not by widening the
-//!    weights), and for `Q4_1`'s minimum `σ_g = Σ q_k`.
+//!    weights), and for the formats with a minimum (`Q4_1`, `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K`)
+//!    `σ_g = Σ q_k`. Levels (`MXFP4`) enter as the integers `L[u_k]`, looked up from a
+//!    16-entry table in registers (`vpshufb`), not gathered from memory.
 //! 3. In `f32`, in this order, one rounding per operation and no fused multiply-add:
-//!    `acc = 0; for g in groups: acc = acc + (s_x,g · s_w,g) · d_g`, plus, for `Q4_1`,
+//!    `acc = 0; for g in groups: acc = acc + (s_x,g · s_w,g) · d_g`, plus, with a minimum,
 //!    `acc = acc + (s_x,g · m_g) · σ_g` right after; then `y = acc + bias`. `d_g` and `σ_g`
 //!    are exact in `f32` (`|d_g| <= 127 · 128 · 256 < 2^24`).
 //!
@@ -51,10 +59,11 @@
 //! `fma(a, b, c)` the fused multiply-add `a · b + c` rounded once
 //! ([`quant_traits::cast::fma_f32`]):
 //! 1. each weight is dequantized in registers to the exact small integer `v_k = u_k - z`
-//!    (`q_k` for the signed formats, `u_k` for `Q4_1`), as an `f32`;
+//!    (`q_k` for the signed formats, `u_k` for those with a minimum, `L[u_k]` for levels), as
+//!    an `f32`;
 //! 2. two partial sums, one for the even and one for the odd inputs of the group, in input
 //!    order: `p_(k mod 2) = fma(x_k, v_k, p_(k mod 2))` from `p = 0`, then `p_g = p_0 + p_1`;
-//! 3. `acc = fma(s_w,g, p_g, acc)` from `acc = 0`, group after group; for `Q4_1`, right after,
+//! 3. `acc = fma(s_w,g, p_g, acc)` from `acc = 0`, group after group; with a minimum, right after,
 //!    `acc = fma(m_g, σ_g, acc)` with `σ_g = Σ x_k` summed the same way (two partial sums by
 //!    parity, then `σ_0 + σ_1`, plain additions);
 //! 4. `y = acc + bias`.
@@ -64,7 +73,7 @@
 //!
 //! **Error bound.** `|y - y*| <= γ(G/2 + 2 · groups + 4) · T'` with
 //! `T' = Σ_g Σ_{k in g} |x_k| · (|s_w,g · v_k| + |m_g|) + |bias|`: every chain of step 2 is
-//! `G/2` roundings long, step 3 adds one per group (two for `Q4_1`) and the bias one. A product
+//! `G/2` roundings long, step 3 adds one per group (two with a minimum) and the bias one. A product
 //! beyond `f32`'s range gives `±inf`, as IEEE arithmetic does. The tests check the bound on
 //! random data and on data with outliers; the relative error on such data is about `10^-6`.
 
@@ -147,13 +156,13 @@ fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
     s
 }
 
-/// Every row of `x` converted to `f32`, and for `Q4_1` the per-group sums the minimums
+/// Every row of `x` converted to `f32`, and for the formats with a minimum the per-group sums the minimums
 /// multiply (step 3 of the float mode).
 pub(crate) struct FloatActivations {
     k: usize,
     group: usize,
     x: Vec<f32>,
-    /// `σ_g` per group, row after row (`Min4` only; empty otherwise).
+    /// `σ_g` per group, row after row (formats with minimums only; empty otherwise).
     sums: Vec<f32>,
 }
 
@@ -255,7 +264,7 @@ impl GroupGemm {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         w.check_layout(tier)?;
-        let acts = FloatActivations::new(&x, w.group_size(), w.codes_kind() == GroupCodes::Min4);
+        let acts = FloatActivations::new(&x, w.group_size(), w.codes_kind().has_min());
         drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use quant_traits::half::f16;
+use quant_core::{BlockCodes, BlockFormat};
 use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
 
 use crate::aligned::Aligned;
@@ -32,8 +32,35 @@ use crate::arch::{KernelChoice, Tier};
 /// every tier takes the 16-channel layout; the 16-channel kernels refuse the 8-channel one
 /// ([`QuantError::PackedForOtherKernel`]).
 ///
-/// Group sizes: a multiple of 32 from 32 to 256, which keeps every per-group integer dot
+/// Group sizes: a multiple of 16 from 16 to 256, which keeps every per-group integer dot
 /// product of the int8-activation mode exact in `f32` (`127 · 128 · 256 < 2^24`).
+///
+/// # llama.cpp's block formats
+/// [`GroupWeights::from_blocks`] takes every [`BlockFormat`] as a GGUF file stores it, and
+/// holds each block's exact integer form ([`BlockFormat::integer_form_into`]): one group per
+/// sub-block, its scale (and minimum) an exact `f32` product of the block's `f16` and the
+/// sub-block's integer scale, so every weight is the format's value exactly:
+///
+/// | format | group | codes as held | weight |
+/// |---|---|---|---|
+/// | `Q4_0` | 32 | [`GroupCodes::Sym4`] | `d · (q - 8)` |
+/// | `Q4_1` | 32 | [`GroupCodes::Min4`] | `d · u + m` |
+/// | `Q8_0` | 32 | [`GroupCodes::Sym8`] | `d · q` |
+/// | `Q5_0` | 32 | [`GroupCodes::Sym8`] (a byte each) | `d · (q - 16)` |
+/// | `Q5_1` | 32 | [`GroupCodes::Min8`] (a byte each) | `d · u + m` |
+/// | `Q2_K` | 16 | [`GroupCodes::Min4`] | `(d · sc) · u - dmin · m` |
+/// | `Q3_K` | 16 | [`GroupCodes::Sym4`] | `(d · (sc - 32)) · q` |
+/// | `Q4_K` | 32 | [`GroupCodes::Min4`] | `(d · sc) · u - dmin · m` |
+/// | `Q5_K` | 32 | [`GroupCodes::Min8`] (a byte each) | `(d · sc) · u - dmin · m` |
+/// | `Q6_K` | 16 | [`GroupCodes::Sym8`] (a byte each) | `(d · sc) · (q - 32)` |
+/// | `MXFP4` | 32 | [`GroupCodes::Levels4`] | `2^(e - 128) · L[u]` |
+///
+/// The scales and minimums are held as `f32` (the products need up to 19 significant bits;
+/// `f16` would round them), and codes of 5 and 6 bits as bytes: [`GroupWeights::bytes`] says
+/// what a matrix holds, e.g. 6 bits a weight for `Q4_K` (4.5 in the file) and 10 for `Q6_K`
+/// (6.5625). The formats with a minimum differ from llama.cpp's dequantization only in that
+/// its `d · u - m` is rounded to `f32` per weight, where the products here use the exact
+/// value (see [`GroupWeights::value`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupWeights {
     n: usize,
@@ -50,8 +77,10 @@ pub struct GroupWeights {
     scales: Vec<f32>,
     /// `Asym4`: one per group (as `scales`); empty otherwise.
     zeros: Vec<u8>,
-    /// `Min4`: one per group (as `scales`); empty otherwise.
+    /// `Min4`, `Min8`: one per group (as `scales`); empty otherwise.
     mins: Vec<f32>,
+    /// `Levels4`: the levels the codes index (zeros otherwise).
+    levels: [i8; 16],
 }
 
 /// The panel width of the kernel that runs by default (eight when `QUANT_KERNEL` names what
@@ -60,11 +89,8 @@ fn default_width() -> usize {
     KernelChoice::Auto.resolve().map_or(8, width_for)
 }
 
-/// llama.cpp's block size.
-const GGML_BLOCK: usize = 32;
-
 fn check_group(k: usize, group: usize) -> Result<usize, QuantError> {
-    if group == 0 || !group.is_multiple_of(32) || group > 256 {
+    if group == 0 || !group.is_multiple_of(16) || group > 256 {
         return Err(QuantError::GroupSizeUnsupported { size: group });
     }
     if !k.is_multiple_of(group) {
@@ -116,7 +142,7 @@ impl GroupWeights {
         let mut w = Self::new_checked(GroupCodes::Sym4, n, k, group, scales)?;
         let len = n.checked_mul(k).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
         QuantError::check_length("4-bit codes (bytes)", I4x2::units_for(len), codes.len())?;
-        // k is a multiple of 32, so rows start on whole bytes: the bytes are the rows.
+        // k is a multiple of 16, so rows start on whole bytes: the bytes are the rows.
         w.codes = codes.iter().map(|b| b.0 ^ 0x88).collect(); // q + 8 in each nibble
         Ok(w.into_panels())
     }
@@ -175,100 +201,124 @@ impl GroupWeights {
         Ok(w.into_panels())
     }
 
-    /// llama.cpp `Q4_0` blocks (18 bytes per 32 inputs: an `f16` scale `d`, then 16 bytes whose
-    /// low nibbles are inputs 0..16 and high nibbles inputs 16..32, each `q + 8`), `n` rows of
-    /// `k` inputs as stored in a GGUF file. Groups of 32.
+    /// llama.cpp's blocks of any [`BlockFormat`], `n` rows of `k` inputs as a GGUF file stores
+    /// them (row after row, each row `k / block_len` blocks), held as their exact integer form
+    /// (see the type's docs for each format's group and codes).
     ///
     /// # Errors
-    /// [`QuantError::NotABlockMultiple`] when `k` is not a multiple of 32;
-    /// [`QuantError::LengthMismatch`] when `bytes` is not `n * k / 32 * 18` long;
-    /// [`QuantError::NonFiniteParameter`] for a NaN or infinite `d`.
-    pub fn q4_0(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
-        Self::from_ggml(GroupCodes::Sym4, "Q4_0", 18, bytes, n, k)
-    }
-
-    /// llama.cpp `Q4_1` blocks (20 bytes per 32 inputs: `f16` scale `d`, `f16` minimum `m`,
-    /// then 16 bytes of nibbles as in `Q4_0`, `w = d · q + m`).
+    /// [`QuantError::NotABlockMultiple`] when `k` is not a whole number of blocks;
+    /// [`QuantError::LengthMismatch`] when `bytes` is not `n · k / block_len · block_bytes`
+    /// long; [`QuantError::NonFiniteParameter`] naming the first block (row-major) whose scale
+    /// or minimum is NaN or infinite; [`QuantError::FormatUnsupported`] for a format whose
+    /// codes these kernels do not take.
     ///
-    /// # Errors
-    /// As [`GroupWeights::q4_0`] (20 bytes per block).
-    pub fn q4_1(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
-        Self::from_ggml(GroupCodes::Min4, "Q4_1", 20, bytes, n, k)
-    }
-
-    /// llama.cpp `Q8_0` blocks (34 bytes per 32 inputs: `f16` scale `d`, then 32 `i8` codes).
+    /// # Example
+    /// ```
+    /// use quant_core::BlockFormat;
+    /// use quant_matmul::{GroupGemm, GroupWeights, MatMut, MatRef};
     ///
-    /// # Errors
-    /// As [`GroupWeights::q4_0`] (34 bytes per block).
-    pub fn q8_0(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
-        Self::from_ggml(GroupCodes::Sym8, "Q8_0", 34, bytes, n, k)
-    }
-
-    fn from_ggml(
-        kind: GroupCodes,
-        format: &'static str,
-        block_bytes: usize,
-        bytes: &[u8],
-        n: usize,
-        k: usize,
-    ) -> Result<Self, QuantError> {
-        if !k.is_multiple_of(GGML_BLOCK) {
+    /// let (n, k) = (8, 256);
+    /// let w: Vec<f32> = (0..n * k).map(|i| ((i * 7 % 23) as f32 - 11.0) / 16.0).collect();
+    /// let bytes = BlockFormat::Q4_K.quantize(&w)?;
+    /// let gw = GroupWeights::from_blocks(BlockFormat::Q4_K, &bytes, n, k)?;
+    /// let x = vec![0.5f32; k];
+    /// let mut y = vec![0f32; n];
+    /// GroupGemm::new().float_activations(MatRef::row_major(&x, 1, k)?, &gw, None, MatMut::row_major(&mut y, 1, n)?)?;
+    /// // Against the dequantized weights: f32 sums of 256 products, within 1e-4 relative.
+    /// let back = BlockFormat::Q4_K.dequantize(&bytes)?;
+    /// for (r, y) in y.iter().enumerate() {
+    ///     let want: f32 = back[r * k..(r + 1) * k].iter().map(|v| v * 0.5).sum();
+    ///     assert!((y - want).abs() <= 1e-4 * want.abs().max(1.0), "{y} {want}");
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[expect(clippy::as_conversions, reason = "i8 codes to their u8 bits, level indices (< 16) to u8")]
+    pub fn from_blocks(format: BlockFormat, bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
+        let (len, sub) = (format.block_len(), format.sub_block_len());
+        if !k.is_multiple_of(len) {
             return Err(QuantError::NotABlockMultiple {
                 what: "K (inputs per output channel)",
-                format,
+                format: format.name(),
                 len: k,
-                block: GGML_BLOCK,
+                block: len,
             });
         }
-        let blocks = groups_len(n, k / GGML_BLOCK)?;
-        let expected = blocks.checked_mul(block_bytes).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
+        let blocks = groups_len(n, k / len)?;
+        let expected =
+            blocks.checked_mul(format.block_bytes()).ok_or(QuantError::ShapeOverflow { rows: n, cols: k })?;
         QuantError::check_length("block bytes", expected, bytes.len())?;
-        let half = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-        let mut w = GroupWeights {
+        let (kind, levels) = match format.codes() {
+            BlockCodes::Signed { bits } if bits <= 4 => (GroupCodes::Sym4, [0; 16]),
+            BlockCodes::Signed { .. } => (GroupCodes::Sym8, [0; 16]),
+            BlockCodes::Unsigned { bits } if bits <= 4 => (GroupCodes::Min4, [0; 16]),
+            BlockCodes::Unsigned { .. } => (GroupCodes::Min8, [0; 16]),
+            BlockCodes::Levels(l) => (GroupCodes::Levels4, *l),
+            _ => {
+                return Err(QuantError::FormatUnsupported {
+                    format: format.name(),
+                    reason: "the decode product has no kernel for its codes",
+                })
+            }
+        };
+        let (values, groups) = (blocks * len, blocks * (len / sub));
+        let mut q = alloc::vec![0i8; values];
+        let mut scales = alloc::vec![0f32; groups];
+        let mut mins = alloc::vec![0f32; groups];
+        format.integer_form_into(bytes, &mut q, &mut scales, &mut mins)?;
+        // Levels: each level's first index (MXFP4's -0 level is its +0).
+        let mut index = [0u8; 256];
+        for (i, &l) in levels.iter().enumerate().rev() {
+            index[usize::from(l as u8)] = i as u8;
+        }
+        let codes = match kind {
+            GroupCodes::Sym8 | GroupCodes::Min8 => q.iter().map(|&v| v as u8).collect(),
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Levels4 => {
+                let stored = |v: i8| match kind {
+                    GroupCodes::Sym4 => (v + 8) as u8,
+                    GroupCodes::Levels4 => index[usize::from(v as u8)],
+                    _ => v as u8,
+                };
+                q.chunks_exact(2).map(|p| stored(p[0]) | (stored(p[1]) << 4)).collect()
+            }
+        };
+        let w = GroupWeights {
             n,
             k,
-            group: GGML_BLOCK,
+            group: sub,
             codes_kind: kind,
             width: default_width(),
-            codes: Vec::with_capacity(blocks * if kind == GroupCodes::Sym8 { 32 } else { 16 }),
+            codes,
             panels: Aligned::new(),
-            scales: Vec::with_capacity(blocks),
+            scales,
             zeros: Vec::new(),
-            mins: Vec::new(),
+            mins: if kind.has_min() { mins } else { Vec::new() },
+            levels,
         };
-        for (index, b) in bytes.chunks_exact(block_bytes).enumerate() {
-            let d = half(b, 0);
-            if !d.is_finite() {
-                return Err(QuantError::NonFiniteParameter { what: "scale of block", index, value: f64::from(d) });
-            }
-            w.scales.push(d);
-            let qs = match kind {
-                GroupCodes::Min4 => {
-                    let m = half(b, 2);
-                    if !m.is_finite() {
-                        return Err(QuantError::NonFiniteParameter {
-                            what: "minimum of block",
-                            index,
-                            value: f64::from(m),
-                        });
-                    }
-                    w.mins.push(m);
-                    &b[4..20]
-                }
-                GroupCodes::Sym8 => {
-                    w.codes.extend_from_slice(&b[2..34]);
-                    continue;
-                }
-                _ => &b[2..18],
-            };
-            // ggml: input j in the low nibble of byte j, input j + 16 in its high nibble.
-            // Ours: inputs 2i and 2i + 1 in byte i, low nibble first.
-            let nib = |j: usize| if j < 16 { qs[j] & 0x0f } else { qs[j - 16] >> 4 };
-            for i in 0..16 {
-                w.codes.push(nib(2 * i) | (nib(2 * i + 1) << 4));
-            }
-        }
         Ok(w.into_panels())
+    }
+
+    /// llama.cpp `Q4_0` blocks: [`GroupWeights::from_blocks`] with [`BlockFormat::Q4_0`].
+    ///
+    /// # Errors
+    /// As [`GroupWeights::from_blocks`].
+    pub fn q4_0(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
+        Self::from_blocks(BlockFormat::Q4_0, bytes, n, k)
+    }
+
+    /// llama.cpp `Q4_1` blocks: [`GroupWeights::from_blocks`] with [`BlockFormat::Q4_1`].
+    ///
+    /// # Errors
+    /// As [`GroupWeights::from_blocks`].
+    pub fn q4_1(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
+        Self::from_blocks(BlockFormat::Q4_1, bytes, n, k)
+    }
+
+    /// llama.cpp `Q8_0` blocks: [`GroupWeights::from_blocks`] with [`BlockFormat::Q8_0`].
+    ///
+    /// # Errors
+    /// As [`GroupWeights::from_blocks`].
+    pub fn q8_0(bytes: &[u8], n: usize, k: usize) -> Result<Self, QuantError> {
+        Self::from_blocks(BlockFormat::Q8_0, bytes, n, k)
     }
 
     fn new_checked<S: QuantFloat>(
@@ -291,6 +341,7 @@ impl GroupWeights {
             scales: scales_f32("scale of group", scales)?,
             zeros: Vec::new(),
             mins: Vec::new(),
+            levels: [0; 16],
         })
     }
 
@@ -354,6 +405,7 @@ impl GroupWeights {
             scales: &self.scales,
             zeros: &self.zeros,
             mins: &self.mins,
+            levels: self.levels,
         }
     }
 
@@ -426,6 +478,7 @@ impl GroupWeights {
                 (0..n * groups).map(|i| self.zeros[self.view().param_index(i / groups, i % groups)]).collect()
             },
             mins: if self.mins.is_empty() { Vec::new() } else { gather(&self.mins) },
+            levels: self.levels,
         };
         Ok(w.into_panels())
     }
@@ -433,7 +486,7 @@ impl GroupWeights {
     /// The scale, integer zero point and float minimum of output channel `r`, group `g`, as the
     /// kernels use them: weight `= scale · (u - zero point) + minimum` for the stored code `u`
     /// (zero point 8 for `Sym4`, whose codes are stored as `q + 8`; 0 where the format has none;
-    /// minimum 0 except for `Min4`).
+    /// minimum 0 except for `Min4` and `Min8`).
     ///
     /// # Panics
     /// When `r >= n` or `g >= groups`.

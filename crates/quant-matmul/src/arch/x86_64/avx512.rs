@@ -150,7 +150,7 @@ unsafe fn quad_zmm(x: *const i8) -> __m512i {
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 8` bytes; each `xs[i]` points to the group's `group`
-/// activation codes (`group` a multiple of 32); AVX-512 F/BW and VNNI present.
+/// activation codes (`group` a multiple of 16); AVX-512 F/BW and VNNI present.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
@@ -171,6 +171,44 @@ unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usiz
     acc.map(|[a, b]| _mm512_add_epi32(a, b))
 }
 
+/// One group's sixteen dot products for each of `R` rows, `Levels4` weights: each step's
+/// nibbles looked up in the level table in registers (`vpshufb` on each 128-bit quarter), then
+/// as 8-bit weights ([`eight_zmm`]).
+///
+/// # Safety
+/// As [`four_zmm`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn levels_zmm<const R: usize>(
+    codes: &[u8],
+    xs: [*const i8; R],
+    group: usize,
+    levels: &[i8; 16],
+) -> [__m512i; R] {
+    let (nibble, zero) = (_mm512_set1_epi8(0x0f), _mm512_setzero_si512());
+    // SAFETY: a 16-byte load of a 16-byte array.
+    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(levels.as_ptr().cast()) });
+    // Two chains a row (low and high nibbles), summed at the end (exact integers).
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    for e in 0..group / 8 {
+        // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
+        unsafe {
+            let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
+            let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
+            for (chain, (l, at)) in [(lo, 8 * e), (hi, 8 * e + 4)].into_iter().enumerate() {
+                let t = _mm512_shuffle_epi8(table, l);
+                let (magnitude, negative) = (_mm512_abs_epi8(t), _mm512_movepi8_mask(t));
+                for i in 0..R {
+                    let x = quad_zmm(xs[i].add(at));
+                    let c = &mut acc[i][chain];
+                    *c = _mm512_dpbusd_epi32(*c, magnitude, _mm512_mask_sub_epi8(x, negative, zero, x));
+                }
+            }
+        }
+    }
+    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+}
+
 /// One group's sixteen dot products for each of `R` rows, 8-bit weights: `|w| · (x · sign(w))`
 /// as the ymm kernels compute it (AVX-512 has no `vpsignb`: `x` is negated where `w < 0`, and
 /// where `w = 0` the magnitude is 0 either way).
@@ -185,7 +223,7 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
     // Two chains a row (even and odd steps), summed at the end: the sums are exact integers,
     // so the split does not change them, and a single row keeps two dot products in flight.
     let mut acc = [[_mm512_setzero_si512(); 2]; R];
-    // `group / 4` is even (`group` a multiple of 32): steps in pairs.
+    // `group / 4` is even (`group` a multiple of 16): steps in pairs.
     for q in (0..group / 4).step_by(2) {
         for (chain, q) in [q, q + 1].into_iter().enumerate() {
             // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
@@ -235,12 +273,12 @@ unsafe fn wide_avx512vnni<const R: usize>(
             *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
         }
         // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
-        // group's activations (`group` a multiple of 32); CPU features as above.
+        // group's activations (`group` a multiple of 16); CPU features as above.
         let raw = unsafe {
-            if kind.bits() == 4 {
-                four_zmm(codes, xs, group)
-            } else {
-                eight_zmm(codes, xs, group)
+            match kind {
+                GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group),
+                GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels),
+                GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group),
             }
         };
         let (sw, z, mn) = panel.params(g);
@@ -257,12 +295,12 @@ unsafe fn wide_avx512vnni<const R: usize>(
                         let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
                         _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(sum)))
                     }
-                    _ => raw[i],
+                    GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => raw[i],
                 };
                 let sxv = _mm512_set1_ps(a.scales[at]);
                 let t = _mm512_mul_ps(sxv, swv);
                 acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_cvtepi32_ps(d)));
-                if kind == GroupCodes::Min4 {
+                if kind.has_min() {
                     let t = _mm512_mul_ps(sxv, _mm512_loadu_ps(mn.as_ptr()));
                     acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_set1_ps(sum as f32)));
                 }

@@ -65,15 +65,16 @@ unsafe fn nibbles(codes: *const u8, e: usize, step: usize) -> (__m256i, __m256i)
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 4` bytes; each `xs[i]` points to the group's `group`
-/// activation codes (`group` a multiple of 32).
+/// activation codes (`group` a multiple of 16).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn four_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_si256(); R];
-    for b in 0..group / 32 {
+    let steps = group / 8;
+    for b in (0..steps).step_by(4) {
         let mut t = [_mm256_setzero_si256(); R];
-        for e in 4 * b..4 * b + 4 {
+        for e in b..(b + 4).min(steps) {
             // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
             unsafe {
                 let (lo, hi) = nibbles(codes.as_ptr(), e, step);
@@ -113,8 +114,87 @@ unsafe fn eight_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; 
     acc
 }
 
+/// The 16 levels of `Levels4` in both 128-bit halves, for `vpshufb` to look nibbles up in.
+///
+/// # Safety
+/// AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn level_table(levels: &[i8; 16]) -> __m256i {
+    // SAFETY: a 16-byte load of a 16-byte array.
+    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(levels.as_ptr().cast()) })
+}
+
+/// One group's eight dot products for each of `R` rows, `Levels4` weights, AVX2: each step's
+/// nibbles looked up in the level table in registers (`vpshufb`), then as 8-bit weights.
+///
+/// # Safety
+/// As [`four_avx2`].
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn levels_avx2<const R: usize>(
+    codes: &[u8],
+    step: usize,
+    xs: [*const i8; R],
+    group: usize,
+    levels: &[i8; 16],
+) -> [__m256i; R] {
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: AVX2 present (this function's features).
+    let table = unsafe { level_table(levels) };
+    let mut acc = [_mm256_setzero_si256(); R];
+    for e in 0..group / 8 {
+        // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
+        unsafe {
+            let (lo, hi) = nibbles(codes.as_ptr(), e, step);
+            for (v, at) in [(_mm256_shuffle_epi8(table, lo), 8 * e), (_mm256_shuffle_epi8(table, hi), 8 * e + 4)] {
+                let magnitude = _mm256_abs_epi8(v);
+                for i in 0..R {
+                    let signed = _mm256_sign_epi8(quad(xs[i].add(at)), v);
+                    acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed), ones));
+                }
+            }
+        }
+    }
+    acc
+}
+
 macro_rules! vnni_steps {
-    ($four:ident, $eight:ident, $features:literal, $dpbusd:ident) => {
+    ($four:ident, $eight:ident, $levels:ident, $features:literal, $dpbusd:ident) => {
+        /// One group's eight dot products for each of `R` rows, `Levels4` weights, `vpdpbusd`
+        /// on the levels looked up in registers.
+        ///
+        /// # Safety
+        /// As [`four_avx2`]; the CPU has the features in `target_feature`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $levels<const R: usize>(
+            codes: &[u8],
+            step: usize,
+            xs: [*const i8; R],
+            group: usize,
+            levels: &[i8; 16],
+        ) -> [__m256i; R] {
+            // SAFETY: AVX2 present (this function's features).
+            let table = unsafe { level_table(levels) };
+            let mut acc = [_mm256_setzero_si256(); R];
+            for e in 0..group / 8 {
+                // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
+                unsafe {
+                    let (lo, hi) = nibbles(codes.as_ptr(), e, step);
+                    for (v, at) in
+                        [(_mm256_shuffle_epi8(table, lo), 8 * e), (_mm256_shuffle_epi8(table, hi), 8 * e + 4)]
+                    {
+                        let magnitude = _mm256_abs_epi8(v);
+                        for i in 0..R {
+                            acc[i] = $dpbusd(acc[i], magnitude, _mm256_sign_epi8(quad(xs[i].add(at)), v));
+                        }
+                    }
+                }
+            }
+            acc
+        }
+
         /// One group's eight dot products for each of `R` rows, 4-bit weights, `vpdpbusd`.
         ///
         /// # Safety
@@ -159,11 +239,17 @@ macro_rules! vnni_steps {
     };
 }
 
-vnni_steps!(four_avxvnni, eight_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
-vnni_steps!(four_avx512vnni, eight_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", _mm256_dpbusd_epi32);
+vnni_steps!(four_avxvnni, eight_avxvnni, levels_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+vnni_steps!(
+    four_avx512vnni,
+    eight_avx512vnni,
+    levels_avx512vnni,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32
+);
 
 macro_rules! group_kernel {
-    ($name:ident, $features:literal, $four:ident, $eight:ident) => {
+    ($name:ident, $features:literal, $four:ident, $eight:ident, $levels:ident) => {
         /// Panel `p`'s eight output channels for each of `rows`, before the bias.
         ///
         /// # Safety
@@ -189,12 +275,14 @@ macro_rules! group_kernel {
                     *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
                 }
                 // SAFETY: the panel holds the group's codes for eight channels; `xs` point to the
-                // group's activations (`group` a multiple of 32); CPU features as above.
+                // group's activations (`group` a multiple of 16); CPU features as above.
                 let raw = unsafe {
-                    if kind.bits() == 4 {
-                        $four(codes, panel.step(), xs, group)
-                    } else {
-                        $eight(codes, panel.step(), xs, group)
+                    match kind {
+                        GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => {
+                            $four(codes, panel.step(), xs, group)
+                        }
+                        GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels),
+                        GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group),
                     }
                 };
                 let (sw, z, mn) = panel.params(g);
@@ -211,12 +299,12 @@ macro_rules! group_kernel {
                                 let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()));
                                 _mm256_sub_epi32(raw[i], _mm256_mullo_epi32(zv, _mm256_set1_epi32(sum)))
                             }
-                            _ => raw[i],
+                            GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => raw[i],
                         };
                         let sxv = _mm256_set1_ps(a.scales[at]);
                         let t = _mm256_mul_ps(sxv, swv);
                         acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(t, _mm256_cvtepi32_ps(d)));
-                        if kind == GroupCodes::Min4 {
+                        if kind.has_min() {
                             let t = _mm256_mul_ps(sxv, _mm256_loadu_ps(mn.as_ptr()));
                             acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(t, _mm256_set1_ps(sum as f32)));
                         }
@@ -233,9 +321,15 @@ macro_rules! group_kernel {
     };
 }
 
-group_kernel!(panel_avx2, "avx2", four_avx2, eight_avx2);
-group_kernel!(panel_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni);
-group_kernel!(panel_avx512vnni, "avx2,avx512f,avx512vl,avx512vnni", four_avx512vnni, eight_avx512vnni);
+group_kernel!(panel_avx2, "avx2", four_avx2, eight_avx2, levels_avx2);
+group_kernel!(panel_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni, levels_avxvnni);
+group_kernel!(
+    panel_avx512vnni,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    four_avx512vnni,
+    eight_avx512vnni,
+    levels_avx512vnni
+);
 
 /// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): `P`
 /// lane groups from `p` for `rows`, their weights converted on the fly or read from `scratch`
@@ -298,6 +392,7 @@ fn lane_byte_masks(j: usize, top: bool) -> [i8; 32] {
 unsafe fn group_values<const P: usize>(
     kind: GroupCodes,
     group: usize,
+    levels: &[i8; 16],
     panels: &[Panel<'_>; P],
     g: usize,
     mut each: impl FnMut(usize, usize, [__m256; P]),
@@ -308,7 +403,31 @@ unsafe fn group_values<const P: usize>(
     };
     let codes = panels.map(|pl| pl.codes(g).as_ptr());
     let steps = panels.map(|pl| pl.step());
-    if kind.bits() == 4 {
+    if kind == GroupCodes::Levels4 {
+        // Each nibble looked up in the level table in registers, then sign-extended as the
+        // 8-bit codes are.
+        // SAFETY: AVX2 present (this function's features).
+        let table = unsafe { level_table(levels) };
+        let top = [mask(0, true), mask(1, true), mask(2, true), mask(3, true)];
+        for e in 0..group / 8 {
+            let mut lo = [_mm256_setzero_si256(); P];
+            let mut hi = [_mm256_setzero_si256(); P];
+            for q in 0..P {
+                // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
+                let (l, h) = unsafe { nibbles(codes[q], e, steps[q]) };
+                (lo[q], hi[q]) = (_mm256_shuffle_epi8(table, l), _mm256_shuffle_epi8(table, h));
+            }
+            for (half, src) in [lo, hi].into_iter().enumerate() {
+                for (j, m) in top.iter().enumerate() {
+                    let mut v = [_mm256_setzero_ps(); P];
+                    for q in 0..P {
+                        v[q] = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(src[q], *m)));
+                    }
+                    each(8 * e + 4 * half + j, j % 2, v);
+                }
+            }
+        }
+    } else if kind.bits() == 4 {
         let low = [mask(0, false), mask(1, false), mask(2, false), mask(3, false)];
         let mut zf = [_mm256_setzero_ps(); P];
         for (z, pl) in zf.iter_mut().zip(panels) {
@@ -318,7 +437,8 @@ unsafe fn group_values<const P: usize>(
                 GroupCodes::Asym4 => unsafe {
                     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(pl.params(g).1.as_ptr().cast())))
                 },
-                _ => _mm256_setzero_ps(), // Min4: u - 0 is u exactly
+                // Min4: u - 0 is u exactly (Levels4 is looked up above).
+                GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => _mm256_setzero_ps(),
             };
         }
         for e in 0..group / 8 {
@@ -381,7 +501,7 @@ unsafe fn dequantize_panel(w: &Panels<'_>, p: usize, q: usize, count: usize, out
             unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((j * count + q) * PANEL), v[0]) }
         };
         // SAFETY: as this function's.
-        unsafe { group_values(kind, group, &panel, g, store) };
+        unsafe { group_values(kind, group, &w.levels, &panel, g, store) };
     }
 }
 
@@ -423,7 +543,7 @@ unsafe fn panels_fma<const R: usize, const P: usize>(
         };
         match values {
             // SAFETY: as this function's.
-            Values::Codes => unsafe { group_values(kind, group, &panels, g, step) },
+            Values::Codes => unsafe { group_values(kind, group, &w.levels, &panels, g, step) },
             Values::Scratch(v) => {
                 let v = v[base * PANEL * P..(base + group) * PANEL * P].as_ptr();
                 for j in (0..group).step_by(2) {
@@ -442,7 +562,7 @@ unsafe fn panels_fma<const R: usize, const P: usize>(
         }
         for q in 0..P {
             let (sw, _, mn) = panels[q].params(g);
-            // SAFETY: `sw` (and `mn` for Min4) hold the panel's 8 values.
+            // SAFETY: `sw` (and `mn` for the formats with minimums) hold the panel's 8 values.
             let (swv, mv) = unsafe { (_mm256_loadu_ps(sw.as_ptr()), mn.first().map(|_| _mm256_loadu_ps(mn.as_ptr()))) };
             for i in 0..R {
                 let [p0, p1] = part[i][q];
