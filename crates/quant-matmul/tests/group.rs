@@ -633,3 +633,80 @@ fn bad_input_is_a_typed_error() -> Res {
     }
     Ok(())
 }
+
+/// Our two-level formats ([`GroupWeights::from_super`]), every grid and code width the kernels
+/// take, sub-blocks of 16 to 64 under 6-bit or `f16` sub-scales: each weight is the format's
+/// own value (exactly; the offset grid's reconstruction rounds twice in `f32`, so within those
+/// two roundings), and every tier and thread count gives the reference's bits in both modes.
+#[test]
+fn two_level_formats_multiply_exactly_on_every_tier() -> Res {
+    use quant_core::superblock::{quantize_super, Grid, SubScale, SuperSpec};
+    let mut rng = Rng::new(17);
+    let (m, n, k) = (3, 21, 512);
+    let w = weights(&mut rng, n, k, true);
+    let x = activations(&mut rng, m, k, true);
+    let mut seen = std::collections::BTreeSet::new();
+    for grid in [Grid::Symmetric, Grid::Offset, Grid::ZeroPoint, Grid::Levels] {
+        for bits in 2..=8u32 {
+            for (sub, sub_scale) in [(16, SubScale::Bits(6)), (32, SubScale::F16), (64, SubScale::Bits(8))] {
+                let Ok(spec) = SuperSpec::new(grid, bits, sub)
+                    .and_then(|s| s.with_sub_scale(sub_scale))
+                    .and_then(|s| s.with_super_len(Some(256)))
+                else {
+                    continue; // a combination the format itself refuses (levels: 4 to 6 bits)
+                };
+                let q = quantize_super(&w, MatrixShape::new(n, k), spec, None)?;
+                let gw = match GroupWeights::from_super(&q) {
+                    Err(QuantError::FormatUnsupported { .. })
+                        if bits == 8 && matches!(grid, Grid::Offset | Grid::ZeroPoint) =>
+                    {
+                        continue;
+                    }
+                    other => other?,
+                };
+                seen.insert(format!("{:?}", gw.codes_kind()));
+                let back: Vec<f32> = q.dequantize();
+                for r in 0..n {
+                    for c in 0..k {
+                        let (exact, want) = (gw.value(r, c), f64::from(back[r * k + c]));
+                        let (d, m0) = q.sub_block_params(r, c / sub);
+                        // One rounding of the exact value; the offset grid's d·v rounded, then
+                        // + m rounded: two half-ulps.
+                        let ok = if grid == Grid::Offset {
+                            let tol = (f64::from(d) * 127.0).abs() * 2f64.powi(-24) + want.abs() * 2f64.powi(-24);
+                            (exact - want).abs() <= tol
+                        } else {
+                            f64::from(exact as f32) == want
+                        };
+                        assert!(ok, "{grid:?}{bits}/{sub} ({r}, {c}): {exact} vs {want} (d {d}, m {m0})");
+                    }
+                }
+                for mode in MODES {
+                    let mut want = vec![0f32; m * n];
+                    let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
+                    run(reference, mode, MatRef::row_major(&x, m, k)?, &gw, None, MatMut::row_major(&mut want, m, n)?)?;
+                    for tier in tiers() {
+                        let own = gw.for_kernel(KernelChoice::of(tier))?;
+                        for threads in [1, 2] {
+                            let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
+                            let mut y = vec![f32::NAN; m * n];
+                            run(g, mode, MatRef::row_major(&x, m, k)?, &own, None, MatMut::row_major(&mut y, m, n)?)?;
+                            assert!(
+                                y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits()),
+                                "{mode:?} {tier} {threads}T {grid:?}{bits}/{sub}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Every held form was reached.
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    // Sub-blocks the kernels cannot take, and codes that do not fit a byte, are errors.
+    let q = quantize_super(&w, MatrixShape::new(n, k), SuperSpec::new(Grid::Symmetric, 4, 8)?, None)?;
+    assert_eq!(GroupWeights::from_super(&q), Err(QuantError::GroupSizeUnsupported { size: 8 }));
+    let q = quantize_super(&w, MatrixShape::new(n, k), SuperSpec::new(Grid::ZeroPoint, 8, 32)?, None)?;
+    assert!(matches!(GroupWeights::from_super(&q), Err(QuantError::FormatUnsupported { format: "zp8", .. })));
+    Ok(())
+}

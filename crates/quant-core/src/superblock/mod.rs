@@ -761,6 +761,20 @@ impl SuperMatrix {
         Ok(m)
     }
 
+    /// The stored parameters of sub-block `j` of row `row`, as reconstruction uses them: the
+    /// scale `d_j` and, by grid, the offset `m_j` ([`Grid::Offset`]), the zero point `z_j` as an
+    /// `f32` integer ([`Grid::ZeroPoint`]) or 0. With [`SubScale::Bits`] `d_j = f32(D) · l_j`
+    /// (and `m_j = f32(M) · k_j`) is exact: an `f16` times an integer of at most 8 bits.
+    ///
+    /// # Panics
+    /// When `row` or `j` is outside the matrix.
+    #[must_use]
+    pub fn sub_block_params(&self, row: usize, j: usize) -> (f32, f32) {
+        let (subs, _) = self.spec.per_row(self.shape.cols);
+        assert!(row < self.shape.rows && j < subs, "sub-block ({row}, {j}) is outside {} x {subs}", self.shape.rows);
+        self.sub_params(row, j)
+    }
+
     /// The stored `(d, m)` of sub-block `j` of row `r`.
     fn sub_params(&self, r: usize, j: usize) -> (f32, f32) {
         let spec = self.spec;

@@ -3,6 +3,7 @@
 
 use alloc::vec::Vec;
 
+use quant_core::superblock::{levels, Grid, SuperMatrix};
 use quant_core::{BlockCodes, BlockFormat};
 use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
 
@@ -294,6 +295,133 @@ impl GroupWeights {
             mins: if kind.has_min() { mins } else { Vec::new() },
             levels,
         };
+        Ok(w.into_panels())
+    }
+
+    /// One of our two-level formats ([`SuperMatrix`], `rows x cols` = `n x k`), held as its
+    /// exact parameters: one group per sub-block, its scale `d_j` (and offset `m_j`) the exact
+    /// `f32` the format reconstructs with, so every weight is the format's value exactly (the
+    /// offset grid's `d_j · v + m_j` without its two `f32` roundings):
+    ///
+    /// | grid | bits | codes as held |
+    /// |---|---|---|
+    /// | `sym` | 2 to 4 / 5 to 8 | [`GroupCodes::Sym4`] / [`GroupCodes::Sym8`] |
+    /// | `offset` | 2 to 4 / 5 to 7 | [`GroupCodes::Min4`] / [`GroupCodes::Min8`] |
+    /// | `zp` | 2 to 4 / 5 to 7 | [`GroupCodes::Asym4`] / [`GroupCodes::Sym8`] holding `q - z_j` |
+    /// | `levels` | 4 / 5, 6 | [`GroupCodes::Levels4`] / [`GroupCodes::Sym8`] holding `L[q]` |
+    ///
+    /// # Errors
+    /// [`QuantError::GroupSizeUnsupported`] for sub-blocks that are not a multiple of 16 from
+    /// 16 to 256; [`QuantError::NotABlockMultiple`] when the rows are not whole sub-blocks;
+    /// [`QuantError::FormatUnsupported`] for 8-bit `offset` and `zp` codes (their integers
+    /// do not fit a signed byte); [`QuantError::NonFiniteParameter`] for a scale or offset
+    /// that is not finite (index: row-major sub-block).
+    ///
+    /// # Example
+    /// ```
+    /// use quant_core::superblock::{quantize_super, Grid, SuperSpec};
+    /// use quant_core::MatrixShape;
+    /// use quant_matmul::{GroupCodes, GroupWeights};
+    ///
+    /// let (n, k) = (16, 512);
+    /// let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 640.0).collect();
+    /// let spec = SuperSpec::new(Grid::Levels, 4, 16)?.with_super_len(Some(256))?;
+    /// let q = quantize_super(&w, MatrixShape::new(n, k), spec, None)?;
+    /// let gw = GroupWeights::from_super(&q)?;
+    /// assert_eq!((gw.codes_kind(), gw.group_size()), (GroupCodes::Levels4, 16));
+    /// let back: Vec<f32> = q.dequantize();
+    /// assert_eq!(gw.value(3, 100) as f32, back[3 * k + 100]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[expect(
+        clippy::as_conversions,
+        reason = "codes checked to fit a byte (or a nibble) to u8/i8, levels (|L| <= 127) to i8"
+    )]
+    pub fn from_super(m: &SuperMatrix) -> Result<Self, QuantError> {
+        let (spec, shape) = (m.spec(), m.shape());
+        let (n, k, bits) = (shape.rows, shape.cols, spec.bits());
+        let groups = check_group(k, spec.sub_len())?;
+        let small = bits <= 4;
+        let kind = match spec.grid() {
+            Grid::Symmetric if small => GroupCodes::Sym4,
+            Grid::Offset if small => GroupCodes::Min4,
+            Grid::ZeroPoint if small => GroupCodes::Asym4,
+            Grid::Levels if bits == 4 => GroupCodes::Levels4,
+            Grid::Offset if bits < 8 => GroupCodes::Min8,
+            Grid::Symmetric | Grid::Levels => GroupCodes::Sym8,
+            Grid::ZeroPoint if bits < 8 => GroupCodes::Sym8,
+            Grid::Offset | Grid::ZeroPoint => {
+                return Err(QuantError::FormatUnsupported {
+                    format: if spec.grid() == Grid::Offset { "offset8" } else { "zp8" },
+                    reason: "8-bit offset and zero-point codes do not fit a signed byte: use 7 bits or fewer",
+                })
+            }
+        };
+        let table = levels(bits);
+        let mut level4 = [0i8; 16];
+        if kind == GroupCodes::Levels4 {
+            for (l, &v) in level4.iter_mut().zip(table) {
+                *l = v as i8;
+            }
+        }
+        let total = groups_len(n, groups)?;
+        let mut w = GroupWeights {
+            n,
+            k,
+            group: spec.sub_len(),
+            codes_kind: kind,
+            width: default_width(),
+            codes: Vec::with_capacity(n * k * kind.bits() as usize / 8),
+            panels: Aligned::new(),
+            scales: Vec::with_capacity(total),
+            zeros: Vec::new(),
+            mins: Vec::new(),
+            levels: level4,
+        };
+        let mut nibble = None;
+        for r in 0..n {
+            for j in 0..groups {
+                let (d, mz) = m.sub_block_params(r, j);
+                let index = r * groups + j;
+                if !d.is_finite() {
+                    return Err(QuantError::NonFiniteParameter {
+                        what: "scale of sub-block",
+                        index,
+                        value: f64::from(d),
+                    });
+                }
+                if !mz.is_finite() {
+                    return Err(QuantError::NonFiniteParameter {
+                        what: "offset of sub-block",
+                        index,
+                        value: f64::from(mz),
+                    });
+                }
+                w.scales.push(d);
+                let z = if spec.grid() == Grid::ZeroPoint { mz as i16 } else { 0 };
+                match kind {
+                    GroupCodes::Min4 | GroupCodes::Min8 => w.mins.push(mz),
+                    GroupCodes::Asym4 => w.zeros.push(z as u8),
+                    GroupCodes::Sym4 | GroupCodes::Sym8 | GroupCodes::Levels4 => {}
+                }
+                for c in j * spec.sub_len()..(j + 1) * spec.sub_len() {
+                    let q = m.code(r, c);
+                    let held = match (kind, spec.grid()) {
+                        (GroupCodes::Sym4, _) => (q + 8) as u8,
+                        (GroupCodes::Sym8, Grid::Levels) => table[q as usize] as u8,
+                        (GroupCodes::Sym8, Grid::ZeroPoint) => (q - z) as u8,
+                        _ => q as u8,
+                    };
+                    if kind.bits() == 8 {
+                        w.codes.push(held);
+                    } else if let Some(lo) = nibble.take() {
+                        w.codes.push(lo | (held << 4));
+                    } else {
+                        nibble = Some(held);
+                    }
+                }
+            }
+        }
         Ok(w.into_panels())
     }
 
