@@ -24,7 +24,7 @@
 //! * in llama's 70B (80 layers, fewer key/value heads than heads), `attn_v` tensors that the
 //!   rules above leave in `Q3_K` or `Q4_K` get `Q5_K`;
 //! * a tensor whose rows are not whole blocks of its format falls back as llama.cpp's
-//!   `tensor_type_fallback`: `Q3_K` to `Q4_0`, `Q4_K` to `Q5_0`, `Q5_K` to `Q5_1`, `Q6_K` to
+//!   `tensor_type_fallback`: `Q2_K` and `Q3_K` to `IQ4_NL`, `Q4_K` to `Q5_0`, `Q5_K` to `Q5_1`, `Q6_K` to
 //!   `Q8_0`, and to `F16` when even that (or a format of 32-value blocks) does not fit;
 //! * `general.file_type` is set to the mix's `llama_ftype` (11 to 17).
 //!
@@ -366,15 +366,14 @@ impl Mix {
 }
 
 /// llama.cpp's `tensor_type_fallback`: a format whose blocks do not divide the rows (of `nx`
-/// values) becomes one whose blocks do, or `F16`. (llama.cpp sends `Q2_K` and `Q3_K` to
-/// `IQ4_NL`, which quant does not write yet: `Q4_0`, of the same size and block, instead.)
+/// values) becomes one whose blocks do, or `F16`.
 pub fn fallback(nx: u64, ty: BlockFormat) -> Target {
     let fits = |f: BlockFormat| nx.is_multiple_of(f.block_len() as u64);
     if fits(ty) {
         return Target::Blocks(ty);
     }
     let next = match ty {
-        BlockFormat::Q2_K | BlockFormat::Q3_K => BlockFormat::Q4_0,
+        BlockFormat::Q2_K | BlockFormat::Q3_K | BlockFormat::IQ4_XS => BlockFormat::IQ4_NL,
         BlockFormat::Q4_K => BlockFormat::Q5_0,
         BlockFormat::Q5_K => BlockFormat::Q5_1,
         BlockFormat::Q6_K => BlockFormat::Q8_0,

@@ -438,13 +438,13 @@ fn safetensors_to_gguf_and_back_round_trips_exactly() {
     ];
     std::fs::write(&model, safetensors::serialize(tensors, None).expect("serializes")).expect("written");
     let m = model.to_str().expect("utf-8");
-    // Each format, and the one rows of 288 fall back to (llama-quantize's; Q3_K's IQ4_NL is Q4_0
-    // here).
+    // Each format, and the one rows of 288 fall back to (llama-quantize's).
     for (ty, format, fallback) in [
         ("q4_k", BlockFormat::Q4_K, BlockFormat::Q5_0),
         ("Q6_K", BlockFormat::Q6_K, BlockFormat::Q8_0),
         ("q4_0", BlockFormat::Q4_0, BlockFormat::Q4_0),
-        ("q3_k", BlockFormat::Q3_K, BlockFormat::Q4_0),
+        ("q3_k", BlockFormat::Q3_K, BlockFormat::IQ4_NL),
+        ("iq4_xs", BlockFormat::IQ4_XS, BlockFormat::IQ4_NL),
     ] {
         let g = d.join(format!("m.{ty}.gguf"));
         let back = d.join(format!("back.{ty}.safetensors"));

@@ -180,8 +180,25 @@ fn q6_k_matches_ggml_byte_for_byte() {
 }
 
 #[test]
+fn iq4_nl_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::IQ4_NL, "iq4_nl");
+}
+
+#[test]
+fn iq4_xs_matches_ggml_byte_for_byte() {
+    golden_k(BlockFormat::IQ4_XS, "iq4_xs");
+}
+
+#[test]
 fn k_quants_reject_partial_super_blocks_and_non_finite_values() {
-    for format in [BlockFormat::Q2_K, BlockFormat::Q3_K, BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K] {
+    for format in [
+        BlockFormat::Q2_K,
+        BlockFormat::Q3_K,
+        BlockFormat::Q4_K,
+        BlockFormat::Q5_K,
+        BlockFormat::Q6_K,
+        BlockFormat::IQ4_XS,
+    ] {
         assert_eq!(
             format.quantize(&[0.5; 255]),
             Err(QuantError::NotABlockMultiple { what: "row", format: format.name(), len: 255, block: 256 })
@@ -231,6 +248,8 @@ fn importance_weighted_formats_match_ggml_byte_for_byte() {
         (BlockFormat::Q4_K, "q4_k"),
         (BlockFormat::Q5_K, "q5_k"),
         (BlockFormat::Q6_K, "q6_k"),
+        (BlockFormat::IQ4_NL, "iq4_nl"),
+        (BlockFormat::IQ4_XS, "iq4_xs"),
     ] {
         let want = read(DIR_K, &format!("{file}.imatrix.bin"));
         let got = format.quantize_weighted(&x, row, &imatrix).expect("whole rows, finite");
@@ -352,7 +371,7 @@ fn every_format_matches_ggml_on_half_a_million_values() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20);
+    assert_eq!(checked, 24);
 }
 
 /// Every format's exact integer form ([`BlockFormat::integer_form_into`]) rounds back to its
@@ -370,6 +389,8 @@ fn integer_forms_are_the_dequantized_values_exactly() -> Result<(), QuantError> 
         (BlockFormat::Q4_K, "q4_k"),
         (BlockFormat::Q5_K, "q5_k"),
         (BlockFormat::Q6_K, "q6_k"),
+        (BlockFormat::IQ4_NL, "iq4_nl"),
+        (BlockFormat::IQ4_XS, "iq4_xs"),
     ];
     let x = bulk_values(16, 512);
     for format in BlockFormat::ALL {

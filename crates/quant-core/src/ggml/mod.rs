@@ -1,6 +1,7 @@
 //! llama.cpp's block formats, byte for byte: the legacy `Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`,
 //! `Q5_1` (blocks of 32), the k-quants `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K`, `Q6_K` (super-blocks
-//! of 256) and `MXFP4` (blocks of 32).
+//! of 256), `MXFP4` (blocks of 32) and the non-linear `IQ4_NL` (blocks of 32) and `IQ4_XS`
+//! (super-blocks of 256).
 //!
 //! A row of `f32` values is cut into blocks; each block becomes a fixed number of bytes, exactly
 //! as llama.cpp's reference row quantizers (`quantize_row_q8_0_ref` and friends in
@@ -21,6 +22,8 @@
 //! | `Q5_K` | 176 per 256 | as `Q4_K` with a fifth bit per code | searched per sub-block of 32 |
 //! | `Q6_K` | 210 per 256 | 6-bit codes, 8-bit scales per 16 values, `d` | searched per sub-block of 16 |
 //! | `MXFP4` | 17 | `e: E8M0`, `qs: [u8; 16]` (E2M1) | `e = floor(log2f(amax)) - 2 + 127`, nearest level, see [`crate::mxfp4`] |
+//! | `IQ4_NL` | 18 | `d: f16`, `qs: [u8; 16]` (indices into 16 levels) | a scale search over 16 candidates per block, nearest level (see `iq4`) |
+//! | `IQ4_XS` | 136 per 256 | `d`, 6-bit scales per 32 values, `qs: [u8; 128]` | the same search per sub-block of 32, scales to 6 bits |
 //!
 //! * Every product, sum and quotient is one `f32` operation, rounded to nearest even, in ggml's
 //!   order, with no fused multiply-add (ggml's reference quantizers live in `ggml-base`, which
@@ -39,15 +42,17 @@
 //! (one weight per column, from calibration activations) and runs ggml's weighted searches
 //! (`quantize_row_*_impl`): `make_qx_quants` for `Q4_0`, `Q5_0`, `Q3_K` and `Q6_K`,
 //! `make_qkx3_quants` for `Q4_1`, `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K` (37 candidate scales), and
-//! `make_qp_quants` for the k-quants' sub-block scales; `Q8_0` ignores the weights, as ggml
-//! does.
+//! `make_qp_quants` for the k-quants' sub-block scales; `IQ4_NL` and `IQ4_XS` run their own
+//! search under the weights (with `σ²` of the block, or super-block); `Q8_0` and `MXFP4`
+//! ignore the weights, as ggml does.
 //!
 //! Golden tests compare every byte and every dequantized bit: the legacy `Q8_0`/`Q4_0`/`Q4_1`
-//! with fixtures made by the `gguf` package (`crates/quant-core/tests/fixtures/ggml.py`), `Q5_0`, `Q5_1` and the
-//! k-quants with fixtures made by ggml itself (`crates/quant-core/tests/fixtures/ggml_k.py`, ggml-python built
+//! with fixtures made by the `gguf` package (`crates/quant-core/tests/fixtures/ggml.py`), `Q5_0`, `Q5_1`, the
+//! k-quants and the `IQ4` formats with fixtures made by ggml itself (`crates/quant-core/tests/fixtures/ggml_k.py`, ggml-python built
 //! from source; `gguf`'s dequantizers agree with ggml's on all of them). Rows whose length is
 //! not a whole number of blocks and NaN or infinite values are errors, not silently encoded.
 
+mod iq4;
 mod kquants;
 mod lanes;
 pub mod mxfp4;
@@ -94,11 +99,15 @@ pub enum BlockFormat {
     /// OCP microscaling FP4: an E8M0 exponent and 32 E2M1 codes (17 bytes per 32), with
     /// llama.cpp's arithmetic ([`crate::mxfp4`]).
     MXFP4,
+    /// Non-linear 4-bit: an `f16` scale and 32 indices into 16 levels (18 bytes per 32).
+    IQ4_NL,
+    /// Non-linear 4-bit with 6-bit scales per 32 values under one `f16` (136 bytes per 256).
+    IQ4_XS,
 }
 
 impl BlockFormat {
     /// Every format, legacy first.
-    pub const ALL: [BlockFormat; 11] = [
+    pub const ALL: [BlockFormat; 13] = [
         BlockFormat::Q8_0,
         BlockFormat::Q4_0,
         BlockFormat::Q4_1,
@@ -110,6 +119,8 @@ impl BlockFormat {
         BlockFormat::Q5_K,
         BlockFormat::Q6_K,
         BlockFormat::MXFP4,
+        BlockFormat::IQ4_NL,
+        BlockFormat::IQ4_XS,
     ];
 
     /// The format's name as llama.cpp spells it (`"Q8_0"`, `"Q4_K"`, ...).
@@ -127,6 +138,8 @@ impl BlockFormat {
             BlockFormat::Q5_K => "Q5_K",
             BlockFormat::Q6_K => "Q6_K",
             BlockFormat::MXFP4 => "MXFP4",
+            BlockFormat::IQ4_NL => "IQ4_NL",
+            BlockFormat::IQ4_XS => "IQ4_XS",
         }
     }
 
@@ -145,22 +158,28 @@ impl BlockFormat {
             BlockFormat::Q5_K => 13,
             BlockFormat::Q6_K => 14,
             BlockFormat::MXFP4 => 39,
+            BlockFormat::IQ4_NL => 20,
+            BlockFormat::IQ4_XS => 23,
         }
     }
 
-    /// Values per block: 32, or 256 for the k-quants.
+    /// Values per block: 32, or 256 for the k-quants and `IQ4_XS`.
     #[must_use]
     pub const fn block_len(self) -> usize {
         match self {
-            BlockFormat::Q2_K | BlockFormat::Q3_K | BlockFormat::Q4_K | BlockFormat::Q5_K | BlockFormat::Q6_K => {
-                kquants::QK_K
-            }
+            BlockFormat::Q2_K
+            | BlockFormat::Q3_K
+            | BlockFormat::Q4_K
+            | BlockFormat::Q5_K
+            | BlockFormat::Q6_K
+            | BlockFormat::IQ4_XS => kquants::QK_K,
             BlockFormat::Q8_0
             | BlockFormat::Q4_0
             | BlockFormat::Q4_1
             | BlockFormat::Q5_0
             | BlockFormat::Q5_1
-            | BlockFormat::MXFP4 => BLOCK,
+            | BlockFormat::MXFP4
+            | BlockFormat::IQ4_NL => BLOCK,
         }
     }
 
@@ -179,6 +198,8 @@ impl BlockFormat {
             BlockFormat::Q5_K => 176,
             BlockFormat::Q6_K => 210,
             BlockFormat::MXFP4 => mxfp4::BLOCK_BYTES,
+            BlockFormat::IQ4_NL => iq4::NL_BYTES,
+            BlockFormat::IQ4_XS => iq4::XS_BYTES,
         }
     }
 
@@ -195,7 +216,9 @@ impl BlockFormat {
             | BlockFormat::Q5_1
             | BlockFormat::Q4_K
             | BlockFormat::Q5_K
-            | BlockFormat::MXFP4 => BLOCK,
+            | BlockFormat::MXFP4
+            | BlockFormat::IQ4_NL
+            | BlockFormat::IQ4_XS => BLOCK,
         }
     }
 
@@ -212,6 +235,7 @@ impl BlockFormat {
             BlockFormat::Q4_1 | BlockFormat::Q4_K => BlockCodes::Unsigned { bits: 4 },
             BlockFormat::Q5_1 | BlockFormat::Q5_K => BlockCodes::Unsigned { bits: 5 },
             BlockFormat::MXFP4 => BlockCodes::Levels(&mxfp4::LEVELS),
+            BlockFormat::IQ4_NL | BlockFormat::IQ4_XS => BlockCodes::Levels(&iq4::LEVELS),
         }
     }
 
@@ -260,12 +284,14 @@ impl BlockFormat {
                     BlockFormat::Q5_0 => q5_0(block, bytes),
                     BlockFormat::Q5_1 => q5_1(block, bytes),
                     BlockFormat::MXFP4 => mxfp4::quantize_block(block, bytes),
-                    // Blocks of 256: the k-quant branch below.
+                    BlockFormat::IQ4_NL => iq4::quantize_nl(block, None, bytes),
+                    // Blocks of 256: the branch below.
                     BlockFormat::Q2_K
                     | BlockFormat::Q3_K
                     | BlockFormat::Q4_K
                     | BlockFormat::Q5_K
-                    | BlockFormat::Q6_K => {}
+                    | BlockFormat::Q6_K
+                    | BlockFormat::IQ4_XS => {}
                 }
             } else if let Some(block) = block.first_chunk::<{ kquants::QK_K }>() {
                 self.k_block(block, bytes, None);
@@ -357,12 +383,15 @@ impl BlockFormat {
                         // ggml's quantize_q8_0 and quantize_mxfp4 ignore the weights.
                         BlockFormat::Q8_0 => q8_0(block, bytes),
                         BlockFormat::MXFP4 => mxfp4::quantize_block(block, bytes),
-                        // Blocks of 256: the k-quant branch below.
+                        // IQ4_NL weighs by the block's own σ², as ggml does.
+                        BlockFormat::IQ4_NL => iq4::quantize_nl(block, Some(qw), bytes),
+                        // Blocks of 256: the branch below.
                         BlockFormat::Q2_K
                         | BlockFormat::Q3_K
                         | BlockFormat::Q4_K
                         | BlockFormat::Q5_K
-                        | BlockFormat::Q6_K => {}
+                        | BlockFormat::Q6_K
+                        | BlockFormat::IQ4_XS => {}
                     }
                 }
                 if let (Some(block), Some(qw)) =
@@ -394,13 +423,15 @@ impl BlockFormat {
             BlockFormat::Q4_K => kquants::q4_k(x, out, qw),
             BlockFormat::Q5_K => kquants::q5_k(x, out, qw),
             BlockFormat::Q6_K => kquants::q6_k(x, out, qw),
+            BlockFormat::IQ4_XS => iq4::quantize_xs(x, qw.map(|w| &w[..]), out),
             // Blocks of 32: quantized by the callers' own match, never here.
             BlockFormat::Q8_0
             | BlockFormat::Q4_0
             | BlockFormat::Q4_1
             | BlockFormat::Q5_0
             | BlockFormat::Q5_1
-            | BlockFormat::MXFP4 => {}
+            | BlockFormat::MXFP4
+            | BlockFormat::IQ4_NL => {}
         }
     }
 
@@ -467,6 +498,8 @@ impl BlockFormat {
                 BlockFormat::Q5_K => kquants::dequantize_q45_k(b, true, o),
                 BlockFormat::Q6_K => kquants::dequantize_q6_k(b, o),
                 BlockFormat::MXFP4 => mxfp4::dequantize_block(b, o),
+                BlockFormat::IQ4_NL => iq4::dequantize_nl(b, o),
+                BlockFormat::IQ4_XS => iq4::dequantize_xs(b, o),
             }
         }
         Ok(())
@@ -563,6 +596,8 @@ impl BlockFormat {
                 BlockFormat::Q5_K => kquants::integer_q45_k(b, true, q, s, m),
                 BlockFormat::Q6_K => kquants::integer_q6_k(b, q, s),
                 BlockFormat::MXFP4 => mxfp4::integer_block(b, q, s),
+                BlockFormat::IQ4_NL => iq4::integer_nl(b, q, s),
+                BlockFormat::IQ4_XS => iq4::integer_xs(b, q, s),
             }
             for (what, v) in [("scale of block", &*s), ("minimum of block", &*m)] {
                 if let Some(&bad) = v.iter().find(|v| !v.is_finite()) {
@@ -778,8 +813,15 @@ mod tests {
 
     #[test]
     fn sizes_and_names() {
-        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_bytes), [34, 18, 20, 22, 24, 84, 110, 144, 176, 210, 17]);
-        assert_eq!(BlockFormat::ALL.map(BlockFormat::block_len), [32, 32, 32, 32, 32, 256, 256, 256, 256, 256, 32]);
+        assert_eq!(
+            BlockFormat::ALL.map(BlockFormat::block_bytes),
+            [34, 18, 20, 22, 24, 84, 110, 144, 176, 210, 17, 18, 136]
+        );
+        assert_eq!(
+            BlockFormat::ALL.map(BlockFormat::block_len),
+            [32, 32, 32, 32, 32, 256, 256, 256, 256, 256, 32, 32, 256]
+        );
+        assert_eq!(BlockFormat::IQ4_XS.bits_per_weight(), 4.25);
         assert_eq!(BlockFormat::Q2_K.bits_per_weight(), 2.625);
         assert_eq!(BlockFormat::Q3_K.bits_per_weight(), 3.4375);
         assert_eq!(BlockFormat::Q4_K.bits_per_weight(), 4.5);

@@ -35,7 +35,8 @@ pub enum GroupCodes {
     /// `w = s · u + m`. llama.cpp `Q5_1` and `Q5_K` (`u` in `0..=31`).
     Min8,
     /// 4-bit indices `u` into 16 signed 8-bit levels `L` (one table for the whole matrix):
-    /// `w = s · L[u]`. llama.cpp `MXFP4` (its levels `0, ±1, ±2, ±3, ±4, ±6, ±8, ±12`).
+    /// `w = s · L[u]`. llama.cpp `MXFP4` (its levels `0, ±1, ±2, ±3, ±4, ±6, ±8, ±12`),
+    /// `IQ4_NL` and `IQ4_XS` (`-127 ..= 113`), our 4-bit `levels` grid.
     Levels4,
 }
 

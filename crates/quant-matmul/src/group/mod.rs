@@ -1,7 +1,7 @@
 //! Matrix multiply on weights quantized in groups along their inputs: `y = x · Wᵀ + bias`, the
 //! decode-time product of a language model whose weights have a few bits with one scale per
 //! group of inputs: every llama.cpp block format as a GGUF file stores it (`Q4_0` to `Q8_0`,
-//! the k-quants `Q2_K` to `Q6_K`, `MXFP4`; [`GroupWeights::from_blocks`]), ONNX Runtime's
+//! the k-quants `Q2_K` to `Q6_K`, `MXFP4`, `IQ4_NL`, `IQ4_XS`; [`GroupWeights::from_blocks`]), ONNX Runtime's
 //! `MatMulNBits`, our own per-group schemes.
 //!
 //! The weights ([`GroupWeights`], from our codes or from llama.cpp's block bytes) are packed
@@ -28,8 +28,8 @@
 //! # The int8-activation mode ([`GroupGemm::int8_activations`])
 //! For each row of `x` and each group `g` of `G` inputs (what llama.cpp does with `Q8_0`
 //! activations and ONNX Runtime with `accuracy_level = 4`, with ties to even). The activation
-//! groups are the weights' groups: 32 inputs for the legacy formats, `Q4_K`, `Q5_K` and
-//! `MXFP4`, 16 for `Q2_K`, `Q3_K` and `Q6_K`. That is finer than llama.cpp's `Q8_K` for the
+//! groups are the weights' groups: 32 inputs for the legacy formats, `Q4_K`, `Q5_K`,
+//! `MXFP4` and the `IQ4` formats, 16 for `Q2_K`, `Q3_K` and `Q6_K`. That is finer than llama.cpp's `Q8_K` for the
 //! k-quants (one scale per 256 inputs, its sub-block products then scaled in integers): the
 //! activations' rounding error is that of their own group's maximum, and each group costs one
 //! `f32` scale and one multiply-add more.
@@ -39,7 +39,7 @@
 //! 2. The integer dot product with the weight codes, exact in `i32`:
 //!    `d_g = Σ q_k · (u_k - z)` (the zero point enters through `z · Σ q_k`, not by widening the
 //!    weights), and for the formats with a minimum (`Q4_1`, `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K`)
-//!    `σ_g = Σ q_k`. Levels (`MXFP4`) enter as the integers `L[u_k]`, looked up from a
+//!    `σ_g = Σ q_k`. Levels (`MXFP4`, `IQ4_NL`, `IQ4_XS`) enter as the integers `L[u_k]`, looked up from a
 //!    16-entry table in registers (`vpshufb`), not gathered from memory.
 //! 3. In `f32`, in this order, one rounding per operation and no fused multiply-add:
 //!    `acc = 0; for g in groups: acc = acc + (s_x,g · s_w,g) · d_g`, plus, with a minimum,

@@ -55,6 +55,8 @@ use crate::arch::{KernelChoice, Tier};
 /// | `Q5_K` | 32 | [`GroupCodes::Min8`] (a byte each) | `(d · sc) · u - dmin · m` |
 /// | `Q6_K` | 16 | [`GroupCodes::Sym8`] (a byte each) | `(d · sc) · (q - 32)` |
 /// | `MXFP4` | 32 | [`GroupCodes::Levels4`] | `2^(e - 128) · L[u]` |
+/// | `IQ4_NL` | 32 | [`GroupCodes::Levels4`] | `d · L[u]` |
+/// | `IQ4_XS` | 32 | [`GroupCodes::Levels4`] | `(d · (ls - 32)) · L[u]` |
 ///
 /// The scales and minimums are held as `f32` (the products need up to 19 significant bits;
 /// `f16` would round them), and codes of 5 and 6 bits as bytes: [`GroupWeights::bytes`] says
