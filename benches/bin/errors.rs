@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use quant_core::BlockFormat;
-use quant_matmul::{GroupGemm, MatMut, MatRef};
+use quant_matmul::{GroupGemm, GroupWeights, MatMut, MatRef};
 use quant_testkit::Rng;
 
 /// The data's shape: a decode batch of 16 rows of a 4096-wide layer.
@@ -38,7 +38,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     for (format, name) in [(BlockFormat::Q4_0, "q4_0"), (BlockFormat::Q8_0, "q8_0")] {
         let bytes = format.quantize(&w).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(format!("w.{name}")), &bytes).map_err(|e| e.to_string())?;
-        let gw = crate::block_weights(format, &bytes, n, k)?;
+        let gw = GroupWeights::from_blocks(format, &bytes, n, k).map_err(|e| e.to_string())?;
         let exact: Vec<f64> = (0..m)
             .flat_map(|i| {
                 let (x, gw) = (&x, &gw);

@@ -74,8 +74,22 @@ fn line(case: &str, shape: &str, threads: usize, seconds: f64, work: f64) -> Str
     serde_json::json!({"case": case, "shape": shape, "threads": threads, "seconds": seconds, "work": work}).to_string()
 }
 
-/// The group multiply's cases: weights format, `_f32` for the float-activation mode.
-const GROUP_CASES: [&str; 5] = ["group_q4_0", "group_q8_0", "group_s4_g128", "group_q4_0_f32", "group_s4_g128_f32"];
+/// The group multiply's cases: weights format, `_f32` for the float-activation mode. Any
+/// llama.cpp format also runs as `group_<name>` (e.g. `group_q4_k`, `group_iq4_nl_f32`), and
+/// our `levels4/16@256` two-level format as `group_levels4`.
+const GROUP_CASES: [&str; 11] = [
+    "group_q4_0",
+    "group_q8_0",
+    "group_s4_g128",
+    "group_q4_0_f32",
+    "group_s4_g128_f32",
+    "group_q4_k",
+    "group_q6_k",
+    "group_iq4_nl",
+    "group_levels4",
+    "group_q4_k_f32",
+    "group_levels4_f32",
+];
 /// `M = 1` with weights far larger than any L3 (Q4_0: 151 MB, our packed form 168 MB).
 const STREAM_SHAPE: &str = "1x8192x32768";
 const GROUP_SHAPES: [&str; 7] =
@@ -110,13 +124,11 @@ fn all_cases() -> Vec<(String, String)> {
     v
 }
 
-/// llama.cpp's `Q4_0` or `Q8_0` block bytes of an `n x k` matrix, packed for the group multiply.
-fn block_weights(format: BlockFormat, bytes: &[u8], n: usize, k: usize) -> Result<GroupWeights, String> {
-    match format {
-        BlockFormat::Q8_0 => GroupWeights::q8_0(bytes, n, k),
-        _ => GroupWeights::q4_0(bytes, n, k),
-    }
-    .map_err(|e| e.to_string())
+/// The llama.cpp format a `group_<name>[_f32]` case names.
+fn group_format(case: &str) -> Option<BlockFormat> {
+    let name = case.strip_prefix("group_")?;
+    let name = name.strip_suffix("_f32").unwrap_or(name);
+    BlockFormat::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name))
 }
 
 /// The inputs of one case, built once.
@@ -196,14 +208,28 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             let x = (0..m * k).map(|_| rng.normal() as f32).collect();
             Prepared::Group { x, w, y: vec![0.0; m * n], float: case.ends_with("_f32") }
         }
-        "group_q4_0" | "group_q8_0" | "group_q4_0_f32" => {
+        "group_levels4" | "group_levels4_f32" => {
+            // Our levels4/16@256: 4-bit levels, sub-blocks of 16, 6-bit sub-scales under an f16
+            // per 256 (4.4375 bits a weight in the file).
             let (m, k, n) = gemm_dims()?;
             let wf: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32 * 0.02).collect();
-            let q8 = case == "group_q8_0";
-            let format = if q8 { BlockFormat::Q8_0 } else { BlockFormat::Q4_0 };
+            let spec = quant_core::superblock::SuperSpec::new(quant_core::superblock::Grid::Levels, 4, 16)
+                .and_then(|s| s.with_super_len(Some(256)))
+                .map_err(|e| e.to_string())?;
+            let q = quant_core::superblock::quantize_super(&wf, quant_traits::MatrixShape::new(n, k), spec, None)
+                .map_err(|e| e.to_string())?;
+            drop(wf);
+            let w = GroupWeights::from_super(&q).map_err(|e| e.to_string())?;
+            let x = (0..m * k).map(|_| rng.normal() as f32).collect();
+            Prepared::Group { x, w, y: vec![0.0; m * n], float: case.ends_with("_f32") }
+        }
+        _ if group_format(case).is_some() => {
+            let format = group_format(case).ok_or("a block format")?;
+            let (m, k, n) = gemm_dims()?;
+            let wf: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32 * 0.02).collect();
             let bytes = format.quantize(&wf).map_err(|e| e.to_string())?;
             drop(wf);
-            let w = block_weights(format, &bytes, n, k)?;
+            let w = GroupWeights::from_blocks(format, &bytes, n, k).map_err(|e| e.to_string())?;
             let x = (0..m * k).map(|_| rng.normal() as f32).collect();
             Prepared::Group { x, w, y: vec![0.0; m * n], float: case.ends_with("_f32") }
         }

@@ -200,6 +200,12 @@ const COMPARISONS: &[Compare] = &[
     Compare::new("group_q4_0", "ggml_q4_0", None, None, GROUP),
     Compare::new("group_q8_0", "ggml_q8_0", Some(1.3), Some(1.3), GROUP),
     Compare::new("group_q4_0", "ggml_q4_k_repack", None, None, GROUP),
+    // The k-quants and our two-level formats: Q4_K against ggml's own Q4_K (in its repack
+    // buffer, llama.cpp's default), and levels4/16@256 against our Q4_K (its extra precision
+    // should cost nothing at run time).
+    Compare::new("group_q4_k", "ggml_q4_k_repack", Some(1.3), Some(1.3), GROUP),
+    Compare::new("group_q4_k", "ggml_q4_k", None, None, GROUP),
+    Compare::new("group_levels4", "group_q4_k", Some(0.95), Some(0.95), GROUP),
     // The seed API's conversions cost at most a quarter of the engine's time.
     Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
     Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
