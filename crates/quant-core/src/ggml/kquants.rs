@@ -707,93 +707,45 @@ pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u
     }
 }
 
-/// Dequantizes one `Q2_K` super-block.
+/// Dequantizes one `Q2_K` super-block: `d_s · q + m_s` from its integer form, which is ggml's
+/// `dl · q - ml` bit for bit (`a - b` is `a + (-b)` in IEEE arithmetic, zeros' signs included).
 pub(super) fn dequantize_q2_k(b: &[u8], y: &mut [f32]) {
-    let (sc, qs) = (&b[..16], &b[16..80]);
-    let (d, min) = (half_at(b, 80), half_at(b, 82));
-    let mut is = 0;
-    for h in 0..2 {
-        let q = &qs[32 * h..32 * h + 32];
-        for shift in [0, 2, 4, 6] {
-            for half in 0..2 {
-                let s = sc[is];
-                is += 1;
-                let (dl, ml) = (d * f32::from(s & 0xf), min * f32::from(s >> 4));
-                let at = 128 * h + 32 * (shift / 2) + 16 * half;
-                for i in 0..16 {
-                    y[at + i] = dl * f32::from((q[16 * half + i] >> shift) & 3) - ml;
-                }
-            }
-        }
-    }
+    let (mut q, mut s, mut m) = ([0i8; QK_K], [0f32; 16], [0f32; 16]);
+    integer_q2_k(b, &mut q, &mut s, &mut m);
+    affine(&q, &s, Some(&m), y);
 }
 
-/// Dequantizes one `Q3_K` super-block.
+/// Dequantizes one `Q3_K` super-block: `(d · (sc - 32)) · q`.
 pub(super) fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
-    let (hm, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
-    let d_all = half_at(b, 108);
-    let mut is = 0;
-    for h in 0..2 {
-        let q = &qs[32 * h..32 * h + 32];
-        for shift in [0, 2, 4, 6] {
-            let m = 1u8 << (4 * h + shift / 2);
-            for half in 0..2 {
-                let dl = d_all * float_of(q3_scale(is, sc));
-                is += 1;
-                let at = 128 * h + 32 * (shift / 2) + 16 * half;
-                for i in 0..16 {
-                    let k = 16 * half + i;
-                    let v = i32::from((q[k] >> shift) & 3) - if hm[k] & m != 0 { 0 } else { 4 };
-                    y[at + i] = dl * float_of(v);
-                }
-            }
-        }
-    }
+    let (mut q, mut s) = ([0i8; QK_K], [0f32; 16]);
+    integer_q3_k(b, &mut q, &mut s);
+    affine(&q, &s, None, y);
 }
 
-/// Dequantizes one `Q4_K` (`fifth = false`) or `Q5_K` super-block.
+/// Dequantizes one `Q4_K` (`fifth = false`) or `Q5_K` super-block: `(d · sc) · q - dmin · m`.
 pub(super) fn dequantize_q45_k(b: &[u8], fifth: bool, y: &mut [f32]) {
-    let (d, min) = (half_at(b, 0), half_at(b, 2));
-    let sc = &b[4..16];
-    let (qh, qs) = if fifth { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
-    for c in 0..4 {
-        let (s1, m1) = scale_min(2 * c, sc);
-        let (s2, m2) = scale_min(2 * c + 1, sc);
-        let (d1, m1, d2, m2) = (d * f32::from(s1), min * f32::from(m1), d * f32::from(s2), min * f32::from(m2));
-        let q = &qs[32 * c..32 * c + 32];
-        for i in 0..32 {
-            let (mut lo, mut hi) = (q[i] & 0xf, q[i] >> 4);
-            if fifth {
-                lo += if qh[i] & (1 << (2 * c)) != 0 { 16 } else { 0 };
-                hi += if qh[i] & (2 << (2 * c)) != 0 { 16 } else { 0 };
-            }
-            y[64 * c + i] = d1 * f32::from(lo) - m1;
-            y[64 * c + 32 + i] = d2 * f32::from(hi) - m2;
-        }
-    }
+    let (mut q, mut s, mut m) = ([0i8; QK_K], [0f32; 8], [0f32; 8]);
+    integer_q45_k(b, fifth, &mut q, &mut s, &mut m);
+    affine(&q, &s, Some(&m), y);
 }
 
-/// Dequantizes one `Q6_K` super-block.
-#[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
+/// Dequantizes one `Q6_K` super-block: `(d · sc) · (q - 32)`.
 pub(super) fn dequantize_q6_k(b: &[u8], y: &mut [f32]) {
-    let d = half_at(b, 208);
-    for h in 0..2 {
-        let (ql, qh) = (&b[64 * h..64 * h + 64], &b[128 + 32 * h..128 + 32 * h + 32]);
-        let sc = &b[192 + 8 * h..192 + 8 * h + 8];
-        let y = &mut y[128 * h..128 * h + 128];
-        for l in 0..32 {
-            let is = l / 16;
-            let q = [
-                (ql[l] & 0xf) | (qh[l] & 3) << 4,
-                (ql[l + 32] & 0xf) | ((qh[l] >> 2) & 3) << 4,
-                (ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4,
-                (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4,
-            ];
-            for (k, &q) in q.iter().enumerate() {
-                let s = f32::from(sc[is + 2 * k] as i8);
-                y[l + 32 * k] = d * s * f32::from(i16::from(q) - 32);
-            }
-        }
+    let (mut q, mut s) = ([0i8; QK_K], [0f32; 16]);
+    integer_q6_k(b, &mut q, &mut s);
+    affine(&q, &s, None, y);
+}
+
+/// `y_i = scales[s] · q_i (+ mins[s])` over sub-blocks of `y.len() / scales.len()` values, one
+/// `f32` rounding per operation, as ggml's dequantizers.
+fn affine(q: &[i8], scales: &[f32], mins: Option<&[f32]>, y: &mut [f32]) {
+    let sub = y.len() / scales.len();
+    for (i, (o, &c)) in y.iter_mut().zip(q).enumerate() {
+        let v = scales[i / sub] * f32::from(c);
+        *o = match mins {
+            Some(m) => v + m[i / sub],
+            None => v,
+        };
     }
 }
 
