@@ -17,6 +17,10 @@
 //! package with `-DGGML_NATIVE=ON`, its cases skipped with the reason when that fails). OpenBLAS's `OPENBLAS_CORETYPE`/`OPENBLAS_L2_SIZE`
 //! overrides are removed for that process only (they slow a current NumPy), and NumPy's
 //! thread count is set with `OPENBLAS_NUM_THREADS` (one peer server per thread count).
+//! candle-core's `QMatMul` runs from `benches/candle` (`candle-bench --serve`), a crate outside
+//! the workspace built here for this CPU (`target-cpu=native`, as candle picks its SIMD at
+//! compile time), with `CANDLE_NUM_THREADS` per thread count; its cases are skipped with the
+//! reason when it cannot be built.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -122,7 +126,10 @@ impl Compare {
 
     /// Whether the peer is one of our own cases (measured by `quant-bench`, not `peers.py`).
     fn internal(&self) -> bool {
-        !(self.peer.starts_with("ort_") || self.peer.starts_with("numpy") || self.peer.starts_with("ggml_"))
+        !(self.peer.starts_with("ort_")
+            || self.peer.starts_with("numpy")
+            || self.peer.starts_with("ggml_")
+            || self.peer.starts_with("candle_"))
     }
 
     fn target(&self, vnni: bool) -> Option<f64> {
@@ -152,6 +159,10 @@ const SIXTEEN: &[&str] = &["16x4096x4096"];
 const ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
 const SEED: &[&str] = &["1024x1024x1024"];
 const GROUP_ONE_ROW: &[&str] = &["1x4096x4096", "1x4096x11008"];
+/// The decode shapes with 1 and 16 rows.
+const GROUP_FEW_ROWS: &[&str] = &["1x4096x4096", "16x4096x4096", "1x4096x11008", "16x4096x11008"];
+/// The decode shapes with 128 rows.
+const GROUP_MANY_ROWS: &[&str] = &["128x4096x4096", "128x4096x11008"];
 /// `M = 1` with weights many times the L3 (Q4_0: 151 MB).
 const STREAM: &[&str] = &["1x8192x32768"];
 /// Weights of the streaming shape (8192 x 32768).
@@ -206,6 +217,16 @@ const COMPARISONS: &[Compare] = &[
     Compare::new("group_q4_k", "ggml_q4_k_repack", Some(1.3), Some(1.3), GROUP),
     Compare::new("group_q4_k", "ggml_q4_k", None, None, GROUP),
     Compare::new("group_levels4", "group_q4_k", Some(0.95), Some(0.95), GROUP),
+    // Against candle-core's QMatMul (what a Rust engine runs for GGUF today), same type.
+    // Targets: 1.2x at M = 1 and 16, 1.1x at M = 128.
+    Compare::new("group_q4_k", "candle_q4_k", Some(1.2), Some(1.2), GROUP_FEW_ROWS),
+    Compare::new("group_q4_k", "candle_q4_k", Some(1.1), Some(1.1), GROUP_MANY_ROWS),
+    Compare::new("group_q6_k", "candle_q6_k", Some(1.2), Some(1.2), GROUP_FEW_ROWS),
+    Compare::new("group_q6_k", "candle_q6_k", Some(1.1), Some(1.1), GROUP_MANY_ROWS),
+    Compare::new("group_q8_0", "candle_q8_0", Some(1.2), Some(1.2), GROUP_FEW_ROWS),
+    Compare::new("group_q8_0", "candle_q8_0", Some(1.1), Some(1.1), GROUP_MANY_ROWS),
+    Compare::new("group_q4_0", "candle_q4_0", Some(1.2), Some(1.2), GROUP_FEW_ROWS),
+    Compare::new("group_q4_0", "candle_q4_0", Some(1.1), Some(1.1), GROUP_MANY_ROWS),
     // The seed API's conversions cost at most a quarter of the engine's time.
     Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
     Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
@@ -321,6 +342,38 @@ impl Server {
     }
 }
 
+/// The peers' servers: `peers.py` (ONNX Runtime, NumPy, ggml) and `candle-bench`, each case
+/// asked of the one that measures it.
+struct Peers {
+    python: Server,
+    candle: Option<Server>,
+}
+
+impl Peers {
+    /// The server of `case`, if it runs.
+    fn of(&mut self, case: &str) -> Result<&mut Server, String> {
+        if case.starts_with("candle_") {
+            self.candle.as_mut().ok_or_else(|| "candle-bench could not be built".to_string())
+        } else {
+            Ok(&mut self.python)
+        }
+    }
+}
+
+/// Builds `benches/candle` (release, for this CPU); its binary, or why not.
+fn candle_bench() -> Result<PathBuf, String> {
+    let dir = root().join("benches/candle");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&dir)
+        .status()
+        .map_err(|e| format!("could not run cargo for benches/candle: {e}"))?;
+    if !status.success() {
+        return Err(format!("building benches/candle failed ({status})"));
+    }
+    Ok(root().join("target/candle-bench/release/candle-bench"))
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -388,6 +441,17 @@ pub(crate) fn run(options: Options, args: &[String]) -> Result<(), String> {
     }
     let python = if peers { Some(venv()?) } else { None };
     let script = root().join("xtask/peers/peers.py");
+    let candle = if peers {
+        match candle_bench() {
+            Ok(bin) => Some(bin),
+            Err(e) => {
+                eprintln!("candle cases skipped: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let file_bench = only.is_empty() || only.split(',').any(|o| "quantize_file".contains(o));
     let mut ours = Server::spawn(Command::new(&ours_bin).arg("--serve"), "quant-bench")?;
@@ -416,13 +480,21 @@ pub(crate) fn run(options: Options, args: &[String]) -> Result<(), String> {
                     .env_remove("OPENBLAS_L2_SIZE")
                     .env("OPENBLAS_NUM_THREADS", threads.to_string())
                     .env("OMP_NUM_THREADS", threads.to_string());
-                Some(Server::spawn(&mut cmd, "peers.py")?)
+                let candle = match &candle {
+                    Some(bin) => {
+                        let mut c = Command::new(bin);
+                        c.args(["--serve", &threads.to_string()]).env("CANDLE_NUM_THREADS", threads.to_string());
+                        Some(Server::spawn(&mut c, "candle-bench")?)
+                    }
+                    None => None,
+                };
+                Some(Peers { python: Server::spawn(&mut cmd, "peers.py")?, candle })
             }
             None => None,
         };
         if let Some(peer) = peer.as_mut() {
             for case in ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"] {
-                record(peer.ask(&format!("{case} 256x256x256"))?, &mut samples);
+                record(peer.python.ask(&format!("{case} 256x256x256"))?, &mut samples);
             }
         }
         for (shape, cases) in &plan {
@@ -473,7 +545,7 @@ const MAX_SPREAD: f64 = 1.5;
 /// Our server and the peers' (if any), asked in alternation.
 struct Sides<'a> {
     ours: &'a mut Server,
-    peer: Option<&'a mut Server>,
+    peer: Option<&'a mut Peers>,
     failed: &'a mut Vec<String>,
 }
 
@@ -506,9 +578,17 @@ impl Sides<'_> {
                         if self.failed.iter().any(|f| f == case) {
                             continue;
                         }
-                        match peer.ask(&format!("{case} {shape}")) {
+                        let server = match peer.of(case) {
+                            Ok(server) => server,
+                            Err(e) => {
+                                eprintln!("peer case {case} skipped: {e}");
+                                self.failed.push(case.to_string());
+                                continue;
+                            }
+                        };
+                        match server.ask(&format!("{case} {shape}")) {
                             Ok(r) => record(r),
-                            Err(e) if peer.alive() => {
+                            Err(e) if server.alive() => {
                                 eprintln!("peer case {case} skipped: {e}");
                                 self.failed.push(case.to_string());
                             }

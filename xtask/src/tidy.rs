@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 const ARGS_READERS: &[(&str, &str)] = &[
     ("xtask/src/main.rs", "the command line as given, to label the tables `bench` records (clap parses it)"),
     ("benches/bin/quant_bench.rs", "the bench server's mode switch (--serve, --peak, --list)"),
+    (
+        "benches/candle/src/main.rs",
+        "the candle peer server's one form, --serve THREADS (a crate outside the workspace)",
+    ),
     ("benches/examples/scaling.rs", "an example's positional sizes"),
 ];
 

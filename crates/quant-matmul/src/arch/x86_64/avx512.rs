@@ -171,9 +171,10 @@ unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usiz
     acc.map(|[a, b]| _mm512_add_epi32(a, b))
 }
 
-/// One group's sixteen dot products for each of `R` rows, `Levels4` weights: each step's
-/// nibbles looked up in the level table in registers (`vpshufb` on each 128-bit quarter), then
-/// as 8-bit weights ([`eight_zmm`]).
+/// One group's sixteen sums `Σ (L[u] + 128) · q` for each of `R` rows, `Levels4` weights:
+/// each step's nibbles looked up in a table of the levels plus 128 in registers (`vpshufb` on
+/// each 128-bit quarter), unsigned bytes `0..=255` that `vpdpbusd` takes as they are; the
+/// caller subtracts `128 · Σ q` (exact: `|Σ| <= 255 · 127 · 256 < 2^31`).
 ///
 /// # Safety
 /// As [`four_zmm`].
@@ -185,9 +186,11 @@ unsafe fn levels_zmm<const R: usize>(
     group: usize,
     levels: &[i8; 16],
 ) -> [__m512i; R] {
-    let (nibble, zero) = (_mm512_set1_epi8(0x0f), _mm512_setzero_si512());
+    let nibble = _mm512_set1_epi8(0x0f);
+    // L + 128: flipping an i8's top bit adds 128 to it as a u8.
+    let offset: [u8; 16] = core::array::from_fn(|i| levels[i].to_ne_bytes()[0] ^ 0x80);
     // SAFETY: a 16-byte load of a 16-byte array.
-    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(levels.as_ptr().cast()) });
+    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(offset.as_ptr().cast()) });
     // Two chains a row (low and high nibbles), summed at the end (exact integers).
     let mut acc = [[_mm512_setzero_si512(); 2]; R];
     for e in 0..group / 8 {
@@ -195,14 +198,10 @@ unsafe fn levels_zmm<const R: usize>(
         unsafe {
             let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
             let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
-            for (chain, (l, at)) in [(lo, 8 * e), (hi, 8 * e + 4)].into_iter().enumerate() {
-                let t = _mm512_shuffle_epi8(table, l);
-                let (magnitude, negative) = (_mm512_abs_epi8(t), _mm512_movepi8_mask(t));
-                for i in 0..R {
-                    let x = quad_zmm(xs[i].add(at));
-                    let c = &mut acc[i][chain];
-                    *c = _mm512_dpbusd_epi32(*c, magnitude, _mm512_mask_sub_epi8(x, negative, zero, x));
-                }
+            let (lo, hi) = (_mm512_shuffle_epi8(table, lo), _mm512_shuffle_epi8(table, hi));
+            for i in 0..R {
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], lo, quad_zmm(xs[i].add(8 * e)));
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], hi, quad_zmm(xs[i].add(8 * e + 4)));
             }
         }
     }
@@ -291,11 +290,12 @@ unsafe fn wide_avx512vnni<const R: usize>(
                 let sum = a.sums[at];
                 let d = match kind {
                     GroupCodes::Sym4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(8 * sum)),
+                    GroupCodes::Levels4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(128 * sum)),
                     GroupCodes::Asym4 => {
                         let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
                         _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(sum)))
                     }
-                    GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => raw[i],
+                    GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 => raw[i],
                 };
                 let sxv = _mm512_set1_ps(a.scales[at]);
                 let t = _mm512_mul_ps(sxv, swv);
