@@ -208,9 +208,10 @@ unsafe fn levels_zmm<const R: usize>(
     acc.map(|[a, b]| _mm512_add_epi32(a, b))
 }
 
-/// One group's sixteen dot products for each of `R` rows, 8-bit weights: `|w| · (x · sign(w))`
-/// as the ymm kernels compute it (AVX-512 has no `vpsignb`: `x` is negated where `w < 0`, and
-/// where `w = 0` the magnitude is 0 either way).
+/// One group's sixteen sums `Σ (w + 128) · q` for each of `R` rows, 8-bit weights: each step's
+/// codes with their top bit flipped are `w + 128` as unsigned bytes, which `vpdpbusd` takes as
+/// they are (one `vpxord` a step for every row); the caller subtracts `128 · Σ q` (exact:
+/// `|Σ| <= 255 · 127 · 256 < 2^31`).
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 16` bytes; each `xs[i]` the group's `group` codes;
@@ -218,7 +219,7 @@ unsafe fn levels_zmm<const R: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
-    let zero = _mm512_setzero_si512();
+    let flip = _mm512_set1_epi8(i8::MIN);
     // Two chains a row (even and odd steps), summed at the end: the sums are exact integers,
     // so the split does not change them, and a single row keeps two dot products in flight.
     let mut acc = [[_mm512_setzero_si512(); 2]; R];
@@ -227,12 +228,10 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
         for (chain, q) in [q, q + 1].into_iter().enumerate() {
             // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
             unsafe {
-                let v = _mm512_loadu_si512(codes.as_ptr().add(q * 64).cast());
-                let (magnitude, negative) = (_mm512_abs_epi8(v), _mm512_movepi8_mask(v));
+                let v = _mm512_xor_si512(_mm512_loadu_si512(codes.as_ptr().add(q * 64).cast()), flip);
                 for i in 0..R {
-                    let x = quad_zmm(xs[i].add(4 * q));
                     let c = &mut acc[i][chain];
-                    *c = _mm512_dpbusd_epi32(*c, magnitude, _mm512_mask_sub_epi8(x, negative, zero, x));
+                    *c = _mm512_dpbusd_epi32(*c, v, quad_zmm(xs[i].add(4 * q)));
                 }
             }
         }
@@ -290,12 +289,14 @@ unsafe fn wide_avx512vnni<const R: usize>(
                 let sum = a.sums[at];
                 let d = match kind {
                     GroupCodes::Sym4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(8 * sum)),
-                    GroupCodes::Levels4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(128 * sum)),
+                    GroupCodes::Levels4 | GroupCodes::Sym8 | GroupCodes::Min8 => {
+                        _mm512_sub_epi32(raw[i], _mm512_set1_epi32(128 * sum))
+                    }
                     GroupCodes::Asym4 => {
                         let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
                         _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(sum)))
                     }
-                    GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 => raw[i],
+                    GroupCodes::Min4 => raw[i],
                 };
                 let sxv = _mm512_set1_ps(a.scales[at]);
                 let t = _mm512_mul_ps(sxv, swv);

@@ -23,9 +23,11 @@
 //! (`t = s_x · s_w; acc = acc + t · d`, no fused multiply-add), so the result is the same on
 //! every tier.
 //!
-//! The zmm kernel does the same on sixteen lanes, one 64-byte load a step; AVX-512 has no
-//! `vpsignb`, so the 8-bit codes' `x · sign(w)` is `x` negated where `w < 0` (a masked
-//! `vpsubb`; where `w = 0` the magnitude is 0 either way). Each row keeps two integer chains
+//! The zmm kernel does the same on sixteen lanes, one 64-byte load a step. Its 8-bit codes and
+//! its levels (`Levels4`, looked up with `vpshufb`) go to `vpdpbusd` as `w + 128`, unsigned
+//! bytes (the top bit flipped, once a step for every row), and `128 · Σ q` is subtracted per
+//! group, as `Sym4`'s offset of 8 is: exact, and no per-row sign work (`vpdpbusd` does not
+//! saturate, where AVX2's `vpmaddubsw` would). Each row keeps two integer chains
 //! (exact, so summing them at the end changes nothing), and the codes are prefetched 2 KiB
 //! ahead: with one row they stream from memory once. The eight-channel kernels read a
 //! 16-channel panel as its two halves (each step's first or last 32 bytes).
