@@ -93,13 +93,21 @@ unsafe fn four_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R
     acc
 }
 
-/// One group's eight dot products for each of `R` rows, 8-bit weights, AVX2.
+/// One group's eight dot products for each of `R` rows, 8-bit weights, AVX2: `|w| · (x ·
+/// sign(w))` (`vpmaddubsw` would saturate on `w + 128`; `_sums` is the VNNI kernels'
+/// argument, unused here).
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 8` bytes; each `xs[i]` the group's `group` codes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn eight_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
+unsafe fn eight_avx2<const R: usize>(
+    codes: &[u8],
+    step: usize,
+    xs: [*const i8; R],
+    group: usize,
+    _sums: [i32; R],
+) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_si256(); R];
     for q in 0..group / 4 {
@@ -128,7 +136,8 @@ unsafe fn level_table(levels: &[i8; 16]) -> __m256i {
 }
 
 /// One group's eight dot products for each of `R` rows, `Levels4` weights, AVX2: each step's
-/// nibbles looked up in the level table in registers (`vpshufb`), then as 8-bit weights.
+/// nibbles looked up in the level table in registers (`vpshufb`), then as 8-bit weights
+/// (`_sums` unused, as in [`eight_avx2`]).
 ///
 /// # Safety
 /// As [`four_avx2`].
@@ -140,6 +149,7 @@ unsafe fn levels_avx2<const R: usize>(
     xs: [*const i8; R],
     group: usize,
     levels: &[i8; 16],
+    _sums: [i32; R],
 ) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
     // SAFETY: AVX2 present (this function's features).
@@ -163,8 +173,9 @@ unsafe fn levels_avx2<const R: usize>(
 
 macro_rules! vnni_steps {
     ($four:ident, $eight:ident, $levels:ident, $features:literal, $dpbusd:ident) => {
-        /// One group's eight dot products for each of `R` rows, `Levels4` weights, `vpdpbusd`
-        /// on the levels looked up in registers.
+        /// One group's eight dot products for each of `R` rows, `Levels4` weights: `vpdpbusd`
+        /// on the levels plus 128 looked up in registers (unsigned bytes), less `128 · Σ q`
+        /// (`sums`: each row's `Σ q` of the group).
         ///
         /// # Safety
         /// As [`four_avx2`]; the CPU has the features in `target_feature`.
@@ -176,25 +187,25 @@ macro_rules! vnni_steps {
             xs: [*const i8; R],
             group: usize,
             levels: &[i8; 16],
+            sums: [i32; R],
         ) -> [__m256i; R] {
+            // L + 128: flipping an i8's top bit adds 128 to it as a u8.
+            let offset: [i8; 16] = core::array::from_fn(|i| levels[i] ^ i8::MIN);
             // SAFETY: AVX2 present (this function's features).
-            let table = unsafe { level_table(levels) };
+            let table = unsafe { level_table(&offset) };
             let mut acc = [_mm256_setzero_si256(); R];
             for e in 0..group / 8 {
                 // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
                 unsafe {
                     let (lo, hi) = nibbles(codes.as_ptr(), e, step);
-                    for (v, at) in
-                        [(_mm256_shuffle_epi8(table, lo), 8 * e), (_mm256_shuffle_epi8(table, hi), 8 * e + 4)]
-                    {
-                        let magnitude = _mm256_abs_epi8(v);
-                        for i in 0..R {
-                            acc[i] = $dpbusd(acc[i], magnitude, _mm256_sign_epi8(quad(xs[i].add(at)), v));
-                        }
+                    let (lo, hi) = (_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
+                    for i in 0..R {
+                        acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
+                        acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
                     }
                 }
             }
-            acc
+            core::array::from_fn(|i| _mm256_sub_epi32(acc[i], _mm256_set1_epi32(128 * sums[i])))
         }
 
         /// One group's eight dot products for each of `R` rows, 4-bit weights, `vpdpbusd`.
@@ -218,25 +229,32 @@ macro_rules! vnni_steps {
             acc
         }
 
-        /// One group's eight dot products for each of `R` rows, 8-bit weights, `vpdpbusd`.
+        /// One group's eight dot products for each of `R` rows, 8-bit weights: `vpdpbusd` on
+        /// the codes plus 128 (the top bit flipped: unsigned bytes), less `128 · Σ q` (`sums`).
         ///
         /// # Safety
         /// As [`eight_avx2`]; the CPU has the features in `target_feature`.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $eight<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
+        unsafe fn $eight<const R: usize>(
+            codes: &[u8],
+            step: usize,
+            xs: [*const i8; R],
+            group: usize,
+            sums: [i32; R],
+        ) -> [__m256i; R] {
+            let flip = _mm256_set1_epi8(i8::MIN);
             let mut acc = [_mm256_setzero_si256(); R];
             for q in 0..group / 4 {
                 // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
                 unsafe {
-                    let v = _mm256_loadu_si256(codes.as_ptr().add(q * step).cast());
-                    let magnitude = _mm256_abs_epi8(v);
+                    let v = _mm256_xor_si256(_mm256_loadu_si256(codes.as_ptr().add(q * step).cast()), flip);
                     for i in 0..R {
-                        acc[i] = $dpbusd(acc[i], magnitude, _mm256_sign_epi8(quad(xs[i].add(4 * q)), v));
+                        acc[i] = $dpbusd(acc[i], v, quad(xs[i].add(4 * q)));
                     }
                 }
             }
-            acc
+            core::array::from_fn(|i| _mm256_sub_epi32(acc[i], _mm256_set1_epi32(128 * sums[i])))
         }
     };
 }
@@ -276,6 +294,8 @@ macro_rules! group_kernel {
                     // SAFETY: every row holds `k` codes (caller), so group `g` starts inside it.
                     *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
                 }
+                // Each row's Σ q of the group (the offset kernels subtract 128 times it).
+                let sums: [i32; R] = core::array::from_fn(|i| a.sums[rows[i] * groups + g]);
                 // SAFETY: the panel holds the group's codes for eight channels; `xs` point to the
                 // group's activations (`group` a multiple of 16); CPU features as above.
                 let raw = unsafe {
@@ -283,8 +303,8 @@ macro_rules! group_kernel {
                         GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => {
                             $four(codes, panel.step(), xs, group)
                         }
-                        GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels),
-                        GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group),
+                        GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels, sums),
+                        GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, sums),
                     }
                 };
                 let (sw, z, mn) = panel.params(g);
