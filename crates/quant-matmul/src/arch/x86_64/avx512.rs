@@ -108,7 +108,17 @@ impl DecodeKernel for Avx512Vnni {
             return None;
         }
         // SAFETY: forwarded from the trait contract; the weights are in the 16-channel layout.
-        let lanes = unsafe { wide_avx512vnni(w, a, rows, p) };
+        // One kernel per code kind, so that each one's arithmetic is fixed when it compiles.
+        let lanes = unsafe {
+            match w.codes_kind() {
+                GroupCodes::Sym4 => wide_avx512vnni::<R, SYM4>(w, a, rows, p),
+                GroupCodes::Asym4 => wide_avx512vnni::<R, ASYM4>(w, a, rows, p),
+                GroupCodes::Min4 => wide_avx512vnni::<R, MIN4>(w, a, rows, p),
+                GroupCodes::Sym8 => wide_avx512vnni::<R, SYM8>(w, a, rows, p),
+                GroupCodes::Min8 => wide_avx512vnni::<R, MIN8>(w, a, rows, p),
+                GroupCodes::Levels4 => wide_avx512vnni::<R, LEVELS4>(w, a, rows, p),
+            }
+        };
         Some(lanes.map(|l| {
             let mut halves = [[0f32; PANEL]; 2];
             halves[0].copy_from_slice(&l[..PANEL]);
@@ -239,22 +249,44 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
     acc.map(|[a, b]| _mm512_add_epi32(a, b))
 }
 
+/// The code kinds as const generic arguments of [`wide_avx512vnni`].
+const SYM4: u8 = 0;
+const ASYM4: u8 = 1;
+const MIN4: u8 = 2;
+const SYM8: u8 = 3;
+const MIN8: u8 = 4;
+const LEVELS4: u8 = 5;
+
+/// The code kind a const generic argument stands for.
+const fn kind_of(kind: u8) -> GroupCodes {
+    match kind {
+        SYM4 => GroupCodes::Sym4,
+        ASYM4 => GroupCodes::Asym4,
+        MIN4 => GroupCodes::Min4,
+        SYM8 => GroupCodes::Sym8,
+        MIN8 => GroupCodes::Min8,
+        _ => GroupCodes::Levels4,
+    }
+}
+
 /// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
-/// operations lane by lane (see the module docs), on sixteen lanes.
+/// operations lane by lane (see the module docs), on sixteen lanes; `KIND` is the weights'
+/// code kind ([`kind_of`]).
 ///
 /// # Safety
-/// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout; every row of
-/// `rows` is a row of `a`.
+/// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout, whose codes
+/// are of `KIND`; every row of `rows` is a row of `a`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[expect(clippy::as_conversions, reason = "the zmm decode kernel's i32 sum of activation codes (< 2^24) to f32")]
-unsafe fn wide_avx512vnni<const R: usize>(
+unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
     w: &Panels<'_>,
     a: &QuantizedRows<'_>,
     rows: [usize; R],
     p: usize,
 ) -> [[f32; WIDE]; R] {
     let (k, group, groups) = (a.k, a.group, a.groups());
-    let kind = w.codes_kind();
+    let kind = kind_of(KIND);
+    debug_assert_eq!(kind, w.codes_kind());
     let panel = w.wide_panel(p);
     let gb = panel.codes(0).len();
     let mut acc = [_mm512_setzero_ps(); R];
