@@ -448,8 +448,8 @@ fn tiers() -> Vec<Tier> {
 }
 
 /// Every kernel tier this CPU has, with 1 and 2 threads, gives the reference's bits: every
-/// format, group sizes 32 to 256, channel counts that leave a partial panel of eight, a bias
-/// or none, outliers.
+/// format, group sizes 16 to 256, channel counts that leave a partial panel of eight, row counts
+/// past the kernels' blocks of 4 and 8, a bias or none, outliers.
 #[test]
 fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
     let mut rng = Rng::new(15);
@@ -469,6 +469,8 @@ fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
         (6, 20, 64, 32),
         (3, 19, 512, 32),
         (2, 40, 256, 32),
+        (9, 37, 256, 32),
+        (17, 24, 64, 16),
     ] {
         let w = weights(&mut rng, n, k, true);
         let x = activations(&mut rng, m, k, true);

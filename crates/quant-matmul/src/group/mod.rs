@@ -330,8 +330,9 @@ const SCRATCH_ROWS: usize = 4;
 
 /// What the driver needs of a compute mode: its kernel for a few panels and rows.
 pub(crate) trait Mode: Sync {
-    /// Rows per kernel call at most (with a scratch buffer of converted weights or without).
-    fn widest(&self, scratch: bool) -> usize;
+    /// Rows per kernel call at most on `tier` (with a scratch buffer of converted weights or
+    /// without).
+    fn widest(&self, tier: Tier, scratch: bool) -> usize;
     /// Whether the kernel takes two lane groups at once (each broadcast activation then serves
     /// both; for the zmm kernels, the two halves of a 16-channel panel).
     fn pairs(&self, tier: Tier, w: &GroupWeights) -> bool;
@@ -352,8 +353,14 @@ pub(crate) trait Mode: Sync {
 }
 
 impl Mode for Activations {
-    fn widest(&self, _: bool) -> usize {
-        4
+    fn widest(&self, tier: Tier, _: bool) -> usize {
+        // The zmm kernel keeps three registers a row (two integer chains, one sum): eight rows
+        // fit its 32 registers and share each step's codes; the ymm kernels take four.
+        if crate::arch::decode::width_for(tier) == WIDE {
+            8
+        } else {
+            4
+        }
     }
 
     fn pairs(&self, tier: Tier, w: &GroupWeights) -> bool {
@@ -400,7 +407,7 @@ impl Mode for Activations {
 }
 
 impl Mode for FloatActivations {
-    fn widest(&self, scratch: bool) -> usize {
+    fn widest(&self, _: Tier, scratch: bool) -> usize {
         if scratch {
             3
         } else {
@@ -487,12 +494,16 @@ fn channels<Mo: Mode>(tier: Tier, w: &GroupWeights, mode: &Mo, bias: Option<&[f3
         let count = len.div_ceil(PANEL);
         let converted = !scratch.is_empty() && mode.convert(tier, w, (c0 + at) / PANEL, count, &mut scratch);
         let scratch = converted.then_some(&scratch[..]);
-        let widest = mode.widest(converted);
+        let widest = mode.widest(tier, converted);
         let mut r = first;
         while r < end {
             let left = end - r;
             let c = c0 + at;
-            if widest >= 4 && left >= 4 {
+            if widest >= 8 && left >= 8 {
+                let r8: [usize; 8] = core::array::from_fn(|i| r + i);
+                rows(tier, w, mode, bias, &mut y, r8, c, len, scratch);
+                r += 8;
+            } else if widest >= 4 && left >= 4 {
                 rows(tier, w, mode, bias, &mut y, [r, r + 1, r + 2, r + 3], c, len, scratch);
                 r += 4;
             } else if widest >= 3 && left >= 3 {
