@@ -30,7 +30,7 @@ use quant_traits::cpu::Avx512Vnni;
 
 use super::super::decode::{DecodeKernel, FloatRows, GroupCodes, Panels, QuantizedRows, PANEL, WIDE};
 use super::super::{AWords, Finish, MicroKernel, Start, TileIo};
-use super::decode;
+use super::decode::{self, kind_of, ASYM4, LEVELS4, MIN4, MIN8, SYM4, SYM8};
 
 const MR: usize = 12;
 const NR: usize = 32;
@@ -247,26 +247,6 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
         }
     }
     acc.map(|[a, b]| _mm512_add_epi32(a, b))
-}
-
-/// The code kinds as const generic arguments of [`wide_avx512vnni`].
-const SYM4: u8 = 0;
-const ASYM4: u8 = 1;
-const MIN4: u8 = 2;
-const SYM8: u8 = 3;
-const MIN8: u8 = 4;
-const LEVELS4: u8 = 5;
-
-/// The code kind a const generic argument stands for.
-const fn kind_of(kind: u8) -> GroupCodes {
-    match kind {
-        SYM4 => GroupCodes::Sym4,
-        ASYM4 => GroupCodes::Asym4,
-        MIN4 => GroupCodes::Min4,
-        SYM8 => GroupCodes::Sym8,
-        MIN8 => GroupCodes::Min8,
-        _ => GroupCodes::Levels4,
-    }
 }
 
 /// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's

@@ -268,23 +268,70 @@ vnni_steps!(
     _mm256_dpbusd_epi32
 );
 
+/// The code kinds as const generic arguments of the int8-mode kernels, so that each kind's
+/// arithmetic is fixed when its kernel compiles (no dispatch per row and group).
+pub(super) const SYM4: u8 = 0;
+pub(super) const ASYM4: u8 = 1;
+pub(super) const MIN4: u8 = 2;
+pub(super) const SYM8: u8 = 3;
+pub(super) const MIN8: u8 = 4;
+pub(super) const LEVELS4: u8 = 5;
+
+/// The code kind a const generic argument stands for.
+pub(super) const fn kind_of(kind: u8) -> GroupCodes {
+    match kind {
+        SYM4 => GroupCodes::Sym4,
+        ASYM4 => GroupCodes::Asym4,
+        MIN4 => GroupCodes::Min4,
+        SYM8 => GroupCodes::Sym8,
+        MIN8 => GroupCodes::Min8,
+        _ => GroupCodes::Levels4,
+    }
+}
+
 macro_rules! group_kernel {
-    ($name:ident, $features:literal, $four:ident, $eight:ident, $levels:ident) => {
-        /// Panel `p`'s eight output channels for each of `rows`, before the bias.
+    ($name:ident, $inner:ident, $features:literal, $four:ident, $eight:ident, $levels:ident) => {
+        /// Panel `p`'s eight output channels for each of `rows`, before the bias: the kernel of
+        /// `w`'s code kind.
         ///
         /// # Safety
         /// The CPU has the features in `target_feature`; `p` is a panel of `w`; every row of
         /// `rows` is a row of `a`.
         #[target_feature(enable = $features)]
-        #[expect(clippy::as_conversions, reason = "shuffle indices (< 16) as i8, code sums (< 2^24) to f32: exact")]
         pub(super) unsafe fn $name<const R: usize>(
             w: &Panels<'_>,
             a: &QuantizedRows<'_>,
             rows: [usize; R],
             p: usize,
         ) -> [[f32; PANEL]; R] {
+            // SAFETY: forwarded (the caller's contract); each instance gets weights of its kind.
+            unsafe {
+                match w.codes_kind() {
+                    GroupCodes::Sym4 => $inner::<R, SYM4>(w, a, rows, p),
+                    GroupCodes::Asym4 => $inner::<R, ASYM4>(w, a, rows, p),
+                    GroupCodes::Min4 => $inner::<R, MIN4>(w, a, rows, p),
+                    GroupCodes::Sym8 => $inner::<R, SYM8>(w, a, rows, p),
+                    GroupCodes::Min8 => $inner::<R, MIN8>(w, a, rows, p),
+                    GroupCodes::Levels4 => $inner::<R, LEVELS4>(w, a, rows, p),
+                }
+            }
+        }
+
+        /// [`$name`] for weights of code kind `KIND` ([`kind_of`]).
+        ///
+        /// # Safety
+        /// As [`$name`]; `w`'s codes are of `KIND`.
+        #[target_feature(enable = $features)]
+        #[expect(clippy::as_conversions, reason = "shuffle indices (< 16) as i8, code sums (< 2^24) to f32: exact")]
+        unsafe fn $inner<const R: usize, const KIND: u8>(
+            w: &Panels<'_>,
+            a: &QuantizedRows<'_>,
+            rows: [usize; R],
+            p: usize,
+        ) -> [[f32; PANEL]; R] {
             let (k, group, groups) = (a.k, a.group, a.groups());
-            let kind = w.codes_kind();
+            let kind = kind_of(KIND);
+            debug_assert_eq!(kind, w.codes_kind());
             let panel = w.panel(p);
             let mut acc = [_mm256_setzero_ps(); R];
             for g in 0..groups {
@@ -343,10 +390,11 @@ macro_rules! group_kernel {
     };
 }
 
-group_kernel!(panel_avx2, "avx2", four_avx2, eight_avx2, levels_avx2);
-group_kernel!(panel_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni, levels_avxvnni);
+group_kernel!(panel_avx2, kinds_avx2, "avx2", four_avx2, eight_avx2, levels_avx2);
+group_kernel!(panel_avxvnni, kinds_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni, levels_avxvnni);
 group_kernel!(
     panel_avx512vnni,
+    kinds_avx512vnni,
     "avx2,avx512f,avx512vl,avx512vnni",
     four_avx512vnni,
     eight_avx512vnni,
