@@ -411,6 +411,19 @@ fn integer_forms_are_the_dequantized_values_exactly() -> Result<(), QuantError> 
                 _ => unreachable!("a format this test does not know"),
             };
             let has_min = matches!(format.codes(), BlockCodes::Unsigned { .. });
+            // Two-level formats: each sub-block scale (minimum) is the block's super factor
+            // times an integer of at most 8 bits, exactly.
+            let (bb, subs_per) = (format.block_bytes(), format.block_len() / format.sub_block_len());
+            for (b, block) in bytes.chunks_exact(bb).enumerate() {
+                let Some((d, dm)) = format.super_params(block) else { continue };
+                for j in b * subs_per..(b + 1) * subs_per {
+                    for (v, f) in [(s[j], d), (m[j], dm)] {
+                        let l = if f == 0.0 { 0.0 } else { v / f };
+                        assert!(l == l.round() && l.abs() <= 255.0, "{} sub-block {j}: {v} / {f}", format.name());
+                        assert_eq!(f * l, v, "{} sub-block {j}", format.name());
+                    }
+                }
+            }
             for (i, (&c, &want)) in q.iter().zip(&back).enumerate() {
                 let sub = i / format.sub_block_len();
                 assert!((lo..=hi).contains(&i32::from(c)), "{} code {c} at {i}", format.name());

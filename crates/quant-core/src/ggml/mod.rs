@@ -608,6 +608,33 @@ impl BlockFormat {
         Ok(())
     }
 
+    /// The super-block factors of one block of a two-level format (`Q2_K` to `Q6_K`,
+    /// `IQ4_XS`): `(d, -dmin)`, the block's `f16` scale and negated minimum scale widened to
+    /// `f32` (`-dmin` is 0 for the formats without minimums). Every sub-block scale of
+    /// [`BlockFormat::integer_form_into`] is `d` times a small integer (the sub-block's stored
+    /// scale, at most 8 bits), every minimum `-dmin` times one, both products exact. `None` for
+    /// the one-level formats (one `f16` scale per block) and when `block` is not one block.
+    #[must_use]
+    pub fn super_params(self, block: &[u8]) -> Option<(f32, f32)> {
+        if block.len() != self.block_bytes() {
+            return None;
+        }
+        match self {
+            BlockFormat::Q2_K => Some((half_at(block, 80), -half_at(block, 82))),
+            BlockFormat::Q3_K => Some((half_at(block, 108), 0.0)),
+            BlockFormat::Q4_K | BlockFormat::Q5_K => Some((half_at(block, 0), -half_at(block, 2))),
+            BlockFormat::Q6_K => Some((half_at(block, 208), 0.0)),
+            BlockFormat::IQ4_XS => Some((half_at(block, 0), 0.0)),
+            BlockFormat::Q8_0
+            | BlockFormat::Q4_0
+            | BlockFormat::Q4_1
+            | BlockFormat::Q5_0
+            | BlockFormat::Q5_1
+            | BlockFormat::MXFP4
+            | BlockFormat::IQ4_NL => None,
+        }
+    }
+
     /// Dequantizes `bytes` into a new vector.
     ///
     /// # Errors
