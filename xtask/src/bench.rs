@@ -169,8 +169,11 @@ const STREAM: &[&str] = &["1x8192x32768"];
 const STREAM_WEIGHTS: f64 = 8192.0 * 32768.0;
 /// Bytes per weight as each case stores them: ours in the packed form (4-bit codes with `f32`
 /// scales, one per 32 or 128), llama.cpp's blocks (`f16` scales), MatMulNBits (`f32` scales).
-const STREAM_BYTES: [(&str, f64); 7] = [
+const STREAM_BYTES: [(&str, f64); 9] = [
     ("group_q4_0", 0.5 + 4.0 / 32.0),
+    // Q4_K as held: an f32 scale and minimum per 32; levels4/16@256: an f32 scale per 16.
+    ("group_q4_k", 0.5 + 8.0 / 32.0),
+    ("group_levels4", 0.5 + 4.0 / 16.0),
     ("group_s4_g128", 0.5 + 4.0 / 128.0),
     ("gemm_u8i8", 1.0),
     ("ggml_q4_0_repack", 0.5 + 2.0 / 32.0),
