@@ -1,8 +1,9 @@
 //! The decode product's shared x86-64 kernels (each tier's module picks its own), one lane group of eight output channels (ymm) or
 //! one 16-channel panel (zmm, the int8 mode of the `avx512vnni` and `amx` tiers) for up to four
-//! rows at a time (each load of codes serves every row), the same bits as the references
-//! ([`super::reference_panel_i8`], [`super::reference_panel_f32`]): the int8-activation mode
-//! for each tier, and the float mode's one kernel (AVX2 + FMA) for all of them.
+//! rows at a time (eight on zmm; each load of codes serves every row), the same bits as the
+//! references ([`super::reference_panel_i8`], [`super::reference_panel_f32`]): the
+//! int8-activation mode for each tier, one instance per code kind (its arithmetic fixed when
+//! it compiles), and the float mode's one kernel (AVX2 + FMA) for all of them.
 //!
 //! # The int8-activation mode
 //!
