@@ -712,3 +712,73 @@ fn two_level_formats_multiply_exactly_on_every_tier() -> Res {
     assert!(matches!(GroupWeights::from_super(&q), Err(QuantError::FormatUnsupported { format: "zp8", .. })));
     Ok(())
 }
+
+/// Any bytes at all, not only a quantizer's: `from_blocks` either names the first block whose
+/// scale or minimum is NaN or infinite, or holds weights that are quant-core's dequantized
+/// values (as numbers; ggml's arithmetic), and then both modes run on every tier with the
+/// reference's bits. Random bytes reach every code, sub-block scale and sign, subnormal and
+/// huge `f16` scales, and MXFP4's largest exponents.
+#[test]
+fn arbitrary_block_bytes_decode_as_quant_core_does_or_are_named() -> Res {
+    let mut rng = Rng::new(19);
+    let (n, m) = (3, 2);
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..24 {
+        for format in BlockFormat::ALL {
+            let k = format.block_len() * 2;
+            let len = n * k / format.block_len() * format.block_bytes();
+            // Odd rounds: random bytes (about one f16 in 32 is then NaN or infinite). Even
+            // rounds: a quantizer's blocks with one byte in eight made random, so that most
+            // blocks are accepted and their codes and scales still vary.
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.int(0, 255) as u8).collect();
+            if round % 2 == 0 {
+                let good = format.quantize(&weights(&mut rng, n, k, true))?;
+                for (b, &g) in bytes.iter_mut().zip(&good) {
+                    if rng.int(0, 7) != 0 {
+                        *b = g;
+                    }
+                }
+            }
+            let back = format.dequantize(&bytes)?;
+            let gw = match GroupWeights::from_blocks(format, &bytes, n, k) {
+                Ok(gw) => gw,
+                Err(QuantError::NonFiniteParameter { index, .. }) => {
+                    refused += 1;
+                    // The named block dequantizes to a NaN or infinite value somewhere.
+                    assert!(index < n * k / format.block_len(), "{format:?} block {index}");
+                    let vals = &back[index * format.block_len()..(index + 1) * format.block_len()];
+                    assert!(vals.iter().any(|v| !v.is_finite()), "{format:?} block {index}: {vals:?}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            accepted += 1;
+            for r in 0..n {
+                for c in 0..k {
+                    let (got, want) = (gw.value(r, c), back[r * k + c]);
+                    assert!(
+                        got as f32 == want || (want.is_infinite() && (got as f32).is_infinite()),
+                        "{format:?} ({r}, {c}): {got} vs {want}"
+                    );
+                }
+            }
+            let x = activations(&mut rng, m, k, false);
+            for mode in MODES {
+                let mut want = vec![0f32; m * n];
+                let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
+                run(reference, mode, MatRef::row_major(&x, m, k)?, &gw, None, MatMut::row_major(&mut want, m, n)?)?;
+                for tier in tiers() {
+                    let own = gw.for_kernel(KernelChoice::of(tier))?;
+                    let mut y = vec![0f32; m * n];
+                    let g = GroupGemm::new().kernel(KernelChoice::of(tier));
+                    run(g, mode, MatRef::row_major(&x, m, k)?, &own, None, MatMut::row_major(&mut y, m, n)?)?;
+                    let same =
+                        y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()));
+                    assert!(same, "{mode:?} {tier} {format:?}: {y:?} vs {want:?}");
+                }
+            }
+        }
+    }
+    assert!(accepted > 100 && refused > 10, "accepted {accepted}, refused {refused}");
+    Ok(())
+}
