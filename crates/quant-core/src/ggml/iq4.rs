@@ -209,21 +209,6 @@ fn levels_of(qs: &[u8], mut each: impl FnMut(usize, i8)) {
     }
 }
 
-/// One `IQ4_NL` block into 32 values: `d · L[i]`.
-pub(super) fn dequantize_nl(b: &[u8], o: &mut [f32]) {
-    let d = half_at(b, 0);
-    levels_of(&b[2..18], |j, l| o[j] = d * f32::from(l));
-}
-
-/// One `IQ4_XS` super-block into 256 values: `(d · (ls - 32)) · L[i]`.
-pub(super) fn dequantize_xs(b: &[u8], o: &mut [f32]) {
-    let d = half_at(b, 0);
-    for ib in 0..8 {
-        let dl = d * float_of(xs_scale(b, ib) - 32);
-        levels_of(&b[8 + 16 * ib..8 + 16 * ib + 16], |j, l| o[32 * ib + j] = dl * f32::from(l));
-    }
-}
-
 /// One `IQ4_NL` block's exact integer form: the levels and `d`.
 pub(super) fn integer_nl(b: &[u8], codes: &mut [i8], scales: &mut [f32]) {
     scales[0] = half_at(b, 0);

@@ -707,48 +707,6 @@ pub(super) fn make_qp_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [u
     }
 }
 
-/// Dequantizes one `Q2_K` super-block: `d_s · q + m_s` from its integer form, which is ggml's
-/// `dl · q - ml` bit for bit (`a - b` is `a + (-b)` in IEEE arithmetic, zeros' signs included).
-pub(super) fn dequantize_q2_k(b: &[u8], y: &mut [f32]) {
-    let (mut q, mut s, mut m) = ([0i8; QK_K], [0f32; 16], [0f32; 16]);
-    integer_q2_k(b, &mut q, &mut s, &mut m);
-    affine(&q, &s, Some(&m), y);
-}
-
-/// Dequantizes one `Q3_K` super-block: `(d · (sc - 32)) · q`.
-pub(super) fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
-    let (mut q, mut s) = ([0i8; QK_K], [0f32; 16]);
-    integer_q3_k(b, &mut q, &mut s);
-    affine(&q, &s, None, y);
-}
-
-/// Dequantizes one `Q4_K` (`fifth = false`) or `Q5_K` super-block: `(d · sc) · q - dmin · m`.
-pub(super) fn dequantize_q45_k(b: &[u8], fifth: bool, y: &mut [f32]) {
-    let (mut q, mut s, mut m) = ([0i8; QK_K], [0f32; 8], [0f32; 8]);
-    integer_q45_k(b, fifth, &mut q, &mut s, &mut m);
-    affine(&q, &s, Some(&m), y);
-}
-
-/// Dequantizes one `Q6_K` super-block: `(d · sc) · (q - 32)`.
-pub(super) fn dequantize_q6_k(b: &[u8], y: &mut [f32]) {
-    let (mut q, mut s) = ([0i8; QK_K], [0f32; 16]);
-    integer_q6_k(b, &mut q, &mut s);
-    affine(&q, &s, None, y);
-}
-
-/// `y_i = scales[s] · q_i (+ mins[s])` over sub-blocks of `y.len() / scales.len()` values, one
-/// `f32` rounding per operation, as ggml's dequantizers.
-fn affine(q: &[i8], scales: &[f32], mins: Option<&[f32]>, y: &mut [f32]) {
-    let sub = y.len() / scales.len();
-    for (i, (o, &c)) in y.iter_mut().zip(q).enumerate() {
-        let v = scales[i / sub] * f32::from(c);
-        *o = match mins {
-            Some(m) => v + m[i / sub],
-            None => v,
-        };
-    }
-}
-
 /// One `Q2_K` super-block's exact integer form (see `BlockFormat::integer_form_into`): per
 /// sub-block of 16, `d · sc` and `-(dmin · m)`; codes `0..=3`.
 pub(super) fn integer_q2_k(b: &[u8], codes: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {

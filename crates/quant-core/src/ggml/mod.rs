@@ -441,7 +441,6 @@ impl BlockFormat {
     /// # Errors
     /// [`QuantError::NotABlockMultiple`] if `bytes` is not whole blocks;
     /// [`QuantError::LengthMismatch`] if `out` has the wrong length.
-    #[expect(clippy::as_conversions, reason = "ggml's block packing (nibbles, 5th bits), as ggml writes it")]
     pub fn dequantize_into(self, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
         let bb = self.block_bytes();
         if !bytes.len().is_multiple_of(bb) {
@@ -453,53 +452,17 @@ impl BlockFormat {
             });
         }
         QuantError::check_length("dequantized values", bytes.len() / bb * self.block_len(), out.len())?;
-        for (b, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(self.block_len())) {
-            let d = half_at(b, 0);
-            match self {
-                BlockFormat::Q8_0 => {
-                    for (v, &q) in o.iter_mut().zip(&b[2..]) {
-                        *v = f32::from(i8::from_le_bytes([q])) * d;
-                    }
-                }
-                BlockFormat::Q4_0 => {
-                    for (j, &q) in b[2..].iter().enumerate() {
-                        o[j] = f32::from(i16::from(q & 0x0f) - 8) * d;
-                        o[j + BLOCK / 2] = f32::from(i16::from(q >> 4) - 8) * d;
-                    }
-                }
-                BlockFormat::Q4_1 => {
-                    let m = half_at(b, 2);
-                    for (j, &q) in b[4..].iter().enumerate() {
-                        o[j] = f32::from(q & 0x0f) * d + m;
-                        o[j + BLOCK / 2] = f32::from(q >> 4) * d + m;
-                    }
-                }
-                BlockFormat::Q5_0 | BlockFormat::Q5_1 => {
-                    let (m, at) = if self == BlockFormat::Q5_1 { (Some(half_at(b, 2)), 4) } else { (None, 2) };
-                    let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-                    for (j, &q) in b[at + 4..at + 20].iter().enumerate() {
-                        let lo = i16::from(q & 0x0f) | (((qh >> j) & 1) << 4) as i16;
-                        let hi = i16::from(q >> 4) | (((qh >> (j + 16)) & 1) << 4) as i16;
-                        match m {
-                            Some(m) => {
-                                o[j] = f32::from(lo) * d + m;
-                                o[j + BLOCK / 2] = f32::from(hi) * d + m;
-                            }
-                            None => {
-                                o[j] = f32::from(lo - 16) * d;
-                                o[j + BLOCK / 2] = f32::from(hi - 16) * d;
-                            }
-                        }
-                    }
-                }
-                BlockFormat::Q2_K => kquants::dequantize_q2_k(b, o),
-                BlockFormat::Q3_K => kquants::dequantize_q3_k(b, o),
-                BlockFormat::Q4_K => kquants::dequantize_q45_k(b, false, o),
-                BlockFormat::Q5_K => kquants::dequantize_q45_k(b, true, o),
-                BlockFormat::Q6_K => kquants::dequantize_q6_k(b, o),
-                BlockFormat::MXFP4 => mxfp4::dequantize_block(b, o),
-                BlockFormat::IQ4_NL => iq4::dequantize_nl(b, o),
-                BlockFormat::IQ4_XS => iq4::dequantize_xs(b, o),
+        let (n, subs) = (self.block_len(), self.block_len() / self.sub_block_len());
+        let has_min = matches!(self.codes(), BlockCodes::Unsigned { .. });
+        let (mut q, mut s, mut m) = ([0i8; kquants::QK_K], [0f32; 16], [0f32; 16]);
+        for (b, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(n)) {
+            let (q, s, m) = (&mut q[..n], &mut s[..subs], &mut m[..subs]);
+            self.integer_block(b, q, s, m);
+            // `scale · code (+ min)`: ggml's `d · q` and `dl · q - ml` bit for bit (`a - b` is
+            // `a + (-b)` in IEEE arithmetic, zeros' signs included).
+            for (i, (o, &c)) in o.iter_mut().zip(q.iter()).enumerate() {
+                let v = s[i / (n / subs)] * f32::from(c);
+                *o = if has_min { v + m[i / (n / subs)] } else { v };
             }
         }
         Ok(())
@@ -566,39 +529,7 @@ impl BlockFormat {
                 &mut scales[index * subs..(index + 1) * subs],
                 &mut mins[index * subs..(index + 1) * subs],
             );
-            m.fill(0.0);
-            match self {
-                BlockFormat::Q8_0 => {
-                    s[0] = half_at(b, 0);
-                    for (c, &v) in q.iter_mut().zip(&b[2..34]) {
-                        *c = i8::from_le_bytes([v]);
-                    }
-                }
-                BlockFormat::Q4_0 => {
-                    s[0] = half_at(b, 0);
-                    split_halves(&b[2..18], |j, u| q[j] = narrow::to_i8(i64::from(u) - 8));
-                }
-                BlockFormat::Q4_1 => {
-                    (s[0], m[0]) = (half_at(b, 0), half_at(b, 2));
-                    split_halves(&b[4..20], |j, u| q[j] = narrow::to_i8(i64::from(u)));
-                }
-                BlockFormat::Q5_0 => {
-                    s[0] = half_at(b, 0);
-                    fives(&b[2..22], |j, u| q[j] = narrow::to_i8(i64::from(u) - 16));
-                }
-                BlockFormat::Q5_1 => {
-                    (s[0], m[0]) = (half_at(b, 0), half_at(b, 2));
-                    fives(&b[4..24], |j, u| q[j] = narrow::to_i8(i64::from(u)));
-                }
-                BlockFormat::Q2_K => kquants::integer_q2_k(b, q, s, m),
-                BlockFormat::Q3_K => kquants::integer_q3_k(b, q, s),
-                BlockFormat::Q4_K => kquants::integer_q45_k(b, false, q, s, m),
-                BlockFormat::Q5_K => kquants::integer_q45_k(b, true, q, s, m),
-                BlockFormat::Q6_K => kquants::integer_q6_k(b, q, s),
-                BlockFormat::MXFP4 => mxfp4::integer_block(b, q, s),
-                BlockFormat::IQ4_NL => iq4::integer_nl(b, q, s),
-                BlockFormat::IQ4_XS => iq4::integer_xs(b, q, s),
-            }
+            self.integer_block(b, q, s, m);
             for (what, v) in [("scale of block", &*s), ("minimum of block", &*m)] {
                 if let Some(&bad) = v.iter().find(|v| !v.is_finite()) {
                     return Err(QuantError::NonFiniteParameter { what, index, value: f64::from(bad) });
@@ -632,6 +563,44 @@ impl BlockFormat {
             | BlockFormat::Q5_1
             | BlockFormat::MXFP4
             | BlockFormat::IQ4_NL => None,
+        }
+    }
+
+    /// One block's exact integer form (see [`BlockFormat::integer_form_into`]), unchecked:
+    /// `q` one code per value, `s` and `m` one scale and minimum per sub-block (0 without).
+    fn integer_block(self, b: &[u8], q: &mut [i8], s: &mut [f32], m: &mut [f32]) {
+        m.fill(0.0);
+        match self {
+            BlockFormat::Q8_0 => {
+                s[0] = half_at(b, 0);
+                for (c, &v) in q.iter_mut().zip(&b[2..34]) {
+                    *c = i8::from_le_bytes([v]);
+                }
+            }
+            BlockFormat::Q4_0 => {
+                s[0] = half_at(b, 0);
+                split_halves(&b[2..18], |j, u| q[j] = narrow::to_i8(i64::from(u) - 8));
+            }
+            BlockFormat::Q4_1 => {
+                (s[0], m[0]) = (half_at(b, 0), half_at(b, 2));
+                split_halves(&b[4..20], |j, u| q[j] = narrow::to_i8(i64::from(u)));
+            }
+            BlockFormat::Q5_0 => {
+                s[0] = half_at(b, 0);
+                fives(&b[2..22], |j, u| q[j] = narrow::to_i8(i64::from(u) - 16));
+            }
+            BlockFormat::Q5_1 => {
+                (s[0], m[0]) = (half_at(b, 0), half_at(b, 2));
+                fives(&b[4..24], |j, u| q[j] = narrow::to_i8(i64::from(u)));
+            }
+            BlockFormat::Q2_K => kquants::integer_q2_k(b, q, s, m),
+            BlockFormat::Q3_K => kquants::integer_q3_k(b, q, s),
+            BlockFormat::Q4_K => kquants::integer_q45_k(b, false, q, s, m),
+            BlockFormat::Q5_K => kquants::integer_q45_k(b, true, q, s, m),
+            BlockFormat::Q6_K => kquants::integer_q6_k(b, q, s),
+            BlockFormat::MXFP4 => mxfp4::integer_block(b, q, s),
+            BlockFormat::IQ4_NL => iq4::integer_nl(b, q, s),
+            BlockFormat::IQ4_XS => iq4::integer_xs(b, q, s),
         }
     }
 

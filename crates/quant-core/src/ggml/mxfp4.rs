@@ -95,15 +95,6 @@ pub(crate) fn quantize_block(block: &[f32], bytes: &mut [u8]) {
     }
 }
 
-/// One block of 17 bytes into 32 values.
-pub(crate) fn dequantize_block(b: &[u8], o: &mut [f32]) {
-    let d = scale_by_pow2(1.0, i32::from(b[0]) - 128);
-    for (j, &q) in b[1..BLOCK_BYTES].iter().enumerate() {
-        o[j] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q & 0xf)]));
-        o[j + BLOCK / 2] = f32::from_f64_nearest(d * f64::from(LEVELS[usize::from(q >> 4)]));
-    }
-}
-
 /// One block's exact integer form: the levels and the scale `d = 2^(e - 128)` (an `f32`
 /// from `2^-128`, a subnormal, to `2^127`).
 pub(crate) fn integer_block(b: &[u8], codes: &mut [i8], scale: &mut [f32]) {
