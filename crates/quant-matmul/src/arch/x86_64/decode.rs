@@ -109,20 +109,29 @@ unsafe fn eight_avx2<const R: usize>(
     group: usize,
     _sums: [i32; R],
 ) -> [__m256i; R] {
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_si256(); R];
     for q in 0..group / 4 {
         // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
-        unsafe {
-            let v = _mm256_loadu_si256(codes.as_ptr().add(q * step).cast());
-            let magnitude = _mm256_abs_epi8(v);
-            for i in 0..R {
-                let signed = _mm256_sign_epi8(quad(xs[i].add(4 * q)), v);
-                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed), ones));
-            }
-        }
+        unsafe { signed_step(&mut acc, _mm256_loadu_si256(codes.as_ptr().add(q * step).cast()), xs, 4 * q) };
     }
     acc
+}
+
+/// One step of signed 8-bit weights `v` (eight channels' four inputs each) against each row's
+/// four activation codes at `at`: `|w| · (x · sign(w))` into `acc` (`vpmaddubsw` pair sums at
+/// most `2 · 128 · 127 < 2^15`, then `vpmaddwd` to 32 bits).
+///
+/// # Safety
+/// Each `xs[i]` has 4 readable bytes at `at`; AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn signed_step<const R: usize>(acc: &mut [__m256i; R], v: __m256i, xs: [*const i8; R], at: usize) {
+    let (ones, magnitude) = (_mm256_set1_epi16(1), _mm256_abs_epi8(v));
+    for i in 0..R {
+        // SAFETY: 4 readable bytes at `at` (caller).
+        let signed = _mm256_sign_epi8(unsafe { quad(xs[i].add(at)) }, v);
+        acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed), ones));
+    }
 }
 
 /// The 16 levels of `Levels4` in both 128-bit halves, for `vpshufb` to look nibbles up in.
@@ -152,7 +161,6 @@ unsafe fn levels_avx2<const R: usize>(
     levels: &[i8; 16],
     _sums: [i32; R],
 ) -> [__m256i; R] {
-    let ones = _mm256_set1_epi16(1);
     // SAFETY: AVX2 present (this function's features).
     let table = unsafe { level_table(levels) };
     let mut acc = [_mm256_setzero_si256(); R];
@@ -160,13 +168,8 @@ unsafe fn levels_avx2<const R: usize>(
         // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
         unsafe {
             let (lo, hi) = nibbles(codes.as_ptr(), e, step);
-            for (v, at) in [(_mm256_shuffle_epi8(table, lo), 8 * e), (_mm256_shuffle_epi8(table, hi), 8 * e + 4)] {
-                let magnitude = _mm256_abs_epi8(v);
-                for i in 0..R {
-                    let signed = _mm256_sign_epi8(quad(xs[i].add(at)), v);
-                    acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed), ones));
-                }
-            }
+            signed_step(&mut acc, _mm256_shuffle_epi8(table, lo), xs, 8 * e);
+            signed_step(&mut acc, _mm256_shuffle_epi8(table, hi), xs, 8 * e + 4);
         }
     }
     acc
