@@ -477,30 +477,44 @@ fn every_tier_and_thread_count_gives_the_reference_bits() -> Res {
         let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
         for gw in all_formats(&w, n, k, group)? {
             for b in [None, Some(&bias[..])] {
-                for mode in MODES {
-                    let mut want = vec![0f32; m * n];
-                    let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
-                    run(reference, mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut want, m, n)?)?;
-                    for tier in tiers() {
-                        // The weights in the tier's own layout, and in the 16-channel one when
-                        // that differs (eight-channel kernels read its halves).
-                        let own = gw.for_kernel(KernelChoice::of(tier))?;
-                        let wide = layouts(&gw)?.pop().expect("two layouts");
-                        for (weights, threads) in [(&own, 1), (&own, 2), (&wide, 1), (&wide, 2)] {
-                            let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
-                            let mut y = vec![f32::NAN; m * n];
-                            run(g, mode, MatRef::row_major(&x, m, k)?, weights, b, MatMut::row_major(&mut y, m, n)?)?;
-                            let same = y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits());
-                            assert!(
-                                same,
-                                "{mode:?} {tier} {threads}T {:?} {} {m}x{k}x{n} g{group} bias={}",
-                                gw.codes_kind(),
-                                weights.layout(),
-                                b.is_some()
-                            );
-                        }
-                    }
-                }
+                let what = format!("{:?} {m}x{k}x{n} g{group} bias={}", gw.codes_kind(), b.is_some());
+                every_tier_gives_the_reference_bits(&gw, &x, m, b, false, &what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Both modes of `w` on `x` (`m` rows) on every tier under test, in the tier's own layout and
+/// in the 16-channel one when that differs (eight-channel kernels read its halves), with 1 and
+/// 2 threads: the portable reference's bits (with `nan_equal`, any NaN matches any NaN: for
+/// weights whose products overflow).
+fn every_tier_gives_the_reference_bits(
+    w: &GroupWeights,
+    x: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+    nan_equal: bool,
+    what: &str,
+) -> Res {
+    let (n, k) = (w.n(), w.k());
+    for mode in MODES {
+        let mut want = vec![0f32; m * n];
+        let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
+        run(reference, mode, MatRef::row_major(x, m, k)?, w, bias, MatMut::row_major(&mut want, m, n)?)?;
+        for tier in tiers() {
+            let own = w.for_kernel(KernelChoice::of(tier))?;
+            let wide = layouts(w)?.pop().expect("two layouts");
+            for (weights, threads) in [(&own, 1), (&own, 2), (&wide, 1), (&wide, 2)] {
+                let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
+                let mut y = vec![f32::NAN; m * n];
+                run(g, mode, MatRef::row_major(x, m, k)?, weights, bias, MatMut::row_major(&mut y, m, n)?)?;
+                let same = |p: &f32, q: &f32| p.to_bits() == q.to_bits() || (nan_equal && p.is_nan() && q.is_nan());
+                assert!(
+                    y.iter().zip(&want).all(|(p, q)| same(p, q)),
+                    "{mode:?} {tier} {threads}T {} {what}: {y:?} vs {want:?}",
+                    weights.layout()
+                );
             }
         }
     }
@@ -683,23 +697,7 @@ fn two_level_formats_multiply_exactly_on_every_tier() -> Res {
                         assert!(ok, "{grid:?}{bits}/{sub} ({r}, {c}): {exact} vs {want} (d {d}, m {m0})");
                     }
                 }
-                for mode in MODES {
-                    let mut want = vec![0f32; m * n];
-                    let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
-                    run(reference, mode, MatRef::row_major(&x, m, k)?, &gw, None, MatMut::row_major(&mut want, m, n)?)?;
-                    for tier in tiers() {
-                        let own = gw.for_kernel(KernelChoice::of(tier))?;
-                        for threads in [1, 2] {
-                            let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
-                            let mut y = vec![f32::NAN; m * n];
-                            run(g, mode, MatRef::row_major(&x, m, k)?, &own, None, MatMut::row_major(&mut y, m, n)?)?;
-                            assert!(
-                                y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits()),
-                                "{mode:?} {tier} {threads}T {grid:?}{bits}/{sub}"
-                            );
-                        }
-                    }
-                }
+                every_tier_gives_the_reference_bits(&gw, &x, m, None, false, &format!("{grid:?}{bits}/{sub}"))?;
             }
         }
     }
@@ -763,20 +761,7 @@ fn arbitrary_block_bytes_decode_as_quant_core_does_or_are_named() -> Res {
                 }
             }
             let x = activations(&mut rng, m, k, false);
-            for mode in MODES {
-                let mut want = vec![0f32; m * n];
-                let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
-                run(reference, mode, MatRef::row_major(&x, m, k)?, &gw, None, MatMut::row_major(&mut want, m, n)?)?;
-                for tier in tiers() {
-                    let own = gw.for_kernel(KernelChoice::of(tier))?;
-                    let mut y = vec![0f32; m * n];
-                    let g = GroupGemm::new().kernel(KernelChoice::of(tier));
-                    run(g, mode, MatRef::row_major(&x, m, k)?, &own, None, MatMut::row_major(&mut y, m, n)?)?;
-                    let same =
-                        y.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()));
-                    assert!(same, "{mode:?} {tier} {format:?}: {y:?} vs {want:?}");
-                }
-            }
+            every_tier_gives_the_reference_bits(&gw, &x, m, None, true, &format!("{format:?}"))?;
         }
     }
     assert!(accepted > 100 && refused > 10, "accepted {accepted}, refused {refused}");
