@@ -30,7 +30,7 @@
 
 use quant_traits::cast::sqrt_f32;
 
-use super::round::{float_of, nearest_int};
+use super::round::{float_of, nearest_int, signed_max};
 use super::{half_at, half_bytes};
 
 /// The 16 levels, in code order (ggml's `kvalues_iq4nl`).
@@ -95,13 +95,7 @@ fn sums(x: &[f32], weight: &[f32], id: f32) -> (f32, f32) {
 /// Steps 1 to 3 of the module docs for one sub-block of 32: its scale.
 fn sub_block_scale(x: &[f32], weight: &[f32]) -> f32 {
     const NTRY: i32 = 7;
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_max(x);
     if amax < 1e-15 {
         return 0.0;
     }

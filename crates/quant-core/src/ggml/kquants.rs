@@ -33,7 +33,7 @@
 use quant_traits::cast::sqrt_f32;
 
 use super::lanes::{make_qkx2_quants_x8, Search, LANES};
-use super::round::{float_of, nearest_int};
+use super::round::{float_of, nearest_int, signed_max};
 use super::{half_at, half_bytes};
 
 /// Values per super-block.
@@ -130,14 +130,7 @@ pub(super) fn make_qkx2_quants<const N: usize>(
 /// without them, `x²`.
 #[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 pub(super) fn make_qx_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [i8; N], qw: Option<&[f32; N]>) -> f32 {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_max(x);
     if amax < 1e-15 {
         l.fill(0);
         return 0.0;
@@ -389,13 +382,7 @@ pub(super) fn q6_k(x: &[f32; QK_K], out: &mut [u8], qw: Option<&[f32; QK_K]>) {
 /// scale. An all-zero sub-block gives codes 0 (not `nmax`) and scale 0, as ggml's does.
 #[expect(clippy::as_conversions, reason = "ggml's k-quant C code, cast for cast, so the bytes match ggml's")]
 fn make_q3_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_max(x);
     if amax < 1e-15 {
         l.fill(0);
         return 0.0;

@@ -66,6 +66,8 @@ use quant_traits::{QuantError, QuantFloat};
 
 use crate::scalar::first_non_finite;
 
+use round::signed_max;
+
 /// Values per block of the legacy formats (`Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`); the
 /// k-quants take super-blocks of [`BlockFormat::block_len`] = 256.
 pub const BLOCK: usize = 32;
@@ -695,7 +697,7 @@ fn q8_0(x: &[f32; BLOCK], out: &mut [u8]) {
 }
 
 fn q4_0(x: &[f32; BLOCK], out: &mut [u8]) {
-    let d = signed_max(x) / -8.0;
+    let d = signed_max(x).0 / -8.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&half_bytes(d));
     let code = |v: f32| truncated_code(v * id + 8.5, 15);
@@ -723,18 +725,6 @@ fn q4_1(x: &[f32; BLOCK], out: &mut [u8]) {
     }
 }
 
-/// The largest-magnitude value of a block, the first one on a tie (llama.cpp's strict `<`).
-fn signed_max(x: &[f32; BLOCK]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
-
 /// Packs 32 five-bit codes: low nibbles split halves at `qs`, fifth bits into `qh`.
 fn pack5(code: impl Fn(usize) -> u8, qh: &mut [u8], qs: &mut [u8]) {
     let mut h = 0u32;
@@ -748,7 +738,7 @@ fn pack5(code: impl Fn(usize) -> u8, qh: &mut [u8], qs: &mut [u8]) {
 }
 
 fn q5_0(x: &[f32; BLOCK], out: &mut [u8]) {
-    let d = signed_max(x) / -16.0;
+    let d = signed_max(x).0 / -16.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&half_bytes(d));
     let code = |j: usize| truncated_code(x[j] * id + 16.5, 31);
