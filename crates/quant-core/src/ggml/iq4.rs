@@ -28,8 +28,7 @@
 //!
 //! Sums run in index order, `w · q · x` as `(w · q) · x`; a zero `d` gives `1/d = 0`.
 
-use quant_traits::cast::sqrt_f32;
-
+use super::kquants::{importance, sum_squares};
 use super::round::{float_of, nearest_int, signed_max};
 use super::{half_at, half_bytes};
 
@@ -114,24 +113,11 @@ fn sub_block_scale(x: &[f32], weight: &[f32]) -> f32 {
     d
 }
 
-/// The weights of one block's search: `x²`, or `qw · sqrt(σ² + x²)`.
-fn weights(x: &[f32], qw: Option<&[f32]>, out: &mut [f32]) {
+/// The weights of one block's search: `x²`, or `qw · sqrt(σ² + x²)` with `σ² = Σx² · (2 / N)`.
+fn weights<const N: usize>(x: &[f32; N], qw: Option<&[f32; N]>) -> [f32; N] {
     match qw {
-        Some(qw) => {
-            let mut sigma2 = 0f32;
-            for &v in x {
-                sigma2 += v * v;
-            }
-            sigma2 *= 2.0 / float_of(i32::try_from(x.len()).unwrap_or(i32::MAX));
-            for ((o, &v), &q) in out.iter_mut().zip(x).zip(qw) {
-                *o = q * sqrt_f32(sigma2 + v * v);
-            }
-        }
-        None => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = v * v;
-            }
-        }
+        Some(qw) => importance(qw, x, sum_squares(x) * (2.0 / float_of(i32::try_from(N).unwrap_or(i32::MAX)))),
+        None => core::array::from_fn(|i| x[i] * x[i]),
     }
 }
 
@@ -144,9 +130,8 @@ fn pack(l: &[usize], qs: &mut [u8]) {
 }
 
 /// One `IQ4_NL` block of 32 finite values into 18 bytes (`qw`: its 32 importance weights).
-pub(super) fn quantize_nl(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    let mut weight = [0f32; 32];
-    weights(x, qw, &mut weight);
+pub(super) fn quantize_nl(x: &[f32; 32], qw: Option<&[f32; 32]>, out: &mut [u8]) {
+    let weight = weights(x, qw);
     let d = sub_block_scale(x, &weight);
     out[..2].copy_from_slice(&half_bytes(d));
     let id = inverse(d);
@@ -156,10 +141,9 @@ pub(super) fn quantize_nl(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
 
 /// One `IQ4_XS` super-block of 256 finite values into 136 bytes.
 #[expect(clippy::as_conversions, reason = "6-bit scales (0..=63) as ggml packs them")]
-pub(super) fn quantize_xs(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+pub(super) fn quantize_xs(x: &[f32; 256], qw: Option<&[f32; 256]>, out: &mut [u8]) {
     // σ² is the super-block's: the weights are computed over all 256 values.
-    let mut weight = [0f32; 256];
-    weights(x, qw, &mut weight);
+    let weight = weights(x, qw);
     let mut scales = [0f32; 8];
     let (mut max_scale, mut amax_scale) = (0f32, 0f32);
     for (ib, s) in scales.iter_mut().enumerate() {

@@ -425,7 +425,7 @@ impl BlockFormat {
             BlockFormat::Q4_K => kquants::q4_k(x, out, qw),
             BlockFormat::Q5_K => kquants::q5_k(x, out, qw),
             BlockFormat::Q6_K => kquants::q6_k(x, out, qw),
-            BlockFormat::IQ4_XS => iq4::quantize_xs(x, qw.map(|w| &w[..]), out),
+            BlockFormat::IQ4_XS => iq4::quantize_xs(x, qw, out),
             // Blocks of 32: quantized by the callers' own match, never here.
             BlockFormat::Q8_0
             | BlockFormat::Q4_0
