@@ -92,6 +92,22 @@ fn default_width() -> usize {
     KernelChoice::Auto.resolve().map_or(8, width_for)
 }
 
+/// The row-major codes the constructors collect (`GroupWeights::codes` while building) from the
+/// stored codes in input order: a byte each for the 8-bit kinds, two to a byte (the first in
+/// the low nibble) for the 4-bit ones. Rows of whole groups (16 inputs at least) start on whole
+/// bytes.
+fn row_major_codes(kind: GroupCodes, stored: impl IntoIterator<Item = u8>) -> Vec<u8> {
+    let mut it = stored.into_iter();
+    if kind.bits() == 8 {
+        return it.collect();
+    }
+    let mut out = Vec::with_capacity(it.size_hint().0 / 2);
+    while let (Some(lo), Some(hi)) = (it.next(), it.next()) {
+        out.push(lo | (hi << 4));
+    }
+    out
+}
+
 fn check_group(k: usize, group: usize) -> Result<usize, QuantError> {
     if group == 0 || !group.is_multiple_of(16) || group > 256 {
         return Err(QuantError::GroupSizeUnsupported { size: group });
@@ -273,17 +289,12 @@ impl GroupWeights {
         for (i, &l) in levels.iter().enumerate().rev() {
             index[usize::from(l as u8)] = i as u8;
         }
-        let codes = match kind {
-            GroupCodes::Sym8 | GroupCodes::Min8 => q.iter().map(|&v| v as u8).collect(),
-            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Levels4 => {
-                let stored = |v: i8| match kind {
-                    GroupCodes::Sym4 => (v + 8) as u8,
-                    GroupCodes::Levels4 => index[usize::from(v as u8)],
-                    _ => v as u8,
-                };
-                q.chunks_exact(2).map(|p| stored(p[0]) | (stored(p[1]) << 4)).collect()
-            }
+        let stored = |v: i8| match kind {
+            GroupCodes::Sym4 => (v + 8) as u8,
+            GroupCodes::Levels4 => index[usize::from(v as u8)],
+            GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 => v as u8,
         };
+        let codes = row_major_codes(kind, q.iter().map(|&v| stored(v)));
         let w = GroupWeights {
             n,
             k,
@@ -373,14 +384,14 @@ impl GroupWeights {
             group: spec.sub_len(),
             codes_kind: kind,
             width: default_width(),
-            codes: Vec::with_capacity(n * k * kind.bits() as usize / 8),
+            codes: Vec::new(),
             panels: Aligned::new(),
             scales: Vec::with_capacity(total),
             zeros: Vec::new(),
             mins: Vec::new(),
             levels: level4,
         };
-        let mut nibble = None;
+        let mut held = Vec::with_capacity(n * k);
         for r in 0..n {
             for j in 0..groups {
                 let (d, mz) = m.sub_block_params(r, j);
@@ -408,22 +419,16 @@ impl GroupWeights {
                 }
                 for c in j * spec.sub_len()..(j + 1) * spec.sub_len() {
                     let q = m.code(r, c);
-                    let held = match (kind, spec.grid()) {
+                    held.push(match (kind, spec.grid()) {
                         (GroupCodes::Sym4, _) => (q + 8) as u8,
                         (GroupCodes::Sym8, Grid::Levels) => table[q as usize] as u8,
                         (GroupCodes::Sym8, Grid::ZeroPoint) => (q - z) as u8,
                         _ => q as u8,
-                    };
-                    if kind.bits() == 8 {
-                        w.codes.push(held);
-                    } else if let Some(lo) = nibble.take() {
-                        w.codes.push(lo | (held << 4));
-                    } else {
-                        nibble = Some(held);
-                    }
+                    });
                 }
             }
         }
+        w.codes = row_major_codes(kind, held);
         Ok(w.into_panels())
     }
 
