@@ -350,9 +350,9 @@ fn both_modes_follow_the_documented_arithmetic() -> Res {
                     };
                     let raw: i32 = (0..g).map(|j| qx[j] * code(j)).sum();
                     let d = if *name == "asym4" { raw - z[at] as i32 * sum } else { raw };
-                    acc += (sx * s[at]) * d as f32;
+                    acc = s[at].mul_add(sx * d as f32, acc);
                     if *name == "q4_1" {
-                        acc += (sx * mins[at]) * sum as f32;
+                        acc = mins[at].mul_add(sx * sum as f32, acc);
                     }
                 }
                 assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "{name} ({i}, {c})");

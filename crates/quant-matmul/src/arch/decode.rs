@@ -58,6 +58,18 @@ impl GroupCodes {
             GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Sym8 | GroupCodes::Levels4 => false,
         }
     }
+
+    /// What the unsigned bytes the VNNI kernels multiply exceed the signed value by, the same
+    /// for every group: 8 for `Sym4` (`q + 8` stored), 128 for the 8-bit codes and levels (the
+    /// top bit flipped), 0 where the stored code is the value (`Min4`) or the zero point
+    /// varies by channel (`Asym4`).
+    pub(crate) fn unsigned_offset(self) -> i32 {
+        match self {
+            GroupCodes::Sym4 => 8,
+            GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => 128,
+            GroupCodes::Asym4 | GroupCodes::Min4 => 0,
+        }
+    }
 }
 
 /// Output channels per lane group: the eight lanes of a ymm register, the unit the driver,
@@ -346,18 +358,33 @@ impl<'a> WidePanel<'a> {
 pub(crate) struct QuantizedRows<'a> {
     pub(crate) k: usize,
     pub(crate) group: usize,
+    /// Rows.
+    pub(crate) m: usize,
     /// Codes in input order, row after row.
     pub(crate) q: &'a [i8],
-    /// Scale per group, row after row.
+    /// Scale per group, at [`QuantizedRows::at`].
     pub(crate) scales: &'a [f32],
-    /// `Σ q` per group, row after row.
+    /// `Σ q` per group, at [`QuantizedRows::at`].
     pub(crate) sums: &'a [i32],
+    /// `s_x · Σ q` per group (an `f32` product), at [`QuantizedRows::at`]: what a group's
+    /// minimum multiplies.
+    pub(crate) scaled_sums: &'a [f32],
+    /// `-o · Σ q` per group, at [`QuantizedRows::at`], `o` the weights'
+    /// [`GroupCodes::unsigned_offset`]: where a VNNI kernel's integer sum starts, so that it
+    /// ends at the signed dot product.
+    pub(crate) offset_sums: &'a [i32],
 }
 
 impl QuantizedRows<'_> {
     /// Groups per row.
     pub(crate) fn groups(&self) -> usize {
         self.k / self.group
+    }
+
+    /// Where row `r`'s group `g` is in the per-group arrays: group after group, the rows of
+    /// each group next to each other (so that a kernel's consecutive rows read one pointer).
+    pub(crate) fn at(&self, r: usize, g: usize) -> usize {
+        g * self.m + r
     }
 }
 
@@ -402,7 +429,8 @@ pub(crate) trait DecodeKernel: TierKernels {
     ///
     /// # Safety
     /// The CPU has the tier; `p` is a lane group of `w`, whose layout the tier takes; every row
-    /// of `rows` is a row of `a`; `a` and `w` have the same `K` and group size.
+    /// of `rows` is a row of `a`, and they are consecutive (`rows[i] = rows[0] + i`); `a` and
+    /// `w` have the same `K` and group size.
     unsafe fn panel_i8<const R: usize>(
         w: &Panels<'_>,
         a: &QuantizedRows<'_>,
@@ -460,7 +488,7 @@ pub(crate) fn reference_panel_i8<const R: usize>(
     let mut out = [[0f32; PANEL]; R];
     for (o, &r) in out.iter_mut().zip(&rows) {
         let q = &a.q[r * k..(r + 1) * k];
-        let (sx, sums) = (&a.scales[r * groups..(r + 1) * groups], &a.sums[r * groups..(r + 1) * groups]);
+
         for (l, y) in o.iter_mut().enumerate() {
             let c = p * PANEL + l;
             if c >= w.n() {
@@ -471,10 +499,10 @@ pub(crate) fn reference_panel_i8<const R: usize>(
                 let (s_w, z, min) = w.params(c, g);
                 let qg = &q[g * group..(g + 1) * group];
                 let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
-                let d = raw - z * sums[g];
-                acc += (sx[g] * s_w) * d as f32;
+                let d = raw - z * a.sums[a.at(r, g)];
+                acc = fma_f32(s_w, a.scales[a.at(r, g)] * d as f32, acc);
                 if w.codes_kind().has_min() {
-                    acc += (sx[g] * min) * sums[g] as f32;
+                    acc = fma_f32(min, a.scaled_sums[a.at(r, g)], acc);
                 }
             }
             *y = acc;

@@ -41,10 +41,14 @@
 //!    weights), and for the formats with a minimum (`Q4_1`, `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K`)
 //!    `σ_g = Σ q_k`. Levels (`MXFP4`, `IQ4_NL`, `IQ4_XS`) enter as the integers `L[u_k]`, looked up from a
 //!    16-entry table in registers (`vpshufb`), not gathered from memory.
-//! 3. In `f32`, in this order, one rounding per operation and no fused multiply-add:
-//!    `acc = 0; for g in groups: acc = acc + (s_x,g · s_w,g) · d_g`, plus, with a minimum,
-//!    `acc = acc + (s_x,g · m_g) · σ_g` right after; then `y = acc + bias`. `d_g` and `σ_g`
-//!    are exact in `f32` (`|d_g| <= 127 · 128 · 256 < 2^24`).
+//! 3. In `f32`, in this order, with `fma(a, b, c)` the fused multiply-add rounded once
+//!    ([`quant_traits::cast::fma_f32`]): `acc = 0; for g in groups: acc = fma(s_w,g,
+//!    s_x,g · d_g, acc)`, plus, with a minimum, `acc = fma(m_g, s_x,g · σ_g, acc)` right
+//!    after; then `y = acc + bias`. `d_g` and `σ_g` are exact in `f32`
+//!    (`|d_g| <= 127 · 128 · 256 < 2^24`); the products `s_x,g · d_g` and `s_x,g · σ_g` are
+//!    rounded once each (the second is computed once per row and group, with the codes). This
+//!    is the float mode's step 3 with the group's partial sum `s_x,g · d_g`: two operations a
+//!    group and row on top of the integer dot product, three with a minimum.
 //!
 //! **Error bound.** Against the exact product with the dequantized weights
 //! (`y* = Σ_k x_k · w_k + bias`, [`GroupWeights::value`]):
@@ -52,7 +56,8 @@
 //! where `T = Σ_g |s_x,g · s_w,g · d_g| (+ |s_x,g · m_g · σ_g|) + |bias|`, `u = 2^-24` and
 //! `γ(n) = n·u / (1 - n·u)`: the first term is the activations' rounding (half a step, the
 //! `f32` division adding at most `127 · 2^-24` steps), the second the `f32` arithmetic of
-//! step 3. The tests check it on random data and on data with outliers.
+//! step 3 (two roundings a term, one for its product and one for its `fma`, and the bias
+//! one). The tests check it on random data and on data with outliers.
 //!
 //! # The float-activation mode ([`GroupGemm::float_activations`])
 //! `x` is converted exactly to `f32`. For each row, output channel and group `g`, with
@@ -99,25 +104,34 @@ pub struct GroupGemm {
 /// Every row of `x` quantized to `i8` per group (step 1 of the module docs).
 pub(crate) struct Activations {
     k: usize,
+    m: usize,
     group: usize,
     /// Codes in input order, row after row.
     pub(crate) q: Vec<i8>,
-    /// Scale per group, row after row.
+    /// Scale per group, at `g · m + r` (group after group).
     pub(crate) scales: Vec<f32>,
-    /// `Σ q` per group, row after row.
+    /// `Σ q` per group, at `g · m + r` (group after group).
     pub(crate) sums: Vec<i32>,
+    /// `s_x · Σ q` per group, at `g · m + r` (group after group).
+    pub(crate) scaled_sums: Vec<f32>,
+    /// `-o · Σ q` per group, at `g · m + r` (group after group) (`o` the weights' unsigned offset).
+    pub(crate) offset_sums: Vec<i32>,
 }
 
 impl Activations {
-    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize) -> Self {
+    #[expect(clippy::as_conversions, reason = "a group's sum of codes (|Σ q| <= 127 · 256) to f32: exact")]
+    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32) -> Self {
         let (m, k) = (x.rows(), x.cols());
         let groups = k / group;
         let mut a = Activations {
             k,
+            m,
             group,
             q: alloc::vec![0; m * k],
             scales: alloc::vec![0.0; m * groups],
             sums: alloc::vec![0; m * groups],
+            scaled_sums: alloc::vec![0.0; m * groups],
+            offset_sums: alloc::vec![0; m * groups],
         };
         let mut xf = alloc::vec![0f32; group];
         for r in 0..m {
@@ -127,8 +141,11 @@ impl Activations {
                     *d = f32::from_f64_nearest(v.to_f64_exact()); // exact for f32, f16, bf16
                 }
                 let q = &mut a.q[r * k + g * group..r * k + (g + 1) * group];
-                a.scales[r * groups + g] = quantize_group(&xf, q);
-                a.sums[r * groups + g] = q.iter().map(|&v| i32::from(v)).sum();
+                let (s, sum) = (quantize_group(&xf, q), q.iter().map(|&v| i32::from(v)).sum());
+                a.scales[g * m + r] = s;
+                a.sums[g * m + r] = sum;
+                a.scaled_sums[g * m + r] = s * sum as f32; // `sum` exact: |Σ q| <= 127 · 256
+                a.offset_sums[g * m + r] = -offset * sum;
             }
         }
         a
@@ -136,7 +153,16 @@ impl Activations {
 
     /// The view the kernels read.
     fn view(&self) -> QuantizedRows<'_> {
-        QuantizedRows { k: self.k, group: self.group, q: &self.q, scales: &self.scales, sums: &self.sums }
+        QuantizedRows {
+            k: self.k,
+            group: self.group,
+            m: self.m,
+            q: &self.q,
+            scales: &self.scales,
+            sums: &self.sums,
+            scaled_sums: &self.scaled_sums,
+            offset_sums: &self.offset_sums,
+        }
     }
 }
 
@@ -243,7 +269,7 @@ impl GroupGemm {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         w.check_layout(tier)?;
-        let acts = Activations::quantize(&x, w.group_size());
+        let acts = Activations::quantize(&x, w.group_size(), w.codes_kind().unsigned_offset());
         drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
     }
@@ -385,6 +411,7 @@ impl Mode for Activations {
     ) -> [[[f32; PANEL]; P]; R] {
         let (wv, a) = (w.view(), self.view());
         assert!(rows.iter().all(|&r| (r + 1) * a.k <= a.q.len()), "rows of the activations");
+        assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i), "consecutive rows");
         assert!((p + P) * PANEL <= w.n().next_multiple_of(w.width()), "lane groups {p}..{} of {}", p + P, w.n());
         dispatch!(tier, K => {
             // Two lane groups starting on an even one: the halves of a 16-channel panel.

@@ -155,36 +155,72 @@ unsafe fn quad_zmm(x: *const i8) -> __m512i {
     _mm512_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
 }
 
-/// One group's sixteen dot products for each of `R` rows, 4-bit weights: per step of eight
-/// inputs one 64-byte load split into its low and high nibbles and two `vpdpbusd` a row.
+/// Each row's integer chains of a group, started at `init` (the row's `-o · Σ q`, so that the
+/// sum ends at the signed dot product): one chain a row from four rows on (enough
+/// independent `vpdpbusd` in flight), two below (the second started at 0), summed at the end
+/// (exact integers, so the split changes nothing).
+///
+/// # Safety
+/// AVX-512 F present.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn chains<const R: usize>(init: [i32; R]) -> [[__m512i; 2]; R] {
+    init.map(|v| [_mm512_set1_epi32(v), _mm512_setzero_si512()])
+}
+
+/// The chain a row's `n`-th `vpdpbusd` of a step goes to (see [`chains`]).
+const fn chain<const R: usize>(n: usize) -> usize {
+    if R >= 4 {
+        0
+    } else {
+        n % 2
+    }
+}
+
+/// The sum of a row's chains (see [`chains`]).
+///
+/// # Safety
+/// AVX-512 F present.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn total<const R: usize>(acc: [[__m512i; 2]; R]) -> [__m512i; R] {
+    acc.map(|[a, b]| if R >= 4 { a } else { _mm512_add_epi32(a, b) })
+}
+
+/// One group's sixteen dot products for each of `R` rows, 4-bit weights, plus `init`: per
+/// step of eight inputs one 64-byte load split into its low and high nibbles and two
+/// `vpdpbusd` a row.
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 8` bytes; each `xs[i]` points to the group's `group`
 /// activation codes (`group` a multiple of 16); AVX-512 F/BW and VNNI present.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
+unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize, init: [i32; R]) -> [__m512i; R] {
     let nibble = _mm512_set1_epi8(0x0f);
-    // Two chains a row (low and high nibbles), summed at the end (exact integers).
-    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // SAFETY: AVX-512 F present (this function's features).
+    let mut acc = unsafe { chains(init) };
     for e in 0..group / 8 {
         // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
         unsafe {
             let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
             let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
             for i in 0..R {
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], lo, quad_zmm(xs[i].add(8 * e)));
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], hi, quad_zmm(xs[i].add(8 * e + 4)));
+                let (c0, c1) = (chain::<R>(0), chain::<R>(1));
+                acc[i][c0] = _mm512_dpbusd_epi32(acc[i][c0], lo, quad_zmm(xs[i].add(8 * e)));
+                acc[i][c1] = _mm512_dpbusd_epi32(acc[i][c1], hi, quad_zmm(xs[i].add(8 * e + 4)));
             }
         }
     }
-    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+    // SAFETY: as above.
+    unsafe { total(acc) }
 }
 
-/// One group's sixteen sums `Σ (L[u] + 128) · q` for each of `R` rows, `Levels4` weights:
-/// each step's nibbles looked up in a table of the levels plus 128 in registers (`vpshufb` on
-/// each 128-bit quarter), unsigned bytes `0..=255` that `vpdpbusd` takes as they are; the
-/// caller subtracts `128 · Σ q` (exact: `|Σ| <= 255 · 127 · 256 < 2^31`).
+/// One group's sixteen sums `init + Σ (L[u] + 128) · q` for each of `R` rows, `Levels4`
+/// weights: each step's nibbles looked up in a table of the levels plus 128 in registers
+/// (`vpshufb` on each 128-bit quarter), unsigned bytes `0..=255` that `vpdpbusd` takes as
+/// they are; `init = -128 · Σ q` makes it the signed dot product (exact: every partial sum
+/// is at most `255 · 127 · 256 < 2^31` in magnitude).
 ///
 /// # Safety
 /// As [`four_zmm`].
@@ -195,14 +231,15 @@ unsafe fn levels_zmm<const R: usize>(
     xs: [*const i8; R],
     group: usize,
     levels: &[i8; 16],
+    init: [i32; R],
 ) -> [__m512i; R] {
     let nibble = _mm512_set1_epi8(0x0f);
     // L + 128: flipping an i8's top bit adds 128 to it as a u8.
     let offset: [u8; 16] = core::array::from_fn(|i| levels[i].to_ne_bytes()[0] ^ 0x80);
     // SAFETY: a 16-byte load of a 16-byte array.
     let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(offset.as_ptr().cast()) });
-    // Two chains a row (low and high nibbles), summed at the end (exact integers).
-    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // SAFETY: AVX-512 F present (this function's features).
+    let mut acc = unsafe { chains(init) };
     for e in 0..group / 8 {
         // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
         unsafe {
@@ -210,43 +247,46 @@ unsafe fn levels_zmm<const R: usize>(
             let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
             let (lo, hi) = (_mm512_shuffle_epi8(table, lo), _mm512_shuffle_epi8(table, hi));
             for i in 0..R {
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], lo, quad_zmm(xs[i].add(8 * e)));
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], hi, quad_zmm(xs[i].add(8 * e + 4)));
+                let (c0, c1) = (chain::<R>(0), chain::<R>(1));
+                acc[i][c0] = _mm512_dpbusd_epi32(acc[i][c0], lo, quad_zmm(xs[i].add(8 * e)));
+                acc[i][c1] = _mm512_dpbusd_epi32(acc[i][c1], hi, quad_zmm(xs[i].add(8 * e + 4)));
             }
         }
     }
-    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+    // SAFETY: as above.
+    unsafe { total(acc) }
 }
 
-/// One group's sixteen sums `Σ (w + 128) · q` for each of `R` rows, 8-bit weights: each step's
-/// codes with their top bit flipped are `w + 128` as unsigned bytes, which `vpdpbusd` takes as
-/// they are (one `vpxord` a step for every row); the caller subtracts `128 · Σ q` (exact:
-/// `|Σ| <= 255 · 127 · 256 < 2^31`).
+/// One group's sixteen sums `init + Σ (w + 128) · q` for each of `R` rows, 8-bit weights: each
+/// step's codes with their top bit flipped are `w + 128` as unsigned bytes, which `vpdpbusd`
+/// takes as they are (one `vpxord` a step for every row); `init = -128 · Σ q` makes it the
+/// signed dot product (exact: every partial sum is at most `255 · 127 · 256 < 2^31` in
+/// magnitude).
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 16` bytes; each `xs[i]` the group's `group` codes;
 /// AVX-512 F/BW and VNNI present.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize) -> [__m512i; R] {
+unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize, init: [i32; R]) -> [__m512i; R] {
     let flip = _mm512_set1_epi8(i8::MIN);
-    // Two chains a row (even and odd steps), summed at the end: the sums are exact integers,
-    // so the split does not change them, and a single row keeps two dot products in flight.
-    let mut acc = [[_mm512_setzero_si512(); 2]; R];
-    // `group / 4` is even (`group` a multiple of 16): steps in pairs.
+    // SAFETY: AVX-512 F present (this function's features).
+    let mut acc = unsafe { chains(init) };
+    // `group / 4` is even (`group` a multiple of 16): steps in pairs, one to each chain.
     for q in (0..group / 4).step_by(2) {
-        for (chain, q) in [q, q + 1].into_iter().enumerate() {
+        for (n, q) in [q, q + 1].into_iter().enumerate() {
             // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
             unsafe {
                 let v = _mm512_xor_si512(_mm512_loadu_si512(codes.as_ptr().add(q * 64).cast()), flip);
                 for i in 0..R {
-                    let c = &mut acc[i][chain];
+                    let c = &mut acc[i][chain::<R>(n)];
                     *c = _mm512_dpbusd_epi32(*c, v, quad_zmm(xs[i].add(4 * q)));
                 }
             }
         }
     }
-    acc.map(|[a, b]| _mm512_add_epi32(a, b))
+    // SAFETY: as above.
+    unsafe { total(acc) }
 }
 
 /// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
@@ -257,7 +297,6 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
 /// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout, whose codes
 /// are of `KIND`; every row of `rows` is a row of `a`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[expect(clippy::as_conversions, reason = "the zmm decode kernel's i32 sum of activation codes (< 2^24) to f32")]
 unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
     w: &Panels<'_>,
     a: &QuantizedRows<'_>,
@@ -267,8 +306,12 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
     let (k, group, groups) = (a.k, a.group, a.groups());
     let kind = kind_of(KIND);
     debug_assert_eq!(kind, w.codes_kind());
+    debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
     let panel = w.wide_panel(p);
     let gb = panel.codes(0).len();
+    // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
+    // SAFETY: every row holds `k` codes (caller).
+    let xs0: [*const i8; R] = rows.map(|r| unsafe { a.q.as_ptr().add(r * k) });
     let mut acc = [_mm512_setzero_ps(); R];
     for g in 0..groups {
         let codes = panel.codes(g);
@@ -277,45 +320,44 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
         for line in (0..gb).step_by(64) {
             _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + line).cast());
         }
-        let mut xs = [core::ptr::null::<i8>(); R];
-        for (x, &r) in xs.iter_mut().zip(&rows) {
-            // SAFETY: every row holds `k` codes (caller), so group `g` starts inside it.
-            *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
-        }
+        let at = a.at(rows[0], g);
+        // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries
+        // of the per-group arrays from `at` are inside those (consecutive rows, caller).
+        let (xs, init, sx, scaled) = unsafe {
+            (
+                xs0.map(|x| x.add(g * group)),
+                // Each row's `-o · Σ q`, where its integer sums start.
+                core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
+                a.scales.as_ptr().add(at),
+                a.scaled_sums.as_ptr().add(at),
+            )
+        };
         // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
         // group's activations (`group` a multiple of 16); CPU features as above.
         let raw = unsafe {
             match kind {
-                GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group),
-                GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels),
-                GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group),
+                GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
+                GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels, init),
+                GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
             }
         };
         let (sw, z, mn) = panel.params(g);
         // SAFETY: the slices hold 16 values (or are empty for the formats without them, which
-        // never read them).
+        // never read them); `sx` and `scaled` hold `R` values (above).
         unsafe {
             let swv = _mm512_loadu_ps(sw.as_ptr());
+            let mnv = if kind.has_min() { _mm512_loadu_ps(mn.as_ptr()) } else { _mm512_setzero_ps() };
             for i in 0..R {
-                let at = rows[i] * groups + g;
-                let sum = a.sums[at];
-                let d = match kind {
-                    GroupCodes::Sym4 => _mm512_sub_epi32(raw[i], _mm512_set1_epi32(8 * sum)),
-                    GroupCodes::Levels4 | GroupCodes::Sym8 | GroupCodes::Min8 => {
-                        _mm512_sub_epi32(raw[i], _mm512_set1_epi32(128 * sum))
-                    }
-                    GroupCodes::Asym4 => {
-                        let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
-                        _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(sum)))
-                    }
-                    GroupCodes::Min4 => raw[i],
+                let d = if kind == GroupCodes::Asym4 {
+                    let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
+                    _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(a.sums[at + i])))
+                } else {
+                    raw[i] // the offset is in `init`
                 };
-                let sxv = _mm512_set1_ps(a.scales[at]);
-                let t = _mm512_mul_ps(sxv, swv);
-                acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_cvtepi32_ps(d)));
+                let part = _mm512_mul_ps(_mm512_set1_ps(*sx.add(i)), _mm512_cvtepi32_ps(d));
+                acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
                 if kind.has_min() {
-                    let t = _mm512_mul_ps(sxv, _mm512_loadu_ps(mn.as_ptr()));
-                    acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(t, _mm512_set1_ps(sum as f32)));
+                    acc[i] = _mm512_fmadd_ps(mnv, _mm512_set1_ps(*scaled.add(i)), acc[i]);
                 }
             }
         }

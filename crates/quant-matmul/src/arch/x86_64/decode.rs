@@ -21,16 +21,18 @@
 //!   most `2 · 128 · 127 < 2^15`.
 //!
 //! From there every lane does the reference's `f32` operations in the reference's order
-//! (`t = s_x · s_w; acc = acc + t · d`, no fused multiply-add), so the result is the same on
-//! every tier.
+//! (`acc = fma(s_w, s_x · d, acc)`, then `acc = fma(m, s_x · σ, acc)` with a minimum), so the
+//! result is the same on every tier.
 //!
 //! The zmm kernel does the same on sixteen lanes, one 64-byte load a step. Its 8-bit codes and
 //! its levels (`Levels4`, looked up with `vpshufb`) go to `vpdpbusd` as `w + 128`, unsigned
 //! bytes (the top bit flipped, once a step for every row), and `128 · Σ q` is subtracted per
-//! group, as `Sym4`'s offset of 8 is: exact, and no per-row sign work (`vpdpbusd` does not
-//! saturate, where AVX2's `vpmaddubsw` would). Each row keeps two integer chains
-//! (exact, so summing them at the end changes nothing), and the codes are prefetched 2 KiB
-//! ahead: with one row they stream from memory once. The eight-channel kernels read a
+//! group, as `Sym4`'s offset of 8 is: each row's integer sum starts at `-o · Σ q`
+//! (precomputed with the codes), so the offset costs nothing per group, and there is no
+//! per-row sign work (`vpdpbusd` does not saturate, where AVX2's `vpmaddubsw` would). Below
+//! four rows each row keeps two integer chains (exact, so summing them at the end changes
+//! nothing); the rows are consecutive, so one pointer reaches every row's per-group values.
+//! The codes are prefetched 2 KiB ahead: with one row they stream from memory once. The eight-channel kernels read a
 //! 16-channel panel as its two halves (each step's first or last 32 bytes).
 
 use core::arch::x86_64::*;
@@ -63,17 +65,24 @@ unsafe fn nibbles(codes: *const u8, e: usize, step: usize) -> (__m256i, __m256i)
     (_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble))
 }
 
-/// One group's eight dot products for each of `R` rows, 4-bit weights, AVX2: each 32-byte load
-/// of codes (and its two nibble masks) serves every row.
+/// One group's eight sums `init + Σ u · q` for each of `R` rows, 4-bit weights, AVX2 (`init =
+/// -8 · Σ q` makes `Sym4`'s the signed dot product): each 32-byte load of codes (and its two
+/// nibble masks) serves every row.
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 4` bytes; each `xs[i]` points to the group's `group`
 /// activation codes (`group` a multiple of 16).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn four_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
+unsafe fn four_avx2<const R: usize>(
+    codes: &[u8],
+    step: usize,
+    xs: [*const i8; R],
+    group: usize,
+    init: [i32; R],
+) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_si256(); R];
+    let mut acc = init.map(|v| _mm256_set1_epi32(v));
     let steps = group / 8;
     for b in (0..steps).step_by(4) {
         let mut t = [_mm256_setzero_si256(); R];
@@ -95,8 +104,8 @@ unsafe fn four_avx2<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R
 }
 
 /// One group's eight dot products for each of `R` rows, 8-bit weights, AVX2: `|w| · (x ·
-/// sign(w))` (`vpmaddubsw` would saturate on `w + 128`; `_sums` is the VNNI kernels'
-/// argument, unused here).
+/// sign(w))` on the signed codes (`vpmaddubsw` would saturate on `w + 128`; `_init`, the VNNI
+/// kernels' start for `w + 128`, is unused here).
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 8` bytes; each `xs[i]` the group's `group` codes.
@@ -107,7 +116,7 @@ unsafe fn eight_avx2<const R: usize>(
     step: usize,
     xs: [*const i8; R],
     group: usize,
-    _sums: [i32; R],
+    _init: [i32; R],
 ) -> [__m256i; R] {
     let mut acc = [_mm256_setzero_si256(); R];
     for q in 0..group / 4 {
@@ -147,7 +156,7 @@ unsafe fn level_table(levels: &[i8; 16]) -> __m256i {
 
 /// One group's eight dot products for each of `R` rows, `Levels4` weights, AVX2: each step's
 /// nibbles looked up in the level table in registers (`vpshufb`), then as 8-bit weights
-/// (`_sums` unused, as in [`eight_avx2`]).
+/// (`_init` unused, as in [`eight_avx2`]).
 ///
 /// # Safety
 /// As [`four_avx2`].
@@ -159,7 +168,7 @@ unsafe fn levels_avx2<const R: usize>(
     xs: [*const i8; R],
     group: usize,
     levels: &[i8; 16],
-    _sums: [i32; R],
+    _init: [i32; R],
 ) -> [__m256i; R] {
     // SAFETY: AVX2 present (this function's features).
     let table = unsafe { level_table(levels) };
@@ -178,8 +187,8 @@ unsafe fn levels_avx2<const R: usize>(
 macro_rules! vnni_steps {
     ($four:ident, $eight:ident, $levels:ident, $features:literal, $dpbusd:ident) => {
         /// One group's eight dot products for each of `R` rows, `Levels4` weights: `vpdpbusd`
-        /// on the levels plus 128 looked up in registers (unsigned bytes), less `128 · Σ q`
-        /// (`sums`: each row's `Σ q` of the group).
+        /// on the levels plus 128 looked up in registers (unsigned bytes), from `init`
+        /// (each row's `-128 · Σ q` of the group).
         ///
         /// # Safety
         /// As [`four_avx2`]; the CPU has the features in `target_feature`.
@@ -191,13 +200,13 @@ macro_rules! vnni_steps {
             xs: [*const i8; R],
             group: usize,
             levels: &[i8; 16],
-            sums: [i32; R],
+            init: [i32; R],
         ) -> [__m256i; R] {
             // L + 128: flipping an i8's top bit adds 128 to it as a u8.
             let offset: [i8; 16] = core::array::from_fn(|i| levels[i] ^ i8::MIN);
             // SAFETY: AVX2 present (this function's features).
             let table = unsafe { level_table(&offset) };
-            let mut acc = [_mm256_setzero_si256(); R];
+            let mut acc = init.map(|v| _mm256_set1_epi32(v));
             for e in 0..group / 8 {
                 // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
                 unsafe {
@@ -209,17 +218,24 @@ macro_rules! vnni_steps {
                     }
                 }
             }
-            core::array::from_fn(|i| _mm256_sub_epi32(acc[i], _mm256_set1_epi32(128 * sums[i])))
+            acc
         }
 
-        /// One group's eight dot products for each of `R` rows, 4-bit weights, `vpdpbusd`.
+        /// One group's eight sums `init + Σ u · q` for each of `R` rows, 4-bit weights,
+        /// `vpdpbusd`.
         ///
         /// # Safety
         /// As [`four_avx2`]; the CPU has the features in `target_feature`.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn $four<const R: usize>(codes: &[u8], step: usize, xs: [*const i8; R], group: usize) -> [__m256i; R] {
-            let mut acc = [_mm256_setzero_si256(); R];
+        unsafe fn $four<const R: usize>(
+            codes: &[u8],
+            step: usize,
+            xs: [*const i8; R],
+            group: usize,
+            init: [i32; R],
+        ) -> [__m256i; R] {
+            let mut acc = init.map(|v| _mm256_set1_epi32(v));
             for e in 0..group / 8 {
                 // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
                 unsafe {
@@ -234,7 +250,8 @@ macro_rules! vnni_steps {
         }
 
         /// One group's eight dot products for each of `R` rows, 8-bit weights: `vpdpbusd` on
-        /// the codes plus 128 (the top bit flipped: unsigned bytes), less `128 · Σ q` (`sums`).
+        /// the codes plus 128 (the top bit flipped: unsigned bytes), from `init` (each row's
+        /// `-128 · Σ q`).
         ///
         /// # Safety
         /// As [`eight_avx2`]; the CPU has the features in `target_feature`.
@@ -245,10 +262,10 @@ macro_rules! vnni_steps {
             step: usize,
             xs: [*const i8; R],
             group: usize,
-            sums: [i32; R],
+            init: [i32; R],
         ) -> [__m256i; R] {
             let flip = _mm256_set1_epi8(i8::MIN);
-            let mut acc = [_mm256_setzero_si256(); R];
+            let mut acc = init.map(|v| _mm256_set1_epi32(v));
             for q in 0..group / 4 {
                 // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
                 unsafe {
@@ -258,7 +275,7 @@ macro_rules! vnni_steps {
                     }
                 }
             }
-            core::array::from_fn(|i| _mm256_sub_epi32(acc[i], _mm256_set1_epi32(128 * sums[i])))
+            acc
         }
     };
 }
@@ -326,7 +343,6 @@ macro_rules! group_kernel {
         /// # Safety
         /// As [`$name`]; `w`'s codes are of `KIND`.
         #[target_feature(enable = $features)]
-        #[expect(clippy::as_conversions, reason = "shuffle indices (< 16) as i8, code sums (< 2^24) to f32: exact")]
         unsafe fn $inner<const R: usize, const KIND: u8>(
             w: &Panels<'_>,
             a: &QuantizedRows<'_>,
@@ -336,50 +352,56 @@ macro_rules! group_kernel {
             let (k, group, groups) = (a.k, a.group, a.groups());
             let kind = kind_of(KIND);
             debug_assert_eq!(kind, w.codes_kind());
+            debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
             let panel = w.panel(p);
+            // Each row's codes; its per-group values are `R` consecutive entries from
+            // `a.at(rows[0], g)`.
+            // SAFETY: every row holds `k` codes (caller).
+            let xs0: [*const i8; R] = rows.map(|r| unsafe { a.q.as_ptr().add(r * k) });
             let mut acc = [_mm256_setzero_ps(); R];
             for g in 0..groups {
                 let codes = panel.codes(g);
-                let mut xs = [core::ptr::null::<i8>(); R];
-                for (x, &r) in xs.iter_mut().zip(&rows) {
-                    // SAFETY: every row holds `k` codes (caller), so group `g` starts inside it.
-                    *x = unsafe { a.q.as_ptr().add(r * k + g * group) };
-                }
-                // Each row's Σ q of the group (the offset kernels subtract 128 times it).
-                let sums: [i32; R] = core::array::from_fn(|i| a.sums[rows[i] * groups + g]);
+                let at = a.at(rows[0], g);
+                // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive
+                // entries of the per-group arrays from `at` are inside those (consecutive rows,
+                // caller).
+                let (xs, init, sx, scaled) = unsafe {
+                    (
+                        xs0.map(|x| x.add(g * group)),
+                        // Each row's `-o · Σ q`, where the VNNI kernels' integer sums start.
+                        core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
+                        a.scales.as_ptr().add(at),
+                        a.scaled_sums.as_ptr().add(at),
+                    )
+                };
                 // SAFETY: the panel holds the group's codes for eight channels; `xs` point to the
                 // group's activations (`group` a multiple of 16); CPU features as above.
                 let raw = unsafe {
                     match kind {
                         GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => {
-                            $four(codes, panel.step(), xs, group)
+                            $four(codes, panel.step(), xs, group, init)
                         }
-                        GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels, sums),
-                        GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, sums),
+                        GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels, init),
+                        GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, init),
                     }
                 };
                 let (sw, z, mn) = panel.params(g);
                 // SAFETY: the slices hold 8 values (or are empty for the formats without
-                // them, which never read them).
+                // them, which never read them); `sx` and `scaled` hold `R` values (above).
                 unsafe {
                     let swv = _mm256_loadu_ps(sw.as_ptr());
+                    let mnv = if kind.has_min() { _mm256_loadu_ps(mn.as_ptr()) } else { _mm256_setzero_ps() };
                     for i in 0..R {
-                        let at = rows[i] * groups + g;
-                        let sum = a.sums[at];
-                        let d = match kind {
-                            GroupCodes::Sym4 => _mm256_sub_epi32(raw[i], _mm256_set1_epi32(8 * sum)),
-                            GroupCodes::Asym4 => {
-                                let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()));
-                                _mm256_sub_epi32(raw[i], _mm256_mullo_epi32(zv, _mm256_set1_epi32(sum)))
-                            }
-                            GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => raw[i],
+                        let d = if kind == GroupCodes::Asym4 {
+                            let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()));
+                            _mm256_sub_epi32(raw[i], _mm256_mullo_epi32(zv, _mm256_set1_epi32(a.sums[at + i])))
+                        } else {
+                            raw[i] // the offset is in `init`, or absent
                         };
-                        let sxv = _mm256_set1_ps(a.scales[at]);
-                        let t = _mm256_mul_ps(sxv, swv);
-                        acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(t, _mm256_cvtepi32_ps(d)));
+                        let part = _mm256_mul_ps(_mm256_set1_ps(*sx.add(i)), _mm256_cvtepi32_ps(d));
+                        acc[i] = _mm256_fmadd_ps(swv, part, acc[i]);
                         if kind.has_min() {
-                            let t = _mm256_mul_ps(sxv, _mm256_loadu_ps(mn.as_ptr()));
-                            acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(t, _mm256_set1_ps(sum as f32)));
+                            acc[i] = _mm256_fmadd_ps(mnv, _mm256_set1_ps(*scaled.add(i)), acc[i]);
                         }
                     }
                 }
@@ -394,12 +416,12 @@ macro_rules! group_kernel {
     };
 }
 
-group_kernel!(panel_avx2, kinds_avx2, "avx2", four_avx2, eight_avx2, levels_avx2);
-group_kernel!(panel_avxvnni, kinds_avxvnni, "avx2,avxvnni", four_avxvnni, eight_avxvnni, levels_avxvnni);
+group_kernel!(panel_avx2, kinds_avx2, "avx2,fma", four_avx2, eight_avx2, levels_avx2);
+group_kernel!(panel_avxvnni, kinds_avxvnni, "avx2,fma,avxvnni", four_avxvnni, eight_avxvnni, levels_avxvnni);
 group_kernel!(
     panel_avx512vnni,
     kinds_avx512vnni,
-    "avx2,avx512f,avx512vl,avx512vnni",
+    "avx2,fma,avx512f,avx512vl,avx512vnni",
     four_avx512vnni,
     eight_avx512vnni,
     levels_avx512vnni
