@@ -425,6 +425,16 @@ pub(crate) trait DecodeKernel: TierKernels {
     /// ([`DecodeKernel::dequantize`]). The portable reference does neither.
     const FLOAT_SIMD: bool;
 
+    /// Step 1 of the int8 mode for one row's group: `x` quantized into `q`, the scale and
+    /// `Σ q` returned, bit for bit as [`reference_quantize_group`] (which this is unless a tier
+    /// vectorizes it).
+    ///
+    /// # Safety
+    /// The CPU has the tier; `x` and `q` have the same length, a multiple of 16.
+    unsafe fn quantize_group(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        reference_quantize_group(x, q)
+    }
+
     /// The int8 mode's lane group `p` (eight channels) for `rows`, before the bias.
     ///
     /// # Safety
@@ -511,6 +521,33 @@ pub(crate) fn reference_panel_i8<const R: usize>(
     out
 }
 
+/// Step 1 of the int8 mode (the `group` module's docs) for one row's group of activations: the
+/// codes into `q`, and the scale and `Σ q` returned. The reference every tier's
+/// [`DecodeKernel::quantize_group`] reproduces.
+///
+/// Its rounding `round_ties_even(y)` is `(y + 1.5 · 2^23) - 1.5 · 2^23`, exact for `|y| < 2^22`
+/// (the sum lies where the `f32` spacing is 1, so its one rounding is to the nearest integer,
+/// ties to even; `1.5 · 2^23` is even) and `|y| = |x_k / s_x| <= 128` here: the same operation
+/// in every tier's vector registers.
+#[expect(clippy::as_conversions, reason = "an activation code clamped to -127..=127, to i8")]
+pub(crate) fn reference_quantize_group(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        q.fill(0);
+        return (0.0, 0);
+    }
+    let s = amax / 127.0;
+    for (o, &v) in q.iter_mut().zip(x) {
+        let r = ((v / s) + ROUND) - ROUND;
+        *o = r.clamp(-127.0, 127.0) as i8;
+    }
+    (s, q.iter().map(|&v| i32::from(v)).sum())
+}
+
+/// `1.5 · 2^23`: adding and subtracting it rounds an `f32` of magnitude below `2^22` to an
+/// integer, ties to even.
+pub(crate) const ROUND: f32 = 12_582_912.0;
+
 /// The float mode's reference (portable) kernel: panel `p`'s eight output channels for each of
 /// `rows`, before the bias (steps 1 to 3 of the `group` module's docs). Channels past `N` come out as 0.
 #[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize, sums and codes (< 2^24) to f32: exact")]
@@ -547,4 +584,31 @@ pub(crate) fn reference_panel_f32<const R: usize>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod activation_tests {
+    use super::reference_quantize_group as quantize_group;
+    use quant_traits::cast::round_ties_even;
+
+    /// The codes are `round_ties_even(x / s)`: ties go to the even neighbour, on both signs,
+    /// and every other value to the nearest, as the documented step 1 says.
+    #[test]
+    #[expect(clippy::as_conversions, reason = "test values, small integers")]
+    fn activation_codes_round_ties_to_even() {
+        // amax = 127 makes s = 1 exactly, so x / s = x and the ties are exact.
+        let x = [127.0f32, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 3.49, -3.51, 0.0, -127.0, 64.5, 65.5, 0.25];
+        let mut q = [0i8; 16];
+        assert_eq!(quantize_group(&x, &mut q), (1.0, 129));
+        assert_eq!(q, [127, 0, 2, 2, 0, -2, -2, 126, -126, 3, -4, 0, -127, 64, 66, 0]);
+        // And on values that are not ties, the same codes as `round_ties_even` in `f64`.
+        let y: [f32; 16] = core::array::from_fn(|i| (i as f32 - 7.3) * 0.37 + 1e-3 * (i * i) as f32);
+        let (s, sum) = quantize_group(&y, &mut q);
+        assert_eq!(sum, q.iter().map(|&c| i32::from(c)).sum::<i32>());
+        let amax = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(s, amax / 127.0);
+        for (v, c) in y.iter().zip(q) {
+            assert_eq!(f64::from(c), round_ties_even(f64::from(v / s)).clamp(-127.0, 127.0), "{v}");
+        }
+    }
 }

@@ -86,7 +86,6 @@ mod weights;
 
 use alloc::vec::Vec;
 
-use quant_traits::cast::round_ties_even;
 use quant_traits::{QuantError, QuantFloat};
 
 use crate::arch::decode::{DecodeKernel, FloatRows, QuantizedRows, PANEL, WIDE};
@@ -120,7 +119,12 @@ pub(crate) struct Activations {
 
 impl Activations {
     #[expect(clippy::as_conversions, reason = "a group's sum of codes (|Σ q| <= 127 · 256) to f32: exact")]
-    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32) -> Self {
+    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32, tier: Tier) -> Self {
+        dispatch!(tier, K => Self::quantize_on::<K, F>(x, group, offset))
+    }
+
+    /// [`Activations::quantize`] with `K`'s step 1.
+    fn quantize_on<K: DecodeKernel, F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32) -> Self {
         let (m, k) = (x.rows(), x.cols());
         let groups = k / group;
         let mut a = Activations {
@@ -141,7 +145,9 @@ impl Activations {
                     *d = f32::from_f64_nearest(v.to_f64_exact()); // exact for f32, f16, bf16
                 }
                 let q = &mut a.q[r * k + g * group..r * k + (g + 1) * group];
-                let (s, sum) = (quantize_group(&xf, q), q.iter().map(|&v| i32::from(v)).sum());
+                // SAFETY: `K`'s tier was resolved (the CPU has it); `xf` and `q` hold one group
+                // (a multiple of 16).
+                let (s, sum) = unsafe { K::quantize_group(&xf, q) };
                 a.scales[g * m + r] = s;
                 a.sums[g * m + r] = sum;
                 a.scaled_sums[g * m + r] = s * sum as f32; // `sum` exact: |Σ q| <= 127 · 256
@@ -164,22 +170,6 @@ impl Activations {
             offset_sums: &self.offset_sums,
         }
     }
-}
-
-/// One row's group of activations quantized to `i8`: the scale and the codes.
-#[expect(clippy::as_conversions, reason = "an activation code clamped to -127..=127, to i8")]
-fn quantize_group(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    if amax == 0.0 {
-        q.fill(0);
-        return 0.0;
-    }
-    let s = amax / 127.0;
-    for (o, &v) in q.iter_mut().zip(x) {
-        let r = round_ties_even(f64::from(v / s)).clamp(-127.0, 127.0);
-        *o = r as i8;
-    }
-    s
 }
 
 /// Every row of `x` converted to `f32`, and for the formats with a minimum the per-group sums the minimums
@@ -269,7 +259,7 @@ impl GroupGemm {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         w.check_layout(tier)?;
-        let acts = Activations::quantize(&x, w.group_size(), w.codes_kind().unsigned_offset());
+        let acts = Activations::quantize(&x, w.group_size(), w.codes_kind().unsigned_offset(), tier);
         drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
     }

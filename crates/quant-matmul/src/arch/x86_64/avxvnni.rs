@@ -77,6 +77,11 @@ impl DecodeKernel for AvxVnni {
     const WIDTH: usize = PANEL;
     const FLOAT_SIMD: bool = true;
 
+    unsafe fn quantize_group(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        // SAFETY: the tier includes AVX2; the lengths are the trait's contract.
+        unsafe { super::decode::quantize_group(x, q) }
+    }
+
     unsafe fn panel_i8<const R: usize>(
         w: &Panels<'_>,
         a: &QuantizedRows<'_>,

@@ -37,7 +37,55 @@
 
 use core::arch::x86_64::*;
 
-use crate::arch::decode::{FloatRows, GroupCodes, Panel, Panels, QuantizedRows, PANEL};
+use crate::arch::decode::{FloatRows, GroupCodes, Panel, Panels, QuantizedRows, PANEL, ROUND};
+
+/// Step 1 of the int8 mode for one row's group, eight lanes at a time, every operation the
+/// reference's ([`crate::arch::decode::reference_quantize_group`]): the maximum magnitude
+/// (exact, in any order), one `f32` division a value, the `1.5 · 2^23` rounding, the clamp,
+/// then the integers (exact) packed to bytes; and `Σ q`.
+///
+/// # Safety
+/// AVX2 present; `x` and `q` have the same length, a multiple of 16.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize_group(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    debug_assert!(x.len() == q.len() && x.len().is_multiple_of(16));
+    let magnitude = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_setzero_ps();
+    for c in x.chunks_exact(8) {
+        // SAFETY: an 8-value chunk.
+        m = _mm256_max_ps(m, _mm256_andnot_ps(magnitude, unsafe { _mm256_loadu_ps(c.as_ptr()) }));
+    }
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
+    if amax == 0.0 {
+        q.fill(0);
+        return (0.0, 0);
+    }
+    let s = amax / 127.0;
+    let (sv, round) = (_mm256_set1_ps(s), _mm256_set1_ps(ROUND));
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let code = |v: __m256| {
+        let r = _mm256_sub_ps(_mm256_add_ps(_mm256_div_ps(v, sv), round), round);
+        _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi)) // integers: exact
+    };
+    let mut sums = _mm256_setzero_si256();
+    for (c, o) in x.chunks_exact(16).zip(q.chunks_exact_mut(16)) {
+        // SAFETY: 16-value chunks of `x` and `q`.
+        unsafe {
+            let (a, b) = (code(_mm256_loadu_ps(c.as_ptr())), code(_mm256_loadu_ps(c.as_ptr().add(8))));
+            sums = _mm256_add_epi32(sums, _mm256_add_epi32(a, b));
+            // `packs` works within 128-bit halves: a0..3 b0..3 a4..7 b4..7, reordered to a, b.
+            let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+            let bytes = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+            _mm_storeu_si128(o.as_mut_ptr().cast(), bytes);
+        }
+    }
+    let t = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256::<1>(sums));
+    let t = _mm_add_epi32(t, _mm_shuffle_epi32::<0b01_00_11_10>(t));
+    let t = _mm_add_epi32(t, _mm_shuffle_epi32::<0b10_11_00_01>(t));
+    (s, _mm_cvtsi128_si32(t))
+}
 
 /// Four activation codes broadcast to every 32-bit lane.
 ///
@@ -677,4 +725,48 @@ unsafe fn panels_fma<const R: usize, const P: usize>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::arch::decode::reference_quantize_group;
+
+    /// The vectorized step 1 gives the reference's codes, scale and sum bit for bit: on
+    /// random groups at every scale, on exact ties (`amax = 127`, so `s = 1`), on zeros and on
+    /// a single large value among small ones.
+    #[test]
+    #[expect(clippy::as_conversions, reason = "test data from a counter")]
+    fn vectorized_activation_quantization_is_the_reference() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return; // no AVX2 tier on this CPU: nothing to compare
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5 // [-0.5, 0.5)
+        };
+        let mut groups: Vec<Vec<f32>> = Vec::new();
+        for len in [16, 32, 64, 256] {
+            for scale in [1e-30f32, 1e-3, 1.0, 3e4, 1e30] {
+                groups.push((0..len).map(|_| next() * scale).collect());
+            }
+            groups.push(vec![0.0; len]);
+            let mut ties: Vec<f32> = (0..len).map(|i| (i % 64) as f32 - 31.5).collect();
+            ties[len - 1] = -127.0;
+            groups.push(ties);
+            let mut spike: Vec<f32> = (0..len).map(|_| next() * 1e-3).collect();
+            spike[len / 2] = 500.0;
+            groups.push(spike);
+        }
+        for x in &groups {
+            let (mut want, mut got) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+            let (ws, wsum) = reference_quantize_group(x, &mut want);
+            // SAFETY: AVX2 detected above; equal lengths, a multiple of 16.
+            let (gs, gsum) = unsafe { super::quantize_group(x, &mut got) };
+            assert_eq!((gs.to_bits(), gsum), (ws.to_bits(), wsum), "{x:?}");
+            assert_eq!(got, want, "{x:?}");
+        }
+    }
 }
