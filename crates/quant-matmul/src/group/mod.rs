@@ -118,12 +118,12 @@ pub(crate) struct Activations {
 }
 
 impl Activations {
-    #[expect(clippy::as_conversions, reason = "a group's sum of codes (|Σ q| <= 127 · 256) to f32: exact")]
     fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32, tier: Tier) -> Self {
         dispatch!(tier, K => Self::quantize_on::<K, F>(x, group, offset))
     }
 
     /// [`Activations::quantize`] with `K`'s step 1.
+    #[expect(clippy::as_conversions, reason = "a group's sum of codes (|Σ q| <= 127 · 256) to f32: exact")]
     fn quantize_on<K: DecodeKernel, F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32) -> Self {
         let (m, k) = (x.rows(), x.cols());
         let groups = k / group;
