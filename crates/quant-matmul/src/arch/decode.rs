@@ -157,6 +157,66 @@ pub(crate) struct Panels<'a> {
     pub(crate) mins: &'a [f32],
     /// `Levels4`: the 16 levels (zeros otherwise).
     pub(crate) levels: [i8; 16],
+    /// The two-level form, where `scales` and `mins` are empty.
+    pub(crate) factored: Option<FactoredView<'a>>,
+}
+
+/// Scales and minimums as an `i8` per group times an `f32` factor per super-block of `per`
+/// groups (the layout's `[panel][group][W]` and `[panel][super-block][W]`): each group's value
+/// is the `f32` product `factor · i8`.
+#[derive(Copy, Clone)]
+pub(crate) struct FactoredView<'a> {
+    pub(crate) per: usize,
+    pub(crate) scales: &'a [i8],
+    /// Empty without minimums.
+    pub(crate) mins: &'a [i8],
+    pub(crate) supers: &'a [f32],
+    /// Empty without minimums.
+    pub(crate) super_mins: &'a [f32],
+}
+
+/// One lane group's (or 16-channel panel's) factored parameters, from its first channel: group
+/// `g`'s at `g · W`, its super-block's at `(g / per) · W`.
+#[derive(Copy, Clone)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+pub(crate) struct FactoredPanel<'a> {
+    per: usize,
+    width: usize,
+    scales: &'a [i8],
+    mins: &'a [i8],
+    supers: &'a [f32],
+    super_mins: &'a [f32],
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
+impl<'a> FactoredPanel<'a> {
+    /// Channels `0 .. W` (from this one's first) of `f`, whose panels are `width` wide, from
+    /// lane `half` of panel `panel` with `groups` groups a channel.
+    fn new(f: &FactoredView<'a>, width: usize, panel: usize, half: usize, groups: usize) -> Self {
+        let supers = groups / f.per;
+        let (g0, s0) = (panel * groups * width + half, panel * supers * width + half);
+        let (g1, s1) = ((panel + 1) * groups * width, (panel + 1) * supers * width);
+        let cut = |v: &'a [i8]| if v.is_empty() { v } else { &v[g0..g1] };
+        let cut_f = |v: &'a [f32]| if v.is_empty() { v } else { &v[s0..s1] };
+        FactoredPanel {
+            per: f.per,
+            width,
+            scales: cut(f.scales),
+            mins: cut(f.mins),
+            supers: cut_f(f.supers),
+            super_mins: cut_f(f.super_mins),
+        }
+    }
+
+    /// Group `g`'s integers (from this panel's first channel: 8 or 16 read) and its
+    /// super-block's factors, for the scales and (empty without) the minimums.
+    #[inline]
+    pub(crate) fn group(&self, g: usize) -> ([&'a [i8]; 2], [&'a [f32]; 2]) {
+        let (at, sup) = (g * self.width, (g / self.per) * self.width);
+        let ints = |v: &'a [i8]| if v.is_empty() { v } else { &v[at..] };
+        let factors = |v: &'a [f32]| if v.is_empty() { v } else { &v[sup..] };
+        ([ints(self.scales), ints(self.mins)], [factors(self.supers), factors(self.super_mins)])
+    }
 }
 
 impl<'a> Panels<'a> {
@@ -197,6 +257,12 @@ impl<'a> Panels<'a> {
         ((r / self.width) * self.groups() + g) * self.width + r % self.width
     }
 
+    /// Where channel `r`'s super-block `s` factors are (the factored form).
+    pub(crate) fn super_index(&self, r: usize, s: usize) -> usize {
+        let supers = self.factored.map_or(0, |f| self.groups() / f.per);
+        ((r / self.width) * supers + s) * self.width + r % self.width
+    }
+
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
     /// Lane group `p` (channels `8p .. 8p + 8`): its codes, group after group, and its scales,
     /// zero points and minimums (empty for the formats without them).
@@ -205,11 +271,13 @@ impl<'a> Panels<'a> {
         let (groups, gb, w) = (self.groups(), self.group_bytes(), self.width);
         let (panel, half) = (p * PANEL / w, p * PANEL % w);
         let params = panel * groups * w + half..(panel + 1) * groups * w;
+        let cut = |v: &'a [f32]| if v.is_empty() { v } else { &v[params.clone()] };
         Panel {
             codes: &self.codes[panel * groups * gb + half * 4..(panel + 1) * groups * gb],
-            scales: &self.scales[params.clone()],
+            scales: cut(self.scales),
             zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
-            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
+            mins: cut(self.mins),
+            factored: self.factored.map(|f| FactoredPanel::new(&f, w, panel, half, groups)),
             group_bytes: gb,
             width: w,
         }
@@ -225,11 +293,13 @@ impl<'a> Panels<'a> {
         assert_eq!(self.width, WIDE, "a 16-channel panel of 8-channel weights");
         let (groups, gb) = (self.groups(), self.group_bytes());
         let params = p * groups * WIDE..(p + 1) * groups * WIDE;
+        let cut = |v: &'a [f32]| if v.is_empty() { v } else { &v[params.clone()] };
         WidePanel {
             codes: &self.codes[p * groups * gb..(p + 1) * groups * gb],
-            scales: &self.scales[params.clone()],
+            scales: cut(self.scales),
             zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
-            mins: if self.mins.is_empty() { &[] } else { &self.mins[params] },
+            mins: cut(self.mins),
+            factored: self.factored.map(|f| FactoredPanel::new(&f, WIDE, p, 0, groups)),
             group_bytes: gb,
         }
     }
@@ -244,6 +314,12 @@ impl<'a> Panels<'a> {
             GroupCodes::Asym4 => i32::from(self.zeros[at]),
             GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => 0,
         };
+        if let Some(f) = self.factored {
+            // The kernels' `f32` product, factor times integer.
+            let sup = self.super_index(r, g / f.per);
+            let m = if self.kind.has_min() { f.super_mins[sup] * f32::from(f.mins[at]) } else { 0.0 };
+            return (f.supers[sup] * f32::from(f.scales[at]), z, m);
+        }
         let m = if self.kind.has_min() { self.mins[at] } else { 0.0 };
         (self.scales[at], z, m)
     }
@@ -292,6 +368,8 @@ pub(crate) struct Panel<'a> {
     scales: &'a [f32],
     zeros: &'a [u8],
     mins: &'a [f32],
+    /// The two-level form (`scales` and `mins` empty).
+    factored: Option<FactoredPanel<'a>>,
     group_bytes: usize,
     /// Channels per panel: bytes between the steps of four inputs are `4 · width`.
     width: usize,
@@ -312,14 +390,22 @@ impl<'a> Panel<'a> {
         4 * self.width
     }
 
+    /// The two-level form's parameters, where the weights have it (then [`Panel::params`]'s
+    /// scales and minimums are empty).
+    #[inline]
+    pub(crate) fn factored(&self) -> Option<FactoredPanel<'a>> {
+        self.factored
+    }
+
     /// Group `g`'s eight scales, zero points (`Asym4`) and minimums (`Min4`, `Min8`), the last two
-    /// empty for the formats without them.
+    /// empty for the formats without them (and the scales and minimums for the factored form).
     #[inline]
     pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
         let at = g * self.width..g * self.width + PANEL;
         let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
         let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
-        (&self.scales[at], z, m)
+        let s = if self.scales.is_empty() { &[][..] } else { &self.scales[at] };
+        (s, z, m)
     }
 }
 
@@ -331,6 +417,8 @@ pub(crate) struct WidePanel<'a> {
     scales: &'a [f32],
     zeros: &'a [u8],
     mins: &'a [f32],
+    /// The two-level form (`scales` and `mins` empty).
+    factored: Option<FactoredPanel<'a>>,
     group_bytes: usize,
 }
 
@@ -342,14 +430,22 @@ impl<'a> WidePanel<'a> {
         &self.codes[g * self.group_bytes..(g + 1) * self.group_bytes]
     }
 
+    /// The two-level form's parameters, where the weights have it (then
+    /// [`WidePanel::params`]'s scales and minimums are empty).
+    #[inline]
+    pub(crate) fn factored(&self) -> Option<FactoredPanel<'a>> {
+        self.factored
+    }
+
     /// Group `g`'s sixteen scales, zero points and minimums (the last two empty for the formats
-    /// without them).
+    /// without them; the scales and minimums for the factored form).
     #[inline]
     pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
         let at = g * WIDE..(g + 1) * WIDE;
         let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
         let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
-        (&self.scales[at], z, m)
+        let s = if self.scales.is_empty() { &[][..] } else { &self.scales[at] };
+        (s, z, m)
     }
 }
 

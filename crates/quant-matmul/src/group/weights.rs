@@ -3,13 +3,13 @@
 
 use alloc::vec::Vec;
 
-use quant_core::superblock::{levels, Grid, SuperMatrix};
+use quant_core::superblock::{levels, Grid, SubScale, SuperMatrix};
 use quant_core::{BlockCodes, BlockFormat};
 use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
 
 use crate::aligned::Aligned;
 pub use crate::arch::decode::GroupCodes;
-use crate::arch::decode::{pack_codes, pack_params, width_for, Panels, WIDE};
+use crate::arch::decode::{pack_codes, pack_params, width_for, FactoredView, Panels, WIDE};
 use crate::arch::{KernelChoice, Tier};
 
 /// A weight matrix `W` (`N x K`: output channels by inputs) quantized in groups of `G`
@@ -58,10 +58,13 @@ use crate::arch::{KernelChoice, Tier};
 /// | `IQ4_NL` | 32 | [`GroupCodes::Levels4`] | `d · L[u]` |
 /// | `IQ4_XS` | 32 | [`GroupCodes::Levels4`] | `(d · (ls - 32)) · L[u]` |
 ///
-/// The scales and minimums are held as `f32` (the products need up to 19 significant bits;
-/// `f16` would round them), and codes of 5 and 6 bits as bytes: [`GroupWeights::bytes`] says
-/// what a matrix holds, e.g. 6 bits a weight for `Q4_K` (4.5 in the file) and 10 for `Q6_K`
-/// (6.5625). The formats with a minimum differ from llama.cpp's dequantization only in that
+/// The one-level formats' scales and minimums are held as `f32`; the two-level formats'
+/// (the k-quants, `IQ4_XS`, and [`GroupWeights::from_super`]'s with integer sub-block scales)
+/// as the block's integers, a byte a group, with the super-block's `f32` factors (`d`,
+/// `-dmin`): the kernels form each scale as the `f32` product, which is exact, so the result is
+/// that of the `f32` scales bit for bit. Codes of 5 and 6 bits are held as bytes.
+/// [`GroupWeights::bytes`] says what a matrix holds, e.g. 4.75 bits a weight for `Q4_K` (4.5
+/// in the file), 8.625 for `Q6_K` (6.5625) and 5 for `Q4_0` (4.5). The formats with a minimum differ from llama.cpp's dequantization only in that
 /// its `d · u - m` is rounded to `f32` per weight, where the products here use the exact
 /// value (see [`GroupWeights::value`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +87,66 @@ pub struct GroupWeights {
     mins: Vec<f32>,
     /// `Levels4`: the levels the codes index (zeros otherwise).
     levels: [i8; 16],
+    /// The two-level form (see [`Factored`]), or `None` with the scales and minimums in
+    /// `scales` and `mins`.
+    factored: Option<Factored>,
+}
+
+/// Scales (and minimums) held as an `i8` per group times an `f32` factor per super-block of
+/// `per` groups, where every group's `f32` scale is exactly that product: the k-quants, `IQ4_XS`
+/// and our two-level formats. The kernels then read one byte per group and channel instead of
+/// four (`Q4_K`: 4.75 bits a weight instead of 6) and form `d · k` in `f32`, the value the
+/// plain form holds.
+#[derive(Clone, Debug, PartialEq)]
+struct Factored {
+    /// Groups per super-block.
+    per: usize,
+    /// While building: one per group, row-major; built: `[panel][group][W]`.
+    scales: Vec<i8>,
+    /// As `scales`, for `Min4` and `Min8`; empty otherwise.
+    mins: Vec<i8>,
+    /// While building: one per super-block, row-major (`r * supers + s`); built:
+    /// `[panel][super-block][W]`.
+    supers: Vec<f32>,
+    /// As `supers`, the minimums' factors (`Min4`, `Min8`); empty otherwise.
+    super_mins: Vec<f32>,
+}
+
+impl Factored {
+    /// The factored form of row-major `scales` (and `mins`, empty without) with the
+    /// super-blocks' factors `supers` (and `super_mins`) of `per` groups each, or `None`
+    /// when some group's value is not exactly its factor times an `i8` (then the plain form
+    /// holds them).
+    #[expect(clippy::as_conversions, reason = "integers checked to be in i8's range, to i8 and back to f32: exact")]
+    fn of(per: usize, scales: &[f32], mins: &[f32], supers: &[f32], super_mins: &[f32]) -> Option<Self> {
+        let factor = |v: &[f32], f: &[f32]| -> Option<Vec<i8>> {
+            if f.len() * per != v.len() {
+                return None;
+            }
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let d = f[i / per];
+                    let k = if d == 0.0 { 0.0 } else { (x / d).round_ties_even() };
+                    // `==`: a zero scale may come out as `-0` from `d · 0`, which changes no
+                    // result (the kernels' sums start at `+0`).
+                    ((-128.0..=127.0).contains(&k) && d * k == x).then_some(k as i8)
+                })
+                .collect()
+        };
+        if per == 0 || supers.is_empty() {
+            return None;
+        }
+        let scales_i8 = factor(scales, supers)?;
+        let mins_i8 = if mins.is_empty() { Vec::new() } else { factor(mins, super_mins)? };
+        Some(Factored {
+            per,
+            scales: scales_i8,
+            mins: mins_i8,
+            supers: supers.to_vec(),
+            super_mins: if mins.is_empty() { Vec::new() } else { super_mins.to_vec() },
+        })
+    }
 }
 
 /// The panel width of the kernel that runs by default (eight when `QUANT_KERNEL` names what
@@ -295,6 +358,17 @@ impl GroupWeights {
             GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 => v as u8,
         };
         let codes = row_major_codes(kind, q.iter().map(|&v| stored(v)));
+        // The two-level formats' super-block factors, block after block.
+        let (mut supers, mut super_mins) = (Vec::new(), Vec::new());
+        for block in bytes.chunks_exact(format.block_bytes()) {
+            match format.super_params(block) {
+                Some((d, dmin)) => {
+                    supers.push(d);
+                    super_mins.push(dmin);
+                }
+                None => break,
+            }
+        }
         let w = GroupWeights {
             n,
             k,
@@ -307,8 +381,9 @@ impl GroupWeights {
             zeros: Vec::new(),
             mins: if kind.has_min() { mins } else { Vec::new() },
             levels,
+            factored: None,
         };
-        Ok(w.into_panels())
+        Ok(w.with_supers(supers, super_mins, len / sub).into_panels())
     }
 
     /// One of our two-level formats ([`SuperMatrix`], `rows x cols` = `n x k`), held as its
@@ -390,6 +465,7 @@ impl GroupWeights {
             zeros: Vec::new(),
             mins: Vec::new(),
             levels: level4,
+            factored: None,
         };
         let mut held = Vec::with_capacity(n * k);
         for r in 0..n {
@@ -429,7 +505,16 @@ impl GroupWeights {
             }
         }
         w.codes = row_major_codes(kind, held);
-        Ok(w.into_panels())
+        // Sub-block scales of a few bits times a super-block `f16`: the factors.
+        let (supers, super_mins) = if matches!(spec.sub_scale(), SubScale::Bits(_)) {
+            let offsets = m.super_offsets();
+            let min = |i: usize| offsets.get(i).map_or(0.0, |v| v.to_f32());
+            (m.super_scales().iter().map(|v| v.to_f32()).collect(), (0..m.super_scales().len()).map(min).collect())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let per = spec.super_len().map_or(groups, |len| len / spec.sub_len()).max(1);
+        Ok(w.with_supers(supers, super_mins, per).into_panels())
     }
 
     /// llama.cpp `Q4_0` blocks: [`GroupWeights::from_blocks`] with [`BlockFormat::Q4_0`].
@@ -477,6 +562,7 @@ impl GroupWeights {
             zeros: Vec::new(),
             mins: Vec::new(),
             levels: [0; 16],
+            factored: None,
         })
     }
 
@@ -517,13 +603,37 @@ impl GroupWeights {
         let (n, k, group, groups, w) = (self.n, self.k, self.group, self.groups(), self.width);
         self.panels = pack_codes(self.codes_kind, n, k, group, w, &self.codes);
         self.codes = Vec::new();
-        self.scales = pack_params(&self.scales, n, groups, w);
-        if !self.mins.is_empty() {
-            self.mins = pack_params(&self.mins, n, groups, w);
+        if let Some(f) = &mut self.factored {
+            let supers = groups / f.per;
+            f.scales = pack_params(&f.scales, n, groups, w);
+            f.supers = pack_params(&f.supers, n, supers, w);
+            if !f.mins.is_empty() {
+                f.mins = pack_params(&f.mins, n, groups, w);
+                f.super_mins = pack_params(&f.super_mins, n, supers, w);
+            }
+            self.scales = Vec::new();
+            self.mins = Vec::new();
+        } else {
+            self.scales = pack_params(&self.scales, n, groups, w);
+            if !self.mins.is_empty() {
+                self.mins = pack_params(&self.mins, n, groups, w);
+            }
         }
         if !self.zeros.is_empty() {
             self.zeros = pack_params(&self.zeros, n, groups, w);
         }
+        self
+    }
+
+    /// The row-major weights being built with their super-blocks' factors (`per` groups each,
+    /// row-major; the minimums' empty or all zero without minimums): the factored form where
+    /// every group's scale and minimum is its factor times an `i8`, the plain one otherwise.
+    fn with_supers(mut self, supers: Vec<f32>, super_mins: Vec<f32>, per: usize) -> Self {
+        let groups = self.groups();
+        if per == 0 || !groups.is_multiple_of(per) {
+            return self;
+        }
+        self.factored = Factored::of(per, &self.scales, &self.mins, &supers, &super_mins);
         self
     }
 
@@ -541,6 +651,13 @@ impl GroupWeights {
             zeros: &self.zeros,
             mins: &self.mins,
             levels: self.levels,
+            factored: self.factored.as_ref().map(|f| FactoredView {
+                per: f.per,
+                scales: &f.scales,
+                mins: &f.mins,
+                supers: &f.supers,
+                super_mins: &f.super_mins,
+            }),
         }
     }
 
@@ -575,19 +692,35 @@ impl GroupWeights {
     /// # Errors
     /// [`QuantError::KernelUnavailable`] / [`QuantError::UnknownKernel`] as
     /// [`crate::GroupGemm::kernel_name`].
-    #[expect(clippy::as_conversions, reason = "i8 codes to their u8 bits, bit widths (<= 8) as usize")]
     pub fn for_kernel(&self, kernel: KernelChoice) -> Result<Self, QuantError> {
         let width = width_for(kernel.resolve()?);
         if width == self.width {
             return Ok(self.clone());
         }
-        let (n, k, groups) = (self.n, self.k, self.groups());
+        let w = self.unpacked(width);
+        let Some(f) = &self.factored else { return Ok(w.into_panels()) };
+        let (n, view) = (self.n, self.view());
+        let supers = self.groups() / f.per;
+        let factors = |v: &[f32]| -> Vec<f32> {
+            if v.is_empty() {
+                return Vec::new();
+            }
+            (0..n * supers).map(|i| v[view.super_index(i / supers, i % supers)]).collect()
+        };
+        Ok(w.with_supers(factors(&f.supers), factors(&f.super_mins), f.per).into_panels())
+    }
+
+    /// These weights as the constructors collect them, to be packed `width` channels a panel:
+    /// row-major codes, and every scale and minimum as its `f32` value (the plain form).
+    #[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize")]
+    fn unpacked(&self, width: usize) -> Self {
+        let (n, k, groups, view) = (self.n, self.k, self.groups(), self.view());
         let bits = self.codes_kind.bits() as usize;
         let row_bytes = k * bits / 8;
         let mut rows = alloc::vec![0u8; n * row_bytes];
         for r in 0..n {
             for c in 0..k {
-                let u = self.view().stored_code(r, c);
+                let u = view.stored_code(r, c);
                 if bits == 8 {
                     rows[r * row_bytes + c] = u;
                 } else {
@@ -595,10 +728,13 @@ impl GroupWeights {
                 }
             }
         }
-        let gather = |v: &[f32]| -> Vec<f32> {
-            (0..n * groups).map(|i| v[self.view().param_index(i / groups, i % groups)]).collect()
-        };
-        let w = GroupWeights {
+        let (scales, mins): (Vec<f32>, Vec<f32>) = (0..n * groups)
+            .map(|i| {
+                let (s, _, m) = view.params(i / groups, i % groups);
+                (s, m)
+            })
+            .unzip();
+        GroupWeights {
             n,
             k,
             group: self.group,
@@ -606,16 +742,16 @@ impl GroupWeights {
             width,
             codes: rows,
             panels: Aligned::new(),
-            scales: gather(&self.scales),
+            scales,
             zeros: if self.zeros.is_empty() {
                 Vec::new()
             } else {
-                (0..n * groups).map(|i| self.zeros[self.view().param_index(i / groups, i % groups)]).collect()
+                (0..n * groups).map(|i| self.zeros[view.param_index(i / groups, i % groups)]).collect()
             },
-            mins: if self.mins.is_empty() { Vec::new() } else { gather(&self.mins) },
+            mins: if self.codes_kind.has_min() { mins } else { Vec::new() },
             levels: self.levels,
-        };
-        Ok(w.into_panels())
+            factored: None,
+        }
     }
 
     /// The scale, integer zero point and float minimum of output channel `r`, group `g`, as the
@@ -639,9 +775,90 @@ impl GroupWeights {
         f64::from(s) * f64::from(self.view().code(r, c) - z) + f64::from(m)
     }
 
-    /// Bytes this form holds: the codes, `f32` scales and minimums, one byte per zero point.
+    /// Bytes this form holds: the codes, the scales and minimums (`f32` each, or for the
+    /// two-level formats a byte each plus an `f32` factor per super-block), one byte per zero
+    /// point.
     #[must_use]
     pub fn bytes(&self) -> usize {
-        self.panels.len() + 4 * self.scales.len() + self.zeros.len() + 4 * self.mins.len()
+        let factored = self
+            .factored
+            .as_ref()
+            .map_or(0, |f| f.scales.len() + f.mins.len() + 4 * (f.supers.len() + f.super_mins.len()));
+        self.panels.len() + 4 * self.scales.len() + self.zeros.len() + 4 * self.mins.len() + factored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use quant_core::BlockFormat;
+    use quant_traits::cpu::Tier;
+
+    use super::{Factored, GroupWeights};
+    use crate::{GroupGemm, KernelChoice, MatMut, MatRef};
+
+    /// The two-level formats hold their scales and minimums factored (a byte a group and an
+    /// `f32` a super-block and channel), and multiply to the very bits of the same weights held
+    /// with `f32` scales, in both modes and on every tier this CPU has.
+    #[test]
+    #[expect(clippy::as_conversions, reason = "test data from a counter")]
+    fn factored_scales_give_the_plain_forms_bits() -> Result<(), quant_traits::QuantError> {
+        let (m, n, k) = (9, 24, 512);
+        let w: Vec<f32> = (0..n * k).map(|i| (((i * 7919) % 1009) as f32 - 504.0) / 2000.0).collect();
+        let x: Vec<f32> = (0..m * k).map(|i| (((i * 104_729) % 997) as f32 - 498.0) / 300.0).collect();
+        let formats = [
+            (BlockFormat::Q2_K, 16, true),
+            (BlockFormat::Q3_K, 16, false),
+            (BlockFormat::Q4_K, 32, true),
+            (BlockFormat::Q5_K, 32, true),
+            (BlockFormat::Q6_K, 16, false),
+            (BlockFormat::IQ4_XS, 32, false),
+        ];
+        let tiers: Vec<Tier> = Tier::ALL.into_iter().filter(|t| t.is_available()).collect();
+        for (format, group, with_min) in formats {
+            let gw = GroupWeights::from_blocks(format, &format.quantize(&w)?, n, k)?;
+            let plain = gw.unpacked(gw.width).into_panels();
+            assert!(gw.factored.is_some() && plain.factored.is_none(), "{format:?}");
+            // Codes, a byte (two with a minimum) a group, two `f32` (one) per 256 inputs.
+            let (groups, supers) = (n * k / group, n * k / 256);
+            let per_group = if with_min { 2 } else { 1 };
+            let packed_n = n.next_multiple_of(gw.width);
+            let scale = |v: usize| v * packed_n / n;
+            assert_eq!(gw.bytes(), gw.panels.len() + scale(per_group * (groups + 4 * supers)), "{format:?}");
+            assert!(gw.bytes() < plain.bytes(), "{format:?}");
+            for tier in &tiers {
+                let g = GroupGemm::new().kernel(KernelChoice::of(*tier));
+                let (ours, theirs) =
+                    (gw.for_kernel(KernelChoice::of(*tier))?, plain.for_kernel(KernelChoice::of(*tier))?);
+                for int8 in [true, false] {
+                    let (mut y, mut want) = (vec![0f32; m * n], vec![0f32; m * n]);
+                    for (wt, out) in [(&ours, &mut y), (&theirs, &mut want)] {
+                        let (xv, yv) = (MatRef::row_major(&x, m, k)?, MatMut::row_major(out, m, n)?);
+                        if int8 {
+                            g.int8_activations(xv, wt, None, yv)?;
+                        } else {
+                            g.float_activations(xv, wt, None, yv)?;
+                        }
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&y), bits(&want), "{format:?} {tier} int8 {int8}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A scale that is not its factor times an integer in `-128..=127`, exactly, keeps the
+    /// plain form for the whole matrix.
+    #[test]
+    fn scales_that_do_not_factor_stay_plain() {
+        let supers = [0.5f32, 0.25];
+        assert!(Factored::of(2, &[1.0, -64.0, 0.25, 0.0], &[], &supers, &[]).is_some());
+        assert!(Factored::of(2, &[1.0, -64.5, 0.25, 0.0], &[], &supers, &[]).is_none()); // -129
+        assert!(Factored::of(2, &[1.0, 0.3, 0.25, 0.0], &[], &supers, &[]).is_none()); // not a multiple
+        assert!(Factored::of(2, &[1.0, 2.0, 0.25, 0.0], &[1.0], &supers, &[]).is_none()); // minimums' factors missing
+        assert!(Factored::of(2, &[0.0, 0.0], &[], &[0.0], &[]).is_some()); // a zero factor: zero scales
+        assert!(Factored::of(2, &[0.0, 1.0], &[], &[0.0], &[]).is_none());
     }
 }

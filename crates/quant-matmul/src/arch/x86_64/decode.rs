@@ -87,6 +87,30 @@ pub(super) unsafe fn quantize_group(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     (s, _mm_cvtsi128_si32(t))
 }
 
+/// Group `g`'s eight scales and minimums (0 without `with_min`) of a lane group, from either
+/// form: the plain `f32` values, or the factored form's `factor · k` (the `f32` product
+/// [`Panels::params`] forms). A macro, so that it is always inlined into the kernels.
+///
+/// Safety: AVX2 present; `g` is a group of the lane group (the caller's `unsafe` block).
+macro_rules! scales_ymm {
+    ($panel:expr, $g:expr, $with_min:expr) => {{
+        // Each slice holds at least 8 values from its start (the lane group's channels).
+        let ints = |v: &[i8]| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(v.as_ptr().cast())));
+        let floats = |v: &[f32]| _mm256_loadu_ps(v.as_ptr());
+        match $panel.factored() {
+            Some(f) => {
+                let ([sc, mc], [d, dm]) = f.group($g);
+                let m = if $with_min { _mm256_mul_ps(floats(dm), ints(mc)) } else { _mm256_setzero_ps() };
+                (_mm256_mul_ps(floats(d), ints(sc)), m)
+            }
+            None => {
+                let (sw, _, mn) = $panel.params($g);
+                (floats(sw), if $with_min { floats(mn) } else { _mm256_setzero_ps() })
+            }
+        }
+    }};
+}
+
 /// Four activation codes broadcast to every 32-bit lane.
 ///
 /// # Safety
@@ -433,12 +457,11 @@ macro_rules! group_kernel {
                         GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, init),
                     }
                 };
-                let (sw, z, mn) = panel.params(g);
-                // SAFETY: the slices hold 8 values (or are empty for the formats without
-                // them, which never read them); `sx` and `scaled` hold `R` values (above).
+                let z = panel.params(g).1;
+                // SAFETY: `z` holds 8 values (`Asym4`, the one kind that reads it); `sx` and
+                // `scaled` hold `R` values (above).
                 unsafe {
-                    let swv = _mm256_loadu_ps(sw.as_ptr());
-                    let mnv = if kind.has_min() { _mm256_loadu_ps(mn.as_ptr()) } else { _mm256_setzero_ps() };
+                    let (swv, mnv) = scales_ymm!(panel, g, kind.has_min());
                     for i in 0..R {
                         let d = if kind == GroupCodes::Asym4 {
                             let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()));
@@ -705,13 +728,12 @@ unsafe fn panels_fma<const R: usize, const P: usize>(
             }
         }
         for q in 0..P {
-            let (sw, _, mn) = panels[q].params(g);
-            // SAFETY: `sw` (and `mn` for the formats with minimums) hold the panel's 8 values.
-            let (swv, mv) = unsafe { (_mm256_loadu_ps(sw.as_ptr()), mn.first().map(|_| _mm256_loadu_ps(mn.as_ptr()))) };
+            // SAFETY: AVX2 present; `g` is a group of the panels.
+            let (swv, mv) = unsafe { scales_ymm!(panels[q], g, kind.has_min()) };
             for i in 0..R {
                 let [p0, p1] = part[i][q];
                 acc[i][q] = _mm256_fmadd_ps(swv, _mm256_add_ps(p0, p1), acc[i][q]);
-                if let Some(mv) = mv {
+                if kind.has_min() {
                     acc[i][q] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.sum(rows[i], g)), acc[i][q]);
                 }
             }
