@@ -465,9 +465,10 @@ pub(crate) struct QuantizedRows<'a> {
     /// `s_x · Σ q` per group (an `f32` product), at [`QuantizedRows::at`]: what a group's
     /// minimum multiplies.
     pub(crate) scaled_sums: &'a [f32],
-    /// `-o · Σ q` per group, at [`QuantizedRows::at`], `o` the weights'
+    /// `ROUND_BITS - o · Σ q` per group, at [`QuantizedRows::at`], `o` the weights'
     /// [`GroupCodes::unsigned_offset`]: where a VNNI kernel's integer sum starts, so that it
-    /// ends at the signed dot product.
+    /// ends at [`ROUND_BITS`] plus the signed dot product `d` (`|d| <= 127 · 128 · 256 < 2^22`),
+    /// the bits of the `f32` `ROUND + d`.
     pub(crate) offset_sums: &'a [i32],
 }
 
@@ -644,6 +645,12 @@ pub(crate) fn reference_quantize_group(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// integer, ties to even.
 pub(crate) const ROUND: f32 = 12_582_912.0;
 
+/// The bits of [`ROUND`] as an `i32`: an integer `d` with `|d| < 2^22` added to them gives the
+/// bits of the `f32` `ROUND + d` (the low 23 bits are its fraction, in units of 1), so
+/// subtracting `ROUND` as an `f32` gives `d` exactly: a conversion from `i32` in one float
+/// subtraction, the addition done for free where an integer sum starts.
+pub(crate) const ROUND_BITS: i32 = 0x4B40_0000;
+
 /// The float mode's reference (portable) kernel: panel `p`'s eight output channels for each of
 /// `rows`, before the bias (steps 1 to 3 of the `group` module's docs). Channels past `N` come out as 0.
 #[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize, sums and codes (< 2^24) to f32: exact")]
@@ -686,6 +693,18 @@ pub(crate) fn reference_panel_f32<const R: usize>(
 mod activation_tests {
     use super::reference_quantize_group as quantize_group;
     use quant_traits::cast::round_ties_even;
+
+    /// `ROUND_BITS` are `ROUND`'s, and adding an integer below `2^22` in magnitude to them is
+    /// adding it to `ROUND`, at both ends of the range.
+    #[test]
+    #[expect(clippy::as_conversions, reason = "test values: i32 bits to u32, integers below 2^22 to f32")]
+    fn round_bits_convert_integers_exactly() {
+        use super::{ROUND, ROUND_BITS};
+        assert_eq!(f32::from_bits(ROUND_BITS as u32), ROUND);
+        for d in [0, 1, -1, 12_345, -4_161_536, 4_161_536, (1 << 22) - 1, -(1 << 22)] {
+            assert_eq!(f32::from_bits((ROUND_BITS + d) as u32) - ROUND, d as f32, "{d}");
+        }
+    }
 
     /// The codes are `round_ties_even(x / s)`: ties go to the even neighbour, on both signs,
     /// and every other value to the nearest, as the documented step 1 says.

@@ -88,7 +88,7 @@ use alloc::vec::Vec;
 
 use quant_traits::{QuantError, QuantFloat};
 
-use crate::arch::decode::{DecodeKernel, FloatRows, QuantizedRows, PANEL, WIDE};
+use crate::arch::decode::{DecodeKernel, FloatRows, QuantizedRows, PANEL, ROUND_BITS, WIDE};
 use crate::arch::{dispatch, KernelChoice, Tier};
 use crate::view::{Block, MatMut, MatRef};
 pub use weights::{GroupCodes, GroupWeights};
@@ -113,7 +113,8 @@ pub(crate) struct Activations {
     pub(crate) sums: Vec<i32>,
     /// `s_x · Σ q` per group, at `g · m + r` (group after group).
     pub(crate) scaled_sums: Vec<f32>,
-    /// `-o · Σ q` per group, at `g · m + r` (group after group) (`o` the weights' unsigned offset).
+    /// `ROUND_BITS - o · Σ q` per group, at `g · m + r` (group after group) (`o` the weights'
+    /// unsigned offset): where the kernels' integer sums start.
     pub(crate) offset_sums: Vec<i32>,
 }
 
@@ -151,7 +152,7 @@ impl Activations {
                 a.scales[g * m + r] = s;
                 a.sums[g * m + r] = sum;
                 a.scaled_sums[g * m + r] = s * sum as f32; // `sum` exact: |Σ q| <= 127 · 256
-                a.offset_sums[g * m + r] = -offset * sum;
+                a.offset_sums[g * m + r] = ROUND_BITS - offset * sum;
             }
         }
         a

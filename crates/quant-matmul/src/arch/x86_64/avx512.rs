@@ -28,7 +28,7 @@ use core::arch::x86_64::*;
 
 use quant_traits::cpu::Avx512Vnni;
 
-use super::super::decode::{DecodeKernel, FloatRows, GroupCodes, Panels, QuantizedRows, PANEL, WIDE};
+use super::super::decode::{DecodeKernel, FloatRows, GroupCodes, Panels, QuantizedRows, PANEL, ROUND, WIDE};
 use super::super::{AWords, Finish, MicroKernel, Start, TileIo};
 use super::decode::{self, kind_of, ASYM4, LEVELS4, MIN4, MIN8, SYM4, SYM8};
 
@@ -160,6 +160,15 @@ unsafe fn quad_zmm(x: *const i8) -> __m512i {
     _mm512_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
 }
 
+/// The line 2 KiB past step `e`'s 64 bytes of codes, asked for as that step is read: the codes
+/// stream once with few rows, and one hint a line keeps them ahead without a loop of its own
+/// (a hint; harmless past the panel).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn ahead(codes: &[u8], e: usize) {
+    _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + e * 64).cast());
+}
+
 /// Each row's integer chains of a group, started at `init` (the row's `-o · Σ q`, so that the
 /// sum ends at the signed dot product): one chain a row from four rows on (enough
 /// independent `vpdpbusd` in flight), two below (the second started at 0), summed at the end
@@ -209,6 +218,7 @@ unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usiz
         // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
         unsafe {
             let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
+            ahead(codes, e);
             let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
             for i in 0..R {
                 let (c0, c1) = (chain::<R>(0), chain::<R>(1));
@@ -249,6 +259,7 @@ unsafe fn levels_zmm<const R: usize>(
         // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
         unsafe {
             let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
+            ahead(codes, e);
             let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
             let (lo, hi) = (_mm512_shuffle_epi8(table, lo), _mm512_shuffle_epi8(table, hi));
             for i in 0..R {
@@ -283,6 +294,7 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
             // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
             unsafe {
                 let v = _mm512_xor_si512(_mm512_loadu_si512(codes.as_ptr().add(q * 64).cast()), flip);
+                ahead(codes, q);
                 for i in 0..R {
                     let c = &mut acc[i][chain::<R>(n)];
                     *c = _mm512_dpbusd_epi32(*c, v, quad_zmm(xs[i].add(4 * q)));
@@ -338,18 +350,12 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
     debug_assert_eq!(kind, w.codes_kind());
     debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
     let panel = w.wide_panel(p);
-    let gb = panel.codes(0).len();
     // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
     // SAFETY: every row holds `k` codes (caller).
     let xs0: [*const i8; R] = rows.map(|r| unsafe { a.q.as_ptr().add(r * k) });
     let mut acc = [_mm512_setzero_ps(); R];
     for g in 0..groups {
         let codes = panel.codes(g);
-        // The codes stream once (few rows): those 2 KiB ahead are asked for now, a line at a
-        // time (hints; harmless past the panel).
-        for line in (0..gb).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + line).cast());
-        }
         let at = a.at(rows[0], g);
         // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries
         // of the per-group arrays from `at` are inside those (consecutive rows, caller).
@@ -376,6 +382,7 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
         // hold `R` values (above); AVX-512 F present.
         unsafe {
             let (swv, mnv) = scales_zmm!(panel, g, kind.has_min());
+            let round = _mm512_set1_ps(ROUND);
             for i in 0..R {
                 let d = if kind == GroupCodes::Asym4 {
                     let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
@@ -383,7 +390,11 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
                 } else {
                     raw[i] // the offset is in `init`
                 };
-                let part = _mm512_mul_ps(_mm512_set1_ps(*sx.add(i)), _mm512_cvtepi32_ps(d));
+                // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`): `d` as
+                // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
+                // `vpdpbusd`).
+                let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
+                let part = _mm512_mul_ps(_mm512_set1_ps(*sx.add(i)), dv);
                 acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
                 if kind.has_min() {
                     acc[i] = _mm512_fmadd_ps(mnv, _mm512_set1_ps(*scaled.add(i)), acc[i]);

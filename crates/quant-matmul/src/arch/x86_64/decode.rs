@@ -37,7 +37,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::arch::decode::{FloatRows, GroupCodes, Panel, Panels, QuantizedRows, PANEL, ROUND};
+use crate::arch::decode::{FloatRows, GroupCodes, Panel, Panels, QuantizedRows, PANEL, ROUND, ROUND_BITS};
 
 /// Step 1 of the int8 mode for one row's group, eight lanes at a time, every operation the
 /// reference's ([`crate::arch::decode::reference_quantize_group`]): the maximum magnitude
@@ -175,9 +175,9 @@ unsafe fn four_avx2<const R: usize>(
     acc
 }
 
-/// One group's eight dot products for each of `R` rows, 8-bit weights, AVX2: `|w| · (x ·
-/// sign(w))` on the signed codes (`vpmaddubsw` would saturate on `w + 128`; `_init`, the VNNI
-/// kernels' start for `w + 128`, is unused here).
+/// One group's eight dot products for each of `R` rows, 8-bit weights, AVX2, plus
+/// `ROUND_BITS`: `|w| · (x · sign(w))` on the signed codes (`vpmaddubsw` would saturate on
+/// `w + 128`; `_init`, the VNNI kernels' start for `w + 128`, is unused here).
 ///
 /// # Safety
 /// `codes` holds the panel's `group * 8` bytes; each `xs[i]` the group's `group` codes.
@@ -190,7 +190,7 @@ unsafe fn eight_avx2<const R: usize>(
     group: usize,
     _init: [i32; R],
 ) -> [__m256i; R] {
-    let mut acc = [_mm256_setzero_si256(); R];
+    let mut acc = [_mm256_set1_epi32(ROUND_BITS); R];
     for q in 0..group / 4 {
         // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
         unsafe { signed_step(&mut acc, _mm256_loadu_si256(codes.as_ptr().add(q * step).cast()), xs, 4 * q) };
@@ -226,9 +226,9 @@ unsafe fn level_table(levels: &[i8; 16]) -> __m256i {
     _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(levels.as_ptr().cast()) })
 }
 
-/// One group's eight dot products for each of `R` rows, `Levels4` weights, AVX2: each step's
-/// nibbles looked up in the level table in registers (`vpshufb`), then as 8-bit weights
-/// (`_init` unused, as in [`eight_avx2`]).
+/// One group's eight dot products for each of `R` rows, `Levels4` weights, AVX2, plus
+/// `ROUND_BITS`: each step's nibbles looked up in the level table in registers (`vpshufb`),
+/// then as 8-bit weights (`_init` unused, as in [`eight_avx2`]).
 ///
 /// # Safety
 /// As [`four_avx2`].
@@ -244,7 +244,7 @@ unsafe fn levels_avx2<const R: usize>(
 ) -> [__m256i; R] {
     // SAFETY: AVX2 present (this function's features).
     let table = unsafe { level_table(levels) };
-    let mut acc = [_mm256_setzero_si256(); R];
+    let mut acc = [_mm256_set1_epi32(ROUND_BITS); R];
     for e in 0..group / 8 {
         // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
         unsafe {
@@ -469,7 +469,10 @@ macro_rules! group_kernel {
                         } else {
                             raw[i] // the offset is in `init`, or absent
                         };
-                        let part = _mm256_mul_ps(_mm256_set1_ps(*sx.add(i)), _mm256_cvtepi32_ps(d));
+                        // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`):
+                        // `d` as an `f32`, exactly, in one subtraction.
+                        let dv = _mm256_sub_ps(_mm256_castsi256_ps(d), _mm256_set1_ps(ROUND));
+                        let part = _mm256_mul_ps(_mm256_set1_ps(*sx.add(i)), dv);
                         acc[i] = _mm256_fmadd_ps(swv, part, acc[i]);
                         if kind.has_min() {
                             acc[i] = _mm256_fmadd_ps(mnv, _mm256_set1_ps(*scaled.add(i)), acc[i]);
