@@ -180,12 +180,17 @@ pub(crate) struct FactoredView<'a> {
 #[derive(Copy, Clone)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
 pub(crate) struct FactoredPanel<'a> {
-    per: usize,
+    /// Groups per super-block.
+    pub(crate) per: usize,
     width: usize,
-    scales: &'a [i8],
-    mins: &'a [i8],
-    supers: &'a [f32],
-    super_mins: &'a [f32],
+    /// `[group][W]` from this panel's first channel.
+    pub(crate) scales: &'a [i8],
+    /// As `scales` (empty without minimums).
+    pub(crate) mins: &'a [i8],
+    /// `[super-block][W]` from this panel's first channel.
+    pub(crate) supers: &'a [f32],
+    /// As `supers` (empty without minimums).
+    pub(crate) super_mins: &'a [f32],
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' layout
@@ -431,21 +436,17 @@ impl<'a> WidePanel<'a> {
     }
 
     /// The two-level form's parameters, where the weights have it (then
-    /// [`WidePanel::params`]'s scales and minimums are empty).
+    /// [`WidePanel::all_params`]'s scales and minimums are empty).
     #[inline]
     pub(crate) fn factored(&self) -> Option<FactoredPanel<'a>> {
         self.factored
     }
 
-    /// Group `g`'s sixteen scales, zero points and minimums (the last two empty for the formats
-    /// without them; the scales and minimums for the factored form).
+    /// Every group's scales, zero points and minimums, `[group][16]` (zero points and minimums
+    /// empty for the formats without them; scales and minimums empty in the factored form).
     #[inline]
-    pub(crate) fn params(&self, g: usize) -> (&'a [f32], &'a [u8], &'a [f32]) {
-        let at = g * WIDE..(g + 1) * WIDE;
-        let z = if self.zeros.is_empty() { &[][..] } else { &self.zeros[at.clone()] };
-        let m = if self.mins.is_empty() { &[][..] } else { &self.mins[at.clone()] };
-        let s = if self.scales.is_empty() { &[][..] } else { &self.scales[at] };
-        (s, z, m)
+    pub(crate) fn all_params(&self) -> (&'a [f32], &'a [u8], &'a [f32]) {
+        (self.scales, self.zeros, self.mins)
     }
 }
 

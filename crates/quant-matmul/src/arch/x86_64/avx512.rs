@@ -306,31 +306,6 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
     unsafe { total(acc) }
 }
 
-/// Group `g`'s sixteen scales and minimums (0 without `with_min`) of a panel, from either
-/// form: the plain `f32` values, or the factored form's `factor · k` (the `f32` product
-/// `Panels::params` forms). A macro, so that it is always inlined into the kernel (a call per
-/// group costs a quarter of the time at one row).
-///
-/// Safety: AVX-512 F present; `g` is a group of the panel (the caller's `unsafe` block).
-macro_rules! scales_zmm {
-    ($panel:expr, $g:expr, $with_min:expr) => {{
-        // Each slice holds at least 16 values from its start (the panel's channels).
-        let ints = |v: &[i8]| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(v.as_ptr().cast())));
-        let floats = |v: &[f32]| _mm512_loadu_ps(v.as_ptr());
-        match $panel.factored() {
-            Some(f) => {
-                let ([sc, mc], [d, dm]) = f.group($g);
-                let m = if $with_min { _mm512_mul_ps(floats(dm), ints(mc)) } else { _mm512_setzero_ps() };
-                (_mm512_mul_ps(floats(d), ints(sc)), m)
-            }
-            None => {
-                let (sw, _, mn) = $panel.params($g);
-                (floats(sw), if $with_min { floats(mn) } else { _mm512_setzero_ps() })
-            }
-        }
-    }};
-}
-
 /// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
 /// operations lane by lane (see the module docs), on sixteen lanes; `KIND` is the weights'
 /// code kind ([`kind_of`]).
@@ -353,51 +328,87 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
     // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
     // SAFETY: every row holds `k` codes (caller).
     let xs0: [*const i8; R] = rows.map(|r| unsafe { a.q.as_ptr().add(r * k) });
+    // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times an
+    // `f32` a super-block), read through pointers that advance group by group (a group `g`
+    // below `groups` reads inside them: the panel's slices hold `groups · 16` values, or
+    // `groups / per · 16` for the factors).
+    let (plain, zeros, plain_mins) = panel.all_params();
+    let zeros = zeros.as_ptr();
+    let factored = panel.factored();
+    let per = factored.map_or(groups, |f| f.per);
+    let (with_min, round) = (kind.has_min(), _mm512_set1_ps(ROUND));
+    let ints = |v: *const i8| {
+        // SAFETY: 16 readable bytes (the caller's group, above).
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(v.cast()) }))
+    };
+    // SAFETY: 16 readable values (as above).
+    let floats = |v: *const f32| unsafe { _mm512_loadu_ps(v) };
     let mut acc = [_mm512_setzero_ps(); R];
-    for g in 0..groups {
-        let codes = panel.codes(g);
-        let at = a.at(rows[0], g);
-        // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries
-        // of the per-group arrays from `at` are inside those (consecutive rows, caller).
-        let (xs, init, sx, scaled) = unsafe {
-            (
-                xs0.map(|x| x.add(g * group)),
-                // Each row's `-o · Σ q`, where its integer sums start.
-                core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
-                a.scales.as_ptr().add(at),
-                a.scaled_sums.as_ptr().add(at),
-            )
-        };
-        // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
-        // group's activations (`group` a multiple of 16); CPU features as above.
-        let raw = unsafe {
-            match kind {
-                GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
-                GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels, init),
-                GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
+    for sup in 0..groups / per {
+        // The super-block's factors (the factored form).
+        let (d, dmin) = match factored {
+            Some(f) => {
+                let at = sup * WIDE;
+                let dmin = if with_min { floats(f.super_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
+                (floats(f.supers.as_ptr().wrapping_add(at)), dmin)
             }
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
         };
-        let z = panel.params(g).1;
-        // SAFETY: `z` holds 16 values (`Asym4`, the one kind that reads it); `sx` and `scaled`
-        // hold `R` values (above); AVX-512 F present.
-        unsafe {
-            let (swv, mnv) = scales_zmm!(panel, g, kind.has_min());
-            let round = _mm512_set1_ps(ROUND);
-            for i in 0..R {
-                let d = if kind == GroupCodes::Asym4 {
-                    let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(z.as_ptr().cast()));
-                    _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(a.sums[at + i])))
-                } else {
-                    raw[i] // the offset is in `init`
-                };
-                // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`): `d` as
-                // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
-                // `vpdpbusd`).
-                let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
-                let part = _mm512_mul_ps(_mm512_set1_ps(*sx.add(i)), dv);
-                acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
-                if kind.has_min() {
-                    acc[i] = _mm512_fmadd_ps(mnv, _mm512_set1_ps(*scaled.add(i)), acc[i]);
+        for g in sup * per..(sup + 1) * per {
+            // Group `g`'s sixteen scales and minimums: the `f32` product of factor and integer
+            // (as `Panels::params` forms it), or the values.
+            let at = g * WIDE;
+            let (swv, mnv) = match factored {
+                Some(f) => {
+                    let m = if with_min { _mm512_mul_ps(dmin, ints(f.mins.as_ptr().wrapping_add(at))) } else { dmin };
+                    (_mm512_mul_ps(d, ints(f.scales.as_ptr().wrapping_add(at))), m)
+                }
+                None => {
+                    let m = if with_min { floats(plain_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
+                    (floats(plain.as_ptr().wrapping_add(at)), m)
+                }
+            };
+            let codes = panel.codes(g);
+            let at = a.at(rows[0], g);
+            // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries
+            // of the per-group arrays from `at` are inside those (consecutive rows, caller).
+            let (xs, init, sx, scaled) = unsafe {
+                (
+                    xs0.map(|x| x.add(g * group)),
+                    // Each row's `ROUND_BITS - o · Σ q`, where its integer sums start.
+                    core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
+                    a.scales.as_ptr().add(at),
+                    a.scaled_sums.as_ptr().add(at),
+                )
+            };
+            // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
+            // group's activations (`group` a multiple of 16); CPU features as above.
+            let raw = unsafe {
+                match kind {
+                    GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
+                    GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels, init),
+                    GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
+                }
+            };
+            // SAFETY: `zeros` holds 16 values a group (`Asym4`, the one kind that reads it);
+            // `sx` and `scaled` hold `R` values (above).
+            unsafe {
+                for i in 0..R {
+                    let d = if kind == GroupCodes::Asym4 {
+                        let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(zeros.add(g * WIDE).cast()));
+                        _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(a.sums[at + i])))
+                    } else {
+                        raw[i] // the offset is in `init`
+                    };
+                    // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`): `d` as
+                    // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
+                    // `vpdpbusd`).
+                    let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
+                    let part = _mm512_mul_ps(_mm512_set1_ps(*sx.add(i)), dv);
+                    acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
+                    if with_min {
+                        acc[i] = _mm512_fmadd_ps(mnv, _mm512_set1_ps(*scaled.add(i)), acc[i]);
+                    }
                 }
             }
         }
