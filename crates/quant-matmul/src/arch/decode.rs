@@ -395,6 +395,14 @@ impl<'a> Panel<'a> {
         4 * self.width
     }
 
+    /// Every group's scales, zero points and minimums from this lane group's first channel,
+    /// group `g`'s at `g · width` (zero points and minimums empty for the formats without
+    /// them; scales and minimums empty in the factored form).
+    #[inline]
+    pub(crate) fn all_params(&self) -> (&'a [f32], &'a [u8], &'a [f32]) {
+        (self.scales, self.zeros, self.mins)
+    }
+
     /// The two-level form's parameters, where the weights have it (then [`Panel::params`]'s
     /// scales and minimums are empty).
     #[inline]

@@ -430,52 +430,98 @@ macro_rules! group_kernel {
             // `a.at(rows[0], g)`.
             // SAFETY: every row holds `k` codes (caller).
             let xs0: [*const i8; R] = rows.map(|r| unsafe { a.q.as_ptr().add(r * k) });
+            // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times
+            // an `f32` a super-block), read through pointers a super-block at a time (a group
+            // `g` below `groups` reads inside the lane group's slices: eight values at
+            // `g · width`, or at `g / per · width` for the factors).
+            let (plain, zeros, plain_mins) = panel.all_params();
+            let (factored, width) = (panel.factored(), panel.step() / 4);
+            let per = factored.map_or(groups, |f| f.per);
+            let (with_min, round) = (kind.has_min(), _mm256_set1_ps(ROUND));
+            let ints = |v: *const i8| {
+                // SAFETY: 8 readable bytes (the caller's group, above).
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(v.cast()) }))
+            };
+            // SAFETY: 8 readable values (as above).
+            let floats = |v: *const f32| unsafe { _mm256_loadu_ps(v) };
             let mut acc = [_mm256_setzero_ps(); R];
-            for g in 0..groups {
-                let codes = panel.codes(g);
-                let at = a.at(rows[0], g);
-                // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive
-                // entries of the per-group arrays from `at` are inside those (consecutive rows,
-                // caller).
-                let (xs, init, sx, scaled) = unsafe {
-                    (
-                        xs0.map(|x| x.add(g * group)),
-                        // Each row's `-o · Σ q`, where the VNNI kernels' integer sums start.
-                        core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
-                        a.scales.as_ptr().add(at),
-                        a.scaled_sums.as_ptr().add(at),
-                    )
-                };
-                // SAFETY: the panel holds the group's codes for eight channels; `xs` point to the
-                // group's activations (`group` a multiple of 16); CPU features as above.
-                let raw = unsafe {
-                    match kind {
-                        GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => {
-                            $four(codes, panel.step(), xs, group, init)
-                        }
-                        GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels, init),
-                        GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, init),
+            for sup in 0..groups / per {
+                // The super-block's factors (the factored form).
+                let (d, dmin) = match factored {
+                    Some(f) => {
+                        let at = sup * width;
+                        let dmin =
+                            if with_min { floats(f.super_mins.as_ptr().wrapping_add(at)) } else { _mm256_setzero_ps() };
+                        (floats(f.supers.as_ptr().wrapping_add(at)), dmin)
                     }
+                    None => (_mm256_setzero_ps(), _mm256_setzero_ps()),
                 };
-                let z = panel.params(g).1;
-                // SAFETY: `z` holds 8 values (`Asym4`, the one kind that reads it); `sx` and
-                // `scaled` hold `R` values (above).
-                unsafe {
-                    let (swv, mnv) = scales_ymm!(panel, g, kind.has_min());
-                    for i in 0..R {
-                        let d = if kind == GroupCodes::Asym4 {
-                            let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.as_ptr().cast()));
-                            _mm256_sub_epi32(raw[i], _mm256_mullo_epi32(zv, _mm256_set1_epi32(a.sums[at + i])))
-                        } else {
-                            raw[i] // the offset is in `init`, or absent
-                        };
-                        // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`):
-                        // `d` as an `f32`, exactly, in one subtraction.
-                        let dv = _mm256_sub_ps(_mm256_castsi256_ps(d), _mm256_set1_ps(ROUND));
-                        let part = _mm256_mul_ps(_mm256_set1_ps(*sx.add(i)), dv);
-                        acc[i] = _mm256_fmadd_ps(swv, part, acc[i]);
-                        if kind.has_min() {
-                            acc[i] = _mm256_fmadd_ps(mnv, _mm256_set1_ps(*scaled.add(i)), acc[i]);
+                for g in sup * per..(sup + 1) * per {
+                    // Group `g`'s eight scales and minimums: the `f32` product of factor and
+                    // integer (as `Panels::params` forms it), or the values.
+                    let at = g * width;
+                    let (swv, mnv) = match factored {
+                        Some(f) => {
+                            let m = if with_min {
+                                _mm256_mul_ps(dmin, ints(f.mins.as_ptr().wrapping_add(at)))
+                            } else {
+                                dmin
+                            };
+                            (_mm256_mul_ps(d, ints(f.scales.as_ptr().wrapping_add(at))), m)
+                        }
+                        None => {
+                            let m = if with_min {
+                                floats(plain_mins.as_ptr().wrapping_add(at))
+                            } else {
+                                _mm256_setzero_ps()
+                            };
+                            (floats(plain.as_ptr().wrapping_add(at)), m)
+                        }
+                    };
+                    let z = zeros.as_ptr().wrapping_add(at);
+                    let codes = panel.codes(g);
+                    let at = a.at(rows[0], g);
+                    // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive
+                    // entries of the per-group arrays from `at` are inside those (consecutive
+                    // rows, caller).
+                    let (xs, init, sx, scaled) = unsafe {
+                        (
+                            xs0.map(|x| x.add(g * group)),
+                            // Each row's `ROUND_BITS - o · Σ q`, where the integer sums start.
+                            core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
+                            a.scales.as_ptr().add(at),
+                            a.scaled_sums.as_ptr().add(at),
+                        )
+                    };
+                    // SAFETY: the panel holds the group's codes for eight channels; `xs` point to
+                    // the group's activations (`group` a multiple of 16); CPU features as above.
+                    let raw = unsafe {
+                        match kind {
+                            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => {
+                                $four(codes, panel.step(), xs, group, init)
+                            }
+                            GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels, init),
+                            GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, init),
+                        }
+                    };
+                    // SAFETY: `z` holds 8 values (`Asym4`, the one kind that reads it); `sx` and
+                    // `scaled` hold `R` values (above).
+                    unsafe {
+                        for i in 0..R {
+                            let d = if kind == GroupCodes::Asym4 {
+                                let zv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(z.cast()));
+                                _mm256_sub_epi32(raw[i], _mm256_mullo_epi32(zv, _mm256_set1_epi32(a.sums[at + i])))
+                            } else {
+                                raw[i] // the offset is in `init`, or absent
+                            };
+                            // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`):
+                            // `d` as an `f32`, exactly, in one subtraction.
+                            let dv = _mm256_sub_ps(_mm256_castsi256_ps(d), round);
+                            let part = _mm256_mul_ps(_mm256_set1_ps(*sx.add(i)), dv);
+                            acc[i] = _mm256_fmadd_ps(swv, part, acc[i]);
+                            if with_min {
+                                acc[i] = _mm256_fmadd_ps(mnv, _mm256_set1_ps(*scaled.add(i)), acc[i]);
+                            }
                         }
                     }
                 }
