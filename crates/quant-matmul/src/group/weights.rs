@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 
 use quant_core::superblock::{levels, Grid, SubScale, SuperMatrix};
 use quant_core::{BlockCodes, BlockFormat};
+use quant_traits::cast::round_ties_even;
 use quant_traits::{I4x2, QuantError, QuantFloat, Storage, U4x2};
 
 use crate::aligned::Aligned;
@@ -127,10 +128,10 @@ impl Factored {
                 .enumerate()
                 .map(|(i, &x)| {
                     let d = f[i / per];
-                    let k = if d == 0.0 { 0.0 } else { (x / d).round_ties_even() };
+                    let k = if d == 0.0 { 0.0 } else { round_ties_even(f64::from(x / d)) };
                     // `==`: a zero scale may come out as `-0` from `d · 0`, which changes no
                     // result (the kernels' sums start at `+0`).
-                    ((-128.0..=127.0).contains(&k) && d * k == x).then_some(k as i8)
+                    ((-128.0..=127.0).contains(&k) && d * (k as f32) == x).then_some(k as i8)
                 })
                 .collect()
         };
