@@ -478,6 +478,7 @@ pub(crate) struct QuantizedRows<'a> {
     /// [`GroupCodes::unsigned_offset`]: where a VNNI kernel's integer sum starts, so that it
     /// ends at [`ROUND_BITS`] plus the signed dot product `d` (`|d| <= 127 · 128 · 256 < 2^22`),
     /// the bits of the `f32` `ROUND + d`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' start
     pub(crate) offset_sums: &'a [i32],
 }
 
