@@ -116,7 +116,8 @@ fn weights_decode_as_their_producers_do() -> Res {
     let held = |f: BlockFormat| match f {
         BlockFormat::Q4_0 | BlockFormat::Q3_K => (GroupCodes::Sym4, f.sub_block_len()),
         BlockFormat::Q4_1 | BlockFormat::Q4_K | BlockFormat::Q2_K => (GroupCodes::Min4, f.sub_block_len()),
-        BlockFormat::Q8_0 | BlockFormat::Q5_0 | BlockFormat::Q6_K => (GroupCodes::Sym8, f.sub_block_len()),
+        BlockFormat::Q8_0 | BlockFormat::Q5_0 => (GroupCodes::Sym8, f.sub_block_len()),
+        BlockFormat::Q6_K => (GroupCodes::Sym6, 16),
         BlockFormat::Q5_1 | BlockFormat::Q5_K => (GroupCodes::Min8, 32),
         BlockFormat::MXFP4 | BlockFormat::IQ4_NL | BlockFormat::IQ4_XS => (GroupCodes::Levels4, 32),
         _ => unreachable!("a format this test does not know"),

@@ -29,8 +29,12 @@ pub enum GroupCodes {
     /// `w = s · u + m`. llama.cpp `Q4_1`, `Q4_K` and `Q2_K` (`u` in `0..=3`).
     Min4,
     /// Signed 8-bit codes `q`: `w = s · q`. Our symmetric `i8`, llama.cpp `Q8_0`, and the
-    /// signed formats of 5 and 6 bits held in a byte each (`Q5_0`, `Q6_K`).
+    /// signed 5-bit format held in a byte each (`Q5_0`).
     Sym8,
+    /// Unsigned 6-bit codes `u` in `0..=63` standing for `u - 32`: `w = s · (u - 32)`.
+    /// llama.cpp `Q6_K`. Held in 6 bits: a plane of the low nibbles (the 4-bit layout) and a
+    /// plane of the top two bits (see [`crate::GroupWeights`]).
+    Sym6,
     /// Unsigned codes `u` held in a byte each with a float minimum `m` per group:
     /// `w = s · u + m`. llama.cpp `Q5_1` and `Q5_K` (`u` in `0..=31`).
     Min8,
@@ -46,6 +50,7 @@ impl GroupCodes {
     pub fn bits(self) -> u32 {
         match self {
             GroupCodes::Sym8 | GroupCodes::Min8 => 8,
+            GroupCodes::Sym6 => 6,
             GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Levels4 => 4,
         }
     }
@@ -55,17 +60,18 @@ impl GroupCodes {
     pub fn has_min(self) -> bool {
         match self {
             GroupCodes::Min4 | GroupCodes::Min8 => true,
-            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Sym8 | GroupCodes::Levels4 => false,
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Sym8 | GroupCodes::Sym6 | GroupCodes::Levels4 => false,
         }
     }
 
     /// What the unsigned bytes the VNNI kernels multiply exceed the signed value by, the same
-    /// for every group: 8 for `Sym4` (`q + 8` stored), 128 for the 8-bit codes and levels (the
-    /// top bit flipped), 0 where the stored code is the value (`Min4`) or the zero point
-    /// varies by channel (`Asym4`).
+    /// for every group: 8 for `Sym4` (`q + 8` stored), 32 for `Sym6`, 128 for the 8-bit codes
+    /// and levels (the top bit flipped), 0 where the stored code is the value (`Min4`) or the
+    /// zero point varies by channel (`Asym4`).
     pub(crate) fn unsigned_offset(self) -> i32 {
         match self {
             GroupCodes::Sym4 => 8,
+            GroupCodes::Sym6 => 32,
             GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => 128,
             GroupCodes::Asym4 | GroupCodes::Min4 => 0,
         }
@@ -90,14 +96,15 @@ pub(crate) fn width_for(tier: Tier) -> usize {
 #[expect(clippy::as_conversions, reason = "bit widths (<= 8) as usize, sums and codes (< 2^24) to f32: exact")]
 pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, width: usize, rows: &[u8]) -> Aligned<u8> {
     let bits = kind.bits() as usize;
-    let (groups, panels, row_bytes) = (k / group, n.div_ceil(width), k * bits / 8);
+    // Row-major: a byte per code above 4 bits, two codes a byte otherwise.
+    let (groups, panels, row_bytes) = (k / group, n.div_ceil(width), if bits > 4 { k } else { k / 2 });
     // The code of (row r, input c) from the row-major bytes.
     let code = |r: usize, c: usize| -> u8 {
         if r >= n {
             return 0;
         }
         let row = &rows[r * row_bytes..(r + 1) * row_bytes];
-        if bits == 8 {
+        if bits > 4 {
             row[c]
         } else {
             (row[c / 2] >> (4 * (c % 2))) & 0x0f
@@ -120,7 +127,12 @@ pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, wid
                     for e in 0..group / 8 {
                         for j in 0..4 {
                             let (lo, hi) = (code(r, first + 8 * e + j), code(r, first + 8 * e + 4 + j));
-                            dst[(e * width + l) * 4 + j] = lo | (hi << 4);
+                            dst[(e * width + l) * 4 + j] = (lo & 0x0f) | (hi << 4);
+                            if bits == 6 {
+                                // The top two bits of both in the lane's nibble of the high plane.
+                                let (at, shift) = six_bit_high(group, width, e, l * 4 + j);
+                                dst[at] |= ((lo >> 4) | ((hi >> 4) << 2)) << shift;
+                            }
                         }
                     }
                 }
@@ -128,6 +140,18 @@ pub(crate) fn pack_codes(kind: GroupCodes, n: usize, k: usize, group: usize, wid
         }
     }
     codes
+}
+
+/// Where the top two bits of a 6-bit group's codes are: for step `e` (inputs `8e .. 8e + 8`)
+/// and byte lane `lane` of the step's `4 · width` (channel `lane / 4`, inputs `8e + lane % 4`
+/// and `8e + 4 + lane % 4`), the byte offset in the group and the shift of the lane's nibble
+/// (bits 0-1 the first input's, 2-3 the second's). After the group's `group · width / 2` bytes
+/// of low nibbles, each pair of steps has a byte per lane, 32 per eight channels: the first
+/// step's nibble low, the second's high, so that one load serves two steps (the second
+/// shifted by 4) and a lane group's bytes are its own 32.
+pub(crate) fn six_bit_high(group: usize, width: usize, e: usize, lane: usize) -> (usize, u32) {
+    let byte = group * width / 2 + (e / 2) * 4 * width + lane;
+    (byte, if e.is_multiple_of(2) { 0 } else { 4 })
 }
 
 /// The layout's parameters: one value per (channel, group), row-major (`channel * groups +
@@ -279,6 +303,9 @@ impl<'a> Panels<'a> {
         let cut = |v: &'a [f32]| if v.is_empty() { v } else { &v[params.clone()] };
         Panel {
             codes: &self.codes[panel * groups * gb + half * 4..(panel + 1) * groups * gb],
+            panel_codes: &self.codes[panel * groups * gb..(panel + 1) * groups * gb],
+            lane_group: half / PANEL,
+            group: self.group,
             scales: cut(self.scales),
             zeros: if self.zeros.is_empty() { &[] } else { &self.zeros[params.clone()] },
             mins: cut(self.mins),
@@ -316,6 +343,7 @@ impl<'a> Panels<'a> {
         let at = self.param_index(r, g);
         let z = match self.kind {
             GroupCodes::Sym4 => 8,
+            GroupCodes::Sym6 => 32,
             GroupCodes::Asym4 => i32::from(self.zeros[at]),
             GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => 0,
         };
@@ -337,6 +365,14 @@ impl<'a> Panels<'a> {
         let l = r % w;
         match self.kind {
             GroupCodes::Sym8 | GroupCodes::Min8 => codes[((j / 4) * w + l) * 4 + j % 4],
+            GroupCodes::Sym6 => {
+                let byte = codes[((j / 8) * w + l) * 4 + j % 4];
+                let low = if j % 8 < 4 { byte & 0x0f } else { byte >> 4 };
+                let (at, shift) = six_bit_high(self.group, w, j / 8, l * 4 + j % 4);
+                let pair = (codes[at] >> shift) & 0x0f;
+                let top = if j % 8 < 4 { pair & 3 } else { pair >> 2 };
+                low | (top << 4)
+            }
             GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Levels4 => {
                 let byte = codes[((j / 8) * w + l) * 4 + j % 4];
                 if j % 8 < 4 {
@@ -356,7 +392,7 @@ impl<'a> Panels<'a> {
         let u = self.stored_code(r, c);
         match self.kind {
             GroupCodes::Sym8 | GroupCodes::Min8 => i32::from(i8::from_ne_bytes([u])),
-            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => i32::from(u),
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym6 => i32::from(u),
             GroupCodes::Levels4 => i32::from(self.levels[usize::from(u)]),
         }
     }
@@ -369,6 +405,12 @@ impl<'a> Panels<'a> {
 pub(crate) struct Panel<'a> {
     /// From this lane group's first byte of group 0.
     codes: &'a [u8],
+    /// From the panel's first byte of group 0 (`Sym6`'s high plane).
+    panel_codes: &'a [u8],
+    /// Which eight channels of its panel this lane group is (0 or 1).
+    lane_group: usize,
+    /// Inputs per group.
+    group: usize,
     /// The panel's parameters from this lane group's first, `width` per group.
     scales: &'a [f32],
     zeros: &'a [u8],
@@ -393,6 +435,15 @@ impl<'a> Panel<'a> {
     #[inline]
     pub(crate) fn step(&self) -> usize {
         4 * self.width
+    }
+
+    /// `Sym6`: group `g`'s high plane for this lane group, 32 bytes a pair of steps of eight
+    /// inputs every `4 · width` bytes (see [`six_bit_high`]).
+    #[inline]
+    pub(crate) fn high(&self, g: usize) -> &'a [u8] {
+        let (at, _) = six_bit_high(self.group, self.width, 0, self.lane_group * 32);
+        let pairs = self.group / 16;
+        &self.panel_codes[g * self.group_bytes + at..][..(pairs - 1) * 4 * self.width + 32]
     }
 
     /// Every group's scales, zero points and minimums from this lane group's first channel,

@@ -21,7 +21,9 @@ use crate::arch::{KernelChoice, Tier};
 /// `avx512vnni` and `amx` tiers), and within a panel, group after group, the channels' codes
 /// interleaved four inputs at a time: 8-bit codes as `[quad][channel][4 bytes]`, 4-bit codes
 /// (unsigned, `Sym4` stored as `q + 8`) as `[8 inputs][channel][4 bytes]` with inputs `8p + j`
-/// in the low nibble of byte `j` and `8p + 4 + j` in its high nibble; then each group's `W`
+/// in the low nibble of byte `j` and `8p + 4 + j` in its high nibble, 6-bit codes (`Sym6`) as
+/// those low nibbles followed by a plane of their top two bits, a byte per lane for each pair
+/// of such steps (two bits for each of the lane's four inputs); then each group's `W`
 /// scales (`f32`; `f16` and `bf16` convert exactly), zero points and minimums side by side. A
 /// kernel then finds, for one step of four inputs, the panel's codes in one `4 W`-byte load,
 /// each channel's four in one 32-bit lane (what `vpdpbusd` and `vpmaddubsw` + `vpmaddwd`
@@ -54,7 +56,7 @@ use crate::arch::{KernelChoice, Tier};
 /// | `Q3_K` | 16 | [`GroupCodes::Sym4`] | `(d · (sc - 32)) · q` |
 /// | `Q4_K` | 32 | [`GroupCodes::Min4`] | `(d · sc) · u - dmin · m` |
 /// | `Q5_K` | 32 | [`GroupCodes::Min8`] (a byte each) | `(d · sc) · u - dmin · m` |
-/// | `Q6_K` | 16 | [`GroupCodes::Sym8`] (a byte each) | `(d · sc) · (q - 32)` |
+/// | `Q6_K` | 16 | [`GroupCodes::Sym6`] | `(d · sc) · (q - 32)` |
 /// | `MXFP4` | 32 | [`GroupCodes::Levels4`] | `2^(e - 128) · L[u]` |
 /// | `IQ4_NL` | 32 | [`GroupCodes::Levels4`] | `d · L[u]` |
 /// | `IQ4_XS` | 32 | [`GroupCodes::Levels4`] | `(d · (ls - 32)) · L[u]` |
@@ -63,9 +65,10 @@ use crate::arch::{KernelChoice, Tier};
 /// (the k-quants, `IQ4_XS`, and [`GroupWeights::from_super`]'s with integer sub-block scales)
 /// as the block's integers, a byte a group, with the super-block's `f32` factors (`d`,
 /// `-dmin`): the kernels form each scale as the `f32` product, which is exact, so the result is
-/// that of the `f32` scales bit for bit. Codes of 5 and 6 bits are held as bytes.
-/// [`GroupWeights::bytes`] says what a matrix holds, e.g. 4.75 bits a weight for `Q4_K` (4.5
-/// in the file), 8.625 for `Q6_K` (6.5625) and 5 for `Q4_0` (4.5). The formats with a minimum differ from llama.cpp's dequantization only in that
+/// that of the `f32` scales bit for bit. `Q6_K`'s codes are held in 6 bits (a plane of low
+/// nibbles and one of the top two bits); codes of 5 bits as bytes. [`GroupWeights::bytes`]
+/// says what a matrix holds, e.g. 4.75 bits a weight for `Q4_K` (4.5 in the file), 6.625 for
+/// `Q6_K` (6.5625) and 5 for `Q4_0` (4.5). The formats with a minimum differ from llama.cpp's dequantization only in that
 /// its `d · u - m` is rounded to `f32` per weight, where the products here use the exact
 /// value (see [`GroupWeights::value`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -157,12 +160,12 @@ fn default_width() -> usize {
 }
 
 /// The row-major codes the constructors collect (`GroupWeights::codes` while building) from the
-/// stored codes in input order: a byte each for the 8-bit kinds, two to a byte (the first in
+/// stored codes in input order: a byte each for the 6- and 8-bit kinds, two to a byte (the first in
 /// the low nibble) for the 4-bit ones. Rows of whole groups (16 inputs at least) start on whole
 /// bytes.
 fn row_major_codes(kind: GroupCodes, stored: impl IntoIterator<Item = u8>) -> Vec<u8> {
     let mut it = stored.into_iter();
-    if kind.bits() == 8 {
+    if kind.bits() > 4 {
         return it.collect();
     }
     let mut out = Vec::with_capacity(it.size_hint().0 / 2);
@@ -332,6 +335,7 @@ impl GroupWeights {
         QuantError::check_length("block bytes", expected, bytes.len())?;
         let (kind, levels) = match format.codes() {
             BlockCodes::Signed { bits } if bits <= 4 => (GroupCodes::Sym4, [0; 16]),
+            BlockCodes::Signed { bits: 6 } => (GroupCodes::Sym6, [0; 16]),
             BlockCodes::Signed { .. } => (GroupCodes::Sym8, [0; 16]),
             BlockCodes::Unsigned { bits } if bits <= 4 => (GroupCodes::Min4, [0; 16]),
             BlockCodes::Unsigned { .. } => (GroupCodes::Min8, [0; 16]),
@@ -355,6 +359,7 @@ impl GroupWeights {
         }
         let stored = |v: i8| match kind {
             GroupCodes::Sym4 => (v + 8) as u8,
+            GroupCodes::Sym6 => (v + 32) as u8,
             GroupCodes::Levels4 => index[usize::from(v as u8)],
             GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 => v as u8,
         };
@@ -492,7 +497,7 @@ impl GroupWeights {
                 match kind {
                     GroupCodes::Min4 | GroupCodes::Min8 => w.mins.push(mz),
                     GroupCodes::Asym4 => w.zeros.push(z as u8),
-                    GroupCodes::Sym4 | GroupCodes::Sym8 | GroupCodes::Levels4 => {}
+                    GroupCodes::Sym4 | GroupCodes::Sym8 | GroupCodes::Sym6 | GroupCodes::Levels4 => {}
                 }
                 for c in j * spec.sub_len()..(j + 1) * spec.sub_len() {
                     let q = m.code(r, c);
@@ -717,12 +722,12 @@ impl GroupWeights {
     fn unpacked(&self, width: usize) -> Self {
         let (n, k, groups, view) = (self.n, self.k, self.groups(), self.view());
         let bits = self.codes_kind.bits() as usize;
-        let row_bytes = k * bits / 8;
+        let row_bytes = if bits > 4 { k } else { k / 2 };
         let mut rows = alloc::vec![0u8; n * row_bytes];
         for r in 0..n {
             for c in 0..k {
                 let u = view.stored_code(r, c);
-                if bits == 8 {
+                if bits > 4 {
                     rows[r * row_bytes + c] = u;
                 } else {
                     rows[r * row_bytes + c / 2] |= u << (4 * (c % 2));

@@ -30,7 +30,7 @@ use quant_traits::cpu::Avx512Vnni;
 
 use super::super::decode::{DecodeKernel, FloatRows, GroupCodes, Panels, QuantizedRows, PANEL, ROUND, WIDE};
 use super::super::{AWords, Finish, MicroKernel, Start, TileIo};
-use super::decode::{self, kind_of, ASYM4, LEVELS4, MIN4, MIN8, SYM4, SYM8};
+use super::decode::{self, kind_of, ASYM4, LEVELS4, MIN4, MIN8, SIX_TOPS, SYM4, SYM6, SYM8};
 
 const MR: usize = 12;
 const NR: usize = 32;
@@ -122,6 +122,7 @@ impl DecodeKernel for Avx512Vnni {
                 GroupCodes::Sym8 => wide_avx512vnni::<R, SYM8>(w, a, rows, p),
                 GroupCodes::Min8 => wide_avx512vnni::<R, MIN8>(w, a, rows, p),
                 GroupCodes::Levels4 => wide_avx512vnni::<R, LEVELS4>(w, a, rows, p),
+                GroupCodes::Sym6 => wide_avx512vnni::<R, SYM6>(w, a, rows, p),
             }
         };
         Some(lanes.map(|l| {
@@ -226,6 +227,52 @@ unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usiz
                 acc[i][c1] = _mm512_dpbusd_epi32(acc[i][c1], hi, quad_zmm(xs[i].add(8 * e + 4)));
             }
         }
+    }
+    // SAFETY: as above.
+    unsafe { total(acc) }
+}
+
+/// One group's sixteen sums `init + Σ u · q` for each of `R` rows, `Sym6` weights (`u` in
+/// `0..=63`; `init = ROUND_BITS - 32 · Σ q` makes the sum `ROUND_BITS` plus the signed dot
+/// product): per step of eight inputs the low nibbles as [`four_zmm`] reads them, and each
+/// input's top two bits from the high plane (64 bytes a pair of steps, a byte per lane: the
+/// first step's nibble, then the second's), looked up in two 16-entry tables that put them at
+/// bits 4 and 5 (`vpshufb`), or-ed in.
+///
+/// # Safety
+/// `codes` holds the panel's group (`group · 12` bytes); each `xs[i]` points to the group's
+/// `group` activation codes (`group` a multiple of 16); AVX-512 F/BW and VNNI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn six_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize, init: [i32; R]) -> [__m512i; R] {
+    let nibble = _mm512_set1_epi8(0x0f);
+    // SAFETY: 16-byte loads of 16-byte arrays.
+    let [first, second] = SIX_TOPS.map(|t| _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) }));
+    let high = group * 8; // after the group's low nibbles
+                          // SAFETY: AVX-512 F present (this function's features).
+    let mut acc = unsafe { chains(init) };
+    for t in 0..group / 16 {
+        // SAFETY: 64 bytes of top bits at `high + t * 64` (caller).
+        let h = unsafe { _mm512_loadu_si512(codes.as_ptr().add(high + t * 64).cast()) };
+        let tops = [_mm512_and_si512(h, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(h), nibble)];
+        for (s, top) in tops.into_iter().enumerate() {
+            let e = 2 * t + s;
+            // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
+            unsafe {
+                let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
+                ahead(codes, e);
+                let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
+                let lo = _mm512_or_si512(lo, _mm512_shuffle_epi8(first, top));
+                let hi = _mm512_or_si512(hi, _mm512_shuffle_epi8(second, top));
+                for i in 0..R {
+                    let (c0, c1) = (chain::<R>(0), chain::<R>(1));
+                    acc[i][c0] = _mm512_dpbusd_epi32(acc[i][c0], lo, quad_zmm(xs[i].add(8 * e)));
+                    acc[i][c1] = _mm512_dpbusd_epi32(acc[i][c1], hi, quad_zmm(xs[i].add(8 * e + 4)));
+                }
+            }
+        }
+        // The line of top bits 2 KiB ahead (the low nibbles' are asked for by `ahead`).
+        _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + high + t * 64).cast());
     }
     // SAFETY: as above.
     unsafe { total(acc) }
@@ -387,6 +434,7 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
                 match kind {
                     GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
                     GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels, init),
+                    GroupCodes::Sym6 => six_zmm(codes, xs, group, init),
                     GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
                 }
             };

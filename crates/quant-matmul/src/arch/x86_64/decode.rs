@@ -137,6 +137,70 @@ unsafe fn nibbles(codes: *const u8, e: usize, step: usize) -> (__m256i, __m256i)
     (_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble))
 }
 
+/// `Sym6`'s two lookup tables, indexed by a lane's nibble of top bits: the first input's two
+/// bits (bits 0-1) and the second's (bits 2-3), each moved to bits 4 and 5.
+pub(super) const SIX_TOPS: [[u8; 16]; 2] = [
+    [0, 16, 32, 48, 0, 16, 32, 48, 0, 16, 32, 48, 0, 16, 32, 48],
+    [0, 0, 0, 0, 16, 16, 16, 16, 32, 32, 32, 32, 48, 48, 48, 48],
+];
+
+/// Step `e` of a lane group's `Sym6` codes: the low nibbles as [`nibbles`] reads them, with
+/// each input's top two bits or-ed in at bits 4 and 5 from the high plane (`high`: the pair of
+/// steps' 32 bytes, a byte per lane, this step's nibble low for even `e` and high for odd),
+/// looked up in two 16-entry tables with `vpshufb`; each code a byte `0..=63`.
+///
+/// # Safety
+/// `codes` has 32 readable bytes at `e * step`, `high` 32 at `e / 2 * step`; AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn six_codes(codes: *const u8, high: &[u8], e: usize, step: usize) -> (__m256i, __m256i) {
+    // SAFETY: as this function's.
+    unsafe {
+        let (lo, hi) = nibbles(codes, e, step);
+        let v = _mm256_loadu_si256(high.as_ptr().add(e / 2 * step).cast());
+        let v = if e.is_multiple_of(2) { v } else { _mm256_srli_epi16::<4>(v) };
+        let h = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+        let [first, second] = SIX_TOPS.map(|t| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast())));
+        (_mm256_or_si256(lo, _mm256_shuffle_epi8(first, h)), _mm256_or_si256(hi, _mm256_shuffle_epi8(second, h)))
+    }
+}
+
+/// One group's eight sums `init + Σ u · q` for each of `R` rows, `Sym6` weights, AVX2: the
+/// codes `0..=63` of [`six_codes`] against the activations with `vpmaddubsw`, whose pair sums
+/// (at most `2 · 63 · 127`) are added two at a time (`32 004 < 2^15`) before widening.
+///
+/// # Safety
+/// `codes` holds the lane group's group (`group · 4` bytes of low nibbles from it, a step
+/// every `step`), `high` its high plane ([`Panel::high`]); each `xs[i]` points to the group's
+/// `group` activation codes (`group` a multiple of 16); AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn six_avx2<const R: usize>(
+    codes: &[u8],
+    high: &[u8],
+    step: usize,
+    xs: [*const i8; R],
+    group: usize,
+    init: [i32; R],
+) -> [__m256i; R] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = init.map(|v| _mm256_set1_epi32(v));
+    for e in 0..group / 8 {
+        // SAFETY: the step's code bytes and 8 activation codes at `e * 8` (caller).
+        unsafe {
+            let (lo, hi) = six_codes(codes.as_ptr(), high, e, step);
+            for i in 0..R {
+                let t = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, quad(xs[i].add(8 * e))),
+                    _mm256_maddubs_epi16(hi, quad(xs[i].add(8 * e + 4))),
+                );
+                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(t, ones));
+            }
+        }
+    }
+    acc
+}
+
 /// One group's eight sums `init + Σ u · q` for each of `R` rows, 4-bit weights, AVX2 (`init =
 /// -8 · Σ q` makes `Sym4`'s the signed dot product): each 32-byte load of codes (and its two
 /// nibble masks) serves every row.
@@ -257,7 +321,36 @@ unsafe fn levels_avx2<const R: usize>(
 }
 
 macro_rules! vnni_steps {
-    ($four:ident, $eight:ident, $levels:ident, $features:literal, $dpbusd:ident) => {
+    ($four:ident, $eight:ident, $levels:ident, $six:ident, $features:literal, $dpbusd:ident) => {
+        /// One group's eight sums `init + Σ u · q` for each of `R` rows, `Sym6` weights
+        /// (`init = ROUND_BITS - 32 · Σ q`), `vpdpbusd` on the codes `0..=63` ([`six_codes`]).
+        ///
+        /// # Safety
+        /// As [`six_avx2`]; the CPU has the features in `target_feature`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $six<const R: usize>(
+            codes: &[u8],
+            high: &[u8],
+            step: usize,
+            xs: [*const i8; R],
+            group: usize,
+            init: [i32; R],
+        ) -> [__m256i; R] {
+            let mut acc = init.map(|v| _mm256_set1_epi32(v));
+            for e in 0..group / 8 {
+                // SAFETY: the step's code bytes and 8 activation codes at `e * 8` (caller).
+                unsafe {
+                    let (lo, hi) = six_codes(codes.as_ptr(), high, e, step);
+                    for i in 0..R {
+                        acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
+                        acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
+                    }
+                }
+            }
+            acc
+        }
+
         /// One group's eight dot products for each of `R` rows, `Levels4` weights: `vpdpbusd`
         /// on the levels plus 128 looked up in registers (unsigned bytes), from `init`
         /// (each row's `-128 · Σ q` of the group).
@@ -352,11 +445,12 @@ macro_rules! vnni_steps {
     };
 }
 
-vnni_steps!(four_avxvnni, eight_avxvnni, levels_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+vnni_steps!(four_avxvnni, eight_avxvnni, levels_avxvnni, six_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
 vnni_steps!(
     four_avx512vnni,
     eight_avx512vnni,
     levels_avx512vnni,
+    six_avx512vnni,
     "avx2,avx512f,avx512vl,avx512vnni",
     _mm256_dpbusd_epi32
 );
@@ -369,6 +463,7 @@ pub(super) const MIN4: u8 = 2;
 pub(super) const SYM8: u8 = 3;
 pub(super) const MIN8: u8 = 4;
 pub(super) const LEVELS4: u8 = 5;
+pub(super) const SYM6: u8 = 6;
 
 /// The code kind a const generic argument stands for.
 pub(super) const fn kind_of(kind: u8) -> GroupCodes {
@@ -378,12 +473,13 @@ pub(super) const fn kind_of(kind: u8) -> GroupCodes {
         MIN4 => GroupCodes::Min4,
         SYM8 => GroupCodes::Sym8,
         MIN8 => GroupCodes::Min8,
+        SYM6 => GroupCodes::Sym6,
         _ => GroupCodes::Levels4,
     }
 }
 
 macro_rules! group_kernel {
-    ($name:ident, $inner:ident, $features:literal, $four:ident, $eight:ident, $levels:ident) => {
+    ($name:ident, $inner:ident, $features:literal, $four:ident, $eight:ident, $levels:ident, $six:ident) => {
         /// Panel `p`'s eight output channels for each of `rows`, before the bias: the kernel of
         /// `w`'s code kind.
         ///
@@ -406,6 +502,7 @@ macro_rules! group_kernel {
                     GroupCodes::Sym8 => $inner::<R, SYM8>(w, a, rows, p),
                     GroupCodes::Min8 => $inner::<R, MIN8>(w, a, rows, p),
                     GroupCodes::Levels4 => $inner::<R, LEVELS4>(w, a, rows, p),
+                    GroupCodes::Sym6 => $inner::<R, SYM6>(w, a, rows, p),
                 }
             }
         }
@@ -501,6 +598,7 @@ macro_rules! group_kernel {
                                 $four(codes, panel.step(), xs, group, init)
                             }
                             GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels, init),
+                            GroupCodes::Sym6 => $six(codes, panel.high(g), panel.step(), xs, group, init),
                             GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, init),
                         }
                     };
@@ -536,15 +634,24 @@ macro_rules! group_kernel {
     };
 }
 
-group_kernel!(panel_avx2, kinds_avx2, "avx2,fma", four_avx2, eight_avx2, levels_avx2);
-group_kernel!(panel_avxvnni, kinds_avxvnni, "avx2,fma,avxvnni", four_avxvnni, eight_avxvnni, levels_avxvnni);
+group_kernel!(panel_avx2, kinds_avx2, "avx2,fma", four_avx2, eight_avx2, levels_avx2, six_avx2);
+group_kernel!(
+    panel_avxvnni,
+    kinds_avxvnni,
+    "avx2,fma,avxvnni",
+    four_avxvnni,
+    eight_avxvnni,
+    levels_avxvnni,
+    six_avxvnni
+);
 group_kernel!(
     panel_avx512vnni,
     kinds_avx512vnni,
     "avx2,fma,avx512f,avx512vl,avx512vnni",
     four_avx512vnni,
     eight_avx512vnni,
-    levels_avx512vnni
+    levels_avx512vnni,
+    six_avx512vnni
 );
 
 /// The float mode's kernel, the same on every x86-64 tier (it needs only AVX2 and FMA): `P`
@@ -643,12 +750,13 @@ unsafe fn group_values<const P: usize>(
                 }
             }
         }
-    } else if kind.bits() == 4 {
+    } else if kind.bits() <= 6 {
         let low = [mask(0, false), mask(1, false), mask(2, false), mask(3, false)];
         let mut zf = [_mm256_setzero_ps(); P];
         for (z, pl) in zf.iter_mut().zip(panels) {
             *z = match kind {
                 GroupCodes::Sym4 => _mm256_set1_ps(8.0),
+                GroupCodes::Sym6 => _mm256_set1_ps(32.0),
                 // SAFETY: the panel's 8 zero points of group `g` (Asym4).
                 GroupCodes::Asym4 => unsafe {
                     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(pl.params(g).1.as_ptr().cast())))
@@ -661,8 +769,15 @@ unsafe fn group_values<const P: usize>(
             let mut lo = [_mm256_setzero_si256(); P];
             let mut hi = [_mm256_setzero_si256(); P];
             for q in 0..P {
-                // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs.
-                (lo[q], hi[q]) = unsafe { nibbles(codes[q], e, steps[q]) };
+                // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs (and
+                // `Sym6`'s high plane 16 a step).
+                (lo[q], hi[q]) = unsafe {
+                    if kind == GroupCodes::Sym6 {
+                        six_codes(codes[q], panels[q].high(g), e, steps[q])
+                    } else {
+                        nibbles(codes[q], e, steps[q])
+                    }
+                };
             }
             for (half, src) in [lo, hi].into_iter().enumerate() {
                 for (j, m) in low.iter().enumerate() {
