@@ -32,9 +32,13 @@ pub enum GroupCodes {
     /// signed 5-bit format held in a byte each (`Q5_0`).
     Sym8,
     /// Unsigned 6-bit codes `u` in `0..=63` standing for `u - 32`: `w = s · (u - 32)`.
-    /// llama.cpp `Q6_K`. Held in 6 bits: a plane of the low nibbles (the 4-bit layout) and a
-    /// plane of the top two bits (see [`crate::GroupWeights`]).
+    /// llama.cpp `Q6_K`, and `Q5_0` (its `q` in `-16..=15` held as `q + 32`). Held in 6 bits: a
+    /// plane of the low nibbles (the 4-bit layout) and a plane of the top two bits (see
+    /// [`crate::GroupWeights`]).
     Sym6,
+    /// Unsigned codes `u` in `0..=63`, held as `Sym6` holds them, with a float minimum `m` per
+    /// group: `w = s · u + m`. llama.cpp `Q5_1` and `Q5_K` (`u` in `0..=31`).
+    Min6,
     /// Unsigned codes `u` held in a byte each with a float minimum `m` per group:
     /// `w = s · u + m`. llama.cpp `Q5_1` and `Q5_K` (`u` in `0..=31`).
     Min8,
@@ -50,7 +54,7 @@ impl GroupCodes {
     pub fn bits(self) -> u32 {
         match self {
             GroupCodes::Sym8 | GroupCodes::Min8 => 8,
-            GroupCodes::Sym6 => 6,
+            GroupCodes::Sym6 | GroupCodes::Min6 => 6,
             GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Levels4 => 4,
         }
     }
@@ -59,7 +63,7 @@ impl GroupCodes {
     #[must_use]
     pub fn has_min(self) -> bool {
         match self {
-            GroupCodes::Min4 | GroupCodes::Min8 => true,
+            GroupCodes::Min4 | GroupCodes::Min8 | GroupCodes::Min6 => true,
             GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Sym8 | GroupCodes::Sym6 | GroupCodes::Levels4 => false,
         }
     }
@@ -73,7 +77,7 @@ impl GroupCodes {
             GroupCodes::Sym4 => 8,
             GroupCodes::Sym6 => 32,
             GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => 128,
-            GroupCodes::Asym4 | GroupCodes::Min4 => 0,
+            GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Min6 => 0,
         }
     }
 }
@@ -345,7 +349,7 @@ impl<'a> Panels<'a> {
             GroupCodes::Sym4 => 8,
             GroupCodes::Sym6 => 32,
             GroupCodes::Asym4 => i32::from(self.zeros[at]),
-            GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => 0,
+            GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Min6 | GroupCodes::Levels4 => 0,
         };
         if let Some(f) = self.factored {
             // The kernels' `f32` product, factor times integer.
@@ -365,7 +369,7 @@ impl<'a> Panels<'a> {
         let l = r % w;
         match self.kind {
             GroupCodes::Sym8 | GroupCodes::Min8 => codes[((j / 4) * w + l) * 4 + j % 4],
-            GroupCodes::Sym6 => {
+            GroupCodes::Sym6 | GroupCodes::Min6 => {
                 let byte = codes[((j / 8) * w + l) * 4 + j % 4];
                 let low = if j % 8 < 4 { byte & 0x0f } else { byte >> 4 };
                 let (at, shift) = six_bit_high(self.group, w, j / 8, l * 4 + j % 4);
@@ -392,7 +396,9 @@ impl<'a> Panels<'a> {
         let u = self.stored_code(r, c);
         match self.kind {
             GroupCodes::Sym8 | GroupCodes::Min8 => i32::from(i8::from_ne_bytes([u])),
-            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym6 => i32::from(u),
+            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym6 | GroupCodes::Min6 => {
+                i32::from(u)
+            }
             GroupCodes::Levels4 => i32::from(self.levels[usize::from(u)]),
         }
     }

@@ -50,12 +50,12 @@ use crate::arch::{KernelChoice, Tier};
 /// | `Q4_0` | 32 | [`GroupCodes::Sym4`] | `d · (q - 8)` |
 /// | `Q4_1` | 32 | [`GroupCodes::Min4`] | `d · u + m` |
 /// | `Q8_0` | 32 | [`GroupCodes::Sym8`] | `d · q` |
-/// | `Q5_0` | 32 | [`GroupCodes::Sym8`] (a byte each) | `d · (q - 16)` |
-/// | `Q5_1` | 32 | [`GroupCodes::Min8`] (a byte each) | `d · u + m` |
+/// | `Q5_0` | 32 | [`GroupCodes::Sym6`] (`q + 16` held as `q + 32`) | `d · (q - 16)` |
+/// | `Q5_1` | 32 | [`GroupCodes::Min6`] | `d · u + m` |
 /// | `Q2_K` | 16 | [`GroupCodes::Min4`] | `(d · sc) · u - dmin · m` |
 /// | `Q3_K` | 16 | [`GroupCodes::Sym4`] | `(d · (sc - 32)) · q` |
 /// | `Q4_K` | 32 | [`GroupCodes::Min4`] | `(d · sc) · u - dmin · m` |
-/// | `Q5_K` | 32 | [`GroupCodes::Min8`] (a byte each) | `(d · sc) · u - dmin · m` |
+/// | `Q5_K` | 32 | [`GroupCodes::Min6`] | `(d · sc) · u - dmin · m` |
 /// | `Q6_K` | 16 | [`GroupCodes::Sym6`] | `(d · sc) · (q - 32)` |
 /// | `MXFP4` | 32 | [`GroupCodes::Levels4`] | `2^(e - 128) · L[u]` |
 /// | `IQ4_NL` | 32 | [`GroupCodes::Levels4`] | `d · L[u]` |
@@ -65,9 +65,9 @@ use crate::arch::{KernelChoice, Tier};
 /// (the k-quants, `IQ4_XS`, and [`GroupWeights::from_super`]'s with integer sub-block scales)
 /// as the block's integers, a byte a group, with the super-block's `f32` factors (`d`,
 /// `-dmin`): the kernels form each scale as the `f32` product, which is exact, so the result is
-/// that of the `f32` scales bit for bit. `Q6_K`'s codes are held in 6 bits (a plane of low
-/// nibbles and one of the top two bits); codes of 5 bits as bytes. [`GroupWeights::bytes`]
-/// says what a matrix holds, e.g. 4.75 bits a weight for `Q4_K` (4.5 in the file), 6.625 for
+/// that of the `f32` scales bit for bit. Codes of 5 and 6 bits are held in 6 (a plane of low
+/// nibbles and one of the top two bits). [`GroupWeights::bytes`] says what a matrix holds,
+/// e.g. 4.75 bits a weight for `Q4_K` (4.5 in the file), 6.75 for `Q5_K` (5.5), 6.625 for
 /// `Q6_K` (6.5625) and 5 for `Q4_0` (4.5). The formats with a minimum differ from llama.cpp's dequantization only in that
 /// its `d · u - m` is rounded to `f32` per weight, where the products here use the exact
 /// value (see [`GroupWeights::value`]).
@@ -335,9 +335,10 @@ impl GroupWeights {
         QuantError::check_length("block bytes", expected, bytes.len())?;
         let (kind, levels) = match format.codes() {
             BlockCodes::Signed { bits } if bits <= 4 => (GroupCodes::Sym4, [0; 16]),
-            BlockCodes::Signed { bits: 6 } => (GroupCodes::Sym6, [0; 16]),
+            BlockCodes::Signed { bits } if bits <= 6 => (GroupCodes::Sym6, [0; 16]),
             BlockCodes::Signed { .. } => (GroupCodes::Sym8, [0; 16]),
             BlockCodes::Unsigned { bits } if bits <= 4 => (GroupCodes::Min4, [0; 16]),
+            BlockCodes::Unsigned { bits } if bits <= 6 => (GroupCodes::Min6, [0; 16]),
             BlockCodes::Unsigned { .. } => (GroupCodes::Min8, [0; 16]),
             BlockCodes::Levels(l) => (GroupCodes::Levels4, *l),
             _ => {
@@ -361,7 +362,7 @@ impl GroupWeights {
             GroupCodes::Sym4 => (v + 8) as u8,
             GroupCodes::Sym6 => (v + 32) as u8,
             GroupCodes::Levels4 => index[usize::from(v as u8)],
-            GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 => v as u8,
+            GroupCodes::Asym4 | GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Min6 => v as u8,
         };
         let codes = row_major_codes(kind, q.iter().map(|&v| stored(v)));
         // The two-level formats' super-block factors, block after block.
@@ -399,8 +400,8 @@ impl GroupWeights {
     ///
     /// | grid | bits | codes as held |
     /// |---|---|---|
-    /// | `sym` | 2 to 4 / 5 to 8 | [`GroupCodes::Sym4`] / [`GroupCodes::Sym8`] |
-    /// | `offset` | 2 to 4 / 5 to 7 | [`GroupCodes::Min4`] / [`GroupCodes::Min8`] |
+    /// | `sym` | 2 to 4 / 5, 6 / 7, 8 | [`GroupCodes::Sym4`] / [`GroupCodes::Sym6`] / [`GroupCodes::Sym8`] |
+    /// | `offset` | 2 to 4 / 5, 6 / 7 | [`GroupCodes::Min4`] / [`GroupCodes::Min6`] / [`GroupCodes::Min8`] |
     /// | `zp` | 2 to 4 / 5 to 7 | [`GroupCodes::Asym4`] / [`GroupCodes::Sym8`] holding `q - z_j` |
     /// | `levels` | 4 / 5, 6 | [`GroupCodes::Levels4`] / [`GroupCodes::Sym8`] holding `L[q]` |
     ///
@@ -441,6 +442,8 @@ impl GroupWeights {
             Grid::Offset if small => GroupCodes::Min4,
             Grid::ZeroPoint if small => GroupCodes::Asym4,
             Grid::Levels if bits == 4 => GroupCodes::Levels4,
+            Grid::Symmetric if bits <= 6 => GroupCodes::Sym6,
+            Grid::Offset if bits <= 6 => GroupCodes::Min6,
             Grid::Offset if bits < 8 => GroupCodes::Min8,
             Grid::Symmetric | Grid::Levels => GroupCodes::Sym8,
             Grid::ZeroPoint if bits < 8 => GroupCodes::Sym8,
@@ -495,7 +498,7 @@ impl GroupWeights {
                 w.scales.push(d);
                 let z = if spec.grid() == Grid::ZeroPoint { mz as i16 } else { 0 };
                 match kind {
-                    GroupCodes::Min4 | GroupCodes::Min8 => w.mins.push(mz),
+                    GroupCodes::Min4 | GroupCodes::Min8 | GroupCodes::Min6 => w.mins.push(mz),
                     GroupCodes::Asym4 => w.zeros.push(z as u8),
                     GroupCodes::Sym4 | GroupCodes::Sym8 | GroupCodes::Sym6 | GroupCodes::Levels4 => {}
                 }
@@ -503,6 +506,7 @@ impl GroupWeights {
                     let q = m.code(r, c);
                     held.push(match (kind, spec.grid()) {
                         (GroupCodes::Sym4, _) => (q + 8) as u8,
+                        (GroupCodes::Sym6, _) => (q + 32) as u8,
                         (GroupCodes::Sym8, Grid::Levels) => table[q as usize] as u8,
                         (GroupCodes::Sym8, Grid::ZeroPoint) => (q - z) as u8,
                         _ => q as u8,

@@ -30,7 +30,7 @@ use quant_traits::cpu::Avx512Vnni;
 
 use super::super::decode::{DecodeKernel, FloatRows, GroupCodes, Panels, QuantizedRows, PANEL, ROUND, WIDE};
 use super::super::{AWords, Finish, MicroKernel, Start, TileIo};
-use super::decode::{self, kind_of, ASYM4, LEVELS4, MIN4, MIN8, SIX_TOPS, SYM4, SYM6, SYM8};
+use super::decode::{self, kind_of, ASYM4, LEVELS4, MIN4, MIN6, MIN8, SIX_TOPS, SYM4, SYM6, SYM8};
 
 const MR: usize = 12;
 const NR: usize = 32;
@@ -123,6 +123,7 @@ impl DecodeKernel for Avx512Vnni {
                 GroupCodes::Min8 => wide_avx512vnni::<R, MIN8>(w, a, rows, p),
                 GroupCodes::Levels4 => wide_avx512vnni::<R, LEVELS4>(w, a, rows, p),
                 GroupCodes::Sym6 => wide_avx512vnni::<R, SYM6>(w, a, rows, p),
+                GroupCodes::Min6 => wide_avx512vnni::<R, MIN6>(w, a, rows, p),
             }
         };
         Some(lanes.map(|l| {
@@ -434,7 +435,7 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
                 match kind {
                     GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
                     GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels, init),
-                    GroupCodes::Sym6 => six_zmm(codes, xs, group, init),
+                    GroupCodes::Sym6 | GroupCodes::Min6 => six_zmm(codes, xs, group, init),
                     GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
                 }
             };

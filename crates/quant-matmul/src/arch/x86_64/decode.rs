@@ -464,6 +464,7 @@ pub(super) const SYM8: u8 = 3;
 pub(super) const MIN8: u8 = 4;
 pub(super) const LEVELS4: u8 = 5;
 pub(super) const SYM6: u8 = 6;
+pub(super) const MIN6: u8 = 7;
 
 /// The code kind a const generic argument stands for.
 pub(super) const fn kind_of(kind: u8) -> GroupCodes {
@@ -474,6 +475,7 @@ pub(super) const fn kind_of(kind: u8) -> GroupCodes {
         SYM8 => GroupCodes::Sym8,
         MIN8 => GroupCodes::Min8,
         SYM6 => GroupCodes::Sym6,
+        MIN6 => GroupCodes::Min6,
         _ => GroupCodes::Levels4,
     }
 }
@@ -503,6 +505,7 @@ macro_rules! group_kernel {
                     GroupCodes::Min8 => $inner::<R, MIN8>(w, a, rows, p),
                     GroupCodes::Levels4 => $inner::<R, LEVELS4>(w, a, rows, p),
                     GroupCodes::Sym6 => $inner::<R, SYM6>(w, a, rows, p),
+                    GroupCodes::Min6 => $inner::<R, MIN6>(w, a, rows, p),
                 }
             }
         }
@@ -598,7 +601,9 @@ macro_rules! group_kernel {
                                 $four(codes, panel.step(), xs, group, init)
                             }
                             GroupCodes::Levels4 => $levels(codes, panel.step(), xs, group, &w.levels, init),
-                            GroupCodes::Sym6 => $six(codes, panel.high(g), panel.step(), xs, group, init),
+                            GroupCodes::Sym6 | GroupCodes::Min6 => {
+                                $six(codes, panel.high(g), panel.step(), xs, group, init)
+                            }
                             GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, init),
                         }
                     };
@@ -761,8 +766,10 @@ unsafe fn group_values<const P: usize>(
                 GroupCodes::Asym4 => unsafe {
                     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(pl.params(g).1.as_ptr().cast())))
                 },
-                // Min4: u - 0 is u exactly (Levels4 is looked up above).
-                GroupCodes::Min4 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => _mm256_setzero_ps(),
+                // Min4, Min6: u - 0 is u exactly (Levels4 is looked up above).
+                GroupCodes::Min4 | GroupCodes::Min6 | GroupCodes::Sym8 | GroupCodes::Min8 | GroupCodes::Levels4 => {
+                    _mm256_setzero_ps()
+                }
             };
         }
         for e in 0..group / 8 {
@@ -772,7 +779,7 @@ unsafe fn group_values<const P: usize>(
                 // SAFETY: the group's codes are `group * 4` bytes, 32 per step of 8 inputs (and
                 // `Sym6`'s high plane 16 a step).
                 (lo[q], hi[q]) = unsafe {
-                    if kind == GroupCodes::Sym6 {
+                    if kind.bits() == 6 {
                         six_codes(codes[q], panels[q].high(g), e, steps[q])
                     } else {
                         nibbles(codes[q], e, steps[q])
