@@ -392,6 +392,9 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
     // SAFETY: 16 readable values (as above).
     let floats = |v: *const f32| unsafe { _mm512_loadu_ps(v) };
     let mut acc = [_mm512_setzero_ps(); R];
+    // Where group `g`'s per-group activation values start, `a.at(rows[0], g)`: a step of `m`
+    // a group (a running index, not a product per group).
+    let mut meta = a.at(rows[0], 0);
     for sup in 0..groups / per {
         // The super-block's factors (the factored form).
         let (d, dmin) = match factored {
@@ -417,7 +420,8 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
                 }
             };
             let codes = panel.codes(g);
-            let at = a.at(rows[0], g);
+            let at = meta;
+            debug_assert_eq!(at, a.at(rows[0], g));
             // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries
             // of the per-group arrays from `at` are inside those (consecutive rows, caller).
             let (xs, init, sx, scaled) = unsafe {
@@ -460,6 +464,7 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
                     }
                 }
             }
+            meta += a.m;
         }
     }
     let mut out = [[0f32; WIDE]; R];
