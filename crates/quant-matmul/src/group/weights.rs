@@ -98,9 +98,9 @@ pub struct GroupWeights {
 
 /// Scales (and minimums) held as an `i8` per group times an `f32` factor per super-block of
 /// `per` groups, where every group's `f32` scale is exactly that product: the k-quants, `IQ4_XS`
-/// and our two-level formats. The kernels then read one byte per group and channel instead of
-/// four (`Q4_K`: 4.75 bits a weight instead of 6) and form `d · k` in `f32`, the value the
-/// plain form holds.
+/// and our two-level formats. The kernels then read one byte per group and channel where the
+/// plain form reads four (`Q4_K`: 4.75 bits a weight against 6) and form `d · k` in `f32`, the
+/// value the plain form holds.
 #[derive(Clone, Debug, PartialEq)]
 struct Factored {
     /// Groups per super-block.
