@@ -550,6 +550,40 @@ impl QuantizedRows<'_> {
     pub(crate) fn at(&self, r: usize, g: usize) -> usize {
         g * self.m + r
     }
+
+    /// Where `rows`' codes start (for [`QuantizedRows::group_rows`]).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' view
+    pub(crate) fn row_starts<const R: usize>(&self, rows: [usize; R]) -> [*const i8; R] {
+        rows.map(|r| self.q.as_ptr().wrapping_add(r * self.k))
+    }
+
+    /// What a SIMD kernel reads of group `g` for `R` consecutive rows whose per-group values
+    /// start at `at` (`self.at(rows[0], g)`): each row's codes of the group (from its start in
+    /// `starts`), each row's `ROUND_BITS - o · Σ q`, and pointers to the rows' `R` scales and
+    /// `R` values `s_x · Σ q`.
+    ///
+    /// # Safety
+    /// `starts` are [`QuantizedRows::row_starts`] of `R` consecutive rows of `self`; `g` is a
+    /// group of the rows and `at` is `self.at(rows[0], g)`.
+    #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' view
+    pub(crate) unsafe fn group_rows<const R: usize>(
+        &self,
+        starts: &[*const i8; R],
+        g: usize,
+        at: usize,
+    ) -> ([*const i8; R], [i32; R], *const f32, *const f32) {
+        // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries of
+        // the per-group arrays from `at` are inside those (the caller's contract).
+        unsafe {
+            (
+                starts.map(|x| x.add(g * self.group)),
+                core::array::from_fn(|i| *self.offset_sums.as_ptr().add(at + i)),
+                self.scales.as_ptr().add(at),
+                self.scaled_sums.as_ptr().add(at),
+            )
+        }
+    }
 }
 
 /// Activations in `f32` (the float mode), as the kernels read them.

@@ -203,16 +203,25 @@ unsafe fn total<const R: usize>(acc: [[__m512i; 2]; R]) -> [__m512i; R] {
     acc.map(|[a, b]| if R >= 4 { a } else { _mm512_add_epi32(a, b) })
 }
 
-/// One group's sixteen dot products for each of `R` rows, 4-bit weights, plus `init`: per
-/// step of eight inputs one 64-byte load split into its low and high nibbles and two
-/// `vpdpbusd` a row.
+/// One group's sixteen sums for each of `R` rows, from `init`, for the kinds whose codes come
+/// a step of eight inputs at a time as nibbles: per step one 64-byte load, asked for 2 KiB
+/// ahead ([`ahead`]), split into its low nibbles (inputs `8e .. 8e + 4` of the sixteen
+/// channels) and high nibbles (`8e + 4 .. 8e + 8`), made into the kind's unsigned bytes by
+/// `bytes(e, low, high)`, and two `vpdpbusd` a row.
 ///
 /// # Safety
-/// `codes` holds the panel's `group * 8` bytes; each `xs[i]` points to the group's `group`
-/// activation codes (`group` a multiple of 16); AVX-512 F/BW and VNNI present.
+/// `codes` holds the panel's group (its nibbles `64` bytes a step from the start); each
+/// `xs[i]` points to the group's `group` activation codes (`group` a multiple of 16); `bytes`
+/// reads only what its caller vouches for; AVX-512 F/BW and VNNI present.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize, init: [i32; R]) -> [__m512i; R] {
+unsafe fn nibble_dots<const R: usize>(
+    codes: &[u8],
+    xs: [*const i8; R],
+    group: usize,
+    init: [i32; R],
+    mut bytes: impl FnMut(usize, __m512i, __m512i) -> (__m512i, __m512i),
+) -> [__m512i; R] {
     let nibble = _mm512_set1_epi8(0x0f);
     // SAFETY: AVX-512 F present (this function's features).
     let mut acc = unsafe { chains(init) };
@@ -222,6 +231,7 @@ unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usiz
             let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
             ahead(codes, e);
             let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
+            let (lo, hi) = bytes(e, lo, hi);
             for i in 0..R {
                 let (c0, c1) = (chain::<R>(0), chain::<R>(1));
                 acc[i][c0] = _mm512_dpbusd_epi32(acc[i][c0], lo, quad_zmm(xs[i].add(8 * e)));
@@ -233,12 +243,26 @@ unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usiz
     unsafe { total(acc) }
 }
 
+/// One group's sixteen dot products for each of `R` rows, 4-bit weights, plus `init`: the
+/// nibbles as they are ([`nibble_dots`]).
+///
+/// # Safety
+/// `codes` holds the panel's `group * 8` bytes; each `xs[i]` points to the group's `group`
+/// activation codes (`group` a multiple of 16); AVX-512 F/BW and VNNI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize, init: [i32; R]) -> [__m512i; R] {
+    // SAFETY: forwarded (the caller's contract).
+    unsafe { nibble_dots(codes, xs, group, init, |_, lo, hi| (lo, hi)) }
+}
+
 /// One group's sixteen sums `init + Σ u · q` for each of `R` rows, `Sym6` weights (`u` in
 /// `0..=63`; `init = ROUND_BITS - 32 · Σ q` makes the sum `ROUND_BITS` plus the signed dot
-/// product): per step of eight inputs the low nibbles as [`four_zmm`] reads them, and each
+/// product): per step of eight inputs the low nibbles as [`nibble_dots`] reads them, and each
 /// input's top two bits from the high plane (64 bytes a pair of steps, a byte per lane: the
 /// first step's nibble, then the second's), looked up in two 16-entry tables that put them at
-/// bits 4 and 5 (`vpshufb`), or-ed in.
+/// bits 4 and 5 (`vpshufb`), or-ed in. Its own loop, by pairs of steps, so that each line of
+/// top bits is loaded and split once for both steps.
 ///
 /// # Safety
 /// `codes` holds the panel's group (`group · 12` bytes); each `xs[i]` points to the group's
@@ -249,7 +273,7 @@ unsafe fn six_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize
     let nibble = _mm512_set1_epi8(0x0f);
     // SAFETY: 16-byte loads of 16-byte arrays.
     let [first, second] = SIX_TOPS.map(|t| _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) }));
-    let high = group * 8; // after the group's low nibbles
+    let high = group * 8; // the top bits follow the group's low nibbles
                           // SAFETY: AVX-512 F present (this function's features).
     let mut acc = unsafe { chains(init) };
     for t in 0..group / 16 {
@@ -296,29 +320,13 @@ unsafe fn levels_zmm<const R: usize>(
     levels: &[i8; 16],
     init: [i32; R],
 ) -> [__m512i; R] {
-    let nibble = _mm512_set1_epi8(0x0f);
     // L + 128: flipping an i8's top bit adds 128 to it as a u8.
     let offset: [u8; 16] = core::array::from_fn(|i| levels[i].to_ne_bytes()[0] ^ 0x80);
     // SAFETY: a 16-byte load of a 16-byte array.
     let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(offset.as_ptr().cast()) });
-    // SAFETY: AVX-512 F present (this function's features).
-    let mut acc = unsafe { chains(init) };
-    for e in 0..group / 8 {
-        // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
-        unsafe {
-            let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
-            ahead(codes, e);
-            let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
-            let (lo, hi) = (_mm512_shuffle_epi8(table, lo), _mm512_shuffle_epi8(table, hi));
-            for i in 0..R {
-                let (c0, c1) = (chain::<R>(0), chain::<R>(1));
-                acc[i][c0] = _mm512_dpbusd_epi32(acc[i][c0], lo, quad_zmm(xs[i].add(8 * e)));
-                acc[i][c1] = _mm512_dpbusd_epi32(acc[i][c1], hi, quad_zmm(xs[i].add(8 * e + 4)));
-            }
-        }
-    }
-    // SAFETY: as above.
-    unsafe { total(acc) }
+    let bytes = |_, lo, hi| (_mm512_shuffle_epi8(table, lo), _mm512_shuffle_epi8(table, hi));
+    // SAFETY: forwarded (the caller's contract).
+    unsafe { nibble_dots(codes, xs, group, init, bytes) }
 }
 
 /// One group's sixteen sums `init + Σ (w + 128) · q` for each of `R` rows, 8-bit weights: each
@@ -368,14 +376,13 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
     rows: [usize; R],
     p: usize,
 ) -> [[f32; WIDE]; R] {
-    let (k, group, groups) = (a.k, a.group, a.groups());
+    let (group, groups) = (a.group, a.groups());
     let kind = kind_of(KIND);
     debug_assert_eq!(kind, w.codes_kind());
     debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
     let panel = w.wide_panel(p);
     // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
-    // SAFETY: every row holds `k` codes (caller).
-    let xs0: [*const i8; R] = rows.map(|r| unsafe { a.q.as_ptr().add(r * k) });
+    let xs0 = a.row_starts(rows);
     // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times an
     // `f32` a super-block), read through pointers that advance group by group (a group `g`
     // below `groups` reads inside them: the panel's slices hold `groups · 16` values, or
@@ -422,17 +429,9 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
             let codes = panel.codes(g);
             let at = meta;
             debug_assert_eq!(at, a.at(rows[0], g));
-            // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries
-            // of the per-group arrays from `at` are inside those (consecutive rows, caller).
-            let (xs, init, sx, scaled) = unsafe {
-                (
-                    xs0.map(|x| x.add(g * group)),
-                    // Each row's `ROUND_BITS - o · Σ q`, where its integer sums start.
-                    core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
-                    a.scales.as_ptr().add(at),
-                    a.scaled_sums.as_ptr().add(at),
-                )
-            };
+            // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g` one of
+            // their groups, `at` its index.
+            let (xs, init, sx, scaled) = unsafe { a.group_rows(&xs0, g, at) };
             // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
             // group's activations (`group` a multiple of 16); CPU features as above.
             let raw = unsafe {

@@ -321,7 +321,38 @@ unsafe fn levels_avx2<const R: usize>(
 }
 
 macro_rules! vnni_steps {
-    ($four:ident, $eight:ident, $levels:ident, $six:ident, $features:literal, $dpbusd:ident) => {
+    ($dots:ident, $four:ident, $eight:ident, $levels:ident, $six:ident, $features:literal, $dpbusd:ident) => {
+        /// One group's eight sums for each of `R` rows, from `init`, for the kinds whose codes
+        /// come a step of eight inputs at a time: `bytes(e)` gives step `e`'s unsigned bytes
+        /// (inputs `8e .. 8e + 4` of the eight channels, then `8e + 4 .. 8e + 8`), and each row
+        /// adds both against its activations, two `vpdpbusd`.
+        ///
+        /// # Safety
+        /// Each `xs[i]` points to the group's `group` activation codes (`group` a multiple of
+        /// 16); `bytes` reads only what its caller vouches for; the CPU has the features in
+        /// `target_feature`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $dots<const R: usize>(
+            xs: [*const i8; R],
+            group: usize,
+            init: [i32; R],
+            mut bytes: impl FnMut(usize) -> (__m256i, __m256i),
+        ) -> [__m256i; R] {
+            let mut acc = init.map(|v| _mm256_set1_epi32(v));
+            for e in 0..group / 8 {
+                let (lo, hi) = bytes(e);
+                for i in 0..R {
+                    // SAFETY: 8 activation codes at `e * 8` (caller).
+                    unsafe {
+                        acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
+                        acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
+                    }
+                }
+            }
+            acc
+        }
+
         /// One group's eight sums `init + Σ u · q` for each of `R` rows, `Sym6` weights
         /// (`init = ROUND_BITS - 32 · Σ q`), `vpdpbusd` on the codes `0..=63` ([`six_codes`]).
         ///
@@ -337,18 +368,8 @@ macro_rules! vnni_steps {
             group: usize,
             init: [i32; R],
         ) -> [__m256i; R] {
-            let mut acc = init.map(|v| _mm256_set1_epi32(v));
-            for e in 0..group / 8 {
-                // SAFETY: the step's code bytes and 8 activation codes at `e * 8` (caller).
-                unsafe {
-                    let (lo, hi) = six_codes(codes.as_ptr(), high, e, step);
-                    for i in 0..R {
-                        acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
-                        acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
-                    }
-                }
-            }
-            acc
+            // SAFETY: the step's code bytes and top bits (caller); the rest forwarded.
+            unsafe { $dots(xs, group, init, |e| six_codes(codes.as_ptr(), high, e, step)) }
         }
 
         /// One group's eight dot products for each of `R` rows, `Levels4` weights: `vpdpbusd`
@@ -371,19 +392,13 @@ macro_rules! vnni_steps {
             let offset: [i8; 16] = core::array::from_fn(|i| levels[i] ^ i8::MIN);
             // SAFETY: AVX2 present (this function's features).
             let table = unsafe { level_table(&offset) };
-            let mut acc = init.map(|v| _mm256_set1_epi32(v));
-            for e in 0..group / 8 {
-                // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
-                unsafe {
-                    let (lo, hi) = nibbles(codes.as_ptr(), e, step);
-                    let (lo, hi) = (_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
-                    for i in 0..R {
-                        acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
-                        acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
-                    }
-                }
-            }
-            acc
+            let bytes = |e| {
+                // SAFETY: 32 code bytes at `e * step` (caller).
+                let (lo, hi) = unsafe { nibbles(codes.as_ptr(), e, step) };
+                (_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi))
+            };
+            // SAFETY: forwarded (the caller's contract).
+            unsafe { $dots(xs, group, init, bytes) }
         }
 
         /// One group's eight sums `init + Σ u · q` for each of `R` rows, 4-bit weights,
@@ -400,18 +415,8 @@ macro_rules! vnni_steps {
             group: usize,
             init: [i32; R],
         ) -> [__m256i; R] {
-            let mut acc = init.map(|v| _mm256_set1_epi32(v));
-            for e in 0..group / 8 {
-                // SAFETY: 32 code bytes at `e * step` and 8 activation codes at `e * 8` (caller).
-                unsafe {
-                    let (lo, hi) = nibbles(codes.as_ptr(), e, step);
-                    for i in 0..R {
-                        acc[i] = $dpbusd(acc[i], lo, quad(xs[i].add(8 * e)));
-                        acc[i] = $dpbusd(acc[i], hi, quad(xs[i].add(8 * e + 4)));
-                    }
-                }
-            }
-            acc
+            // SAFETY: 32 code bytes at `e * step` (caller); the rest forwarded.
+            unsafe { $dots(xs, group, init, |e| nibbles(codes.as_ptr(), e, step)) }
         }
 
         /// One group's eight dot products for each of `R` rows, 8-bit weights: `vpdpbusd` on
@@ -445,8 +450,17 @@ macro_rules! vnni_steps {
     };
 }
 
-vnni_steps!(four_avxvnni, eight_avxvnni, levels_avxvnni, six_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
 vnni_steps!(
+    dots_avxvnni,
+    four_avxvnni,
+    eight_avxvnni,
+    levels_avxvnni,
+    six_avxvnni,
+    "avx2,avxvnni",
+    _mm256_dpbusd_avx_epi32
+);
+vnni_steps!(
+    dots_avx512vnni,
     four_avx512vnni,
     eight_avx512vnni,
     levels_avx512vnni,
@@ -521,15 +535,14 @@ macro_rules! group_kernel {
             rows: [usize; R],
             p: usize,
         ) -> [[f32; PANEL]; R] {
-            let (k, group, groups) = (a.k, a.group, a.groups());
+            let (group, groups) = (a.group, a.groups());
             let kind = kind_of(KIND);
             debug_assert_eq!(kind, w.codes_kind());
             debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
             let panel = w.panel(p);
             // Each row's codes; its per-group values are `R` consecutive entries from
             // `a.at(rows[0], g)`.
-            // SAFETY: every row holds `k` codes (caller).
-            let xs0: [*const i8; R] = rows.map(|r| unsafe { a.q.as_ptr().add(r * k) });
+            let xs0 = a.row_starts(rows);
             // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times
             // an `f32` a super-block), read through pointers a super-block at a time (a group
             // `g` below `groups` reads inside the lane group's slices: eight values at
@@ -581,18 +594,9 @@ macro_rules! group_kernel {
                     let z = zeros.as_ptr().wrapping_add(at);
                     let codes = panel.codes(g);
                     let at = a.at(rows[0], g);
-                    // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive
-                    // entries of the per-group arrays from `at` are inside those (consecutive
-                    // rows, caller).
-                    let (xs, init, sx, scaled) = unsafe {
-                        (
-                            xs0.map(|x| x.add(g * group)),
-                            // Each row's `ROUND_BITS - o · Σ q`, where the integer sums start.
-                            core::array::from_fn::<i32, R, _>(|i| *a.offset_sums.as_ptr().add(at + i)),
-                            a.scales.as_ptr().add(at),
-                            a.scaled_sums.as_ptr().add(at),
-                        )
-                    };
+                    // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g`
+                    // one of their groups, `at` its index.
+                    let (xs, init, sx, scaled) = unsafe { a.group_rows(&xs0, g, at) };
                     // SAFETY: the panel holds the group's codes for eight channels; `xs` point to
                     // the group's activations (`group` a multiple of 16); CPU features as above.
                     let raw = unsafe {
