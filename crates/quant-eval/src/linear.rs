@@ -1,0 +1,375 @@
+//! The linear layers `y = x · Wᵀ + b` of the encoder, behind one trait, in each precision
+//! `quant eval` compares.
+//!
+//! | implementation | weights | activations | product |
+//! |---|---|---|---|
+//! | [`F32Linear`] | `f32` | `f32` | `f32` sums in a fixed order: the reference |
+//! | [`DynamicInt8`] | `i8` per output channel, symmetric (`max\|w\| / 127`) | `u8` per row, asymmetric, from each row's own range at run time | [`Gemm`] in exact `i32`, then `acc · s_x[row] · s_w[col] + b` in `f64`, rounded once to `f32` |
+//! | [`StaticInt8`] | as [`DynamicInt8`] | `u8` with one scale and zero point fixed beforehand by an observer (values outside saturate) | [`Gemm::f32`] |
+//! | [`Grouped`] | any [`GroupWeights`] (llama.cpp's block formats, our two-level formats) | `i8` per group on the fly, or `f32` | [`GroupGemm`] |
+//!
+//! [`DynamicInt8`] is ONNX Runtime's `quantize_dynamic` recipe (`QInt8` weights per channel,
+//! `u8` activations) with one change: the activation range is per row (per token) instead of
+//! per tensor, which costs one scale and zero point a row and keeps an outlier token from
+//! coarsening every other token's codes.
+
+use quant_core::{quantize_into, QuantParams, QuantSpec};
+use quant_matmul::{Gemm, GroupGemm, GroupWeights, MatMut, MatRef, Operands, PackedB, Scale, ZeroPoint};
+use rayon::prelude::*;
+
+use crate::EvalError;
+
+/// One linear layer: `y = x · Wᵀ + b` for `rows` rows of `x` (`rows x k`, row-major) into `y`
+/// (`rows x n`).
+pub trait Linear: Send + Sync {
+    /// `(n, k)`: outputs and inputs.
+    fn shape(&self) -> (usize, usize);
+
+    /// Computes `y = x · Wᵀ + b`.
+    ///
+    /// # Errors
+    /// [`EvalError::Quant`] naming the layer when the product refuses its operands (a NaN
+    /// activation, for one); [`EvalError::Invalid`] when `x` or `y` has the wrong length.
+    fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), EvalError>;
+
+    /// Bytes the weights take as stored in a model file (codes and scales; the bias is not
+    /// counted): what bits per weight are measured from.
+    fn stored_bytes(&self) -> usize;
+}
+
+/// Makes a layer from its weights: how [`crate::Encoder::load`] is told the precision.
+pub type MakeLinear<'a> = dyn FnMut(&LinearWeights<'_>) -> Result<Box<dyn Linear>, EvalError> + 'a;
+
+/// A linear layer's `f32` weights as the model file holds them.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearWeights<'a> {
+    /// The weight's tensor name (`encoder.layer.0.attention.self.query.weight`).
+    pub name: &'a str,
+    /// Outputs (rows of `W`).
+    pub n: usize,
+    /// Inputs (columns of `W`).
+    pub k: usize,
+    /// `W`, `n x k`, row-major.
+    pub weight: &'a [f32],
+    /// `b`, `n` values.
+    pub bias: &'a [f32],
+}
+
+fn check_lengths(name: &str, n: usize, k: usize, x: &[f32], rows: usize, y: &[f32]) -> Result<(), EvalError> {
+    if x.len() != rows * k || y.len() != rows * n {
+        return Err(EvalError::Invalid(format!(
+            "{name}: {rows} rows need {} inputs and {} outputs, got {} and {}",
+            rows * k,
+            rows * n,
+            x.len(),
+            y.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The `f32` reference: each output is `b[j]` plus the dot product of the row with `W`'s row
+/// `j`, summed in sixteen interleaved partial sums (element `i` to sum `i mod 16`), then the
+/// sixteen added in order: a fixed order on every CPU, so its results repeat exactly.
+pub struct F32Linear {
+    n: usize,
+    k: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    name: String,
+}
+
+impl F32Linear {
+    /// The layer with `w`'s weights, copied.
+    #[must_use]
+    pub fn new(w: &LinearWeights<'_>) -> Self {
+        F32Linear { n: w.n, k: w.k, weight: w.weight.to_vec(), bias: w.bias.to_vec(), name: w.name.to_string() }
+    }
+}
+
+/// The dot product in sixteen partial sums (see [`F32Linear`]).
+#[inline(always)]
+fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    acc.iter().sum()
+}
+
+/// `y` rows = `x` rows · `Wᵀ` + `b` (see [`F32Linear`]).
+#[inline(always)]
+fn f32_rows(x: &[f32], w: &[f32], b: &[f32], k: usize, y: &mut [f32]) {
+    let n = b.len();
+    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+        for ((o, wr), bias) in yr.iter_mut().zip(w.chunks_exact(k)).zip(b) {
+            *o = bias + dot16(xr, wr);
+        }
+    }
+}
+
+/// [`f32_rows`] compiled for AVX2 + FMA's registers (the same operations, so the same bits:
+/// no fused multiply-add is formed from `x * y + acc` in Rust).
+///
+/// # Safety
+/// AVX2 and FMA present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_rows_avx2(x: &[f32], w: &[f32], b: &[f32], k: usize, y: &mut [f32]) {
+    f32_rows(x, w, b, k, y);
+}
+
+impl Linear for F32Linear {
+    fn shape(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), EvalError> {
+        let (n, k) = (self.n, self.k);
+        check_lengths(&self.name, n, k, x, rows, y)?;
+        // Blocks of rows to the threads; each block's arithmetic is the same whoever runs it.
+        const ROWS: usize = 4;
+        #[cfg(target_arch = "x86_64")]
+        let simd = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        y.par_chunks_mut(ROWS * n).zip(x.par_chunks(ROWS * k)).for_each(|(yb, xb)| {
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX2 and FMA detected above.
+                unsafe { f32_rows_avx2(xb, &self.weight, &self.bias, k, yb) };
+                return;
+            }
+            f32_rows(xb, &self.weight, &self.bias, k, yb);
+        });
+        Ok(())
+    }
+
+    fn stored_bytes(&self) -> usize {
+        self.n * self.k * 4
+    }
+}
+
+/// `W` as `i8` codes per output channel, symmetric, packed once for [`Gemm`] as `Wᵀ`
+/// (`k x n`), with the channels' scales.
+struct Int8Weights {
+    n: usize,
+    k: usize,
+    packed: PackedB,
+    scales: Vec<f32>,
+    bias: Vec<f32>,
+    name: String,
+}
+
+impl Int8Weights {
+    fn new(w: &LinearWeights<'_>) -> Result<Self, EvalError> {
+        let spec = QuantSpec::symmetric(8).map_err(|e| EvalError::quant(w.name, e))?;
+        let (n, k) = (w.n, w.k);
+        let mut codes = vec![0i8; n * k];
+        let mut scales = Vec::with_capacity(n);
+        for (row, out) in w.weight.chunks_exact(k).zip(codes.chunks_exact_mut(k)) {
+            let p = QuantParams::<f32>::from_tensor(spec, row).map_err(|e| EvalError::quant(w.name, e))?;
+            quantize_into(row, spec, &p, out).map_err(|e| EvalError::quant(w.name, e))?;
+            scales.push(p.scale());
+        }
+        // Wᵀ: k rows of n codes.
+        let mut t = vec![0i8; n * k];
+        for j in 0..n {
+            for c in 0..k {
+                t[c * n + j] = codes[j * k + c];
+            }
+        }
+        let quant = |e| EvalError::quant(w.name, e);
+        let packed = Gemm::new().pack_b(MatRef::row_major(&t, k, n).map_err(quant)?).map_err(quant)?;
+        Ok(Int8Weights { n, k, packed, scales, bias: w.bias.to_vec(), name: w.name.to_string() })
+    }
+
+    fn stored_bytes(&self) -> usize {
+        self.n * self.k + 4 * self.n
+    }
+}
+
+/// W8A8 with activations quantized per row at run time (see the [module docs](self)).
+pub struct DynamicInt8 {
+    w: Int8Weights,
+}
+
+impl DynamicInt8 {
+    /// The layer with `w`'s weights quantized to `i8` per output channel.
+    ///
+    /// # Errors
+    /// [`EvalError::Quant`] for a weight that is not finite.
+    pub fn new(w: &LinearWeights<'_>) -> Result<Self, EvalError> {
+        Ok(DynamicInt8 { w: Int8Weights::new(w)? })
+    }
+}
+
+impl Linear for DynamicInt8 {
+    fn shape(&self) -> (usize, usize) {
+        (self.w.n, self.w.k)
+    }
+
+    fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), EvalError> {
+        let w = &self.w;
+        let (n, k) = (w.n, w.k);
+        check_lengths(&w.name, n, k, x, rows, y)?;
+        let quant = |e| EvalError::quant(&w.name, e);
+        let spec = QuantSpec::asymmetric(8).map_err(quant)?;
+        let mut codes = vec![0u8; rows * k];
+        let mut zeros = vec![0i32; rows];
+        let mut scales = vec![0f32; rows];
+        for (i, (row, out)) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).enumerate() {
+            let p = QuantParams::<f32>::from_tensor(spec, row).map_err(quant)?;
+            quantize_into(row, spec, &p, out).map_err(quant)?;
+            scales[i] = p.scale();
+            zeros[i] = i32::try_from(p.zero_point()).unwrap_or(0); // 0..=255 by the spec
+        }
+        let ops = Operands::packed(
+            MatRef::row_major(&codes, rows, k).map_err(quant)?,
+            ZeroPoint::PerChannel(&zeros),
+            &w.packed,
+            ZeroPoint::None,
+        )
+        .map_err(quant)?;
+        let mut acc = vec![0i32; rows * n];
+        Gemm::new().i32(&ops, MatMut::row_major(&mut acc, rows, n).map_err(quant)?).map_err(quant)?;
+        for ((yr, ar), sx) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&scales) {
+            let sx = f64::from(*sx);
+            for (((o, a), sw), b) in yr.iter_mut().zip(ar).zip(&w.scales).zip(&w.bias) {
+                let v = f64::from(*a) * sx * f64::from(*sw) + f64::from(*b);
+                #[allow(clippy::cast_possible_truncation, clippy::as_conversions)]
+                {
+                    *o = v as f32; // round to nearest: the one rounding of the output
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stored_bytes(&self) -> usize {
+        self.w.stored_bytes()
+    }
+}
+
+/// W8A8 with the activations' scale and zero point fixed beforehand (one per layer input).
+pub struct StaticInt8 {
+    w: Int8Weights,
+    act: QuantParams<f32>,
+}
+
+impl StaticInt8 {
+    /// The layer with `w`'s weights quantized to `i8` per output channel, and its inputs
+    /// quantized with `act` (asymmetric 8-bit parameters, from an observer).
+    ///
+    /// # Errors
+    /// [`EvalError::Quant`] for a weight that is not finite.
+    pub fn new(w: &LinearWeights<'_>, act: QuantParams<f32>) -> Result<Self, EvalError> {
+        Ok(StaticInt8 { w: Int8Weights::new(w)?, act })
+    }
+}
+
+impl Linear for StaticInt8 {
+    fn shape(&self) -> (usize, usize) {
+        (self.w.n, self.w.k)
+    }
+
+    fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), EvalError> {
+        let w = &self.w;
+        let (n, k) = (w.n, w.k);
+        check_lengths(&w.name, n, k, x, rows, y)?;
+        let quant = |e| EvalError::quant(&w.name, e);
+        let spec = QuantSpec::asymmetric(8).map_err(quant)?;
+        let mut codes = vec![0u8; rows * k];
+        quantize_into(x, spec, &self.act, &mut codes).map_err(quant)?;
+        let zero = i32::try_from(self.act.zero_point()).unwrap_or(0); // 0..=255 by the spec
+        let ops = Operands::packed(
+            MatRef::row_major(&codes, rows, k).map_err(quant)?,
+            ZeroPoint::PerTensor(zero),
+            &w.packed,
+            ZeroPoint::None,
+        )
+        .map_err(quant)?;
+        Gemm::new()
+            .f32(
+                &ops,
+                self.act.scale(),
+                Scale::PerColumn(&w.scales),
+                Some(&w.bias),
+                MatMut::row_major(y, rows, n).map_err(quant)?,
+            )
+            .map_err(quant)
+    }
+
+    fn stored_bytes(&self) -> usize {
+        self.w.stored_bytes()
+    }
+}
+
+/// How [`Grouped`] treats the activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationMode {
+    /// Quantized to `i8` per group on the fly ([`GroupGemm::int8_activations`]).
+    Int8,
+    /// Kept in `f32` ([`GroupGemm::float_activations`]).
+    Float,
+}
+
+/// Weight-only quantization: group-quantized weights through [`GroupGemm`].
+pub struct Grouped {
+    weights: GroupWeights,
+    bias: Vec<f32>,
+    mode: ActivationMode,
+    stored: usize,
+    name: String,
+}
+
+impl Grouped {
+    /// The layer of `w`'s bias and `weights` (`n x k`, as `w`), stored in `stored` bytes in
+    /// its file format, multiplied in `mode`.
+    ///
+    /// # Errors
+    /// [`EvalError::Tensor`] when `weights` is not `w`'s shape.
+    pub fn new(
+        w: &LinearWeights<'_>,
+        weights: GroupWeights,
+        stored: usize,
+        mode: ActivationMode,
+    ) -> Result<Self, EvalError> {
+        if (weights.n(), weights.k()) != (w.n, w.k) {
+            return Err(EvalError::Tensor {
+                name: w.name.to_string(),
+                what: format!("quantized as {} x {}, the layer is {} x {}", weights.n(), weights.k(), w.n, w.k),
+            });
+        }
+        Ok(Grouped { weights, bias: w.bias.to_vec(), mode, stored, name: w.name.to_string() })
+    }
+}
+
+impl Linear for Grouped {
+    fn shape(&self) -> (usize, usize) {
+        (self.weights.n(), self.weights.k())
+    }
+
+    fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), EvalError> {
+        let (n, k) = self.shape();
+        check_lengths(&self.name, n, k, x, rows, y)?;
+        let quant = |e| EvalError::quant(&self.name, e);
+        let x = MatRef::row_major(x, rows, k).map_err(quant)?;
+        let y = MatMut::row_major(y, rows, n).map_err(quant)?;
+        let g = GroupGemm::new();
+        match self.mode {
+            ActivationMode::Int8 => g.int8_activations(x, &self.weights, Some(&self.bias), y),
+            ActivationMode::Float => g.float_activations(x, &self.weights, Some(&self.bias), y),
+        }
+        .map_err(quant)
+    }
+
+    fn stored_bytes(&self) -> usize {
+        self.stored
+    }
+}

@@ -1,0 +1,163 @@
+//! Each linear layer against the exact product of the operands it quantized.
+
+use quant_core::{quantize_into, BlockFormat, QuantParams, QuantSpec};
+use quant_eval::{ActivationMode, DynamicInt8, EvalError, F32Linear, Grouped, Linear, LinearWeights, StaticInt8};
+use quant_matmul::GroupWeights;
+use rstest::rstest;
+
+/// Deterministic values in about `[-1, 1)` (a 64-bit LCG).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+/// `x · Wᵀ + b` in `f64`.
+fn exact(x: &[f64], w: &[f64], b: &[f32], k: usize) -> Vec<f64> {
+    let n = b.len();
+    let mut y = Vec::new();
+    for xr in x.chunks_exact(k) {
+        for j in 0..n {
+            let d: f64 = xr.iter().zip(&w[j * k..(j + 1) * k]).map(|(a, c)| a * c).sum();
+            y.push(d + f64::from(b[j]));
+        }
+    }
+    y
+}
+
+fn wide(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// `v` quantized with `params` under `spec` and dequantized, in `f64` (exactly).
+fn round_trip(v: &[f32], spec: QuantSpec, p: &QuantParams<f32>) -> Vec<f64> {
+    let mut codes = vec![0i32; v.len()];
+    quantize_into(v, spec, p, &mut codes).unwrap();
+    codes.iter().map(|&q| (q as i64 - p.zero_point()) as f64 * f64::from(p.scale())).collect()
+}
+
+/// The weights as [`DynamicInt8`] and [`StaticInt8`] hold them: `i8` per row, symmetric.
+fn int8_weights(w: &[f32], k: usize) -> Vec<f64> {
+    let spec = QuantSpec::symmetric(8).unwrap();
+    w.chunks_exact(k).flat_map(|r| round_trip(r, spec, &QuantParams::from_tensor(spec, r).unwrap())).collect()
+}
+
+fn close(got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((f64::from(*g) - w).abs() <= tol * (1.0 + w.abs()), "output {i}: {g} against {w}");
+    }
+}
+
+#[rstest]
+#[case(1, 64, 8)]
+#[case(7, 96, 33)]
+#[case(16, 384, 40)]
+fn f32_layer_is_the_product(#[case] m: usize, #[case] k: usize, #[case] n: usize) {
+    let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+    let layer = F32Linear::new(&LinearWeights { name: "w", n, k, weight: &w, bias: &b });
+    let mut y = vec![0f32; m * n];
+    layer.forward(&x, m, &mut y).unwrap();
+    close(&y, &exact(&wide(&x), &wide(&w), &b, k), 1e-5);
+    assert_eq!(layer.stored_bytes(), 4 * n * k);
+}
+
+#[rstest]
+#[case(1, 64, 8)]
+#[case(5, 96, 33)]
+#[case(16, 384, 40)]
+fn dynamic_w8a8_is_the_product_of_its_codes(#[case] m: usize, #[case] k: usize, #[case] n: usize) {
+    let (mut x, w, b) = (values(m * k, 4), values(n * k, 5), values(n, 6));
+    // Rows of very different ranges: each gets its own scale.
+    for (i, r) in x.chunks_exact_mut(k).enumerate() {
+        r.iter_mut().for_each(|v| *v *= (1 + 10 * i) as f32);
+    }
+    let layer = DynamicInt8::new(&LinearWeights { name: "w", n, k, weight: &w, bias: &b }).unwrap();
+    let mut y = vec![0f32; m * n];
+    layer.forward(&x, m, &mut y).unwrap();
+    // Each row quantized with its own asymmetric u8 parameters.
+    let spec = QuantSpec::asymmetric(8).unwrap();
+    let xq: Vec<f64> =
+        x.chunks_exact(k).flat_map(|r| round_trip(r, spec, &QuantParams::from_tensor(spec, r).unwrap())).collect();
+    // The product is exact in integers and rescaled once in f64: only the f32 rounding of the
+    // output (and the order of the f64 operations) separates them.
+    close(&y, &exact(&xq, &int8_weights(&w, k), &b, k), 1e-6);
+    assert_eq!(layer.stored_bytes(), n * k + 4 * n);
+}
+
+#[test]
+fn static_w8a8_saturates_outside_its_range() {
+    let (m, k, n) = (6, 64, 12);
+    let (x, w, b) = (values(m * k, 7), values(n * k, 8), values(n, 9));
+    let spec = QuantSpec::asymmetric(8).unwrap();
+    // Calibrated on half the range: values beyond it saturate.
+    let act = QuantParams::<f32>::from_range(spec, -0.5, 0.5).unwrap();
+    let layer = StaticInt8::new(&LinearWeights { name: "w", n, k, weight: &w, bias: &b }, act).unwrap();
+    let mut y = vec![0f32; m * n];
+    layer.forward(&x, m, &mut y).unwrap();
+    let xq = round_trip(&x, spec, &act);
+    assert!(xq.iter().all(|v| v.abs() <= 0.51));
+    close(&y, &exact(&xq, &int8_weights(&w, k), &b, k), 1e-6);
+}
+
+#[rstest]
+#[case(BlockFormat::Q8_0)]
+#[case(BlockFormat::Q4_K)]
+fn grouped_layer_is_the_product_of_its_dequantized_weights(#[case] format: BlockFormat) {
+    let (m, k, n) = (3, 256, 16);
+    let (x, w, b) = (values(m * k, 10), values(n * k, 11), values(n, 12));
+    let bytes = format.quantize(&w).unwrap();
+    let dequantized = wide(&format.dequantize(&bytes).unwrap());
+    let want = exact(&wide(&x), &dequantized, &b, k);
+    let lw = LinearWeights { name: "w", n, k, weight: &w, bias: &b };
+    for mode in [ActivationMode::Float, ActivationMode::Int8] {
+        let weights = GroupWeights::from_blocks(format, &bytes, n, k).unwrap();
+        let layer = Grouped::new(&lw, weights, bytes.len(), mode).unwrap();
+        let mut y = vec![0f32; m * n];
+        layer.forward(&x, m, &mut y).unwrap();
+        assert_eq!(layer.stored_bytes(), bytes.len());
+        if mode == ActivationMode::Float {
+            close(&y, &want, 1e-5);
+            continue;
+        }
+        // Activations rounded to i8 per group of 32 (the formats' sub-blocks): each moves by at
+        // most half its group's step, max|x| / 127 / 2, so an output by at most the sum of
+        // |w| times those (plus the f32 roundings).
+        for (i, xr) in x.chunks_exact(k).enumerate() {
+            let half_steps: Vec<f64> =
+                xr.chunks(32).map(|g| g.iter().fold(0f64, |a, v| a.max(f64::from(v.abs()))) / 254.0).collect();
+            for j in 0..n {
+                let bound: f64 = (0..k).map(|c| dequantized[j * k + c].abs() * half_steps[c / 32]).sum::<f64>() + 1e-5;
+                let err = (f64::from(y[i * n + j]) - want[i * n + j]).abs();
+                assert!(err <= bound, "row {i} output {j}: error {err} beyond {bound}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_operands_are_named_errors() {
+    let (k, n) = (32, 4);
+    let (w, b) = (values(n * k, 13), values(n, 14));
+    let lw = LinearWeights { name: "encoder.layer.0.output.dense.weight", n, k, weight: &w, bias: &b };
+    let layer = DynamicInt8::new(&lw).unwrap();
+    let mut y = vec![0f32; n];
+    let short = layer.forward(&values(k - 1, 1), 1, &mut y).unwrap_err();
+    assert!(matches!(short, EvalError::Invalid(ref m) if m.contains("output.dense")), "{short}");
+    let mut x = values(k, 15);
+    x[5] = f32::NAN;
+    let nan = layer.forward(&x, 1, &mut y).unwrap_err();
+    assert!(
+        matches!(nan, EvalError::Quant { ref layer, .. } if layer == "encoder.layer.0.output.dense.weight"),
+        "{nan}"
+    );
+    // A grouped layer of the wrong shape is refused when made.
+    let bytes = BlockFormat::Q8_0.quantize(&w).unwrap();
+    let g = GroupWeights::from_blocks(BlockFormat::Q8_0, &bytes, n / 2, 2 * k).unwrap();
+    let e = Grouped::new(&lw, g, bytes.len(), ActivationMode::Int8).err().unwrap();
+    assert!(matches!(e, EvalError::Tensor { .. }), "{e}");
+}
