@@ -14,6 +14,7 @@
 //! quant report MODEL.safetensors --super levels4/16@256,sym4/16 [--fit search|minmax] [--importance IMATRIX]
 //! quant quantize MODEL.safetensors|MODEL.gguf -o OUT.safetensors --super levels4/16@256 [--importance IMATRIX]
 //! quant dequantize OUT.safetensors|MODEL.gguf -o BACK.safetensors
+//! quant eval MODEL_DIR --sentences FILE [--type q4_k] [--super levels4/16@256] [--importance IMATRIX]
 //! ```
 //!
 //! Files are read through a memory map, tensor by tensor (peak memory stays near the largest
@@ -155,6 +156,9 @@ enum Command {
     /// Reconstruct floating tensors (in their original dtype) from a file written by
     /// `quantize`, or every tensor of a GGUF file (quantized ones as F32, bit for bit as ggml).
     Dequantize(commands::dequantize::Args),
+    /// Run a BERT sentence encoder (all-MiniLM-L6-v2) with its linear layers in f32, W8A8 and
+    /// weight-only formats, and say what each does to its embeddings and how fast it runs.
+    Eval(commands::eval::Args),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Report(args) => commands::report::run(args, &progress)?,
         Command::Quantize(args) => commands::quantize::run(args, &progress)?,
         Command::Dequantize(args) => commands::dequantize::run(args, &progress)?,
+        Command::Eval(args) => commands::eval::run(args, &progress)?,
     }
     Ok(())
 }

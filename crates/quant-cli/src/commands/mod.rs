@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod dequantize;
+pub mod eval;
 pub mod inspect;
 pub mod quantize;
 pub mod report;
