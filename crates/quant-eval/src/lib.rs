@@ -19,7 +19,9 @@
 pub mod encoder;
 mod error;
 pub mod linear;
+pub mod math;
 pub mod metrics;
+mod simd;
 pub mod text;
 
 use std::collections::BTreeMap;

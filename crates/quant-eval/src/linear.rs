@@ -104,26 +104,16 @@ fn dot16(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// `y` rows = `x` rows · `Wᵀ` + `b` (see [`F32Linear`]).
-#[inline(always)]
-fn f32_rows(x: &[f32], w: &[f32], b: &[f32], k: usize, y: &mut [f32]) {
-    let n = b.len();
-    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
-        for ((o, wr), bias) in yr.iter_mut().zip(w.chunks_exact(k)).zip(b) {
-            *o = bias + dot16(xr, wr);
+crate::simd::multiversion! {
+    /// `y` rows = `x` rows · `Wᵀ` + `b` (see [`F32Linear`]).
+    fn f32_rows(x: &[f32], w: &[f32], b: &[f32], k: usize, y: &mut [f32]) {
+        let n = b.len();
+        for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+            for ((o, wr), bias) in yr.iter_mut().zip(w.chunks_exact(k)).zip(b) {
+                *o = bias + dot16(xr, wr);
+            }
         }
     }
-}
-
-/// [`f32_rows`] compiled for AVX2 + FMA's registers (the same operations, so the same bits:
-/// no fused multiply-add is formed from `x * y + acc` in Rust).
-///
-/// # Safety
-/// AVX2 and FMA present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn f32_rows_avx2(x: &[f32], w: &[f32], b: &[f32], k: usize, y: &mut [f32]) {
-    f32_rows(x, w, b, k, y);
 }
 
 impl Linear for F32Linear {
@@ -136,17 +126,9 @@ impl Linear for F32Linear {
         check_lengths(&self.name, n, k, x, rows, y)?;
         // Blocks of rows to the threads; each block's arithmetic is the same whoever runs it.
         const ROWS: usize = 4;
-        #[cfg(target_arch = "x86_64")]
-        let simd = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        y.par_chunks_mut(ROWS * n).zip(x.par_chunks(ROWS * k)).for_each(|(yb, xb)| {
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: AVX2 and FMA detected above.
-                unsafe { f32_rows_avx2(xb, &self.weight, &self.bias, k, yb) };
-                return;
-            }
-            f32_rows(xb, &self.weight, &self.bias, k, yb);
-        });
+        y.par_chunks_mut(ROWS * n)
+            .zip(x.par_chunks(ROWS * k))
+            .for_each(|(yb, xb)| f32_rows(xb, &self.weight, &self.bias, k, yb));
         Ok(())
     }
 
@@ -197,6 +179,9 @@ impl Int8Weights {
 /// W8A8 with activations quantized per row at run time (see the [module docs](self)).
 pub struct DynamicInt8 {
     w: Int8Weights,
+    /// The activation codes and the integer sums of the last call, kept so that a call
+    /// allocates nothing once the largest batch has been seen.
+    scratch: std::sync::Mutex<(Vec<u8>, Vec<i32>)>,
 }
 
 impl DynamicInt8 {
@@ -205,7 +190,42 @@ impl DynamicInt8 {
     /// # Errors
     /// [`EvalError::Quant`] for a weight that is not finite.
     pub fn new(w: &LinearWeights<'_>) -> Result<Self, EvalError> {
-        Ok(DynamicInt8 { w: Int8Weights::new(w)? })
+        Ok(DynamicInt8 { w: Int8Weights::new(w)?, scratch: std::sync::Mutex::new((Vec::new(), Vec::new())) })
+    }
+}
+
+crate::simd::multiversion! {
+    /// The smallest and largest value of `row`, NaN skipped (in eight lanes); `(0, 0)` when
+    /// it holds no number.
+    fn row_range(row: &[f32]) -> (f32, f32) {
+        let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+        let chunks = row.chunks_exact(8);
+        for (i, &v) in chunks.remainder().iter().enumerate() {
+            lo[i] = if v < lo[i] { v } else { lo[i] };
+            hi[i] = if v > hi[i] { v } else { hi[i] };
+        }
+        for c in chunks {
+            for l in 0..8 {
+                lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
+                hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+            }
+        }
+        let lo = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+        let hi = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        if lo <= hi { (lo, hi) } else { (0.0, 0.0) }
+    }
+}
+
+crate::simd::multiversion! {
+    /// One row's outputs: `acc · sx · sw[j] + b[j]` in `f64`, rounded once to `f32`.
+    fn rescale(acc: &[i32], sx: f64, sw: &[f32], b: &[f32], y: &mut [f32]) {
+        for (((o, a), s), b) in y.iter_mut().zip(acc).zip(sw).zip(b) {
+            let v = f64::from(*a) * sx * f64::from(*s) + f64::from(*b);
+            #[allow(clippy::cast_possible_truncation, clippy::as_conversions)]
+            {
+                *o = v as f32; // round to nearest: the one rounding of the output
+            }
+        }
     }
 }
 
@@ -220,33 +240,31 @@ impl Linear for DynamicInt8 {
         check_lengths(&w.name, n, k, x, rows, y)?;
         let quant = |e| EvalError::quant(&w.name, e);
         let spec = QuantSpec::asymmetric(8).map_err(quant)?;
-        let mut codes = vec![0u8; rows * k];
+        let mut guard = self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (codes, acc) = &mut *guard;
+        codes.resize(rows * k, 0);
+        acc.resize(rows * n, 0);
         let mut zeros = vec![0i32; rows];
         let mut scales = vec![0f32; rows];
         for (i, (row, out)) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).enumerate() {
-            let p = QuantParams::<f32>::from_tensor(spec, row).map_err(quant)?;
+            // The row's range (a NaN is left to `quantize_into`, which names it), then the
+            // parameters `QuantParams::from_tensor` gives for it.
+            let (lo, hi) = row_range(row);
+            let p = QuantParams::<f32>::from_range(spec, f64::from(lo), f64::from(hi)).map_err(quant)?;
             quantize_into(row, spec, &p, out).map_err(quant)?;
             scales[i] = p.scale();
             zeros[i] = i32::try_from(p.zero_point()).unwrap_or(0); // 0..=255 by the spec
         }
         let ops = Operands::packed(
-            MatRef::row_major(&codes, rows, k).map_err(quant)?,
+            MatRef::row_major(codes, rows, k).map_err(quant)?,
             ZeroPoint::PerChannel(&zeros),
             &w.packed,
             ZeroPoint::None,
         )
         .map_err(quant)?;
-        let mut acc = vec![0i32; rows * n];
-        Gemm::new().i32(&ops, MatMut::row_major(&mut acc, rows, n).map_err(quant)?).map_err(quant)?;
+        Gemm::new().i32(&ops, MatMut::row_major(acc, rows, n).map_err(quant)?).map_err(quant)?;
         for ((yr, ar), sx) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&scales) {
-            let sx = f64::from(*sx);
-            for (((o, a), sw), b) in yr.iter_mut().zip(ar).zip(&w.scales).zip(&w.bias) {
-                let v = f64::from(*a) * sx * f64::from(*sw) + f64::from(*b);
-                #[allow(clippy::cast_possible_truncation, clippy::as_conversions)]
-                {
-                    *o = v as f32; // round to nearest: the one rounding of the output
-                }
-            }
+            rescale(ar, f64::from(*sx), &w.scales, &w.bias, yr);
         }
         Ok(())
     }
