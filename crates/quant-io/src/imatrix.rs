@@ -10,15 +10,22 @@
 //!   (F32, one count per expert); the importance is `in_sum2 / count` (a count of 0 counts as 1).
 //!   For expert tensors the first expert's row is used.
 //!
-//! The names are GGUF tensor names (`blk.0.attn_q.weight`).
+//! The names are GGUF tensor names (`blk.0.attn_q.weight`), or the safetensors names of the
+//! model a file was computed on (what `quant imatrix` writes).
+//!
+//! [`write_gguf`] writes the GGUF form as `llama-imatrix` does: `general.type = "imatrix"`,
+//! `imatrix.datasets` (strings), `imatrix.chunk_count` and `imatrix.chunk_size` (`u32`), and per
+//! entry the raw sums (`NAME.in_sum2`, `F32`, dimensions `[columns, 1]`) and the raw row count
+//! (`NAME.counts`, `F32`, `[1, 1]`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use ::safetensors::tensor::Dtype;
 
-use crate::gguf::{is_gguf, GgufFile};
+use crate::gguf::{is_gguf, padded_bytes, write_header, GgmlType, GgufFile, TensorOut, Value};
 use crate::kind::Kind;
+use crate::writer::{Planned, Writer};
 use crate::{IoError, Malformed};
 
 /// One importance vector per tensor name.
@@ -156,6 +163,77 @@ fn load_gguf(path: &Path) -> Result<HashMap<String, Vec<f32>>, IoError> {
     Ok(out)
 }
 
+/// One entry of an importance matrix: the sum of squared activations per input column and the
+/// number of rows summed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry<'a> {
+    /// The weight's name.
+    pub name: &'a str,
+    /// `Σ x²` per input column.
+    pub sums: &'a [f32],
+    /// Rows summed.
+    pub count: u64,
+}
+
+/// Writes `entries` as a GGUF imatrix file (see the module docs), atomically: a temporary file
+/// renamed over `path` once complete. `chunk_count` and `chunk_size` describe how the rows
+/// were gathered (for llama.cpp: chunks of `chunk_size` tokens).
+///
+/// # Errors
+/// [`IoError::Unsupported`] for no entries, or a chunk figure beyond `u32`; [`IoError::Os`] when
+/// the file cannot be written.
+pub fn write_gguf(
+    path: &Path,
+    entries: &[Entry<'_>],
+    datasets: &[String],
+    chunk_count: u64,
+    chunk_size: u64,
+) -> Result<(), IoError> {
+    let unsupported = |reason: String| IoError::Unsupported { path: path.to_path_buf(), reason };
+    if entries.is_empty() {
+        return Err(unsupported("an importance matrix needs at least one entry".into()));
+    }
+    let u32_of = |v: u64, what: &str| u32::try_from(v).map_err(|_| unsupported(format!("{what} {v} exceeds u32")));
+    let kv = vec![
+        ("general.type".to_string(), Value::Str("imatrix".into())),
+        ("imatrix.datasets".to_string(), Value::Array(8, datasets.iter().map(|d| Value::Str(d.clone())).collect())),
+        ("imatrix.chunk_count".to_string(), Value::Int(i128::from(u32_of(chunk_count, "chunk count")?), 4)),
+        ("imatrix.chunk_size".to_string(), Value::Int(i128::from(u32_of(chunk_size, "chunk size")?), 4)),
+    ];
+    let f32_type = GgmlType::by_dtype(Dtype::F32).ok_or_else(|| unsupported("no F32 type".into()))?;
+    let names: Vec<(String, String, [u64; 2])> = entries
+        .iter()
+        .map(|e| (format!("{}.in_sum2", e.name), format!("{}.counts", e.name), [e.sums.len() as u64, 1]))
+        .collect();
+    let one = [1u64, 1];
+    let mut infos = Vec::with_capacity(2 * entries.len());
+    for (sums, counts, dims) in &names {
+        infos.push(TensorOut { name: sums, dims: dims.as_slice(), ty: f32_type });
+        infos.push(TensorOut { name: counts, dims: one.as_slice(), ty: f32_type });
+    }
+    let head = write_header(&kv, &infos);
+    let plan = infos
+        .iter()
+        .map(|t| {
+            let padded = padded_bytes(t.ty.bytes_for(t.dims.iter().product())) as usize;
+            Planned { name: t.name.to_string(), dtype: Dtype::U8, shape: vec![padded], bytes: padded }
+        })
+        .collect();
+    let mut w = Writer::with_header(path, &head, plan)?;
+    let put = |values: &[f32], w: &mut Writer| {
+        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.resize(padded_bytes(bytes.len() as u64) as usize, 0);
+        w.write(&bytes)
+    };
+    for e in entries {
+        put(e.sums, &mut w)?;
+        // The count as llama.cpp stores it: an `f32`.
+        #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
+        put(&[e.count as f32], &mut w)?;
+    }
+    w.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +296,33 @@ mod tests {
         assert_eq!(imp.of(&path, "blk.0.attn_q.weight", 4).expect("of"), Some(&[1.0f32, 2.0, 0.0, 0.5][..]));
         assert!(imp.of(&path, "blk.0.attn_q.weight", 5).is_err());
         assert_eq!(imp.of(&path, "other", 4).expect("of"), None);
+    }
+
+    #[test]
+    fn written_gguf_files_read_back_as_sums_over_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("imatrix.gguf");
+        let (q, o) = ([4.0f32, 8.0, 0.0, 2.0], [3.0f32, 6.0]);
+        let entries = [
+            Entry { name: "encoder.layer.0.attention.self.query.weight", sums: &q, count: 4 },
+            Entry { name: "encoder.layer.0.output.dense.weight", sums: &o, count: 3 },
+        ];
+        write_gguf(&path, &entries, &["sentences.txt".into()], 2, 7).expect("write");
+        let f = GgufFile::open(&path).expect("open");
+        let kv: HashMap<&str, &Value> = f.header.kv.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(kv["general.type"], &Value::Str("imatrix".into()));
+        assert_eq!(kv["imatrix.chunk_count"], &Value::Int(2, 4));
+        assert_eq!(kv["imatrix.chunk_size"], &Value::Int(7, 4));
+        assert_eq!(kv["imatrix.datasets"], &Value::Array(8, vec![Value::Str("sentences.txt".into())]));
+        let shapes: Vec<(String, Vec<usize>)> = f.header.tensors.iter().map(|t| (t.name.clone(), t.shape())).collect();
+        assert_eq!(shapes[0], ("encoder.layer.0.attention.self.query.weight.in_sum2".into(), vec![1, 4]));
+        assert_eq!(shapes[1], ("encoder.layer.0.attention.self.query.weight.counts".into(), vec![1, 1]));
+        let imp = Importance::load(&path).expect("load");
+        assert_eq!(imp.by_name["encoder.layer.0.attention.self.query.weight"], [1.0, 2.0, 0.0, 0.5]);
+        assert_eq!(imp.by_name["encoder.layer.0.output.dense.weight"], [1.0, 2.0]);
+        // Nothing to write is refused, and leaves no file.
+        let none = dir.path().join("none.gguf");
+        assert!(matches!(write_gguf(&none, &[], &[], 0, 0), Err(IoError::Unsupported { .. })));
+        assert!(!none.exists());
     }
 }

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod dequantize;
 pub mod eval;
+pub mod imatrix;
 pub mod inspect;
 pub mod quantize;
 pub mod report;
