@@ -29,7 +29,9 @@ use std::path::Path;
 
 pub use encoder::{BertConfig, Encoder};
 pub use error::EvalError;
-pub use linear::{ActivationMode, DynamicInt8, F32Linear, Grouped, Linear, LinearWeights, MakeLinear, StaticInt8};
+pub use linear::{
+    ActivationMode, DynamicInt8, F32Linear, Grouped, Linear, LinearWeights, MakeLinear, RowScheme, StaticInt8,
+};
 use quant_core::{Observer, QuantParams, QuantSpec};
 pub use text::{read_sentences, Batch, Split, TextEncoder};
 

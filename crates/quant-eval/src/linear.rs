@@ -4,14 +4,16 @@
 //! | implementation | weights | activations | product |
 //! |---|---|---|---|
 //! | [`F32Linear`] | `f32` | `f32` | `f32` sums in a fixed order: the reference |
-//! | [`DynamicInt8`] | `i8` per output channel, symmetric (`max\|w\| / 127`) | `u8` per row, asymmetric, from each row's own range at run time | [`Gemm`] in exact `i32`, then `acc · s_x[row] · s_w[col] + b` in `f64`, rounded once to `f32` |
+//! | [`DynamicInt8`] | `i8` per output channel, symmetric (`max\|w\| / 127`) | per row, from each row's own range at run time: `u8` asymmetric or `i8` symmetric ([`RowScheme`]) | [`Gemm`] in exact `i32`, then `f32(acc) · (s_x[row] · s_w[col]) + b` in `f32` |
 //! | [`StaticInt8`] | as [`DynamicInt8`] | `u8` with one scale and zero point fixed beforehand by an observer (values outside saturate) | [`Gemm::f32`] |
 //! | [`Grouped`] | any [`GroupWeights`] (llama.cpp's block formats, our two-level formats) | `i8` per group on the fly, or `f32` | [`GroupGemm`] |
 //!
-//! [`DynamicInt8`] is ONNX Runtime's `quantize_dynamic` recipe (`QInt8` weights per channel,
-//! `u8` activations) with one change: the activation range is per row (per token) instead of
-//! per tensor, which costs one scale and zero point a row and keeps an outlier token from
-//! coarsening every other token's codes.
+//! [`DynamicInt8`] with [`RowScheme::Asymmetric`] is ONNX Runtime's `quantize_dynamic` recipe
+//! (`QInt8` weights per channel, `u8` activations) with one change: the activation range is per
+//! row (per token) instead of per tensor, which costs one scale and zero point a row and keeps
+//! an outlier token from coarsening every other token's codes. [`RowScheme::Symmetric`] drops
+//! the zero point: one bit less resolution on a one-sided row (GELU's outputs), no zero-point
+//! correction in the product.
 
 use quant_core::{quantize_into, QuantParams, QuantSpec};
 use quant_matmul::{Gemm, GroupGemm, GroupWeights, MatMut, MatRef, Operands, PackedB, Scale, ZeroPoint};
@@ -176,55 +178,132 @@ impl Int8Weights {
     }
 }
 
+/// How [`DynamicInt8`] quantizes each row of activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowScheme {
+    /// `u8` codes, `scale = (max − min) / 255` and a zero point per row (ONNX Runtime's
+    /// `DynamicQuantizeLinear`, per row instead of per tensor).
+    Asymmetric,
+    /// `i8` codes, `scale = max|x| / 127`, zero point 0: one bit less for a one-sided row, and
+    /// no zero-point term in the product.
+    Symmetric,
+}
+
 /// W8A8 with activations quantized per row at run time (see the [module docs](self)).
 pub struct DynamicInt8 {
     w: Int8Weights,
-    /// The activation codes and the integer sums of the last call, kept so that a call
-    /// allocates nothing once the largest batch has been seen.
-    scratch: std::sync::Mutex<(Vec<u8>, Vec<i32>)>,
+    scheme: RowScheme,
+    /// The activation codes (`u8` or `i8`) and the integer sums of the last call, kept so that
+    /// a call allocates nothing once the largest batch has been seen.
+    scratch: std::sync::Mutex<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    unsigned: Vec<u8>,
+    signed: Vec<i8>,
+    acc: Vec<i32>,
+    zeros: Vec<i32>,
+    scales: Vec<f32>,
 }
 
 impl DynamicInt8 {
-    /// The layer with `w`'s weights quantized to `i8` per output channel.
+    /// The layer with `w`'s weights quantized to `i8` per output channel, its inputs per row
+    /// under `scheme`.
     ///
     /// # Errors
     /// [`EvalError::Quant`] for a weight that is not finite.
-    pub fn new(w: &LinearWeights<'_>) -> Result<Self, EvalError> {
-        Ok(DynamicInt8 { w: Int8Weights::new(w)?, scratch: std::sync::Mutex::new((Vec::new(), Vec::new())) })
+    pub fn new(w: &LinearWeights<'_>, scheme: RowScheme) -> Result<Self, EvalError> {
+        Ok(DynamicInt8 { w: Int8Weights::new(w)?, scheme, scratch: std::sync::Mutex::default() })
     }
 }
 
-crate::simd::multiversion! {
-    /// The smallest and largest value of `row`, NaN skipped (in eight lanes); `(0, 0)` when
-    /// it holds no number.
-    fn row_range(row: &[f32]) -> (f32, f32) {
-        let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
-        let chunks = row.chunks_exact(8);
-        for (i, &v) in chunks.remainder().iter().enumerate() {
-            lo[i] = if v < lo[i] { v } else { lo[i] };
-            hi[i] = if v > hi[i] { v } else { hi[i] };
-        }
-        for c in chunks {
-            for l in 0..8 {
-                lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
-                hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+/// Rows a task quantizes or rescales (the threads take blocks of them).
+const ROW_BLOCK: usize = 16;
+
+/// Quantizes each `k`-long row of `x` into `codes` under `spec` with the parameters
+/// `QuantParams::from_tensor` gives for it (its range found by [`row_range`]; a NaN is left to
+/// `quantize_into`, which names it), recording each row's scale and zero point; blocks of rows
+/// on the threads.
+fn quantize_rows<Q: quant_core::Storage + Send>(
+    x: &[f32],
+    k: usize,
+    spec: QuantSpec,
+    codes: &mut [Q],
+    scales: &mut [f32],
+    zeros: &mut [i32],
+) -> Result<(), quant_core::QuantError> {
+    x.par_chunks(ROW_BLOCK * k)
+        .zip(codes.par_chunks_mut(ROW_BLOCK * k))
+        .zip(scales.par_chunks_mut(ROW_BLOCK).zip(zeros.par_chunks_mut(ROW_BLOCK)))
+        .try_for_each(|((x, codes), (scales, zeros))| {
+            for (((row, out), s), z) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).zip(scales).zip(zeros) {
+                let (lo, hi) = row_range(row);
+                let p = QuantParams::<f32>::from_range(spec, f64::from(lo), f64::from(hi))?;
+                quantize_into(row, spec, &p, out)?;
+                *s = p.scale();
+                *z = i32::try_from(p.zero_point()).unwrap_or(0); // 0..=255 by the spec
             }
-        }
-        let lo = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
-        let hi = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        if lo <= hi { (lo, hi) } else { (0.0, 0.0) }
+            Ok(())
+        })
+}
+
+/// The smallest and largest value of `row`, NaN skipped; `(0, 0)` when it holds no number.
+fn row_range(row: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2() {
+        // SAFETY: AVX2 detected.
+        return unsafe { row_range_avx2(row) };
+    }
+    let (lo, hi) = row.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    if lo <= hi {
+        (lo, hi)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+/// [`row_range`] eight lanes at a time (`vminps`/`vmaxps` keep the running value when the new
+/// one is NaN, as `f32::min` does).
+///
+/// # Safety
+/// AVX2 present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_range_avx2(row: &[f32]) -> (f32, f32) {
+    use core::arch::x86_64::{_mm256_loadu_ps, _mm256_max_ps, _mm256_min_ps, _mm256_set1_ps, _mm256_storeu_ps};
+    let (mut lo, mut hi) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(f32::NEG_INFINITY));
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        // SAFETY: 8 readable values.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        // `min(a, b)` returns `b` when either is NaN: the running value `b` survives a NaN `a`.
+        lo = _mm256_min_ps(v, lo);
+        hi = _mm256_max_ps(v, hi);
+    }
+    let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
+    // SAFETY: 8 writable values each.
+    unsafe {
+        _mm256_storeu_ps(l.as_mut_ptr(), lo);
+        _mm256_storeu_ps(h.as_mut_ptr(), hi);
+    }
+    let lo = l.iter().chain(rest).fold(f32::INFINITY, |a, &b| a.min(b));
+    let hi = h.iter().chain(rest).fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if lo <= hi {
+        (lo, hi)
+    } else {
+        (0.0, 0.0)
     }
 }
 
 crate::simd::multiversion! {
-    /// One row's outputs: `acc · sx · sw[j] + b[j]` in `f64`, rounded once to `f32`.
-    fn rescale(acc: &[i32], sx: f64, sw: &[f32], b: &[f32], y: &mut [f32]) {
+    /// One row's outputs: `f32(acc) · (sx · sw[j]) + b[j]` in `f32`.
+    fn rescale(acc: &[i32], sx: f32, sw: &[f32], b: &[f32], y: &mut [f32]) {
         for (((o, a), s), b) in y.iter_mut().zip(acc).zip(sw).zip(b) {
-            let v = f64::from(*a) * sx * f64::from(*s) + f64::from(*b);
-            #[allow(clippy::cast_possible_truncation, clippy::as_conversions)]
-            {
-                *o = v as f32; // round to nearest: the one rounding of the output
-            }
+            #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
+            let a = *a as f32; // exact below 2^24 in magnitude, else rounded to nearest
+            *o = a * (sx * s) + b;
         }
     }
 }
@@ -239,33 +318,38 @@ impl Linear for DynamicInt8 {
         let (n, k) = (w.n, w.k);
         check_lengths(&w.name, n, k, x, rows, y)?;
         let quant = |e| EvalError::quant(&w.name, e);
-        let spec = QuantSpec::asymmetric(8).map_err(quant)?;
         let mut guard = self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (codes, acc) = &mut *guard;
-        codes.resize(rows * k, 0);
-        acc.resize(rows * n, 0);
-        let mut zeros = vec![0i32; rows];
-        let mut scales = vec![0f32; rows];
-        for (i, (row, out)) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).enumerate() {
-            // The row's range (a NaN is left to `quantize_into`, which names it), then the
-            // parameters `QuantParams::from_tensor` gives for it.
-            let (lo, hi) = row_range(row);
-            let p = QuantParams::<f32>::from_range(spec, f64::from(lo), f64::from(hi)).map_err(quant)?;
-            quantize_into(row, spec, &p, out).map_err(quant)?;
-            scales[i] = p.scale();
-            zeros[i] = i32::try_from(p.zero_point()).unwrap_or(0); // 0..=255 by the spec
+        let s = &mut *guard;
+        s.acc.resize(rows * n, 0);
+        s.scales.resize(rows, 0.0);
+        s.zeros.resize(rows, 0);
+        let out = MatMut::row_major(&mut s.acc, rows, n).map_err(quant)?;
+        match self.scheme {
+            RowScheme::Asymmetric => {
+                s.unsigned.resize(rows * k, 0);
+                let spec = QuantSpec::asymmetric(8).map_err(quant)?;
+                quantize_rows(x, k, spec, &mut s.unsigned, &mut s.scales, &mut s.zeros).map_err(quant)?;
+                let a = MatRef::row_major(&s.unsigned, rows, k).map_err(quant)?;
+                let ops = Operands::packed(a, ZeroPoint::PerChannel(&s.zeros), &w.packed, ZeroPoint::None);
+                Gemm::new().i32(&ops.map_err(quant)?, out).map_err(quant)?;
+            }
+            RowScheme::Symmetric => {
+                s.signed.resize(rows * k, 0);
+                let spec = QuantSpec::symmetric(8).map_err(quant)?;
+                quantize_rows(x, k, spec, &mut s.signed, &mut s.scales, &mut s.zeros).map_err(quant)?;
+                let a = MatRef::row_major(&s.signed, rows, k).map_err(quant)?;
+                let ops = Operands::packed(a, ZeroPoint::None, &w.packed, ZeroPoint::None);
+                Gemm::new().i32(&ops.map_err(quant)?, out).map_err(quant)?;
+            }
         }
-        let ops = Operands::packed(
-            MatRef::row_major(codes, rows, k).map_err(quant)?,
-            ZeroPoint::PerChannel(&zeros),
-            &w.packed,
-            ZeroPoint::None,
-        )
-        .map_err(quant)?;
-        Gemm::new().i32(&ops, MatMut::row_major(acc, rows, n).map_err(quant)?).map_err(quant)?;
-        for ((yr, ar), sx) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&scales) {
-            rescale(ar, f64::from(*sx), &w.scales, &w.bias, yr);
-        }
+        y.par_chunks_mut(ROW_BLOCK * n)
+            .zip(s.acc.par_chunks(ROW_BLOCK * n))
+            .zip(s.scales.par_chunks(ROW_BLOCK))
+            .for_each(|((y, acc), scales)| {
+                for ((yr, ar), sx) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(scales) {
+                    rescale(ar, *sx, &w.scales, &w.bias, yr);
+                }
+            });
         Ok(())
     }
 

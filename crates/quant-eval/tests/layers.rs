@@ -1,7 +1,9 @@
 //! Each linear layer against the exact product of the operands it quantized.
 
 use quant_core::{quantize_into, BlockFormat, QuantParams, QuantSpec};
-use quant_eval::{ActivationMode, DynamicInt8, EvalError, F32Linear, Grouped, Linear, LinearWeights, StaticInt8};
+use quant_eval::{
+    ActivationMode, DynamicInt8, EvalError, F32Linear, Grouped, Linear, LinearWeights, RowScheme, StaticInt8,
+};
 use quant_matmul::GroupWeights;
 use rstest::rstest;
 
@@ -67,24 +69,30 @@ fn f32_layer_is_the_product(#[case] m: usize, #[case] k: usize, #[case] n: usize
 }
 
 #[rstest]
-#[case(1, 64, 8)]
-#[case(5, 96, 33)]
-#[case(16, 384, 40)]
-fn dynamic_w8a8_is_the_product_of_its_codes(#[case] m: usize, #[case] k: usize, #[case] n: usize) {
+fn dynamic_w8a8_is_the_product_of_its_codes(
+    #[values((1, 64, 8), (5, 96, 33), (16, 384, 40))] (m, k, n): (usize, usize, usize),
+    #[values(RowScheme::Asymmetric, RowScheme::Symmetric)] scheme: RowScheme,
+) {
     let (mut x, w, b) = (values(m * k, 4), values(n * k, 5), values(n, 6));
-    // Rows of very different ranges: each gets its own scale.
+    // Rows of very different ranges, one of them one-sided: each gets its own parameters.
     for (i, r) in x.chunks_exact_mut(k).enumerate() {
         r.iter_mut().for_each(|v| *v *= (1 + 10 * i) as f32);
+        if i == 1 {
+            r.iter_mut().for_each(|v| *v = v.abs());
+        }
     }
-    let layer = DynamicInt8::new(&LinearWeights { name: "w", n, k, weight: &w, bias: &b }).unwrap();
+    let layer = DynamicInt8::new(&LinearWeights { name: "w", n, k, weight: &w, bias: &b }, scheme).unwrap();
     let mut y = vec![0f32; m * n];
     layer.forward(&x, m, &mut y).unwrap();
-    // Each row quantized with its own asymmetric u8 parameters.
-    let spec = QuantSpec::asymmetric(8).unwrap();
+    // Each row quantized with its own parameters under the scheme.
+    let spec = match scheme {
+        RowScheme::Asymmetric => QuantSpec::asymmetric(8).unwrap(),
+        RowScheme::Symmetric => QuantSpec::symmetric(8).unwrap(),
+    };
     let xq: Vec<f64> =
         x.chunks_exact(k).flat_map(|r| round_trip(r, spec, &QuantParams::from_tensor(spec, r).unwrap())).collect();
-    // The product is exact in integers and rescaled once in f64: only the f32 rounding of the
-    // output (and the order of the f64 operations) separates them.
+    // The integer product is exact (below 2^24 here, so exact in f32 too); the scale product,
+    // the multiplication and the bias's addition each round once in f32.
     close(&y, &exact(&xq, &int8_weights(&w, k), &b, k), 1e-6);
     assert_eq!(layer.stored_bytes(), n * k + 4 * n);
 }
@@ -144,7 +152,7 @@ fn bad_operands_are_named_errors() {
     let (k, n) = (32, 4);
     let (w, b) = (values(n * k, 13), values(n, 14));
     let lw = LinearWeights { name: "encoder.layer.0.output.dense.weight", n, k, weight: &w, bias: &b };
-    let layer = DynamicInt8::new(&lw).unwrap();
+    let layer = DynamicInt8::new(&lw, RowScheme::Asymmetric).unwrap();
     let mut y = vec![0f32; n];
     let short = layer.forward(&values(k - 1, 1), 1, &mut y).unwrap_err();
     assert!(matches!(short, EvalError::Invalid(ref m) if m.contains("output.dense")), "{short}");

@@ -2,7 +2,8 @@
 //! linear layers in each precision, and what each does to the sentence embeddings.
 //!
 //! Configurations, one row each: `f32` (the reference the others are compared with), W8A8
-//! `dynamic` (activations quantized per row at run time), W8A8 `static` per observer
+//! `dynamic` (activations quantized per row at run time: `u8` with a zero point, or `i8`
+//! symmetric for `dynamic-sym`), W8A8 `static` per observer
 //! (`minmax`, `percentile` at 99.99, `mse`; the activation ranges from the calibration
 //! sentences), and each `--type` (llama.cpp's block formats, with llama-quantize's fallbacks for
 //! rows that are not whole blocks) and `--super` format (our two-level formats), weight-only,
@@ -34,7 +35,7 @@ use quant_core::{BlockFormat, MatrixShape, MinMax, MseOptimal, Percentile, Quant
 use quant_eval::metrics::{cosines, neighbour_agreement};
 use quant_eval::{
     calibrate, embed_all, read_sentences, ActivationMode, Batch, DynamicInt8, Encoder, EvalError, F32Linear, Grouped,
-    Linear, LinearWeights, Split, StaticInt8, TextEncoder,
+    Linear, LinearWeights, RowScheme, Split, StaticInt8, TextEncoder,
 };
 use quant_io::imatrix::Importance;
 use quant_matmul::GroupWeights;
@@ -55,9 +56,9 @@ pub struct Args {
     /// One sentence a line; every fourth line calibrates, the others are evaluated.
     #[arg(long)]
     pub sentences: PathBuf,
-    /// W8A8 configurations, comma-separated: dynamic, minmax, percentile, mse (static with
-    /// that observer), or none.
-    #[arg(long, value_delimiter = ',', default_value = "dynamic,minmax,percentile,mse")]
+    /// W8A8 configurations, comma-separated: dynamic (u8 per row, asymmetric), dynamic-sym
+    /// (i8 per row, symmetric), minmax, percentile, mse (static with that observer), or none.
+    #[arg(long, value_delimiter = ',', default_value = "dynamic,dynamic-sym,minmax,percentile,mse")]
     pub w8a8: Vec<String>,
     /// llama.cpp formats for weight-only rows (q8_0, q4_k, ...), comma-separated.
     #[arg(long = "type", value_delimiter = ',')]
@@ -193,7 +194,15 @@ fn run_in_pool(args: &Args, threads: usize, progress: &Progress) -> Result<(), C
             "none" => {}
             "dynamic" => configs.push((
                 "w8a8 dynamic".into(),
-                Box::new(|w: &LinearWeights<'_>| Ok(Box::new(DynamicInt8::new(w)?) as Box<dyn Linear>)),
+                Box::new(|w: &LinearWeights<'_>| {
+                    Ok(Box::new(DynamicInt8::new(w, RowScheme::Asymmetric)?) as Box<dyn Linear>)
+                }),
+            )),
+            "dynamic-sym" => configs.push((
+                "w8a8 dynamic sym".into(),
+                Box::new(|w: &LinearWeights<'_>| {
+                    Ok(Box::new(DynamicInt8::new(w, RowScheme::Symmetric)?) as Box<dyn Linear>)
+                }),
             )),
             "minmax" | "percentile" | "mse" => {
                 progress.note(&format!("calibrating {name} on {} sentences", calib.len()));
@@ -217,7 +226,9 @@ fn run_in_pool(args: &Args, threads: usize, progress: &Progress) -> Result<(), C
                 ));
             }
             other => {
-                return Err(CliError::usage(format!("--w8a8 {other}: use dynamic, minmax, percentile, mse or none")))
+                return Err(CliError::usage(format!(
+                    "--w8a8 {other}: use dynamic, dynamic-sym, minmax, percentile, mse or none"
+                )))
             }
         }
     }
