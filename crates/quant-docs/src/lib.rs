@@ -19,6 +19,10 @@ pub mod formats {}
 #[doc = include_str!("../../../docs/gemm.md")]
 pub mod gemm {}
 
+/// `docs/minilm.md`.
+#[doc = include_str!("../../../docs/minilm.md")]
+pub mod minilm {}
+
 /// `docs/performance.md`.
 #[doc = include_str!("../../../docs/performance.md")]
 pub mod performance {}
