@@ -16,6 +16,7 @@
 //! It exists to measure quantization on a real model and to show how an engine embeds the
 //! crates; it is not a general inference engine.
 
+mod arch;
 pub mod encoder;
 mod error;
 pub mod linear;

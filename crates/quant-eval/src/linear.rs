@@ -145,6 +145,8 @@ struct Int8Weights {
     n: usize,
     k: usize,
     packed: PackedB,
+    /// Per output channel, the sum of its codes: the zero-point term `z · Σ w` of a row.
+    sums: Vec<i32>,
     scales: Vec<f32>,
     bias: Vec<f32>,
     name: String,
@@ -170,7 +172,8 @@ impl Int8Weights {
         }
         let quant = |e| EvalError::quant(w.name, e);
         let packed = Gemm::new().pack_b(MatRef::row_major(&t, k, n).map_err(quant)?).map_err(quant)?;
-        Ok(Int8Weights { n, k, packed, scales, bias: w.bias.to_vec(), name: w.name.to_string() })
+        let sums = codes.chunks_exact(k).map(|r| r.iter().map(|&c| i32::from(c)).sum()).collect();
+        Ok(Int8Weights { n, k, packed, sums, scales, bias: w.bias.to_vec(), name: w.name.to_string() })
     }
 
     fn stored_bytes(&self) -> usize {
@@ -253,7 +256,7 @@ fn row_range(row: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::avx2() {
         // SAFETY: AVX2 detected.
-        return unsafe { row_range_avx2(row) };
+        return unsafe { crate::arch::x86_64::row_range_avx2(row) };
     }
     let (lo, hi) = row.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
     if lo <= hi {
@@ -263,46 +266,13 @@ fn row_range(row: &[f32]) -> (f32, f32) {
     }
 }
 
-/// [`row_range`] eight lanes at a time (`vminps`/`vmaxps` keep the running value when the new
-/// one is NaN, as `f32::min` does).
-///
-/// # Safety
-/// AVX2 present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_range_avx2(row: &[f32]) -> (f32, f32) {
-    use core::arch::x86_64::{_mm256_loadu_ps, _mm256_max_ps, _mm256_min_ps, _mm256_set1_ps, _mm256_storeu_ps};
-    let (mut lo, mut hi) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(f32::NEG_INFINITY));
-    let chunks = row.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        // SAFETY: 8 readable values.
-        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-        // `min(a, b)` returns `b` when either is NaN: the running value `b` survives a NaN `a`.
-        lo = _mm256_min_ps(v, lo);
-        hi = _mm256_max_ps(v, hi);
-    }
-    let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
-    // SAFETY: 8 writable values each.
-    unsafe {
-        _mm256_storeu_ps(l.as_mut_ptr(), lo);
-        _mm256_storeu_ps(h.as_mut_ptr(), hi);
-    }
-    let lo = l.iter().chain(rest).fold(f32::INFINITY, |a, &b| a.min(b));
-    let hi = h.iter().chain(rest).fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    if lo <= hi {
-        (lo, hi)
-    } else {
-        (0.0, 0.0)
-    }
-}
-
 crate::simd::multiversion! {
-    /// One row's outputs: `f32(acc) · (sx · sw[j]) + b[j]` in `f32`.
-    fn rescale(acc: &[i32], sx: f32, sw: &[f32], b: &[f32], y: &mut [f32]) {
-        for (((o, a), s), b) in y.iter_mut().zip(acc).zip(sw).zip(b) {
+    /// One row's outputs: `f32(acc − z · Σw[j]) · (sx · sw[j]) + b[j]`, the integer part exact
+    /// (`|z · Σw| <= 255 · 127 · k`, which fits `i32` for `k` below 66 000), the rest in `f32`.
+    fn rescale(acc: &[i32], z: i32, sums: &[i32], sx: f32, sw: &[f32], b: &[f32], y: &mut [f32]) {
+        for ((((o, a), ws), s), b) in y.iter_mut().zip(acc).zip(sums).zip(sw).zip(b) {
             #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
-            let a = *a as f32; // exact below 2^24 in magnitude, else rounded to nearest
+            let a = a.wrapping_sub(z.wrapping_mul(*ws)) as f32; // exact below 2^24, else nearest
             *o = a * (sx * s) + b;
         }
     }
@@ -329,8 +299,11 @@ impl Linear for DynamicInt8 {
                 s.unsigned.resize(rows * k, 0);
                 let spec = QuantSpec::asymmetric(8).map_err(quant)?;
                 quantize_rows(x, k, spec, &mut s.unsigned, &mut s.scales, &mut s.zeros).map_err(quant)?;
+                // The codes as they are (no zero point in the engine): each row's `z · Σw` is
+                // taken off in the rescale, where it costs one multiply-add a value instead of
+                // a correction per tile.
                 let a = MatRef::row_major(&s.unsigned, rows, k).map_err(quant)?;
-                let ops = Operands::packed(a, ZeroPoint::PerChannel(&s.zeros), &w.packed, ZeroPoint::None);
+                let ops = Operands::packed(a, ZeroPoint::None, &w.packed, ZeroPoint::None);
                 Gemm::new().i32(&ops.map_err(quant)?, out).map_err(quant)?;
             }
             RowScheme::Symmetric => {
@@ -344,10 +317,11 @@ impl Linear for DynamicInt8 {
         }
         y.par_chunks_mut(ROW_BLOCK * n)
             .zip(s.acc.par_chunks(ROW_BLOCK * n))
-            .zip(s.scales.par_chunks(ROW_BLOCK))
-            .for_each(|((y, acc), scales)| {
-                for ((yr, ar), sx) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(scales) {
-                    rescale(ar, *sx, &w.scales, &w.bias, yr);
+            .zip(s.scales.par_chunks(ROW_BLOCK).zip(s.zeros.par_chunks(ROW_BLOCK)))
+            .for_each(|((y, acc), (scales, zeros))| {
+                let rows = y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(scales).zip(zeros);
+                for (((yr, ar), sx), z) in rows {
+                    rescale(ar, *z, &w.sums, *sx, &w.scales, &w.bias, yr);
                 }
             });
         Ok(())

@@ -61,12 +61,12 @@ fn tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 }
 
 fn write_model(dir: &Path, t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, skip: Option<&str>) {
-    let config = format!(
-        r#"{{"hidden_size": {H}, "num_hidden_layers": {LAYERS}, "num_attention_heads": {HEADS},
-            "intermediate_size": {FF}, "max_position_embeddings": {POS}, "layer_norm_eps": 1e-12,
-            "hidden_act": "gelu", "position_embedding_type": "absolute"}}"#
-    );
-    std::fs::write(dir.join("config.json"), config).unwrap();
+    let config = serde_json::json!({
+        "hidden_size": H, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+        "intermediate_size": FF, "max_position_embeddings": POS, "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu", "position_embedding_type": "absolute",
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
         .iter()
         .filter(|(n, _)| Some(n.as_str()) != skip)
@@ -206,7 +206,8 @@ fn a_broken_model_directory_is_named() {
     write_model(dir.path(), &t, Some("encoder.layer.1.output.dense.bias"));
     let e = load_f32(dir.path()).err().unwrap();
     assert!(matches!(e, EvalError::Tensor { ref name, .. } if name == "encoder.layer.1.output.dense.bias"), "{e}");
-    std::fs::write(dir.path().join("config.json"), r#"{"hidden_size": 8, "num_hidden_layers": 2}"#).unwrap();
+    let partial = serde_json::json!({"hidden_size": 8, "num_hidden_layers": 2});
+    std::fs::write(dir.path().join("config.json"), partial.to_string()).unwrap();
     let e = load_f32(dir.path()).err().unwrap();
     assert!(matches!(e, EvalError::Config { ref what, .. } if what.contains("num_attention_heads")), "{e}");
     let empty = tempfile::tempdir().unwrap();
