@@ -4,16 +4,17 @@
 //! | implementation | weights | activations | product |
 //! |---|---|---|---|
 //! | [`F32Linear`] | `f32` | `f32` | `f32` sums in a fixed order: the reference |
-//! | [`DynamicInt8`] | `i8` per output channel, symmetric (`max\|w\| / 127`) | per row, from each row's own range at run time: `u8` asymmetric or `i8` symmetric ([`RowScheme`]) | [`Gemm`] in exact `i32`, then `f32(acc) · (s_x[row] · s_w[col]) + b` in `f32` |
+//! | [`DynamicInt8`] | `i8` per output channel, symmetric (`max\|w\| / 127`) | per row, from each row's own range at run time: `u8` asymmetric or `i8` symmetric ([`RowScheme`]) | [`Gemm`] on the codes in exact `i32`, then `f32(acc − z[row] · Σw[col]) · (s_x[row] · s_w[col]) + b`, the subtraction exact in `i32`, the rest in `f32` |
 //! | [`StaticInt8`] | as [`DynamicInt8`] | `u8` with one scale and zero point fixed beforehand by an observer (values outside saturate) | [`Gemm::f32`] |
 //! | [`Grouped`] | any [`GroupWeights`] (llama.cpp's block formats, our two-level formats) | `i8` per group on the fly, or `f32` | [`GroupGemm`] |
 //!
 //! [`DynamicInt8`] with [`RowScheme::Asymmetric`] is ONNX Runtime's `quantize_dynamic` recipe
 //! (`QInt8` weights per channel, `u8` activations) with one change: the activation range is per
 //! row (per token) instead of per tensor, which costs one scale and zero point a row and keeps
-//! an outlier token from coarsening every other token's codes. [`RowScheme::Symmetric`] drops
-//! the zero point: one bit less resolution on a one-sided row (GELU's outputs), no zero-point
-//! correction in the product.
+//! an outlier token from coarsening every other token's codes. The zero point is taken off after
+//! the product (`z · Σw`, one multiply-add a value) rather than inside the engine, whose
+//! per-row correction costs more at these shapes. [`RowScheme::Symmetric`] drops the zero
+//! point: one bit less resolution on a one-sided row (GELU's outputs).
 
 use quant_core::{quantize_into, QuantParams, QuantSpec};
 use quant_matmul::{Gemm, GroupGemm, GroupWeights, MatMut, MatRef, Operands, PackedB, Scale, ZeroPoint};
