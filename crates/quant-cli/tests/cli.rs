@@ -784,3 +784,30 @@ fn quantize_says_what_it_wrote() {
     let r = quant(&["quantize", ms, "-o", qs, "--bits", "4", "-q"]);
     assert!(r.status.success() && r.stderr.is_empty(), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+#[test]
+fn eval_and_imatrix_name_what_is_wrong() {
+    let d = dir("eval_errors");
+    let sentences = d.join("sentences.txt");
+    std::fs::write(&sentences, "One sentence.\nAnother one.\n").expect("write");
+    let (model, s) = (d.to_str().expect("utf-8"), sentences.to_str().expect("utf-8"));
+    // A directory that is not a model: the missing file is named, exit 1, nothing written.
+    let r = quant(&["eval", model, "--sentences", s]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("tokenizer.json"), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = d.join("imatrix.gguf");
+    let r = quant(&["imatrix", model, "--sentences", s, "-o", out.to_str().expect("utf-8")]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("tokenizer.json"));
+    assert!(!out.exists(), "no partial output");
+    // Command-line mistakes: exit 2, naming the value.
+    for (args, word) in [
+        (vec!["eval", model, "--sentences", s, "--batch", "0"], "--batch"),
+        (vec!["eval", model, "--sentences", s, "--w8a8", "sometimes"], "sometimes"),
+        (vec!["imatrix", model, "--sentences", s, "-o", "x.gguf", "--batch", "0"], "--batch"),
+    ] {
+        let r = quant(&args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&r.stderr).contains(word), "{args:?}: {}", String::from_utf8_lossy(&r.stderr));
+    }
+}

@@ -155,6 +155,25 @@ pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
     if args.batch == 0 || args.repeat == 0 {
         return Err(CliError::usage("--batch and --repeat must be at least 1".into()));
     }
+    // Every name on the command line checked before any file is read.
+    if let Some(bad) = args
+        .w8a8
+        .iter()
+        .find(|w| !["none", "dynamic", "dynamic-sym", "minmax", "percentile", "mse"].contains(&w.as_str()))
+    {
+        return Err(CliError::usage(format!(
+            "--w8a8 {bad}: use dynamic, dynamic-sym, minmax, percentile, mse or none"
+        )));
+    }
+    if let Some(bad) = args.modes.iter().find(|m| !["int8", "float"].contains(&m.as_str())) {
+        return Err(CliError::usage(format!("--modes {bad}: use int8 or float")));
+    }
+    for ty in &args.ty {
+        block_format(ty)?;
+    }
+    for f in &args.super_formats {
+        parse_super(f, args.fit.fit()).map_err(CliError::usage)?;
+    }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
