@@ -119,7 +119,13 @@ pub struct Encoder {
     token_type: Vec<f32>,
     embed_norm: Norm,
     layers: Vec<Layer>,
+    /// A pool of one thread, made on first use: batches of fewer than [`SMALL_ROWS`] tokens
+    /// run there, where handing each small step to a second thread costs more than it saves.
+    single: std::sync::OnceLock<Option<rayon::ThreadPool>>,
 }
+
+/// Tokens below which a batch runs on one thread.
+const SMALL_ROWS: usize = 64;
 
 /// Reads `name` as `f32` with `shape`.
 fn tensor(file: &SafetensorsFile, name: &str, shape: &[usize]) -> Result<Vec<f32>, EvalError> {
@@ -214,7 +220,7 @@ impl Encoder {
                 names: [n0, n1, n2, n3, n4, n5],
             });
         }
-        Ok(Encoder { config, word, position, token_type, embed_norm, layers })
+        Ok(Encoder { config, word, position, token_type, embed_norm, layers, single: std::sync::OnceLock::new() })
     }
 
     /// The model's configuration.
@@ -243,7 +249,19 @@ impl Encoder {
     /// # Errors
     /// [`EvalError::Invalid`] for a token id outside the vocabulary or a sequence longer
     /// than the position embeddings; whatever a linear layer returns.
-    pub fn embed(&self, batch: &Batch, mut inspect: Option<Inspect<'_>>) -> Result<Vec<f32>, EvalError> {
+    pub fn embed(&self, batch: &Batch, inspect: Option<Inspect<'_>>) -> Result<Vec<f32>, EvalError> {
+        // (An inspector, which need not be `Send`, keeps the batch on the calling pool.)
+        if inspect.is_none() && batch.len * batch.count < SMALL_ROWS && rayon::current_num_threads() > 1 {
+            let single = self.single.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok());
+            if let Some(pool) = single {
+                return pool.install(|| self.embed_here(batch, None));
+            }
+        }
+        self.embed_here(batch, inspect)
+    }
+
+    /// [`Encoder::embed`] on the current pool.
+    fn embed_here(&self, batch: &Batch, mut inspect: Option<Inspect<'_>>) -> Result<Vec<f32>, EvalError> {
         let c = &self.config;
         let (h, len, count) = (c.hidden, batch.len, batch.count);
         let rows = len * count;

@@ -218,3 +218,28 @@ fn a_broken_model_directory_is_named() {
     let e = model.embed(&batch(&[vec![1, VOCAB as u32]]), None).unwrap_err();
     assert!(matches!(e, EvalError::Invalid(ref m) if m.contains("vocabulary")), "{e}");
 }
+
+#[test]
+fn embeddings_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), &tensors(), None);
+    let model = load_f32(dir.path()).unwrap();
+    // One batch under 64 tokens (run on one thread whatever the pool) and one over.
+    let small = batch(&[vec![1, 5, 7, 2], vec![1, 9, 2]]);
+    let large = batch(
+        &(0..12).map(|i| (0..1 + i % 7).map(|t| (1 + t + i) as u32 % VOCAB as u32).collect()).collect::<Vec<_>>(),
+    );
+    assert!(large.len * large.count >= 64);
+    for b in [&small, &large] {
+        let on = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| model.embed(b, None).unwrap())
+        };
+        let one = on(1);
+        assert_eq!(
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            on(2).iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(one.len(), b.count * H);
+    }
+}
