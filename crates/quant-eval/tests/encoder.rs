@@ -15,14 +15,10 @@ const LAYERS: usize = 2;
 const VOCAB: usize = 20;
 const POS: usize = 16;
 
+/// Deterministic values uniform in `[-1, 1)`.
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-        })
-        .collect()
+    let mut rng = quant_testkit::Rng::new(seed);
+    (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
 }
 
 /// Every tensor of the tiny model, by name.
