@@ -15,9 +15,10 @@ extern crate alloc;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
-use quant_core::{dequantize_into, quantize_into, QuantParams, QuantSpec};
+use quant_core::{dequantize_into, quantize_into, BlockFormat, QuantParams, QuantSpec};
 use quant_matmul::{
-    Gemm, GroupGemm, GroupWeights, KernelChoice, MatMut, MatRef, Operand, Operands, Requant, Scale, Tier, ZeroPoint,
+    ActivationBlocks, Gemm, GroupGemm, GroupWeights, KernelChoice, MatMut, MatRef, Operand, Operands, Requant, Scale,
+    Tier, ZeroPoint,
 };
 use quant_traits::QuantError;
 use quant_traits::{I4x2, U4x2};
@@ -286,11 +287,12 @@ unsafe fn dequantize(c: &Cmd) -> Result<(), QuantError> {
     }
 }
 
-/// Op 5. Weights: `packed` selects the format (0 `Q4_0`, 1 `Q4_1`, 2 `Q8_0` bytes at `b`, `len`
-/// bytes; 3 asymmetric 4-bit codes at `b` with `f32` scales at `za_ptr` and `i64` zero points at
-/// `zb_ptr`; 4 symmetric 4-bit; 5 symmetric 8-bit), groups of `za` inputs; `x` (`f32`, `m x k`)
-/// at `a`; the tier's int8-mode result at `out`. Returns the number of outputs, of both modes,
-/// that differ in their bits from the portable reference's.
+/// Op 5. Weights: `packed` selects the format (0 `Q4_0`, 1 `Q4_1`, 2 `Q8_0`, 6 `Q4_K`, 7 `Q6_K`
+/// bytes at `b`, `len` bytes; 3 asymmetric 4-bit codes at `b` with `f32` scales at `za_ptr` and
+/// `i64` zero points at `zb_ptr`; 4 symmetric 4-bit; 5 symmetric 8-bit), groups of `za` inputs;
+/// `x` (`f32`, `m x k`) at `a`; the tier's int8-mode result at `out`. Returns the number of
+/// outputs, of both modes (the int8 one with both kinds of activation blocks), that differ in
+/// their bits from the portable reference's.
 ///
 /// # Safety
 /// The pointers in `c` are valid for the shapes in `c`.
@@ -312,6 +314,8 @@ unsafe fn group(c: &Cmd) -> Result<i64, QuantError> {
                 g,
             )?,
             4 => GroupWeights::sym4(slice::<I4x2>(c.b, c.len as usize), slice::<f32>(c.za_ptr, groups), n, k, g)?,
+            6 => GroupWeights::from_blocks(BlockFormat::Q4_K, slice::<u8>(c.b, c.len as usize), n, k)?,
+            7 => GroupWeights::from_blocks(BlockFormat::Q6_K, slice::<u8>(c.b, c.len as usize), n, k)?,
             _ => GroupWeights::sym8(slice::<i8>(c.b, c.len as usize), slice::<f32>(c.za_ptr, groups), n, k, g)?,
         }
     };
@@ -325,9 +329,19 @@ unsafe fn group(c: &Cmd) -> Result<i64, QuantError> {
     reference.float_activations(x, &w, None, MatMut::row_major(&mut want, m, n)?)?;
     tier.float_activations(x, &w, None, MatMut::row_major(&mut float, m, n)?)?;
     let float_differ = differ(&float, &want);
+    // Two-level weights (6, 7) also with one activation scale a group; its result is dropped.
+    let (reference, tier) =
+        (reference.activation_blocks(ActivationBlocks::Group), tier.activation_blocks(ActivationBlocks::Group));
+    reference.int8_activations(x, &w, None, MatMut::row_major(&mut want, m, n)?)?;
+    tier.int8_activations(x, &w, None, MatMut::row_major(&mut float, m, n)?)?;
+    let group_differ = differ(&float, &want);
+    let (reference, tier) = (
+        reference.activation_blocks(ActivationBlocks::SuperBlock),
+        tier.activation_blocks(ActivationBlocks::SuperBlock),
+    );
     reference.int8_activations(x, &w, None, MatMut::row_major(&mut want, m, n)?)?;
     tier.int8_activations(x, &w, None, MatMut::row_major(out, m, n)?)?;
-    Ok(differ(out, &want) + float_differ)
+    Ok(differ(out, &want) + float_differ + group_differ)
 }
 
 fn names(c: &mut Cmd) -> Result<(), QuantError> {

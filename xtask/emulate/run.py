@@ -349,16 +349,23 @@ def group_cases(ck, rng, np):
     mach = ck.m
     f16 = lambda v: np.float16(v).tobytes()
     for tier in ["avx512vnni", "avxvnni"]:
-        for case in range(12):
+        for case in range(16):
             mach.reset()
-            fmt = case % 6
+            fmt = case % 8
             m = int(rng.choice([1, 2, 3, 5, 7]))
             n = int(rng.choice([7, 8, 13, 24, 33]))
-            g = 32 if fmt < 3 else int(rng.choice([32, 64, 128, 256]))
+            g = 32 if fmt < 3 or fmt > 5 else int(rng.choice([32, 64, 128, 256]))
             k = g * int(rng.integers(1, 4)) if g > 32 else 32 * int(rng.integers(1, 9))
+            if fmt > 5:
+                k = 256 * int(rng.integers(1, 3))
             blocks = n * k // 32
             groups = n * k // g
-            if fmt == 0:    # Q4_0: f16 d, 16 nibble bytes
+            supers = n * k // 256
+            if fmt == 6:    # Q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales and minimums, 128 nibble bytes
+                w = b"".join(f16(rng.uniform(0, 2e-3)) + f16(rng.uniform(0, 2e-3)) + rng.integers(0, 256, 140, dtype=np.uint8).tobytes() for _ in range(supers))
+            elif fmt == 7:  # Q6_K: 128 low-nibble bytes, 64 of top bits, 16 i8 scales, f16 d
+                w = b"".join(rng.integers(0, 256, 208, dtype=np.uint8).tobytes() + f16(rng.uniform(0, 2e-3)) for _ in range(supers))
+            elif fmt == 0:    # Q4_0: f16 d, 16 nibble bytes
                 w = b"".join(f16(rng.uniform(-0.02, 0.02)) + rng.integers(0, 256, 16, dtype=np.uint8).tobytes() for _ in range(blocks))
             elif fmt == 1:  # Q4_1: f16 d, f16 m, 16 nibble bytes
                 w = b"".join(f16(rng.uniform(0, 0.02)) + f16(rng.uniform(-0.2, 0)) + rng.integers(0, 256, 16, dtype=np.uint8).tobytes() for _ in range(blocks))

@@ -6,7 +6,7 @@
 //! | [`F32Linear`] | `f32` | `f32` | `f32` sums in a fixed order: the reference |
 //! | [`DynamicInt8`] | `i8` per output channel, symmetric (`max\|w\| / 127`) | per row, from each row's own range at run time: `u8` asymmetric or `i8` symmetric ([`RowScheme`]) | [`Gemm`] on the codes in exact `i32`, then `f32(acc − z[row] · Σw[col]) · (s_x[row] · s_w[col]) + b`, the subtraction exact in `i32`, the rest in `f32` |
 //! | [`StaticInt8`] | as [`DynamicInt8`] | `u8` with one scale and zero point fixed beforehand by an observer (values outside saturate) | [`Gemm::f32`] |
-//! | [`Grouped`] | any [`GroupWeights`] (llama.cpp's block formats, our two-level formats) | `i8` per group on the fly, or `f32` | [`GroupGemm`] |
+//! | [`Grouped`] | any [`GroupWeights`] (llama.cpp's block formats, our two-level formats) | `i8` per group (per super-block of two-level weights) on the fly, or `f32` | [`GroupGemm`] |
 //!
 //! [`DynamicInt8`] with [`RowScheme::Asymmetric`] is ONNX Runtime's `quantize_dynamic` recipe
 //! (`QInt8` weights per channel, `u8` activations) with one change: the activation range is per
@@ -390,7 +390,8 @@ impl Linear for StaticInt8 {
 /// How [`Grouped`] treats the activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActivationMode {
-    /// Quantized to `i8` per group on the fly ([`GroupGemm::int8_activations`]).
+    /// Quantized to `i8` per group, or per super-block of two-level weights, on the fly
+    /// ([`GroupGemm::int8_activations`]).
     Int8,
     /// Kept in `f32` ([`GroupGemm::float_activations`]).
     Float,

@@ -21,7 +21,7 @@
 //!   N-D operands with ONNX's (NumPy's) batch broadcasting: [`BatchedShape`].
 //! * **Group-quantized weights** ([`group`]): `y = x · Wᵀ + bias` with `W` in a few bits and
 //!   one scale per group of inputs ([`GroupWeights`], from our codes or any of llama.cpp's block
-//!   formats, k-quants and `MXFP4` included), in two modes: activations quantized to `i8` per group on the fly
+//!   formats, k-quants and `MXFP4` included), in two modes: activations quantized to `i8` per group (or super-block) on the fly
 //!   ([`GroupGemm::int8_activations`]) or kept in `f32` against weights dequantized in
 //!   registers ([`GroupGemm::float_activations`]). Each mode has a portable reference that
 //!   defines the bits and SIMD kernels for every x86-64 tier that reproduce them: the same
@@ -79,7 +79,7 @@ pub use gemm::output::{
 };
 pub use gemm::pack::PackedB;
 pub use gemm::{Gemm, Operands};
-pub use group::{GroupCodes, GroupGemm, GroupWeights};
+pub use group::{ActivationBlocks, GroupCodes, GroupGemm, GroupWeights};
 pub use quant_traits::cpu::Tier;
 pub use quantized_matmul::{quantized_matmul, quantized_matmul_flat};
 pub use view::{MatMut, MatRef};

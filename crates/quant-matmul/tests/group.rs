@@ -8,7 +8,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use quant_core::{quantize_matrix, Axis, BlockFormat, Granularity, QuantSpec};
-use quant_matmul::{GroupCodes, GroupGemm, GroupWeights, KernelChoice, MatMut, MatRef, QuantError, Tier};
+use quant_matmul::{
+    ActivationBlocks, GroupCodes, GroupGemm, GroupWeights, KernelChoice, MatMut, MatRef, QuantError, Tier,
+};
 use quant_testkit::Rng;
 use quant_traits::half::{bf16, f16};
 use quant_traits::{I4x2, MatrixShape, Storage, U4x2};
@@ -172,17 +174,29 @@ fn weights_decode_as_their_producers_do() -> Res {
 
 /// The exact product with the dequantized weights, and the documented bound of the
 /// int8-activation mode for each output.
-fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize, mode: Mode) -> (Vec<f64>, Vec<f64>) {
+fn exact_and_bound(
+    x: &[f32],
+    w: &GroupWeights,
+    bias: Option<&[f32]>,
+    m: usize,
+    mode: Mode,
+    blocks: ActivationBlocks,
+) -> (Vec<f64>, Vec<f64>) {
     let (k, n, g) = (w.k(), w.n(), w.group_size());
+    let block = if blocks == ActivationBlocks::SuperBlock { w.activation_block() } else { g };
     let groups = k / g;
     let u = 2f64.powi(-24);
     let gamma = |c: f64| c * u / (1.0 - c * u);
     let (mut exact, mut bound) = (vec![0.0; m * n], vec![0.0; m * n]);
     for i in 0..m {
         let row = &x[i * k..(i + 1) * k];
-        // The activation scales as the kernel computes them (f32 division), and the codes.
+        // The activation scales as the kernel computes them (f32 division, one per block of
+        // `block` inputs: the group, or the super-block of two-level weights), for each group.
         let sx: Vec<f64> = (0..groups)
-            .map(|gi| f64::from(row[gi * g..(gi + 1) * g].iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0))
+            .map(|gi| {
+                let b = gi * g / block * block;
+                f64::from(row[b..b + block].iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0)
+            })
             .collect();
         for c in 0..n {
             let mut y = bias.map_or(0.0, |b| f64::from(b[c]));
@@ -218,31 +232,45 @@ fn exact_and_bound(x: &[f32], w: &GroupWeights, bias: Option<&[f32]>, m: usize, 
     (exact, bound)
 }
 
+/// The compute modes with the activation blocks each takes: the int8 mode with both.
+const SETTINGS: [(Mode, ActivationBlocks); 3] = [
+    (Mode::Int8, ActivationBlocks::SuperBlock),
+    (Mode::Int8, ActivationBlocks::Group),
+    (Mode::Float, ActivationBlocks::SuperBlock),
+];
+
 fn check_bound(rng: &mut Rng, m: usize, n: usize, k: usize, group: usize, outliers: bool, mode: Mode) -> Res {
     let w = weights(rng, n, k, outliers);
     let x = activations(rng, m, k, outliers);
     let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.1).collect();
     for gw in all_formats(&w, n, k, group)? {
-        for b in [None, Some(&bias[..])] {
-            let mut y = vec![0f32; m * n];
-            run(GroupGemm::new(), mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut y, m, n)?)?;
-            let (exact, bound) = exact_and_bound(&x, &gw, b, m, mode);
-            for (idx, ((&got, &want), &bd)) in y.iter().zip(&exact).zip(&bound).enumerate() {
-                let err = (f64::from(got) - want).abs();
-                assert!(
-                    err <= bd,
-                    "{mode:?} {:?} g{group} {m}x{k}x{n} outliers={outliers} [{idx}]: |{got} - {want}| = {err} > {bd}",
-                    gw.codes_kind()
-                );
+        for (_, blocks) in SETTINGS.into_iter().filter(|s| s.0 == mode) {
+            for b in [None, Some(&bias[..])] {
+                let mut y = vec![0f32; m * n];
+                let g = GroupGemm::new().activation_blocks(blocks);
+                run(g, mode, MatRef::row_major(&x, m, k)?, &gw, b, MatMut::row_major(&mut y, m, n)?)?;
+                let (exact, bound) = exact_and_bound(&x, &gw, b, m, mode, blocks);
+                let what =
+                    format!("{mode:?} {blocks:?} {:?} g{group} {m}x{k}x{n} outliers={outliers}", gw.codes_kind());
+                for (idx, ((&got, &want), &bd)) in y.iter().zip(&exact).zip(&bound).enumerate() {
+                    let err = (f64::from(got) - want).abs();
+                    assert!(err <= bd, "{what} [{idx}]: |{got} - {want}| = {err} > {bd}");
+                }
+                // The bound is not vacuous: for the int8 mode the activations' rounding
+                // dominates, of the order of a percent of the outputs (as for llama.cpp's Q8
+                // activations), more where one scale spans a super-block with outliers in it;
+                // for the float mode it is f32 arithmetic, a worst case far below 10^-3 (the
+                // errors themselves are about 10^-7, see relative_errors_on_a_layer_sized_product).
+                let scale: f64 = exact.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
+                let bsum: f64 = bound.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let wide = gw.activation_block() > group && blocks == ActivationBlocks::SuperBlock;
+                let limit = match mode {
+                    Mode::Int8 if wide && outliers => 1.0,
+                    Mode::Int8 => 0.5,
+                    Mode::Float => 1e-3,
+                };
+                assert!(bsum / scale < limit, "{what}: bound {bsum} against outputs {scale}");
             }
-            // The bound is not vacuous: for the int8 mode the activations' rounding dominates,
-            // of the order of a percent of the outputs (as for llama.cpp's Q8 activations); for
-            // the float mode it is f32 arithmetic, a worst case far below 10^-3 (the errors themselves
-            // are about 10^-7, see relative_errors_on_a_layer_sized_product).
-            let scale: f64 = exact.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
-            let bsum: f64 = bound.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let limit = if mode == Mode::Int8 { 0.5 } else { 1e-3 };
-            assert!(bsum / scale < limit, "{mode:?}: bound {bsum} against outputs {scale}");
         }
     }
     Ok(())
@@ -284,7 +312,7 @@ fn relative_errors_on_a_layer_sized_product() -> Res {
     for (mode, limit) in [(Mode::Float, 1e-5), (Mode::Int8, 1e-2)] {
         let mut y = vec![0f32; m * n];
         run(GroupGemm::new(), mode, MatRef::row_major(&x, m, k)?, &gw, None, MatMut::row_major(&mut y, m, n)?)?;
-        let (exact, _) = exact_and_bound(&x, &gw, None, m, mode);
+        let (exact, _) = exact_and_bound(&x, &gw, None, m, mode, ActivationBlocks::SuperBlock);
         let err: f64 = y.iter().zip(&exact).map(|(&a, &b)| (f64::from(a) - b).powi(2)).sum::<f64>().sqrt();
         let norm: f64 = exact.iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!(err / norm <= limit, "{mode:?}: relative error {} > {limit}", err / norm);
@@ -385,6 +413,84 @@ fn both_modes_follow_the_documented_arithmetic() -> Res {
                     }
                 }
                 assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "float mode {name} ({i}, {c})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The int8 mode on two-level weights (`Q4_K`, with minimums; `Q6_K`, signed 6-bit codes in
+/// groups of 16), step by step as the module docs write it: with one activation scale a
+/// super-block, `t = Σ_g fma(s_w,g, d_g, ·)` (and `fma(m_g, σ_g, ·)`) then `acc = fma(t, s_x, acc)`;
+/// with one a group, the one-level form. The default kernel gives exactly these bits.
+#[test]
+fn two_level_weights_follow_the_documented_arithmetic() -> Res {
+    let mut rng = Rng::new(18);
+    let (m, n, k) = (2, 3, 512);
+    let x = activations(&mut rng, m, k, true);
+    let w = weights(&mut rng, n, k, true);
+    for format in [BlockFormat::Q4_K, BlockFormat::Q6_K] {
+        let gw = GroupWeights::from_blocks(format, &format.quantize(&w)?, n, k)?;
+        let (g, block) = (gw.group_size(), gw.activation_block());
+        assert_eq!(block, 256, "{format:?}: one activation scale a super-block");
+        // Each weight's integer code, from its exact value and its group's parameters.
+        let code = |c: usize, j: usize| -> i32 {
+            let (s, _, min) = gw.params(c, j / g);
+            let u = (gw.value(c, j) - f64::from(min)) / f64::from(s);
+            assert_eq!(u, u.round(), "{format:?} ({c}, {j}): an integer code");
+            u as i32
+        };
+        // Step 1 over `len` inputs from `at`: the scale and the codes.
+        let quantize = |xs: &[f32]| -> (f32, Vec<i32>) {
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let sx = amax / 127.0;
+            let q = xs
+                .iter()
+                .map(|&v| if amax == 0.0 { 0 } else { (v / sx).round_ties_even().clamp(-127.0, 127.0) as i32 })
+                .collect();
+            (sx, q)
+        };
+        for blocks in [ActivationBlocks::SuperBlock, ActivationBlocks::Group] {
+            let mut y = vec![0f32; m * n];
+            let gemm = GroupGemm::new().activation_blocks(blocks);
+            gemm.int8_activations(MatRef::row_major(&x, m, k)?, &gw, None, MatMut::row_major(&mut y, m, n)?)?;
+            for i in 0..m {
+                for c in 0..n {
+                    let mut acc = 0f32;
+                    for b in 0..k / block {
+                        let row = &x[i * k..(i + 1) * k];
+                        let (sx, q) = quantize(&row[b * block..(b + 1) * block]);
+                        let mut t = 0f32;
+                        for gi in b * block / g..(b + 1) * block / g {
+                            let (s, _, min) = gw.params(c, gi);
+                            let (sxg, qg) = match blocks {
+                                ActivationBlocks::SuperBlock => {
+                                    let at = gi * g - b * block;
+                                    (sx, q[at..at + g].to_vec())
+                                }
+                                ActivationBlocks::Group => quantize(&row[gi * g..(gi + 1) * g]),
+                            };
+                            let d: i32 = (0..g).map(|j| qg[j] * code(c, gi * g + j)).sum();
+                            let sum: i32 = qg.iter().sum();
+                            let with_min = format == BlockFormat::Q4_K;
+                            if blocks == ActivationBlocks::SuperBlock {
+                                t = s.mul_add(d as f32, t);
+                                if with_min {
+                                    t = min.mul_add(sum as f32, t);
+                                }
+                            } else {
+                                acc = s.mul_add(sxg * d as f32, acc);
+                                if with_min {
+                                    acc = min.mul_add(sxg * sum as f32, acc);
+                                }
+                            }
+                        }
+                        if blocks == ActivationBlocks::SuperBlock {
+                            acc = t.mul_add(sx, acc);
+                        }
+                    }
+                    assert_eq!(y[i * n + c].to_bits(), acc.to_bits(), "{format:?} {blocks:?} ({i}, {c})");
+                }
             }
         }
     }
@@ -499,21 +605,21 @@ fn every_tier_gives_the_reference_bits(
     what: &str,
 ) -> Res {
     let (n, k) = (w.n(), w.k());
-    for mode in MODES {
+    for (mode, blocks) in SETTINGS {
         let mut want = vec![0f32; m * n];
-        let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1);
+        let reference = GroupGemm::new().kernel(KernelChoice::Portable).threads(1).activation_blocks(blocks);
         run(reference, mode, MatRef::row_major(x, m, k)?, w, bias, MatMut::row_major(&mut want, m, n)?)?;
         for tier in tiers() {
             let own = w.for_kernel(KernelChoice::of(tier))?;
             let wide = layouts(w)?.pop().expect("two layouts");
             for (weights, threads) in [(&own, 1), (&own, 2), (&wide, 1), (&wide, 2)] {
-                let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads);
+                let g = GroupGemm::new().kernel(KernelChoice::of(tier)).threads(threads).activation_blocks(blocks);
                 let mut y = vec![f32::NAN; m * n];
                 run(g, mode, MatRef::row_major(x, m, k)?, weights, bias, MatMut::row_major(&mut y, m, n)?)?;
                 let same = |p: &f32, q: &f32| p.to_bits() == q.to_bits() || (nan_equal && p.is_nan() && q.is_nan());
                 assert!(
                     y.iter().zip(&want).all(|(p, q)| same(p, q)),
-                    "{mode:?} {tier} {threads}T {} {what}: {y:?} vs {want:?}",
+                    "{mode:?} {blocks:?} {tier} {threads}T {} {what}: {y:?} vs {want:?}",
                     weights.layout()
                 );
             }

@@ -73,7 +73,8 @@ pub struct Args {
     /// format is also run with it weighting the rounding.
     #[arg(long)]
     pub importance: Option<PathBuf>,
-    /// Activation modes of the weight-only rows: int8 (quantized per group on the fly), float.
+    /// Activation modes of the weight-only rows: int8 (quantized per group, or per super-block
+    /// of two-level weights, on the fly), float.
     #[arg(long, value_delimiter = ',', default_value = "int8")]
     pub modes: Vec<String>,
     /// Sentences per batch.

@@ -515,21 +515,27 @@ impl<'a> WidePanel<'a> {
     }
 }
 
-/// Activations quantized to `i8` per group (step 1 of the int8 mode), as the kernels read them.
+/// Activations quantized to `i8` per activation block (step 1 of the int8 mode: the group, or
+/// the super-block of two-level weights), as the kernels read them.
 #[derive(Copy, Clone)]
 pub(crate) struct QuantizedRows<'a> {
     pub(crate) k: usize,
     pub(crate) group: usize,
+    /// Inputs per scale: `group`, or a multiple of it (a super-block of two-level weights).
+    pub(crate) block: usize,
+    /// Whether the blocks are the weights' super-blocks (step 3's second form, where each
+    /// block's groups are summed before its scale multiplies them).
+    pub(crate) two_level: bool,
     /// Rows.
     pub(crate) m: usize,
     /// Codes in input order, row after row.
     pub(crate) q: &'a [i8],
-    /// Scale per group, at [`QuantizedRows::at`].
+    /// Scale per block, at [`QuantizedRows::block_at`].
     pub(crate) scales: &'a [f32],
     /// `Σ q` per group, at [`QuantizedRows::at`].
     pub(crate) sums: &'a [i32],
-    /// `s_x · Σ q` per group (an `f32` product), at [`QuantizedRows::at`]: what a group's
-    /// minimum multiplies.
+    /// What a group's minimum multiplies, at [`QuantizedRows::at`]: `s_x · Σ q` (an `f32`
+    /// product) for one-level weights, `Σ q` for two-level ones.
     pub(crate) scaled_sums: &'a [f32],
     /// `ROUND_BITS - o · Σ q` per group, at [`QuantizedRows::at`], `o` the weights'
     /// [`GroupCodes::unsigned_offset`]: where a VNNI kernel's integer sum starts, so that it
@@ -551,6 +557,12 @@ impl QuantizedRows<'_> {
         g * self.m + r
     }
 
+    /// Where row `r`'s block `b` is in `scales`, laid out as [`QuantizedRows::at`] lays out the
+    /// groups (for one-level weights the blocks are the groups, and the two agree).
+    pub(crate) fn block_at(&self, r: usize, b: usize) -> usize {
+        b * self.m + r
+    }
+
     /// Where `rows`' codes start (for [`QuantizedRows::group_rows`]).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' view
     pub(crate) fn row_starts<const R: usize>(&self, rows: [usize; R]) -> [*const i8; R] {
@@ -559,8 +571,8 @@ impl QuantizedRows<'_> {
 
     /// What a SIMD kernel reads of group `g` for `R` consecutive rows whose per-group values
     /// start at `at` (`self.at(rows[0], g)`): each row's codes of the group (from its start in
-    /// `starts`), each row's `ROUND_BITS - o · Σ q`, and pointers to the rows' `R` scales and
-    /// `R` values `s_x · Σ q`.
+    /// `starts`), each row's `ROUND_BITS - o · Σ q`, and a pointer to the rows' `R` values
+    /// that the group's minimum multiplies.
     ///
     /// # Safety
     /// `starts` are [`QuantizedRows::row_starts`] of `R` consecutive rows of `self`; `g` is a
@@ -572,17 +584,28 @@ impl QuantizedRows<'_> {
         starts: &[*const i8; R],
         g: usize,
         at: usize,
-    ) -> ([*const i8; R], [i32; R], *const f32, *const f32) {
+    ) -> ([*const i8; R], [i32; R], *const f32) {
         // SAFETY: group `g` of every row is inside it, and the rows' `R` consecutive entries of
         // the per-group arrays from `at` are inside those (the caller's contract).
         unsafe {
             (
                 starts.map(|x| x.add(g * self.group)),
                 core::array::from_fn(|i| *self.offset_sums.as_ptr().add(at + i)),
-                self.scales.as_ptr().add(at),
                 self.scaled_sums.as_ptr().add(at),
             )
         }
+    }
+
+    /// A pointer to the `R` consecutive rows' scales of a block, from `at`
+    /// (`self.block_at(rows[0], b)`).
+    ///
+    /// # Safety
+    /// `at + R` is at most `scales`' length.
+    #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the SIMD kernels' view
+    pub(crate) unsafe fn block_scales(&self, at: usize) -> *const f32 {
+        // SAFETY: inside `scales` (the caller's contract).
+        unsafe { self.scales.as_ptr().add(at) }
     }
 }
 
@@ -703,14 +726,35 @@ pub(crate) fn reference_panel_i8<const R: usize>(
                 break;
             }
             let mut acc = 0.0f32;
-            for g in 0..groups {
-                let (s_w, z, min) = w.params(c, g);
-                let qg = &q[g * group..(g + 1) * group];
-                let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
-                let d = raw - z * a.sums[a.at(r, g)];
-                acc = fma_f32(s_w, a.scales[a.at(r, g)] * d as f32, acc);
-                if w.codes_kind().has_min() {
-                    acc = fma_f32(min, a.scaled_sums[a.at(r, g)], acc);
+            // Two-level weights: each super-block's groups summed in `t` first, then one
+            // product with the block's activation scale.
+            let per = match w.factored {
+                Some(f) if a.two_level => f.per,
+                _ => 1,
+            };
+            debug_assert_eq!(a.block, per * group);
+            for b in 0..groups / per {
+                let mut t = 0.0f32;
+                for g in b * per..(b + 1) * per {
+                    let (s_w, z, min) = w.params(c, g);
+                    let qg = &q[g * group..(g + 1) * group];
+                    let raw: i32 = qg.iter().enumerate().map(|(j, &v)| i32::from(v) * w.code(c, g * group + j)).sum();
+                    let d = raw - z * a.sums[a.at(r, g)];
+                    let with_min = w.codes_kind().has_min();
+                    if a.two_level {
+                        t = fma_f32(s_w, d as f32, t);
+                        if with_min {
+                            t = fma_f32(min, a.scaled_sums[a.at(r, g)], t);
+                        }
+                    } else {
+                        acc = fma_f32(s_w, a.scales[a.block_at(r, g)] * d as f32, acc);
+                        if with_min {
+                            acc = fma_f32(min, a.scaled_sums[a.at(r, g)], acc);
+                        }
+                    }
+                }
+                if a.two_level {
+                    acc = fma_f32(t, a.scales[a.block_at(r, b)], acc);
                 }
             }
             *y = acc;

@@ -14,11 +14,12 @@
 //! through the same sequence of `f32` operations everywhere.
 //!
 //! # Choosing a mode
-//! * [`GroupGemm::int8_activations`] quantizes each row of `x` to `i8` per group and takes
-//!   exact integer dot products (`vpdpbusd` on VNNI tiers, `vpmaddubsw` on AVX2): the fastest
-//!   mode, and the one llama.cpp (`Q8_0` activations) and ONNX Runtime (`accuracy_level = 4`)
-//!   run by default. It adds the activations' rounding, half a step of `amax / 127` per group:
-//!   a relative error of a few `10^-3` on typical layers, the same as theirs.
+//! * [`GroupGemm::int8_activations`] quantizes each row of `x` to `i8` per block of inputs (the
+//!   group, or the super-block of two-level weights) and takes exact integer dot products
+//!   (`vpdpbusd` on VNNI tiers, `vpmaddubsw` on AVX2): the fastest mode, and the one llama.cpp
+//!   (`Q8_0` and `Q8_K` activations) and ONNX Runtime (`accuracy_level = 4`) run by default. It
+//!   adds the activations' rounding, half a step of `amax / 127` per block: a relative error of
+//!   a few `10^-3` on typical layers, the same as theirs.
 //! * [`GroupGemm::float_activations`] keeps `x` in `f32` and multiplies by the weights as
 //!   dequantized in registers, with fused multiply-adds (ONNX Runtime's `accuracy_level = 0`):
 //!   slower (each weight is converted to `f32` and the FMA units do all the work), but its error
@@ -26,38 +27,46 @@
 //!   own loss, or for layers that are sensitive to activation outliers.
 //!
 //! # The int8-activation mode ([`GroupGemm::int8_activations`])
-//! For each row of `x` and each group `g` of `G` inputs (what llama.cpp does with `Q8_0`
-//! activations and ONNX Runtime with `accuracy_level = 4`, with ties to even). The activation
-//! groups are the weights' groups: 32 inputs for the legacy formats, `Q4_K`, `Q5_K`,
-//! `MXFP4` and the `IQ4` formats, 16 for `Q2_K`, `Q3_K` and `Q6_K`. That is finer than llama.cpp's `Q8_K` for the
-//! k-quants (one scale per 256 inputs, its sub-block products then scaled in integers): the
-//! activations' rounding error is that of their own group's maximum, and each group costs one
-//! `f32` scale and one multiply-add more.
-//! 1. `amax = max |x_k|` over the group; `s_x = amax / 127` (an `f32` division); the codes are
+//! Each row of `x` is quantized in **activation blocks**, with ties to even. For one-level
+//! weights (`f32` or `f16` scales a group: the legacy formats, `MXFP4`, `IQ4_NL`, our
+//! one-level codes) a block is the weights' group, 32 inputs for the llama.cpp formats, as
+//! llama.cpp's `Q8_0` activations and ONNX Runtime's `accuracy_level = 4`. For two-level
+//! weights (an integer scale a group times a factor a super-block: the k-quants, `IQ4_XS`, our
+//! two-level formats; [`GroupWeights::activation_block`]) a block is the super-block, 256
+//! inputs for the k-quants, as llama.cpp's `Q8_K`: each super-block's groups are summed before
+//! one product with its activation scale, one `f32` multiply a group and row fewer (10 to 20 %
+//! of the time from 16 rows up), and the activations' rounding is that of the super-block's
+//! largest value. [`ActivationBlocks::Group`] takes the group for these weights too, for
+//! layers whose activations have outliers.
+//! 1. `amax = max |x_k|` over the block; `s_x = amax / 127` (an `f32` division); the codes are
 //!    `q_k = clamp(round_ties_even(x_k / s_x), -127, 127)` (an `f32` division each), all zero
 //!    when `amax = 0`.
-//! 2. The integer dot product with the weight codes, exact in `i32`:
+//! 2. Per group `g`, the integer dot product with the weight codes, exact in `i32`:
 //!    `d_g = Σ q_k · (u_k - z)` (the zero point enters through `z · Σ q_k`, not by widening the
 //!    weights), and for the formats with a minimum (`Q4_1`, `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K`)
 //!    `σ_g = Σ q_k`. Levels (`MXFP4`, `IQ4_NL`, `IQ4_XS`) enter as the integers `L[u_k]`, looked up from a
 //!    16-entry table in registers (`vpshufb`), not gathered from memory.
 //! 3. In `f32`, in this order, with `fma(a, b, c)` the fused multiply-add rounded once
-//!    ([`quant_traits::cast::fma_f32`]): `acc = 0; for g in groups: acc = fma(s_w,g,
-//!    s_x,g · d_g, acc)`, plus, with a minimum, `acc = fma(m_g, s_x,g · σ_g, acc)` right
-//!    after; then `y = acc + bias`. `d_g` and `σ_g` are exact in `f32`
-//!    (`|d_g| <= 127 · 128 · 256 < 2^24`); the products `s_x,g · d_g` and `s_x,g · σ_g` are
-//!    rounded once each (the second is computed once per row and group, with the codes). This
-//!    is the float mode's step 3 with the group's partial sum `s_x,g · d_g`: two operations a
-//!    group and row on top of the integer dot product, three with a minimum.
+//!    ([`quant_traits::cast::fma_f32`]), from `acc = 0`; then `y = acc + bias`. `d_g` and
+//!    `σ_g` are exact in `f32` (`|d_g| <= 127 · 128 · 256 < 2^24`).
+//!    * Blocks that are groups: for each group, `acc = fma(s_w,g, s_x,g · d_g, acc)`, plus,
+//!      with a minimum, `acc = fma(m_g, s_x,g · σ_g, acc)` right after. The products
+//!      `s_x,g · d_g` and `s_x,g · σ_g` are rounded once each (the second is computed once per
+//!      row and group, with the codes). This is the float mode's step 3 with the group's
+//!      partial sum `s_x,g · d_g`.
+//!    * Blocks that are super-blocks: for each super-block `b`, from `t = 0`, for each of its
+//!      groups `t = fma(s_w,g, d_g, t)`, plus, with a minimum, `t = fma(m_g, σ_g, t)` right
+//!      after; then `acc = fma(t, s_x,b, acc)`.
 //!
 //! **Error bound.** Against the exact product with the dequantized weights
 //! (`y* = Σ_k x_k · w_k + bias`, [`GroupWeights::value`]):
-//! `|y - y*| <= Σ_g (s_x,g · (1/2 + 2^-17)) · Σ_{k in g} |w_k| + γ(2 · groups + 4) · T + u · |y|`
-//! where `T = Σ_g |s_x,g · s_w,g · d_g| (+ |s_x,g · m_g · σ_g|) + |bias|`, `u = 2^-24` and
-//! `γ(n) = n·u / (1 - n·u)`: the first term is the activations' rounding (half a step, the
-//! `f32` division adding at most `127 · 2^-24` steps), the second the `f32` arithmetic of
-//! step 3 (two roundings a term, one for its product and one for its `fma`, and the bias
-//! one). The tests check it on random data and on data with outliers.
+//! `|y - y*| <= Σ_b (s_x,b · (1/2 + 2^-17)) · Σ_{k in b} |w_k| + γ(2 · groups + 4) · T + u · |y|`
+//! where `T = Σ_g |s_x · s_w,g · d_g| (+ |s_x · m_g · σ_g|) + |bias|` (`s_x` the scale of the
+//! group's block), `u = 2^-24` and `γ(n) = n·u / (1 - n·u)`: the first term is the activations'
+//! rounding (half a step, the `f32` division adding at most `127 · 2^-24` steps), the second
+//! the `f32` arithmetic of step 3 (a term passes through at most two roundings a group, one
+//! for the block and one for the bias). The tests check it on random data and on data with
+//! outliers, for both kinds of blocks.
 //!
 //! # The float-activation mode ([`GroupGemm::float_activations`])
 //! `x` is converted exactly to `f32`. For each row, output channel and group `g`, with
@@ -93,25 +102,47 @@ use crate::arch::{dispatch, KernelChoice, Tier};
 use crate::view::{Block, MatMut, MatRef};
 pub use weights::{GroupCodes, GroupWeights};
 
-/// Settings of the group-quantized multiply: which kernel tier and how many threads.
+/// Settings of the group-quantized multiply: which kernel tier, how many threads, and the
+/// int8 mode's activation blocks.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupGemm {
     kernel: KernelChoice,
     threads: Option<usize>,
+    blocks: ActivationBlocks,
 }
 
-/// Every row of `x` quantized to `i8` per group (step 1 of the module docs).
+/// How many inputs share one activation scale in the int8 mode
+/// ([`GroupGemm::int8_activations`]) for two-level weights (the k-quants, `IQ4_XS`, ours with
+/// integer sub-block scales); one-level weights always take their group.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ActivationBlocks {
+    /// One scale a super-block ([`GroupWeights::activation_block`], 256 inputs for the
+    /// k-quants), as llama.cpp's `Q8_K`: each super-block's groups are summed before one
+    /// product with the activation scale, which saves an `f32` multiply a group and row
+    /// (10 to 20 % of the time from 16 rows up). The activations' rounding is then that of the
+    /// super-block's largest value.
+    #[default]
+    SuperBlock,
+    /// One scale a group (16 or 32 inputs): each group's activations rounded against their own
+    /// maximum, for layers whose activations have outliers.
+    Group,
+}
+
+/// Every row of `x` quantized to `i8` per activation block (step 1 of the module docs).
 pub(crate) struct Activations {
     k: usize,
     m: usize,
     group: usize,
+    block: usize,
+    two_level: bool,
     /// Codes in input order, row after row.
     pub(crate) q: Vec<i8>,
-    /// Scale per group, at `g · m + r` (group after group).
+    /// Scale per activation block, at `b · m + r` (block after block).
     pub(crate) scales: Vec<f32>,
     /// `Σ q` per group, at `g · m + r` (group after group).
     pub(crate) sums: Vec<i32>,
-    /// `s_x · Σ q` per group, at `g · m + r` (group after group).
+    /// What a group's minimum multiplies, at `g · m + r`: `s_x · Σ q` (an `f32` product) for
+    /// one-level weights, `Σ q` for two-level ones (their block's scale comes later).
     pub(crate) scaled_sums: Vec<f32>,
     /// `ROUND_BITS - o · Σ q` per group, at `g · m + r` (group after group) (`o` the weights'
     /// unsigned offset): where the kernels' integer sums start.
@@ -119,40 +150,58 @@ pub(crate) struct Activations {
 }
 
 impl Activations {
-    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32, tier: Tier) -> Self {
-        dispatch!(tier, K => Self::quantize_on::<K, F>(x, group, offset))
+    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, w: &GroupWeights, blocks: ActivationBlocks, tier: Tier) -> Self {
+        let (group, offset) = (w.group_size(), w.codes_kind().unsigned_offset());
+        let two_level = w.two_level() && blocks == ActivationBlocks::SuperBlock;
+        let block = if two_level { w.activation_block() } else { group };
+        dispatch!(tier, K => Self::quantize_on::<K, F>(x, group, block, two_level, offset))
     }
 
-    /// [`Activations::quantize`] with `K`'s step 1.
+    /// [`Activations::quantize`] with `K`'s step 1: blocks of `block` inputs (a multiple of
+    /// `group`) with one scale each, the sums per group; `two_level` for the weights whose
+    /// blocks are their super-blocks (step 3's second form).
     #[expect(clippy::as_conversions, reason = "a group's sum of codes (|Σ q| <= 127 · 256) to f32: exact")]
-    fn quantize_on<K: DecodeKernel, F: QuantFloat>(x: &MatRef<'_, F>, group: usize, offset: i32) -> Self {
+    fn quantize_on<K: DecodeKernel, F: QuantFloat>(
+        x: &MatRef<'_, F>,
+        group: usize,
+        block: usize,
+        two_level: bool,
+        offset: i32,
+    ) -> Self {
         let (m, k) = (x.rows(), x.cols());
-        let groups = k / group;
+        let (groups, blocks) = (k / group, k / block);
         let mut a = Activations {
             k,
             m,
             group,
+            block,
+            two_level,
             q: alloc::vec![0; m * k],
-            scales: alloc::vec![0.0; m * groups],
+            scales: alloc::vec![0.0; m * blocks],
             sums: alloc::vec![0; m * groups],
             scaled_sums: alloc::vec![0.0; m * groups],
             offset_sums: alloc::vec![0; m * groups],
         };
-        let mut xf = alloc::vec![0f32; group];
+        let mut xf = alloc::vec![0f32; block];
         for r in 0..m {
             let row = x.row(r);
-            for g in 0..groups {
-                for (d, v) in xf.iter_mut().zip(&row[g * group..(g + 1) * group]) {
+            for b in 0..blocks {
+                for (d, v) in xf.iter_mut().zip(&row[b * block..(b + 1) * block]) {
                     *d = f32::from_f64_nearest(v.to_f64_exact()); // exact for f32, f16, bf16
                 }
-                let q = &mut a.q[r * k + g * group..r * k + (g + 1) * group];
-                // SAFETY: `K`'s tier was resolved (the CPU has it); `xf` and `q` hold one group
+                let q = &mut a.q[r * k + b * block..r * k + (b + 1) * block];
+                // SAFETY: `K`'s tier was resolved (the CPU has it); `xf` and `q` hold one block
                 // (a multiple of 16).
-                let (s, sum) = unsafe { K::quantize_group(&xf, q) };
-                a.scales[g * m + r] = s;
-                a.sums[g * m + r] = sum;
-                a.scaled_sums[g * m + r] = s * sum as f32; // `sum` exact: |Σ q| <= 127 · 256
-                a.offset_sums[g * m + r] = ROUND_BITS - offset * sum;
+                let (s, _) = unsafe { K::quantize_group(&xf, q) };
+                a.scales[b * m + r] = s;
+                for (j, codes) in q.chunks_exact(group).enumerate() {
+                    let g = b * (block / group) + j;
+                    let sum: i32 = codes.iter().map(|&c| i32::from(c)).sum();
+                    a.sums[g * m + r] = sum;
+                    // `sum` exact: |Σ q| <= 127 · 256
+                    a.scaled_sums[g * m + r] = if two_level { sum as f32 } else { s * sum as f32 };
+                    a.offset_sums[g * m + r] = ROUND_BITS - offset * sum;
+                }
             }
         }
         a
@@ -163,6 +212,8 @@ impl Activations {
         QuantizedRows {
             k: self.k,
             group: self.group,
+            block: self.block,
+            two_level: self.two_level,
             m: self.m,
             q: &self.q,
             scales: &self.scales,
@@ -232,6 +283,14 @@ impl GroupGemm {
         self
     }
 
+    /// Sets the int8 mode's activation blocks for two-level weights (default
+    /// [`ActivationBlocks::SuperBlock`]).
+    #[must_use]
+    pub fn activation_blocks(mut self, blocks: ActivationBlocks) -> Self {
+        self.blocks = blocks;
+        self
+    }
+
     /// The name of the kernel tier these settings run.
     ///
     /// # Errors
@@ -241,7 +300,7 @@ impl GroupGemm {
         self.kernel.resolve().map(Tier::name)
     }
 
-    /// `y = x · Wᵀ + bias` with the activations quantized to `i8` per group on the fly (see
+    /// `y = x · Wᵀ + bias` with the activations quantized to `i8` per block on the fly (see
     /// the module docs for the exact arithmetic and its error bound). `x` is `M x K` (`f32`,
     /// `f16` or `bf16`, converted exactly to `f32`), `y` is `M x N`, `bias` has `N` values.
     ///
@@ -260,7 +319,7 @@ impl GroupGemm {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         w.check_layout(tier)?;
-        let acts = Activations::quantize(&x, w.group_size(), w.codes_kind().unsigned_offset(), tier);
+        let acts = Activations::quantize(&x, w, self.blocks, tier);
         drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
     }

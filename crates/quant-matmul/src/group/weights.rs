@@ -594,6 +594,21 @@ impl GroupWeights {
         self.group
     }
 
+    /// Inputs per activation scale in the int8 mode ([`crate::GroupGemm::int8_activations`]):
+    /// the super-block (256 for the k-quants and `IQ4_XS`) where the scales are held as an
+    /// integer per group times a factor per super-block, the group otherwise (see the
+    /// [`crate::group`] docs).
+    #[must_use]
+    pub fn activation_block(&self) -> usize {
+        self.factored.as_ref().map_or(self.group, |f| f.per * self.group)
+    }
+
+    /// Whether the scales are held in the two-level form (an `i8` a group times an `f32` a
+    /// super-block): the int8 mode then takes one activation scale a super-block.
+    pub(crate) fn two_level(&self) -> bool {
+        self.factored.is_some()
+    }
+
     /// The code format.
     #[must_use]
     pub fn codes_kind(&self) -> GroupCodes {
@@ -806,11 +821,12 @@ mod tests {
     use quant_traits::cpu::Tier;
 
     use super::{Factored, GroupWeights};
-    use crate::{GroupGemm, KernelChoice, MatMut, MatRef};
+    use crate::{ActivationBlocks, GroupGemm, KernelChoice, MatMut, MatRef};
 
     /// The two-level formats hold their scales and minimums factored (a byte a group and an
     /// `f32` a super-block and channel), and multiply to the very bits of the same weights held
-    /// with `f32` scales, in both modes and on every tier this CPU has.
+    /// with `f32` scales, in both modes (the int8 one with an activation scale a group, as the
+    /// plain form takes) and on every tier this CPU has.
     #[test]
     #[expect(clippy::as_conversions, reason = "test data from a counter")]
     fn factored_scales_give_the_plain_forms_bits() -> Result<(), quant_traits::QuantError> {
@@ -838,7 +854,7 @@ mod tests {
             assert_eq!(gw.bytes(), gw.panels.len() + scale(per_group * (groups + 4 * supers)), "{format:?}");
             assert!(gw.bytes() < plain.bytes(), "{format:?}");
             for tier in &tiers {
-                let g = GroupGemm::new().kernel(KernelChoice::of(*tier));
+                let g = GroupGemm::new().kernel(KernelChoice::of(*tier)).activation_blocks(ActivationBlocks::Group);
                 let (ours, theirs) =
                     (gw.for_kernel(KernelChoice::of(*tier))?, plain.for_kernel(KernelChoice::of(*tier))?);
                 for int8 in [true, false] {

@@ -412,6 +412,8 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
             }
             None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
         };
+        // Two-level weights: the super-block's groups summed here first (step 3's second form).
+        let mut t = [_mm512_setzero_ps(); R];
         for g in sup * per..(sup + 1) * per {
             // Group `g`'s sixteen scales and minimums: the `f32` product of factor and integer
             // (as `Panels::params` forms it), or the values.
@@ -431,7 +433,7 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
             debug_assert_eq!(at, a.at(rows[0], g));
             // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g` one of
             // their groups, `at` its index.
-            let (xs, init, sx, scaled) = unsafe { a.group_rows(&xs0, g, at) };
+            let (xs, init, scaled) = unsafe { a.group_rows(&xs0, g, at) };
             // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
             // group's activations (`group` a multiple of 16); CPU features as above.
             let raw = unsafe {
@@ -443,7 +445,8 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
                 }
             };
             // SAFETY: `zeros` holds 16 values a group (`Asym4`, the one kind that reads it);
-            // `sx` and `scaled` hold `R` values (above).
+            // the scales (one-level: the blocks are the groups) and `scaled` hold `R` values
+            // (above).
             unsafe {
                 for i in 0..R {
                     let d = if kind == GroupCodes::Asym4 {
@@ -456,14 +459,29 @@ unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
                     // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
                     // `vpdpbusd`).
                     let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
-                    let part = _mm512_mul_ps(_mm512_set1_ps(*sx.add(i)), dv);
-                    acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
-                    if with_min {
-                        acc[i] = _mm512_fmadd_ps(mnv, _mm512_set1_ps(*scaled.add(i)), acc[i]);
+                    let m = _mm512_set1_ps(*scaled.add(i));
+                    if a.two_level {
+                        t[i] = _mm512_fmadd_ps(swv, dv, t[i]);
+                        if with_min {
+                            t[i] = _mm512_fmadd_ps(mnv, m, t[i]);
+                        }
+                    } else {
+                        let part = _mm512_mul_ps(_mm512_set1_ps(*a.block_scales(at + i)), dv);
+                        acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
+                        if with_min {
+                            acc[i] = _mm512_fmadd_ps(mnv, m, acc[i]);
+                        }
                     }
                 }
             }
             meta += a.m;
+        }
+        if a.two_level {
+            let at = a.block_at(rows[0], sup);
+            for i in 0..R {
+                // SAFETY: the `R` rows' scales of block `sup` (above).
+                acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(unsafe { *a.block_scales(at + i) }), acc[i]);
+            }
         }
     }
     let mut out = [[0f32; WIDE]; R];

@@ -21,8 +21,9 @@
 //!   most `2 · 128 · 127 < 2^15`.
 //!
 //! From there every lane does the reference's `f32` operations in the reference's order
-//! (`acc = fma(s_w, s_x · d, acc)`, then `acc = fma(m, s_x · σ, acc)` with a minimum), so the
-//! result is the same on every tier.
+//! (`acc = fma(s_w, s_x · d, acc)`, then `acc = fma(m, s_x · σ, acc)` with a minimum; for
+//! super-block activation scales `t = fma(s_w, d, t)`, `t = fma(m, σ, t)`, and
+//! `acc = fma(t, s_x, acc)` a super-block), so the result is the same on every tier.
 //!
 //! The zmm kernel does the same on sixteen lanes, one 64-byte load a step. Its 8-bit codes and
 //! its levels (`Levels4`, looked up with `vpshufb`) go to `vpdpbusd` as `w + 128`, unsigned
@@ -569,6 +570,9 @@ macro_rules! group_kernel {
                     }
                     None => (_mm256_setzero_ps(), _mm256_setzero_ps()),
                 };
+                // Two-level weights: the super-block's groups summed here first (step 3's
+                // second form).
+                let mut t = [_mm256_setzero_ps(); R];
                 for g in sup * per..(sup + 1) * per {
                     // Group `g`'s eight scales and minimums: the `f32` product of factor and
                     // integer (as `Panels::params` forms it), or the values.
@@ -596,7 +600,7 @@ macro_rules! group_kernel {
                     let at = a.at(rows[0], g);
                     // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g`
                     // one of their groups, `at` its index.
-                    let (xs, init, sx, scaled) = unsafe { a.group_rows(&xs0, g, at) };
+                    let (xs, init, scaled) = unsafe { a.group_rows(&xs0, g, at) };
                     // SAFETY: the panel holds the group's codes for eight channels; `xs` point to
                     // the group's activations (`group` a multiple of 16); CPU features as above.
                     let raw = unsafe {
@@ -611,8 +615,9 @@ macro_rules! group_kernel {
                             GroupCodes::Sym8 | GroupCodes::Min8 => $eight(codes, panel.step(), xs, group, init),
                         }
                     };
-                    // SAFETY: `z` holds 8 values (`Asym4`, the one kind that reads it); `sx` and
-                    // `scaled` hold `R` values (above).
+                    // SAFETY: `z` holds 8 values (`Asym4`, the one kind that reads it); the
+                    // scales (one-level: the blocks are the groups) and `scaled` hold `R` values
+                    // (above).
                     unsafe {
                         for i in 0..R {
                             let d = if kind == GroupCodes::Asym4 {
@@ -624,12 +629,27 @@ macro_rules! group_kernel {
                             // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`):
                             // `d` as an `f32`, exactly, in one subtraction.
                             let dv = _mm256_sub_ps(_mm256_castsi256_ps(d), round);
-                            let part = _mm256_mul_ps(_mm256_set1_ps(*sx.add(i)), dv);
-                            acc[i] = _mm256_fmadd_ps(swv, part, acc[i]);
-                            if with_min {
-                                acc[i] = _mm256_fmadd_ps(mnv, _mm256_set1_ps(*scaled.add(i)), acc[i]);
+                            let m = _mm256_set1_ps(*scaled.add(i));
+                            if a.two_level {
+                                t[i] = _mm256_fmadd_ps(swv, dv, t[i]);
+                                if with_min {
+                                    t[i] = _mm256_fmadd_ps(mnv, m, t[i]);
+                                }
+                            } else {
+                                let part = _mm256_mul_ps(_mm256_set1_ps(*a.block_scales(at + i)), dv);
+                                acc[i] = _mm256_fmadd_ps(swv, part, acc[i]);
+                                if with_min {
+                                    acc[i] = _mm256_fmadd_ps(mnv, m, acc[i]);
+                                }
                             }
                         }
+                    }
+                }
+                if a.two_level {
+                    let at = a.block_at(rows[0], sup);
+                    for i in 0..R {
+                        // SAFETY: the `R` rows' scales of block `sup` (above).
+                        acc[i] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(unsafe { *a.block_scales(at + i) }), acc[i]);
                     }
                 }
             }
