@@ -34,6 +34,7 @@ pub use linear::{
     ActivationMode, DynamicInt8, F32Linear, Grouped, Linear, LinearWeights, MakeLinear, RowScheme, StaticInt8,
 };
 use quant_core::{Observer, QuantParams, QuantSpec};
+pub use quant_matmul::ActivationBlocks;
 pub use text::{read_sentences, Batch, Split, TextEncoder};
 
 /// Each linear input's activation parameters (asymmetric 8-bit) from `make_observer`'s

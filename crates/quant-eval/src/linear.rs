@@ -17,7 +17,9 @@
 //! point: one bit less resolution on a one-sided row (GELU's outputs).
 
 use quant_core::{quantize_into, QuantParams, QuantSpec};
-use quant_matmul::{Gemm, GroupGemm, GroupWeights, MatMut, MatRef, Operands, PackedB, Scale, ZeroPoint};
+use quant_matmul::{
+    ActivationBlocks, Gemm, GroupGemm, GroupWeights, MatMut, MatRef, Operands, PackedB, Scale, ZeroPoint,
+};
 use rayon::prelude::*;
 
 use crate::EvalError;
@@ -390,9 +392,9 @@ impl Linear for StaticInt8 {
 /// How [`Grouped`] treats the activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActivationMode {
-    /// Quantized to `i8` per group, or per super-block of two-level weights, on the fly
-    /// ([`GroupGemm::int8_activations`]).
-    Int8,
+    /// Quantized to `i8` on the fly ([`GroupGemm::int8_activations`]) in the blocks given:
+    /// per super-block of two-level weights (as llama.cpp), or always per group.
+    Int8(ActivationBlocks),
     /// Kept in `f32` ([`GroupGemm::float_activations`]).
     Float,
 }
@@ -441,7 +443,9 @@ impl Linear for Grouped {
         let y = MatMut::row_major(y, rows, n).map_err(quant)?;
         let g = GroupGemm::new();
         match self.mode {
-            ActivationMode::Int8 => g.int8_activations(x, &self.weights, Some(&self.bias), y),
+            ActivationMode::Int8(blocks) => {
+                g.activation_blocks(blocks).int8_activations(x, &self.weights, Some(&self.bias), y)
+            }
             ActivationMode::Float => g.float_activations(x, &self.weights, Some(&self.bias), y),
         }
         .map_err(quant)

@@ -2,7 +2,8 @@
 
 use quant_core::{quantize_into, BlockFormat, QuantParams, QuantSpec};
 use quant_eval::{
-    ActivationMode, DynamicInt8, EvalError, F32Linear, Grouped, Linear, LinearWeights, RowScheme, StaticInt8,
+    ActivationBlocks, ActivationMode, DynamicInt8, EvalError, F32Linear, Grouped, Linear, LinearWeights, RowScheme,
+    StaticInt8,
 };
 use quant_matmul::GroupWeights;
 use rstest::rstest;
@@ -117,8 +118,19 @@ fn grouped_layer_is_the_product_of_its_dequantized_weights(#[case] format: Block
     let dequantized = wide(&format.dequantize(&bytes).unwrap());
     let want = exact(&wide(&x), &dequantized, &b, k);
     let lw = LinearWeights { name: "w", n, k, weight: &w, bias: &b };
-    for mode in [ActivationMode::Float, ActivationMode::Int8] {
+    let modes = [
+        ActivationMode::Float,
+        ActivationMode::Int8(ActivationBlocks::SuperBlock),
+        ActivationMode::Int8(ActivationBlocks::Group),
+    ];
+    for mode in modes {
         let weights = GroupWeights::from_blocks(format, &bytes, n, k).unwrap();
+        // Inputs per activation scale: the super-block (256) of Q4_K unless groups are asked
+        // for, 32 for Q8_0.
+        let block = match mode {
+            ActivationMode::Int8(ActivationBlocks::SuperBlock) => weights.activation_block(),
+            _ => weights.group_size(),
+        };
         let layer = Grouped::new(&lw, weights, bytes.len(), mode).unwrap();
         let mut y = vec![0f32; m * n];
         layer.forward(&x, m, &mut y).unwrap();
@@ -127,14 +139,15 @@ fn grouped_layer_is_the_product_of_its_dequantized_weights(#[case] format: Block
             close(&y, &want, 1e-5);
             continue;
         }
-        // Activations rounded to i8 per group of 32 (the formats' sub-blocks): each moves by at
-        // most half its group's step, max|x| / 127 / 2, so an output by at most the sum of
-        // |w| times those (plus the f32 roundings).
+        // Activations rounded to i8 per block: each moves by at most half its block's step,
+        // max|x| / 127 / 2, so an output by at most the sum of |w| times those (plus the f32
+        // roundings).
         for (i, xr) in x.chunks_exact(k).enumerate() {
             let half_steps: Vec<f64> =
-                xr.chunks(32).map(|g| g.iter().fold(0f64, |a, v| a.max(f64::from(v.abs()))) / 254.0).collect();
+                xr.chunks(block).map(|g| g.iter().fold(0f64, |a, v| a.max(f64::from(v.abs()))) / 254.0).collect();
             for j in 0..n {
-                let bound: f64 = (0..k).map(|c| dequantized[j * k + c].abs() * half_steps[c / 32]).sum::<f64>() + 1e-5;
+                let bound: f64 =
+                    (0..k).map(|c| dequantized[j * k + c].abs() * half_steps[c / block]).sum::<f64>() + 1e-5;
                 let err = (f64::from(y[i * n + j]) - want[i * n + j]).abs();
                 assert!(err <= bound, "row {i} output {j}: error {err} beyond {bound}");
             }
@@ -161,6 +174,6 @@ fn bad_operands_are_named_errors() {
     // A grouped layer of the wrong shape is refused when made.
     let bytes = BlockFormat::Q8_0.quantize(&w).unwrap();
     let g = GroupWeights::from_blocks(BlockFormat::Q8_0, &bytes, n / 2, 2 * k).unwrap();
-    let e = Grouped::new(&lw, g, bytes.len(), ActivationMode::Int8).err().unwrap();
+    let e = Grouped::new(&lw, g, bytes.len(), ActivationMode::Int8(ActivationBlocks::SuperBlock)).err().unwrap();
     assert!(matches!(e, EvalError::Tensor { .. }), "{e}");
 }

@@ -34,8 +34,8 @@ use quant_core::superblock::{quantize_super, SuperSpec};
 use quant_core::{BlockFormat, MatrixShape, MinMax, MseOptimal, Percentile, QuantParams};
 use quant_eval::metrics::{cosines, neighbour_agreement};
 use quant_eval::{
-    calibrate, embed_all, read_sentences, ActivationMode, Batch, DynamicInt8, Encoder, EvalError, F32Linear, Grouped,
-    Linear, LinearWeights, RowScheme, Split, StaticInt8, TextEncoder,
+    calibrate, embed_all, read_sentences, ActivationBlocks, ActivationMode, Batch, DynamicInt8, Encoder, EvalError,
+    F32Linear, Grouped, Linear, LinearWeights, RowScheme, Split, StaticInt8, TextEncoder,
 };
 use quant_io::imatrix::Importance;
 use quant_matmul::GroupWeights;
@@ -73,8 +73,8 @@ pub struct Args {
     /// format is also run with it weighting the rounding.
     #[arg(long)]
     pub importance: Option<PathBuf>,
-    /// Activation modes of the weight-only rows: int8 (quantized per group, or per super-block
-    /// of two-level weights, on the fly), float.
+    /// Activation modes of the weight-only rows: int8 (quantized on the fly per group, or per
+    /// super-block of two-level weights, as llama.cpp), int8-group (always per group), float.
     #[arg(long, value_delimiter = ',', default_value = "int8")]
     pub modes: Vec<String>,
     /// Sentences per batch.
@@ -166,8 +166,8 @@ pub fn run(args: Args, progress: &Progress) -> Result<(), CliError> {
             "--w8a8 {bad}: use dynamic, dynamic-sym, minmax, percentile, mse or none"
         )));
     }
-    if let Some(bad) = args.modes.iter().find(|m| !["int8", "float"].contains(&m.as_str())) {
-        return Err(CliError::usage(format!("--modes {bad}: use int8 or float")));
+    if let Some(bad) = args.modes.iter().find(|m| !["int8", "int8-group", "float"].contains(&m.as_str())) {
+        return Err(CliError::usage(format!("--modes {bad}: use int8, int8-group or float")));
     }
     for ty in &args.ty {
         block_format(ty)?;
@@ -199,9 +199,10 @@ fn run_in_pool(args: &Args, threads: usize, progress: &Progress) -> Result<(), C
         .modes
         .iter()
         .map(|m| match m.as_str() {
-            "int8" => Ok((ActivationMode::Int8, "")),
+            "int8" => Ok((ActivationMode::Int8(ActivationBlocks::SuperBlock), "")),
+            "int8-group" => Ok((ActivationMode::Int8(ActivationBlocks::Group), " group-act")),
             "float" => Ok((ActivationMode::Float, " f32-act")),
-            other => Err(CliError::usage(format!("--modes {other}: use int8 or float"))),
+            other => Err(CliError::usage(format!("--modes {other}: use int8, int8-group or float"))),
         })
         .collect::<Result<_, _>>()?;
 
