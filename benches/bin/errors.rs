@@ -3,15 +3,16 @@
 //! activations and the same weights.
 //!
 //! Writes `x.f32` (`M x K` activations, little-endian `f32`), `w.f32` (`N x K` weights) and
-//! `w.q4_0`, `w.q8_0` (our llama.cpp block bytes of `w`, which the peers compare with their
-//! own quantization), then prints one JSON line per (format, mode):
+//! `w.q4_0`, `w.q8_0`, `w.q4_k` (our llama.cpp block bytes of `w`, which the peers compare with
+//! their own quantization), then prints one JSON line per (format, mode):
 //! `{"case": "group_q4_0", "mode": "int8", "error": ...}` with
-//! `error = ||y - y*|| / ||y*||`, `y* = x · Wᵀ` in `f64` with the dequantized weights.
+//! `error = ||y - y*|| / ||y*||`, `y* = x · Wᵀ` in `f64` with the dequantized weights. `Q4_K`
+//! also runs as `int8-group` (an activation scale a group of 32 instead of a super-block).
 
 use std::path::Path;
 
 use quant_core::BlockFormat;
-use quant_matmul::{GroupGemm, GroupWeights, MatMut, MatRef};
+use quant_matmul::{ActivationBlocks, GroupGemm, GroupWeights, MatMut, MatRef};
 use quant_testkit::Rng;
 
 /// The data's shape: a decode batch of 16 rows of a 4096-wide layer.
@@ -35,7 +36,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     write_f32(&dir.join("x.f32"), &x)?;
     write_f32(&dir.join("w.f32"), &w)?;
-    for (format, name) in [(BlockFormat::Q4_0, "q4_0"), (BlockFormat::Q8_0, "q8_0")] {
+    for (format, name) in [(BlockFormat::Q4_0, "q4_0"), (BlockFormat::Q8_0, "q8_0"), (BlockFormat::Q4_K, "q4_k")] {
         let bytes = format.quantize(&w).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(format!("w.{name}")), &bytes).map_err(|e| e.to_string())?;
         let gw = GroupWeights::from_blocks(format, &bytes, n, k).map_err(|e| e.to_string())?;
@@ -46,13 +47,19 @@ pub fn run(dir: &Path) -> Result<(), String> {
             })
             .collect();
         let norm = exact.iter().map(|v| v * v).sum::<f64>().sqrt();
-        for mode in ["int8", "float"] {
+        let modes: &[&str] =
+            if format == BlockFormat::Q4_K { &["int8", "int8-group", "float"] } else { &["int8", "float"] };
+        for &mode in modes {
             let mut y = vec![0f32; m * n];
             let (xr, yr) = (MatRef::row_major(&x, m, k), MatMut::row_major(&mut y, m, n));
             let (xr, yr) = (xr.map_err(|e| e.to_string())?, yr.map_err(|e| e.to_string())?);
             let g = GroupGemm::new();
-            if mode == "int8" { g.int8_activations(xr, &gw, None, yr) } else { g.float_activations(xr, &gw, None, yr) }
-                .map_err(|e| e.to_string())?;
+            match mode {
+                "int8" => g.int8_activations(xr, &gw, None, yr),
+                "int8-group" => g.activation_blocks(ActivationBlocks::Group).int8_activations(xr, &gw, None, yr),
+                _ => g.float_activations(xr, &gw, None, yr),
+            }
+            .map_err(|e| e.to_string())?;
             let err = y.iter().zip(&exact).map(|(&a, &b)| (f64::from(a) - b).powi(2)).sum::<f64>().sqrt() / norm;
             println!("{}", serde_json::json!({"case": format!("group_{name}"), "mode": mode, "error": err}));
         }

@@ -336,7 +336,12 @@ def mismatch(case, threads):
 
 
 def decode_blocks(q, fmt, n, k):
-    """llama.cpp's Q4_0 / Q8_0 block bytes (N x K weights) to their f64 values and codes."""
+    """llama.cpp's Q4_0 / Q8_0 block bytes (N x K weights) to their f64 values and codes; Q4_K
+    to the `gguf` package's values (no codes)."""
+    if fmt == "q4_k":
+        from gguf.quants import dequantize
+        from gguf import GGMLQuantizationType
+        return dequantize(q, GGMLQuantizationType.Q4_K).astype(np.float64).reshape(n, k), None, None
     bsz = 18 if fmt == "q4_0" else 34
     b = q.reshape(n, k // 32, bsz)
     d = b[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float64)
@@ -353,7 +358,7 @@ def errors(directory):
     m, k, n = 16, 4096, 4096  # quant-bench's errors.rs SHAPE
     x = np.fromfile(os.path.join(directory, "x.f32"), dtype="<f4").reshape(m, k)
     w = np.fromfile(os.path.join(directory, "w.f32"), dtype="<f4").reshape(n, k)
-    for fmt in ("q4_0", "q8_0"):
+    for fmt in ("q4_0", "q8_0", "q4_k"):
         ours = np.fromfile(os.path.join(directory, f"w.{fmt}"), dtype=np.uint8)
         wd, codes, d = decode_blocks(ours, fmt, n, k)
         exact = x.astype(np.float64) @ wd.T
