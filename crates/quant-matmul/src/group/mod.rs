@@ -9,7 +9,8 @@
 //! `portable` tier) that defines the result bit for bit, and SIMD kernels for the x86-64 tiers
 //! that reproduce it exactly, eight output channels at a time (ymm), or sixteen on the
 //! `avx512vnni` and `amx` tiers (zmm, int8 mode; see [`GroupWeights`] for the two layouts). The tier is chosen as for
-//! [`crate::Gemm`] ([`GroupGemm::kernel`], `QUANT_KERNEL`); threads split the output channels.
+//! [`crate::Gemm`] ([`GroupGemm::kernel`], `QUANT_KERNEL`); threads split the output channels
+//! (and, in the int8 mode, the rows of the activations to quantize).
 //! The result is the same on every tier and for any thread count: every output element goes
 //! through the same sequence of `f32` operations everywhere.
 //!
@@ -149,59 +150,101 @@ pub(crate) struct Activations {
     pub(crate) offset_sums: Vec<i32>,
 }
 
+/// How [`Activations::quantize_on`] blocks a row: inputs per group and per scale, whether the
+/// blocks are super-blocks, and the weights' unsigned offset.
+#[derive(Copy, Clone)]
+struct Shape {
+    group: usize,
+    block: usize,
+    two_level: bool,
+    offset: i32,
+}
+
 impl Activations {
-    fn quantize<F: QuantFloat>(x: &MatRef<'_, F>, w: &GroupWeights, blocks: ActivationBlocks, tier: Tier) -> Self {
+    fn quantize<F: QuantFloat>(
+        x: &MatRef<'_, F>,
+        w: &GroupWeights,
+        blocks: ActivationBlocks,
+        tier: Tier,
+        threads: Option<usize>,
+    ) -> Self {
         let (group, offset) = (w.group_size(), w.codes_kind().unsigned_offset());
         let two_level = w.two_level() && blocks == ActivationBlocks::SuperBlock;
         let block = if two_level { w.activation_block() } else { group };
-        dispatch!(tier, K => Self::quantize_on::<K, F>(x, group, block, two_level, offset))
+        let shape = Shape { group, block, two_level, offset };
+        dispatch!(tier, K => Self::quantize_on::<K, F>(x, shape, threads))
     }
 
     /// [`Activations::quantize`] with `K`'s step 1: blocks of `block` inputs (a multiple of
-    /// `group`) with one scale each, the sums per group; `two_level` for the weights whose
-    /// blocks are their super-blocks (step 3's second form).
+    /// `group`) with one scale each, the sums per group; blocks of rows on up to `threads`
+    /// threads (each row's values are the same whichever thread computes them).
     #[expect(clippy::as_conversions, reason = "a group's sum of codes (|Σ q| <= 127 · 256) to f32: exact")]
-    fn quantize_on<K: DecodeKernel, F: QuantFloat>(
-        x: &MatRef<'_, F>,
-        group: usize,
-        block: usize,
-        two_level: bool,
-        offset: i32,
-    ) -> Self {
+    fn quantize_on<K: DecodeKernel, F: QuantFloat>(x: &MatRef<'_, F>, shape: Shape, threads: Option<usize>) -> Self {
+        let Shape { group, block, two_level, offset } = shape;
         let (m, k) = (x.rows(), x.cols());
         let (groups, blocks) = (k / group, k / block);
+        let mut q = alloc::vec![0i8; m * k];
+        // Row-major first (each row's block scales and group sums), then laid out group after
+        // group for the kernels.
+        let (mut row_scales, mut row_sums) = (alloc::vec![0f32; m * blocks], alloc::vec![0i32; m * groups]);
+        let rows = |first: usize, q: &mut [i8], scales: &mut [f32], sums: &mut [i32]| {
+            let mut xf = alloc::vec![0f32; block];
+            for (i, ((q, scales), sums)) in q
+                .chunks_exact_mut(k)
+                .zip(scales.chunks_exact_mut(blocks))
+                .zip(sums.chunks_exact_mut(groups))
+                .enumerate()
+            {
+                let row = x.row(first + i);
+                for (b, (q, s)) in q.chunks_exact_mut(block).zip(scales.iter_mut()).enumerate() {
+                    for (d, v) in xf.iter_mut().zip(&row[b * block..(b + 1) * block]) {
+                        *d = f32::from_f64_nearest(v.to_f64_exact()); // exact for f32, f16, bf16
+                    }
+                    // SAFETY: `K`'s tier was resolved (the CPU has it); `xf` and `q` hold one
+                    // block (a multiple of 16).
+                    *s = unsafe { K::quantize_group(&xf, q) }.0;
+                }
+                for (sum, codes) in sums.iter_mut().zip(q.chunks_exact(group)) {
+                    *sum = codes.iter().map(|&c| i32::from(c)).sum();
+                }
+            }
+        };
+        let threads = crate::threads::thread_count(threads, m);
+        #[cfg(feature = "parallel")]
+        if threads > 1 {
+            use rayon::prelude::*;
+            let per = m.div_ceil(threads);
+            q.par_chunks_mut(per * k)
+                .zip(row_scales.par_chunks_mut(per * blocks))
+                .zip(row_sums.par_chunks_mut(per * groups))
+                .enumerate()
+                .for_each(|(t, ((q, scales), sums))| rows(t * per, q, scales, sums));
+        }
+        if threads <= 1 || cfg!(not(feature = "parallel")) {
+            rows(0, &mut q, &mut row_scales, &mut row_sums);
+        }
         let mut a = Activations {
             k,
             m,
             group,
             block,
             two_level,
-            q: alloc::vec![0; m * k],
+            q,
             scales: alloc::vec![0.0; m * blocks],
             sums: alloc::vec![0; m * groups],
             scaled_sums: alloc::vec![0.0; m * groups],
             offset_sums: alloc::vec![0; m * groups],
         };
-        let mut xf = alloc::vec![0f32; block];
         for r in 0..m {
-            let row = x.row(r);
             for b in 0..blocks {
-                for (d, v) in xf.iter_mut().zip(&row[b * block..(b + 1) * block]) {
-                    *d = f32::from_f64_nearest(v.to_f64_exact()); // exact for f32, f16, bf16
-                }
-                let q = &mut a.q[r * k + b * block..r * k + (b + 1) * block];
-                // SAFETY: `K`'s tier was resolved (the CPU has it); `xf` and `q` hold one block
-                // (a multiple of 16).
-                let (s, _) = unsafe { K::quantize_group(&xf, q) };
-                a.scales[b * m + r] = s;
-                for (j, codes) in q.chunks_exact(group).enumerate() {
-                    let g = b * (block / group) + j;
-                    let sum: i32 = codes.iter().map(|&c| i32::from(c)).sum();
-                    a.sums[g * m + r] = sum;
-                    // `sum` exact: |Σ q| <= 127 · 256
-                    a.scaled_sums[g * m + r] = if two_level { sum as f32 } else { s * sum as f32 };
-                    a.offset_sums[g * m + r] = ROUND_BITS - offset * sum;
-                }
+                a.scales[b * m + r] = row_scales[r * blocks + b];
+            }
+            for g in 0..groups {
+                let (sum, s) = (row_sums[r * groups + g], row_scales[r * blocks + g * group / block]);
+                a.sums[g * m + r] = sum;
+                // `sum` exact: |Σ q| <= 127 · 256
+                a.scaled_sums[g * m + r] = if two_level { sum as f32 } else { s * sum as f32 };
+                a.offset_sums[g * m + r] = ROUND_BITS - offset * sum;
             }
         }
         a
@@ -275,8 +318,8 @@ impl GroupGemm {
         self
     }
 
-    /// Uses at most `threads` threads (they split the output channels; the result does not
-    /// depend on it).
+    /// Uses at most `threads` threads (they split the output channels, and the int8 mode's
+    /// activation rows; the result does not depend on it).
     #[must_use]
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
@@ -319,7 +362,7 @@ impl GroupGemm {
         check_operands(&x, w, bias, &y)?;
         let tier = self.kernel.resolve()?;
         w.check_layout(tier)?;
-        let acts = Activations::quantize(&x, w, self.blocks, tier);
+        let acts = Activations::quantize(&x, w, self.blocks, tier, self.threads);
         drive(self.threads, tier, w, &acts, bias, y.into_block());
         Ok(())
     }
