@@ -341,23 +341,6 @@ fn sum8(v: impl Iterator<Item = f32>) -> f32 {
     acc.iter().sum()
 }
 
-/// The dot product of `a` and `b` in eight partial sums (see [`sum8`]).
-#[inline(always)]
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[i] += x * y;
-    }
-    acc.iter().sum()
-}
-
 /// LayerNorm of every row of `x` in place (see the [module docs](self)).
 fn layer_norm(x: &mut [f32], norm: &Norm, eps: f32) {
     let h = norm.gamma.len();
@@ -404,7 +387,7 @@ crate::simd::multiversion! {
                 let qi = &q[i * h + off..i * h + off + d];
                 let mut max = f32::NEG_INFINITY;
                 for (j, pj) in p.iter_mut().enumerate() {
-                    *pj = dot8(qi, &k[j * h + off..j * h + off + d]) * scale;
+                    *pj = crate::math::dot::<8>(qi, &k[j * h + off..j * h + off + d]) * scale;
                     if keep[j] != 0 {
                         max = max.max(*pj);
                     }

@@ -92,30 +92,13 @@ impl F32Linear {
     }
 }
 
-/// The dot product in sixteen partial sums (see [`F32Linear`]).
-#[inline(always)]
-fn dot16(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[i] += x * y;
-    }
-    acc.iter().sum()
-}
-
 crate::simd::multiversion! {
     /// `y` rows = `x` rows · `Wᵀ` + `b` (see [`F32Linear`]).
     fn f32_rows(x: &[f32], w: &[f32], b: &[f32], k: usize, y: &mut [f32]) {
         let n = b.len();
         for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
             for ((o, wr), bias) in yr.iter_mut().zip(w.chunks_exact(k)).zip(b) {
-                *o = bias + dot16(xr, wr);
+                *o = bias + crate::math::dot::<16>(xr, wr);
             }
         }
     }
@@ -254,6 +237,28 @@ fn quantize_rows<Q: quant_core::Storage + Send>(
         })
 }
 
+/// `out = q · Wᵀ` in exact `i32`, `q` the rows of `x` quantized into `codes` (resized to hold
+/// them) by [`quantize_rows`]. The codes go in as they are, no zero point in the engine: each
+/// row's `z · Σw` is taken off in the rescale, where it costs one multiply-add a value instead
+/// of a correction per tile.
+#[allow(clippy::too_many_arguments)]
+fn row_product<Q: quant_core::Storage + quant_matmul::Operand + Default + Send>(
+    x: &[f32],
+    k: usize,
+    spec: QuantSpec,
+    codes: &mut Vec<Q>,
+    scales: &mut [f32],
+    zeros: &mut [i32],
+    packed: &PackedB,
+    out: MatMut<'_, i32>,
+) -> Result<(), quant_core::QuantError> {
+    let rows = scales.len();
+    codes.resize(rows * k, Q::default());
+    quantize_rows(x, k, spec, codes, scales, zeros)?;
+    let a = MatRef::row_major(codes, rows, k)?;
+    Gemm::new().i32(&Operands::packed(a, ZeroPoint::None, packed, ZeroPoint::None)?, out)
+}
+
 /// The smallest and largest value of `row`, NaN skipped; `(0, 0)` when it holds no number.
 fn row_range(row: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
@@ -297,27 +302,18 @@ impl Linear for DynamicInt8 {
         s.scales.resize(rows, 0.0);
         s.zeros.resize(rows, 0);
         let out = MatMut::row_major(&mut s.acc, rows, n).map_err(quant)?;
+        let (scales, zeros) = (&mut s.scales[..], &mut s.zeros[..]);
         match self.scheme {
             RowScheme::Asymmetric => {
-                s.unsigned.resize(rows * k, 0);
                 let spec = QuantSpec::asymmetric(8).map_err(quant)?;
-                quantize_rows(x, k, spec, &mut s.unsigned, &mut s.scales, &mut s.zeros).map_err(quant)?;
-                // The codes as they are (no zero point in the engine): each row's `z · Σw` is
-                // taken off in the rescale, where it costs one multiply-add a value instead of
-                // a correction per tile.
-                let a = MatRef::row_major(&s.unsigned, rows, k).map_err(quant)?;
-                let ops = Operands::packed(a, ZeroPoint::None, &w.packed, ZeroPoint::None);
-                Gemm::new().i32(&ops.map_err(quant)?, out).map_err(quant)?;
+                row_product(x, k, spec, &mut s.unsigned, scales, zeros, &w.packed, out)
             }
             RowScheme::Symmetric => {
-                s.signed.resize(rows * k, 0);
                 let spec = QuantSpec::symmetric(8).map_err(quant)?;
-                quantize_rows(x, k, spec, &mut s.signed, &mut s.scales, &mut s.zeros).map_err(quant)?;
-                let a = MatRef::row_major(&s.signed, rows, k).map_err(quant)?;
-                let ops = Operands::packed(a, ZeroPoint::None, &w.packed, ZeroPoint::None);
-                Gemm::new().i32(&ops.map_err(quant)?, out).map_err(quant)?;
+                row_product(x, k, spec, &mut s.signed, scales, zeros, &w.packed, out)
             }
         }
+        .map_err(quant)?;
         y.par_chunks_mut(ROW_BLOCK * n)
             .zip(s.acc.par_chunks(ROW_BLOCK * n))
             .zip(s.scales.par_chunks(ROW_BLOCK).zip(s.zeros.par_chunks(ROW_BLOCK)))

@@ -68,6 +68,25 @@ crate::simd::multiversion! {
     }
 }
 
+/// The dot product of `a` and `b` in `L` interleaved partial sums (product `i` to sum
+/// `i mod L`), added in order at the end: a fixed order on every CPU, which the compiler keeps
+/// in vector lanes.
+#[inline(always)]
+pub(crate) fn dot<const L: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    acc.iter().sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

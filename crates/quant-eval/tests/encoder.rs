@@ -153,12 +153,17 @@ fn batch(seqs: &[Vec<u32>]) -> Batch {
     b
 }
 
+/// The model of `t`, written to a temporary directory and loaded in `f32`.
+fn tiny_model(t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> quant_eval::Encoder {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), t, None);
+    load_f32(dir.path()).unwrap()
+}
+
 #[test]
 fn f32_encoder_follows_bert_and_ignores_padding() {
-    let dir = tempfile::tempdir().unwrap();
     let t = tensors();
-    write_model(dir.path(), &t, None);
-    let model = load_f32(dir.path()).unwrap();
+    let model = tiny_model(&t);
     let seqs = vec![vec![1, 5, 7, 2], vec![1, 9, 3, 11, 13, 17, 2], vec![1, 2]];
     let got = model.embed(&batch(&seqs), None).unwrap();
     for (s, row) in seqs.iter().zip(got.chunks_exact(H)) {
@@ -176,9 +181,7 @@ fn f32_encoder_follows_bert_and_ignores_padding() {
 
 #[test]
 fn calibration_and_importance_see_each_layer_input() {
-    let dir = tempfile::tempdir().unwrap();
-    write_model(dir.path(), &tensors(), None);
-    let model = load_f32(dir.path()).unwrap();
+    let model = tiny_model(&tensors());
     let b = batch(&[vec![1, 5, 7, 2], vec![1, 9, 2]]);
     let imp = importance(&model, std::slice::from_ref(&b)).unwrap();
     assert_eq!(imp.len(), 6 * LAYERS);
@@ -217,9 +220,7 @@ fn a_broken_model_directory_is_named() {
 
 #[test]
 fn embeddings_do_not_depend_on_the_thread_count() {
-    let dir = tempfile::tempdir().unwrap();
-    write_model(dir.path(), &tensors(), None);
-    let model = load_f32(dir.path()).unwrap();
+    let model = tiny_model(&tensors());
     // One batch under 64 tokens (run on one thread whatever the pool) and one over.
     let small = batch(&[vec![1, 5, 7, 2], vec![1, 9, 2]]);
     let large = batch(
