@@ -324,6 +324,18 @@ fn relative_errors_on_a_layer_sized_product() -> Res {
     Ok(())
 }
 
+/// Step 1 of the int8 mode as the module docs write it, on one block of activations: the
+/// scale `amax / 127` and the codes.
+fn step1(xs: &[f32]) -> (f32, Vec<i32>) {
+    let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let sx = amax / 127.0;
+    let q = xs
+        .iter()
+        .map(|&v| if amax == 0.0 { 0 } else { (v / sx).round_ties_even().clamp(-127.0, 127.0) as i32 })
+        .collect();
+    (sx, q)
+}
+
 /// The arithmetic of the module docs, step by step, on weights whose codes and parameters are
 /// known: the default kernel must give exactly these bits (and every tier is held to the
 /// reference's below).
@@ -360,13 +372,7 @@ fn both_modes_follow_the_documented_arithmetic() -> Res {
             for c in 0..n {
                 let mut acc = 0f32;
                 for gi in 0..groups {
-                    let xs = &x[i * k + gi * g..i * k + gi * g + g];
-                    let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    let sx = amax / 127.0;
-                    let qx: Vec<i32> = xs
-                        .iter()
-                        .map(|&v| if amax == 0.0 { 0 } else { (v / sx).round_ties_even().clamp(-127.0, 127.0) as i32 })
-                        .collect();
+                    let (sx, qx) = step1(&x[i * k + gi * g..i * k + gi * g + g]);
                     let sum: i32 = qx.iter().sum();
                     let at = c * groups + gi;
                     let code = |j: usize| -> i32 {
@@ -440,16 +446,6 @@ fn two_level_weights_follow_the_documented_arithmetic() -> Res {
             assert_eq!(u, u.round(), "{format:?} ({c}, {j}): an integer code");
             u as i32
         };
-        // Step 1 over `len` inputs from `at`: the scale and the codes.
-        let quantize = |xs: &[f32]| -> (f32, Vec<i32>) {
-            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let sx = amax / 127.0;
-            let q = xs
-                .iter()
-                .map(|&v| if amax == 0.0 { 0 } else { (v / sx).round_ties_even().clamp(-127.0, 127.0) as i32 })
-                .collect();
-            (sx, q)
-        };
         for blocks in [ActivationBlocks::SuperBlock, ActivationBlocks::Group] {
             let mut y = vec![0f32; m * n];
             let gemm = GroupGemm::new().activation_blocks(blocks);
@@ -459,7 +455,7 @@ fn two_level_weights_follow_the_documented_arithmetic() -> Res {
                     let mut acc = 0f32;
                     for b in 0..k / block {
                         let row = &x[i * k..(i + 1) * k];
-                        let (sx, q) = quantize(&row[b * block..(b + 1) * block]);
+                        let (sx, q) = step1(&row[b * block..(b + 1) * block]);
                         let mut t = 0f32;
                         for gi in b * block / g..(b + 1) * block / g {
                             let (s, _, min) = gw.params(c, gi);
@@ -468,7 +464,7 @@ fn two_level_weights_follow_the_documented_arithmetic() -> Res {
                                     let at = gi * g - b * block;
                                     (sx, q[at..at + g].to_vec())
                                 }
-                                ActivationBlocks::Group => quantize(&row[gi * g..(gi + 1) * g]),
+                                ActivationBlocks::Group => step1(&row[gi * g..(gi + 1) * g]),
                             };
                             let d: i32 = (0..g).map(|j| qg[j] * code(c, gi * g + j)).sum();
                             let sum: i32 = qg.iter().sum();
