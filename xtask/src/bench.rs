@@ -459,7 +459,7 @@ pub(crate) fn run(options: Options, args: &[String]) -> Result<(), String> {
     if plan.iter().any(|(_, cases)| cases.iter().any(|c| c.starts_with("minilm_"))) {
         let python = match &python {
             Some(p) => Ok(p.clone()),
-            None => crate::python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"]),
+            None => crate::gguf_python(),
         };
         match python.and_then(|p| crate::minilm_dir(&p)) {
             Ok(dir) => minilm = Some(dir),

@@ -210,6 +210,12 @@ pub(crate) fn root() -> std::path::PathBuf {
     here.parent().map(std::path::Path::to_path_buf).unwrap_or_default()
 }
 
+/// The python of the venv with llama.cpp's `gguf` package and NumPy (`target/gguf-venv`), which
+/// the GGUF read-back, the MiniLM download and check, and the quality runs share.
+pub(crate) fn gguf_python() -> Result<std::path::PathBuf, String> {
+    python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"])
+}
+
 /// The python of a venv at `dir` (relative to the workspace root) that imports `modules`:
 /// created, with `packages` installed from PyPI, the first time. An error says which step failed.
 pub(crate) fn python_venv(dir: &str, modules: &str, packages: &[&str]) -> Result<std::path::PathBuf, String> {
@@ -235,7 +241,7 @@ pub(crate) fn python_venv(dir: &str, modules: &str, packages: &[&str]) -> Result
 /// skips it with the reason; a file the reader disagrees with fails.
 fn gguf_readback() -> Result<Optional, String> {
     let root = root();
-    let python = match python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"]) {
+    let python = match gguf_python() {
         Ok(python) => python,
         Err(why) => return Ok(Optional::Skipped(format!("{why} (no PyPI?)"))),
     };
@@ -296,7 +302,7 @@ pub(crate) fn minilm_dir(python: &std::path::Path) -> Result<std::path::PathBuf,
 /// model (in the `gguf` venv). Without PyPI it skips with the reason; a failed check fails.
 fn minilm_check() -> Result<Optional, String> {
     let root = root();
-    let python = match python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"]) {
+    let python = match gguf_python() {
         Ok(python) => python,
         Err(why) => return Ok(Optional::Skipped(format!("{why} (no PyPI?)"))),
     };

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{cargo, python_venv, root};
+use crate::{cargo, gguf_python, root};
 
 /// The formats measured on MiniLM (rows of 384: llama.cpp's k-quants do not apply).
 const MINILM: &str = "levels4/16@256,levels4/16,levels5/16@256,levels6/16:s8@256";
@@ -72,7 +72,7 @@ pub fn run() -> Result<(), String> {
     let quant = root.join("target/release/quant");
     let dir = root.join("target/quality");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let python = python_venv("target/gguf-venv", "gguf, numpy", &["gguf", "numpy"])?;
+    let python = gguf_python()?;
     let minilm = crate::minilm_dir(&python)?.join("model.safetensors");
     let synthetic = dir.join("llm_like.safetensors");
     if !synthetic.exists() {
