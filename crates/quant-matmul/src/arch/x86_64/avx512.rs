@@ -162,13 +162,15 @@ unsafe fn quad_zmm(x: *const i8) -> __m512i {
     _mm512_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
 }
 
-/// The line 2 KiB past step `e`'s 64 bytes of codes, asked for as that step is read: the codes
-/// stream once with few rows, and one hint a line keeps them ahead without a loop of its own
-/// (a hint; harmless past the panel).
+/// The lines 2 KiB (into L1) and 16 KiB (into L2) past byte `at` of a group's codes, asked
+/// for as the line at `at` is read: with few rows the codes stream once, and the hardware's
+/// prefetch alone leaves a core short of the memory's bandwidth; a pair of hints a line keeps
+/// them ahead without a loop of its own (hints; harmless past the weights).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn ahead(codes: &[u8], e: usize) {
-    _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + e * 64).cast());
+fn ahead(codes: &[u8], at: usize) {
+    _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + at).cast());
+    _mm_prefetch::<_MM_HINT_T1>(codes.as_ptr().wrapping_add(16384 + at).cast());
 }
 
 /// Each row's integer chains of a group, started at `init` (the row's `-o · Σ q`, so that the
@@ -229,7 +231,7 @@ unsafe fn nibble_dots<const R: usize>(
         // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
         unsafe {
             let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
-            ahead(codes, e);
+            ahead(codes, e * 64);
             let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
             let (lo, hi) = bytes(e, lo, hi);
             for i in 0..R {
@@ -285,7 +287,9 @@ unsafe fn six_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize
             // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
             unsafe {
                 let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
-                ahead(codes, e);
+                // The pair's three lines of the group's bytes, low nibbles then tops, as
+                // its two steps and the top bits are read (the tops just after the loop).
+                ahead(codes, e * 64);
                 let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
                 let lo = _mm512_or_si512(lo, _mm512_shuffle_epi8(first, top));
                 let hi = _mm512_or_si512(hi, _mm512_shuffle_epi8(second, top));
@@ -296,8 +300,7 @@ unsafe fn six_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize
                 }
             }
         }
-        // The line of top bits 2 KiB ahead (the low nibbles' are asked for by `ahead`).
-        _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + high + t * 64).cast());
+        ahead(codes, high + t * 64);
     }
     // SAFETY: as above.
     unsafe { total(acc) }
@@ -350,7 +353,7 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
             // SAFETY: 64 code bytes at `q * 64` and 4 activation codes at `q * 4` (caller).
             unsafe {
                 let v = _mm512_xor_si512(_mm512_loadu_si512(codes.as_ptr().add(q * 64).cast()), flip);
-                ahead(codes, q);
+                ahead(codes, q * 64);
                 for i in 0..R {
                     let c = &mut acc[i][chain::<R>(n)];
                     *c = _mm512_dpbusd_epi32(*c, v, quad_zmm(xs[i].add(4 * q)));

@@ -123,6 +123,15 @@ unsafe fn quad(x: *const i8) -> __m256i {
     _mm256_set1_epi32(unsafe { x.cast::<i32>().read_unaligned() })
 }
 
+/// The line 16 KiB past `at` into L2, asked for as the codes at `at` are read: with few rows
+/// the codes stream once, and the hardware's prefetch alone leaves a core short of the memory's
+/// bandwidth (a hint; harmless past the weights).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ahead_l2(at: *const u8) {
+    _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(16384).cast());
+}
+
 /// Step `e` of a panel's 4-bit codes: its 32-byte load split into the low nibbles (inputs
 /// `8e .. 8e + 4` of the eight channels) and the high nibbles (`8e + 4 .. 8e + 8`), each a byte
 /// `0..=15`.
@@ -135,6 +144,7 @@ unsafe fn nibbles(codes: *const u8, e: usize, step: usize) -> (__m256i, __m256i)
     let nibble = _mm256_set1_epi8(0x0f);
     // SAFETY: 32 readable bytes (caller); unaligned load.
     let v = unsafe { _mm256_loadu_si256(codes.add(e * step).cast()) };
+    ahead_l2(codes.wrapping_add(e * step));
     (_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble))
 }
 
@@ -159,6 +169,9 @@ unsafe fn six_codes(codes: *const u8, high: &[u8], e: usize, step: usize) -> (__
     unsafe {
         let (lo, hi) = nibbles(codes, e, step);
         let v = _mm256_loadu_si256(high.as_ptr().add(e / 2 * step).cast());
+        if e.is_multiple_of(2) {
+            ahead_l2(high.as_ptr().wrapping_add(e / 2 * step));
+        }
         let v = if e.is_multiple_of(2) { v } else { _mm256_srli_epi16::<4>(v) };
         let h = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
         let [first, second] = SIX_TOPS.map(|t| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast())));
@@ -259,6 +272,7 @@ unsafe fn eight_avx2<const R: usize>(
     for q in 0..group / 4 {
         // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
         unsafe { signed_step(&mut acc, _mm256_loadu_si256(codes.as_ptr().add(q * step).cast()), xs, 4 * q) };
+        ahead_l2(codes.as_ptr().wrapping_add(q * step));
     }
     acc
 }
@@ -441,6 +455,7 @@ macro_rules! vnni_steps {
                 // SAFETY: 32 code bytes at `q * step` and 4 activation codes at `q * 4` (caller).
                 unsafe {
                     let v = _mm256_xor_si256(_mm256_loadu_si256(codes.as_ptr().add(q * step).cast()), flip);
+                    ahead_l2(codes.as_ptr().wrapping_add(q * step));
                     for i in 0..R {
                         acc[i] = $dpbusd(acc[i], v, quad(xs[i].add(4 * q)));
                     }
