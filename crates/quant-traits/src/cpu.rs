@@ -348,6 +348,7 @@ pub fn has_feature(feature: &str) -> bool {
             "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
             "avx512_vnni" => std::is_x86_feature_detected!("avx512vnni"),
             "avx_vnni" => std::is_x86_feature_detected!("avxvnni"),
+            "avx512_vbmi" => std::is_x86_feature_detected!("avx512vbmi"),
             "amx_tile" | "amx_int8" => amx::usable(),
             _ => false,
         }
@@ -362,6 +363,7 @@ pub fn has_feature(feature: &str) -> bool {
             "avx512vl" => cfg!(target_feature = "avx512vl"),
             "avx512_vnni" => cfg!(target_feature = "avx512vnni"),
             "avx_vnni" => cfg!(target_feature = "avxvnni"),
+            "avx512_vbmi" => cfg!(target_feature = "avx512vbmi"),
             _ => false,
         }
     }

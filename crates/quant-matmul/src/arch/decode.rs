@@ -500,6 +500,13 @@ impl<'a> WidePanel<'a> {
         &self.codes[g * self.group_bytes..(g + 1) * self.group_bytes]
     }
 
+    /// Every group's codes, group after group, and the bytes of one group (for a kernel that
+    /// walks them with a pointer instead of slicing each group).
+    #[inline]
+    pub(crate) fn all_codes(&self) -> (&'a [u8], usize) {
+        (self.codes, self.group_bytes)
+    }
+
     /// The two-level form's parameters, where the weights have it (then
     /// [`WidePanel::all_params`]'s scales and minimums are empty).
     #[inline]

@@ -46,7 +46,8 @@
 //!    `d_g = Σ q_k · (u_k - z)` (the zero point enters through `z · Σ q_k`, not by widening the
 //!    weights), and for the formats with a minimum (`Q4_1`, `Q5_1`, `Q2_K`, `Q4_K`, `Q5_K`)
 //!    `σ_g = Σ q_k`. Levels (`MXFP4`, `IQ4_NL`, `IQ4_XS`) enter as the integers `L[u_k]`, looked up from a
-//!    16-entry table in registers (`vpshufb`), not gathered from memory.
+//!    16-entry table in registers (`vpshufb`, or `vpermb` where AVX-512 VBMI is present), not
+//!    gathered from memory.
 //! 3. In `f32`, in this order, with `fma(a, b, c)` the fused multiply-add rounded once
 //!    ([`quant_traits::cast::fma_f32`]), from `acc = 0`; then `y = acc + bias`. `d_g` and
 //!    `σ_g` are exact in `f32` (`|d_g| <= 127 · 128 · 256 < 2^24`).

@@ -26,7 +26,7 @@
 
 use core::arch::x86_64::*;
 
-use quant_traits::cpu::Avx512Vnni;
+use quant_traits::cpu::{has_feature, Avx512Vnni};
 
 use super::super::decode::{DecodeKernel, FloatRows, GroupCodes, Panels, QuantizedRows, PANEL, ROUND, WIDE};
 use super::super::{AWords, Finish, MicroKernel, Start, TileIo};
@@ -121,6 +121,7 @@ impl DecodeKernel for Avx512Vnni {
                 GroupCodes::Min4 => wide_avx512vnni::<R, MIN4>(w, a, rows, p),
                 GroupCodes::Sym8 => wide_avx512vnni::<R, SYM8>(w, a, rows, p),
                 GroupCodes::Min8 => wide_avx512vnni::<R, MIN8>(w, a, rows, p),
+                GroupCodes::Levels4 if has_feature("avx512_vbmi") => wide_avx512vbmi::<R, LEVELS4>(w, a, rows, p),
                 GroupCodes::Levels4 => wide_avx512vnni::<R, LEVELS4>(w, a, rows, p),
                 GroupCodes::Sym6 => wide_avx512vnni::<R, SYM6>(w, a, rows, p),
                 GroupCodes::Min6 => wide_avx512vnni::<R, MIN6>(w, a, rows, p),
@@ -208,8 +209,8 @@ unsafe fn total<const R: usize>(acc: [[__m512i; 2]; R]) -> [__m512i; R] {
 /// One group's sixteen sums for each of `R` rows, from `init`, for the kinds whose codes come
 /// a step of eight inputs at a time as nibbles: per step one 64-byte load, asked for 2 KiB
 /// ahead ([`ahead`]), split into its low nibbles (inputs `8e .. 8e + 4` of the sixteen
-/// channels) and high nibbles (`8e + 4 .. 8e + 8`), made into the kind's unsigned bytes by
-/// `bytes(e, low, high)`, and two `vpdpbusd` a row.
+/// channels) and high nibbles (`8e + 4 .. 8e + 8`) as the kind's unsigned bytes by
+/// `bytes(load)`, and two `vpdpbusd` a row.
 ///
 /// # Safety
 /// `codes` holds the panel's group (its nibbles `64` bytes a step from the start); each
@@ -222,22 +223,23 @@ unsafe fn nibble_dots<const R: usize>(
     xs: [*const i8; R],
     group: usize,
     init: [i32; R],
-    mut bytes: impl FnMut(usize, __m512i, __m512i) -> (__m512i, __m512i),
+    mut bytes: impl FnMut(__m512i) -> (__m512i, __m512i),
 ) -> [__m512i; R] {
-    let nibble = _mm512_set1_epi8(0x0f);
     // SAFETY: AVX-512 F present (this function's features).
     let mut acc = unsafe { chains(init) };
-    for e in 0..group / 8 {
-        // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
-        unsafe {
-            let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
-            ahead(codes, e * 64);
-            let (lo, hi) = (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
-            let (lo, hi) = bytes(e, lo, hi);
-            for i in 0..R {
-                let (c0, c1) = (chain::<R>(0), chain::<R>(1));
-                acc[i][c0] = _mm512_dpbusd_epi32(acc[i][c0], lo, quad_zmm(xs[i].add(8 * e)));
-                acc[i][c1] = _mm512_dpbusd_epi32(acc[i][c1], hi, quad_zmm(xs[i].add(8 * e + 4)));
+    // Steps in pairs (`group / 8` is even), a loop's bookkeeping for two.
+    for pair in (0..group / 8).step_by(2) {
+        for e in [pair, pair + 1] {
+            // SAFETY: 64 code bytes at `e * 64` and 8 activation codes at `e * 8` (caller).
+            unsafe {
+                let v = _mm512_loadu_si512(codes.as_ptr().add(e * 64).cast());
+                ahead(codes, e * 64);
+                let (lo, hi) = bytes(v);
+                for i in 0..R {
+                    let (c0, c1) = (chain::<R>(0), chain::<R>(1));
+                    acc[i][c0] = _mm512_dpbusd_epi32(acc[i][c0], lo, quad_zmm(xs[i].add(8 * e)));
+                    acc[i][c1] = _mm512_dpbusd_epi32(acc[i][c1], hi, quad_zmm(xs[i].add(8 * e + 4)));
+                }
             }
         }
     }
@@ -255,7 +257,15 @@ unsafe fn nibble_dots<const R: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn four_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize, init: [i32; R]) -> [__m512i; R] {
     // SAFETY: forwarded (the caller's contract).
-    unsafe { nibble_dots(codes, xs, group, init, |_, lo, hi| (lo, hi)) }
+    unsafe { nibble_dots(codes, xs, group, init, |v| split(v)) }
+}
+
+/// A 64-byte load of nibbles split into its low and its high nibbles, a byte each.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn split(v: __m512i) -> (__m512i, __m512i) {
+    let nibble = _mm512_set1_epi8(0x0f);
+    (_mm512_and_si512(v, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble))
 }
 
 /// One group's sixteen sums `init + Σ u · q` for each of `R` rows, `Sym6` weights (`u` in
@@ -306,8 +316,23 @@ unsafe fn six_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usize
     unsafe { total(acc) }
 }
 
+/// The levels plus 128 (`L[u] + 128`, flipping an `i8`'s top bit adds 128 to it as a `u8`) in
+/// each 128-bit quarter of a register: the table of [`levels_zmm`] and [`levels_vbmi_zmm`] (for
+/// `vpermb`, which indexes all 64 bytes by six bits, the four copies make the two bits above
+/// the nibble irrelevant).
+///
+/// # Safety
+/// AVX-512 F present.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn levels_table(levels: &[i8; 16]) -> __m512i {
+    let offset: [u8; 16] = core::array::from_fn(|i| levels[i].to_ne_bytes()[0] ^ 0x80);
+    // SAFETY: a 16-byte load of a 16-byte array.
+    _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(offset.as_ptr().cast()) })
+}
+
 /// One group's sixteen sums `init + Σ (L[u] + 128) · q` for each of `R` rows, `Levels4`
-/// weights: each step's nibbles looked up in a table of the levels plus 128 in registers
+/// weights: each step's nibbles looked up in `table` ([`levels_table`]) in registers
 /// (`vpshufb` on each 128-bit quarter), unsigned bytes `0..=255` that `vpdpbusd` takes as
 /// they are; `init = -128 · Σ q` makes it the signed dot product (exact: every partial sum
 /// is at most `255 · 127 · 256 < 2^31` in magnitude).
@@ -320,14 +345,33 @@ unsafe fn levels_zmm<const R: usize>(
     codes: &[u8],
     xs: [*const i8; R],
     group: usize,
-    levels: &[i8; 16],
+    table: __m512i,
     init: [i32; R],
 ) -> [__m512i; R] {
-    // L + 128: flipping an i8's top bit adds 128 to it as a u8.
-    let offset: [u8; 16] = core::array::from_fn(|i| levels[i].to_ne_bytes()[0] ^ 0x80);
-    // SAFETY: a 16-byte load of a 16-byte array.
-    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(offset.as_ptr().cast()) });
-    let bytes = |_, lo, hi| (_mm512_shuffle_epi8(table, lo), _mm512_shuffle_epi8(table, hi));
+    let bytes = |v| {
+        let (lo, hi) = split(v);
+        (_mm512_shuffle_epi8(table, lo), _mm512_shuffle_epi8(table, hi))
+    };
+    // SAFETY: forwarded (the caller's contract).
+    unsafe { nibble_dots(codes, xs, group, init, bytes) }
+}
+
+/// [`levels_zmm`]'s sums with AVX-512 VBMI: `vpermb` looks each byte up by its low six bits
+/// in the four copies of the table, so the low nibbles need no mask and the high ones only
+/// the shift (two operations a step fewer; the same bytes, so the same sums).
+///
+/// # Safety
+/// As [`four_zmm`], and AVX-512 VBMI present.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+unsafe fn levels_vbmi_zmm<const R: usize>(
+    codes: &[u8],
+    xs: [*const i8; R],
+    group: usize,
+    table: __m512i,
+    init: [i32; R],
+) -> [__m512i; R] {
+    let bytes = |v| (_mm512_permutexvar_epi8(v, table), _mm512_permutexvar_epi8(_mm512_srli_epi16::<4>(v), table));
     // SAFETY: forwarded (the caller's contract).
     unsafe { nibble_dots(codes, xs, group, init, bytes) }
 }
@@ -365,135 +409,165 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
     unsafe { total(acc) }
 }
 
-/// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
-/// operations lane by lane (see the module docs), on sixteen lanes; `KIND` is the weights'
-/// code kind ([`kind_of`]).
-///
-/// # Safety
-/// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout, whose codes
-/// are of `KIND`; every row of `rows` is a row of `a`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn wide_avx512vnni<const R: usize, const KIND: u8>(
-    w: &Panels<'_>,
-    a: &QuantizedRows<'_>,
-    rows: [usize; R],
-    p: usize,
-) -> [[f32; WIDE]; R] {
-    let (group, groups) = (a.group, a.groups());
-    let kind = kind_of(KIND);
-    debug_assert_eq!(kind, w.codes_kind());
-    debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
-    let panel = w.wide_panel(p);
-    // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
-    let xs0 = a.row_starts(rows);
-    // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times an
-    // `f32` a super-block), read through pointers that advance group by group (a group `g`
-    // below `groups` reads inside them: the panel's slices hold `groups · 16` values, or
-    // `groups / per · 16` for the factors).
-    let (plain, zeros, plain_mins) = panel.all_params();
-    let zeros = zeros.as_ptr();
-    let factored = panel.factored();
-    let per = factored.map_or(groups, |f| f.per);
-    let (with_min, round) = (kind.has_min(), _mm512_set1_ps(ROUND));
-    let ints = |v: *const i8| {
-        // SAFETY: 16 readable bytes (the caller's group, above).
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(v.cast()) }))
-    };
-    // SAFETY: 16 readable values (as above).
-    let floats = |v: *const f32| unsafe { _mm512_loadu_ps(v) };
-    let mut acc = [_mm512_setzero_ps(); R];
-    // Where group `g`'s per-group activation values start, `a.at(rows[0], g)`: a step of `m`
-    // a group (a running index, not a product per group).
-    let mut meta = a.at(rows[0], 0);
-    for sup in 0..groups / per {
-        // The super-block's factors (the factored form).
-        let (d, dmin) = match factored {
-            Some(f) => {
-                let at = sup * WIDE;
-                let dmin = if with_min { floats(f.super_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
-                (floats(f.supers.as_ptr().wrapping_add(at)), dmin)
-            }
-            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+/// The 16-channel kernel of the int8 mode, made twice: with the `vpshufb` lookup of the
+/// `Levels4` codes, and with `vpermb` for the CPUs with AVX-512 VBMI (a function's target
+/// features cannot depend on its const parameters, so each is its own function).
+macro_rules! wide_kernel {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $levels:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const R: usize, const KIND: u8>(
+        w: &Panels<'_>,
+        a: &QuantizedRows<'_>,
+        rows: [usize; R],
+        p: usize,
+    ) -> [[f32; WIDE]; R] {
+        let (group, groups) = (a.group, a.groups());
+        let kind = kind_of(KIND);
+        debug_assert_eq!(kind, w.codes_kind());
+        debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
+        let panel = w.wide_panel(p);
+        // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
+        let xs0 = a.row_starts(rows);
+        // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times an
+        // `f32` a super-block), read through pointers that advance group by group (a group `g`
+        // below `groups` reads inside them: the panel's slices hold `groups · 16` values, or
+        // `groups / per · 16` for the factors).
+        let (plain, zeros, plain_mins) = panel.all_params();
+        let (all_codes, gb) = panel.all_codes();
+        debug_assert_eq!(all_codes.len(), groups * gb);
+        let zeros = zeros.as_ptr();
+        let factored = panel.factored();
+        let per = factored.map_or(groups, |f| f.per);
+        let (with_min, round) = (kind.has_min(), _mm512_set1_ps(ROUND));
+        let ints = |v: *const i8| {
+            // SAFETY: 16 readable bytes (the caller's group, above).
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(v.cast()) }))
         };
-        // Two-level weights: the super-block's groups summed here first (step 3's second form).
-        let mut t = [_mm512_setzero_ps(); R];
-        for g in sup * per..(sup + 1) * per {
-            // Group `g`'s sixteen scales and minimums: the `f32` product of factor and integer
-            // (as `Panels::params` forms it), or the values.
-            let at = g * WIDE;
-            let (swv, mnv) = match factored {
+        // SAFETY: 16 readable values (as above).
+        let floats = |v: *const f32| unsafe { _mm512_loadu_ps(v) };
+        // SAFETY: AVX-512 F present (this function's features).
+        let table = unsafe { levels_table(&w.levels) };
+        let mut acc = [_mm512_setzero_ps(); R];
+        // Where group `g`'s per-group activation values start, `a.at(rows[0], g)`: a step of `m`
+        // a group (a running index, not a product per group).
+        let mut meta = a.at(rows[0], 0);
+        for sup in 0..groups / per {
+            // The super-block's factors (the factored form).
+            let (d, dmin) = match factored {
                 Some(f) => {
-                    let m = if with_min { _mm512_mul_ps(dmin, ints(f.mins.as_ptr().wrapping_add(at))) } else { dmin };
-                    (_mm512_mul_ps(d, ints(f.scales.as_ptr().wrapping_add(at))), m)
+                    let at = sup * WIDE;
+                    let dmin = if with_min { floats(f.super_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
+                    (floats(f.supers.as_ptr().wrapping_add(at)), dmin)
                 }
-                None => {
-                    let m = if with_min { floats(plain_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
-                    (floats(plain.as_ptr().wrapping_add(at)), m)
-                }
+                None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
             };
-            let codes = panel.codes(g);
-            let at = meta;
-            debug_assert_eq!(at, a.at(rows[0], g));
-            // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g` one of
-            // their groups, `at` its index.
-            let (xs, init, scaled) = unsafe { a.group_rows(&xs0, g, at) };
-            // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
-            // group's activations (`group` a multiple of 16); CPU features as above.
-            let raw = unsafe {
-                match kind {
-                    GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
-                    GroupCodes::Levels4 => levels_zmm(codes, xs, group, &w.levels, init),
-                    GroupCodes::Sym6 | GroupCodes::Min6 => six_zmm(codes, xs, group, init),
-                    GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
-                }
-            };
-            // SAFETY: `zeros` holds 16 values a group (`Asym4`, the one kind that reads it);
-            // the scales (one-level: the blocks are the groups) and `scaled` hold `R` values
-            // (above).
-            unsafe {
-                for i in 0..R {
-                    let d = if kind == GroupCodes::Asym4 {
-                        let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(zeros.add(g * WIDE).cast()));
-                        _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(a.sums[at + i])))
-                    } else {
-                        raw[i] // the offset is in `init`
-                    };
-                    // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`): `d` as
-                    // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
-                    // `vpdpbusd`).
-                    let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
-                    let m = _mm512_set1_ps(*scaled.add(i));
-                    if a.two_level {
-                        t[i] = _mm512_fmadd_ps(swv, dv, t[i]);
-                        if with_min {
-                            t[i] = _mm512_fmadd_ps(mnv, m, t[i]);
-                        }
-                    } else {
-                        let part = _mm512_mul_ps(_mm512_set1_ps(*a.block_scales(at + i)), dv);
-                        acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
-                        if with_min {
-                            acc[i] = _mm512_fmadd_ps(mnv, m, acc[i]);
+            // Two-level weights: the super-block's groups summed here first (step 3's second form).
+            let mut t = [_mm512_setzero_ps(); R];
+            for g in sup * per..(sup + 1) * per {
+                // Group `g`'s sixteen scales and minimums: the `f32` product of factor and integer
+                // (as `Panels::params` forms it), or the values.
+                let at = g * WIDE;
+                let (swv, mnv) = match factored {
+                    Some(f) => {
+                        let m = if with_min { _mm512_mul_ps(dmin, ints(f.mins.as_ptr().wrapping_add(at))) } else { dmin };
+                        (_mm512_mul_ps(d, ints(f.scales.as_ptr().wrapping_add(at))), m)
+                    }
+                    None => {
+                        let m = if with_min { floats(plain_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
+                        (floats(plain.as_ptr().wrapping_add(at)), m)
+                    }
+                };
+                // SAFETY: the panel holds `groups` groups of `gb` bytes (`g < groups`).
+                let codes = unsafe { core::slice::from_raw_parts(all_codes.as_ptr().add(g * gb), gb) };
+                debug_assert_eq!(codes, panel.codes(g));
+                let at = meta;
+                debug_assert_eq!(at, a.at(rows[0], g));
+                // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g` one of
+                // their groups, `at` its index.
+                let (xs, init, scaled) = unsafe { a.group_rows(&xs0, g, at) };
+                // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
+                // group's activations (`group` a multiple of 16); CPU features as above.
+                let raw = unsafe {
+                    match kind {
+                        GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
+                        GroupCodes::Levels4 => $levels(codes, xs, group, table, init),
+                        GroupCodes::Sym6 | GroupCodes::Min6 => six_zmm(codes, xs, group, init),
+                        GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
+                    }
+                };
+                // SAFETY: `zeros` holds 16 values a group (`Asym4`, the one kind that reads it);
+                // the scales (one-level: the blocks are the groups) and `scaled` hold `R` values
+                // (above).
+                unsafe {
+                    for i in 0..R {
+                        let d = if kind == GroupCodes::Asym4 {
+                            let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(zeros.add(g * WIDE).cast()));
+                            _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(a.sums[at + i])))
+                        } else {
+                            raw[i] // the offset is in `init`
+                        };
+                        // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`): `d` as
+                        // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
+                        // `vpdpbusd`).
+                        let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
+                        let m = _mm512_set1_ps(*scaled.add(i));
+                        if a.two_level {
+                            t[i] = _mm512_fmadd_ps(swv, dv, t[i]);
+                            if with_min {
+                                t[i] = _mm512_fmadd_ps(mnv, m, t[i]);
+                            }
+                        } else {
+                            let part = _mm512_mul_ps(_mm512_set1_ps(*a.block_scales(at + i)), dv);
+                            acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
+                            if with_min {
+                                acc[i] = _mm512_fmadd_ps(mnv, m, acc[i]);
+                            }
                         }
                     }
                 }
+                meta += a.m;
             }
-            meta += a.m;
-        }
-        if a.two_level {
-            let at = a.block_at(rows[0], sup);
-            for i in 0..R {
-                // SAFETY: the `R` rows' scales of block `sup` (above).
-                acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(unsafe { *a.block_scales(at + i) }), acc[i]);
+            if a.two_level {
+                let at = a.block_at(rows[0], sup);
+                for i in 0..R {
+                    // SAFETY: the `R` rows' scales of block `sup` (above).
+                    acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(unsafe { *a.block_scales(at + i) }), acc[i]);
+                }
             }
         }
+        let mut out = [[0f32; WIDE]; R];
+        for (o, v) in out.iter_mut().zip(acc) {
+            // SAFETY: a write of a 16-element array.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+        }
+        out
     }
-    let mut out = [[0f32; WIDE]; R];
-    for (o, v) in out.iter_mut().zip(acc) {
-        // SAFETY: a write of a 16-element array.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-    out
+    };
 }
+
+wide_kernel!(
+    /// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
+    /// operations lane by lane (see the module docs), on sixteen lanes; `KIND` is the weights'
+    /// code kind ([`kind_of`]).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout, whose codes
+    /// are of `KIND`; every row of `rows` is a row of `a`.
+    wide_avx512vnni,
+    "avx512f,avx512bw,avx512vnni",
+    levels_zmm
+);
+
+wide_kernel!(
+    /// [`wide_avx512vnni`] with the `vpermb` lookup of the `Levels4` codes (the same sums).
+    ///
+    /// # Safety
+    /// As [`wide_avx512vnni`], and AVX-512 VBMI present.
+    wide_avx512vbmi,
+    "avx512f,avx512bw,avx512vnni,avx512vbmi",
+    levels_vbmi_zmm
+);
 
 /// `R` rows of the tile over `kq` quads, from `io.start` to `io.finish`; unless `fetch` is
 /// null, the `kq * NR * 4` bytes there (the next panel) are prefetched into L2 meanwhile.
@@ -693,5 +767,83 @@ pub(super) unsafe fn row_vnni(kq: usize, a: *const i32, b: *const i8, out: *mut 
     unsafe {
         _mm512_storeu_si512(out.cast(), lo);
         _mm512_storeu_si512(out.add(16).cast(), hi);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::arch::x86_64::*;
+
+    /// The `vpermb` lookup of `Levels4` codes gives the `vpshufb` lookup's sums lane for lane,
+    /// on random nibbles and activations, for one and three rows, at group sizes 16, 32 and
+    /// 64, with the levels of IQ4_NL and a table with every byte's top bit set and clear, and
+    /// both against the sums written out in scalar code.
+    #[test]
+    #[expect(clippy::as_conversions, reason = "test data from a counter; lane sums to i64")]
+    fn both_level_lookups_give_the_scalar_sums() {
+        let features = ["avx512f", "avx512bw", "avx512_vnni", "avx512_vbmi"];
+        if !features.iter().all(|f| quant_traits::cpu::has_feature(f)) {
+            return; // this CPU runs neither lookup: nothing to compare
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let tables: [[i8; 16]; 2] = [
+            [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+            core::array::from_fn(|i| if i % 2 == 0 { -128 + i as i8 } else { 127 - i as i8 }),
+        ];
+        for levels in &tables {
+            for group in [16usize, 32, 64] {
+                let codes: Vec<u8> = (0..group * 8).map(|_| next() as u8).collect();
+                let xs: Vec<Vec<i8>> = (0..3).map(|_| (0..group).map(|_| next() as i8).collect()).collect();
+                let init = [7i32, -300, 12345];
+                // Lane `l` (channel `l`) of step `e`: byte `4l + j` of the step's 64 holds input
+                // `8e + j` in its low nibble and `8e + 4 + j` in its high one.
+                let want = |r: usize| -> Vec<i64> {
+                    (0..16)
+                        .map(|l| {
+                            let mut sum = i64::from(init[r]);
+                            for e in 0..group / 8 {
+                                for j in 0..4 {
+                                    let byte = codes[e * 64 + 4 * l + j];
+                                    for (nib, input) in [(byte & 15, 8 * e + j), (byte >> 4, 8 * e + 4 + j)] {
+                                        let u = i64::from(levels[usize::from(nib)]) + 128;
+                                        sum += u * i64::from(xs[r][input]);
+                                    }
+                                }
+                            }
+                            sum
+                        })
+                        .collect()
+                };
+                let lanes = |v: __m512i| -> Vec<i64> {
+                    let mut out = [0i32; 16];
+                    // SAFETY: a 64-byte store to a 64-byte array.
+                    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
+                    out.iter().map(|&v| i64::from(v)).collect()
+                };
+                // SAFETY: the CPU has the features (checked above); `codes` holds the group's
+                // `group * 8` bytes and each row `group` activations.
+                unsafe {
+                    let table = super::levels_table(levels);
+                    let one = [xs[0].as_ptr()];
+                    let three = [xs[0].as_ptr(), xs[1].as_ptr(), xs[2].as_ptr()];
+                    let shuffled = super::levels_zmm(&codes, one, group, table, [init[0]]);
+                    let permuted = super::levels_vbmi_zmm(&codes, one, group, table, [init[0]]);
+                    assert_eq!(lanes(shuffled[0]), want(0), "vpshufb, {levels:?}, group {group}");
+                    assert_eq!(lanes(permuted[0]), want(0), "vpermb, {levels:?}, group {group}");
+                    let shuffled = super::levels_zmm(&codes, three, group, table, init);
+                    let permuted = super::levels_vbmi_zmm(&codes, three, group, table, init);
+                    for r in 0..3 {
+                        assert_eq!(lanes(shuffled[r]), want(r), "vpshufb row {r}, {levels:?}, group {group}");
+                        assert_eq!(lanes(permuted[r]), want(r), "vpermb row {r}, {levels:?}, group {group}");
+                    }
+                }
+            }
+        }
     }
 }

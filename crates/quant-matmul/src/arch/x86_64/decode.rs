@@ -26,7 +26,8 @@
 //! `acc = fma(t, s_x, acc)` a super-block), so the result is the same on every tier.
 //!
 //! The zmm kernel does the same on sixteen lanes, one 64-byte load a step. Its 8-bit codes and
-//! its levels (`Levels4`, looked up with `vpshufb`) go to `vpdpbusd` as `w + 128`, unsigned
+//! its levels (`Levels4`, looked up with `vpshufb`, or with `vpermb` on the CPUs with AVX-512
+//! VBMI, which needs no mask of the nibbles) go to `vpdpbusd` as `w + 128`, unsigned
 //! bytes (the top bit flipped, once a step for every row), and `128 · Σ q` is subtracted per
 //! group, as `Sym4`'s offset of 8 is: each row's integer sum starts at `-o · Σ q`
 //! (precomputed with the codes), so the offset costs nothing per group, and there is no
