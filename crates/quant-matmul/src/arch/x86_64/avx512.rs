@@ -409,165 +409,163 @@ unsafe fn eight_zmm<const R: usize>(codes: &[u8], xs: [*const i8; R], group: usi
     unsafe { total(acc) }
 }
 
-/// The 16-channel kernel of the int8 mode, made twice: with the `vpshufb` lookup of the
-/// `Levels4` codes, and with `vpermb` for the CPUs with AVX-512 VBMI (a function's target
-/// features cannot depend on its const parameters, so each is its own function).
+/// The 16-channel kernel of the int8 mode, made twice: [`wide_avx512vnni`] with the `vpshufb`
+/// lookup of the `Levels4` codes, and [`wide_avx512vbmi`] with `vpermb`, for the CPUs with
+/// AVX-512 VBMI (a function's target features cannot depend on its const parameters, so each
+/// is its own function; the sums are the same).
 macro_rules! wide_kernel {
-    ($(#[$doc:meta])* $name:ident, $features:literal, $levels:ident) => {
-        $(#[$doc])*
+    ($name:ident, $features:literal, $levels:ident) => {
+        /// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
+        /// operations lane by lane (see the module docs), on sixteen lanes; `KIND` is the
+        /// weights' code kind ([`kind_of`]); `Levels4` codes looked up with `vpshufb`
+        /// ([`wide_avx512vnni`]) or `vpermb` ([`wide_avx512vbmi`]).
+        ///
+        /// # Safety
+        /// AVX-512 F/BW and VNNI present (and VBMI for [`wide_avx512vbmi`]); `p` is a panel of
+        /// `w`, in the 16-channel layout, whose codes are of `KIND`; every row of `rows` is a
+        /// row of `a`.
         #[target_feature(enable = $features)]
         unsafe fn $name<const R: usize, const KIND: u8>(
-        w: &Panels<'_>,
-        a: &QuantizedRows<'_>,
-        rows: [usize; R],
-        p: usize,
-    ) -> [[f32; WIDE]; R] {
-        let (group, groups) = (a.group, a.groups());
-        let kind = kind_of(KIND);
-        debug_assert_eq!(kind, w.codes_kind());
-        debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
-        let panel = w.wide_panel(p);
-        // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
-        let xs0 = a.row_starts(rows);
-        // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times an
-        // `f32` a super-block), read through pointers that advance group by group (a group `g`
-        // below `groups` reads inside them: the panel's slices hold `groups · 16` values, or
-        // `groups / per · 16` for the factors).
-        let (plain, zeros, plain_mins) = panel.all_params();
-        let (all_codes, gb) = panel.all_codes();
-        debug_assert_eq!(all_codes.len(), groups * gb);
-        let zeros = zeros.as_ptr();
-        let factored = panel.factored();
-        let per = factored.map_or(groups, |f| f.per);
-        let (with_min, round) = (kind.has_min(), _mm512_set1_ps(ROUND));
-        let ints = |v: *const i8| {
-            // SAFETY: 16 readable bytes (the caller's group, above).
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(v.cast()) }))
-        };
-        // SAFETY: 16 readable values (as above).
-        let floats = |v: *const f32| unsafe { _mm512_loadu_ps(v) };
-        // SAFETY: AVX-512 F present (this function's features).
-        let table = unsafe { levels_table(&w.levels) };
-        let mut acc = [_mm512_setzero_ps(); R];
-        // Where group `g`'s per-group activation values start, `a.at(rows[0], g)`: a step of `m`
-        // a group (a running index, not a product per group).
-        let mut meta = a.at(rows[0], 0);
-        for sup in 0..groups / per {
-            // The super-block's factors (the factored form).
-            let (d, dmin) = match factored {
-                Some(f) => {
-                    let at = sup * WIDE;
-                    let dmin = if with_min { floats(f.super_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
-                    (floats(f.supers.as_ptr().wrapping_add(at)), dmin)
-                }
-                None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+            w: &Panels<'_>,
+            a: &QuantizedRows<'_>,
+            rows: [usize; R],
+            p: usize,
+        ) -> [[f32; WIDE]; R] {
+            let (group, groups) = (a.group, a.groups());
+            let kind = kind_of(KIND);
+            debug_assert_eq!(kind, w.codes_kind());
+            debug_assert!(rows.iter().enumerate().all(|(i, &r)| r == rows[0] + i));
+            let panel = w.wide_panel(p);
+            // Each row's codes; its per-group values are `R` consecutive entries from `a.at(rows[0], g)`.
+            let xs0 = a.row_starts(rows);
+            // The scales: plain (`f32` a group and channel) or factored (an `i8` a group times an
+            // `f32` a super-block), read through pointers that advance group by group (a group `g`
+            // below `groups` reads inside them: the panel's slices hold `groups · 16` values, or
+            // `groups / per · 16` for the factors).
+            let (plain, zeros, plain_mins) = panel.all_params();
+            let (all_codes, gb) = panel.all_codes();
+            debug_assert_eq!(all_codes.len(), groups * gb);
+            let zeros = zeros.as_ptr();
+            let factored = panel.factored();
+            let per = factored.map_or(groups, |f| f.per);
+            let (with_min, round) = (kind.has_min(), _mm512_set1_ps(ROUND));
+            let ints = |v: *const i8| {
+                // SAFETY: 16 readable bytes (the caller's group, above).
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(v.cast()) }))
             };
-            // Two-level weights: the super-block's groups summed here first (step 3's second form).
-            let mut t = [_mm512_setzero_ps(); R];
-            for g in sup * per..(sup + 1) * per {
-                // Group `g`'s sixteen scales and minimums: the `f32` product of factor and integer
-                // (as `Panels::params` forms it), or the values.
-                let at = g * WIDE;
-                let (swv, mnv) = match factored {
+            // SAFETY: 16 readable values (as above).
+            let floats = |v: *const f32| unsafe { _mm512_loadu_ps(v) };
+            // SAFETY: AVX-512 F present (this function's features).
+            let table = unsafe { levels_table(&w.levels) };
+            let mut acc = [_mm512_setzero_ps(); R];
+            // Where group `g`'s per-group activation values start, `a.at(rows[0], g)`: a step of `m`
+            // a group (a running index, not a product per group).
+            let mut meta = a.at(rows[0], 0);
+            for sup in 0..groups / per {
+                // The super-block's factors (the factored form).
+                let (d, dmin) = match factored {
                     Some(f) => {
-                        let m = if with_min { _mm512_mul_ps(dmin, ints(f.mins.as_ptr().wrapping_add(at))) } else { dmin };
-                        (_mm512_mul_ps(d, ints(f.scales.as_ptr().wrapping_add(at))), m)
+                        let at = sup * WIDE;
+                        let dmin =
+                            if with_min { floats(f.super_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
+                        (floats(f.supers.as_ptr().wrapping_add(at)), dmin)
                     }
-                    None => {
-                        let m = if with_min { floats(plain_mins.as_ptr().wrapping_add(at)) } else { _mm512_setzero_ps() };
-                        (floats(plain.as_ptr().wrapping_add(at)), m)
-                    }
+                    None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
                 };
-                // SAFETY: the panel holds `groups` groups of `gb` bytes (`g < groups`).
-                let codes = unsafe { core::slice::from_raw_parts(all_codes.as_ptr().add(g * gb), gb) };
-                debug_assert_eq!(codes, panel.codes(g));
-                let at = meta;
-                debug_assert_eq!(at, a.at(rows[0], g));
-                // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g` one of
-                // their groups, `at` its index.
-                let (xs, init, scaled) = unsafe { a.group_rows(&xs0, g, at) };
-                // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
-                // group's activations (`group` a multiple of 16); CPU features as above.
-                let raw = unsafe {
-                    match kind {
-                        GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
-                        GroupCodes::Levels4 => $levels(codes, xs, group, table, init),
-                        GroupCodes::Sym6 | GroupCodes::Min6 => six_zmm(codes, xs, group, init),
-                        GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
-                    }
-                };
-                // SAFETY: `zeros` holds 16 values a group (`Asym4`, the one kind that reads it);
-                // the scales (one-level: the blocks are the groups) and `scaled` hold `R` values
-                // (above).
-                unsafe {
-                    for i in 0..R {
-                        let d = if kind == GroupCodes::Asym4 {
-                            let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(zeros.add(g * WIDE).cast()));
-                            _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(a.sums[at + i])))
-                        } else {
-                            raw[i] // the offset is in `init`
-                        };
-                        // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`): `d` as
-                        // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
-                        // `vpdpbusd`).
-                        let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
-                        let m = _mm512_set1_ps(*scaled.add(i));
-                        if a.two_level {
-                            t[i] = _mm512_fmadd_ps(swv, dv, t[i]);
-                            if with_min {
-                                t[i] = _mm512_fmadd_ps(mnv, m, t[i]);
-                            }
-                        } else {
-                            let part = _mm512_mul_ps(_mm512_set1_ps(*a.block_scales(at + i)), dv);
-                            acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
-                            if with_min {
-                                acc[i] = _mm512_fmadd_ps(mnv, m, acc[i]);
+                // Two-level weights: the super-block's groups summed here first (step 3's second form).
+                let mut t = [_mm512_setzero_ps(); R];
+                for g in sup * per..(sup + 1) * per {
+                    // Group `g`'s sixteen scales and minimums: the `f32` product of factor and integer
+                    // (as `Panels::params` forms it), or the values.
+                    let at = g * WIDE;
+                    let (swv, mnv) = match factored {
+                        Some(f) => {
+                            let m = if with_min {
+                                _mm512_mul_ps(dmin, ints(f.mins.as_ptr().wrapping_add(at)))
+                            } else {
+                                dmin
+                            };
+                            (_mm512_mul_ps(d, ints(f.scales.as_ptr().wrapping_add(at))), m)
+                        }
+                        None => {
+                            let m = if with_min {
+                                floats(plain_mins.as_ptr().wrapping_add(at))
+                            } else {
+                                _mm512_setzero_ps()
+                            };
+                            (floats(plain.as_ptr().wrapping_add(at)), m)
+                        }
+                    };
+                    // SAFETY: the panel holds `groups` groups of `gb` bytes (`g < groups`).
+                    let codes = unsafe { core::slice::from_raw_parts(all_codes.as_ptr().add(g * gb), gb) };
+                    debug_assert_eq!(codes, panel.codes(g));
+                    let at = meta;
+                    debug_assert_eq!(at, a.at(rows[0], g));
+                    // SAFETY: `xs0` are the starts of `R` consecutive rows of `a` (caller), `g` one of
+                    // their groups, `at` its index.
+                    let (xs, init, scaled) = unsafe { a.group_rows(&xs0, g, at) };
+                    // SAFETY: the panel holds the group's codes for sixteen channels; `xs` point to the
+                    // group's activations (`group` a multiple of 16); CPU features as above.
+                    let raw = unsafe {
+                        match kind {
+                            GroupCodes::Sym4 | GroupCodes::Asym4 | GroupCodes::Min4 => four_zmm(codes, xs, group, init),
+                            GroupCodes::Levels4 => $levels(codes, xs, group, table, init),
+                            GroupCodes::Sym6 | GroupCodes::Min6 => six_zmm(codes, xs, group, init),
+                            GroupCodes::Sym8 | GroupCodes::Min8 => eight_zmm(codes, xs, group, init),
+                        }
+                    };
+                    // SAFETY: `zeros` holds 16 values a group (`Asym4`, the one kind that reads it);
+                    // the scales (one-level: the blocks are the groups) and `scaled` hold `R` values
+                    // (above).
+                    unsafe {
+                        for i in 0..R {
+                            let d = if kind == GroupCodes::Asym4 {
+                                let zv = _mm512_cvtepu8_epi32(_mm_loadu_si128(zeros.add(g * WIDE).cast()));
+                                _mm512_sub_epi32(raw[i], _mm512_mullo_epi32(zv, _mm512_set1_epi32(a.sums[at + i])))
+                            } else {
+                                raw[i] // the offset is in `init`
+                            };
+                            // `d` holds the bits of `ROUND + d` (the sums start at `ROUND_BITS`): `d` as
+                            // an `f32`, exactly, without a conversion (`vcvtdq2ps` shares the port of
+                            // `vpdpbusd`).
+                            let dv = _mm512_sub_ps(_mm512_castsi512_ps(d), round);
+                            let m = _mm512_set1_ps(*scaled.add(i));
+                            if a.two_level {
+                                t[i] = _mm512_fmadd_ps(swv, dv, t[i]);
+                                if with_min {
+                                    t[i] = _mm512_fmadd_ps(mnv, m, t[i]);
+                                }
+                            } else {
+                                let part = _mm512_mul_ps(_mm512_set1_ps(*a.block_scales(at + i)), dv);
+                                acc[i] = _mm512_fmadd_ps(swv, part, acc[i]);
+                                if with_min {
+                                    acc[i] = _mm512_fmadd_ps(mnv, m, acc[i]);
+                                }
                             }
                         }
                     }
+                    meta += a.m;
                 }
-                meta += a.m;
-            }
-            if a.two_level {
-                let at = a.block_at(rows[0], sup);
-                for i in 0..R {
-                    // SAFETY: the `R` rows' scales of block `sup` (above).
-                    acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(unsafe { *a.block_scales(at + i) }), acc[i]);
+                if a.two_level {
+                    let at = a.block_at(rows[0], sup);
+                    for i in 0..R {
+                        // SAFETY: the `R` rows' scales of block `sup` (above).
+                        acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(unsafe { *a.block_scales(at + i) }), acc[i]);
+                    }
                 }
             }
+            let mut out = [[0f32; WIDE]; R];
+            for (o, v) in out.iter_mut().zip(acc) {
+                // SAFETY: a write of a 16-element array.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+            }
+            out
         }
-        let mut out = [[0f32; WIDE]; R];
-        for (o, v) in out.iter_mut().zip(acc) {
-            // SAFETY: a write of a 16-element array.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-        }
-        out
-    }
     };
 }
 
-wide_kernel!(
-    /// 16-channel panel `p`'s channels for each of `rows`, before the bias: the reference's
-    /// operations lane by lane (see the module docs), on sixteen lanes; `KIND` is the weights'
-    /// code kind ([`kind_of`]).
-    ///
-    /// # Safety
-    /// AVX-512 F/BW and VNNI present; `p` is a panel of `w`, in the 16-channel layout, whose codes
-    /// are of `KIND`; every row of `rows` is a row of `a`.
-    wide_avx512vnni,
-    "avx512f,avx512bw,avx512vnni",
-    levels_zmm
-);
-
-wide_kernel!(
-    /// [`wide_avx512vnni`] with the `vpermb` lookup of the `Levels4` codes (the same sums).
-    ///
-    /// # Safety
-    /// As [`wide_avx512vnni`], and AVX-512 VBMI present.
-    wide_avx512vbmi,
-    "avx512f,avx512bw,avx512vnni,avx512vbmi",
-    levels_vbmi_zmm
-);
+wide_kernel!(wide_avx512vnni, "avx512f,avx512bw,avx512vnni", levels_zmm);
+wide_kernel!(wide_avx512vbmi, "avx512f,avx512bw,avx512vnni,avx512vbmi", levels_vbmi_zmm);
 
 /// `R` rows of the tile over `kq` quads, from `io.start` to `io.finish`; unless `fetch` is
 /// null, the `kq * NR * 4` bytes there (the next panel) are prefetched into L2 meanwhile.
