@@ -396,16 +396,28 @@ crate::simd::multiversion! {
                     *pj = if m != 0 { math::exp(*pj - max) } else { 0.0 };
                 }
                 let inv = 1.0 / sum8(p.iter().copied());
+                // `o_c = Σ_j w_j · v_jc` in `j` order, sixteen columns at a time in a local
+                // sum (in registers, not stored and reloaded for every key).
                 let o = &mut out[i * h + off..i * h + off + d];
-                o.fill(0.0);
-                for (j, &pj) in p.iter().enumerate() {
-                    if pj == 0.0 {
-                        continue;
+                for (c, o) in (off..off + d).step_by(16).zip(o.chunks_mut(16)) {
+                    let mut acc = [0f32; 16];
+                    for (j, &pj) in p.iter().enumerate() {
+                        if pj == 0.0 {
+                            continue;
+                        }
+                        let w = pj * inv;
+                        let row = &v[j * h + c..j * h + c + o.len()];
+                        if let Some(row) = row.first_chunk::<16>() {
+                            for (a, b) in acc.iter_mut().zip(row) {
+                                *a += w * b;
+                            }
+                        } else {
+                            for (a, b) in acc.iter_mut().zip(row) {
+                                *a += w * b;
+                            }
+                        }
                     }
-                    let w = pj * inv;
-                    for (a, b) in o.iter_mut().zip(&v[j * h + off..j * h + off + d]) {
-                        *a += w * b;
-                    }
+                    o.copy_from_slice(&acc[..o.len()]);
                 }
             }
         }
