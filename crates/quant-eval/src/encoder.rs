@@ -330,13 +330,21 @@ fn add_into(x: &mut [f32], t: &[f32]) {
     }
 }
 
-/// The sum of `v` in eight interleaved partial sums (element `i` to sum `i mod 8`), added in
-/// order at the end: a fixed order, which the compiler keeps in vector lanes.
+/// The sum of `f(v_i)` in eight interleaved partial sums (element `i` to sum `i mod 8`), added
+/// in order at the end: a fixed order, which the compiler keeps in vector lanes (eight elements
+/// a step, then the rest).
 #[inline(always)]
-fn sum8(v: impl Iterator<Item = f32>) -> f32 {
+fn sum8(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
-    for (i, x) in v.enumerate() {
-        acc[i % 8] += x;
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(rest) {
+        *a += f(x);
     }
     acc.iter().sum()
 }
@@ -353,8 +361,8 @@ crate::simd::multiversion! {
     fn norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
         let n = row.len() as f32;
-        let mean = sum8(row.iter().copied()) / n;
-        let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) / n;
+        let mean = sum8(row, |v| v) / n;
+        let var = sum8(row, |v| (v - mean) * (v - mean)) / n;
         let inv = 1.0 / (var + eps).sqrt();
         for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv * g + b;
@@ -395,7 +403,7 @@ crate::simd::multiversion! {
                 for (pj, &m) in p.iter_mut().zip(keep) {
                     *pj = if m != 0 { math::exp(*pj - max) } else { 0.0 };
                 }
-                let inv = 1.0 / sum8(p.iter().copied());
+                let inv = 1.0 / sum8(&p, |v| v);
                 // `o_c = Σ_j w_j · v_jc` in `j` order, sixteen columns at a time in a local
                 // sum (in registers, not stored and reloaded for every key).
                 let o = &mut out[i * h + off..i * h + off + d];
