@@ -334,7 +334,8 @@ fn decide() -> Result<Tier, QuantError> {
     }
 }
 
-/// Whether this CPU has `feature` (a `/proc/cpuinfo` name from [`Tier::features`]).
+/// Whether this CPU has `feature` (a `/proc/cpuinfo` name from [`Tier::features`], or
+/// `avx512_vbmi`, which the `avx512vnni` tier's decode kernel uses where present: `vpermb`).
 #[must_use]
 pub fn has_feature(feature: &str) -> bool {
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
