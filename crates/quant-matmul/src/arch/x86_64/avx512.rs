@@ -171,7 +171,7 @@ unsafe fn quad_zmm(x: *const i8) -> __m512i {
 #[target_feature(enable = "avx512f")]
 fn ahead(codes: &[u8], at: usize) {
     _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().wrapping_add(2048 + at).cast());
-    _mm_prefetch::<_MM_HINT_T1>(codes.as_ptr().wrapping_add(16384 + at).cast());
+    decode::ahead_l2(codes.as_ptr().wrapping_add(at));
 }
 
 /// Each row's integer chains of a group, started at `init` (the row's `-o · Σ q`, so that the

@@ -126,10 +126,10 @@ unsafe fn quad(x: *const i8) -> __m256i {
 
 /// The line 16 KiB past `at` into L2, asked for as the codes at `at` are read: with few rows
 /// the codes stream once, and the hardware's prefetch alone leaves a core short of the memory's
-/// bandwidth (a hint; harmless past the weights).
+/// bandwidth (a hint; harmless past the weights). The ymm and zmm kernels both ask through it.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn ahead_l2(at: *const u8) {
+pub(super) fn ahead_l2(at: *const u8) {
     _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(16384).cast());
 }
 
